@@ -1,0 +1,38 @@
+//! `release`: remove an allocation's port. A port already gone is success with
+//! `existed: false`; the journal entry goes either way. A port on a modem the seller
+//! excluded from the marketplace is never touched (`policy_denied`).
+
+use super::validate;
+use super::{journal_error, port_name, CommandContext};
+use crate::policy;
+use farmhand_protocol::{CommandError, Release, Released};
+
+pub(super) async fn run(ctx: &CommandContext, r: Release) -> Result<Released, CommandError> {
+    validate::token("allocation_id", &r.allocation_id)?;
+    let journaled = ctx.journal.port(&r.allocation_id).map_err(journal_error)?;
+    let ports = ctx.client.list_ports().await?;
+    let name = port_name(&r.allocation_id);
+    // The journaled port id first; a port of ours by name covers a crash before journaling.
+    let targets: Vec<&crate::proxysmart::PortEntry> = ports
+        .iter()
+        .filter(|p| {
+            journaled.as_ref().is_some_and(|j| j.port_id == p.port_id) || p.port_name == name
+        })
+        .collect();
+    if let Some(p) = targets.iter().find(|p| ctx.policy.excludes(&p.imei)) {
+        return Err(policy::excluded(&p.imei));
+    }
+    let mut existed = false;
+    for port in &targets {
+        existed |= ctx.client.purge_port(&port.port_id).await?;
+    }
+    ctx.journal
+        .remove_port(&r.allocation_id)
+        .await
+        .map_err(journal_error)?;
+    tracing::info!(allocation = %r.allocation_id, existed, "port released");
+    Ok(Released {
+        allocation_id: r.allocation_id,
+        existed,
+    })
+}

@@ -1,0 +1,77 @@
+//! `rotate_ip`: ask a modem for a new external IP and wait (bounded by the rotation timeout)
+//! until ProxySmart shows a real address again.
+//!
+//! Right after the reset the status may still show the old IP for a moment, so the old IP
+//! only counts as the answer once a rotation was seen, or after a settle time. The seller's
+//! minimum interval between two rotations of one modem is checked (and the start recorded)
+//! just before the reset, so a rotation refused for another reason does not count.
+
+use super::validate;
+use super::{current_modem, CommandContext};
+use farmhand_protocol::{CommandError, CommandErrorCode, RotateIp, Rotated};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Pause between two status reads while waiting for the new IP.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait before an unchanged IP (with no rotation seen) is accepted as the answer.
+const SETTLE: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(ctx: &CommandContext, r: RotateIp) -> Result<Rotated, CommandError> {
+    validate::imei(&r.imei)?;
+    let before = current_modem(ctx, &r.imei).await?;
+    if !before.online && !before.rotating {
+        return Err(CommandError::new(
+            CommandErrorCode::ModemOffline,
+            format!("modem {} is offline", r.imei),
+        ));
+    }
+    let old_ip = before.ext_ip.clone();
+    ctx.start_rotation(&r.imei)?;
+    ctx.client.reset_modem(&r.imei).await?;
+    tracing::info!(imei = %r.imei, old_ip = ?old_ip, "rotation requested");
+    let new_ip = wait_for_new_ip(ctx, &r.imei, old_ip.as_deref()).await?;
+    if let Some(inventory) = &ctx.inventory {
+        inventory.poll_now();
+    }
+    let changed = new_ip.is_some() && new_ip != old_ip;
+    tracing::info!(imei = %r.imei, new_ip = ?new_ip, changed, "rotation finished");
+    Ok(Rotated {
+        imei: r.imei,
+        old_ip,
+        new_ip,
+        changed,
+    })
+}
+
+/// Polls until the modem shows a real IP after a rotation; `None` if it did not in time.
+async fn wait_for_new_ip(
+    ctx: &CommandContext,
+    imei: &str,
+    old_ip: Option<&str>,
+) -> Result<Option<String>, CommandError> {
+    let start = Instant::now();
+    let deadline = start + ctx.rotation_timeout;
+    let settle = SETTLE.min(ctx.rotation_timeout / 2);
+    let mut saw_rotation = false;
+    while Instant::now() < deadline {
+        tokio::time::sleep(POLL_EVERY).await;
+        // A failed read mid-rotation is not fatal: the box is busy; try again until the deadline.
+        let modem = match current_modem(ctx, imei).await {
+            Ok(m) => m,
+            Err(e) if e.code == CommandErrorCode::UnknownImei => return Err(e),
+            Err(e) => {
+                tracing::debug!(imei, error = %e.message, "status read failed while rotating");
+                continue;
+            }
+        };
+        saw_rotation |= modem.rotating || modem.ext_ip.is_none();
+        let Some(ip) = modem.ext_ip.filter(|_| !modem.rotating) else {
+            continue;
+        };
+        if saw_rotation || Some(ip.as_str()) != old_ip || start.elapsed() >= settle {
+            return Ok(Some(ip));
+        }
+    }
+    Ok(None)
+}

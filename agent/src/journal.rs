@@ -1,0 +1,234 @@
+//! The durable journal (sled, `<state_dir>/db`): each command id's recorded result, and the
+//! port each allocation owns; plus the box's learned UTC offset (`proxysmart::box_clock`).
+//!
+//! Results are written and flushed before the agent answers, so a redelivered command gets
+//! the recorded result and ProxySmart is not touched twice. Old command records are pruned on
+//! open; port records live until the port is released.
+
+use farmhand_protocol::{CommandResult, ManagedPort};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// sled's page cache: the journal is small, keep the agent's memory footprint small too.
+const CACHE_CAPACITY_BYTES: u64 = 2 * 1024 * 1024;
+/// Key (in the default tree) of the learned box UTC offset, seconds as i64 big-endian.
+const BOX_UTC_OFFSET_KEY: &[u8] = b"box_utc_offset_s";
+/// Command records older than this are pruned at open (the plane never redelivers that late).
+pub const COMMAND_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// sled failed (disk full, corruption, another process holds the lock).
+    #[error("journal storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// A record could not be encoded or decoded.
+    #[error("journal record: {0}")]
+    Record(#[from] serde_json::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+struct CommandRecord {
+    at_ms: u64,
+    result: CommandResult,
+}
+
+/// The open journal; cheap to clone (sled handles are shared).
+#[derive(Debug, Clone)]
+pub struct Journal {
+    db: sled::Db,
+    commands: sled::Tree,
+    ports: sled::Tree,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `<state_dir>/db` and prunes old command records.
+    pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        let db = sled::Config::new()
+            .path(state_dir.join("db"))
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            // Every write is flushed explicitly; no background flusher thread means the
+            // database lock is released as soon as the last handle is dropped.
+            .flush_every_ms(None)
+            .open()?;
+        let journal = Journal {
+            commands: db.open_tree("commands")?,
+            ports: db.open_tree("ports")?,
+            db,
+        };
+        journal.prune(now_ms().saturating_sub(COMMAND_RETENTION.as_millis() as u64))?;
+        Ok(journal)
+    }
+
+    /// The recorded result of command `id`, if it ran before.
+    pub fn result(&self, id: &str) -> Result<Option<CommandResult>, JournalError> {
+        match self.commands.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice::<CommandRecord>(&bytes)?.result,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a result and flushes it to disk.
+    pub async fn record_result(&self, result: &CommandResult) -> Result<(), JournalError> {
+        let record = CommandRecord {
+            at_ms: now_ms(),
+            result: result.clone(),
+        };
+        self.commands
+            .insert(result.id.as_bytes(), serde_json::to_vec(&record)?)?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// The port recorded for `allocation_id`.
+    pub fn port(&self, allocation_id: &str) -> Result<Option<ManagedPort>, JournalError> {
+        match self.ports.get(allocation_id.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records (or replaces) the port of `port.allocation_id`, flushed.
+    pub async fn put_port(&self, port: &ManagedPort) -> Result<(), JournalError> {
+        self.ports
+            .insert(port.allocation_id.as_bytes(), serde_json::to_vec(port)?)?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// Forgets the port of `allocation_id`, flushed.
+    pub async fn remove_port(&self, allocation_id: &str) -> Result<(), JournalError> {
+        self.ports.remove(allocation_id.as_bytes())?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// The box UTC offset learned earlier, seconds east of UTC.
+    pub fn box_utc_offset(&self) -> Result<Option<i64>, JournalError> {
+        let value = self.db.get(BOX_UTC_OFFSET_KEY)?;
+        Ok(value
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// Remembers the learned box UTC offset, flushed.
+    pub async fn put_box_utc_offset(&self, seconds: i64) -> Result<(), JournalError> {
+        self.db
+            .insert(BOX_UTC_OFFSET_KEY, &seconds.to_be_bytes()[..])?;
+        self.flush().await
+    }
+
+    /// Every managed port, ordered by allocation id.
+    pub fn ports(&self) -> Result<Vec<ManagedPort>, JournalError> {
+        self.ports
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+
+    /// Flushes to disk on tokio's blocking pool. Not `sled::Db::flush_async`: that runs the
+    /// flush on sled's own I/O pool, and concurrent flushes can occupy every pool thread
+    /// waiting for a buffer write that is queued behind them on the same pool — a deadlock
+    /// the agent's fuzz test (`agent/tests/fuzz.rs`) hit with 16 commands in flight.
+    async fn flush(&self) -> Result<(), JournalError> {
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(result) => result.map(drop).map_err(JournalError::Storage),
+            Err(e) => Err(JournalError::Storage(sled::Error::Io(
+                std::io::Error::other(e.to_string()),
+            ))),
+        }
+    }
+
+    /// Removes command records recorded before `cutoff_ms`; returns how many.
+    pub fn prune(&self, cutoff_ms: u64) -> Result<usize, JournalError> {
+        let mut removed = 0;
+        for entry in self.commands.iter() {
+            let (key, value) = entry?;
+            let old = serde_json::from_slice::<CommandRecord>(&value)
+                .map_or(true, |r| r.at_ms < cutoff_ms);
+            if old {
+                self.commands.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Unix milliseconds now (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use farmhand_protocol::{CommandOutput, Outcome, Released};
+
+    fn result(id: &str) -> CommandResult {
+        CommandResult {
+            id: id.into(),
+            outcome: Outcome::Ok {
+                output: CommandOutput::Release(Released {
+                    allocation_id: "a".into(),
+                    existed: true,
+                }),
+            },
+        }
+    }
+
+    fn port(alloc: &str) -> ManagedPort {
+        ManagedPort {
+            allocation_id: alloc.into(),
+            imei: "356000000000001".into(),
+            port_id: "port0123456789".into(),
+            http_port: 8001,
+            socks_port: 5001,
+        }
+    }
+
+    #[tokio::test]
+    async fn results_and_ports_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            assert_eq!(j.result("c1").unwrap(), None);
+            j.record_result(&result("c1")).await.unwrap();
+            j.put_port(&port("b")).await.unwrap();
+            j.put_port(&port("a")).await.unwrap();
+            j.put_port(&port("gone")).await.unwrap();
+            j.remove_port("gone").await.unwrap();
+            assert_eq!(j.box_utc_offset().unwrap(), None);
+            j.put_box_utc_offset(-19_800).await.unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.box_utc_offset().unwrap(), Some(-19_800));
+        assert_eq!(j.result("c1").unwrap(), Some(result("c1")));
+        assert_eq!(j.port("a").unwrap(), Some(port("a")));
+        assert_eq!(j.port("gone").unwrap(), None);
+        let ids: Vec<String> = j
+            .ports()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.allocation_id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn prune_removes_only_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.record_result(&result("c1")).await.unwrap();
+        assert_eq!(j.prune(0).unwrap(), 0);
+        assert_eq!(j.prune(now_ms() + 1000).unwrap(), 1);
+        assert_eq!(j.result("c1").unwrap(), None);
+    }
+}

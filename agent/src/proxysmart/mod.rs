@@ -1,0 +1,15 @@
+//! The local ProxySmart API: the HTTP client (the only code that talks to ProxySmart), the
+//! tolerant parsers for its string-typed JSON, its typed errors, and its zone-less clock.
+
+pub mod box_clock;
+mod client;
+mod error;
+mod wire;
+
+pub use box_clock::{BoxClock, BoxUtcOffset};
+pub use client::{ProxysmartClient, StorePort};
+pub use error::ProxysmartError;
+pub use wire::{
+    is_imei, is_refusal, normalize_modems, parse_action, parse_free_ports, parse_ports,
+    parse_status, PortEntry,
+};

@@ -1,0 +1,184 @@
+//! Fixture tests for every ProxySmart quirk the parsers must tolerate (and the garbage they
+//! must refuse).
+
+use super::*;
+
+const STATUS: &str = include_str!("fixtures/status_array.json");
+const PORTS: &str = include_str!("fixtures/ports.json");
+const HTML: &str = include_str!("fixtures/maintenance.html");
+
+fn modems(body: &str, previous: &[Modem]) -> Vec<Modem> {
+    normalize_modems(&parse_status(body).unwrap(), previous)
+}
+
+#[test]
+fn status_array_is_normalised_and_junk_entries_skipped() {
+    let m = modems(STATUS, &[]);
+    let imeis: Vec<&str> = m.iter().map(|m| m.imei.as_str()).collect();
+    // No entry without IMEI, no phantom USB path, no duplicate, the numeric IMEI accepted.
+    assert_eq!(
+        imeis,
+        [
+            "356000000000001",
+            "356000000000002",
+            "356000000000003",
+            "356000000000004"
+        ]
+    );
+    let first = &m[0];
+    assert_eq!(first.nick, "DE_1");
+    assert_eq!(first.carrier.as_deref(), Some("Vodafone"));
+    assert_eq!(first.ext_ip.as_deref(), Some("198.51.100.11"));
+    assert!(first.online && !first.rotating);
+    assert_eq!(first.signal, Some(23));
+    assert_eq!(first.model.as_deref(), Some("Huawei E3372h"));
+    assert!(m[3].online, "boolean IS_ONLINE accepted");
+}
+
+#[test]
+fn rotating_modem_has_no_ip_and_is_flagged() {
+    let m = modems(STATUS, &[]);
+    let rot = &m[1];
+    assert_eq!(rot.ext_ip, None, "IP_RESET is never an address");
+    assert!(rot.rotating && !rot.online);
+    assert_eq!(rot.signal, Some(-71));
+}
+
+#[test]
+fn unknown_carrier_keeps_the_last_known_one() {
+    let m = modems(STATUS, &[]);
+    assert_eq!(m[2].carrier, None);
+    assert_eq!(m[2].ext_ip, None, "empty EXT_IP is None");
+    assert_eq!(m[2].signal, None);
+    assert_eq!(m[2].model, None);
+    let mut previous = m[2].clone();
+    previous.carrier = Some("O2".into());
+    let again = modems(STATUS, &[previous]);
+    assert_eq!(again[2].carrier.as_deref(), Some("O2"));
+}
+
+#[test]
+fn status_wrapped_in_modems_object_is_accepted() {
+    let wrapped = format!(r#"{{"modems": {STATUS}}}"#);
+    assert_eq!(modems(&wrapped, &[]), modems(STATUS, &[]));
+}
+
+#[test]
+fn garbage_and_html_status_are_malformed() {
+    for body in [
+        HTML,
+        "",
+        "   ",
+        "garbage",
+        "{\"modems\": 3}",
+        "42",
+        "\"str\"",
+        "{\"other\": []}",
+        "[1,",
+    ] {
+        let err = parse_status(body).unwrap_err();
+        assert!(
+            matches!(err, ProxysmartError::Malformed { .. }),
+            "{body:?} → {err:?}"
+        );
+    }
+    assert!(parse_status(HTML).unwrap_err().to_string().contains("HTML"));
+}
+
+#[test]
+fn ports_are_parsed_with_string_numbers() {
+    let ports = parse_ports(PORTS).unwrap();
+    assert_eq!(ports.len(), 3, "the entry without portID is skipped");
+    let ours = ports.iter().find(|p| p.port_id == "portQcSp2e0Y").unwrap();
+    assert_eq!(ours.imei, "356000000000001");
+    assert_eq!(ours.port_name, "farmhand-al_1");
+    assert_eq!((ours.http_port, ours.socks_port), (Some(8031), Some(5031)));
+    assert_eq!(ours.login, "buyer1");
+    assert_eq!(ours.password.expose(), "pw-one");
+    assert_eq!(ours.valid_before, "2026-03-10T14:14:26");
+    let bad = ports.iter().find(|p| p.port_id == "portBadNums").unwrap();
+    assert_eq!((bad.http_port, bad.socks_port), (None, Some(5050)));
+    assert!(
+        !format!("{ports:?}").contains("pw-one"),
+        "Debug hides port passwords"
+    );
+}
+
+#[test]
+fn empty_port_list_may_be_an_empty_array() {
+    assert!(parse_ports("[]").unwrap().is_empty());
+    assert!(parse_ports("{}").unwrap().is_empty());
+    for body in [HTML, "[1]", "{\"356000000000001\": 5}", "nonsense"] {
+        assert!(
+            matches!(parse_ports(body), Err(ProxysmartError::Malformed { .. })),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn free_ports_in_several_shapes() {
+    assert_eq!(parse_free_ports("[8001, 8002]").unwrap(), [8001, 8002]);
+    assert_eq!(
+        parse_free_ports(r#"["8001","8002"]"#).unwrap(),
+        [8001, 8002]
+    );
+    assert_eq!(parse_free_ports(r#"{"ports":[8001]}"#).unwrap(), [8001]);
+    assert_eq!(
+        parse_free_ports(r#"{"result":"success","free":[9000]}"#).unwrap(),
+        [9000]
+    );
+    assert!(parse_free_ports("[]").unwrap().is_empty());
+    for body in [HTML, r#"["x"]"#, "[70000]", "{}", "7"] {
+        assert!(
+            matches!(
+                parse_free_ports(body),
+                Err(ProxysmartError::Malformed { .. })
+            ),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn action_replies_inspect_the_body() {
+    assert_eq!(
+        parse_action(r#"{"result":"success","message":"stored"}"#),
+        Ok(())
+    );
+    assert_eq!(parse_action(r#"{"message":"port applied"}"#), Ok(()));
+    let refused = [
+        r#"{"result":"error","message":"modem is busy"}"#,
+        r#"{"result":"failed"}"#,
+        r#"{"message":"Modem not available, restart the modem"}"#,
+        r#"{"message":"no such port"}"#,
+    ];
+    for body in refused {
+        assert!(
+            matches!(parse_action(body), Err(ProxysmartError::Refused { .. })),
+            "{body}"
+        );
+    }
+    let err = parse_action(r#"{"result":"error","message":"modem is busy"}"#).unwrap_err();
+    assert_eq!(err.to_string(), "ProxySmart refused: modem is busy");
+    for body in [HTML, "OK", "[]", ""] {
+        assert!(
+            matches!(parse_action(body), Err(ProxysmartError::Malformed { .. })),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn imei_validation() {
+    assert!(is_imei("356000000000001"));
+    for bad in [
+        "",
+        "35600000000000",
+        "3560000000000011",
+        "1-4.3.1.1",
+        "35600000000000a",
+    ] {
+        assert!(!is_imei(bad), "{bad}");
+    }
+}

@@ -1,0 +1,299 @@
+//! Fuzz-style test of the command path: thousands of random and mutated command frames
+//! (wrong types, huge numbers, deep nesting, unknown ops and fields, hostile strings,
+//! truncated JSON) are decoded as the session decodes them, and every decodable command is
+//! executed against the fake ProxySmart. Nothing may panic, every command gets exactly one
+//! result, ProxySmart never receives an invalid field, an unknown path or an excluded IMEI,
+//! and the audit never holds a password. Deterministic (xorshift, fixed seed).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use farmhand_agent::audit::{read_recent, AuditLog};
+use farmhand_agent::commands::{CommandContext, Executor};
+use farmhand_agent::journal::{now_ms, Journal};
+use farmhand_agent::policy::Policy;
+use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::{Masked, ProxysmartConfig};
+use farmhand_protocol::{decode, CommandResult, Outcome, PlaneMessage, DEFAULT_MAX_FRAME_BYTES};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
+use tokio::sync::mpsc;
+
+const FRAMES: usize = 4000;
+const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+const BUYER_PASSWORD: &str = "Fuzz-Buyer-Pass-0001";
+
+/// xorshift64: tiny, deterministic, good enough to pick mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
+    }
+}
+
+fn nested(depth: usize, array: bool) -> Value {
+    (0..depth).fold(json!(1), |inner, _| match array {
+        true => json!([inner]),
+        false => json!({ "a": inner }),
+    })
+}
+
+/// A value of the wrong type, an extreme number, or (half the time) a hostile string.
+fn weird(rng: &mut Rng) -> Value {
+    if rng.below(2) == 0 {
+        return json!(hostile_string(rng));
+    }
+    let now = now_ms();
+    match rng.below(16) {
+        0 => Value::Null,
+        1 => json!(true),
+        2 => json!(-1),
+        3 => json!(0),
+        4 => json!(1e308),
+        5 => json!(u64::MAX),
+        6 => serde_json::from_str("18446744073709551616").unwrap(),
+        7 => json!(i64::MIN),
+        8 => json!(3.5),
+        9 => json!([]),
+        10 => json!({}),
+        11 => json!({"$gt": ""}),
+        12 => nested(1 + rng.below(300), rng.below(2) == 0),
+        13 => json!(now.saturating_sub(1)),
+        14 => json!(now + 20 * 366 * 86_400_000),
+        _ => json!(8),
+    }
+}
+
+/// Strings that are wrong somewhere: charset, length, control characters, injection.
+fn hostile_string(rng: &mut Rng) -> String {
+    match rng.below(12) {
+        0 => String::new(),
+        1 => "a".repeat(10_000),
+        2 => "a".repeat(65),
+        3 => "short".into(),
+        4 => "nul\u{0}byte".into(),
+        5 => "356000000000001\n".into(),
+        6 => "../../etc/passwd".into(),
+        7 => "a&arg=evil&IMEI=356000000000003".into(),
+        8 => "\u{1b}[31mred ümlaut".into(),
+        9 => "has space".into(),
+        10 => IMEI_3.into(),
+        _ => "{\"json\":\"inside\"}".into(),
+    }
+}
+
+fn valid(rng: &mut Rng, id: usize) -> Value {
+    let now = now_ms();
+    // Enough allocations that many provisions are new ones (a known one returns early).
+    let allocation = format!("al-{}", rng.below(400));
+    let imei = rng.pick(&[
+        IMEI_1,
+        IMEI_1,
+        IMEI_1,
+        IMEI_OFFLINE,
+        IMEI_3,
+        "356999999999999",
+    ]);
+    let body = match rng.below(5) {
+        0 => json!({"op": "provision", "allocation_id": allocation, "imei": imei,
+            "login": "buyer", "password": BUYER_PASSWORD, "expires_at_ms": now + 86_400_000,
+            "bandwidth_kbit": 1000, "traffic_quota_mb": 500}),
+        1 => json!({"op": "release", "allocation_id": allocation}),
+        2 => json!({"op": "rotate_ip", "imei": imei}),
+        3 => {
+            json!({"op": "update_port", "allocation_id": allocation, "expires_at_ms": now + 172_800_000})
+        }
+        _ => json!({"op": "reconcile", "ports": [{"allocation_id": allocation, "imei": imei}]}),
+    };
+    json!({"type": "command", "id": format!("c{id}"), "deadline_ms": now + 60_000, "body": body})
+}
+
+/// A random path to a field of `v` (objects and arrays), possibly empty.
+fn random_path(rng: &mut Rng, v: &Value) -> Vec<String> {
+    let mut path = Vec::new();
+    let mut at = v;
+    while rng.below(3) != 0 {
+        let keys: Vec<String> = match at {
+            Value::Object(m) => m.keys().cloned().collect(),
+            Value::Array(a) => (0..a.len()).map(|i| i.to_string()).collect(),
+            _ => break,
+        };
+        if keys.is_empty() {
+            break;
+        }
+        let key = rng.pick(&keys);
+        at = match at {
+            Value::Object(m) => &m[&key],
+            _ => &at[key.parse::<usize>().unwrap()],
+        };
+        path.push(key);
+    }
+    path
+}
+
+fn at_path<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
+    path.iter().fold(v, |at, key| match at {
+        Value::Array(a) => &mut a[key.parse::<usize>().unwrap()],
+        other => &mut other[key.as_str()],
+    })
+}
+
+/// Half the time one field of the body (where validation matters), else anywhere.
+fn target_path(rng: &mut Rng, frame: &Value) -> Vec<String> {
+    let body_keys: Vec<String> = match frame.get("body") {
+        Some(Value::Object(m)) => m.keys().filter(|k| *k != "op").cloned().collect(),
+        _ => Vec::new(),
+    };
+    if rng.below(2) == 0 && !body_keys.is_empty() {
+        return vec!["body".into(), rng.pick(&body_keys)];
+    }
+    random_path(rng, frame)
+}
+
+fn mutate(rng: &mut Rng, frame: &mut Value) {
+    let path = target_path(rng, frame);
+    // The object holding the target (the frame itself for an empty path).
+    let (parent_path, key) = match path.split_last() {
+        Some((key, parent)) => (parent.to_vec(), Some(key.clone())),
+        None => (Vec::new(), None),
+    };
+    match rng.below(8) {
+        0..=3 => *at_path(frame, &path) = weird(rng),
+        4 => {
+            if let (Value::Object(m), Some(key)) = (at_path(frame, &parent_path), key) {
+                m.remove(&key);
+            }
+        }
+        5 => {
+            let extra = rng.pick(&["extra", "url", "path", "method"]);
+            if let Value::Object(m) = at_path(frame, &parent_path) {
+                m.insert(extra.into(), weird(rng));
+            }
+        }
+        6 => {
+            let op = rng.pick(&["call_url", "exec", "", "PROVISION", "provision "]);
+            if let Some(body) = frame.get_mut("body").and_then(Value::as_object_mut) {
+                body.insert("op".into(), json!(op));
+            }
+        }
+        _ => {
+            let kind = rng.pick(&["commands", "heartbeat", "welcome", "error"]);
+            if let Some(top) = frame.as_object_mut() {
+                top.insert("type".into(), json!(kind));
+            }
+        }
+    }
+}
+
+/// One frame's text: valid, mutated, or mangled text.
+fn frame(rng: &mut Rng, id: usize) -> String {
+    let mut value = valid(rng, id);
+    let mutations = rng.pick(&[0, 1, 1, 1, 2, 3]);
+    for _ in 0..mutations {
+        mutate(rng, &mut value);
+    }
+    let text = value.to_string();
+    match rng.below(10) {
+        0 => String::from_utf8_lossy(&text.as_bytes()[..rng.below(text.len())]).into_owned(),
+        1 => format!("{}{}", "[".repeat(rng.below(5000)), text),
+        _ => text,
+    }
+}
+
+async fn executor(fake: &FakeBox, dir: &std::path::Path) -> Executor {
+    let mut config = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+    config.rotation_timeout = Duration::from_secs(2);
+    let client = ProxysmartClient::new(&config).unwrap();
+    let mut ctx = CommandContext::new(client, Journal::open(dir).unwrap(), config.rotation_timeout);
+    ctx.policy = Policy {
+        excluded_imeis: [IMEI_3.to_string()].into(),
+        // After its first rotation a modem is refused quickly, which keeps the run short.
+        min_rotation_interval: Duration::from_secs(3600),
+        ..Policy::default()
+    };
+    ctx.audit = Some(AuditLog::open(dir).unwrap());
+    Executor::new(Arc::new(ctx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_and_mutated_frames_never_panic_and_never_reach_proxysmart_unchecked() {
+    let fake = FakeBox::start().await;
+    fake.add_online_modem(IMEI_3, "198.51.100.3");
+    fake.with(|s| s.free = (20_000..30_000).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&fake, dir.path()).await;
+    let (tx, mut rx) = mpsc::channel::<CommandResult>(FRAMES + 1);
+    let mut rng = Rng(SEED);
+    let mut submitted: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..FRAMES {
+        let text = frame(&mut rng, i);
+        if let Ok(PlaneMessage::Command(command)) =
+            decode::<PlaneMessage>(&text, DEFAULT_MAX_FRAME_BYTES)
+        {
+            *submitted.entry(command.id.clone()).or_default() += 1;
+            exec.submit(command, tx.clone());
+        }
+    }
+    drop(tx);
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    let all = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(result) = rx.recv().await {
+            *answered.entry(result.id.clone()).or_default() += 1;
+            let code = match &result.outcome {
+                Outcome::Ok { .. } => "ok".to_string(),
+                Outcome::Error { error } => error.code.as_str().to_string(),
+            };
+            *codes.entry(code).or_default() += 1;
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "every command finished");
+    assert_eq!(answered, submitted, "exactly one result per delivery");
+    let total: usize = submitted.values().sum();
+    assert!(
+        total > FRAMES / 8,
+        "only {total} of {FRAMES} frames decoded"
+    );
+    for code in ["ok", "invalid_command", "policy_denied", "unknown_imei"] {
+        assert!(codes.contains_key(code), "no {code} among {codes:?}");
+    }
+    fake.with(|s| {
+        assert!(s.violations.is_empty(), "{:#?}", s.violations);
+        assert!(
+            !s.touched_imeis.iter().any(|i| i == IMEI_3),
+            "excluded IMEI touched"
+        );
+        assert!(
+            s.calls_to("store_port") > 20,
+            "the happy path was exercised"
+        );
+    });
+    let audit = read_recent(dir.path(), 0).unwrap();
+    assert_eq!(audit.skipped, 0);
+    assert!(
+        audit.entries.len() >= submitted.len() / 2,
+        "{}",
+        audit.entries.len()
+    );
+    let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        !text.contains(BUYER_PASSWORD),
+        "a password reached the audit"
+    );
+}

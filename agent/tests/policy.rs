@@ -1,0 +1,411 @@
+//! The seller's policy against the fake ProxySmart over real HTTP, and through the whole
+//! agent against a fake plane: each rule is refused with `policy_denied` and audited,
+//! excluded modems are never touched nor reported, rotations are spaced per modem, and
+//! the per-modem port cap holds even for concurrent provisions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use farmhand_agent::audit::{read_recent, AuditLog};
+use farmhand_agent::commands::{CommandContext, Executor};
+use farmhand_agent::journal::{now_ms, Journal};
+use farmhand_agent::policy::Policy;
+use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::{AgentConfig, ControlPlaneConfig, Masked, ProxysmartConfig};
+use farmhand_protocol::*;
+use std::sync::Arc;
+use std::time::Duration;
+use support::plane::{enroll_ok, PlaneConn, WAIT};
+use support::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+struct Agent {
+    fake: FakeBox,
+    exec: Executor,
+    dir: tempfile::TempDir,
+}
+
+async fn agent(policy: Policy) -> Agent {
+    let fake = FakeBox::start().await;
+    fake.add_online_modem(IMEI_3, "198.51.100.3");
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+    let client = ProxysmartClient::new(&config).unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let mut ctx = CommandContext::new(client, journal, Duration::from_secs(10));
+    ctx.policy = policy;
+    ctx.audit = Some(AuditLog::open(dir.path()).unwrap());
+    Agent {
+        fake,
+        exec: Executor::new(Arc::new(ctx)),
+        dir,
+    }
+}
+
+impl Agent {
+    async fn run(&self, id: &str, body: CommandBody) -> Outcome {
+        let command = Command {
+            id: id.into(),
+            deadline_ms: now_ms() + 60_000,
+            body,
+        };
+        self.exec.execute(command).await.outcome
+    }
+
+    async fn denied(&self, id: &str, body: CommandBody) -> String {
+        match self.run(id, body).await {
+            Outcome::Error { error } if error.code == CommandErrorCode::PolicyDenied => {
+                error.message
+            }
+            other => panic!("{id}: expected policy_denied, got {other:?}"),
+        }
+    }
+
+    async fn ok(&self, id: &str, body: CommandBody) -> CommandOutput {
+        match self.run(id, body).await {
+            Outcome::Ok { output } => output,
+            Outcome::Error { error } => panic!("{id}: expected success, got {error:?}"),
+        }
+    }
+
+    /// The audit's outcome for each command id, in order.
+    fn audited(&self) -> Vec<(String, String)> {
+        let read = read_recent(self.dir.path(), 0).unwrap();
+        assert_eq!(read.skipped, 0);
+        read.entries
+            .into_iter()
+            .map(|e| (e.command_id, e.outcome))
+            .collect()
+    }
+}
+
+fn provision(allocation: &str, imei: &str) -> CommandBody {
+    CommandBody::Provision(Provision {
+        allocation_id: allocation.into(),
+        imei: imei.into(),
+        login: "buyer_1".into(),
+        password: Secret::new("Buyer-Pass-123456789"),
+        expires_at_ms: now_ms() + 86_400_000,
+        bandwidth_kbit: None,
+        traffic_quota_mb: None,
+    })
+}
+
+fn release(allocation: &str) -> CommandBody {
+    CommandBody::Release(Release {
+        allocation_id: allocation.into(),
+    })
+}
+
+fn rotate(imei: &str) -> CommandBody {
+    CommandBody::RotateIp(RotateIp { imei: imei.into() })
+}
+
+fn update(allocation: &str) -> CommandBody {
+    CommandBody::UpdatePort(UpdatePort {
+        allocation_id: allocation.into(),
+        expires_at_ms: now_ms() + 2 * 86_400_000,
+    })
+}
+
+fn reconcile(desired: &[(&str, &str)]) -> CommandBody {
+    let ports = desired
+        .iter()
+        .map(|(a, i)| DesiredPort {
+            allocation_id: a.to_string(),
+            imei: i.to_string(),
+        })
+        .collect();
+    CommandBody::Reconcile(Reconcile { ports })
+}
+
+fn pair(id: &str, outcome: &str) -> (String, String) {
+    (id.to_string(), outcome.to_string())
+}
+
+#[tokio::test]
+async fn each_disallowed_command_is_denied_audited_and_never_reaches_proxysmart() {
+    let mut policy = Policy::default();
+    policy.allow.provision = false;
+    policy.allow.rotate_ip = false;
+    policy.allow.update_port = false;
+    let a = agent(policy).await;
+    a.fake
+        .with(|s| s.add_port("portold0000001", "farmhand-old", IMEI_1, 8100, 8101));
+    assert!(a
+        .denied("c1", provision("al-1", IMEI_1))
+        .await
+        .contains("provision"));
+    assert!(a.denied("c2", rotate(IMEI_1)).await.contains("rotate_ip"));
+    assert!(a.denied("c3", update("old")).await.contains("update_port"));
+    assert!(
+        a.fake.with(|s| s.calls.is_empty()),
+        "a denied command makes no ProxySmart call"
+    );
+    // Removals stay allowed while provisioning is off: the seller's ports get cleaned up.
+    let CommandOutput::Release(r) = a.ok("c4", release("old")).await else {
+        panic!()
+    };
+    assert!(r.existed);
+    assert_eq!(
+        a.audited(),
+        [
+            pair("c1", "policy_denied"),
+            pair("c2", "policy_denied"),
+            pair("c3", "policy_denied"),
+            pair("c4", "ok")
+        ]
+    );
+
+    let mut policy = Policy::default();
+    policy.allow.release = false;
+    policy.allow.reconcile = false;
+    let a = agent(policy).await;
+    a.denied("c1", release("old")).await;
+    a.denied("c2", reconcile(&[])).await;
+    assert!(a.fake.with(|s| s.calls.is_empty()));
+    assert_eq!(
+        a.audited(),
+        [pair("c1", "policy_denied"), pair("c2", "policy_denied")]
+    );
+}
+
+#[tokio::test]
+async fn excluded_modems_and_their_ports_are_never_touched() {
+    let policy = Policy {
+        excluded_imeis: [IMEI_3.to_string()].into(),
+        ..Policy::default()
+    };
+    let a = agent(policy).await;
+    // A marketplace port made before the seller excluded the modem, and the seller's own.
+    a.fake.with(|s| {
+        s.add_port("portexcl000001", "farmhand-before", IMEI_3, 8100, 8101);
+        s.add_port("portmine000001", "my own port", IMEI_3, 8200, 8201);
+    });
+    assert!(a
+        .denied("c1", provision("al-1", IMEI_3))
+        .await
+        .contains("excluded"));
+    a.denied("c2", rotate(IMEI_3)).await;
+    a.denied("c3", release("before")).await;
+    a.denied("c4", update("before")).await;
+    let CommandOutput::Reconcile(r) = a.ok("c5", reconcile(&[("before", IMEI_3)])).await else {
+        panic!()
+    };
+    assert!(r.removed.is_empty(), "{r:?}");
+    assert_eq!(r.missing, ["before"], "unusable by the marketplace");
+    let CommandOutput::Reconcile(r) = a.ok("c6", reconcile(&[])).await else {
+        panic!()
+    };
+    assert!(
+        r.removed.is_empty(),
+        "an undesired port on an excluded modem stays: {r:?}"
+    );
+    a.fake.with(|s| {
+        assert_eq!(s.ports.len(), 2, "both ports are still on the box");
+        assert!(s.touched_imeis.is_empty(), "{:?}", s.touched_imeis);
+        assert_eq!(s.calls_to("purge_port") + s.calls_to("store_port"), 0);
+    });
+    // Other modems work as usual.
+    a.ok("c7", provision("al-2", IMEI_1)).await;
+    let outcomes: Vec<String> = a.audited().into_iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "policy_denied",
+            "policy_denied",
+            "policy_denied",
+            "policy_denied",
+            "ok",
+            "ok",
+            "ok"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rotations_of_one_modem_are_spaced_but_other_modems_are_not_held_up() {
+    let policy = Policy {
+        min_rotation_interval: Duration::from_secs(3600),
+        ..Policy::default()
+    };
+    let a = agent(policy).await;
+    a.ok("c1", rotate(IMEI_1)).await;
+    let message = a.denied("c2", rotate(IMEI_1)).await;
+    assert!(message.contains("3600s"), "{message}");
+    a.ok("c3", rotate(IMEI_3)).await;
+    // An offline modem's refused rotation does not start its clock.
+    let e = a.run("c4", rotate(IMEI_OFFLINE)).await;
+    assert!(
+        matches!(&e, Outcome::Error { error } if error.code == CommandErrorCode::ModemOffline),
+        "{e:?}"
+    );
+    a.fake.with(|s| {
+        assert_eq!(s.touched_imeis, [IMEI_1, IMEI_3], "one reset per modem");
+    });
+    assert_eq!(
+        a.audited(),
+        [
+            pair("c1", "ok"),
+            pair("c2", "policy_denied"),
+            pair("c3", "ok"),
+            pair("c4", "modem_offline")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_port_cap_counts_marketplace_ports_on_the_modem_even_under_concurrency() {
+    let policy = Policy {
+        max_ports_per_modem: Some(1),
+        ..Policy::default()
+    };
+    let a = agent(policy).await;
+    a.fake
+        .with(|s| s.add_port("portmine000001", "my own port", IMEI_1, 8200, 8201));
+    let (r1, r2) = tokio::join!(
+        a.run("c1", provision("al-1", IMEI_1)),
+        a.run("c2", provision("al-2", IMEI_1))
+    );
+    let oks = [&r1, &r2]
+        .iter()
+        .filter(|r| matches!(r, Outcome::Ok { .. }))
+        .count();
+    assert_eq!(oks, 1, "exactly one fits: {r1:?} {r2:?}");
+    let (winner, loser) = match r1 {
+        Outcome::Ok { .. } => ("al-1", "al-2"),
+        _ => ("al-2", "al-1"),
+    };
+    // The same allocation again is the same port, not a second one.
+    a.ok("c3", provision(winner, IMEI_1)).await;
+    assert!(a
+        .denied("c4", provision(loser, IMEI_1))
+        .await
+        .contains("allows 1"));
+    // Another modem has its own cap; a release frees the slot.
+    a.ok("c5", provision(loser, IMEI_3)).await;
+    a.ok("c6", release(winner)).await;
+    a.ok("c7", provision("al-3", IMEI_1)).await;
+    assert_eq!(
+        a.fake.with(|s| s.ports.len()),
+        3,
+        "mine + al-3 + loser on IMEI_3"
+    );
+    let denials = a
+        .audited()
+        .iter()
+        .filter(|(_, o)| o == "policy_denied")
+        .count();
+    assert_eq!(denials, 2);
+}
+
+fn agent_config(dir: &std::path::Path, plane: &str, fake: &FakeBox, policy: Policy) -> AgentConfig {
+    let mut proxysmart = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+    proxysmart.poll_interval = Duration::from_secs(1);
+    AgentConfig {
+        state_dir: dir.to_path_buf(),
+        control_plane: ControlPlaneConfig::plaintext(plane),
+        proxysmart,
+        site: Site {
+            public_host: "203.0.113.7".into(),
+            country: "DE".into(),
+            city: None,
+        },
+        policy,
+        metrics: Default::default(),
+        log: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_modems_never_reach_the_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_key = enroll_ok(dir.path()).await;
+    let fake = FakeBox::start().await;
+    fake.add_online_modem(IMEI_3, "198.51.100.3");
+    fake.with(|s| s.add_port("portexcl000001", "farmhand-before", IMEI_3, 8100, 8101));
+    // The agent made that port before the seller excluded the modem: it is in the journal.
+    let made_before = ManagedPort {
+        allocation_id: "before".into(),
+        imei: IMEI_3.into(),
+        port_id: "portexcl000001".into(),
+        http_port: 8100,
+        socks_port: 8101,
+    };
+    Journal::open(dir.path())
+        .unwrap()
+        .put_port(&made_before)
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plane_url = format!("http://{}", listener.local_addr().unwrap());
+    let policy = Policy {
+        excluded_imeis: [IMEI_3.to_string()].into(),
+        ..Policy::default()
+    };
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(farmhand_agent::run(
+        agent_config(dir.path(), &plane_url, &fake, policy),
+        shutdown.clone(),
+    ));
+    let frames = Arc::default();
+    let mut conn = PlaneConn::accept(&listener, &public_key, Arc::clone(&frames)).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(inv) = conn.recv().await else {
+        panic!("inventory")
+    };
+    let imeis: Vec<&str> = inv.modems.iter().map(|m| m.imei.as_str()).collect();
+    assert_eq!(imeis, [IMEI_1, IMEI_OFFLINE]);
+    assert!(inv.ports.is_empty(), "{:?}", inv.ports);
+    let r = conn.command("c1", reconcile(&[("before", IMEI_3)])).await;
+    let Outcome::Ok {
+        output: CommandOutput::Reconcile(r),
+    } = r.outcome
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (r.removed.len(), r.missing.as_slice()),
+        (0, ["before".to_string()].as_slice())
+    );
+    // Both online modems change; only the visible one is reported.
+    fake.with(|s| {
+        for m in s
+            .modems
+            .iter_mut()
+            .filter(|m| m["modem_details"]["IMEI"] != IMEI_OFFLINE)
+        {
+            m["net_details"]["EXT_IP"] = serde_json::json!("198.51.100.77");
+        }
+    });
+    let changes = conn.changes().await;
+    let changed: Vec<&str> = changes.changed.iter().map(|m| m.imei.as_str()).collect();
+    assert_eq!(changed, [IMEI_1]);
+    drop(conn);
+    let mut conn = PlaneConn::accept(&listener, &public_key, Arc::clone(&frames)).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(inv) = conn.recv().await else {
+        panic!("inventory")
+    };
+    assert!(inv.ports.is_empty(), "{:?}", inv.ports);
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    assert_eq!(
+        journal.port("before").unwrap(),
+        Some(made_before),
+        "kept, not reported"
+    );
+    assert!(fake.with(|s| s.ports.contains_key("portexcl000001")));
+    let frames = frames.lock().unwrap();
+    assert!(frames.len() >= 6);
+    assert!(
+        frames.iter().all(|f| !f.contains(IMEI_3)),
+        "an excluded IMEI crossed the wire"
+    );
+}

@@ -1,0 +1,245 @@
+//! ProxySmart failing in the middle of a command, against the fake box over real HTTP:
+//! transient 5xx on reads are retried (bounded), a persistent one is `proxysmart_unavailable`
+//! after exactly the bounded attempts, a `store_port` whose outcome is unknown (timeout) is
+//! never retried and leaves no port, a refused connection fails fast, and a modem that
+//! vanished between the poll and the command is `unknown_imei`; and what reconcile does
+//! with the half-created port a crash leaves behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use farmhand_agent::backoff::PROXYSMART_READ_ATTEMPTS;
+use farmhand_agent::commands::{CommandContext, Executor};
+use farmhand_agent::journal::{now_ms, Journal};
+use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::{Masked, ProxysmartConfig};
+use farmhand_protocol::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{FakeBox, Fault, IMEI_1, PASSWORD, USER};
+
+struct Agent {
+    fake: FakeBox,
+    exec: Executor,
+    _dir: tempfile::TempDir,
+}
+
+/// An executor whose ProxySmart calls time out after 1 s.
+async fn agent() -> Agent {
+    let fake = FakeBox::start().await;
+    let exec = executor(&fake.url);
+    Agent {
+        fake,
+        exec: exec.0,
+        _dir: exec.1,
+    }
+}
+
+fn executor(url: &str) -> (Executor, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxysmartConfig {
+        connect_timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        ..ProxysmartConfig::new(url, USER, Masked::new(PASSWORD))
+    };
+    let ctx = CommandContext::new(
+        ProxysmartClient::new(&config).unwrap(),
+        Journal::open(dir.path()).unwrap(),
+        Duration::from_secs(10),
+    );
+    (Executor::new(Arc::new(ctx)), dir)
+}
+
+fn provision(id: &str, allocation: &str, imei: &str) -> Command {
+    Command {
+        id: id.into(),
+        deadline_ms: now_ms() + 60_000,
+        body: CommandBody::Provision(Provision {
+            allocation_id: allocation.into(),
+            imei: imei.into(),
+            login: "buyer_1".into(),
+            password: Secret::new("Buyer-Pass-123456789"),
+            expires_at_ms: now_ms() + 86_400_000,
+            bandwidth_kbit: None,
+            traffic_quota_mb: None,
+        }),
+    }
+}
+
+fn error_of(result: CommandResult) -> CommandError {
+    match result.outcome {
+        Outcome::Error { error } => error,
+        Outcome::Ok { output } => panic!("expected an error, got {output:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transient_server_errors_on_reads_are_retried() {
+    let a = agent().await;
+    a.fake
+        .with(|s| s.fault = Fault::FailNext(PROXYSMART_READ_ATTEMPTS - 1));
+    let result = a.exec.execute(provision("c1", "al-1", IMEI_1)).await;
+    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
+    assert_eq!(
+        a.fake.with(|s| s.calls_to("status")),
+        PROXYSMART_READ_ATTEMPTS as usize
+    );
+    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), 1);
+    assert_eq!(a.fake.with(|s| s.ports.len()), 1);
+}
+
+#[tokio::test]
+async fn a_persistent_server_error_fails_after_bounded_retries() {
+    let a = agent().await;
+    a.fake.with(|s| s.fault = Fault::ServerError);
+    let started = Instant::now();
+    let e = error_of(a.exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    assert_eq!(e.code, CommandErrorCode::ProxysmartUnavailable, "{e:?}");
+    assert!(e.message.contains("HTTP 500"), "{e:?}");
+    assert_eq!(
+        a.fake.with(|s| s.calls_to("status")),
+        PROXYSMART_READ_ATTEMPTS as usize
+    );
+    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "retries are bounded"
+    );
+}
+
+#[tokio::test]
+async fn a_store_port_with_unknown_outcome_is_not_retried_and_leaves_no_port() {
+    let a = agent().await;
+    a.fake.with(|s| s.fault = Fault::StoreThenHang);
+    let e = error_of(a.exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    assert_eq!(e.code, CommandErrorCode::ProxysmartTimeout, "{e:?}");
+    a.fake.with(|s| {
+        assert_eq!(s.calls_to("store_port"), 1, "store_port is never retried");
+        assert_eq!(
+            s.calls_to("purge_port"),
+            1,
+            "the unknown outcome is purged by id"
+        );
+        assert!(s.ports.is_empty(), "no half-created port: {:?}", s.ports);
+    });
+    // The box recovers: a new attempt for the allocation creates exactly one port.
+    a.fake.with(|s| s.fault = Fault::None);
+    let result = a.exec.execute(provision("c2", "al-1", IMEI_1)).await;
+    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
+    assert_eq!(a.fake.with(|s| s.ports.len()), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_fails_fast_as_unavailable() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (exec, _dir) = executor(&url);
+    let started = Instant::now();
+    let e = error_of(exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    assert_eq!(e.code, CommandErrorCode::ProxysmartUnavailable, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_modem_gone_between_poll_and_command_is_unknown_imei() {
+    let a = agent().await;
+    a.fake
+        .with(|s| s.modems.retain(|m| m["modem_details"]["IMEI"] != IMEI_1));
+    let e = error_of(a.exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    assert_eq!(e.code, CommandErrorCode::UnknownImei, "{e:?}");
+    assert!(e.message.contains(IMEI_1));
+    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), 0);
+}
+
+fn reconcile(id: &str, allocations: &[&str]) -> Command {
+    Command {
+        id: id.into(),
+        deadline_ms: now_ms() + 60_000,
+        body: CommandBody::Reconcile(Reconcile {
+            ports: allocations
+                .iter()
+                .map(|a| DesiredPort {
+                    allocation_id: (*a).into(),
+                    imei: IMEI_1.into(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// A crash between `store_port` and `apply_port` leaves a stored, dead port; when the plane
+/// still wants the allocation, reconcile applies it before adopting it, and a later
+/// `provision` of the allocation returns it without touching ProxySmart.
+#[tokio::test]
+async fn reconcile_applies_a_half_created_port_before_adopting_it() {
+    let a = agent().await;
+    a.fake
+        .with(|s| s.add_port("porthalf0001", "farmhand-al-1", IMEI_1, 8100, 8101));
+    let result = a.exec.execute(reconcile("r1", &["al-1"])).await;
+    let Outcome::Ok {
+        output: CommandOutput::Reconcile(r),
+    } = result.outcome
+    else {
+        panic!("{result:?}")
+    };
+    assert!(r.missing.is_empty() && r.removed.is_empty(), "{r:?}");
+    assert!(a
+        .fake
+        .with(|s| s.applied.contains(&"porthalf0001".to_string())));
+    let stores = a.fake.with(|s| s.calls_to("store_port"));
+    let again = a.exec.execute(provision("p1", "al-1", IMEI_1)).await;
+    let Outcome::Ok {
+        output: CommandOutput::Provision(p),
+    } = again.outcome
+    else {
+        panic!("{again:?}")
+    };
+    assert_eq!(p.port_id, "porthalf0001");
+    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), stores);
+}
+
+/// A second port with an allocation's name (a leftover next to the journaled one) is
+/// removed; the journaled port stays and the allocation is present.
+#[tokio::test]
+async fn reconcile_removes_a_duplicate_and_keeps_the_journaled_port() {
+    let a = agent().await;
+    let first = a.exec.execute(provision("p1", "al-1", IMEI_1)).await;
+    let Outcome::Ok {
+        output: CommandOutput::Provision(p),
+    } = first.outcome
+    else {
+        panic!("{first:?}")
+    };
+    a.fake
+        .with(|s| s.add_port("portdup00001", "farmhand-al-1", IMEI_1, 8100, 8101));
+    let result = a.exec.execute(reconcile("r1", &["al-1"])).await;
+    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
+    a.fake.with(|s| {
+        assert!(s.ports.contains_key(&p.port_id), "the journaled port stays");
+        assert!(
+            !s.ports.contains_key("portdup00001"),
+            "the duplicate is gone"
+        );
+        assert!(!s.applied.contains(&"portdup00001".to_string()));
+    });
+}
+
+/// A half-created port that cannot be applied is removed and reported missing.
+#[tokio::test]
+async fn reconcile_reports_an_unusable_leftover_missing() {
+    let a = agent().await;
+    a.fake.with(|s| {
+        s.add_port("porthalf0001", "farmhand-al-1", IMEI_1, 8100, 8101);
+        s.fault = Fault::ApplyRefused;
+    });
+    let result = a.exec.execute(reconcile("r1", &["al-1"])).await;
+    let Outcome::Ok {
+        output: CommandOutput::Reconcile(r),
+    } = result.outcome
+    else {
+        panic!("{result:?}")
+    };
+    assert_eq!(r.missing, ["al-1"]);
+    assert!(a.fake.with(|s| s.ports.is_empty()));
+}

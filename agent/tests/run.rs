@@ -1,0 +1,198 @@
+//! The whole agent in-process: enroll against a fake enrollment endpoint, then `run` against
+//! a fake control plane (real WebSockets on 127.0.0.1:0) and the fake ProxySmart. Checks the
+//! handshake, inventory, a command round trip, reconnection, revocation, clean shutdown, and
+//! that the ProxySmart password never appears in any frame.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use farmhand_agent::policy::Policy;
+use farmhand_agent::{
+    AgentConfig, AgentError, AgentStatus, ControlPlaneConfig, EnrollError, Masked, ProxysmartConfig,
+};
+use farmhand_protocol::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::plane::{enroll_server, PlaneConn, WAIT};
+use support::{FakeBox, IMEI_1, PASSWORD, USER};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn config(dir: &std::path::Path, plane: &str, fake: &FakeBox) -> AgentConfig {
+    let mut proxysmart = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+    proxysmart.poll_interval = Duration::from_secs(1);
+    AgentConfig {
+        state_dir: dir.to_path_buf(),
+        control_plane: ControlPlaneConfig::plaintext(plane),
+        proxysmart,
+        site: Site {
+            public_host: "203.0.113.7".into(),
+            country: "DE".into(),
+            city: Some("Berlin".into()),
+        },
+        policy: Policy::default(),
+        metrics: Default::default(),
+        log: Default::default(),
+    }
+}
+
+async fn enrolled(dir: &std::path::Path) -> Vec<u8> {
+    let key = Arc::new(Mutex::new(Vec::new()));
+    let server = enroll_server(key.clone()).await;
+    let server = ControlPlaneConfig::plaintext(server);
+    let err = farmhand_agent::enroll(&server, "bad", dir)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EnrollError::InvalidToken { .. }), "{err}");
+    assert_eq!(
+        farmhand_agent::enroll(&server, "good", dir).await.unwrap(),
+        "ag-42"
+    );
+    let key = key.lock().unwrap().clone();
+    assert_eq!(key.len(), 32);
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_key = enrolled(dir.path()).await;
+    let fake = FakeBox::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plane_url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(AgentStatus::new());
+    let agent = tokio::spawn(farmhand_agent::run_with_status(
+        config(dir.path(), &plane_url, &fake),
+        shutdown.clone(),
+        status.clone(),
+    ));
+    let frames = Arc::new(Mutex::new(Vec::new()));
+
+    let mut conn = PlaneConn::accept(&listener, &public_key, frames.clone()).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(inv) = conn.recv().await else {
+        panic!("inventory")
+    };
+    assert_eq!(inv.site.city.as_deref(), Some("Berlin"));
+    assert!(inv.modems.iter().any(|m| m.imei == IMEI_1 && m.online));
+    assert!(status.connected());
+    let provision = Provision {
+        allocation_id: "al-1".into(),
+        imei: IMEI_1.into(),
+        login: "buyer".into(),
+        password: Secret::new("BuyerPassword12345678"),
+        expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
+        bandwidth_kbit: None,
+        traffic_quota_mb: None,
+    };
+    let deadline_ms = farmhand_agent::journal::now_ms() + 30_000;
+    conn.send(PlaneMessage::Command(Command {
+        id: "c1".into(),
+        deadline_ms,
+        body: CommandBody::Provision(provision),
+    }))
+    .await;
+    let AgentMessage::CommandResult(result) = conn.recv().await else {
+        panic!("result")
+    };
+    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
+    drop(conn); // the plane goes away: the agent must come back
+
+    let mut conn = PlaneConn::accept(&listener, &public_key, frames.clone()).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(inv) = conn.recv().await else {
+        panic!("inventory")
+    };
+    assert_eq!(inv.ports.len(), 1, "managed ports survive the reconnect");
+    assert_eq!(inv.ports[0].allocation_id, "al-1");
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("agent stops")
+        .unwrap()
+        .unwrap();
+    assert!(!status.connected());
+    let frames = frames.lock().unwrap();
+    assert!(frames.len() >= 6);
+    assert!(
+        frames.iter().all(|f| !f.contains(PASSWORD)),
+        "the ProxySmart password crossed the wire"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_agent_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_key = enrolled(dir.path()).await;
+    let fake = FakeBox::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plane_url = format!("http://{}", listener.local_addr().unwrap());
+    let agent = tokio::spawn(farmhand_agent::run(
+        config(dir.path(), &plane_url, &fake),
+        CancellationToken::new(),
+    ));
+    let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
+    let error = ProtocolError {
+        code: ProtocolErrorCode::Revoked,
+        message: "revoked by admin".into(),
+        supported: None,
+        retry_after_s: None,
+    };
+    conn.send(PlaneMessage::Error(error)).await;
+    let result = tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("agent stops")
+        .unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, AgentError::Revoked { .. }), "{err}");
+    assert!(err.to_string().contains("enroll again"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    enrolled(dir.path()).await;
+    let fake = FakeBox::start().await;
+    fake.with(|s| s.fault = support::Fault::ServerError);
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plane_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(AgentStatus::new());
+    let agent = tokio::spawn(farmhand_agent::run_with_status(
+        config(dir.path(), &plane_url, &fake),
+        shutdown.clone(),
+        status.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status.last_error().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection attempt recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!agent.is_finished(), "the agent keeps retrying");
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("agent stops")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn run_without_enrollment_fails_fast_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeBox::start().await;
+    let err = farmhand_agent::run(
+        config(dir.path(), "http://127.0.0.1:1", &fake),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("enroll"), "{err}");
+}

@@ -1,0 +1,91 @@
+//! The expiry sweeper: ONE named task that sleeps until the earliest `expires_at` of the
+//! active allocations and releases those whose time has come (`release_reason: expired`).
+//! It is woken early by a `Notify` whenever an allocation becomes active or is renewed (the
+//! next deadline may have moved), like mini-redis' purge task, and re-reads at least every
+//! [`MAX_SLEEP`] so a wall-clock step or an edit by a tool is noticed.
+//!
+//! Expiry never depends on the agent being connected: an allocation of an offline agent
+//! goes to `releasing` and is finished when the agent reconnects (see `events`).
+
+use super::Allocator;
+use crate::ids::now;
+use crate::store::{AllocationState, AuditAction, ReleaseReason, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Longest sleep between two scans, whatever the next deadline.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+impl Allocator {
+    /// Wakes the expiry sweeper so it re-reads the deadlines (for an expiry changed
+    /// outside the allocator, e.g. by a test or a maintenance tool).
+    pub fn expiry_waker(&self) -> Arc<Notify> {
+        self.expiry.clone()
+    }
+
+    /// The sweeper task; runs until `shutdown`.
+    pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let next = self.expire_due().unwrap_or_else(|e| {
+                warn!("expiry sweep failed, retrying: {e}");
+                None
+            });
+            let sleep = next.map_or(MAX_SLEEP, |at| until(at).min(MAX_SLEEP));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.expiry.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Starts the release of every active allocation past its expiry (each in its own
+    /// task: one slow agent must not hold up the others) and returns the next deadline.
+    fn expire_due(self: &Arc<Self>) -> Result<Option<OffsetDateTime>, StoreError> {
+        let now = now();
+        let mut next: Option<OffsetDateTime> = None;
+        for record in self
+            .store
+            .allocations_where(|a| a.state == AllocationState::Active)?
+        {
+            if record.expires_at <= now {
+                let (this, id) = (self.clone(), record.allocation_id);
+                tokio::spawn(async move { this.expire_one(&id).await });
+            } else {
+                next = Some(next.map_or(record.expires_at, |n| n.min(record.expires_at)));
+            }
+        }
+        Ok(next)
+    }
+
+    /// `active → releasing (expired)`, then the usual release; re-checked under the order
+    /// lock because a renewal may have raced the sweep.
+    async fn expire_one(&self, allocation_id: &str) {
+        let result = async {
+            let order_id = self.find(allocation_id)?.order_id;
+            let _order = self.locks.lock(&order_id).await;
+            let mut record = self.find(allocation_id)?;
+            if record.state != AllocationState::Active || record.expires_at > now() {
+                return Ok(());
+            }
+            info!(allocation_id, "allocation expired: releasing it");
+            record.state = AllocationState::Releasing;
+            record.release_reason = Some(ReleaseReason::Expired);
+            self.store.put_allocation(&record)?;
+            self.audit("system", AuditAction::AllocationReleasing, &record);
+            self.finish_release(record, "system").await.map(|_| ())
+        };
+        if let Err(e) = result.await {
+            warn!(allocation_id, "releasing an expired allocation failed: {e}");
+        }
+    }
+}
+
+/// Time from now until `at` (zero when it has passed).
+fn until(at: OffsetDateTime) -> Duration {
+    Duration::try_from(at - now()).unwrap_or(Duration::ZERO)
+}

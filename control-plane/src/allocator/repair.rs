@@ -1,0 +1,111 @@
+//! Repairing what `reconcile` found missing: an `active` allocation whose port is gone
+//! from the box (ProxySmart reset, disk restored, port deleted by hand) is provisioned
+//! again with the SAME allocation id, login and password — the buyer's proxy lines stay
+//! valid — and its host and ports are updated. If the agent refuses, the allocation is
+//! `failed` (`release_reason: failed`) so the marketplace learns the port is gone. If the
+//! agent does not answer, nothing changes: the next reconnect's `reconcile` tries again.
+
+use super::{fail, AllocError, Allocator};
+use crate::ids::{now, unix_ms};
+use crate::store::{AllocationRecord, AllocationState, AuditAction};
+use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provision, Provisioned};
+use tracing::{info, warn};
+
+impl Allocator {
+    /// Repairs each allocation of `agent_id` that its agent reported `missing`.
+    pub(super) async fn repair_missing(&self, agent_id: &str, missing: Vec<String>) {
+        for allocation_id in missing {
+            if let Err(e) = self.repair_one(agent_id, &allocation_id).await {
+                warn!(
+                    agent_id,
+                    allocation_id, "repairing a missing port failed: {e}"
+                );
+            }
+        }
+    }
+
+    async fn repair_one(&self, agent_id: &str, allocation_id: &str) -> Result<(), AllocError> {
+        let Some(record) = self.store.allocation(allocation_id)? else {
+            return Ok(());
+        };
+        let _order = self.locks.lock(&record.order_id).await;
+        let record = self.find(allocation_id)?;
+        // Pending ones have their `provision` redelivered; expired ones are the sweeper's.
+        if record.agent_id != agent_id
+            || record.state != AllocationState::Active
+            || record.expires_at <= now()
+        {
+            return Ok(());
+        }
+        let Some(password) = self.password(&record)? else {
+            return self.fail_repair(record, "the buyer password is no longer stored");
+        };
+        warn!(
+            allocation_id,
+            "the agent lost this port: re-creating it with the same credentials"
+        );
+        let body = CommandBody::Provision(Provision {
+            allocation_id: record.allocation_id.clone(),
+            imei: record.imei.clone(),
+            login: record.login.clone(),
+            password,
+            expires_at_ms: unix_ms(record.expires_at),
+            bandwidth_kbit: None,
+            traffic_quota_mb: None,
+        });
+        let timeout = self.config.provisioning_timeout();
+        match self.gateway.dispatch(agent_id, body, timeout).await {
+            Ok(Outcome::Ok {
+                output: CommandOutput::Provision(p),
+            }) if p.allocation_id == record.allocation_id => self.repaired(record, &p),
+            Ok(Outcome::Ok { .. }) => {
+                self.fail_repair(record, "the agent answered provision with another op")
+            }
+            Ok(Outcome::Error { error }) => {
+                let why = format!(
+                    "the port was lost and could not be re-created: {}: {}",
+                    error.code.as_str(),
+                    error.message
+                );
+                self.fail_repair(record, &why)
+            }
+            Err(e) => {
+                info!(
+                    allocation_id,
+                    "repair not confirmed ({e}); the next reconnect retries"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores where the re-created port is (the site's host may have changed too).
+    pub(super) fn repaired(
+        &self,
+        mut record: AllocationRecord,
+        port: &Provisioned,
+    ) -> Result<(), AllocError> {
+        if let Some(site) = self.fleet.agent(&record.agent_id).and_then(|a| a.site) {
+            record.host = Some(site.public_host);
+        }
+        record.http_port = Some(port.http_port);
+        record.socks_port = Some(port.socks_port);
+        record.port_id = Some(port.port_id.clone());
+        self.store.put_allocation(&record)?;
+        info!(allocation_id = %record.allocation_id, "missing port re-created");
+        self.audit("system", AuditAction::AllocationRepaired, &record);
+        Ok(())
+    }
+
+    /// `active → failed`: the port is gone for good.
+    fn fail_repair(&self, mut record: AllocationRecord, why: &str) -> Result<(), AllocError> {
+        warn!(allocation_id = %record.allocation_id, "allocation failed: {why}");
+        fail(&mut record, why);
+        record.released_at = Some(now());
+        self.store.put_allocation(&record)?;
+        self.fleet.release_load(&record.imei);
+        self.audit("system", AuditAction::AllocationFailed, &record);
+        self.ended.notify_one();
+        Ok(())
+    }
+}

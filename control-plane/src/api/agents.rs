@@ -1,0 +1,104 @@
+//! `GET /v1/agents`, `GET /v1/agents/{id}`, `DELETE /v1/agents/{id}` (admin): the enrolled
+//! agents merged with their live state, and revocation (which closes the live session at
+//! once and refuses every later connection with that key).
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::json::ApiPath;
+use super::AppState;
+use crate::fleet::{ModemFilter, ModemView};
+use crate::ids::rfc3339;
+use crate::store::{AgentRecord, AuditAction};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+/// One agent as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct AgentView {
+    agent_id: String,
+    label: String,
+    hostname: String,
+    connected: bool,
+    last_seen: Option<String>,
+    agent_version: Option<String>,
+    /// The agent's modems (last known state while it is disconnected).
+    modems: Vec<ModemView>,
+    public_host: Option<String>,
+    country: Option<String>,
+    proxysmart_reachable: bool,
+    enrolled_at: String,
+    revoked: bool,
+}
+
+fn view(state: &AppState, record: AgentRecord) -> AgentView {
+    let live = state.fleet.agent(&record.agent_id).unwrap_or_default();
+    let modems = state.fleet.modems(&ModemFilter::default());
+    let site = live.site.as_ref();
+    AgentView {
+        connected: live.connected && state.gateway.is_connected(&record.agent_id),
+        last_seen: live.last_seen.map(rfc3339),
+        agent_version: live.agent_version.clone(),
+        modems: modems
+            .into_iter()
+            .filter(|m| m.agent_id == record.agent_id)
+            .collect(),
+        public_host: site.map(|s| s.public_host.clone()),
+        country: site.map(|s| s.country.clone()),
+        proxysmart_reachable: live.proxysmart_reachable,
+        enrolled_at: rfc3339(record.enrolled_at),
+        revoked: record.revoked,
+        agent_id: record.agent_id,
+        label: record.label,
+        hostname: record.hostname,
+    }
+}
+
+/// 200 `{"agents":[...]}`.
+pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let agents: Vec<AgentView> = state
+        .store
+        .agents()?
+        .into_iter()
+        .map(|a| view(&state, a))
+        .collect();
+    Ok(Json(json!({ "agents": agents })))
+}
+
+/// 200 with one agent and its modems; 404 when unknown.
+pub async fn show(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<AgentView>, ApiError> {
+    let record = state
+        .store
+        .agent(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
+    Ok(Json(view(&state, record)))
+}
+
+/// 204: revoked, and its live session (if any) closed now.
+pub async fn revoke(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.revoke_agent(&id)? {
+        return Err(ApiError::not_found(format!("no agent {id:?}")));
+    }
+    // Recorded before the kick, so the log reads "revoked" before "disconnected".
+    state.store.audit(
+        caller.actor(),
+        AuditAction::AgentRevoked,
+        format!("agent:{id}"),
+        json!({"was_connected": state.gateway.is_connected(&id)}),
+    );
+    let kicked = state.gateway.kick(&id);
+    state.fleet.forget(&id);
+    info!(agent_id = %id, by = %caller.name, kicked, "agent revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,162 @@
+//! `/v1/allocations` — create (idempotent by order id), show, list, renew, release — for
+//! admin or marketplace keys. Buyer `login` and `password` are shown to the marketplace
+//! role only; admin keys see them as `null` (operators do not need buyer credentials).
+//! After the retention period `password` is `null` for everyone and `credentials_purged`
+//! is `true`.
+
+use super::auth::{AnyRole, Caller};
+use super::error::ApiError;
+use super::json::{ApiJson, ApiPath, ApiQuery};
+use super::AppState;
+use crate::allocator::{Created, ReleaseStatus};
+use crate::ids::rfc3339;
+use crate::store::{AllocationRecord, AllocationRequest, AllocationState, ReleaseReason, Role};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The allocation object of the contract.
+#[derive(Debug, Serialize)]
+pub struct AllocationView {
+    allocation_id: String,
+    order_id: String,
+    state: AllocationState,
+    imei: String,
+    agent_id: String,
+    carrier: Option<String>,
+    country: Option<String>,
+    host: Option<String>,
+    http_port: Option<u16>,
+    socks_port: Option<u16>,
+    login: Option<String>,
+    password: Option<String>,
+    credentials_purged: bool,
+    created_at: String,
+    expires_at: String,
+    released_at: Option<String>,
+    release_reason: Option<ReleaseReason>,
+}
+
+fn view(
+    state: &AppState,
+    caller: &Caller,
+    record: AllocationRecord,
+) -> Result<AllocationView, ApiError> {
+    let (login, password) = if caller.role == Role::Marketplace {
+        let password = state.allocator.password(&record)?;
+        (
+            Some(record.login.clone()),
+            password.map(|p| p.expose().to_string()),
+        )
+    } else {
+        (None, None)
+    };
+    let credentials_purged = record.password_sealed.is_none();
+    Ok(AllocationView {
+        allocation_id: record.allocation_id,
+        order_id: record.order_id,
+        state: record.state,
+        imei: record.imei,
+        agent_id: record.agent_id,
+        carrier: record.carrier,
+        country: record.country,
+        host: record.host,
+        http_port: record.http_port,
+        socks_port: record.socks_port,
+        login,
+        password,
+        credentials_purged,
+        created_at: rfc3339(record.created_at),
+        expires_at: rfc3339(record.expires_at),
+        released_at: record.released_at.map(rfc3339),
+        release_reason: record.release_reason,
+    })
+}
+
+/// `POST /v1/allocations`: 201 new, 200 same order again; errors per the contract.
+pub async fn create(
+    AnyRole(caller): AnyRole,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<AllocationRequest>,
+) -> Result<(StatusCode, Json<AllocationView>), ApiError> {
+    let (created, record) = state.allocator.allocate(request, caller.actor()).await?;
+    let status = if created == Created::New {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&state, &caller, record)?)))
+}
+
+/// `GET /v1/allocations/{id}`.
+pub async fn show(
+    AnyRole(caller): AnyRole,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<AllocationView>, ApiError> {
+    let record = state
+        .store
+        .allocation(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no allocation {id:?}")))?;
+    Ok(Json(view(&state, &caller, record)?))
+}
+
+/// List filters; unknown parameters are rejected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    order_id: Option<String>,
+    state: Option<AllocationState>,
+}
+
+/// `GET /v1/allocations?order_id=&state=`, oldest first.
+pub async fn list(
+    AnyRole(caller): AnyRole,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut records = state.store.allocations_where(|a| {
+        q.order_id.as_ref().is_none_or(|o| *o == a.order_id) && q.state.is_none_or(|s| s == a.state)
+    })?;
+    records.sort_by_key(|a| a.created_at);
+    let views = records
+        .into_iter()
+        .map(|r| view(&state, &caller, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "allocations": views })))
+}
+
+/// The renew body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    duration_s: u64,
+}
+
+/// `POST /v1/allocations/{id}/renew`: 200 with the later `expires_at`.
+pub async fn renew(
+    AnyRole(caller): AnyRole,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<RenewRequest>,
+) -> Result<Json<AllocationView>, ApiError> {
+    let record = state.allocator.renew(&id, body.duration_s).await?;
+    Ok(Json(view(&state, &caller, record)?))
+}
+
+/// `DELETE /v1/allocations/{id}`: 200 `released`, 202 `releasing` while the agent is away.
+pub async fn release(
+    AnyRole(caller): AnyRole,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<(StatusCode, Json<AllocationView>), ApiError> {
+    let (status, record) = state.allocator.release(&id, caller.actor()).await?;
+    let code = if status == ReleaseStatus::Done {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(view(&state, &caller, record)?)))
+}

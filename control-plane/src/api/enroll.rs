@@ -1,0 +1,106 @@
+//! `POST /v1/agent/enroll`: a one-time token and the agent's Ed25519 public key in, a new
+//! `agent_id` out. Unknown, used and expired tokens all get the same 401, which spends the
+//! client address's failed-authentication budget; every attempt also spends the token's
+//! own attempt budget (both 429 `rate_limited` when empty).
+
+use super::auth::{check_budget, note_failure};
+use super::error::ApiError;
+use super::json::ApiJson;
+use super::AppState;
+use crate::ids::{now, random_id};
+use crate::ratelimit::ClientAddr;
+use crate::store::{fingerprint, secret_hash, AgentRecord, AuditAction, EnrollError};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use farmhand_protocol::PUBLIC_KEY_LEN;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    token: String,
+    public_key: String,
+    hostname: String,
+}
+
+/// 201 `{"agent_id"}`; 401 `invalid_enrollment_token`; 422 for a bad key or hostname.
+pub async fn enroll(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    ApiJson(body): ApiJson<EnrollRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_budget(&state, client)?;
+    state
+        .limits
+        .enroll
+        .try_spend(&secret_hash(&body.token))
+        .map_err(|limited| {
+            ApiError::rate_limited("attempts with this enrollment token", limited)
+        })?;
+    let public_key = STANDARD
+        .decode(body.public_key.trim())
+        .ok()
+        .filter(|k| k.len() == PUBLIC_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "public_key must be base64 of a {PUBLIC_KEY_LEN}-byte Ed25519 key"
+            ))
+        })?;
+    let hostname = body.hostname.trim();
+    if hostname.is_empty() || hostname.len() > 253 || hostname.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "hostname must be 1–253 printable characters",
+        ));
+    }
+    let agent = AgentRecord {
+        agent_id: random_id("ag"),
+        public_key,
+        label: String::new(),
+        hostname: hostname.to_string(),
+        enrolled_at: now(),
+        revoked: false,
+    };
+    match state.store.enroll(&body.token, agent, now()) {
+        Ok(agent) => {
+            info!(agent_id = %agent.agent_id, label = %agent.label, hostname = %agent.hostname, "agent enrolled");
+            audit_enrollment(&state, client, &body.token, &agent);
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({"agent_id": agent.agent_id})),
+            ))
+        }
+        Err(EnrollError::InvalidToken) => {
+            note_failure(&state, client, "enrollment_token");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_enrollment_token",
+                "the enrollment token is unknown, already used or expired",
+            ))
+        }
+        Err(EnrollError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// "token used" and "agent enrolled": the token appears only as its fingerprint.
+fn audit_enrollment(state: &AppState, client: ClientAddr, token: &str, agent: &AgentRecord) {
+    let token = format!("token:{}", fingerprint(token));
+    let actor = format!("client:{client}");
+    state.store.audit(
+        actor.clone(),
+        AuditAction::EnrollmentTokenUsed,
+        token.clone(),
+        json!({"label": agent.label, "agent_id": agent.agent_id}),
+    );
+    state.store.audit(
+        actor,
+        AuditAction::AgentEnrolled,
+        format!("agent:{}", agent.agent_id),
+        json!({"label": agent.label, "hostname": agent.hostname, "token": token}),
+    );
+}

@@ -1,0 +1,99 @@
+//! The REST API (`docs/api.md`), one file per resource. Routes are grouped by who may call
+//! them: unauthenticated (health, metrics, enrollment, the agent WebSocket), admin
+//! (enrollment tokens, agents, audit log) and admin-or-marketplace (modems, allocations). Unknown
+//! routes and methods answer in the same JSON error shape as everything else.
+
+mod agents;
+mod allocations;
+mod audit;
+mod auth;
+mod enroll;
+pub mod error;
+mod health;
+mod json;
+mod modems;
+mod tokens;
+
+use crate::allocator::Allocator;
+use crate::config::ServerConfig;
+use crate::fleet::Fleet;
+use crate::gateway::Gateway;
+use crate::ratelimit::Limits;
+use crate::store::Store;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use error::ApiError;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Durable state.
+    pub store: Store,
+    /// The live fleet view.
+    pub fleet: Arc<Fleet>,
+    /// The agent gateway.
+    pub gateway: Gateway,
+    /// The allocation engine.
+    pub allocator: Arc<Allocator>,
+    /// The configuration.
+    pub config: Arc<ServerConfig>,
+    /// Abuse limits shared with the gateway.
+    pub limits: Arc<Limits>,
+    /// Counters and histograms behind `GET /metrics`.
+    pub metrics: Arc<crate::metrics::PlaneMetrics>,
+}
+
+/// The whole HTTP application: REST routes plus the agent gateway.
+pub fn router(state: AppState) -> Router {
+    let gateway = state.gateway.router();
+    let counted = state.clone();
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/agent/enroll", post(enroll::enroll))
+        .route("/v1/enrollment-tokens", post(tokens::create))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/agents", get(agents::list))
+        .route(
+            "/v1/agents/{agent_id}",
+            get(agents::show).delete(agents::revoke),
+        )
+        .route("/v1/modems", get(modems::list))
+        .route("/v1/modems/{imei}/rotate", post(modems::rotate))
+        .route(
+            "/v1/allocations",
+            get(allocations::list).post(allocations::create),
+        )
+        .route(
+            "/v1/allocations/{allocation_id}",
+            get(allocations::show).delete(allocations::release),
+        )
+        .route(
+            "/v1/allocations/{allocation_id}/renew",
+            post(allocations::renew),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .merge(gateway)
+        // Outermost, so every request is counted by the route it matched.
+        .layer(axum::middleware::from_fn_with_state(
+            counted,
+            crate::metrics::track_requests,
+        ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support that method",
+    )
+}

@@ -1,0 +1,382 @@
+//! The control plane's configuration: one strict TOML file (`config/control.example.toml`
+//! documents every option), named defaults, validated once at load.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default address the binary listens on (`listen`).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default storage directory (`data_dir`).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/farmhand-control";
+/// Default heartbeat interval announced in `welcome`, seconds.
+pub const DEFAULT_HEARTBEAT_INTERVAL_S: u64 = 15;
+/// Default time an agent has to complete `hello` + `auth`, seconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
+/// Default time an agent has to confirm a `provision`, seconds.
+pub const DEFAULT_PROVISIONING_TIMEOUT_S: u64 = 10;
+/// Default time an agent has to answer `release`, `rotate_ip`, `update_port`, seconds.
+pub const DEFAULT_COMMAND_TIMEOUT_S: u64 = 60;
+/// Default WebSocket frame limit, bytes.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = farmhand_protocol::DEFAULT_MAX_FRAME_BYTES;
+/// Default number of live allocations per modem.
+pub const DEFAULT_MODEM_CAPACITY: u32 = 1;
+/// Default REST request body limit, bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default budget of failed REST authentications per client address.
+pub const DEFAULT_REST_AUTH_FAILURE_LIMIT: RateLimit = RateLimit {
+    max: 10,
+    window_s: 60,
+};
+/// Default budget of failed agent handshakes per client address.
+pub const DEFAULT_AGENT_AUTH_FAILURE_LIMIT: RateLimit = RateLimit {
+    max: 10,
+    window_s: 60,
+};
+/// Default budget of enrollment attempts per token.
+pub const DEFAULT_ENROLL_ATTEMPT_LIMIT: RateLimit = RateLimit {
+    max: 5,
+    window_s: 3600,
+};
+/// Default bound on agent connections that have not finished their handshake.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
+/// Default time buyer credentials are kept after an allocation ends, seconds (30 days).
+pub const DEFAULT_CREDENTIAL_RETENTION_S: u64 = 30 * 24 * 3600;
+/// Default number of handshakes whose storage work (agent lookup, reconcile set) runs at
+/// once; more queue (within the handshake timeout) rather than being refused.
+pub const DEFAULT_HANDSHAKE_CONCURRENCY: usize = 32;
+/// Default time in-flight REST requests get to finish after a shutdown signal, seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
+
+/// An event budget: at most `max` events per `window_s` seconds, refilled continuously
+/// (see `ratelimit`). Written inline in TOML: `{ max = 10, window_s = 60 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Events allowed in one window (the burst).
+    pub max: u32,
+    /// The window, seconds.
+    pub window_s: u64,
+}
+
+/// Default time a client has to complete the TLS handshake, seconds.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_S: u64 = 10;
+
+/// The `[tls]` section: the certificate the plane serves HTTPS and WSS with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Time a client has to complete the TLS handshake before the connection is dropped.
+    #[serde(default = "default_tls_handshake_timeout_s")]
+    pub handshake_timeout_s: u64,
+}
+
+fn default_tls_handshake_timeout_s() -> u64 {
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_S
+}
+
+impl TlsConfig {
+    /// The two files with the default handshake timeout.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        TlsConfig {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            handshake_timeout_s: DEFAULT_TLS_HANDSHAKE_TIMEOUT_S,
+        }
+    }
+
+    /// The handshake timeout as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_s)
+    }
+}
+
+/// Everything the control plane can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (used by the binary; libraries take a bound listener).
+    pub listen: SocketAddr,
+    /// Directory holding the database (`db/`) and the credential key file.
+    pub data_dir: PathBuf,
+    /// Heartbeat interval announced to agents; a peer silent for 3 intervals is gone.
+    pub heartbeat_interval_s: u64,
+    /// Time allowed for `hello` + `auth` after the WebSocket opens.
+    pub handshake_timeout_s: u64,
+    /// Time the agent has to confirm a `provision` before the allocation fails (504).
+    pub provisioning_timeout_s: u64,
+    /// Time the agent has to answer `release`, `rotate_ip` and `update_port`.
+    pub command_timeout_s: u64,
+    /// Largest WebSocket frame/message accepted from an agent.
+    pub max_frame_bytes: usize,
+    /// Live allocations (pending, active, releasing) allowed per modem.
+    pub modem_capacity: u32,
+    /// Largest REST request body accepted (413 above it).
+    pub max_body_bytes: usize,
+    /// HTTPS/WSS settings (`[tls]`); absent = plain HTTP (loopback and tests only).
+    pub tls: Option<TlsConfig>,
+    /// Failed REST authentications per client address before 429 `rate_limited`.
+    pub rest_auth_failure_limit: RateLimit,
+    /// Failed agent handshakes per client address before `retry_later`.
+    pub agent_auth_failure_limit: RateLimit,
+    /// Enrollment attempts per token before 429 `rate_limited`.
+    pub enroll_attempt_limit: RateLimit,
+    /// Agent connections allowed mid-handshake at once (503 `retry_later` above it).
+    pub max_pending_handshakes: usize,
+    /// Seconds buyer credentials are kept after an allocation is released or failed.
+    pub credential_retention_s: u64,
+    /// Handshakes doing their storage work at once; the rest queue (reconnect storms).
+    pub handshake_concurrency: usize,
+    /// Seconds in-flight REST requests may take to finish once shutdown starts.
+    pub shutdown_grace_s: u64,
+    /// Log level and format (`[log]`).
+    pub log: farmhand_ops::logging::LogConfig,
+    /// Who may read `GET /metrics` (`[metrics]`).
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` to admin keys only (default: unauthenticated).
+    pub require_admin: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
+            handshake_timeout_s: DEFAULT_HANDSHAKE_TIMEOUT_S,
+            provisioning_timeout_s: DEFAULT_PROVISIONING_TIMEOUT_S,
+            command_timeout_s: DEFAULT_COMMAND_TIMEOUT_S,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            modem_capacity: DEFAULT_MODEM_CAPACITY,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tls: None,
+            rest_auth_failure_limit: DEFAULT_REST_AUTH_FAILURE_LIMIT,
+            agent_auth_failure_limit: DEFAULT_AGENT_AUTH_FAILURE_LIMIT,
+            enroll_attempt_limit: DEFAULT_ENROLL_ATTEMPT_LIMIT,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            credential_retention_s: DEFAULT_CREDENTIAL_RETENTION_S,
+            handshake_concurrency: DEFAULT_HANDSHAKE_CONCURRENCY,
+            shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
+            log: farmhand_ops::logging::LogConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid, has unknown keys, or a `FARMHAND_…` variable is unusable.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: ServerConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file, with the process's `FARMHAND_…`
+    /// environment variables applied over it (`crate::env`).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        crate::env::load(Some(path), std::env::vars_os())
+    }
+
+    /// Checks that every value is usable (zero timeouts or limits would break the plane).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("heartbeat_interval_s", self.heartbeat_interval_s),
+            ("handshake_timeout_s", self.handshake_timeout_s),
+            ("provisioning_timeout_s", self.provisioning_timeout_s),
+            ("command_timeout_s", self.command_timeout_s),
+            ("modem_capacity", u64::from(self.modem_capacity)),
+            ("max_pending_handshakes", self.max_pending_handshakes as u64),
+            ("credential_retention_s", self.credential_retention_s),
+            ("handshake_concurrency", self.handshake_concurrency as u64),
+            ("shutdown_grace_s", self.shutdown_grace_s),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_frame_bytes must be at least 1024".into(),
+            ));
+        }
+        for (name, limit) in [
+            ("rest_auth_failure_limit", self.rest_auth_failure_limit),
+            ("agent_auth_failure_limit", self.agent_auth_failure_limit),
+            ("enroll_attempt_limit", self.enroll_attempt_limit),
+        ] {
+            if limit.max == 0 || limit.window_s == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}: max and window_s must be greater than 0"
+                )));
+            }
+        }
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.handshake_timeout_s == 0)
+        {
+            return Err(ConfigError::Invalid(
+                "tls.handshake_timeout_s must be greater than 0".into(),
+            ));
+        }
+        self.log
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The heartbeat interval as a duration.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_s)
+    }
+
+    /// The handshake timeout as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_s)
+    }
+
+    /// The provisioning timeout as a duration.
+    pub fn provisioning_timeout(&self) -> Duration {
+        Duration::from_secs(self.provisioning_timeout_s)
+    }
+
+    /// The credential retention period as a duration.
+    pub fn credential_retention(&self) -> Duration {
+        Duration::from_secs(self.credential_retention_s)
+    }
+
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+
+    /// The timeout of other commands as a duration.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let mut found = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("control") && name.ends_with(".toml") {
+                ServerConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+                found += 1;
+            }
+        }
+        assert!(
+            found > 0,
+            "no config/control*.toml found in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn example_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        // Every option appears (commented) with its default, so the file and code agree.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.contains(" = ") || l.starts_with('['))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut parsed = ServerConfig::from_toml_str(&uncommented).unwrap();
+        // `[tls]` has no default (absent = plain HTTP); its optional key shows its default.
+        let tls = parsed.tls.take().expect("the example documents [tls]");
+        assert_eq!(tls.handshake_timeout_s, DEFAULT_TLS_HANDSHAKE_TIMEOUT_S);
+        assert_eq!(parsed.heartbeat_interval_s, DEFAULT_HEARTBEAT_INTERVAL_S);
+        assert_eq!(parsed.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(parsed.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(parsed, ServerConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_values_are_rejected() {
+        assert!(matches!(
+            ServerConfig::from_toml_str("heartbeat_intervl_s = 3"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            ServerConfig::from_toml_str("provisioning_timeout_s = 0"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            ServerConfig::from_toml_str("modem_capacity = \"2\""),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            ServerConfig::from_toml_str("rest_auth_failure_limit = { max = 0, window_s = 60 }"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            ServerConfig::from_toml_str("enroll_attempt_limit = { max = 3, windw_s = 60 }"),
+            Err(ConfigError::Parse(_))
+        ));
+        let tuned = ServerConfig::from_toml_str(
+            "agent_auth_failure_limit = { max = 3, window_s = 5 }\ncredential_retention_s = 60",
+        )
+        .unwrap();
+        assert_eq!(
+            tuned.agent_auth_failure_limit,
+            RateLimit {
+                max: 3,
+                window_s: 5
+            }
+        );
+        assert_eq!(
+            ServerConfig::from_toml_str("").unwrap(),
+            ServerConfig::default()
+        );
+    }
+}

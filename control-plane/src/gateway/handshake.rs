@@ -1,0 +1,296 @@
+//! The handshake, with its states as types: an [`Unauthenticated`] connection becomes an
+//! [`Authenticated`] session only by completing `hello` → `challenge` → `auth` within the
+//! handshake timeout, with a valid signature from an enrolled, unrevoked agent that has no
+//! other live session. Every refusal is an `error` frame followed by a close.
+//!
+//! Failed handshakes spend the client address's budget (`ratelimit`); a client that has
+//! none left is told `retry_later` with `retry_after_s` before anything else happens.
+
+use super::connection::{refusal, unsupported, Connection};
+use super::registry::{Duplicate, SessionHandle};
+use super::GatewayCtx;
+use crate::ids::{random_bytes, random_id};
+use crate::ratelimit::ClientAddr;
+use crate::store::{AgentRecord, AuditAction};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use farmhand_protocol::{
+    verify_auth, AgentMessage, Challenge, Command, PlaneMessage, ProtocolError, ProtocolErrorCode,
+    NONCE_LEN, SUPPORTED_VERSIONS,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Commands queued for one session before dispatchers wait for room.
+const COMMAND_QUEUE: usize = 32;
+
+/// A fresh connection: nothing may happen on it but the handshake.
+#[derive(Debug)]
+pub struct Unauthenticated {
+    conn: Connection,
+    client: ClientAddr,
+}
+
+/// A registered session of a verified agent.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The socket.
+    pub conn: Connection,
+    /// The agent's stored record.
+    pub agent: AgentRecord,
+    /// The negotiated protocol version.
+    pub version: u32,
+    /// The agent's software version from `hello`.
+    pub agent_version: String,
+    /// This session's id (also in the registry).
+    pub session_id: String,
+    /// The TCP peer's address.
+    pub client: ClientAddr,
+    /// Commands dispatched to this session.
+    pub commands: mpsc::Receiver<Command>,
+    /// Cancelled when the agent is revoked.
+    pub kick: CancellationToken,
+}
+
+/// A failed handshake: the error to send (`None` when the peer is already gone).
+type Refusal = Option<ProtocolError>;
+
+struct Verified {
+    agent: AgentRecord,
+    version: u32,
+    agent_version: String,
+}
+
+impl Unauthenticated {
+    /// Wraps a freshly upgraded connection from `client`.
+    pub fn new(conn: Connection, client: ClientAddr) -> Self {
+        Unauthenticated { conn, client }
+    }
+
+    /// Runs the handshake; on failure the refusal has been sent and the socket dropped.
+    pub async fn authenticate(self, ctx: &GatewayCtx) -> Option<Authenticated> {
+        if let Err(limited) = ctx.limits.agent_auth.check(&self.client.limit_key()) {
+            let retry_after_s = limited.retry_after_s();
+            debug!(client = %self.client, retry_after_s, "agent connection refused: too many failed handshakes");
+            let error = refusal(
+                ProtocolErrorCode::RetryLater,
+                "too many failed handshakes from this address",
+            );
+            self.conn
+                .refuse(ProtocolError {
+                    retry_after_s: Some(retry_after_s),
+                    ..error
+                })
+                .await;
+            return None;
+        }
+        let client = self.client;
+        match self.run(ctx).await {
+            Ok(session) => Some(session),
+            Err(Failed { counts }) => {
+                if counts {
+                    note_failure(ctx, client);
+                }
+                None
+            }
+        }
+    }
+
+    async fn run(mut self, ctx: &GatewayCtx) -> Result<Authenticated, Failed> {
+        let limit = ctx.config.handshake_timeout();
+        let verified = match tokio::time::timeout(limit, exchange(&mut self.conn, ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(Some(refusal(
+                ProtocolErrorCode::HandshakeTimeout,
+                format!("hello and auth must complete within {} s", limit.as_secs()),
+            ))),
+        };
+        let result = match verified {
+            Ok(v) => register(v, ctx),
+            Err(refused) => Err(refused),
+        };
+        match result {
+            Ok((registered, commands)) => {
+                Ok(registered.into_session(self.conn, self.client, commands))
+            }
+            Err(Some(error)) => {
+                info!(client = %self.client, code = ?error.code, "agent handshake refused: {}", error.message);
+                // A duplicate proved its key: a reconnect racing its old session, not abuse.
+                let counts = error.code != ProtocolErrorCode::DuplicateAgent;
+                self.conn.refuse(error).await;
+                Err(Failed { counts })
+            }
+            Err(None) => Err(Failed { counts: true }),
+        }
+    }
+}
+
+/// A handshake that did not produce a session; `counts` against the client's budget.
+struct Failed {
+    counts: bool,
+}
+
+/// Spends one failed handshake of `client`'s budget; the failure that uses up the budget
+/// is recorded in the audit log (once per burst).
+fn note_failure(ctx: &GatewayCtx, client: ClientAddr) {
+    if ctx.shutdown.is_cancelled() || !ctx.limits.agent_auth.spend(&client.limit_key()) {
+        return;
+    }
+    warn!(%client, "too many failed agent handshakes: refusing this address for a while");
+    ctx.store.audit(
+        format!("client:{client}"),
+        AuditAction::AuthFailureBurst,
+        format!("client:{client}"),
+        json!({"scope": "agent_handshake", "window_s": ctx.limits.agent_window_s}),
+    );
+}
+
+struct Registered {
+    verified: Verified,
+    session_id: String,
+    kick: CancellationToken,
+}
+
+impl Registered {
+    fn into_session(
+        self,
+        conn: Connection,
+        client: ClientAddr,
+        commands: mpsc::Receiver<Command>,
+    ) -> Authenticated {
+        Authenticated {
+            conn,
+            client,
+            agent: self.verified.agent,
+            version: self.verified.version,
+            agent_version: self.verified.agent_version,
+            session_id: self.session_id,
+            commands,
+            kick: self.kick,
+        }
+    }
+}
+
+/// hello → challenge → auth, then the signature and the agent record are checked.
+async fn exchange(conn: &mut Connection, ctx: &GatewayCtx) -> Result<Verified, Refusal> {
+    let hello = match conn.recv().await {
+        Ok(AgentMessage::Hello(hello)) => hello,
+        Ok(_) => {
+            return Err(Some(refusal(
+                ProtocolErrorCode::MalformedFrame,
+                "the first frame must be hello",
+            )))
+        }
+        Err(e) => return Err(e.protocol_error()),
+    };
+    debug!(agent_id = %hello.agent_id, agent_version = %hello.agent_version, "received hello");
+    let version = SUPPORTED_VERSIONS
+        .negotiate(hello.versions)
+        .ok_or(Some(unsupported(SUPPORTED_VERSIONS)))?;
+    let nonce = random_bytes::<NONCE_LEN>();
+    let challenge = PlaneMessage::Challenge(Challenge {
+        version,
+        nonce: STANDARD.encode(nonce),
+    });
+    conn.send(&challenge).await.map_err(|_| None)?;
+    let auth = match conn.recv().await {
+        Ok(AgentMessage::Auth(auth)) => auth,
+        Ok(_) => {
+            return Err(Some(refusal(
+                ProtocolErrorCode::MalformedFrame,
+                "expected auth after challenge",
+            )))
+        }
+        Err(e) => return Err(e.protocol_error()),
+    };
+    debug!(agent_id = %hello.agent_id, "received auth");
+    // In a reconnect storm, storage reads queue here (within the handshake timeout)
+    // instead of all hitting the database at once; the socket I/O above is not bounded.
+    let _work = ctx.handshake_work.acquire().await.map_err(|_| {
+        Some(refusal(
+            ProtocolErrorCode::ShuttingDown,
+            "the control plane is shutting down",
+        ))
+    })?;
+    let auth_failed = || {
+        Some(refusal(
+            ProtocolErrorCode::AuthFailed,
+            "unknown agent or invalid signature",
+        ))
+    };
+    let agent = match ctx.store.agent(&hello.agent_id) {
+        Ok(Some(agent)) => agent,
+        Ok(None) => return Err(auth_failed()),
+        Err(e) => {
+            tracing::error!("cannot read agent record: {e}");
+            let error = refusal(ProtocolErrorCode::RetryLater, "storage unavailable");
+            return Err(Some(ProtocolError {
+                retry_after_s: Some(30),
+                ..error
+            }));
+        }
+    };
+    verify_auth(
+        &agent.public_key,
+        version,
+        &hello.agent_id,
+        &nonce,
+        &auth.signature,
+    )
+    .map_err(|_| auth_failed())?;
+    if agent.revoked {
+        return Err(Some(revoked()));
+    }
+    Ok(Verified {
+        agent,
+        version,
+        agent_version: hello.agent_version,
+    })
+}
+
+/// Claims the agent's single session slot; re-checks revocation afterwards so a revoke
+/// racing with the handshake cannot leave a live session behind.
+fn register(
+    verified: Verified,
+    ctx: &GatewayCtx,
+) -> Result<(Registered, mpsc::Receiver<Command>), Refusal> {
+    let agent_id = verified.agent.agent_id.clone();
+    let session_id = random_id("s");
+    let kick = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let handle = SessionHandle {
+        session_id: session_id.clone(),
+        commands: tx,
+        kick: kick.clone(),
+        closed: CancellationToken::new(),
+    };
+    if let Err(Duplicate) = ctx.registry.register(&agent_id, handle) {
+        tracing::warn!(agent_id = %agent_id, "refused a second live connection (duplicate_agent)");
+        return Err(Some(refusal(
+            ProtocolErrorCode::DuplicateAgent,
+            "another live connection already uses this agent key",
+        )));
+    }
+    if !matches!(ctx.store.agent(&agent_id), Ok(Some(a)) if !a.revoked) {
+        ctx.registry.unregister(&agent_id, &session_id);
+        return Err(Some(revoked()));
+    }
+    Ok((
+        Registered {
+            verified,
+            session_id,
+            kick,
+        },
+        rx,
+    ))
+}
+
+/// The `revoked` refusal.
+pub fn revoked() -> ProtocolError {
+    refusal(
+        ProtocolErrorCode::Revoked,
+        "this agent was revoked; enroll again with a new token",
+    )
+}

@@ -1,0 +1,340 @@
+//! Who is connected and which commands await a result.
+//!
+//! `sessions` maps an agent id to the handle of its one live session (a second one is
+//! refused). `pending` maps a command id to the agent it was sent to and, while someone
+//! waits for it, the oneshot of that dispatcher. A pending command is **not** tied to a
+//! session: when the agent reconnects the command is redelivered with the same id and its
+//! result still reaches the dispatcher. When a dispatcher gives up (deadline), the id moves
+//! to `expired`, so a result that arrives later is recognised as *late* — and handed to the
+//! late-result handler — as is a result for a redelivered command nobody waits for (after
+//! a plane restart); results for ids never issued to that agent are ignored.
+//!
+//! One `std` mutex guards the maps; it is never held across an `.await`.
+
+use farmhand_protocol::{Command, CommandResult, Outcome};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long an expired command id is remembered for late results.
+const EXPIRED_RETENTION: Duration = Duration::from_secs(30 * 60);
+
+/// The handle other tasks hold on a live session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Identifies the session (in logs and for stale-unregister protection).
+    pub session_id: String,
+    /// Commands for the session task to send.
+    pub commands: mpsc::Sender<Command>,
+    /// Cancelled to close the session (revocation).
+    pub kick: CancellationToken,
+    /// Cancelled once the session has ended (unregistered).
+    pub closed: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Pending {
+    agent_id: String,
+    deadline: Instant,
+    /// `None` when nobody waits (the result is late by definition).
+    tx: Option<oneshot::Sender<Outcome>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<String, SessionHandle>,
+    pending: HashMap<String, Pending>,
+    expired: HashMap<String, (String, Instant)>,
+}
+
+impl Inner {
+    /// Drops forgotten state: expired ids past their retention, and commands nobody waits
+    /// for whose deadline passed (their dispatcher returned early, or the plane restarted).
+    fn prune(&mut self, now: Instant) {
+        self.expired
+            .retain(|_, (_, at)| now.duration_since(*at) < EXPIRED_RETENTION);
+        let stale: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now && p.tx.as_ref().is_none_or(|tx| tx.is_closed()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some(p) = self.pending.remove(&id) {
+                self.expired.insert(id, (p.agent_id, now));
+            }
+        }
+    }
+}
+
+/// What became of a `command_result`.
+#[derive(Debug)]
+pub enum Completion {
+    /// Handed to the waiting dispatcher.
+    Delivered,
+    /// Nobody waits any more; the late-result handler must see it.
+    Late(CommandResult),
+    /// Not a command issued to this agent; ignored.
+    Unknown,
+}
+
+/// A second live session for the same agent was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate;
+
+/// Live sessions and pending commands.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers the live session of `agent_id`, unless it already has one.
+    pub fn register(&self, agent_id: &str, handle: SessionHandle) -> Result<(), Duplicate> {
+        let mut inner = self.lock();
+        if inner.sessions.contains_key(agent_id) {
+            return Err(Duplicate);
+        }
+        inner.sessions.insert(agent_id.to_string(), handle);
+        Ok(())
+    }
+
+    /// Removes session `session_id` of `agent_id` and signals its `closed` token. Its
+    /// pending commands stay pending: they are redelivered when the agent reconnects.
+    pub fn unregister(&self, agent_id: &str, session_id: &str) {
+        let mut inner = self.lock();
+        if inner
+            .sessions
+            .get(agent_id)
+            .is_some_and(|h| h.session_id == session_id)
+        {
+            if let Some(handle) = inner.sessions.remove(agent_id) {
+                handle.closed.cancel();
+            }
+        }
+    }
+
+    /// The live session of `agent_id`.
+    pub fn session(&self, agent_id: &str) -> Option<SessionHandle> {
+        self.lock().sessions.get(agent_id).cloned()
+    }
+
+    /// Whether `agent_id` has a live session.
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.lock().sessions.contains_key(agent_id)
+    }
+
+    /// Records that `command_id`, sent to `agent_id`, awaits a result until `deadline`.
+    pub fn track(
+        &self,
+        agent_id: &str,
+        command_id: &str,
+        deadline: Instant,
+    ) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            agent_id: agent_id.to_string(),
+            deadline,
+            tx: Some(tx),
+        };
+        let mut inner = self.lock();
+        inner.prune(Instant::now());
+        inner.pending.insert(command_id.to_string(), pending);
+        rx
+    }
+
+    /// Makes sure a redelivered `command_id` is known: if no dispatcher tracks it (the
+    /// plane restarted since it was sent), its result will be handled as late.
+    pub fn adopt(&self, agent_id: &str, command_id: &str, deadline: Instant) {
+        let mut inner = self.lock();
+        inner.prune(Instant::now());
+        inner
+            .pending
+            .entry(command_id.to_string())
+            .or_insert_with(|| Pending {
+                agent_id: agent_id.to_string(),
+                deadline,
+                tx: None,
+            });
+    }
+
+    /// Forgets `command_id` entirely (it will not be redelivered and nobody waits for it).
+    pub fn forget(&self, command_id: &str) {
+        self.lock().pending.remove(command_id);
+    }
+
+    /// The dispatcher of `command_id` stops waiting. Returns false when the result was
+    /// already being delivered (the dispatcher should then read its oneshot).
+    pub fn expire(&self, command_id: &str) -> bool {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        inner
+            .expired
+            .retain(|_, (_, at)| now.duration_since(*at) < EXPIRED_RETENTION);
+        match inner.pending.remove(command_id) {
+            Some(p) => {
+                inner
+                    .expired
+                    .insert(command_id.to_string(), (p.agent_id, now));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Routes a `command_result` received from `agent_id`.
+    pub fn complete(&self, agent_id: &str, result: CommandResult) -> Completion {
+        let mut inner = self.lock();
+        if inner
+            .pending
+            .get(&result.id)
+            .is_some_and(|p| p.agent_id == agent_id)
+        {
+            if let Some(p) = inner.pending.remove(&result.id) {
+                let sent = match p.tx {
+                    Some(tx) => tx.send(result.outcome),
+                    None => Err(result.outcome),
+                };
+                return match sent {
+                    Ok(()) => Completion::Delivered,
+                    Err(outcome) => Completion::Late(CommandResult {
+                        id: result.id,
+                        outcome,
+                    }),
+                };
+            }
+        }
+        if inner
+            .expired
+            .get(&result.id)
+            .is_some_and(|(a, _)| a == agent_id)
+        {
+            inner.expired.remove(&result.id);
+            return Completion::Late(result);
+        }
+        Completion::Unknown
+    }
+
+    /// Closes the live session of `agent_id`; false when it had none.
+    pub fn kick(&self, agent_id: &str) -> bool {
+        match self.lock().sessions.get(agent_id) {
+            Some(handle) => {
+                handle.kick.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use farmhand_protocol::{CommandOutput, Updated};
+
+    fn handle(session: &str) -> SessionHandle {
+        let (commands, _rx) = mpsc::channel(1);
+        SessionHandle {
+            session_id: session.into(),
+            commands,
+            kick: CancellationToken::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    fn result(id: &str) -> CommandResult {
+        let output = CommandOutput::UpdatePort(Updated {
+            allocation_id: "al".into(),
+        });
+        CommandResult {
+            id: id.into(),
+            outcome: Outcome::Ok { output },
+        }
+    }
+
+    #[test]
+    fn one_session_per_agent_and_stale_unregister_is_ignored() {
+        let reg = Registry::default();
+        let first = handle("s1");
+        reg.register("a", first.clone()).unwrap();
+        assert_eq!(reg.register("a", handle("s2")), Err(Duplicate));
+        reg.unregister("a", "s2");
+        assert!(reg.is_connected("a"));
+        assert!(!first.closed.is_cancelled());
+        reg.unregister("a", "s1");
+        assert!(!reg.is_connected("a"));
+        assert!(
+            first.closed.is_cancelled(),
+            "the session's waiters learn it closed"
+        );
+    }
+
+    #[test]
+    fn results_are_delivered_late_or_ignored() {
+        let reg = Registry::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut rx = reg.track("a", "c1", later);
+        assert!(
+            matches!(reg.complete("b", result("c1")), Completion::Unknown),
+            "other agent"
+        );
+        assert!(matches!(
+            reg.complete("a", result("c1")),
+            Completion::Delivered
+        ));
+        assert!(rx.try_recv().is_ok());
+
+        let _rx2 = reg.track("a", "c2", later);
+        assert!(reg.expire("c2"));
+        assert!(!reg.expire("c2"));
+        assert!(matches!(
+            reg.complete("a", result("c2")),
+            Completion::Late(_)
+        ));
+        assert!(
+            matches!(reg.complete("a", result("c2")), Completion::Unknown),
+            "late only once"
+        );
+        assert!(matches!(
+            reg.complete("a", result("never-issued")),
+            Completion::Unknown
+        ));
+    }
+
+    #[test]
+    fn pending_commands_survive_the_session_and_adopted_ones_are_late() {
+        let reg = Registry::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        reg.register("a", handle("s1")).unwrap();
+        let mut rx = reg.track("a", "c1", later);
+        reg.unregister("a", "s1");
+        reg.register("a", handle("s2")).unwrap();
+        reg.adopt("a", "c1", later);
+        assert!(matches!(
+            reg.complete("a", result("c1")),
+            Completion::Delivered
+        ));
+        assert!(
+            rx.try_recv().is_ok(),
+            "the dispatcher still gets its answer"
+        );
+        reg.adopt("a", "c9", later);
+        assert!(matches!(
+            reg.complete("a", result("c9")),
+            Completion::Late(_)
+        ));
+        // A waiterless command past its deadline is pruned into `expired`.
+        reg.adopt("a", "c10", Instant::now());
+        drop(reg.track("a", "c11", later));
+        assert!(matches!(
+            reg.complete("a", result("c10")),
+            Completion::Late(_)
+        ));
+    }
+}

@@ -1,0 +1,378 @@
+//! An authenticated session: one task owns the socket and runs ONE select loop over an
+//! [`Event`] enum — a frame from the agent, a command to send, the heartbeat deadline, a
+//! kick (revocation) or shutdown — so every trigger is visible in one match.
+//!
+//! On open it sends `welcome`, then `reconcile` with the allocations that should exist on
+//! this agent (before any other command, so a later `provision` cannot be undone by it),
+//! and tells the allocator the agent is back (it redelivers queued commands and finishes
+//! pending releases); the `reconcile` answer's `missing` list goes to the allocator too.
+//!
+//! Every send is bounded by one heartbeat interval, and the closing frames by a few
+//! seconds, so a peer that stopped reading (half-open TCP) cannot wedge the session task:
+//! it is closed after three silent intervals like any other.
+//!
+//! The audit log hears when the session opens and ends, and every `command_result` whose
+//! error is `policy_denied` (the seller's local policy refused a command).
+
+use super::connection::{refusal, Connection, RecvError};
+use super::handshake::{revoked, Authenticated};
+use super::registry::Completion;
+use super::{Gateway, GatewayCtx, GatewayEvent};
+use crate::ids::{now, unix_ms};
+use crate::store::{AllocationState, AuditAction};
+use farmhand_protocol::{
+    AgentMessage, Command, CommandBody, CommandErrorCode, CommandOutput, CommandResult,
+    DesiredPort, Heartbeat, Outcome, PlaneMessage, ProtocolError, ProtocolErrorCode, Reconcile,
+    Welcome,
+};
+use serde_json::json;
+use std::sync::Arc;
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, warn};
+
+/// Heartbeats a peer may miss before it is considered gone.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// Everything that can wake the session loop.
+#[derive(Debug)]
+enum Event {
+    Frame(Result<AgentMessage, RecvError>),
+    Outgoing(Option<Command>),
+    Deadline,
+    Kicked,
+    Shutdown,
+}
+
+/// How the session ends.
+enum End {
+    Refuse(ProtocolError),
+    Close(&'static str),
+    Gone,
+}
+
+struct Session {
+    conn: Connection,
+    agent_id: String,
+    session_id: String,
+    ctx: Arc<GatewayCtx>,
+    last_sent: Instant,
+    last_received: Instant,
+}
+
+/// Runs an authenticated session until it ends, then unregisters it.
+pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
+    let Authenticated {
+        conn,
+        agent,
+        agent_version,
+        session_id,
+        mut commands,
+        kick,
+        version,
+        client,
+    } = auth;
+    let agent_id = agent.agent_id;
+    info!(agent_id = %agent_id, session_id = %session_id, version, "agent session opened");
+    ctx.store.audit(
+        format!("agent:{agent_id}"),
+        AuditAction::AgentConnected,
+        format!("agent:{agent_id}"),
+        json!({"session_id": session_id, "client": client.to_string(),
+               "protocol_version": version, "agent_version": agent_version}),
+    );
+    ctx.fleet.connected(&agent_id, &session_id, &agent_version);
+    let now = Instant::now();
+    let mut session = Session {
+        conn,
+        agent_id,
+        session_id,
+        ctx,
+        last_sent: now,
+        last_received: now,
+    };
+    let end = match session.open().await {
+        Ok(()) => session.serve(&mut commands, &kick).await,
+        Err(end) => end,
+    };
+    let Session {
+        conn,
+        agent_id,
+        session_id,
+        ctx,
+        ..
+    } = session;
+    ctx.registry.unregister(&agent_id, &session_id);
+    ctx.fleet.disconnected(&agent_id, &session_id);
+    let reason = match &end {
+        End::Refuse(error) => json!(error.code).as_str().unwrap_or("error").to_string(),
+        End::Close(why) => (*why).to_string(),
+        End::Gone => "connection closed".to_string(),
+    };
+    ctx.store.audit(
+        format!("agent:{agent_id}"),
+        AuditAction::AgentDisconnected,
+        format!("agent:{agent_id}"),
+        json!({"session_id": session_id, "reason": reason}),
+    );
+    match end {
+        End::Refuse(error) => {
+            info!(agent_id = %agent_id, code = ?error.code, "closing agent session: {}", error.message);
+            conn.refuse(error).await;
+        }
+        End::Close(why) => {
+            info!(agent_id = %agent_id, "closing agent session: {why}");
+            conn.close(why.to_string()).await;
+        }
+        End::Gone => info!(agent_id = %agent_id, "agent session ended"),
+    }
+}
+
+impl Session {
+    /// `welcome`, then `reconcile`, then the allocator hears the agent is back.
+    async fn open(&mut self) -> Result<(), End> {
+        let interval = self.ctx.config.heartbeat_interval_s;
+        let welcome = Welcome {
+            session_id: self.session_id.clone(),
+            heartbeat_interval_s: interval,
+            server_time_ms: unix_ms(now()),
+        };
+        self.send(PlaneMessage::Welcome(welcome)).await?;
+        self.send_reconcile().await?;
+        let _ = self.ctx.events.send(GatewayEvent::Connected {
+            agent_id: self.agent_id.clone(),
+        });
+        Ok(())
+    }
+
+    async fn send_reconcile(&mut self) -> Result<(), End> {
+        let agent_id = self.agent_id.clone();
+        // Pending and active allocations keep their ports; anything else on the box that
+        // this agent created (failed, releasing, released) is an orphan to remove. The scan
+        // is the expensive part of a handshake: it queues with the others in a storm.
+        let work = self.ctx.handshake_work.acquire().await;
+        let desired = self.ctx.store.allocations_where(|a| {
+            a.agent_id == agent_id
+                && matches!(a.state, AllocationState::Pending | AllocationState::Active)
+        });
+        drop(work);
+        let ports = match desired {
+            Ok(list) => list
+                .into_iter()
+                .map(|a| DesiredPort {
+                    allocation_id: a.allocation_id,
+                    imei: a.imei,
+                })
+                .collect(),
+            Err(e) => {
+                warn!(agent_id = %agent_id, "cannot read allocations for reconcile, skipping it: {e}");
+                return Ok(());
+            }
+        };
+        let timeout = self.ctx.config.command_timeout();
+        let body = CommandBody::Reconcile(Reconcile { ports });
+        let command = super::dispatch::new_command(body, timeout);
+        let deadline = Instant::now() + timeout;
+        let rx = self
+            .ctx
+            .registry
+            .track(&agent_id, &command.id, deadline.into_std());
+        let (gateway, id) = (
+            Gateway {
+                ctx: self.ctx.clone(),
+            },
+            command.id.clone(),
+        );
+        self.ctx.tracker.spawn(async move {
+            let answer =
+                super::dispatch::wait_reconcile(&gateway, &agent_id, &id, rx, deadline).await;
+            on_reconciled(&gateway.ctx, agent_id, answer);
+        });
+        self.send(PlaneMessage::Command(command)).await
+    }
+
+    async fn serve(
+        &mut self,
+        commands: &mut tokio::sync::mpsc::Receiver<Command>,
+        kick: &tokio_util::sync::CancellationToken,
+    ) -> End {
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            let deadline = self.next_deadline();
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Event::Shutdown,
+                _ = kick.cancelled() => Event::Kicked,
+                frame = self.conn.recv() => Event::Frame(frame),
+                command = commands.recv() => Event::Outgoing(command),
+                _ = sleep_until(deadline) => Event::Deadline,
+            };
+            if let Err(end) = self.handle(event).await {
+                return end;
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) -> Result<(), End> {
+        match event {
+            Event::Frame(Ok(message)) => self.on_message(message),
+            Event::Frame(Err(e)) => Err(e.protocol_error().map_or(End::Gone, End::Refuse)),
+            Event::Outgoing(Some(command)) => {
+                debug!(agent_id = %self.agent_id, command_id = %command.id, op = command.body.op(), "sending command");
+                self.send(PlaneMessage::Command(command)).await
+            }
+            Event::Outgoing(None) => Err(End::Close("session handle dropped")),
+            Event::Deadline => self.on_deadline().await,
+            Event::Kicked => Err(End::Refuse(revoked())),
+            Event::Shutdown => Err(End::Refuse(refusal(
+                ProtocolErrorCode::ShuttingDown,
+                "the control plane is shutting down",
+            ))),
+        }
+    }
+
+    fn on_message(&mut self, message: AgentMessage) -> Result<(), End> {
+        self.last_received = Instant::now();
+        self.ctx.fleet.touch(&self.agent_id);
+        debug!(agent_id = %self.agent_id, frame = frame_name(&message), "received frame");
+        match message {
+            AgentMessage::Inventory(inventory) => {
+                self.ctx.fleet.replace_inventory(&self.agent_id, inventory)
+            }
+            AgentMessage::ModemsChanged(changes) => {
+                self.ctx.fleet.apply_changes(&self.agent_id, changes)
+            }
+            AgentMessage::CommandResult(result) => {
+                self.audit_policy_denial(&result);
+                let id = result.id.clone();
+                match self.ctx.registry.complete(&self.agent_id, result) {
+                    Completion::Delivered => self.answered(&id),
+                    Completion::Late(result) => {
+                        self.answered(&id);
+                        let event = GatewayEvent::LateResult {
+                            agent_id: self.agent_id.clone(),
+                            result,
+                        };
+                        let _ = self.ctx.events.send(event);
+                    }
+                    Completion::Unknown => {
+                        debug!(agent_id = %self.agent_id, "ignored a result for an unknown command")
+                    }
+                }
+            }
+            AgentMessage::Heartbeat(_) => {}
+            AgentMessage::Hello(_) | AgentMessage::Auth(_) => {
+                let message = "hello and auth are only valid during the handshake";
+                return Err(End::Refuse(refusal(
+                    ProtocolErrorCode::MalformedFrame,
+                    message,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Command `id` has its answer: it leaves the outbox (it is not redelivered again).
+    fn answered(&self, id: &str) {
+        let gateway = Gateway {
+            ctx: self.ctx.clone(),
+        };
+        gateway.forget_pending(&self.agent_id, id);
+    }
+
+    /// Records a command the seller's policy refused. The agent's message is kept (short)
+    /// because it says which rule refused; agents never put credentials in it.
+    fn audit_policy_denial(&self, result: &CommandResult) {
+        let Outcome::Error { error } = &result.outcome else {
+            return;
+        };
+        if error.code != CommandErrorCode::PolicyDenied {
+            return;
+        }
+        let message: String = error.message.chars().take(200).collect();
+        self.ctx.store.audit(
+            format!("agent:{}", self.agent_id),
+            AuditAction::PolicyDenied,
+            format!("agent:{}", self.agent_id),
+            json!({"command_id": result.id, "message": message}),
+        );
+    }
+
+    /// Either the peer has been silent too long, or it is our turn to send a heartbeat.
+    async fn on_deadline(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if now >= self.last_received + self.interval() * MISSED_HEARTBEATS {
+            warn!(agent_id = %self.agent_id, "no frame from the agent for {MISSED_HEARTBEATS} heartbeat intervals");
+            return Err(End::Close("peer silent"));
+        }
+        if now >= self.last_sent + self.interval() {
+            let beat = Heartbeat {
+                time_ms: unix_ms(crate::ids::now()),
+            };
+            self.send(PlaneMessage::Heartbeat(beat)).await?;
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let heartbeat_due = self.last_sent + self.interval();
+        let silence_limit = self.last_received + self.interval() * MISSED_HEARTBEATS;
+        heartbeat_due.min(silence_limit)
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        self.ctx.config.heartbeat_interval()
+    }
+
+    /// Sends one message; a peer that does not take it within one heartbeat interval
+    /// (its receive window is full: it stopped reading) is treated as gone.
+    async fn send(&mut self, message: PlaneMessage) -> Result<(), End> {
+        match tokio::time::timeout(self.interval(), self.conn.send(&message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(End::Gone),
+            Err(_) => {
+                warn!(agent_id = %self.agent_id, "the agent does not read its socket: closing");
+                return Err(End::Gone);
+            }
+        }
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+}
+
+/// Reports what the agent's `reconcile` found missing to the allocator.
+fn on_reconciled(
+    ctx: &GatewayCtx,
+    agent_id: String,
+    answer: Result<Outcome, super::DispatchError>,
+) {
+    match answer {
+        Ok(Outcome::Ok {
+            output: CommandOutput::Reconcile(r),
+        }) => {
+            info!(agent_id = %agent_id, removed = r.removed.len(), missing = r.missing.len(), "reconcile answered");
+            if !r.missing.is_empty() {
+                let event = GatewayEvent::Reconciled {
+                    agent_id,
+                    missing: r.missing,
+                };
+                let _ = ctx.events.send(event);
+            }
+        }
+        Ok(Outcome::Ok { .. }) => warn!(agent_id = %agent_id, "reconcile answered with another op"),
+        Ok(Outcome::Error { error }) => {
+            warn!(agent_id = %agent_id, code = error.code.as_str(), "reconcile failed on the agent")
+        }
+        Err(e) => warn!(agent_id = %agent_id, "reconcile not answered: {e}"),
+    }
+}
+
+fn frame_name(message: &AgentMessage) -> &'static str {
+    match message {
+        AgentMessage::Hello(_) => "hello",
+        AgentMessage::Auth(_) => "auth",
+        AgentMessage::Inventory(_) => "inventory",
+        AgentMessage::ModemsChanged(_) => "modems_changed",
+        AgentMessage::CommandResult(_) => "command_result",
+        AgentMessage::Heartbeat(_) => "heartbeat",
+    }
+}

@@ -1,0 +1,28 @@
+//! farmhand-control: the marketplace's control plane. It enrolls agents, holds their
+//! WebSockets (`gateway`), keeps the live fleet view (`fleet`), allocates ports on modems
+//! (`allocator`) and serves the REST API (`api`), with sled storage (`store`).
+//!
+//! The library is the whole program; `main.rs` only parses flags. Start it in-process with
+//! [`ControlPlane::open`] and [`ControlPlane::serve`] on an already-bound listener.
+
+pub mod allocator;
+pub mod api;
+pub mod config;
+pub mod credentials;
+pub mod env;
+pub mod fleet;
+pub mod gateway;
+pub mod ids;
+pub mod keys;
+pub mod metrics;
+pub mod ratelimit;
+pub mod rekey;
+pub mod retention;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+pub use config::ServerConfig;
+pub use keys::create_key;
+pub use server::{serve, ControlPlane, ServeError};
+pub use store::{Role, Store, StoreError};

@@ -1,0 +1,176 @@
+//! The control plane's Prometheus metrics (`GET /metrics`): counters recorded as things
+//! happen — REST requests by matched route and status, commands by op and outcome, the
+//! command round-trip histogram — and gauges computed at scrape time from the fleet view
+//! and the store (agents, modems by state, allocations by state).
+//!
+//! Labels come from fixed sets only: the route *pattern* axum matched (never the raw URL,
+//! which holds ids), op names and error codes. There are no webhooks, so no webhook metrics.
+
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::fleet::ModemFilter;
+use crate::gateway::DispatchError;
+use crate::store::AllocationState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use farmhand_ops::metrics::{CounterVec, HistogramVec, Text, CONTENT_TYPE, LATENCY_BUCKETS_S};
+use farmhand_protocol::Outcome;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The counters and histograms; gauges are computed in [`render`].
+#[derive(Debug)]
+pub struct PlaneMetrics {
+    http_requests: CounterVec<3>,
+    commands: CounterVec<2>,
+    round_trip: HistogramVec,
+}
+
+impl Default for PlaneMetrics {
+    fn default() -> Self {
+        PlaneMetrics {
+            http_requests: CounterVec::new(["method", "route", "status"]),
+            commands: CounterVec::new(["op", "outcome"]),
+            round_trip: HistogramVec::new("op", LATENCY_BUCKETS_S),
+        }
+    }
+}
+
+impl PlaneMetrics {
+    /// Records a dispatched command's fate; answered commands also feed the round-trip
+    /// histogram (send → result, including any redelivery after a reconnect).
+    pub fn command_finished(
+        &self,
+        op: &str,
+        result: &Result<Outcome, DispatchError>,
+        elapsed: Duration,
+    ) {
+        let outcome = match result {
+            Ok(Outcome::Ok { .. }) => "ok",
+            Ok(Outcome::Error { error }) => error.code.as_str(),
+            Err(DispatchError::AgentOffline) => "agent_offline",
+            Err(DispatchError::Timeout) => "timeout",
+            Err(DispatchError::SessionClosed) => "session_closed",
+            Err(DispatchError::Storage) => "storage_error",
+        };
+        self.commands.inc([op, outcome]);
+        if result.is_ok() {
+            self.round_trip.observe(op, elapsed);
+        }
+    }
+
+    /// How many commands of `op` ended with `outcome` (for tests).
+    pub fn commands(&self, op: &str, outcome: &str) -> u64 {
+        self.commands.get([op, outcome])
+    }
+}
+
+/// Middleware: counts every request by method, matched route and status.
+pub async fn track_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    state
+        .metrics
+        .http_requests
+        .inc([&method, &route, status.as_str()]);
+    response
+}
+
+/// `GET /metrics`: the text exposition.
+pub async fn render(state: &AppState) -> Result<Response, ApiError> {
+    let mut text = Text::new();
+    agent_gauges(&mut text, state)?;
+    modem_gauges(&mut text, state);
+    allocation_gauges(&mut text, state)?;
+    let m = &state.metrics;
+    text.counter_vec(
+        "farmhand_http_requests_total",
+        "REST requests by method, matched route and status.",
+        &m.http_requests,
+    );
+    text.counter_vec(
+        "farmhand_commands_total",
+        "Commands sent to agents, by op and outcome (ok, an error code, timeout, agent_offline, session_closed).",
+        &m.commands,
+    );
+    text.histogram_vec(
+        "farmhand_command_round_trip_seconds",
+        "Time from sending a command to its result, answered commands only.",
+        &m.round_trip,
+    );
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text.finish()).into_response())
+}
+
+fn agent_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
+    let connected = state.fleet.connected_count() as f64;
+    text.gauge(
+        "farmhand_agents_connected",
+        "Agents with a live session.",
+        connected,
+    );
+    let enrolled = state.store.agents()?.len() as f64;
+    text.gauge(
+        "farmhand_agents_enrolled",
+        "Enrolled agents, revoked included.",
+        enrolled,
+    );
+    Ok(())
+}
+
+fn modem_gauges(text: &mut Text, state: &AppState) {
+    let modems = state.fleet.modems(&ModemFilter::default());
+    let count = |f: &dyn Fn(&crate::fleet::ModemView) -> bool| {
+        modems.iter().filter(|m| f(m)).count() as f64
+    };
+    let available = count(&|m| m.available);
+    text.gauge(
+        "farmhand_modems_known",
+        "Modems reported by connected agents.",
+        modems.len() as f64,
+    );
+    text.gauge(
+        "farmhand_modems_available",
+        "Modems that can take a new allocation.",
+        available,
+    );
+    text.gauge_vec(
+        "farmhand_modems",
+        "Modems by state: available, busy (online, no free capacity) or offline.",
+        ["state"],
+        &[
+            (["available"], available),
+            (["busy"], count(&|m| m.online && !m.available)),
+            (["offline"], count(&|m| !m.online)),
+        ],
+    );
+}
+
+fn allocation_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
+    let mut by_state: HashMap<AllocationState, u64> = HashMap::new();
+    for record in state.store.allocations_where(|_| true)? {
+        *by_state.entry(record.state).or_default() += 1;
+    }
+    let series: Vec<([&str; 1], f64)> = AllocationState::ALL
+        .iter()
+        .map(|s| ([s.as_str()], by_state.get(s).copied().unwrap_or(0) as f64))
+        .collect();
+    text.gauge_vec(
+        "farmhand_allocations",
+        "Allocations by state.",
+        ["state"],
+        &series,
+    );
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Credential retention: buyer passwords are deleted `credential_retention_s` after their
+//! allocation ended (released or failed); the allocation keeps every other field and the
+//! API then shows `password: null`, `credentials_purged: true`.
+//!
+//! One named task (`credential-retention`) purges what is due, then sleeps until the next
+//! deadline — woken early by a [`Notify`] when an allocation ends (its deadline may be the
+//! first one), and at least hourly because deadlines are wall-clock times and the wall
+//! clock can jump.
+
+use crate::ids::now;
+use crate::store::{AuditAction, Store, StoreError};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Longest sleep between sweeps.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// Sleep after a storage error before trying again.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(60);
+
+/// The retention sweeper.
+#[derive(Debug)]
+pub struct Retention {
+    store: Store,
+    period: time::Duration,
+    wake: Arc<Notify>,
+}
+
+impl Retention {
+    /// Purges credentials `period` after their allocation ended.
+    pub fn new(store: Store, period: Duration) -> Self {
+        Retention {
+            store,
+            period: time::Duration::try_from(period).unwrap_or(time::Duration::MAX),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified whenever an allocation ends, so the task reconsiders its next deadline.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The task: sweep, sleep until the next deadline (or a wake), until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let pause = match self.sweep(now()) {
+                Ok(next) => until(next),
+                Err(e) => {
+                    warn!("credential retention sweep failed: {e}");
+                    RETRY_AFTER_ERROR
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Purges every record due at `at`; returns the earliest deadline still ahead.
+    pub fn sweep(&self, at: OffsetDateTime) -> Result<Option<OffsetDateTime>, StoreError> {
+        let mut next: Option<OffsetDateTime> = None;
+        let ended = self
+            .store
+            .allocations_where(|a| a.password_sealed.is_some() && a.ended_at().is_some())?;
+        for record in ended {
+            let Some(ended_at) = record.ended_at() else {
+                continue;
+            };
+            let deadline = ended_at.saturating_add(self.period);
+            if deadline > at {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                continue;
+            }
+            if self.store.purge_credentials(&record.allocation_id)? {
+                info!(allocation_id = %record.allocation_id, "buyer credentials purged (retention period over)");
+                self.store.audit(
+                    "system",
+                    AuditAction::CredentialsPurged,
+                    format!("allocation:{}", record.allocation_id),
+                    json!({"order_id": record.order_id, "retention_s": self.period.whole_seconds()}),
+                );
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// How long to sleep until `deadline` (capped; no deadline sleeps the cap).
+fn until(deadline: Option<OffsetDateTime>) -> Duration {
+    let Some(deadline) = deadline else {
+        return MAX_SLEEP;
+    };
+    let left = deadline - now();
+    Duration::try_from(left).map_or(Duration::ZERO, |d| d.min(MAX_SLEEP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AllocationRecord, AllocationRequest, AllocationState};
+    use time::Duration as Span;
+
+    fn record(id: &str, state: AllocationState, ended: OffsetDateTime) -> AllocationRecord {
+        AllocationRecord {
+            allocation_id: id.into(),
+            order_id: format!("o-{id}"),
+            state,
+            imei: "350000000000018".into(),
+            agent_id: "ag".into(),
+            carrier: None,
+            country: None,
+            host: Some("203.0.113.7".into()),
+            http_port: Some(8001),
+            socks_port: Some(5001),
+            port_id: None,
+            login: "fhlogin".into(),
+            password_sealed: Some("sealed".into()),
+            created_at: ended,
+            expires_at: ended + Span::days(30),
+            released_at: (state == AllocationState::Released).then_some(ended),
+            release_reason: None,
+            failure: None,
+            request: AllocationRequest {
+                order_id: format!("o-{id}"),
+                duration_s: 60,
+                country: None,
+                carrier: None,
+                imei: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_sweep_purges_what_is_due_and_names_the_next_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = now();
+        let records = [
+            record("old", AllocationState::Released, t - Span::days(2)),
+            record("recent", AllocationState::Released, t - Span::hours(1)),
+            record("failed", AllocationState::Failed, t - Span::days(3)),
+            record("live", AllocationState::Active, t - Span::days(9)),
+        ];
+        for r in &records {
+            store.put_allocation(r).unwrap();
+        }
+        let retention = Retention::new(store.clone(), Duration::from_secs(24 * 3600));
+        let next = retention.sweep(t).unwrap();
+        assert_eq!(next, Some(t - Span::hours(1) + Span::days(1)));
+        let sealed = |id: &str| store.allocation(id).unwrap().unwrap().password_sealed;
+        assert_eq!(sealed("old"), None);
+        assert_eq!(sealed("failed"), None);
+        assert!(sealed("recent").is_some() && sealed("live").is_some());
+        let kept = store.allocation("old").unwrap().unwrap();
+        assert_eq!(
+            (kept.login.as_str(), kept.http_port),
+            ("fhlogin", Some(8001))
+        );
+        assert_eq!(retention.sweep(t).unwrap(), next, "idempotent");
+    }
+
+    #[test]
+    fn sleeps_are_capped_and_never_negative() {
+        assert_eq!(until(None), MAX_SLEEP);
+        assert_eq!(
+            until(Some(now() - time::Duration::hours(1))),
+            Duration::ZERO
+        );
+        assert_eq!(until(Some(now() + time::Duration::days(30))), MAX_SLEEP);
+        let soon = until(Some(now() + time::Duration::seconds(10)));
+        assert!(soon > Duration::from_secs(8) && soon <= Duration::from_secs(10));
+    }
+}

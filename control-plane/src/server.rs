@@ -1,0 +1,233 @@
+//! Assembling and running the control plane: open storage, build the fleet view, the
+//! gateway, the allocator and the HTTP app, serve on an already-bound listener until the
+//! shutdown token is cancelled. Shutdown: stop accepting (HTTP and agents), let in-flight
+//! requests finish for at most `shutdown_grace_s` (their agents are still connected), then
+//! close agent sessions with `shutting_down`, stop the background tasks and flush storage.
+
+use crate::allocator::Allocator;
+use crate::api::{self, AppState};
+use crate::config::ServerConfig;
+use crate::credentials::{CredentialCipher, CredentialError};
+use crate::fleet::Fleet;
+use crate::gateway::{Gateway, GatewayEvent};
+use crate::ratelimit::Limits;
+use crate::retention::Retention;
+use crate::store::{Role, Store, StoreError};
+use crate::tls::ServerTls;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Why the control plane could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Storage could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The credential key could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// An opened control plane, ready to serve.
+#[derive(Debug)]
+pub struct ControlPlane {
+    state: AppState,
+    events: mpsc::UnboundedReceiver<GatewayEvent>,
+    shutdown: CancellationToken,
+    tls: Option<ServerTls>,
+    retention: Retention,
+}
+
+impl ControlPlane {
+    /// Validates `config`, opens storage in `config.data_dir` and builds every part.
+    pub fn open(config: ServerConfig) -> Result<Self, ServeError> {
+        config.validate()?;
+        // Certificate problems are reported before anything is opened.
+        let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::open(&config.data_dir)?;
+        let cipher = CredentialCipher::load_or_create(&config.data_dir)?;
+        let config = Arc::new(config);
+        let fleet = Arc::new(Fleet::new(config.modem_capacity));
+        let limits = Arc::new(Limits::new(&config));
+        let retention = Retention::new(store.clone(), config.credential_retention());
+        // Sessions watch this token; `serve` cancels it when its own token is cancelled.
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(crate::metrics::PlaneMetrics::default());
+        let (gateway, events) = Gateway::new(
+            store.clone(),
+            fleet.clone(),
+            config.clone(),
+            limits.clone(),
+            shutdown.clone(),
+            metrics.clone(),
+        );
+        let allocator = Arc::new(Allocator::new(
+            store.clone(),
+            fleet.clone(),
+            gateway.clone(),
+            cipher,
+            config.clone(),
+            retention.waker(),
+        )?);
+        let state = AppState {
+            store,
+            fleet,
+            gateway,
+            allocator,
+            config,
+            limits,
+            metrics,
+        };
+        Ok(ControlPlane {
+            state,
+            events,
+            shutdown,
+            tls,
+            retention,
+        })
+    }
+
+    /// The store (e.g. for creating API keys while serving).
+    pub fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    /// Wakes the expiry sweeper so it re-reads every allocation's `expires_at` (after an
+    /// expiry was changed directly in the store, e.g. by a test or a maintenance tool).
+    pub fn expiry_waker(&self) -> Arc<tokio::sync::Notify> {
+        self.state.allocator.expiry_waker()
+    }
+
+    /// Creates an API key; returns the key, which is not stored.
+    pub fn create_key(&self, role: Role, name: &str) -> Result<String, StoreError> {
+        self.state.store.create_key(role, name)
+    }
+
+    /// Serves HTTP and agent WebSockets on `listener` until `shutdown` is cancelled, then
+    /// closes every agent session (`shutting_down`), waits for them and flushes storage.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
+        let ControlPlane {
+            state,
+            events,
+            shutdown: sessions,
+            tls,
+            retention,
+        } = self;
+        log_listening(&listener, tls.as_ref());
+        let worker = tokio::spawn(state.allocator.clone().run_events(events, sessions.clone()));
+        let sweeper = tokio::spawn(retention.run(sessions.clone()));
+        let expiry = tokio::spawn(state.allocator.clone().run_expiry(sessions.clone()));
+        let app = api::router(state.clone());
+        let stop = shutdown.clone();
+        let gateway = state.gateway.clone();
+        let stopped = async move {
+            stop.cancelled().await;
+            // Sessions stay up until in-flight requests are done: those may be waiting for
+            // an agent's answer. Upgraded sockets are ended explicitly afterwards.
+            gateway.stop_accepting();
+        };
+        let grace = state.config.shutdown_grace();
+        let served = match tls {
+            Some(tls) => {
+                let http_stop = CancellationToken::new();
+                let guard = http_stop.clone();
+                tokio::spawn(async move {
+                    stopped.await;
+                    guard.cancel();
+                });
+                let serving = crate::tls::serve(listener, app, tls, http_stop);
+                within_grace(serving, &shutdown, grace).await
+            }
+            None => {
+                // The peer address feeds the per-client rate limits (`ratelimit`).
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let serving = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                within_grace(serving.into_future(), &shutdown, grace).await
+            }
+        };
+        sessions.cancel();
+        state.gateway.drain().await;
+        let _ = worker.await;
+        let _ = sweeper.await;
+        let _ = expiry.await;
+        state.store.flush()?;
+        info!("control plane stopped");
+        Ok(served?)
+    }
+}
+
+/// Runs `serving` until it ends, or until `grace` after `shutdown` was cancelled: a request
+/// that would outlive the grace period is abandoned (everything it confirmed is on disk).
+async fn within_grace<F>(
+    serving: F,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serving => served,
+        () = deadline => {
+            warn!("in-flight requests did not finish within {} s: stopping anyway", grace.as_secs());
+            Ok(())
+        }
+    }
+}
+
+/// Logs the address and scheme; serving plain HTTP beyond loopback deserves a warning.
+fn log_listening(listener: &TcpListener, tls: Option<&ServerTls>) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    match tls {
+        Some(tls) => info!(certificate = %tls.fingerprint, "listening on https://{addr}"),
+        None if addr.ip().is_loopback() => info!("listening on http://{addr}"),
+        None => warn!(
+            "listening on http://{addr} WITHOUT TLS on a non-loopback address: agent sessions, \
+             API keys and buyer credentials cross the network in clear; set [tls]"
+        ),
+    }
+}
+
+/// Opens the control plane from `config` and serves on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    ControlPlane::open(config)?.serve(listener, shutdown).await
+}

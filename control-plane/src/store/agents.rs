@@ -1,0 +1,61 @@
+//! The agent table: agent id → public key, label, hostname, enrollment time, revoked flag.
+
+use super::{decode, encode, Store, StoreError};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
+
+/// One enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// The id issued at enrollment.
+    pub agent_id: String,
+    /// Raw 32-byte Ed25519 public key (base64 in storage).
+    #[serde(serialize_with = "ser_b64", deserialize_with = "de_b64")]
+    pub public_key: Vec<u8>,
+    /// Label of the enrollment token used.
+    pub label: String,
+    /// Hostname the agent reported at enrollment.
+    pub hostname: String,
+    /// When it enrolled.
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+    /// Revoked agents can never connect again.
+    pub revoked: bool,
+}
+
+fn ser_b64<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&STANDARD.encode(bytes))
+}
+
+fn de_b64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let text = String::deserialize(d)?;
+    STANDARD.decode(text).map_err(serde::de::Error::custom)
+}
+
+impl Store {
+    /// One agent.
+    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.agents
+            .get(agent_id.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every enrolled agent, revoked ones included, ordered by id.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agents.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Marks an agent revoked and flushes; `false` when the agent is unknown.
+    pub fn revoke_agent(&self, agent_id: &str) -> Result<bool, StoreError> {
+        let Some(mut record) = self.agent(agent_id)? else {
+            return Ok(false);
+        };
+        record.revoked = true;
+        self.agents.insert(agent_id.as_bytes(), encode(&record)?)?;
+        self.flush()?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,165 @@
+//! The durable outbox of commands sent to agents and not yet answered (`pending_commands`):
+//! key `<agent_id>/<command_id>`, so one agent's commands are one prefix scan at reconnect.
+//!
+//! A `provision` is stored **without its buyer password** (the field is emptied): the
+//! allocator rebuilds it from the allocation's sealed password when it redelivers, so the
+//! outbox never holds a credential in any form.
+
+use super::{decode, encode, Store, StoreError};
+use farmhand_protocol::{Command, CommandBody, Secret};
+use serde::{Deserialize, Serialize};
+
+/// A command awaiting its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCommand {
+    /// The command id (reused by every redelivery).
+    pub command_id: String,
+    /// The agent it was sent to.
+    pub agent_id: String,
+    /// Unix ms after which it is no longer delivered or awaited.
+    pub deadline_ms: u64,
+    /// The body; a `provision`'s password is empty (see the module docs).
+    pub body: CommandBody,
+}
+
+impl PendingCommand {
+    /// The outbox form of `command` sent to `agent_id`, without any password.
+    pub fn new(agent_id: &str, command: &Command) -> Self {
+        let mut body = command.body.clone();
+        if let CommandBody::Provision(p) = &mut body {
+            p.password = Secret::new(String::new());
+        }
+        PendingCommand {
+            command_id: command.id.clone(),
+            agent_id: agent_id.to_string(),
+            deadline_ms: command.deadline_ms,
+            body,
+        }
+    }
+
+    /// The allocation the command is about, if any.
+    pub fn allocation_id(&self) -> Option<&str> {
+        match &self.body {
+            CommandBody::Provision(p) => Some(&p.allocation_id),
+            CommandBody::Release(r) => Some(&r.allocation_id),
+            CommandBody::UpdatePort(u) => Some(&u.allocation_id),
+            CommandBody::RotateIp(_) | CommandBody::Reconcile(_) => None,
+        }
+    }
+}
+
+fn key(agent_id: &str, command_id: &str) -> Vec<u8> {
+    format!("{agent_id}/{command_id}").into_bytes()
+}
+
+impl Store {
+    /// Records a command before it is sent; flushed, so it survives `kill -9`.
+    pub fn put_pending_command(&self, command: &PendingCommand) -> Result<(), StoreError> {
+        self.commands.insert(
+            key(&command.agent_id, &command.command_id),
+            encode(command)?,
+        )?;
+        self.flush()
+    }
+
+    /// Forgets a command (answered or past its deadline); `false` if it was not there.
+    pub fn remove_pending_command(
+        &self,
+        agent_id: &str,
+        command_id: &str,
+    ) -> Result<bool, StoreError> {
+        let removed = self.commands.remove(key(agent_id, command_id))?.is_some();
+        if removed {
+            self.flush()?;
+        }
+        Ok(removed)
+    }
+
+    /// The commands of `agent_id` awaiting a result, oldest id order.
+    pub fn pending_commands(&self, agent_id: &str) -> Result<Vec<PendingCommand>, StoreError> {
+        self.commands
+            .scan_prefix(format!("{agent_id}/").as_bytes())
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Removes every command whose deadline is at or before `now_ms` (used at startup);
+    /// returns how many went.
+    pub fn purge_expired_commands(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for item in self.commands.iter() {
+            let (k, v) = item?;
+            let command: PendingCommand = decode(&v)?;
+            if command.deadline_ms <= now_ms {
+                self.commands.remove(k)?;
+                purged += 1;
+            }
+        }
+        if purged > 0 {
+            self.flush()?;
+        }
+        Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use farmhand_protocol::{Provision, Release};
+
+    fn provision(id: &str, deadline_ms: u64) -> Command {
+        Command {
+            id: id.into(),
+            deadline_ms,
+            body: CommandBody::Provision(Provision {
+                allocation_id: "al_1".into(),
+                imei: "350000000000018".into(),
+                login: "fhlogin".into(),
+                password: Secret::new("canary-password-never-stored"),
+                expires_at_ms: 1,
+                bandwidth_kbit: None,
+                traffic_quota_mb: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn commands_survive_reopen_without_their_password() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .put_pending_command(&PendingCommand::new("ag_a", &provision("c_1", 100)))
+                .unwrap();
+            let release = Command {
+                id: "c_2".into(),
+                deadline_ms: 300,
+                body: CommandBody::Release(Release {
+                    allocation_id: "al_2".into(),
+                }),
+            };
+            store
+                .put_pending_command(&PendingCommand::new("ag_b", &release))
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.pending_commands("ag_a").unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].allocation_id(), Some("al_1"));
+        let CommandBody::Provision(p) = &a[0].body else {
+            panic!("provision expected")
+        };
+        assert_eq!(p.password.expose(), "");
+        assert_eq!(store.pending_commands("ag_b").unwrap().len(), 1);
+        assert_eq!(store.purge_expired_commands(200).unwrap(), 1);
+        assert!(store.pending_commands("ag_a").unwrap().is_empty());
+        assert!(store.remove_pending_command("ag_b", "c_2").unwrap());
+        assert!(!store.remove_pending_command("ag_b", "c_2").unwrap());
+        drop(store);
+        let files = crate::store::tests::all_bytes(dir.path());
+        assert!(!files
+            .windows(b"canary-password".len())
+            .any(|w| w == b"canary-password"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Durable state in sled (`<data_dir>/db`): one tree per table, one file per table
+//! (`keys`, `tokens`, `agents`, `allocations`, `commands`, `audit`). Values are JSON. Writes
+//! the API confirms to a caller are flushed before the answer goes out, and so is every
+//! state change the plane must find again after `kill -9` (allocations, agents, keys,
+//! pending commands). Only hashes of API keys and enrollment tokens are stored.
+
+mod agents;
+mod allocations;
+mod audit;
+mod commands;
+mod keys;
+mod tokens;
+
+pub use agents::AgentRecord;
+pub use allocations::{
+    AllocationRecord, AllocationRequest, AllocationState, InsertOutcome, ReleaseReason,
+};
+pub use audit::{AuditAction, AuditEvent};
+pub use commands::PendingCommand;
+pub use keys::{ApiKeyRecord, Role};
+pub use tokens::{EnrollError, TokenRecord};
+
+use ring::digest::{digest, SHA256};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually a running control plane) holds the database lock.
+    #[error("the database at {path} is locked: the control plane is running: stop it first")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// sled failed (I/O, corruption).
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value could not be decoded.
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Handle to the database; cheap to clone (sled trees are reference-counted).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    keys: sled::Tree,
+    tokens: sled::Tree,
+    agents: sled::Tree,
+    allocations: sled::Tree,
+    orders: sled::Tree,
+    commands: sled::Tree,
+    audit: sled::Tree,
+    /// The last audit key handed out (see `audit`).
+    audit_last: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `<data_dir>/db`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("db");
+        let db = sled::open(&path).map_err(|e| classify_open_error(e, &path))?;
+        let audit = db.open_tree("audit")?;
+        Ok(Store {
+            audit_last: Arc::new(AtomicU64::new(audit::last_key(&audit)?)),
+            audit,
+            keys: db.open_tree("api_keys")?,
+            tokens: db.open_tree("enrollment_tokens")?,
+            agents: db.open_tree("agents")?,
+            allocations: db.open_tree("allocations")?,
+            orders: db.open_tree("allocation_orders")?,
+            commands: db.open_tree("pending_commands")?,
+            db,
+        })
+    }
+
+    /// Forces every write so far to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// sled reports a held lock as a generic I/O error; recognise it so the operator is told
+/// what to do instead of reading an errno.
+fn classify_open_error(e: sled::Error, path: &Path) -> StoreError {
+    match &e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        _ => StoreError::Sled(e),
+    }
+}
+
+/// SHA-256 of a secret; the only form in which keys and tokens are stored.
+pub(crate) fn secret_hash(secret: &str) -> Vec<u8> {
+    digest(&SHA256, secret.as_bytes()).as_ref().to_vec()
+}
+
+/// A short public name for a secret (the first 48 bits of its SHA-256 in hex): lets the
+/// audit log tie "token issued" to "token used" without revealing the token.
+pub fn fingerprint(secret: &str) -> String {
+    crate::ids::hex(&secret_hash(secret)[..6])
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Every byte of every file under `dir` (for "this secret is stored nowhere" checks).
+    pub(crate) fn all_bytes(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(all_bytes(&path));
+            } else {
+                out.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_second_open_reports_the_lock_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        assert!(err.to_string().contains("stop it first"));
+    }
+}

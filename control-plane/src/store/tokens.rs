@@ -1,0 +1,136 @@
+//! The enrollment-token table: SHA-256 of the token → label, expiry, used flag. Consuming a
+//! token and creating the agent happen in one sled transaction, so a token enrolls at most
+//! one agent even when two requests race.
+
+use super::{decode, encode, secret_hash, AgentRecord, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{abort, ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use time::OffsetDateTime;
+
+/// One stored enrollment token (the token itself is not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Operator's label, copied to the agent it enrolls.
+    pub label: String,
+    /// When it was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// After this it cannot be used.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Set when an agent enrolled with it.
+    pub used: bool,
+}
+
+/// Why an enrollment did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The token is unknown, already used or expired (deliberately not told apart).
+    #[error("the enrollment token is unknown, used or expired")]
+    InvalidToken,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Stores the hash of `token` and flushes.
+    pub fn insert_enrollment_token(
+        &self,
+        token: &str,
+        record: &TokenRecord,
+    ) -> Result<(), StoreError> {
+        self.tokens.insert(secret_hash(token), encode(record)?)?;
+        self.flush()
+    }
+
+    /// Atomically marks `token` used and stores `agent` labelled with the token's label;
+    /// flushes before returning the stored record.
+    pub fn enroll(
+        &self,
+        token: &str,
+        agent: AgentRecord,
+        now: OffsetDateTime,
+    ) -> Result<AgentRecord, EnrollError> {
+        let hash = secret_hash(token);
+        let result = (&self.tokens, &self.agents).transaction(|(tokens, agents)| {
+            let Some(raw) = tokens.get(&hash)? else {
+                return abort(EnrollError::InvalidToken);
+            };
+            let mut record: TokenRecord = decode(&raw).or_else(|e| abort(EnrollError::Store(e)))?;
+            if record.used || record.expires_at <= now {
+                return abort(EnrollError::InvalidToken);
+            }
+            record.used = true;
+            let updated = encode(&record).or_else(|e| abort(EnrollError::Store(e)))?;
+            let agent = AgentRecord {
+                label: record.label,
+                ..agent.clone()
+            };
+            let agent_value = encode(&agent).or_else(|e| abort(EnrollError::Store(e)))?;
+            tokens.insert(hash.as_slice(), updated)?;
+            agents.insert(agent.agent_id.as_bytes(), agent_value)?;
+            Ok::<_, ConflictableTransactionError<EnrollError>>(agent)
+        });
+        match result {
+            Ok(agent) => {
+                self.flush()?;
+                Ok(agent)
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(EnrollError::Store(e.into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
+            agent_id: id.into(),
+            public_key: vec![1; 32],
+            label: "l".into(),
+            hostname: "h".into(),
+            enrolled_at: crate::ids::now(),
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn a_token_enrolls_once_and_not_after_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = crate::ids::now();
+        let rec = TokenRecord {
+            label: "s".into(),
+            created_at: now,
+            expires_at: now + Duration::hours(1),
+            used: false,
+        };
+        store.insert_enrollment_token("tok-1", &rec).unwrap();
+        assert_eq!(store.enroll("tok-1", agent("a1"), now).unwrap().label, "s");
+        assert!(matches!(
+            store.enroll("tok-1", agent("a2"), now),
+            Err(EnrollError::InvalidToken)
+        ));
+        assert!(store.agent("a2").unwrap().is_none());
+        assert!(matches!(
+            store.enroll("nope", agent("a3"), now),
+            Err(EnrollError::InvalidToken)
+        ));
+
+        let old = TokenRecord {
+            expires_at: now - Duration::seconds(1),
+            ..rec
+        };
+        store.insert_enrollment_token("tok-2", &old).unwrap();
+        assert!(matches!(
+            store.enroll("tok-2", agent("a4"), now),
+            Err(EnrollError::InvalidToken)
+        ));
+    }
+}

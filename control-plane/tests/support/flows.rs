@@ -1,0 +1,70 @@
+//! Allocation flows with the fake agent answering: start a request in the background,
+//! answer `provision` / `release` as the agent would, and collect the REST answer.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use super::{FakeAgent, Response, TestPlane};
+use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provisioned, Released};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// A DE/Vodafone order for 30 days.
+pub fn order(order_id: &str) -> Value {
+    json!({"order_id": order_id, "duration_s": 2_592_000, "country": "DE", "carrier": "vodafone", "imei": null})
+}
+
+/// Starts `POST /v1/allocations` in the background (the test answers as the agent).
+pub fn post_allocation(plane: &Arc<TestPlane>, body: Value) -> tokio::task::JoinHandle<Response> {
+    let plane = plane.clone();
+    tokio::spawn(async move { plane.post("/v1/allocations", &plane.market, body).await })
+}
+
+/// Answers the next `provision` successfully and returns its allocation id.
+pub async fn provision_ok(agent: &mut FakeAgent) -> String {
+    let command = agent.next_command().await;
+    let CommandBody::Provision(p) = command.body else {
+        panic!("expected provision, got {command:?}")
+    };
+    assert!(p.password.expose().len() >= 20);
+    let output = CommandOutput::Provision(Provisioned {
+        allocation_id: p.allocation_id.clone(),
+        imei: p.imei,
+        port_id: "port1".into(),
+        http_port: 8001,
+        socks_port: 5001,
+    });
+    agent.answer(&command.id, Outcome::Ok { output }).await;
+    p.allocation_id
+}
+
+/// Answers the next `release` successfully and returns its allocation id.
+pub async fn release_ok(agent: &mut FakeAgent) -> String {
+    let command = agent.next_command().await;
+    let CommandBody::Release(r) = command.body else {
+        panic!("expected release, got {command:?}")
+    };
+    let output = CommandOutput::Release(Released {
+        allocation_id: r.allocation_id.clone(),
+        existed: true,
+    });
+    agent.answer(&command.id, Outcome::Ok { output }).await;
+    r.allocation_id
+}
+
+/// Allocates `order_id` (201) with the agent confirming; returns the allocation object.
+pub async fn allocate(plane: &Arc<TestPlane>, agent: &mut FakeAgent, order_id: &str) -> Value {
+    let pending = post_allocation(plane, order(order_id));
+    provision_ok(agent).await;
+    let r = pending.await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()
+}
+
+/// Releases `allocation_id` (200) with the agent confirming; returns the allocation object.
+pub async fn release(plane: &Arc<TestPlane>, agent: &mut FakeAgent, allocation_id: &str) -> Value {
+    let (p, path) = (plane.clone(), format!("/v1/allocations/{allocation_id}"));
+    let deleting = tokio::spawn(async move { p.delete(&path, &p.market).await });
+    assert_eq!(release_ok(agent).await, allocation_id);
+    let r = deleting.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}

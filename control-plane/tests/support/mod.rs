@@ -1,0 +1,236 @@
+//! Test vocabulary for the control plane's integration tests: an in-process plane on
+//! 127.0.0.1:0 with a temp data dir and two API keys, a minimal raw HTTP client, a fake
+//! agent speaking the protocol over tokio-tungstenite with a ring key, and `eventually`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod agent;
+pub mod flows;
+pub mod http;
+
+pub use agent::{modem, FakeAgent, Identity};
+pub use http::Response;
+
+use farmhand_control::{ControlPlane, Role, ServerConfig, Store};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any eventual condition may take on a loaded 2-core box.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A running control plane.
+pub struct TestPlane {
+    pub addr: SocketAddr,
+    /// The plane's store while it runs (dropped by `stop`, which releases the database).
+    store: Option<Store>,
+    pub admin: String,
+    pub market: String,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+    pub config: ServerConfig,
+    /// Wakes the running plane's expiry sweeper.
+    pub expiry: Arc<Notify>,
+}
+
+impl TestPlane {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a plane whose config `tweak` may adjust (timeouts, limits).
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..ServerConfig::default()
+        };
+        tweak(&mut config);
+        let plane = ControlPlane::open(config.clone()).unwrap();
+        let admin = plane.create_key(Role::Admin, "ops").unwrap();
+        let market = plane.create_key(Role::Marketplace, "shop").unwrap();
+        let expiry = plane.expiry_waker();
+        let (addr, store, shutdown, task) = run(plane).await;
+        TestPlane {
+            expiry,
+            addr,
+            store: Some(store),
+            admin,
+            market,
+            shutdown,
+            task: Some(task),
+            dir,
+            config,
+        }
+    }
+
+    /// Stops the plane and starts it again on the same data directory (new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let plane = ControlPlane::open(self.config.clone()).unwrap();
+        self.expiry = plane.expiry_waker();
+        let (addr, store, shutdown, task) = run(plane).await;
+        (self.addr, self.store, self.shutdown) = (addr, Some(store), shutdown);
+        self.task = Some(task);
+    }
+
+    /// Stops the plane and waits until it has flushed and released the database.
+    pub async fn stop(&mut self) {
+        self.store = None;
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("plane stops in time")
+                .unwrap();
+        }
+    }
+
+    /// The running plane's store.
+    pub fn store(&self) -> &Store {
+        self.store.as_ref().expect("the plane is running")
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/agent/connect", self.addr)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Response {
+        http::request(self.addr, method, path, key, body).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.call("GET", path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
+        self.call("POST", path, Some(key), Some(&body.to_string()))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Response {
+        self.call("DELETE", path, Some(key), None).await
+    }
+
+    /// Issues an enrollment token through the admin API.
+    pub async fn token(&self) -> String {
+        let r = self
+            .post(
+                "/v1/enrollment-tokens",
+                &self.admin,
+                json!({"label": "seller-42", "ttl_s": 3600}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["token"].as_str().unwrap().to_string()
+    }
+
+    /// Enrolls a new agent identity through the public API.
+    pub async fn enroll(&self) -> Identity {
+        let identity = Identity::generate();
+        let token = self.token().await;
+        let body =
+            json!({"token": token, "public_key": identity.public_key_b64(), "hostname": "box-1"});
+        let r = self
+            .call("POST", "/v1/agent/enroll", None, Some(&body.to_string()))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        identity.with_id(r.json()["agent_id"].as_str().unwrap())
+    }
+
+    /// Enrolls an agent, connects it and reports one DE/Vodafone modem; waits until the
+    /// plane offers that modem.
+    pub async fn agent_with_modem(&self, imei: &str) -> FakeAgent {
+        let identity = self.enroll().await;
+        let mut agent = FakeAgent::connect(self, &identity).await.unwrap();
+        agent.send_inventory(vec![modem(imei, "Vodafone")]).await;
+        self.wait_available(imei).await;
+        agent
+    }
+
+    pub async fn wait_available(&self, imei: &str) {
+        let path = format!("/v1/modems?imei={imei}&available=true");
+        eventually("modem becomes available", || async {
+            self.get(&path, &self.admin).await.json()["modems"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1)
+        })
+        .await;
+    }
+
+    /// Moves the expiry of `allocation_id` to `from_now` (may be negative) directly in the
+    /// store — the API's minimum lifetime is 60 s — and wakes the expiry sweeper.
+    pub fn set_expiry(&self, allocation_id: &str, from_now: time::Duration) {
+        let mut record = self.store().allocation(allocation_id).unwrap().unwrap();
+        record.expires_at = farmhand_control::ids::now() + from_now;
+        self.store().put_allocation(&record).unwrap();
+        self.expiry.notify_one();
+    }
+
+    /// The allocation as the marketplace sees it.
+    pub async fn allocation(&self, allocation_id: &str) -> Value {
+        self.get(&format!("/v1/allocations/{allocation_id}"), &self.market)
+            .await
+            .json()
+    }
+
+    /// Waits until `agent_id` shows as disconnected.
+    pub async fn wait_disconnected(&self, agent_id: &str) {
+        eventually("the agent is disconnected", || async {
+            !self.connected(agent_id).await
+        })
+        .await;
+    }
+
+    /// Whether the admin API shows `agent_id` as connected.
+    pub async fn connected(&self, agent_id: &str) -> bool {
+        let r = self
+            .get(&format!("/v1/agents/{agent_id}"), &self.admin)
+            .await;
+        r.json()["connected"] == json!(true)
+    }
+}
+
+/// Serves `plane` on 127.0.0.1:0.
+async fn run(plane: ControlPlane) -> (SocketAddr, Store, CancellationToken, JoinHandle<()>) {
+    let store = plane.store();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { plane.serve(listener, token).await.unwrap() });
+    (addr, store, shutdown, task)
+}
+
+impl Drop for TestPlane {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `check` until it holds; fails the test after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,15 @@
+//! farmhand-ops: the operations plumbing both binaries share, so the agent and the control
+//! plane behave the same for an operator:
+//!
+//! - `env` — `FARMHAND_<SECTION>_<KEY>` environment variables override the config file
+//!   (applied to the parsed TOML before the strict structs see it; unknown variables are
+//!   errors), and `*_FILE` variables read a value from a file;
+//! - `logging` — tracing to stderr, human-readable or JSON lines, with the protocol's
+//!   frame-log guard always applied;
+//! - `metrics` — atomic counters, fixed-bucket histograms and the Prometheus text format.
+//!
+//! Invariant: no I/O beyond reading the files a `*_FILE` variable names; no tokio.
+
+pub mod env;
+pub mod logging;
+pub mod metrics;

@@ -1,0 +1,34 @@
+//! The agent ↔ control-plane wire protocol: every message, its fields, and the rules both
+//! sides share (version range, frame size limit, the authentication transcript).
+//!
+//! This crate does no I/O and knows nothing of tokio, sockets or storage. Messages are named
+//! by direction: [`AgentMessage`] travels agent → plane, [`PlaneMessage`] plane → agent. Each
+//! is one JSON object per WebSocket text frame, tagged by `type`. `docs/protocol.md` is the
+//! prose version of this crate; keep them in step.
+#![warn(missing_docs)]
+
+mod agent_msg;
+mod auth;
+mod codec;
+mod command;
+mod inventory;
+mod logging;
+mod plane_msg;
+mod secret;
+mod version;
+
+pub use agent_msg::{AgentMessage, Auth, Hello};
+pub use auth::{auth_transcript, verify_auth, AuthError, NONCE_LEN, PUBLIC_KEY_LEN};
+pub use codec::{decode, encode, DecodeError, DEFAULT_MAX_FRAME_BYTES};
+pub use command::{
+    Command, CommandBody, CommandError, CommandErrorCode, CommandId, CommandOutput, CommandResult,
+    DesiredPort, Outcome, Provision, Provisioned, Reconcile, Reconciled, Release, Released,
+    RotateIp, Rotated, UpdatePort, Updated,
+};
+pub use inventory::{Inventory, ManagedPort, Modem, ModemsChanged, Site};
+pub use logging::FRAME_LOG_GUARD;
+pub use plane_msg::{
+    Challenge, Heartbeat, PlaneMessage, ProtocolError, ProtocolErrorCode, Welcome,
+};
+pub use secret::Secret;
+pub use version::{VersionRange, PROTOCOL_VERSION, SUPPORTED_VERSIONS};

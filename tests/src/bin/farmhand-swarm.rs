@@ -1,0 +1,195 @@
+//! `farmhand-swarm`: a load generator for the control plane. Enrolls N simulated agents with
+//! M modems each (real keys, real protocol, one task per agent), reports how long they take
+//! to connect and be listed, optionally holds them idle, drives allocations through the REST
+//! API, and measures a restart storm. See bench/README.md.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use farmhand_testkit::harness::Api;
+use farmhand_testkit::swarm::{drive, enroll_all, wait_modems, Fleet, LoadPlan, Swarm};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "farmhand-swarm",
+    about = "Simulated agent fleet and REST load driver"
+)]
+struct Args {
+    /// Control-plane base URL (plain HTTP).
+    #[arg(long)]
+    url: String,
+    /// Admin API key (enrollment tokens, modem listing).
+    #[arg(long, env = "FARMHAND_ADMIN_KEY", hide_env_values = true)]
+    admin_key: String,
+    /// Marketplace API key (allocations).
+    #[arg(long, env = "FARMHAND_MARKETPLACE_KEY", hide_env_values = true)]
+    marketplace_key: String,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 100)]
+    agents: usize,
+    /// Modems per agent.
+    #[arg(long, default_value_t = 8)]
+    modems: usize,
+    /// Allocations to make (each released right after), 0 = none.
+    #[arg(long, default_value_t = 0)]
+    allocations: usize,
+    /// Offered allocations per second (open loop).
+    #[arg(long, conflicts_with = "flat_out")]
+    rate: Option<f64>,
+    /// As fast as `--concurrency` workers can go (the default).
+    #[arg(long)]
+    flat_out: bool,
+    /// Allocations in flight at most.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Milliseconds each agent waits before answering a command.
+    #[arg(long, default_value_t = 0)]
+    answer_latency_ms: u64,
+    /// Enrollments in flight at most.
+    #[arg(long, default_value_t = 32)]
+    enroll_concurrency: usize,
+    /// After connecting, hold the fleet idle this many seconds (prints `SWARM idle-start`).
+    #[arg(long, default_value_t = 0)]
+    idle_s: u64,
+    /// At the end, print `SWARM storm-ready`, wait for every session to drop (the plane
+    /// restarting) and measure how long until all agents are back.
+    #[arg(long)]
+    storm: bool,
+    /// First two IMEI digits; distinct per run against one plane (default: from the clock).
+    #[arg(long)]
+    imei_prefix: Option<u8>,
+    /// Give up on any wait after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    farmhand_agent::install_crypto_provider();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let admin = Api::new(&args.url, Some(&args.admin_key));
+    let market = Api::new(&args.url, Some(&args.marketplace_key));
+    let limit = Duration::from_secs(args.timeout_s);
+    let mut out = json!({"agents": args.agents, "modems_per_agent": args.modems});
+
+    let t = Instant::now();
+    let ids = enroll_all(&admin, args.agents, args.enroll_concurrency)
+        .await
+        .context("enrolling the swarm")?;
+    say(&format!(
+        "enrolled {} agents in {:.1} s",
+        args.agents,
+        secs(t)
+    ));
+    out["enroll_s"] = json!(secs(t));
+
+    let prefix = args.imei_prefix.unwrap_or((10 + now.as_secs() % 90) as u8);
+    let latency = Duration::from_millis(args.answer_latency_ms);
+    let fleet = Arc::new(Fleet::new(&args.url, args.modems, prefix, latency));
+    let swarm = Swarm::start(ids, fleet.clone());
+    let online = swarm.wait_online(limit, |n| n == args.agents).await?;
+    let listed = online
+        + wait_modems(
+            &admin,
+            args.agents * args.modems,
+            Duration::from_secs(1),
+            limit,
+        )
+        .await?;
+    say(&format!(
+        "all {} agents online in {:.1} s, all {} modems listed in {:.1} s ({} connection errors)",
+        args.agents,
+        online.as_secs_f64(),
+        args.agents * args.modems,
+        listed.as_secs_f64(),
+        fleet.errors()
+    ));
+    out["connect"] = json!({"online_s": online.as_secs_f64(), "listed_s": listed.as_secs_f64(),
+        "connection_errors": fleet.errors()});
+
+    if args.idle_s > 0 {
+        say("SWARM idle-start");
+        tokio::time::sleep(Duration::from_secs(args.idle_s)).await;
+        say(&format!("SWARM idle-end ({} online)", fleet.online()));
+    }
+    if args.allocations > 0 {
+        out["allocations"] = allocations(&args, &market, now).await?;
+    }
+    if args.storm {
+        out["storm"] = storm(&swarm, &admin, args.modems, limit).await?;
+    }
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    swarm.shutdown().await;
+    Ok(())
+}
+
+async fn allocations(args: &Args, market: &Api, now: Duration) -> Result<Value> {
+    let plan = LoadPlan {
+        allocations: args.allocations,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        order_prefix: format!("swarm-{}", now.as_millis()),
+    };
+    let report = drive(market, &plan).await;
+    say(&format!(
+        "allocations: {} ok, failures {:?}, {:.1} s, {:.0}/s; allocate p50/p90/p99/max \
+         {}/{}/{}/{} ms; release {}/{}/{}/{} ms",
+        report.succeeded,
+        report.failures,
+        report.elapsed_s,
+        report.throughput_per_s,
+        report.allocate.p50_ms,
+        report.allocate.p90_ms,
+        report.allocate.p99_ms,
+        report.allocate.max_ms,
+        report.release.p50_ms,
+        report.release.p90_ms,
+        report.release.p99_ms,
+        report.release.max_ms
+    ));
+    let mut value = serde_json::to_value(&report)?;
+    value["concurrency"] = json!(args.concurrency);
+    Ok(value)
+}
+
+/// Waits for the plane to drop every session, then times the reconnection.
+async fn storm(swarm: &Swarm, admin: &Api, modems: usize, limit: Duration) -> Result<Value> {
+    let agents = swarm.agents();
+    say("SWARM storm-ready");
+    swarm.wait_online(limit, |n| n == 0).await?;
+    say("all sessions dropped; waiting for the plane to come back");
+    let errors_before = swarm.fleet.errors();
+    let back = swarm.wait_online(limit, |n| n == agents).await?;
+    let listed = back + wait_modems(admin, agents * modems, Duration::from_secs(1), limit).await?;
+    say(&format!(
+        "storm: all {agents} agents back {:.1} s after the drop, modems listed after {:.1} s",
+        back.as_secs_f64(),
+        listed.as_secs_f64()
+    ));
+    Ok(
+        json!({"reconnected_s": back.as_secs_f64(), "listed_s": listed.as_secs_f64(),
+        "connection_errors": swarm.fleet.errors() - errors_before}),
+    )
+}
+
+fn secs(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64()
+}
+
+/// Progress on stdout, flushed at once: bench/run watches for the `SWARM …` markers.
+fn say(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}

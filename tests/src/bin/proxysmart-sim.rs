@@ -1,0 +1,117 @@
+//! `proxysmart-sim`: runs the ProxySmart simulator as a process for scripts and demos.
+//!
+//! ```text
+//! proxysmart-sim --listen 127.0.0.1:0 --modems 4 --username proxy --password-file pw.txt
+//! ```
+//! After binding it prints exactly `PROXYSMART_URL=http://IP:PORT` on stdout; logs go to
+//! stderr. Ctrl-C or SIGTERM shuts it down cleanly. Drive it through `/_sim/` (see
+//! `docs/simulator.md`).
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use farmhand_testkit::sim::{self, SimConfig};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A simulated ProxySmart box: API, admin interface and real per-port proxies.
+#[derive(Debug, Parser)]
+#[command(name = "proxysmart-sim", version = farmhand_agent::LONG_VERSION)]
+struct Args {
+    /// Address for the API (and `/_sim/` admin) listener; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Number of simulated modems (0..=250).
+    #[arg(long, default_value_t = 4)]
+    modems: usize,
+    /// HTTP Basic auth user of the API.
+    #[arg(long, default_value = "proxy")]
+    username: String,
+    /// File whose first line (trimmed) is the API password.
+    #[arg(long)]
+    password_file: PathBuf,
+    /// How long a rotation shows "IP_RESET".
+    #[arg(long, default_value_t = 2000)]
+    rotation_delay_ms: u64,
+    /// Address the per-port proxies bind to (default: the listen address's IP).
+    #[arg(long)]
+    proxy_ip: Option<IpAddr>,
+    /// The box's zone in seconds east of UTC: CREATED_AT and expiry use local time.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    utc_offset_s: i32,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let password = read_password(&args.password_file)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let config = SimConfig {
+        modems: args.modems,
+        username: args.username,
+        password,
+        rotation_delay: Duration::from_millis(args.rotation_delay_ms),
+        proxy_ip: args.proxy_ip.unwrap_or(args.listen.ip()),
+        utc_offset_s: args.utc_offset_s,
+    };
+    let shutdown = CancellationToken::new();
+    let handle = sim::start(listener, config, shutdown.clone())
+        .await
+        .context("cannot start the simulator")?;
+    announce(&handle.base_url())?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), handle.stopped())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 5 s; exiting anyway");
+    }
+    Ok(())
+}
+
+fn read_password(path: &PathBuf) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))?;
+    let password = text.lines().next().unwrap_or_default().trim().to_string();
+    if password.is_empty() {
+        bail!("password file {} is empty", path.display());
+    }
+    Ok(password)
+}
+
+fn announce(url: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "PROXYSMART_URL={url}").context("cannot write to stdout")?;
+    out.flush().context("cannot flush stdout")
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Test kit for Farmhand: a faithful ProxySmart simulator (`sim`) that the agent's tests, the
+//! end-to-end tests and the demo run against instead of a real seller box.
+
+pub mod harness;
+pub mod sim;
+pub mod swarm;

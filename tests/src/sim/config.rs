@@ -1,0 +1,72 @@
+//! Simulator configuration: how many modems, the box's admin credentials, rotation timing and
+//! where the per-port proxies listen.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Largest modem count: each modem needs a distinct documentation-range address.
+pub const MAX_MODEMS: usize = 250;
+
+/// How the simulated box looks at start.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Number of real modems (1..=250); a phantom and a being-added entry come on top.
+    pub modems: usize,
+    /// Basic-auth user of the ProxySmart API.
+    pub username: String,
+    /// Basic-auth password of the ProxySmart API (never logged; `Debug` masks it).
+    pub password: String,
+    /// How long a rotation shows `EXT_IP: "IP_RESET"` before the new IP appears.
+    pub rotation_delay: Duration,
+    /// Address the per-port HTTP and SOCKS5 proxies bind to.
+    pub proxy_ip: IpAddr,
+    /// The box's zone, seconds east of UTC: `CREATED_AT` and the expiry check use box-local
+    /// time without a zone, as real boxes do (0 = a box that runs on UTC).
+    pub utc_offset_s: i32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            modems: 4,
+            username: "proxy".to_string(),
+            password: "proxy".to_string(),
+            rotation_delay: Duration::from_secs(2),
+            proxy_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            utc_offset_s: 0,
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("modems", &self.modems)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("rotation_delay", &self.rotation_delay)
+            .field("proxy_ip", &self.proxy_ip)
+            .field("utc_offset_s", &self.utc_offset_s)
+            .finish()
+    }
+}
+
+impl SimConfig {
+    pub(crate) fn validate(&self) -> io::Result<()> {
+        if self.modems > MAX_MODEMS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("at most {MAX_MODEMS} simulated modems"),
+            ));
+        }
+        if self.username.is_empty() || self.username.contains(':') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "username must be non-empty and contain no ':'",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! `SimHandle`: the in-process remote control tests use — snapshots by value, modem
+//! switches, faults, foreign ports, API call counts.
+
+use super::error::SimError;
+use super::faults::Fault;
+use super::model::{SimModem, SimPort};
+use super::shared::Sim;
+use super::state::ModemState;
+use super::store::PortInput;
+use super::{listeners, rotation, util};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cheap, cloneable handle on a running simulator.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    sim: Arc<Sim>,
+}
+
+impl SimHandle {
+    pub(crate) fn new(sim: Arc<Sim>) -> Self {
+        SimHandle { sim }
+    }
+
+    /// "http://127.0.0.1:PORT" — the box's API base URL (no trailing slash).
+    pub fn base_url(&self) -> String {
+        self.sim.base_url.clone()
+    }
+
+    /// The address the simulator's API listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.sim.local_addr
+    }
+
+    /// IMEIs of the real modems, in status-list order.
+    pub fn imeis(&self) -> Vec<String> {
+        self.sim
+            .state()
+            .modems
+            .iter()
+            .map(|m| m.imei.clone())
+            .collect()
+    }
+
+    /// Snapshots of every real modem.
+    pub fn modems(&self) -> Vec<SimModem> {
+        self.sim
+            .state()
+            .modems
+            .iter()
+            .map(ModemState::snapshot)
+            .collect()
+    }
+
+    /// Snapshot of one modem.
+    pub fn modem(&self, imei: &str) -> Option<SimModem> {
+        self.sim.state().modem(imei).map(ModemState::snapshot)
+    }
+
+    /// `IS_ONLINE`; an offline modem's proxies close new connections.
+    pub fn set_online(&self, imei: &str, online: bool) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.online = online)
+    }
+
+    /// Sets the modem's public IP (shown once any rotation in progress is over).
+    pub fn set_ext_ip(&self, imei: &str, ip: &str) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.ip = ip.to_string())
+    }
+
+    /// `CELLOP`, e.g. "Unknown" or "" to simulate lost signal.
+    pub fn set_carrier(&self, imei: &str, carrier: &str) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.carrier = carrier.to_string())
+    }
+
+    /// `SIGNAL_STRENGTH`.
+    pub fn set_signal(&self, imei: &str, signal: &str) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.signal = signal.to_string())
+    }
+
+    /// The next rotation of this modem comes back with the same IP.
+    pub fn arm_same_ip_rotation(&self, imei: &str) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.same_ip_next = true)
+    }
+
+    /// Starts a rotation as `reset_modem_by_imei` would.
+    pub fn rotate(&self, imei: &str) -> Result<(), SimError> {
+        rotation::rotate(&self.sim, imei)
+    }
+
+    /// How long later rotations show "IP_RESET".
+    pub fn set_rotation_delay(&self, delay: Duration) {
+        self.sim.state().rotation_delay = delay;
+    }
+
+    /// Replaces the current API fault (`Fault::None` clears it).
+    pub fn set_fault(&self, fault: Fault) {
+        self.sim.set_fault(fault);
+    }
+
+    /// The current API fault.
+    pub fn fault(&self) -> Fault {
+        self.sim.state().fault
+    }
+
+    /// Snapshots of every stored port.
+    pub fn ports(&self) -> Vec<SimPort> {
+        self.sim
+            .state()
+            .ports
+            .values()
+            .map(|p| p.snapshot())
+            .collect()
+    }
+
+    /// Snapshot of one port.
+    pub fn port(&self, port_id: &str) -> Option<SimPort> {
+        self.sim.state().ports.get(port_id).map(|p| p.snapshot())
+    }
+
+    /// Stores a port Farmhand did not create (random id, free TCP ports, random
+    /// credentials, `OWNER` "manual"); not applied — call [`SimHandle::apply_port`].
+    pub fn add_foreign_port(&self, imei: &str, port_name: &str) -> Result<SimPort, SimError> {
+        let used = self.sim.state().used_tcp_ports("");
+        let ports = listeners::free_ports(self.sim.config.proxy_ip, 2, &used)
+            .map_err(|source| SimError::Bind { port: 0, source })?;
+        let [http_port, socks_port] = ports[..] else {
+            return Err(SimError::InvalidData("no free TCP ports".into()));
+        };
+        let input = PortInput {
+            imei: imei.to_string(),
+            port_id: format!("port{}", util::random_hex(5)),
+            port_name: port_name.to_string(),
+            login: format!("u{}", util::random_hex(3)),
+            password: util::random_hex(6),
+            http_port,
+            socks_port,
+            valid_before: None,
+            quota: None,
+            bandlimin: None,
+            bandlimout: None,
+        };
+        let port_id = input.port_id.clone();
+        let mut state = self.sim.state();
+        state.store_port(input, self.sim.local_addr.port())?;
+        let port = state.ports.get_mut(&port_id).ok_or(SimError::NoSuchPort)?;
+        port.foreign = true;
+        port.owner = "manual".to_string();
+        Ok(port.snapshot())
+    }
+
+    /// Makes a stored port live, as `apply_port` does.
+    pub async fn apply_port(&self, port_id: &str) -> Result<(), SimError> {
+        listeners::apply_port(&self.sim, port_id).await
+    }
+
+    /// Removes a port and closes its listeners, as `purge_port` does.
+    pub async fn purge_port(&self, port_id: &str) -> Result<(), SimError> {
+        listeners::purge_port(&self.sim, port_id).await
+    }
+
+    /// Authenticated ProxySmart API calls to `path` (e.g. "/crud/store_port") since start
+    /// or the last [`SimHandle::reset_counters`]; faulted calls count, refused ones do not.
+    pub fn api_calls(&self, path: &str) -> usize {
+        self.sim.state().api_calls.get(path).copied().unwrap_or(0)
+    }
+
+    /// Every path's authenticated API call count.
+    pub fn all_api_calls(&self) -> HashMap<String, usize> {
+        self.sim.state().api_calls.clone()
+    }
+
+    /// Zeroes the API call counts.
+    pub fn reset_counters(&self) {
+        self.sim.state().api_calls.clear();
+    }
+
+    /// Zeroes every port's traffic counters (the nightly reset).
+    pub fn reset_traffic(&self) {
+        self.sim
+            .state()
+            .ports
+            .values()
+            .for_each(|p| p.counters.reset());
+    }
+
+    /// Resolves once the simulator has shut down (after its token was cancelled) and every
+    /// listener and connection it started is closed.
+    pub async fn stopped(&self) {
+        self.sim.tracker.wait().await;
+    }
+
+    fn with_modem(&self, imei: &str, change: impl FnOnce(&mut ModemState)) -> Result<(), SimError> {
+        change(self.sim.state().modem_mut(imei)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! Per-port proxy lifecycles: `apply_port` binds REAL HTTP and SOCKS5 listeners with the
+//! port's credentials as stored at that moment; re-applying restarts them; `purge_port`
+//! stops accepting, closes open tunnels and forgets the port.
+
+use super::error::SimError;
+use super::shared::Sim;
+use super::state::Counters;
+use super::{http_proxy, socks5};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What a live proxy checks and counts: a copy taken at apply time.
+pub(crate) struct LivePort {
+    pub port_id: String,
+    pub imei: String,
+    pub login: String,
+    pub password: String,
+    pub counters: Arc<Counters>,
+}
+
+impl fmt::Debug for LivePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LivePort")
+            .field("port_id", &self.port_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LivePort {
+    pub fn credentials_match(&self, login: &[u8], password: &[u8]) -> bool {
+        let login_ok = super::gate::constant_time_eq(login, self.login.as_bytes());
+        let password_ok = super::gate::constant_time_eq(password, self.password.as_bytes());
+        login_ok & password_ok
+    }
+}
+
+/// The running listeners of one applied port.
+#[derive(Debug)]
+pub(crate) struct PortRuntime {
+    cancel: CancellationToken,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl PortRuntime {
+    /// Stops accepting and closes open connections; returns once both listening sockets are
+    /// closed, so the TCP ports can be bound again straight away.
+    async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Http,
+    Socks,
+}
+
+pub(crate) async fn apply_port(sim: &Arc<Sim>, port_id: &str) -> Result<(), SimError> {
+    let mut runtimes = sim.runtimes.lock().await;
+    let (live, http, socks) = {
+        let state = sim.state();
+        let p = state.ports.get(port_id).ok_or(SimError::NoSuchPort)?;
+        let live = LivePort {
+            port_id: p.id.clone(),
+            imei: p.imei.clone(),
+            login: p.login.clone(),
+            password: p.password.clone(),
+            counters: p.counters.clone(),
+        };
+        (live, p.http_port, p.socks_port)
+    };
+    if let Some(old) = runtimes.remove(port_id) {
+        old.stop().await;
+    }
+    set_applied(sim, port_id, false);
+    let runtime = start(sim, Arc::new(live), http, socks).await?;
+    runtimes.insert(port_id.to_string(), runtime);
+    set_applied(sim, port_id, true);
+    tracing::info!(port_id, http, socks, "simulator: port applied");
+    Ok(())
+}
+
+pub(crate) async fn purge_port(sim: &Arc<Sim>, port_id: &str) -> Result<(), SimError> {
+    let mut runtimes = sim.runtimes.lock().await;
+    if sim.state().ports.remove(port_id).is_none() {
+        return Err(SimError::NoSuchPort);
+    }
+    if let Some(old) = runtimes.remove(port_id) {
+        old.stop().await;
+    }
+    tracing::info!(port_id, "simulator: port purged");
+    Ok(())
+}
+
+fn set_applied(sim: &Sim, port_id: &str, applied: bool) {
+    if let Some(p) = sim.state().ports.get_mut(port_id) {
+        p.applied = applied;
+    }
+}
+
+async fn start(
+    sim: &Arc<Sim>,
+    live: Arc<LivePort>,
+    http: u16,
+    socks: u16,
+) -> Result<PortRuntime, SimError> {
+    let bind = |port| async move {
+        TcpListener::bind(SocketAddr::new(sim.config.proxy_ip, port))
+            .await
+            .map_err(|source| SimError::Bind { port, source })
+    };
+    let http_listener = bind(http).await?;
+    let socks_listener = bind(socks).await?;
+    let cancel = sim.shutdown.child_token();
+    let accept_tasks = vec![
+        sim.tracker.spawn(accept_loop(
+            sim.clone(),
+            http_listener,
+            Kind::Http,
+            live.clone(),
+            cancel.clone(),
+        )),
+        sim.tracker.spawn(accept_loop(
+            sim.clone(),
+            socks_listener,
+            Kind::Socks,
+            live,
+            cancel.clone(),
+        )),
+    ];
+    Ok(PortRuntime {
+        cancel,
+        accept_tasks,
+    })
+}
+
+/// Owns the listening socket: it closes when this loop returns.
+async fn accept_loop(
+    sim: Arc<Sim>,
+    listener: TcpListener,
+    kind: Kind,
+    live: Arc<LivePort>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        // An offline modem carries no traffic: close new connections at once.
+        if !sim.state().modem_online(&live.imei) {
+            drop(stream);
+            continue;
+        }
+        let (live, cancel) = (live.clone(), cancel.clone());
+        sim.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = serve(kind, stream, &live) => {}
+            }
+        });
+    }
+}
+
+async fn serve(kind: Kind, stream: TcpStream, live: &LivePort) {
+    let result = match kind {
+        Kind::Http => http_proxy::serve(stream, live).await,
+        Kind::Socks => socks5::serve(stream, live).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!(port_id = %live.port_id, ?kind, error = %e, "simulator proxy connection ended");
+    }
+}
+
+/// `count` TCP ports that are free on `ip` right now and not in `used`: bind port 0, note
+/// the port, release it (all held at once so they are distinct).
+pub(crate) fn free_ports(
+    ip: std::net::IpAddr,
+    count: usize,
+    used: &[u16],
+) -> std::io::Result<Vec<u16>> {
+    let mut held = Vec::with_capacity(count);
+    let mut ports = Vec::with_capacity(count);
+    // Bounded: the OS could keep handing out ports we consider used.
+    for _ in 0..count * 4 {
+        if ports.len() == count {
+            break;
+        }
+        let listener = std::net::TcpListener::bind(SocketAddr::new(ip, 0))?;
+        let port = listener.local_addr()?.port();
+        if !used.contains(&port) {
+            ports.push(port);
+        }
+        held.push(listener);
+    }
+    Ok(ports)
+}

@@ -1,0 +1,189 @@
+//! The box's mutable model — modems, ports, fault, API call counts — kept behind one
+//! `std::sync::Mutex` in `Sim` and never held across an `.await`.
+
+use super::error::SimError;
+use super::faults::Fault;
+use super::model::{SimModem, SimPort};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Forwarded-byte counters of one port, shared with its live proxy connections.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Towards the client (download).
+    pub bytes_in: AtomicU64,
+    /// Towards the origin (upload).
+    pub bytes_out: AtomicU64,
+}
+
+impl Counters {
+    pub fn reset(&self) {
+        self.bytes_in.store(0, Ordering::Relaxed);
+        self.bytes_out.store(0, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ModemState {
+    pub imei: String,
+    pub nick: String,
+    pub model: String,
+    pub model_shown: String,
+    pub phone: String,
+    pub iccid: String,
+    pub usb_id: String,
+    pub dev: String,
+    pub carrier: String,
+    pub ip: String,
+    pub online: bool,
+    pub signal: String,
+    pub rotating: bool,
+    pub rotations: u32,
+    pub same_ip_next: bool,
+    pub position: u32,
+}
+
+impl ModemState {
+    pub fn snapshot(&self) -> SimModem {
+        SimModem {
+            imei: self.imei.clone(),
+            nick: self.nick.clone(),
+            model: self.model_shown.clone(),
+            carrier: self.carrier.clone(),
+            ext_ip: self.ip.clone(),
+            online: self.online,
+            rotating: self.rotating,
+            rotations: self.rotations,
+            same_ip_next_rotation: self.same_ip_next,
+            signal: self.signal.clone(),
+            position: self.position,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PortState {
+    pub id: String,
+    pub name: String,
+    pub imei: String,
+    pub http_port: u16,
+    pub socks_port: u16,
+    pub login: String,
+    pub password: String,
+    pub created_at: String,
+    pub valid_before: String,
+    pub quota: String,
+    pub bandlimin: String,
+    pub bandlimout: String,
+    pub owner: String,
+    pub reset_token: String,
+    pub applied: bool,
+    pub foreign: bool,
+    pub counters: Arc<Counters>,
+}
+
+impl PortState {
+    pub fn snapshot(&self) -> SimPort {
+        SimPort {
+            port_id: self.id.clone(),
+            port_name: self.name.clone(),
+            imei: self.imei.clone(),
+            http_port: self.http_port,
+            socks_port: self.socks_port,
+            login: self.login.clone(),
+            password: self.password.clone(),
+            valid_before: self.valid_before.clone(),
+            quota: self.quota.clone(),
+            bandlimin: self.bandlimin.clone(),
+            bandlimout: self.bandlimout.clone(),
+            applied: self.applied,
+            foreign: self.foreign,
+            bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.counters.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub modems: Vec<ModemState>,
+    /// Keyed by portID; ordered so listings are stable.
+    pub ports: BTreeMap<String, PortState>,
+    pub fault: Fault,
+    pub api_calls: HashMap<String, usize>,
+    pub rotation_delay: Duration,
+    /// The box's zone, seconds east of UTC (see `SimConfig::utc_offset_s`).
+    pub utc_offset_s: i32,
+    ip_seq: u32,
+}
+
+impl State {
+    pub fn new(modems: Vec<ModemState>, rotation_delay: Duration) -> Self {
+        State {
+            modems,
+            ports: BTreeMap::new(),
+            fault: Fault::None,
+            api_calls: HashMap::new(),
+            rotation_delay,
+            utc_offset_s: 0,
+            ip_seq: 0,
+        }
+    }
+
+    pub fn modem(&self, imei: &str) -> Option<&ModemState> {
+        self.modems.iter().find(|m| m.imei == imei)
+    }
+
+    pub fn modem_mut(&mut self, imei: &str) -> Result<&mut ModemState, SimError> {
+        self.modems
+            .iter_mut()
+            .find(|m| m.imei == imei)
+            .ok_or(SimError::NoSuchModem)
+    }
+
+    pub fn imei_by_nick(&self, nick: &str) -> Option<String> {
+        self.modems
+            .iter()
+            .find(|m| m.nick == nick)
+            .map(|m| m.imei.clone())
+    }
+
+    pub fn modem_online(&self, imei: &str) -> bool {
+        self.modem(imei).is_some_and(|m| m.online)
+    }
+
+    /// The TCP ports used by every port except `except_id`.
+    pub fn used_tcp_ports(&self, except_id: &str) -> Vec<u16> {
+        self.ports
+            .values()
+            .filter(|p| p.id != except_id)
+            .flat_map(|p| [p.http_port, p.socks_port])
+            .collect()
+    }
+
+    pub fn port_by_token(&self, token: &str) -> Option<&PortState> {
+        self.ports.values().find(|p| p.reset_token == token)
+    }
+
+    /// A documentation-range address no modem currently holds: 203.0.113.x, then
+    /// 198.51.100.x, then 192.0.2.x (the seed uses 198.51.100.x from the bottom).
+    pub fn fresh_ip(&mut self) -> Option<String> {
+        const NETS: [&str; 3] = ["203.0.113", "198.51.100", "192.0.2"];
+        for _ in 0..NETS.len() * 254 {
+            let seq = self.ip_seq;
+            self.ip_seq = self.ip_seq.wrapping_add(1);
+            let net = NETS[(seq as usize / 254) % NETS.len()];
+            let ip = format!("{net}.{}", seq % 254 + 1);
+            if !self.modems.iter().any(|m| m.ip == ip) {
+                return Some(ip);
+            }
+        }
+        None
+    }
+
+    pub fn count_call(&mut self, path: &str) {
+        *self.api_calls.entry(path.to_string()).or_default() += 1;
+    }
+}

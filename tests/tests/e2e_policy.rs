@@ -1,0 +1,104 @@
+//! End to end: the seller's local policy holds against the whole stack. A modem the seller
+//! excluded never appears in `GET /v1/modems` (nor can it be rotated: the plane has never
+//! heard of it), a command the policy refuses reaches the REST caller as an error carrying
+//! `policy_denied`, and the agent's local audit records the refusal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use farmhand_agent::audit::read_recent;
+use farmhand_agent::policy::Policy;
+use farmhand_testkit::harness::{Stack, StackOptions};
+use serde_json::json;
+
+/// The simulator's IMEI of modem `index` (1-based), by its seeding rule: "35", the index in
+/// 12 digits, and a Luhn check digit. The test asserts the simulator agrees.
+fn sim_imei(index: usize) -> String {
+    let body = format!("35{index:012}");
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            match i % 2 {
+                0 => (2 * d) / 10 + (2 * d) % 10,
+                _ => d,
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_modems_are_invisible_and_denied_commands_say_policy_denied() {
+    let excluded = sim_imei(2);
+    let mut policy = Policy {
+        excluded_imeis: [excluded.clone()].into(),
+        ..Policy::default()
+    };
+    policy.allow.rotate_ip = false;
+    let stack = Stack::start(StackOptions {
+        modems: 3,
+        agent_policy: policy,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        stack.sim.imeis().contains(&excluded),
+        "{:?}",
+        stack.sim.imeis()
+    );
+
+    let reply = stack.market.get("/v1/modems").await.unwrap();
+    assert_eq!(reply.status, 200);
+    let listed: Vec<&str> = reply.body["modems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["imei"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(!listed.contains(&excluded.as_str()), "{listed:?}");
+
+    let visible = listed[0].to_string();
+    let reply = stack
+        .market
+        .post(&format!("/v1/modems/{visible}/rotate"), json!({}))
+        .await
+        .unwrap();
+    assert!(
+        reply.status.is_server_error(),
+        "{} {:?}",
+        reply.status,
+        reply.body
+    );
+    let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("policy_denied"), "{:?}", reply.body);
+    assert!(
+        stack.sim.modem(&visible).unwrap().ext_ip != "IP_RESET",
+        "the modem was not reset"
+    );
+
+    let reply = stack
+        .market
+        .post(&format!("/v1/modems/{excluded}/rotate"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 404, "{:?}", reply.body);
+
+    // Provisioning is still allowed, and lands on a visible modem.
+    stack.wait_until_available(2).await.unwrap();
+    let reply = stack.allocate("policy-order-1").await.unwrap();
+    assert!(reply.status.is_success(), "{:?}", reply.body);
+    assert_ne!(reply.body["imei"], excluded.as_str());
+
+    let audit = read_recent(stack.agent_dir.path(), 0).unwrap();
+    let denied: Vec<_> = audit
+        .entries
+        .iter()
+        .filter(|e| e.outcome == "policy_denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "{:?}", audit.entries);
+    assert_eq!(denied[0].op, "rotate_ip");
+    assert_eq!(denied[0].imei.as_deref(), Some(visible.as_str()));
+}
