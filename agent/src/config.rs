@@ -28,6 +28,8 @@ pub const DEFAULT_TIMEOUT_S: u64 = 45;
 pub const DEFAULT_POLL_INTERVAL_S: u64 = 5;
 /// Default time to wait for a modem's new IP after asking for a rotation, seconds.
 pub const DEFAULT_ROTATION_TIMEOUT_S: u64 = 60;
+/// Default interval between two readings of the traffic counters, seconds.
+pub const DEFAULT_USAGE_INTERVAL_S: u64 = 60;
 /// Path of the control plane's agent WebSocket endpoint, appended to the base URL.
 pub const CONNECT_PATH: &str = "/v1/agent/connect";
 
@@ -48,6 +50,42 @@ pub struct AgentConfig {
     pub metrics: MetricsConfig,
     /// Log level and format (`[log]`), applied by the binary.
     pub log: LogConfig,
+    /// Traffic metering (`[usage]`).
+    pub usage: UsageConfig,
+}
+
+/// The `[usage]` section: how often the traffic counters are read and reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// Interval between two readings (each one is reported to the plane).
+    pub interval: Duration,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            interval: Duration::from_secs(DEFAULT_USAGE_INTERVAL_S),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUsage {
+    #[serde(default = "default_usage_interval_s")]
+    interval_s: u64,
+}
+
+impl Default for FileUsage {
+    fn default() -> Self {
+        FileUsage {
+            interval_s: DEFAULT_USAGE_INTERVAL_S,
+        }
+    }
+}
+
+fn default_usage_interval_s() -> u64 {
+    DEFAULT_USAGE_INTERVAL_S
 }
 
 /// The `[metrics]` section: where the agent serves Prometheus metrics, if anywhere.
@@ -185,6 +223,8 @@ pub struct FileConfig {
     metrics: MetricsConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    usage: FileUsage,
     /// The `FARMHAND_…` variables applied over the file (errors name them).
     #[serde(skip)]
     env: Applied,
@@ -347,6 +387,9 @@ impl FileConfig {
             },
             policy: self.policy.into_policy(),
             metrics: self.metrics,
+            usage: UsageConfig {
+                interval: Duration::from_secs(self.usage.interval_s),
+            },
             log: self.log,
         };
         check_config(path, &config).map_err(|e| name_variable(e, &self.env))?;
@@ -412,6 +455,14 @@ fn check_config(path: &Path, c: &AgentConfig) -> Result<(), ConfigError> {
     check_timings(path, &c.proxysmart)?;
     check_site(path, &c.site)?;
     check_metrics(path, &c.metrics)?;
+    // Sub-second intervals only come from configs built in code (tests).
+    if c.usage.interval.is_zero() || c.usage.interval > Duration::from_secs(86_400) {
+        return Err(invalid(
+            path,
+            "usage.interval_s",
+            "must be 1..=86400 seconds",
+        ));
+    }
     c.log
         .check()
         .map_err(|problem| invalid(path, "log.level", problem))?;

@@ -36,6 +36,7 @@ fn loads_minimal_config_with_defaults_and_trimmed_password() {
     assert_eq!(c.proxysmart.connect_timeout, Duration::from_secs(10));
     assert_eq!(c.proxysmart.poll_interval, Duration::from_secs(5));
     assert_eq!(c.proxysmart.rotation_timeout, Duration::from_secs(60));
+    assert_eq!(c.usage.interval, Duration::from_secs(60));
     assert_eq!(c.site.country, "DE");
     assert_eq!(
         c.connect_url().unwrap(),
@@ -92,6 +93,16 @@ fn invalid_values_name_file_and_key() {
             "public_host = \"203.0.113.7\"",
             "public_host = \"\"",
             "site.public_host",
+        ),
+        (
+            "country = \"de\"",
+            "country = \"de\"\n[usage]\ninterval_s = 0",
+            "usage.interval_s",
+        ),
+        (
+            "country = \"de\"",
+            "country = \"de\"\n[usage]\ninterval_s = 86401",
+            "usage.interval_s",
         ),
     ];
     for (from, to, key) in cases {

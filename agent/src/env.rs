@@ -39,6 +39,7 @@ const KEYS: &[Key] = &[
     Key::new("metrics.allow_non_loopback", Kind::Bool),
     Key::new("log.level", Kind::Str),
     Key::new("log.format", Kind::Str),
+    Key::new("usage.interval_s", Kind::Int),
 ];
 
 /// The keys, and the variables that are not config ([`NON_CONFIG_VARIABLES`]).

@@ -1,10 +1,14 @@
-//! The durable journal (sled, `<state_dir>/db`): each command id's recorded result, and the
-//! port each allocation owns; plus the box's learned UTC offset (`proxysmart::box_clock`).
+//! The durable journal (sled, `<state_dir>/db`): each command id's recorded result, the
+//! port each allocation owns and its automatic rotation interval (`autorotate`), when each
+//! modem's last rotation started (the seller's rotation spacing survives a restart), and
+//! the box's learned UTC offset (`proxysmart::box_clock`), and the traffic meter's state
+//! per allocation (`usage::meter`).
 //!
 //! Results are written and flushed before the agent answers, so a redelivered command gets
 //! the recorded result and ProxySmart is not touched twice. Old command records are pruned on
 //! open; port records live until the port is released.
 
+use crate::usage::MeterState;
 use farmhand_protocol::{CommandResult, ManagedPort};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -28,6 +32,17 @@ pub enum JournalError {
     Record(#[from] serde_json::Error),
 }
 
+/// An allocation's automatic rotation, journaled with its port and removed with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationSchedule {
+    /// The allocation that asked for it.
+    pub allocation_id: String,
+    /// The modem its port is on.
+    pub imei: String,
+    /// Rotate at least this often, seconds (`provision.rotate_every_s`).
+    pub every_s: u64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct CommandRecord {
     at_ms: u64,
@@ -40,6 +55,12 @@ pub struct Journal {
     db: sled::Db,
     commands: sled::Tree,
     ports: sled::Tree,
+    /// allocation id → [`RotationSchedule`].
+    schedules: sled::Tree,
+    /// IMEI → Unix ms when its last rotation started (u64 big-endian).
+    rotations: sled::Tree,
+    /// allocation id → [`MeterState`].
+    meters: sled::Tree,
 }
 
 impl Journal {
@@ -55,6 +76,9 @@ impl Journal {
         let journal = Journal {
             commands: db.open_tree("commands")?,
             ports: db.open_tree("ports")?,
+            schedules: db.open_tree("rotation_schedules")?,
+            rotations: db.open_tree("last_rotations")?,
+            meters: db.open_tree("usage_meters")?,
             db,
         };
         journal.prune(now_ms().saturating_sub(COMMAND_RETENTION.as_millis() as u64))?;
@@ -99,11 +123,71 @@ impl Journal {
         Ok(())
     }
 
-    /// Forgets the port of `allocation_id`, flushed.
+    /// Records the port of `port.allocation_id` with its automatic rotation interval (or
+    /// none), flushed together.
+    pub async fn put_port_with_rotation(
+        &self,
+        port: &ManagedPort,
+        rotate_every_s: Option<u64>,
+    ) -> Result<(), JournalError> {
+        let key = port.allocation_id.as_bytes();
+        match rotate_every_s {
+            Some(every_s) => {
+                let schedule = RotationSchedule {
+                    allocation_id: port.allocation_id.clone(),
+                    imei: port.imei.clone(),
+                    every_s,
+                };
+                self.schedules.insert(key, serde_json::to_vec(&schedule)?)?;
+            }
+            None => {
+                self.schedules.remove(key)?;
+            }
+        }
+        self.put_port(port).await
+    }
+
+    /// Forgets the port of `allocation_id` and its rotation schedule, flushed.
     pub async fn remove_port(&self, allocation_id: &str) -> Result<(), JournalError> {
         self.ports.remove(allocation_id.as_bytes())?;
+        self.schedules.remove(allocation_id.as_bytes())?;
         self.flush().await?;
         Ok(())
+    }
+
+    /// The rotation schedules of the ports still journaled, ordered by allocation id.
+    pub fn rotation_schedules(&self) -> Result<Vec<RotationSchedule>, JournalError> {
+        let mut out = Vec::new();
+        for value in self.schedules.iter().values() {
+            let schedule: RotationSchedule = serde_json::from_slice(&value?)?;
+            if self.ports.contains_key(schedule.allocation_id.as_bytes())? {
+                out.push(schedule);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers that a rotation of `imei` started at `at_ms` (Unix ms), flushed.
+    pub async fn put_last_rotation(&self, imei: &str, at_ms: u64) -> Result<(), JournalError> {
+        self.rotations
+            .insert(imei.as_bytes(), &at_ms.to_be_bytes()[..])?;
+        self.flush().await
+    }
+
+    /// When each modem's last rotation started (IMEI, Unix ms).
+    pub fn last_rotations(&self) -> Result<Vec<(String, u64)>, JournalError> {
+        let mut out = Vec::new();
+        for entry in self.rotations.iter() {
+            let (key, value) = entry?;
+            let Ok(bytes) = <[u8; 8]>::try_from(value.as_ref()) else {
+                continue;
+            };
+            out.push((
+                String::from_utf8_lossy(&key).into_owned(),
+                u64::from_be_bytes(bytes),
+            ));
+        }
+        Ok(out)
     }
 
     /// The box UTC offset learned earlier, seconds east of UTC.
@@ -118,6 +202,34 @@ impl Journal {
     pub async fn put_box_utc_offset(&self, seconds: i64) -> Result<(), JournalError> {
         self.db
             .insert(BOX_UTC_OFFSET_KEY, &seconds.to_be_bytes()[..])?;
+        self.flush().await
+    }
+
+    /// Every allocation's traffic meter state.
+    pub fn meter_states(&self) -> Result<Vec<MeterState>, JournalError> {
+        self.meters
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+
+    /// Writes `changed` meter states and drops those of `removed` allocations, flushed once.
+    pub async fn update_meter_states(
+        &self,
+        changed: &[MeterState],
+        removed: &[String],
+    ) -> Result<(), JournalError> {
+        if changed.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        for state in changed {
+            self.meters
+                .insert(state.allocation_id.as_bytes(), serde_json::to_vec(state)?)?;
+        }
+        for allocation_id in removed {
+            self.meters.remove(allocation_id.as_bytes())?;
+        }
         self.flush().await
     }
 
@@ -220,6 +332,41 @@ mod tests {
             .map(|p| p.allocation_id)
             .collect();
         assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn rotation_schedules_live_and_die_with_their_port() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            j.put_port_with_rotation(&port("a"), Some(600))
+                .await
+                .unwrap();
+            j.put_port_with_rotation(&port("b"), None).await.unwrap();
+            j.put_port_with_rotation(&port("c"), Some(60))
+                .await
+                .unwrap();
+            j.remove_port("c").await.unwrap();
+            j.put_last_rotation("356000000000001", 1234).await.unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        let schedules = j.rotation_schedules().unwrap();
+        assert_eq!(
+            schedules,
+            [RotationSchedule {
+                allocation_id: "a".into(),
+                imei: "356000000000001".into(),
+                every_s: 600,
+            }]
+        );
+        assert_eq!(j.port("b").unwrap(), Some(port("b")));
+        assert_eq!(
+            j.last_rotations().unwrap(),
+            [("356000000000001".to_string(), 1234)]
+        );
+        // Re-journaling the port without a schedule drops it.
+        j.put_port_with_rotation(&port("a"), None).await.unwrap();
+        assert!(j.rotation_schedules().unwrap().is_empty());
     }
 
     #[tokio::test]

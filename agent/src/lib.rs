@@ -7,10 +7,12 @@
 //! only code that talks to ProxySmart). `inventory` polls ProxySmart; `journal` makes
 //! command results and managed ports durable; `backoff` paces reconnects; `run` ties it
 //! together. `policy` is the seller's local say over what the plane may do, and `audit` the
-//! local record of what it did. ProxySmart credentials live in `config` and `proxysmart`
-//! only and never reach a protocol message.
+//! local record of what it did; `autorotate` carries out the automatic IP rotations
+//! allocations ask for; `usage` meters each allocation's traffic. ProxySmart credentials
+//! live in `config` and `proxysmart` only and never reach a protocol message.
 
 pub mod audit;
+pub mod autorotate;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
@@ -30,6 +32,7 @@ pub mod session;
 pub mod status;
 pub mod status_file;
 pub mod tls;
+pub mod usage;
 
 pub use config::{AgentConfig, ConfigError, ControlPlaneConfig, ProxysmartConfig};
 pub use enroll::{enroll, EnrollError};

@@ -151,8 +151,10 @@ fn main() -> anyhow::Result<()> {
         // `run` installs logging once its config (level, format) is loaded.
         logging::install(cli.log_format.unwrap_or_default(), None).map_err(anyhow::Error::msg)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread is plenty for one WebSocket, a poller and a few commands at a time (the
+    // journal's flushes go to the blocking pool): a second worker thread only costs memory
+    // (its stack and its own malloc arena).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -4,7 +4,8 @@
 //! Rules: which commands are allowed (each on its own switch, so refusing `provision` never
 //! refuses the `release` that cleans up after it), IMEIs excluded from the marketplace (never
 //! reported, never touched), a cap on marketplace ports per modem, and a minimum time
-//! between two rotations of one modem. A command outside the policy is answered with
+//! between two rotations of one modem (manual or automatic; also the floor of every
+//! automatic rotation schedule, see `autorotate`). A command outside the policy is answered with
 //! `policy_denied` and audited like any other.
 
 use farmhand_protocol::{CommandBody, CommandError, CommandErrorCode};
@@ -174,34 +175,52 @@ pub fn excluded(imei: &str) -> CommandError {
     ))
 }
 
-/// When each modem was last asked to rotate, to space rotations out. Kept in memory: a
-/// restart of the agent forgets it (the plane's own cooldown still applies).
+/// Per modem: when its last rotation started and whether one is running. Shared by the
+/// `rotate_ip` command and the automatic scheduler (`autorotate`), so the two never rotate
+/// one modem at once (`rotation_in_progress`) and the seller's spacing counts both. The
+/// start times are also journaled and seeded back at startup ([`RotationGate::seed`]), so
+/// restarting the agent does not forget the spacing.
 #[derive(Debug, Default)]
 pub struct RotationGate {
-    last: Mutex<HashMap<String, Instant>>,
+    modems: Mutex<HashMap<String, ModemRotation>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ModemRotation {
+    last_start: Option<Instant>,
+    running: bool,
+}
+
+/// A running rotation of one modem; dropping it lets the next one start.
+#[derive(Debug)]
+pub struct RotationGuard<'a> {
+    gate: &'a RotationGate,
+    imei: String,
 }
 
 impl RotationGate {
-    /// Records a rotation of `imei` starting at `now`, or refuses it if the previous one
-    /// started less than `min_interval` ago. Check and record are one step, so two
-    /// concurrent rotations of one modem cannot both pass.
+    /// Records a rotation of `imei` starting at `now`, or refuses it: `rotation_in_progress`
+    /// while another one runs, `policy_denied` if the previous one started less than
+    /// `min_interval` ago. Check and record are one step, so two concurrent rotations of
+    /// one modem cannot both pass.
     pub fn try_start(
         &self,
         imei: &str,
         min_interval: Duration,
         now: Instant,
-    ) -> Result<(), CommandError> {
-        if min_interval.is_zero() {
-            return Ok(());
-        }
-        let Ok(mut last) = self.last.lock() else {
-            return Err(CommandError::new(
-                CommandErrorCode::Internal,
-                "rotation state poisoned",
-            ));
+    ) -> Result<RotationGuard<'_>, CommandError> {
+        let Ok(mut modems) = self.modems.lock() else {
+            return Err(poisoned());
         };
-        if let Some(previous) = last.get(imei) {
-            let since = now.saturating_duration_since(*previous);
+        let modem = modems.entry(imei.to_string()).or_default();
+        if modem.running {
+            return Err(CommandError::new(
+                CommandErrorCode::RotationInProgress,
+                format!("modem {imei} is being rotated right now"),
+            ));
+        }
+        if let Some(previous) = modem.last_start.filter(|_| !min_interval.is_zero()) {
+            let since = now.saturating_duration_since(previous);
             if since < min_interval {
                 return Err(denied(format!(
                     "modem {imei} was rotated {}s ago; this box's policy allows one rotation every {}s",
@@ -210,9 +229,48 @@ impl RotationGate {
                 )));
             }
         }
-        last.insert(imei.to_string(), now);
-        Ok(())
+        *modem = ModemRotation {
+            last_start: Some(now),
+            running: true,
+        };
+        Ok(RotationGuard {
+            gate: self,
+            imei: imei.to_string(),
+        })
     }
+
+    /// When the last rotation of `imei` started, if one did since the agent started (or
+    /// was seeded from the journal).
+    pub fn last_start(&self, imei: &str) -> Option<Instant> {
+        let modems = self.modems.lock().ok()?;
+        modems.get(imei).and_then(|m| m.last_start)
+    }
+
+    /// Remembers a rotation of `imei` that started at `at` (from the journal), unless a
+    /// later one is known.
+    pub fn seed(&self, imei: &str, at: Instant) {
+        if let Ok(mut modems) = self.modems.lock() {
+            let modem = modems.entry(imei.to_string()).or_default();
+            if modem.last_start.is_none_or(|known| known < at) {
+                modem.last_start = Some(at);
+            }
+        }
+    }
+}
+
+impl Drop for RotationGuard<'_> {
+    fn drop(&mut self) {
+        // A poisoned lock cannot be repaired here; the process state is lost anyway.
+        if let Ok(mut modems) = self.gate.modems.lock() {
+            if let Some(modem) = modems.get_mut(&self.imei) {
+                modem.running = false;
+            }
+        }
+    }
+}
+
+fn poisoned() -> CommandError {
+    CommandError::new(CommandErrorCode::Internal, "rotation state poisoned")
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ fn bodies(imei: &str) -> Vec<CommandBody> {
             expires_at_ms: 1,
             bandwidth_kbit: None,
             traffic_quota_mb: None,
+            rotate_every_s: None,
         }),
         CommandBody::Release(Release {
             allocation_id: "a".into(),
@@ -192,11 +193,36 @@ fn rotation_gate_spaces_rotations_per_modem() {
     assert!(gate
         .try_start(IMEI, min, t0 + Duration::from_secs(61))
         .is_err());
-    // No interval: never refused, nothing recorded.
+    // No interval: never refused for spacing.
     let free = RotationGate::default();
     for _ in 0..3 {
         free.try_start(IMEI, Duration::ZERO, t0).unwrap();
     }
+}
+
+#[test]
+fn rotation_gate_runs_one_rotation_per_modem_at_a_time() {
+    let gate = RotationGate::default();
+    let t0 = Instant::now();
+    assert_eq!(gate.last_start(IMEI), None);
+    let running = gate.try_start(IMEI, Duration::ZERO, t0).unwrap();
+    let e = gate.try_start(IMEI, Duration::ZERO, t0).unwrap_err();
+    assert_eq!(e.code, CommandErrorCode::RotationInProgress);
+    gate.try_start(OWN, Duration::ZERO, t0).unwrap();
+    drop(running);
+    gate.try_start(IMEI, Duration::ZERO, t0 + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(gate.last_start(IMEI), Some(t0 + Duration::from_secs(1)));
+    // A start seeded from the journal counts for the spacing, an older one is ignored.
+    let restarted = RotationGate::default();
+    restarted.seed(IMEI, t0);
+    restarted.seed(IMEI, t0 - Duration::from_secs(30));
+    assert_eq!(restarted.last_start(IMEI), Some(t0));
+    let min = Duration::from_secs(60);
+    let e = restarted
+        .try_start(IMEI, min, t0 + Duration::from_secs(10))
+        .unwrap_err();
+    assert_eq!(e.code, CommandErrorCode::PolicyDenied);
 }
 
 #[test]

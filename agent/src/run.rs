@@ -1,10 +1,11 @@
-//! The agent's main loop: load the identity and journal, start the inventory poller, then
-//! connect → handshake → session, forever, with backoff between attempts. The agent never
-//! exits because the plane or ProxySmart is unreachable; it logs why and retries. It stops
-//! on cancellation (after the commands in flight are finished and journaled) or when the
-//! plane says its key was revoked.
+//! The agent's main loop: load the identity and journal, start the inventory poller, the
+//! automatic rotation scheduler and the traffic meter, then connect → handshake → session, forever, with
+//! backoff between attempts. The agent never exits because the plane or ProxySmart is
+//! unreachable; it logs why and retries. It stops on cancellation (after the commands in
+//! flight are finished and journaled) or when the plane says its key was revoked.
 
 use crate::audit::{AuditError, AuditLog};
+use crate::autorotate;
 use crate::backoff::{Backoff, RECONNECT};
 use crate::commands::{CommandContext, Executor};
 use crate::config::{AgentConfig, ConfigError, ControlPlaneConfig};
@@ -102,6 +103,12 @@ pub async fn run_with_status(
         },
         poller_stop.clone(),
     );
+    let (usage, meter) = crate::usage::spawn(
+        client.clone(),
+        journal.clone(),
+        config.usage.interval,
+        poller_stop.clone(),
+    );
     let remembered_offset = journal.box_utc_offset().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read the learned box UTC offset; learning it again");
         None
@@ -113,6 +120,8 @@ pub async fn run_with_status(
     commands.audit = Some(AuditLog::open(&config.state_dir)?);
     commands.metrics = metrics.clone();
     let executor = Executor::new(Arc::new(commands));
+    let rotator_stop = shutdown.child_token();
+    let rotator = autorotate::spawn(executor.context().clone(), rotator_stop.clone());
     let source = MetricsSource {
         metrics,
         status: status.clone(),
@@ -125,12 +134,16 @@ pub async fn run_with_status(
         executor: executor.clone(),
         status,
         shutdown,
+        usage: Some(usage),
     };
     tracing::info!(agent_id = %identity.agent_id, %url, "agent starting");
     let result = connect_forever(&url, trust.as_ref(), &identity, &ctx).await;
+    rotator_stop.cancel();
+    let _ = rotator.await;
     executor.drain().await;
     poller_stop.cancel();
     let _ = status_writer.await;
+    let _ = meter.await;
     tracing::info!("agent stopped");
     result
 }

@@ -3,7 +3,10 @@
 //! States as types: a [`Connection`] is unauthenticated; [`handshake`] turns it into a
 //! [`Session`] (hello → challenge → auth → welcome, all within [`HANDSHAKE_TIMEOUT`]).
 //! [`Session::run`] sends the full inventory, then runs ONE select loop over [`Event`]:
-//! frames in, inventory changes, finished commands, the heartbeat deadline, and shutdown.
+//! frames in, inventory changes, finished commands, automatic rotations to report
+//! (`autorotate`; those done while disconnected are sent once the session opens), usage
+//! reports (`usage`; the latest is also sent right after the inventory), the heartbeat
+//! deadline, and shutdown.
 //! A session silent for three heartbeat intervals is stale and ends, so the caller
 //! reconnects instead of trusting an open-but-dead socket.
 
@@ -12,12 +15,14 @@ use crate::connection::{Connection, ConnectionError};
 use crate::identity::Identity;
 use crate::inventory::{self, InventoryHandle, Snapshot};
 use crate::status::AgentStatus;
+use crate::usage::{LatestUsage, UsageHandle};
 use crate::AGENT_VERSION;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use farmhand_protocol::{
     auth_transcript, AgentMessage, Auth, CommandResult, Heartbeat, Hello, Inventory, PlaneMessage,
-    ProtocolError, Site, Welcome, NONCE_LEN, SUPPORTED_VERSIONS,
+    ProtocolError, RotationReport, Site, UsageReport, Welcome, MAX_USAGE_ENTRIES, NONCE_LEN,
+    SUPPORTED_VERSIONS,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +103,8 @@ pub struct SessionContext {
     pub status: Arc<AgentStatus>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// The traffic meter's reports (`None`: no metering).
+    pub usage: Option<UsageHandle>,
 }
 
 /// Authenticates `conn` as `identity`.
@@ -182,6 +189,10 @@ enum Event {
     InventoryChanged,
     /// A command finished.
     CommandDone(CommandResult),
+    /// The agent rotated a modem on its own.
+    Rotated(RotationReport),
+    /// The meter published a new usage report.
+    UsageMeasured,
     /// The heartbeat or staleness deadline passed.
     Tick,
     /// The agent is shutting down.
@@ -224,13 +235,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(e) = state.send_inventory(ctx, &mut inv_rx).await {
             return SessionEnd::Closed(e);
         }
+        let mut usage_rx = ctx.usage.as_ref().map(UsageHandle::subscribe);
+        if let Err(end) = state.send_usage(&mut usage_rx).await {
+            return end;
+        }
         let (reply_tx, mut reply_rx) = mpsc::channel(64);
         let mut inventory_open = true;
+        let mut reports = ctx.executor.context().autorotation.reports();
         loop {
             let deadline = state.next_deadline();
             let event = tokio::select! {
                 _ = ctx.shutdown.cancelled() => Event::Shutdown,
                 Some(result) = reply_rx.recv() => Event::CommandDone(result),
+                Some(report) = next_report(&mut reports) => Event::Rotated(report),
+                Some(()) = usage_changed(&mut usage_rx) => Event::UsageMeasured,
                 changed = inv_rx.changed(), if inventory_open => match changed {
                     Ok(()) => Event::InventoryChanged,
                     Err(_) => { inventory_open = false; continue; }
@@ -242,6 +260,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Event::Frame(frame) => state.on_frame(ctx, frame, &reply_tx),
                 Event::InventoryChanged => state.send_changes(&mut inv_rx).await,
                 Event::CommandDone(result) => state.send(AgentMessage::CommandResult(result)).await,
+                Event::Rotated(report) => state.send(AgentMessage::Rotated(report)).await,
+                Event::UsageMeasured => state.send_usage(&mut usage_rx).await,
                 Event::Tick => state.on_tick().await,
                 Event::Shutdown => return state.shut_down(ctx, reply_tx, reply_rx).await,
             };
@@ -254,6 +274,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return end;
             }
         }
+    }
+}
+
+/// Resolves when the meter published a report; `None` (and never again) once it stopped.
+async fn usage_changed(rx: &mut Option<watch::Receiver<LatestUsage>>) -> Option<()> {
+    let Some(receiver) = rx else {
+        return std::future::pending().await;
+    };
+    if receiver.changed().await.is_err() {
+        *rx = None;
+        return None;
+    }
+    Some(())
+}
+
+/// The next automatic rotation report; never, for a session that does not hold them.
+async fn next_report(
+    reports: &mut Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<RotationReport>>>,
+) -> Option<RotationReport> {
+    match reports {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -292,6 +334,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
         self.conn.send(&AgentMessage::Inventory(inventory)).await?;
         self.last_sent = Instant::now();
         self.sent = snapshot;
+        Ok(())
+    }
+
+    /// The meter's latest report (if it has one not sent yet), split into messages of at
+    /// most [`MAX_USAGE_ENTRIES`] allocations.
+    async fn send_usage(
+        &mut self,
+        usage_rx: &mut Option<watch::Receiver<LatestUsage>>,
+    ) -> Result<(), SessionEnd> {
+        let Some(report) = usage_rx
+            .as_mut()
+            .and_then(|rx| rx.borrow_and_update().clone())
+        else {
+            return Ok(());
+        };
+        for chunk in report.allocations.chunks(MAX_USAGE_ENTRIES) {
+            let part = UsageReport {
+                measured_at_ms: report.measured_at_ms,
+                allocations: chunk.to_vec(),
+            };
+            self.send(AgentMessage::Usage(part)).await?;
+        }
         Ok(())
     }
 

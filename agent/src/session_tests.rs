@@ -117,6 +117,7 @@ struct Fixture {
     public_key: Vec<u8>,
     ctx: SessionContext,
     inventory_tx: watch::Sender<Snapshot>,
+    usage_tx: watch::Sender<crate::usage::LatestUsage>,
 }
 
 fn fixture() -> Fixture {
@@ -156,12 +157,14 @@ fn fixture() -> Fixture {
         country: "DE".into(),
         city: None,
     };
+    let (usage_tx, usage) = crate::usage::UsageHandle::manual();
     let ctx = SessionContext {
         site,
         inventory,
         executor,
         status: Arc::new(AgentStatus::new()),
         shutdown: CancellationToken::new(),
+        usage: Some(usage),
     };
     Fixture {
         _dir: dir,
@@ -169,6 +172,7 @@ fn fixture() -> Fixture {
         public_key,
         ctx,
         inventory_tx,
+        usage_tx,
     }
 }
 
@@ -234,6 +238,57 @@ async fn session_sends_inventory_first_then_changes() {
     };
     assert!(!change.proxysmart_reachable);
     assert_eq!(change.removed, ["356000000000002"]);
+}
+
+fn usage_report(at_ms: u64, entries: usize) -> UsageReport {
+    let allocations = (0..entries)
+        .map(|i| farmhand_protocol::AllocationUsage {
+            allocation_id: format!("al-{i}"),
+            bytes_in: at_ms,
+            bytes_out: 1,
+        })
+        .collect();
+    UsageReport {
+        measured_at_ms: at_ms,
+        allocations,
+    }
+}
+
+#[tokio::test]
+async fn usage_reports_are_sent_when_measured_and_again_after_a_reconnect() {
+    let f = fixture();
+    let (mut plane, task) = running(&f, 30).await;
+    plane.recv().await; // inventory
+    f.usage_tx
+        .send_replace(Some(Arc::new(usage_report(1_000, 2))));
+    let AgentMessage::Usage(report) = plane.recv_skipping_heartbeats().await else {
+        panic!("usage")
+    };
+    assert_eq!(report, usage_report(1_000, 2));
+    // A big box: the report is split so that every frame stays small.
+    let big = usage_report(2_000, MAX_USAGE_ENTRIES + 5);
+    f.usage_tx.send_replace(Some(Arc::new(big.clone())));
+    let mut received = Vec::new();
+    while received.len() < big.allocations.len() {
+        let AgentMessage::Usage(part) = plane.recv_skipping_heartbeats().await else {
+            panic!("usage")
+        };
+        assert!(part.allocations.len() <= MAX_USAGE_ENTRIES);
+        assert_eq!(part.measured_at_ms, 2_000);
+        received.extend(part.allocations);
+    }
+    assert_eq!(received, big.allocations);
+    drop(plane);
+    let _ = task.await;
+    // A new session starts with the latest report right after the inventory.
+    let (mut plane, _task) = running(&f, 30).await;
+    let AgentMessage::Inventory(_) = plane.recv().await else {
+        panic!("inventory first")
+    };
+    let AgentMessage::Usage(first) = plane.recv_skipping_heartbeats().await else {
+        panic!("usage after the inventory")
+    };
+    assert_eq!(first.allocations.len(), MAX_USAGE_ENTRIES);
 }
 
 #[tokio::test]

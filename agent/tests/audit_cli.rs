@@ -79,6 +79,7 @@ fn provision() -> CommandBody {
         expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
         bandwidth_kbit: None,
         traffic_quota_mb: None,
+        rotate_every_s: None,
     })
 }
 

@@ -89,6 +89,7 @@ fn provision(allocation: &str, imei: &str) -> CommandBody {
         expires_at_ms: now_ms() + 86_400_000,
         bandwidth_kbit: None,
         traffic_quota_mb: None,
+        rotate_every_s: None,
     })
 }
 
@@ -169,6 +170,44 @@ async fn each_disallowed_command_is_denied_audited_and_never_reaches_proxysmart(
         a.audited(),
         [pair("c1", "policy_denied"), pair("c2", "policy_denied")]
     );
+}
+
+#[tokio::test]
+async fn a_moved_allocation_leaves_its_stale_copy_on_an_excluded_modem_alone() {
+    let policy = Policy {
+        excluded_imeis: [IMEI_3.to_string()].into(),
+        ..Policy::default()
+    };
+    let a = agent(policy).await;
+    // A copy of al-1's port on a modem the seller excluded (left there by a move).
+    a.fake
+        .with(|s| s.add_port("portstale00001", "farmhand-al-1", IMEI_3, 8100, 8101));
+    let CommandOutput::Provision(p) = a.ok("c1", provision("al-1", IMEI_1)).await else {
+        panic!()
+    };
+    a.fake.with(|s| {
+        assert_eq!(
+            s.ports.len(),
+            2,
+            "provision did not purge the excluded copy"
+        );
+    });
+    let CommandOutput::Release(r) = a.ok("c2", release("al-1")).await else {
+        panic!()
+    };
+    assert!(r.existed);
+    a.fake.with(|s| {
+        assert!(!s.ports.contains_key(&p.port_id), "the journaled port went");
+        assert!(
+            s.ports.contains_key("portstale00001"),
+            "the excluded copy stays"
+        );
+        assert!(
+            s.touched_imeis.iter().all(|i| i != IMEI_3),
+            "{:?}",
+            s.touched_imeis
+        );
+    });
 }
 
 #[tokio::test]
@@ -315,6 +354,7 @@ fn agent_config(dir: &std::path::Path, plane: &str, fake: &FakeBox, policy: Poli
         policy,
         metrics: Default::default(),
         log: Default::default(),
+        usage: Default::default(),
     }
 }
 

@@ -62,6 +62,7 @@ fn provision(id: &str, allocation: &str, imei: &str) -> Command {
             expires_at_ms: now_ms() + 86_400_000,
             bandwidth_kbit: None,
             traffic_quota_mb: None,
+            rotate_every_s: None,
         }),
     }
 }

@@ -33,6 +33,7 @@ fn config(dir: &std::path::Path, plane: &str, fake: &FakeBox) -> AgentConfig {
         policy: Policy::default(),
         metrics: Default::default(),
         log: Default::default(),
+        usage: Default::default(),
     }
 }
 
@@ -85,6 +86,7 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
         expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
         bandwidth_kbit: None,
         traffic_quota_mb: None,
+        rotate_every_s: None,
     };
     let deadline_ms = farmhand_agent::journal::now_ms() + 30_000;
     conn.send(PlaneMessage::Command(Command {
@@ -195,4 +197,107 @@ async fn run_without_enrollment_fails_fast_with_a_hint() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("enroll"), "{err}");
+}
+
+/// The next usage report whose entry for `allocation_id` is `(bytes_in, bytes_out)`; every
+/// report on the way must not be above it (totals only grow).
+async fn usage_reaches(conn: &mut PlaneConn, allocation_id: &str, want: (u64, u64)) {
+    loop {
+        let report = conn.usage().await;
+        let Some(a) = report
+            .allocations
+            .iter()
+            .find(|a| a.allocation_id == allocation_id)
+        else {
+            continue;
+        };
+        let got = (a.bytes_in, a.bytes_out);
+        assert!(
+            got.0 <= want.0 && got.1 <= want.1,
+            "{got:?} is past {want:?}"
+        );
+        if got == want {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_key = enrolled(dir.path()).await;
+    let fake = FakeBox::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plane_url = format!("http://{}", listener.local_addr().unwrap());
+    let mut cfg = config(dir.path(), &plane_url, &fake);
+    cfg.usage.interval = Duration::from_millis(200);
+    let start = |cfg: AgentConfig| {
+        let shutdown = CancellationToken::new();
+        (
+            shutdown.clone(),
+            tokio::spawn(farmhand_agent::run(cfg, shutdown)),
+        )
+    };
+    let (shutdown, agent) = start(cfg.clone());
+    let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(_) = conn.recv().await else {
+        panic!("inventory")
+    };
+    let provision = Provision {
+        allocation_id: "al-u".into(),
+        imei: IMEI_1.into(),
+        login: "buyer".into(),
+        password: Secret::new("BuyerPassword12345678"),
+        expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
+        bandwidth_kbit: Some(800),
+        traffic_quota_mb: Some(5),
+        rotate_every_s: None,
+    };
+    let result = conn.command("c1", CommandBody::Provision(provision)).await;
+    let Outcome::Ok {
+        output: CommandOutput::Provision(port),
+    } = result.outcome
+    else {
+        panic!("{result:?}")
+    };
+    let counters = |day_in: serde_json::Value, day_out: serde_json::Value| {
+        fake.with(|s| s.set_counters(&port.port_id, day_in, day_out));
+    };
+
+    counters("1.5 MB".into(), "20 KB".into());
+    usage_reaches(&mut conn, "al-u", (1_500_000, 20_000)).await;
+    // Midnight: the counters restart from zero, the totals go on.
+    counters("200 KB".into(), 0.into());
+    usage_reaches(&mut conn, "al-u", (1_700_000, 20_000)).await;
+    // Garbage and null cost one value, not the report, and are not a reset.
+    counters("0.3MB".into(), "lots of bytes".into());
+    usage_reaches(&mut conn, "al-u", (1_800_000, 20_000)).await;
+    counters(serde_json::Value::Null, "5 KB".into());
+    usage_reaches(&mut conn, "al-u", (1_800_000, 25_000)).await;
+
+    // The agent stops; the box counts on meanwhile; the agent comes back on the same state.
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("agent stops")
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    counters("400 KB".into(), "5 KB".into());
+    let (shutdown, agent) = start(cfg);
+    let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
+    conn.welcome().await;
+    usage_reaches(&mut conn, "al-u", (1_900_000, 25_000)).await;
+    assert!(
+        fake.with(|s| s.violations.is_empty()),
+        "{:?}",
+        fake.with(|s| s.violations.clone())
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("agent stops")
+        .unwrap()
+        .unwrap();
 }

@@ -48,6 +48,18 @@ pub const DEFAULT_CREDENTIAL_RETENTION_S: u64 = 30 * 24 * 3600;
 pub const DEFAULT_HANDSHAKE_CONCURRENCY: usize = 32;
 /// Default time in-flight REST requests get to finish after a shutdown signal, seconds.
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
+/// Default time a modem must stay offline before its allocations move elsewhere, seconds.
+pub const DEFAULT_REPLACEMENT_GRACE_S: u64 = 300;
+/// Default time an agent must stay disconnected before its allocations move elsewhere,
+/// seconds (15 min: a disconnected agent is not a dead box).
+pub const DEFAULT_AGENT_LOST_WINDOW_S: u64 = 900;
+
+/// Default time after a rotation of a modem during which `POST /v1/modems/{imei}/rotate`
+/// answers 409 `rotation_cooldown`, seconds.
+pub const DEFAULT_ROTATION_COOLDOWN_S: u64 = 60;
+/// Default shortest `rotate_every_s` an allocation may ask for, seconds (the contract's
+/// minimum; tests lower it).
+pub const DEFAULT_MIN_ROTATE_EVERY_S: u64 = 60;
 
 /// An event budget: at most `max` events per `window_s` seconds, refilled continuously
 /// (see `ratelimit`). Written inline in TOML: `{ max = 10, window_s = 60 }`.
@@ -134,10 +146,23 @@ pub struct ServerConfig {
     pub handshake_concurrency: usize,
     /// Seconds in-flight REST requests may take to finish once shutdown starts.
     pub shutdown_grace_s: u64,
+    /// Seconds a modem must be offline without interruption before its allocations are
+    /// moved to another modem; 0 disables automatic replacement.
+    pub replacement_grace_s: u64,
+    /// Seconds an agent must be disconnected without interruption before its allocations
+    /// are moved; 0 never moves them for that reason alone.
+    pub agent_lost_window_s: u64,
+    /// Seconds after a rotation of a modem (manual or automatic) before the REST API
+    /// rotates it again (409 `rotation_cooldown` meanwhile); 0 = no cooldown.
+    pub rotation_cooldown_s: u64,
+    /// Shortest `rotate_every_s` accepted in `POST /v1/allocations`, seconds.
+    pub min_rotate_every_s: u64,
     /// Log level and format (`[log]`).
     pub log: farmhand_ops::logging::LogConfig,
     /// Who may read `GET /metrics` (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// Webhook delivery (`[webhooks]`).
+    pub webhooks: WebhooksConfig,
 }
 
 /// The `[metrics]` section.
@@ -168,9 +193,106 @@ impl Default for ServerConfig {
             credential_retention_s: DEFAULT_CREDENTIAL_RETENTION_S,
             handshake_concurrency: DEFAULT_HANDSHAKE_CONCURRENCY,
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
+            replacement_grace_s: DEFAULT_REPLACEMENT_GRACE_S,
+            agent_lost_window_s: DEFAULT_AGENT_LOST_WINDOW_S,
+            rotation_cooldown_s: DEFAULT_ROTATION_COOLDOWN_S,
+            min_rotate_every_s: DEFAULT_MIN_ROTATE_EVERY_S,
             log: farmhand_ops::logging::LogConfig::default(),
             metrics: MetricsConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
+    }
+}
+
+/// Default time before `expires_at` that `allocation.expiring` is emitted, seconds (1 day).
+pub const DEFAULT_WEBHOOK_EXPIRING_LEAD_S: u64 = 24 * 3600;
+/// Default delay before the first retry of a failed webhook delivery, seconds.
+pub const DEFAULT_WEBHOOK_RETRY_INITIAL_S: u64 = 5;
+/// Default longest delay between two attempts of one delivery, seconds (1 hour).
+pub const DEFAULT_WEBHOOK_RETRY_MAX_S: u64 = 3600;
+/// Default time a delivery is retried before it is marked failed, seconds (24 hours).
+pub const DEFAULT_WEBHOOK_MAX_AGE_S: u64 = 24 * 3600;
+/// Default time one delivery attempt may take (connect, send, response headers), seconds.
+pub const DEFAULT_WEBHOOK_ATTEMPT_TIMEOUT_S: u64 = 10;
+/// Default number of deliveries in flight at once, all endpoints together.
+pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 16;
+/// Default number of deliveries in flight at once to one endpoint (a slow or unreachable
+/// endpoint cannot take every slot).
+pub const DEFAULT_WEBHOOK_ENDPOINT_CONCURRENCY: usize = 4;
+/// Default number of finished deliveries kept in each endpoint's delivery log.
+pub const DEFAULT_WEBHOOK_DELIVERIES_KEPT: usize = 1000;
+
+/// The `[webhooks]` section: when `allocation.expiring` fires and how deliveries are
+/// retried (see `webhooks`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Seconds before `expires_at` when `allocation.expiring` is emitted; 0 = never.
+    pub expiring_lead_s: u64,
+    /// Delay before the first retry; doubles per failed attempt (with jitter).
+    pub retry_initial_s: u64,
+    /// Longest delay between two attempts.
+    pub retry_max_s: u64,
+    /// Seconds after the event when a delivery that never succeeded is marked failed.
+    pub max_age_s: u64,
+    /// Time one attempt may take before it counts as failed.
+    pub attempt_timeout_s: u64,
+    /// Deliveries in flight at once, all endpoints together.
+    pub concurrency: usize,
+    /// Deliveries in flight at once to one endpoint.
+    pub endpoint_concurrency: usize,
+    /// Finished deliveries kept per endpoint in `GET /v1/webhooks/{id}/deliveries`.
+    pub deliveries_kept: usize,
+    /// PEM CA certificates trusted for `https://` endpoints in addition to the system roots
+    /// (private endpoints, tests).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            expiring_lead_s: DEFAULT_WEBHOOK_EXPIRING_LEAD_S,
+            retry_initial_s: DEFAULT_WEBHOOK_RETRY_INITIAL_S,
+            retry_max_s: DEFAULT_WEBHOOK_RETRY_MAX_S,
+            max_age_s: DEFAULT_WEBHOOK_MAX_AGE_S,
+            attempt_timeout_s: DEFAULT_WEBHOOK_ATTEMPT_TIMEOUT_S,
+            concurrency: DEFAULT_WEBHOOK_CONCURRENCY,
+            endpoint_concurrency: DEFAULT_WEBHOOK_ENDPOINT_CONCURRENCY,
+            deliveries_kept: DEFAULT_WEBHOOK_DELIVERIES_KEPT,
+            ca_file: None,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Zero delays, limits or timeouts would break delivery; the cap must not undercut
+    /// the first delay.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("webhooks.retry_initial_s", self.retry_initial_s),
+            ("webhooks.retry_max_s", self.retry_max_s),
+            ("webhooks.max_age_s", self.max_age_s),
+            ("webhooks.attempt_timeout_s", self.attempt_timeout_s),
+            ("webhooks.concurrency", self.concurrency as u64),
+            (
+                "webhooks.endpoint_concurrency",
+                self.endpoint_concurrency as u64,
+            ),
+            ("webhooks.deliveries_kept", self.deliveries_kept as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        if self.retry_max_s < self.retry_initial_s {
+            return Err(ConfigError::Invalid(
+                "webhooks.retry_max_s must be at least webhooks.retry_initial_s".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -233,6 +355,7 @@ impl ServerConfig {
                 "max_frame_bytes must be at least 1024".into(),
             ));
         }
+        self.validate_rotation()?;
         for (name, limit) in [
             ("rest_auth_failure_limit", self.rest_auth_failure_limit),
             ("agent_auth_failure_limit", self.agent_auth_failure_limit),
@@ -261,6 +384,7 @@ impl ServerConfig {
                 "max_body_bytes must be at least 1024".into(),
             ));
         }
+        self.webhooks.validate()?;
         Ok(())
     }
 
@@ -292,6 +416,34 @@ impl ServerConfig {
     /// The timeout of other commands as a duration.
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout_s)
+    }
+
+    /// `min_rotate_every_s` is 1 … one day; the cooldown at most one day.
+    fn validate_rotation(&self) -> Result<(), ConfigError> {
+        let max = crate::allocator::request::MAX_ROTATE_EVERY_S;
+        if !(1..=max).contains(&self.min_rotate_every_s) {
+            return Err(ConfigError::Invalid(format!(
+                "min_rotate_every_s must be between 1 and {max}"
+            )));
+        }
+        if self.rotation_cooldown_s > max {
+            return Err(ConfigError::Invalid(format!(
+                "rotation_cooldown_s must be at most {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// How long a modem may be offline before its allocations move; `None` = never.
+    pub fn replacement_grace(&self) -> Option<Duration> {
+        (self.replacement_grace_s > 0).then(|| Duration::from_secs(self.replacement_grace_s))
+    }
+
+    /// How long an agent may be away before its allocations move; `None` = never (also
+    /// when automatic replacement is off).
+    pub fn agent_lost_window(&self) -> Option<Duration> {
+        self.replacement_grace()?;
+        (self.agent_lost_window_s > 0).then(|| Duration::from_secs(self.agent_lost_window_s))
     }
 }
 
@@ -334,6 +486,8 @@ mod tests {
         let mut parsed = ServerConfig::from_toml_str(&uncommented).unwrap();
         // `[tls]` has no default (absent = plain HTTP); its optional key shows its default.
         let tls = parsed.tls.take().expect("the example documents [tls]");
+        // `[webhooks] ca_file` has no default either (absent = system roots only).
+        assert!(parsed.webhooks.ca_file.take().is_some());
         assert_eq!(tls.handshake_timeout_s, DEFAULT_TLS_HANDSHAKE_TIMEOUT_S);
         assert_eq!(parsed.heartbeat_interval_s, DEFAULT_HEARTBEAT_INTERVAL_S);
         assert_eq!(parsed.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
@@ -347,6 +501,27 @@ mod tests {
             ServerConfig::from_toml_str("heartbeat_intervl_s = 3"),
             Err(ConfigError::Parse(_))
         ));
+        for bad in [
+            "[webhooks]\nconcurrency = 0",
+            "[webhooks]\nretry_initial_s = 10\nretry_max_s = 5",
+        ] {
+            assert!(
+                matches!(
+                    ServerConfig::from_toml_str(bad),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            ServerConfig::from_toml_str("[webhooks]\nretry_intial_s = 1"),
+            Err(ConfigError::Parse(_))
+        ));
+        let off = ServerConfig::from_toml_str("[webhooks]\nexpiring_lead_s = 0").unwrap();
+        assert_eq!(
+            off.webhooks.expiring_lead_s, 0,
+            "0 switches expiry warnings off"
+        );
         assert!(matches!(
             ServerConfig::from_toml_str("provisioning_timeout_s = 0"),
             Err(ConfigError::Invalid(_))

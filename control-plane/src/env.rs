@@ -27,9 +27,22 @@ const KEYS: &[Key] = &[
     Key::new("handshake_concurrency", Kind::Int),
     Key::new("shutdown_grace_s", Kind::Int),
     Key::new("credential_retention_s", Kind::Int),
+    Key::new("rotation_cooldown_s", Kind::Int),
+    Key::new("min_rotate_every_s", Kind::Int),
+    Key::new("replacement_grace_s", Kind::Int),
+    Key::new("agent_lost_window_s", Kind::Int),
     Key::new("log.level", Kind::Str),
     Key::new("log.format", Kind::Str),
     Key::new("metrics.require_admin", Kind::Bool),
+    Key::new("webhooks.expiring_lead_s", Kind::Int),
+    Key::new("webhooks.retry_initial_s", Kind::Int),
+    Key::new("webhooks.retry_max_s", Kind::Int),
+    Key::new("webhooks.max_age_s", Kind::Int),
+    Key::new("webhooks.attempt_timeout_s", Kind::Int),
+    Key::new("webhooks.concurrency", Kind::Int),
+    Key::new("webhooks.endpoint_concurrency", Kind::Int),
+    Key::new("webhooks.deliveries_kept", Kind::Int),
+    Key::new("webhooks.ca_file", Kind::Str),
     Key::new("tls.cert_file", Kind::Str),
     Key::new("tls.key_file", Kind::Str),
     Key::new("tls.handshake_timeout_s", Kind::Int),
@@ -102,10 +115,12 @@ mod tests {
                 ("FARMHAND_LISTEN", "127.0.0.1:9999"),
                 ("FARMHAND_ENROLL_ATTEMPT_LIMIT", "{ max = 2, window_s = 9 }"),
                 ("FARMHAND_METRICS_REQUIRE_ADMIN", "true"),
+                ("FARMHAND_WEBHOOKS_MAX_AGE_S", "600"),
                 ("FARMHAND_URL", "http://ignored"),
             ]),
         )
         .unwrap();
+        assert_eq!(c.webhooks.max_age_s, 600);
         assert_eq!(c.heartbeat_interval_s, 5);
         assert_eq!(c.modem_capacity, 2);
         assert_eq!(c.listen.to_string(), "127.0.0.1:9999");

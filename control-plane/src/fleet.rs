@@ -3,11 +3,21 @@
 //! and `modems_changed`), plus the number of live allocations per modem. Read by the REST
 //! API and the allocator, which reserves capacity here atomically so two concurrent
 //! requests never pick the same last slot.
+//!
+//! It also remembers since when each modem has been offline (or missing from its agent's
+//! inventory) and each agent disconnected, without interruption — what automatic
+//! replacement waits on ([`Fleet::outage`]); coming back resets the clock, so a flapping
+//! modem never looks long-dead. Those transitions wake [`Fleet::health_changes`].
+
+mod index;
 
 use farmhand_protocol::{Inventory, Modem, ModemsChanged, Site};
+use index::AgentWrite;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 /// What the plane currently knows about one agent.
 #[derive(Debug, Clone, Default)]
@@ -86,10 +96,47 @@ pub struct Reservation {
     pub public_host: String,
 }
 
+/// How long an allocation's modem and agent have been down (see [`Fleet::outage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outage {
+    /// Since when the modem has been reported offline, or missing from the inventory of
+    /// its agent, without interruption; `None` while online (or unknown).
+    pub modem_offline_since: Option<Instant>,
+    /// Since when the modem's agent has been disconnected without interruption (since the
+    /// plane started for an agent that has not connected since); `None` while connected.
+    pub agent_away_since: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     agents: HashMap<String, LiveAgent>,
     load: HashMap<String, u32>,
+    /// Available modems by pool and IMEI holders, for `reserve` and `locate` (see `index`).
+    index: index::Index,
+    /// IMEI → since when it is offline or gone from its agent's inventory.
+    offline_since: HashMap<String, Instant>,
+    /// Agent id → since when it is disconnected.
+    away_since: HashMap<String, Instant>,
+}
+
+impl Inner {
+    /// Notes a modem's reported state; true when it went offline or came back.
+    fn modem_seen(&mut self, imei: &str, online: bool) -> bool {
+        if online {
+            self.offline_since.remove(imei).is_some()
+        } else {
+            self.modem_gone(imei)
+        }
+    }
+
+    /// Starts the modem's offline clock unless it is running; true when it started.
+    fn modem_gone(&mut self, imei: &str) -> bool {
+        if self.offline_since.contains_key(imei) {
+            return false;
+        }
+        self.offline_since.insert(imei.to_string(), Instant::now());
+        true
+    }
 }
 
 /// The live fleet view.
@@ -97,6 +144,10 @@ struct Inner {
 pub struct Fleet {
     inner: RwLock<Inner>,
     capacity: u32,
+    /// When this view was created: agents not seen since are away since then.
+    started: Instant,
+    /// Notified when a modem goes offline or comes back, or an agent leaves or returns.
+    health: Notify,
 }
 
 impl Fleet {
@@ -105,6 +156,8 @@ impl Fleet {
         Fleet {
             inner: RwLock::default(),
             capacity,
+            started: Instant::now(),
+            health: Notify::new(),
         }
     }
 
@@ -116,29 +169,49 @@ impl Fleet {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Write access for a change to `agent_id` that keeps the `reserve` index in step.
+    fn write_agent<'a>(&'a self, agent_id: &'a str) -> AgentWrite<'a> {
+        AgentWrite::new(self.write(), agent_id, self.capacity)
+    }
+
     /// A session of `agent_id` authenticated.
     pub fn connected(&self, agent_id: &str, session_id: &str, agent_version: &str) {
-        let mut inner = self.write();
+        let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.connected = true;
         agent.session_id = Some(session_id.to_string());
         agent.agent_version = Some(agent_version.to_string());
         agent.last_seen = Some(crate::ids::now());
+        inner.away_since.remove(agent_id);
+        drop(inner);
+        self.health.notify_one();
     }
 
     /// Session `session_id` of `agent_id` ended (ignored if a newer session took over).
     pub fn disconnected(&self, agent_id: &str, session_id: &str) {
-        if let Some(agent) = self.write().agents.get_mut(agent_id) {
+        let mut inner = self.write_agent(agent_id);
+        if let Some(agent) = inner.agents.get_mut(agent_id) {
             if agent.session_id.as_deref() == Some(session_id) {
                 agent.connected = false;
                 agent.session_id = None;
+                inner
+                    .away_since
+                    .insert(agent_id.to_string(), Instant::now());
+                drop(inner);
+                self.health.notify_one();
             }
         }
     }
 
     /// Drops everything known about a revoked agent, so its modems are no longer listed.
     pub fn forget(&self, agent_id: &str) {
-        self.write().agents.remove(agent_id);
+        let mut inner = self.write_agent(agent_id);
+        inner.agents.remove(agent_id);
+        // It will not come back: its allocations are away from now (if not already).
+        inner
+            .away_since
+            .entry(agent_id.to_string())
+            .or_insert_with(Instant::now);
     }
 
     /// A frame arrived from `agent_id`.
@@ -150,28 +223,106 @@ impl Fleet {
 
     /// Replaces everything known about the agent's box.
     pub fn replace_inventory(&self, agent_id: &str, inventory: Inventory) {
-        let mut inner = self.write();
+        let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.site = Some(inventory.site);
         agent.proxysmart_reachable = inventory.proxysmart_reachable;
-        agent.modems = inventory
+        let modems: BTreeMap<String, Modem> = inventory
             .modems
             .into_iter()
             .map(|m| (m.imei.clone(), m))
             .collect();
+        let old = std::mem::replace(&mut agent.modems, modems);
+        let seen: Vec<(String, bool)> = agent
+            .modems
+            .values()
+            .map(|m| (m.imei.clone(), m.online))
+            .collect();
+        let mut changed = false;
+        for imei in old
+            .keys()
+            .filter(|imei| !seen.iter().any(|(i, _)| i == *imei))
+        {
+            changed |= inner.modem_gone(imei);
+        }
+        for (imei, online) in seen {
+            changed |= inner.modem_seen(&imei, online);
+        }
+        drop(inner);
+        if changed {
+            self.health.notify_one();
+        }
     }
 
     /// Applies a change report.
     pub fn apply_changes(&self, agent_id: &str, changes: ModemsChanged) {
-        let mut inner = self.write();
+        let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.proxysmart_reachable = changes.proxysmart_reachable;
-        for imei in changes.removed {
-            agent.modems.remove(&imei);
+        for imei in &changes.removed {
+            agent.modems.remove(imei);
         }
+        let seen: Vec<(String, bool)> = changes
+            .changed
+            .iter()
+            .map(|m| (m.imei.clone(), m.online))
+            .collect();
         for modem in changes.changed {
             agent.modems.insert(modem.imei.clone(), modem);
         }
+        let mut changed = false;
+        for imei in &changes.removed {
+            changed |= inner.modem_gone(imei);
+        }
+        for (imei, online) in seen {
+            changed |= inner.modem_seen(&imei, online);
+        }
+        drop(inner);
+        if changed {
+            self.health.notify_one();
+        }
+    }
+
+    /// How long the modem `imei` of `agent_id` and that agent have been down. A modem its
+    /// agent's inventory no longer lists counts as offline (unplugged, or ProxySmart
+    /// dropped it) from when that was first noticed; while ProxySmart is unreachable the
+    /// last known state stands (an API outage is not a modem outage).
+    pub fn outage(&self, agent_id: &str, imei: &str) -> Outage {
+        let mut inner = self.write();
+        let Some(agent) = inner.agents.get(agent_id) else {
+            let away = inner.away_since.get(agent_id).copied();
+            return Outage {
+                modem_offline_since: inner.offline_since.get(imei).copied(),
+                agent_away_since: Some(away.unwrap_or(self.started)),
+            };
+        };
+        let agent_away_since = (!agent.connected)
+            .then(|| inner.away_since.get(agent_id).copied())
+            .map(|away| away.unwrap_or(self.started));
+        let listed = agent.modems.get(imei).map(|m| m.online);
+        let has_inventory = agent.site.is_some();
+        let modem_offline_since = match listed {
+            Some(true) => None,
+            Some(false) => {
+                inner.modem_gone(imei);
+                inner.offline_since.get(imei).copied()
+            }
+            None if has_inventory => {
+                inner.modem_gone(imei);
+                inner.offline_since.get(imei).copied()
+            }
+            None => inner.offline_since.get(imei).copied(),
+        };
+        Outage {
+            modem_offline_since,
+            agent_away_since,
+        }
+    }
+
+    /// Notified (one permit) when a modem goes offline or comes back, or an agent
+    /// disconnects or connects: what the replacement sweeper waits on.
+    pub fn health_changes(&self) -> &Notify {
+        &self.health
     }
 
     /// The live state of one agent.
@@ -198,71 +349,69 @@ impl Fleet {
         out
     }
 
+    /// The modems of one agent, ordered by IMEI (without looking at the other agents').
+    pub fn agent_modems(&self, agent_id: &str) -> Vec<ModemView> {
+        let inner = self.read();
+        let Some(agent) = inner.agents.get(agent_id) else {
+            return Vec::new();
+        };
+        agent
+            .modems
+            .values()
+            .map(|modem| self.view(&inner, agent_id, agent, modem))
+            .collect()
+    }
+
     /// The agent currently reporting `imei`, preferring a connected one.
     pub fn locate(&self, imei: &str) -> Option<(String, bool)> {
         let inner = self.read();
         let mut found: Vec<(String, bool)> = inner
-            .agents
-            .iter()
-            .filter(|(_, a)| a.modems.contains_key(imei))
-            .map(|(id, a)| (id.clone(), a.connected))
+            .holders(imei)
+            .into_iter()
+            .filter_map(|id| {
+                let connected = inner.agents.get(&id)?.connected;
+                Some((id, connected))
+            })
             .collect();
         found.sort_by_key(|(_, connected)| !connected);
         found.into_iter().next()
     }
 
-    /// Picks the least-loaded available modem matching `filter` and takes one slot on it.
+    /// Picks the least-loaded available modem matching `filter` (then the lowest IMEI) and
+    /// takes one slot on it. Looks at the first entry of each matching pool of the index,
+    /// not at every modem.
     pub fn reserve(&self, filter: &ModemFilter) -> Option<Reservation> {
         let mut inner = self.write();
-        let filter = ModemFilter {
-            available: Some(true),
-            ..filter.clone()
+        let (agent_id, imei) = inner.pick(filter, self.capacity)?;
+        let agent = inner.agents.get(&agent_id)?;
+        let modem = agent.modems.get(&imei)?;
+        let site = agent.site.as_ref()?;
+        let chosen = Reservation {
+            agent_id: agent_id.clone(),
+            imei: imei.clone(),
+            carrier: modem.carrier.clone(),
+            country: Some(site.country.clone()),
+            public_host: site.public_host.clone(),
         };
-        let chosen = inner
-            .agents
-            .iter()
-            .flat_map(|(id, agent)| agent.modems.values().map(move |m| (id, agent, m)))
-            .map(|(id, agent, modem)| (self.view(&inner, id, agent, modem), agent))
-            .filter(|(view, _)| matches(&filter, view))
-            .min_by(|(a, _), (b, _)| {
-                (a.active_allocations, &a.imei).cmp(&(b.active_allocations, &b.imei))
-            })
-            .and_then(|(view, agent)| {
-                let host = agent.site.as_ref()?.public_host.clone();
-                Some(Reservation {
-                    agent_id: view.agent_id,
-                    imei: view.imei,
-                    carrier: view.carrier,
-                    country: view.country,
-                    public_host: host,
-                })
-            })?;
-        *inner.load.entry(chosen.imei.clone()).or_default() += 1;
+        inner.change_load(&imei, self.capacity, |n| *n += 1);
         Some(chosen)
     }
 
     /// Counts one more live allocation on `imei` (used when rebuilding from storage).
     pub fn add_load(&self, imei: &str) {
-        *self.write().load.entry(imei.to_string()).or_default() += 1;
+        self.write().change_load(imei, self.capacity, |n| *n += 1);
     }
 
     /// One live allocation on `imei` ended (released or failed).
     pub fn release_load(&self, imei: &str) {
-        let mut inner = self.write();
-        if let Some(n) = inner.load.get_mut(imei) {
-            *n = n.saturating_sub(1);
-        }
+        self.write()
+            .change_load(imei, self.capacity, |n| *n = n.saturating_sub(1));
     }
 
     fn view(&self, inner: &Inner, agent_id: &str, agent: &LiveAgent, modem: &Modem) -> ModemView {
         let load = inner.load.get(&modem.imei).copied().unwrap_or(0);
         let site = agent.site.as_ref();
-        let available = agent.connected
-            && agent.proxysmart_reachable
-            && modem.online
-            && modem.ext_ip.is_some()
-            && site.is_some()
-            && load < self.capacity;
+        let available = available(agent, modem, load, self.capacity);
         ModemView {
             imei: modem.imei.clone(),
             agent_id: agent_id.to_string(),
@@ -278,6 +427,17 @@ impl Fleet {
             available,
         }
     }
+}
+
+/// Whether a new allocation could be placed on `modem` of `agent` now (`ModemView::available`
+/// and the `reserve` index both ask this).
+fn available(agent: &LiveAgent, modem: &Modem, load: u32, capacity: u32) -> bool {
+    agent.connected
+        && agent.proxysmart_reachable
+        && modem.online
+        && modem.ext_ip.is_some()
+        && agent.site.is_some()
+        && load < capacity
 }
 
 fn eq_ci(wanted: &Option<String>, actual: &Option<String>) -> bool {
@@ -392,5 +552,43 @@ mod tests {
             "last known modems stay listed"
         );
         assert_eq!(fleet.locate("1"), Some(("a1".into(), false)));
+    }
+
+    fn changed(modems: Vec<Modem>, removed: Vec<String>) -> ModemsChanged {
+        ModemsChanged {
+            proxysmart_reachable: true,
+            changed: modems,
+            removed,
+        }
+    }
+
+    #[test]
+    fn outage_clocks_start_when_down_and_reset_when_back() {
+        let fleet = fleet_with(vec![modem("1", "O2", true), modem("2", "O2", true)]);
+        assert_eq!(fleet.outage("a1", "1"), Outage::default());
+        fleet.apply_changes("a1", changed(vec![modem("1", "O2", false)], vec![]));
+        let since = fleet
+            .outage("a1", "1")
+            .modem_offline_since
+            .expect("offline");
+        // Still offline: the clock keeps its start (a new report does not restart it).
+        fleet.apply_changes("a1", changed(vec![modem("1", "O2", false)], vec![]));
+        assert_eq!(fleet.outage("a1", "1").modem_offline_since, Some(since));
+        // Back online (a flap): the clock is gone; down again, it starts again.
+        fleet.apply_changes("a1", changed(vec![modem("1", "O2", true)], vec![]));
+        assert_eq!(fleet.outage("a1", "1").modem_offline_since, None);
+        fleet.apply_changes("a1", changed(vec![modem("1", "O2", false)], vec![]));
+        assert!(fleet.outage("a1", "1").modem_offline_since >= Some(since));
+        // A modem the inventory stops listing counts as offline.
+        fleet.apply_changes("a1", changed(vec![], vec!["2".into()]));
+        assert!(fleet.outage("a1", "2").modem_offline_since.is_some());
+        // The agent's absence is its own clock; a returning session clears it.
+        fleet.disconnected("a1", "s1");
+        let away = fleet.outage("a1", "1");
+        assert!(away.agent_away_since.is_some() && away.modem_offline_since.is_some());
+        fleet.connected("a1", "s2", "0.1.0");
+        assert_eq!(fleet.outage("a1", "1").agent_away_since, None);
+        // An agent not seen since the plane started is away since then.
+        assert!(fleet.outage("never", "9").agent_away_since.is_some());
     }
 }

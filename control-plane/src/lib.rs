@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod env;
+pub mod events;
 pub mod fleet;
 pub mod gateway;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod webhooks;
 
 pub use config::ServerConfig;
 pub use keys::create_key;

@@ -1,10 +1,11 @@
 //! The control plane's Prometheus metrics (`GET /metrics`): counters recorded as things
 //! happen — REST requests by matched route and status, commands by op and outcome, the
-//! command round-trip histogram — and gauges computed at scrape time from the fleet view
-//! and the store (agents, modems by state, allocations by state).
+//! command round-trip histogram, webhook delivery attempts by event type and outcome — and
+//! gauges computed at scrape time from the fleet view and the store (agents, modems by
+//! state, allocations by state, webhook deliveries pending).
 //!
 //! Labels come from fixed sets only: the route *pattern* axum matched (never the raw URL,
-//! which holds ids), op names and error codes. There are no webhooks, so no webhook metrics.
+//! which holds ids), op names, error codes and event types (never an endpoint URL).
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
@@ -26,6 +27,7 @@ pub struct PlaneMetrics {
     http_requests: CounterVec<3>,
     commands: CounterVec<2>,
     round_trip: HistogramVec,
+    webhook_attempts: CounterVec<2>,
 }
 
 impl Default for PlaneMetrics {
@@ -34,6 +36,7 @@ impl Default for PlaneMetrics {
             http_requests: CounterVec::new(["method", "route", "status"]),
             commands: CounterVec::new(["op", "outcome"]),
             round_trip: HistogramVec::new("op", LATENCY_BUCKETS_S),
+            webhook_attempts: CounterVec::new(["event", "outcome"]),
         }
     }
 }
@@ -64,6 +67,12 @@ impl PlaneMetrics {
     /// How many commands of `op` ended with `outcome` (for tests).
     pub fn commands(&self, op: &str, outcome: &str) -> u64 {
         self.commands.get([op, outcome])
+    }
+
+    /// Records one webhook delivery attempt: `delivered` (2xx), `retry` (failed, will be
+    /// retried) or `failed` (failed, given up).
+    pub fn webhook_attempt(&self, event: &str, outcome: &str) {
+        self.webhook_attempts.inc([event, outcome]);
     }
 }
 
@@ -109,6 +118,16 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
         "farmhand_command_round_trip_seconds",
         "Time from sending a command to its result, answered commands only.",
         &m.round_trip,
+    );
+    text.counter_vec(
+        "farmhand_webhook_deliveries_total",
+        "Webhook delivery attempts by event type and outcome (delivered, retry, failed).",
+        &m.webhook_attempts,
+    );
+    text.gauge(
+        "farmhand_webhook_deliveries_pending",
+        "Webhook deliveries not yet delivered nor given up.",
+        state.store.pending_webhook_deliveries() as f64,
     );
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text.finish()).into_response())
 }

@@ -3,7 +3,8 @@
 //!
 //! 1. the current key is copied to `credentials.key.old` (0600);
 //! 2. a new random key replaces `credentials.key` (written beside it, then renamed);
-//! 3. every stored buyer password is opened (either key works) and sealed with the new key;
+//! 3. every stored buyer password and webhook signing secret is opened (either key works)
+//!    and sealed with the new key;
 //! 4. the store is flushed and `credentials.key.old` deleted.
 //!
 //! A crash anywhere leaves every record readable — the cipher tries the old key while its
@@ -65,6 +66,14 @@ pub fn rotate_credential_key(data_dir: &Path) -> Result<usize, RekeyError> {
         let secret = cipher.open(sealed, &record.allocation_id)?;
         record.password_sealed = Some(cipher.seal(&secret, &record.allocation_id));
         store.put_allocation(&record)?;
+        resealed += 1;
+    }
+    // Webhook signing secrets are sealed with the same key (bound to the webhook id).
+    for mut endpoint in store.webhook_endpoints()? {
+        let context = crate::webhooks::secret_context(&endpoint.webhook_id);
+        let secret = cipher.open(&endpoint.secret_sealed, &context)?;
+        endpoint.secret_sealed = cipher.seal(&secret, &context);
+        store.put_webhook_endpoint(&endpoint)?;
         resealed += 1;
     }
     store.flush()?;

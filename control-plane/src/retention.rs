@@ -46,18 +46,34 @@ impl Retention {
     }
 
     /// The task: sweep, sleep until the next deadline (or a wake), until `shutdown`.
+    ///
+    /// A wake sweeps again only when no deadline is known: an allocation that ends now is
+    /// due one retention period from now, never before a deadline already ahead, so with
+    /// one known the wake needs no scan (a sweep reads every ended record; at thousands of
+    /// releases a second, one scan per release was most of the plane's work).
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut next = None;
+        let mut sweep = true;
         loop {
-            let pause = match self.sweep(now()) {
-                Ok(next) => until(next),
-                Err(e) => {
-                    warn!("credential retention sweep failed: {e}");
-                    RETRY_AFTER_ERROR
+            let pause = if sweep {
+                match self.sweep(now()) {
+                    Ok(found) => {
+                        next = found;
+                        until(next)
+                    }
+                    Err(e) => {
+                        warn!("credential retention sweep failed: {e}");
+                        next = None;
+                        RETRY_AFTER_ERROR
+                    }
                 }
+            } else {
+                until(next)
             };
+            sweep = true;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => sweep = next.is_none(),
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -133,7 +149,11 @@ mod tests {
                 country: None,
                 carrier: None,
                 imei: None,
+                rotate_every_s: None,
+                bandwidth_kbit: None,
+                traffic_quota_mb: None,
             },
+            replacements: Vec::new(),
         }
     }
 

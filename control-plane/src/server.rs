@@ -44,6 +44,9 @@ pub enum ServeError {
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The webhook client could not be set up (`[webhooks] ca_file`).
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
@@ -78,13 +81,22 @@ impl ControlPlane {
         // Sessions watch this token; `serve` cancels it when its own token is cancelled.
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(crate::metrics::PlaneMetrics::default());
-        let (gateway, events) = Gateway::new(
+        // Its own cipher instance over the same key file: it seals webhook signing secrets.
+        let webhooks = crate::webhooks::Webhooks::new(
+            store.clone(),
+            CredentialCipher::load_or_create(&config.data_dir)?,
+            &config.webhooks,
+            metrics.clone(),
+        )?;
+        let events = crate::events::Events::new(webhooks.clone());
+        let (gateway, gateway_events) = Gateway::new(
             store.clone(),
             fleet.clone(),
             config.clone(),
             limits.clone(),
             shutdown.clone(),
             metrics.clone(),
+            events.clone(),
         );
         let allocator = Arc::new(Allocator::new(
             store.clone(),
@@ -93,6 +105,7 @@ impl ControlPlane {
             cipher,
             config.clone(),
             retention.waker(),
+            events.clone(),
         )?);
         let state = AppState {
             store,
@@ -102,10 +115,12 @@ impl ControlPlane {
             config,
             limits,
             metrics,
+            events,
+            webhooks,
         };
         Ok(ControlPlane {
             state,
-            events,
+            events: gateway_events,
             shutdown,
             tls,
             retention,
@@ -146,6 +161,9 @@ impl ControlPlane {
         let worker = tokio::spawn(state.allocator.clone().run_events(events, sessions.clone()));
         let sweeper = tokio::spawn(retention.run(sessions.clone()));
         let expiry = tokio::spawn(state.allocator.clone().run_expiry(sessions.clone()));
+        let outages = tokio::spawn(state.allocator.clone().run_replacement(sessions.clone()));
+        let deliverer = tokio::spawn(state.webhooks.clone().run(sessions.clone()));
+        let warnings = tokio::spawn(state.allocator.clone().run_expiring(sessions.clone()));
         let app = api::router(state.clone());
         let stop = shutdown.clone();
         let gateway = state.gateway.clone();
@@ -179,6 +197,10 @@ impl ControlPlane {
         let _ = worker.await;
         let _ = sweeper.await;
         let _ = expiry.await;
+        let _ = outages.await;
+        let _ = deliverer.await;
+        let _ = warnings.await;
+        state.allocator.finish(grace).await;
         state.store.flush()?;
         info!("control plane stopped");
         Ok(served?)

@@ -1,13 +1,15 @@
 //! Allocations end to end against a fake agent: provisioning (201 with every field),
 //! idempotency and conflicts, no capacity, agent errors and timeouts (with the late port
-//! released), release online and offline (finished on reconnect), renewal and rotation.
+//! released), release online and offline (finished on reconnect), renewal and rotation
+//! (its cooldown, kept across restarts; automatic rotations reported by the agent;
+//! `rotate_every_s`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use farmhand_protocol::{
-    CommandBody, CommandError, CommandErrorCode, CommandOutput, Outcome, Provisioned, Rotated,
-    Updated,
+    AgentMessage, CommandBody, CommandError, CommandErrorCode, CommandOutput, Outcome, Provisioned,
+    Rotated, RotationReport, Updated,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -341,4 +343,454 @@ async fn rotation_reports_the_new_ip_and_needs_an_online_agent() {
         )
         .await;
     assert_eq!((r.status, r.error_code().as_str()), (503, "agent_offline"));
+}
+
+/// `POST /v1/modems/{imei}/rotate` as the marketplace.
+async fn rotate_modem(plane: &TestPlane, imei: &str) -> support::Response {
+    plane
+        .call(
+            "POST",
+            &format!("/v1/modems/{imei}/rotate"),
+            Some(&plane.market),
+            None,
+        )
+        .await
+}
+
+fn rotated(old_ip: &str, new_ip: &str) -> Outcome {
+    Outcome::Ok {
+        output: CommandOutput::RotateIp(Rotated {
+            imei: IMEI.into(),
+            old_ip: Some(old_ip.into()),
+            new_ip: Some(new_ip.into()),
+            changed: old_ip != new_ip,
+        }),
+    }
+}
+
+/// Asserts a 409 `rotation_cooldown` with a whole-second `Retry-After` in 1..=`max`.
+fn assert_cooldown(r: &support::Response, max: u64) -> u64 {
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (409, "rotation_cooldown"),
+        "{}",
+        r.body
+    );
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After on rotation_cooldown")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=max).contains(&retry), "Retry-After {retry}");
+    retry
+}
+
+/// The modem's `last_rotation` as `GET /v1/modems` shows it.
+async fn last_rotation(plane: &TestPlane, imei: &str) -> Value {
+    let modems = plane
+        .get(&format!("/v1/modems?imei={imei}"), &plane.market)
+        .await
+        .json();
+    modems["modems"][0]["last_rotation"].clone()
+}
+
+/// The `ip_rotated` entries of the audit log.
+async fn rotation_audit(plane: &TestPlane) -> Vec<Value> {
+    let events = plane.get("/v1/audit?limit=1000", &plane.admin).await.json();
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "ip_rotated")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn one_rotation_per_modem_at_a_time_then_a_cooldown_without_the_agent() {
+    let plane = TestPlane::start().await;
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let first = rotate_modem(&plane, IMEI);
+    let agent_side = async {
+        let command = agent.next_command().await;
+        assert!(matches!(&command.body, CommandBody::RotateIp(r) if r.imei == IMEI));
+        // A second request while the first is with the agent: refused here.
+        let concurrent = rotate_modem(&plane, IMEI).await;
+        assert_cooldown(&concurrent, 60);
+        agent
+            .answer(&command.id, rotated("198.51.100.11", "198.51.100.99"))
+            .await;
+    };
+    let (first, ()) = tokio::join!(first, agent_side);
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.json()["new_ip"], "198.51.100.99");
+
+    // Within the cooldown: 409 at once, and nothing was queued for the agent.
+    let again = rotate_modem(&plane, IMEI).await;
+    assert_cooldown(&again, 60);
+    let error = again.json();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("ago"),
+        "{error}"
+    );
+    assert!(plane
+        .store()
+        .pending_commands(&agent.agent_id)
+        .unwrap()
+        .iter()
+        .all(|c| !matches!(c.body, CommandBody::RotateIp(_))));
+
+    let last = last_rotation(&plane, IMEI).await;
+    assert_eq!(
+        (
+            &last["old_ip"],
+            &last["new_ip"],
+            &last["changed"],
+            &last["automatic"]
+        ),
+        (
+            &json!("198.51.100.11"),
+            &json!("198.51.100.99"),
+            &json!(true),
+            &json!(false)
+        )
+    );
+    assert!(last["rotated_at"].as_str().unwrap().ends_with('Z'));
+    let audit = rotation_audit(&plane).await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["actor"], "marketplace:shop");
+    assert_eq!(audit[0]["target"], format!("modem:{IMEI}"));
+    assert_eq!(audit[0]["details"]["automatic"], false);
+}
+
+#[tokio::test]
+async fn the_rotation_cooldown_survives_a_restart() {
+    let mut plane = TestPlane::start_with(|c| c.rotation_cooldown_s = 3600).await;
+    let identity = plane.enroll().await;
+    let mut agent = FakeAgent::connect(&plane, &identity).await.unwrap();
+    agent
+        .send_inventory(vec![support::modem(IMEI, "Vodafone")])
+        .await;
+    plane.wait_available(IMEI).await;
+    let rotating = rotate_modem(&plane, IMEI);
+    let answering = async {
+        let command = agent.next_command().await;
+        agent
+            .answer(&command.id, rotated("198.51.100.11", "198.51.100.11"))
+            .await;
+    };
+    let (r, ()) = tokio::join!(rotating, answering);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["changed"], false, "the same IP came back");
+    drop(agent);
+
+    plane.restart().await;
+    let mut agent = FakeAgent::connect(&plane, &identity).await.unwrap();
+    agent
+        .send_inventory(vec![support::modem(IMEI, "Vodafone")])
+        .await;
+    plane.wait_available(IMEI).await;
+    let r = rotate_modem(&plane, IMEI).await;
+    let retry = assert_cooldown(&r, 3600);
+    assert!(
+        retry > 3000,
+        "the clock kept running from the first rotation: {retry}"
+    );
+    assert!(plane
+        .store()
+        .pending_commands(&identity.agent_id)
+        .unwrap()
+        .is_empty());
+    assert_eq!(last_rotation(&plane, IMEI).await["changed"], false);
+}
+
+#[tokio::test]
+async fn rotations_the_agent_reports_are_recorded_audited_and_start_the_cooldown() {
+    let plane = TestPlane::start().await;
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    assert_eq!(last_rotation(&plane, IMEI).await, Value::Null);
+    let now_ms = farmhand_control::ids::unix_ms(farmhand_control::ids::now());
+    let report = |imei: &str, at_ms: u64| {
+        AgentMessage::Rotated(RotationReport {
+            imei: imei.into(),
+            old_ip: Some("198.51.100.11".into()),
+            new_ip: Some("198.51.100.42".into()),
+            changed: true,
+            at_ms,
+            automatic: true,
+        })
+    };
+    // Another agent's (or an unknown) modem: ignored.
+    agent.send(&report("359999999999999", now_ms)).await;
+    // A time in the future is clamped to now (a cooldown cannot be pushed ahead).
+    agent.send(&report(IMEI, now_ms + 86_400_000)).await;
+    eventually("the automatic rotation is recorded", || async {
+        last_rotation(&plane, IMEI).await["automatic"] == true
+    })
+    .await;
+    let last = last_rotation(&plane, IMEI).await;
+    assert_eq!(
+        (&last["new_ip"], &last["changed"]),
+        (&json!("198.51.100.42"), &json!(true))
+    );
+    assert_eq!(
+        plane.store().last_rotation("359999999999999").unwrap(),
+        None
+    );
+    let audit = rotation_audit(&plane).await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["actor"], format!("agent:{}", agent.agent_id));
+    assert_eq!(audit[0]["target"], format!("modem:{IMEI}"));
+    assert_eq!(audit[0]["details"]["automatic"], true);
+    assert_eq!(audit[0]["details"]["new_ip"], "198.51.100.42");
+    // A manual rotation right after it waits for the cooldown, without the agent.
+    let r = rotate_modem(&plane, IMEI).await;
+    assert_cooldown(&r, 60);
+    assert!(plane
+        .store()
+        .pending_commands(&agent.agent_id)
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_busy_rotating_on_its_own_answers_409() {
+    let plane = TestPlane::start().await;
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let rotating = rotate_modem(&plane, IMEI);
+    let answering = async {
+        let command = agent.next_command().await;
+        let error = CommandError::new(CommandErrorCode::RotationInProgress, "busy");
+        agent.answer(&command.id, Outcome::Error { error }).await;
+    };
+    let (r, ()) = tokio::join!(rotating, answering);
+    assert_cooldown(&r, 60);
+    assert_eq!(
+        last_rotation(&plane, IMEI).await,
+        Value::Null,
+        "nothing rotated here"
+    );
+}
+
+#[tokio::test]
+async fn rotate_every_s_is_validated_stored_and_sent_with_provision() {
+    let plane = Arc::new(TestPlane::start_with(|c| c.min_rotate_every_s = 5).await);
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    for bad in [json!(0), json!(4), json!(86_401), json!("600"), json!(-1)] {
+        let mut body = order("o-bad");
+        body["rotate_every_s"] = bad.clone();
+        let r = plane.post("/v1/allocations", &plane.market, body).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (422, "invalid_request"),
+            "{bad}"
+        );
+    }
+    let mut body = order("o-rot");
+    body["rotate_every_s"] = json!(5);
+    let pending = post_allocation(&plane, body);
+    let command = agent.next_command().await;
+    let CommandBody::Provision(p) = &command.body else {
+        panic!("expected provision, got {command:?}")
+    };
+    assert_eq!(p.rotate_every_s, Some(5));
+    let output = CommandOutput::Provision(Provisioned {
+        allocation_id: p.allocation_id.clone(),
+        imei: IMEI.into(),
+        port_id: "port1".into(),
+        http_port: 8001,
+        socks_port: 5001,
+    });
+    agent.answer(&command.id, Outcome::Ok { output }).await;
+    let r = pending.await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["allocation_id"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["rotate_every_s"], 5);
+    assert_eq!(plane.allocation(&id).await["rotate_every_s"], 5);
+    // The interval is part of the order: the same order without it conflicts.
+    let r = plane
+        .post("/v1/allocations", &plane.market, order("o-rot"))
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (409, "order_conflict"));
+}
+
+#[tokio::test]
+async fn limits_are_validated_stored_echoed_and_sent_with_provision() {
+    let plane = Arc::new(TestPlane::start().await);
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    for (field, bad) in [
+        ("bandwidth_kbit", json!(0)),
+        ("bandwidth_kbit", json!(10_000_001)),
+        ("bandwidth_kbit", json!("800")),
+        ("bandwidth_kbit", json!(-1)),
+        ("traffic_quota_mb", json!(0)),
+        ("traffic_quota_mb", json!(100_000_001)),
+        ("traffic_quota_mb", json!(1.5)),
+    ] {
+        let mut body = order("o-bad-limit");
+        body[field] = bad.clone();
+        let r = plane.post("/v1/allocations", &plane.market, body).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (422, "invalid_request"),
+            "{field}: {bad}"
+        );
+    }
+    // Without limits the allocation shows them as null.
+    let plain = allocate(&plane, &mut agent, "o-plain").await;
+    assert_eq!(plain["bandwidth_kbit"], Value::Null);
+    assert_eq!(plain["traffic_quota_mb"], Value::Null);
+    release_ok_for(&plane, &mut agent, &plain).await;
+
+    let mut body = order("o-limited");
+    body["bandwidth_kbit"] = json!(800);
+    body["traffic_quota_mb"] = json!(5);
+    let pending = post_allocation(&plane, body.clone());
+    let command = agent.next_command().await;
+    let CommandBody::Provision(p) = &command.body else {
+        panic!("expected provision, got {command:?}")
+    };
+    assert_eq!((p.bandwidth_kbit, p.traffic_quota_mb), (Some(800), Some(5)));
+    let output = CommandOutput::Provision(Provisioned {
+        allocation_id: p.allocation_id.clone(),
+        imei: IMEI.into(),
+        port_id: "port1".into(),
+        http_port: 8001,
+        socks_port: 5001,
+    });
+    agent.answer(&command.id, Outcome::Ok { output }).await;
+    let r = pending.await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let a = r.json();
+    assert_eq!(
+        (&a["bandwidth_kbit"], &a["traffic_quota_mb"]),
+        (&json!(800), &json!(5))
+    );
+    let id = a["allocation_id"].as_str().unwrap();
+    let shown = plane.allocation(id).await;
+    assert_eq!(
+        (&shown["bandwidth_kbit"], &shown["traffic_quota_mb"]),
+        (&json!(800), &json!(5))
+    );
+    // Same body again: the same allocation; other limits under the same order: conflict.
+    let again = plane
+        .post("/v1/allocations", &plane.market, body.clone())
+        .await;
+    assert_eq!(
+        (again.status, &again.json()["allocation_id"]),
+        (200, &a["allocation_id"])
+    );
+    for (field, other) in [
+        ("bandwidth_kbit", json!(801)),
+        ("traffic_quota_mb", Value::Null),
+    ] {
+        let mut changed = body.clone();
+        changed[field] = other;
+        let r = plane.post("/v1/allocations", &plane.market, changed).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (409, "order_conflict"),
+            "{field}"
+        );
+    }
+}
+
+/// Releases the allocation `a` with the agent confirming.
+async fn release_ok_for(plane: &Arc<TestPlane>, agent: &mut FakeAgent, a: &Value) {
+    let (p, path) = (
+        plane.clone(),
+        format!("/v1/allocations/{}", a["allocation_id"].as_str().unwrap()),
+    );
+    let deleting = tokio::spawn(async move { p.delete(&path, &p.market).await });
+    release_ok(agent).await;
+    assert_eq!(deleting.await.unwrap().status, 200);
+}
+
+async fn usage_of(plane: &TestPlane, id: &str, key: &str) -> support::Response {
+    plane.get(&format!("/v1/allocations/{id}/usage"), key).await
+}
+
+fn usage_report(entries: &[(&str, u64, u64)]) -> AgentMessage {
+    AgentMessage::Usage(farmhand_protocol::UsageReport {
+        measured_at_ms: farmhand_control::ids::unix_ms(farmhand_control::ids::now()),
+        allocations: entries
+            .iter()
+            .map(|(id, i, o)| farmhand_protocol::AllocationUsage {
+                allocation_id: id.to_string(),
+                bytes_in: *i,
+                bytes_out: *o,
+            })
+            .collect(),
+    })
+}
+
+#[tokio::test]
+async fn usage_reported_by_the_agent_is_served_and_never_goes_down() {
+    let plane = Arc::new(TestPlane::start().await);
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let a = allocate(&plane, &mut agent, "o-usage").await;
+    let id = a["allocation_id"].as_str().unwrap().to_string();
+
+    // Before any report: zeros, no measurement time; both roles may read it.
+    let r = usage_of(&plane, &id, &plane.market).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"allocation_id": id, "bytes_in": 0, "bytes_out": 0, "measured_at": null})
+    );
+    assert_eq!(usage_of(&plane, &id, &plane.admin).await.status, 200);
+    let r = usage_of(&plane, "al_nope", &plane.market).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+    assert_eq!(usage_of(&plane, &id, "wrong-key").await.status, 401);
+
+    agent
+        .send(&usage_report(&[(&id, 21_100_000_000, 300)]))
+        .await;
+    eventually("the report is stored", || async {
+        usage_of(&plane, &id, &plane.market).await.json()["bytes_in"] == 21_100_000_000u64
+    })
+    .await;
+    let shown = usage_of(&plane, &id, &plane.market).await.json();
+    assert_eq!(shown["bytes_out"], 300);
+    assert!(
+        shown["measured_at"].as_str().unwrap().ends_with('Z'),
+        "{shown}"
+    );
+
+    // A lower report (reordered, or from an agent that lost its state) lowers nothing; each
+    // direction keeps its highest total. Entries for unknown allocations are ignored.
+    agent
+        .send(&usage_report(&[(&id, 5, 900), ("al_unknown", 1, 1)]))
+        .await;
+    eventually("the upload total rises", || async {
+        usage_of(&plane, &id, &plane.market).await.json()["bytes_out"] == 900
+    })
+    .await;
+    assert_eq!(
+        usage_of(&plane, &id, &plane.market).await.json()["bytes_in"],
+        21_100_000_000u64
+    );
+
+    // Another agent cannot report for this allocation. Its session handles frames in order:
+    // once the inventory sent after the report shows, the report was handled.
+    let mut other = plane.agent_with_modem("350000000000026").await;
+    other
+        .send(&usage_report(&[(&id, 99_000_000_000, 99_000)]))
+        .await;
+    other
+        .send_inventory(vec![
+            support::modem("350000000000026", "Vodafone"),
+            support::modem("350000000000034", "Vodafone"),
+        ])
+        .await;
+    plane.wait_available("350000000000034").await;
+    let shown = usage_of(&plane, &id, &plane.market).await.json();
+    assert_eq!(
+        (&shown["bytes_in"], &shown["bytes_out"]),
+        (&json!(21_100_000_000u64), &json!(900))
+    );
+    assert!(
+        plane.connected(&other.agent_id).await,
+        "ignored, not a protocol error"
+    );
 }

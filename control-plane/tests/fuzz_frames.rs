@@ -117,6 +117,14 @@ fn valid_frames() -> Vec<String> {
             },
         }),
         AgentMessage::Heartbeat(Heartbeat { time_ms: 1 }),
+        AgentMessage::Usage(farmhand_protocol::UsageReport {
+            measured_at_ms: 1,
+            allocations: vec![farmhand_protocol::AllocationUsage {
+                allocation_id: "al_1".into(),
+                bytes_in: 21_100_000_000,
+                bytes_out: 0,
+            }],
+        }),
     ];
     messages.iter().map(encode).collect()
 }

@@ -1,7 +1,8 @@
 //! Commands survive disconnects and restarts: a command the agent did not answer is
 //! redelivered with the same id when it reconnects (also after a plane restart), fails
 //! clearly past its deadline, and `reconcile`'s `missing` list is repaired with the same
-//! credentials (or the allocation fails when the agent cannot re-create the port).
+//! credentials (or the allocation fails when the agent cannot re-create the port). Late
+//! answers to a replacement never move the record (`replace`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -174,6 +175,46 @@ async fn a_missing_port_is_recreated_with_the_same_credentials() {
 }
 
 #[tokio::test]
+async fn a_repaired_port_keeps_its_speed_limit_and_what_is_left_of_its_quota() {
+    let plane = Arc::new(TestPlane::start().await);
+    let (identity, mut agent) = online_agent(&plane).await;
+    let mut body = order("o-repair-limits");
+    body["bandwidth_kbit"] = json!(2000);
+    body["traffic_quota_mb"] = json!(50);
+    let pending = post_allocation(&plane, body);
+    let id = support::flows::provision_ok(&mut agent).await;
+    assert_eq!(pending.await.unwrap().status, 201);
+    // 20.5 MB went through the lost port: the new one gets what is left, rounded against
+    // the buyer (29 MB), since a new port starts a new counter on the box.
+    let usage = farmhand_protocol::UsageReport {
+        measured_at_ms: 1,
+        allocations: vec![farmhand_protocol::AllocationUsage {
+            allocation_id: id.clone(),
+            bytes_in: 20_000_000,
+            bytes_out: 500_000,
+        }],
+    };
+    agent
+        .send(&farmhand_protocol::AgentMessage::Usage(usage))
+        .await;
+    let path = format!("/v1/allocations/{id}/usage");
+    eventually("the usage is stored", || async {
+        plane.get(&path, &plane.market).await.json()["bytes_in"] == 20_000_000
+    })
+    .await;
+    let mut agent = reconnect_missing(&plane, &identity, agent, &id).await;
+    let repair = agent.next_command().await;
+    let CommandBody::Provision(p) = repair.body else {
+        panic!("expected provision, got {repair:?}")
+    };
+    assert_eq!(p.allocation_id, id);
+    assert_eq!(
+        (p.bandwidth_kbit, p.traffic_quota_mb),
+        (Some(2000), Some(29))
+    );
+}
+
+#[tokio::test]
 async fn a_port_that_cannot_be_recreated_fails_the_allocation() {
     let plane = Arc::new(TestPlane::start().await);
     let (identity, mut agent) = online_agent(&plane).await;
@@ -229,4 +270,163 @@ async fn a_release_in_flight_survives_a_plane_restart_and_is_redelivered() {
     })
     .await;
     assert_eq!(plane.allocation(&id).await["release_reason"], "cancelled");
+}
+
+/// The plane's side of replacement with two fake agents: a refusing target is skipped for
+/// the next one, a silent one stops the attempt (504) and its late answer never moves the
+/// record — another agent's late port is released, the own agent's late move is put back —
+/// a move on the same agent sends no `release`, a move to another agent releases the old
+/// port on the connected old agent.
+#[tokio::test]
+async fn replacement_across_agents_survives_refusals_timeouts_and_late_answers() {
+    const I1: &str = "350000000000101";
+    const I2: &str = "350000000000202";
+    const I3: &str = "350000000000303";
+    let plane = Arc::new(
+        TestPlane::start_with(|c| {
+            c.provisioning_timeout_s = 2;
+            c.replacement_grace_s = 0;
+        })
+        .await,
+    );
+    let identity = plane.enroll().await;
+    let mut a = FakeAgent::connect(&plane, &identity).await.unwrap();
+    a.send_inventory(vec![modem(I1, "Vodafone"), modem(I3, "Vodafone")])
+        .await;
+    plane.wait_available(I3).await;
+    let mut b = plane.agent_with_modem(I2).await;
+    let pinned = json!({"order_id": "o-move", "duration_s": 86_400, "imei": I1});
+    let created = post_allocation(&plane, pinned);
+    let first = answer_provision(&mut a, I1, 8001).await;
+    let before = created.await.unwrap().json();
+    let id = before["allocation_id"].as_str().unwrap().to_string();
+    let replace = || {
+        let (p, path) = (plane.clone(), format!("/v1/allocations/{id}/replace"));
+        tokio::spawn(async move { p.post(&path, &p.market, json!({})).await })
+    };
+
+    // Same agent first: it refuses, so the other agent is tried; that one stays silent.
+    let pending = replace();
+    let to_a = a.next_command().await;
+    let CommandBody::Provision(p) = &to_a.body else {
+        panic!("expected provision, got {to_a:?}")
+    };
+    assert_eq!((p.imei.as_str(), &p.allocation_id), (I3, &id));
+    assert_eq!(
+        (&p.login, p.password.expose()),
+        (&first.login, first.password.expose())
+    );
+    let offline = CommandError::new(CommandErrorCode::ModemOffline, "modem is offline");
+    a.answer(&to_a.id, Outcome::Error { error: offline }).await;
+    let to_b = b.next_command().await;
+    let r = pending.await.unwrap();
+    assert_eq!(
+        (r.status, r.error_code()),
+        (504, "agent_timeout".to_string())
+    );
+    // Its late port is an orphan: released, and the record does not move.
+    b.answer(&to_b.id, provisioned(&id, I2, 9001)).await;
+    let release = b.next_command().await;
+    assert!(matches!(&release.body, CommandBody::Release(r) if r.allocation_id == id));
+    let unchanged = plane.allocation(&id).await;
+    assert_eq!(
+        (
+            &unchanged["state"],
+            &unchanged["imei"],
+            &unchanged["http_port"]
+        ),
+        (&json!("active"), &json!(I1), &json!(8001))
+    );
+
+    // The own agent answers a move late: the plane asks it to put the port back.
+    let pending = replace();
+    let slow = a.next_command().await;
+    let r = pending.await.unwrap();
+    assert_eq!(r.status, 504, "{}", r.body);
+    a.answer(&slow.id, provisioned(&id, I3, 8003)).await;
+    let back = answer_provision(&mut a, I1, 8011).await;
+    assert_eq!(back.allocation_id, id);
+    eventually("the put-back port stored", || async {
+        plane.allocation(&id).await["http_port"] == 8011
+    })
+    .await;
+
+    // A move on the same agent: 200, and no release (the agent moved the port itself).
+    let pending = replace();
+    answer_provision(&mut a, I3, 8003).await;
+    let moved = pending.await.unwrap();
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let moved = moved.json();
+    assert_eq!(
+        (&moved["state"], &moved["imei"]),
+        (&json!("replaced"), &json!(I3))
+    );
+    assert_eq!(moved["password"], before["password"]);
+
+    // Nothing free on the first agent: the move goes to the other one, and the first
+    // (connected) releases the old port.
+    let mut down = modem(I1, "Vodafone");
+    down.online = false;
+    a.send_inventory(vec![down, modem(I3, "Vodafone")]).await;
+    eventually("modem 1 offline", || async {
+        plane
+            .get(&format!("/v1/modems?imei={I1}&online=false"), &plane.admin)
+            .await
+            .json()["modems"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)
+    })
+    .await;
+    let pending = replace();
+    answer_provision(&mut b, I2, 9002).await;
+    let across = pending.await.unwrap().json();
+    assert_eq!(
+        (&across["agent_id"], &across["imei"]),
+        (&json!(b.agent_id), &json!(I2))
+    );
+    let history = across["replacements"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1]["from_agent_id"], identity.agent_id.as_str());
+    assert_eq!(history[1]["to_agent_id"], b.agent_id.as_str());
+    let old = a.next_command().await;
+    assert!(matches!(&old.body, CommandBody::Release(r) if r.allocation_id == id));
+    let released = CommandOutput::Release(Released {
+        allocation_id: id.clone(),
+        existed: true,
+    });
+    a.answer(&old.id, Outcome::Ok { output: released }).await;
+    let after = plane.allocation(&id).await;
+    assert_eq!(
+        (&after["state"], &after["http_port"]),
+        (&json!("replaced"), &json!(9002))
+    );
+}
+
+/// Answers the next command, which must be a `provision` on `imei`, with `http_port`.
+async fn answer_provision(
+    agent: &mut FakeAgent,
+    imei: &str,
+    http_port: u16,
+) -> farmhand_protocol::Provision {
+    let command = agent.next_command().await;
+    let CommandBody::Provision(p) = command.body else {
+        panic!("expected provision, got {command:?}")
+    };
+    assert_eq!(p.imei, imei);
+    agent
+        .answer(&command.id, provisioned(&p.allocation_id, imei, http_port))
+        .await;
+    p
+}
+
+fn provisioned(allocation_id: &str, imei: &str, http_port: u16) -> Outcome {
+    Outcome::Ok {
+        output: CommandOutput::Provision(Provisioned {
+            allocation_id: allocation_id.into(),
+            imei: imei.into(),
+            port_id: format!("port{http_port}"),
+            http_port,
+            socks_port: http_port + 1000,
+        }),
+    }
 }

@@ -3,6 +3,8 @@
 use crate::command::CommandResult;
 use crate::inventory::{Inventory, ModemsChanged};
 use crate::plane_msg::Heartbeat;
+use crate::rotation::RotationReport;
+use crate::usage::UsageReport;
 use crate::version::VersionRange;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,12 @@ pub enum AgentMessage {
     CommandResult(CommandResult),
     /// Sent when the agent has had nothing else to send for one heartbeat interval.
     Heartbeat(Heartbeat),
+    /// Monotonic traffic totals per allocation, sent after every metering round and at the
+    /// start of a session.
+    Usage(UsageReport),
+    /// A rotation the agent did on its own (automatic rotation), reported like the answer
+    /// to a `rotate_ip`.
+    Rotated(RotationReport),
 }
 
 /// First frame of every connection.

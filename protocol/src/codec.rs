@@ -71,6 +71,22 @@ mod tests {
                 }),
             },
         }));
+        roundtrip(&AgentMessage::Usage(UsageReport {
+            measured_at_ms: 1_795_435_200_000,
+            allocations: vec![AllocationUsage {
+                allocation_id: "al".into(),
+                bytes_in: 21_100_000_000,
+                bytes_out: 0,
+            }],
+        }));
+        roundtrip(&AgentMessage::Rotated(RotationReport {
+            imei: "356000000000001".into(),
+            old_ip: Some("198.51.100.1".into()),
+            new_ip: None,
+            changed: false,
+            at_ms: 1_795_435_200_000,
+            automatic: true,
+        }));
         roundtrip(&AgentMessage::CommandResult(CommandResult {
             id: "c2".into(),
             outcome: Outcome::Error {
@@ -92,6 +108,24 @@ mod tests {
             text,
             r#"{"type":"command","id":"c1","deadline_ms":5,"body":{"op":"release","allocation_id":"al"}}"#
         );
+    }
+
+    #[test]
+    fn rotate_every_s_is_optional_on_the_wire() {
+        let without = r#"{"op":"provision","allocation_id":"al","imei":"356000000000001","login":"l","password":"p","expires_at_ms":9}"#;
+        let CommandBody::Provision(mut p) =
+            serde_json::from_str(without).unwrap_or_else(|e| panic!("{e}"))
+        else {
+            panic!("not a provision");
+        };
+        assert_eq!(p.rotate_every_s, None);
+        let body = CommandBody::Provision(p.clone());
+        assert!(!serde_json::to_string(&body)
+            .unwrap_or_default()
+            .contains("rotate_every_s"));
+        p.rotate_every_s = Some(600);
+        let text = serde_json::to_string(&CommandBody::Provision(p)).unwrap_or_default();
+        assert!(text.contains(r#""rotate_every_s":600"#), "{text}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct Provision {
     /// Optional traffic quota in MB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_quota_mb: Option<u64>,
+    /// Optional automatic rotation: the agent rotates the port's modem at least this often,
+    /// seconds (rotation is per modem: the shortest interval among its ports wins, and the
+    /// seller's `min_rotation_interval_s` is a floor). Journaled with the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_every_s: Option<u64>,
 }
 
 /// Remove the port of `allocation_id`.
@@ -265,6 +270,8 @@ pub enum CommandErrorCode {
     ProxysmartMalformed,
     /// The command arrived after its deadline and was not started.
     DeadlineExceeded,
+    /// Another rotation of the same modem (manual or automatic) is running.
+    RotationInProgress,
     /// The agent failed for a reason of its own (storage).
     Internal,
     /// A code from a newer peer that this build does not know.
@@ -287,6 +294,7 @@ impl CommandErrorCode {
             Self::ProxysmartRefused => "proxysmart_refused",
             Self::ProxysmartMalformed => "proxysmart_malformed",
             Self::DeadlineExceeded => "deadline_exceeded",
+            Self::RotationInProgress => "rotation_in_progress",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }

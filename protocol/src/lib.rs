@@ -14,7 +14,9 @@ mod command;
 mod inventory;
 mod logging;
 mod plane_msg;
+mod rotation;
 mod secret;
+mod usage;
 mod version;
 
 pub use agent_msg::{AgentMessage, Auth, Hello};
@@ -30,5 +32,7 @@ pub use logging::FRAME_LOG_GUARD;
 pub use plane_msg::{
     Challenge, Heartbeat, PlaneMessage, ProtocolError, ProtocolErrorCode, Welcome,
 };
+pub use rotation::RotationReport;
 pub use secret::Secret;
+pub use usage::{AllocationUsage, UsageReport, MAX_USAGE_ENTRIES};
 pub use version::{VersionRange, PROTOCOL_VERSION, SUPPORTED_VERSIONS};

@@ -124,6 +124,8 @@ async fn inventory_matches_the_box_and_follows_its_changes() {
 async fn rotation_reports_the_new_ip_and_inventory_follows() {
     let stack = Stack::start(StackOptions {
         modems: 2,
+        // Rotates one modem twice in a row (the cooldown is e2e_lifecycle_rotation's).
+        configure_plane: |c| c.rotation_cooldown_s = 0,
         ..StackOptions::default()
     })
     .await

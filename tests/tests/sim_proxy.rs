@@ -1,11 +1,12 @@
 //! The per-port proxies are real: HTTP (absolute-form and CONNECT) and SOCKS5 with the port's
-//! credentials, only once applied, gone after purge, closed while the modem is offline, and
-//! counted in the bandwidth report.
+//! credentials, only once applied, gone after purge, closed while the modem is offline,
+//! counted in the bandwidth report, and held to the port's quota and speed limits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod sim_support;
 
+use serde_json::{json, Value};
 use sim_support::*;
 use std::net::Ipv4Addr;
 use tokio::net::TcpStream;
@@ -276,4 +277,158 @@ async fn offline_modem_closes_new_proxy_connections() {
         .await
         .unwrap();
     assert_eq!(back.status(), 200);
+}
+
+/// An origin with a big download (`GET /` → `size` bytes) and an upload sink (`POST /` →
+/// the number of bytes it read).
+async fn bulk_origin(size: usize) -> (std::net::SocketAddr, tokio_util::sync::DropGuard) {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/",
+        get(move || async move { "x".repeat(size) })
+            .post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    (addr, token.drop_guard())
+}
+
+/// Stores and applies a port with extra `store_port` fields (limits).
+async fn limited_port(b: &SimBox, extra: Value) -> (String, u16, u16) {
+    let imei = b.sim.imeis()[0].clone();
+    let free = b.free_ports().await;
+    let id = format!("port{}", free[0]);
+    let mut doc = port_doc(&imei, &id, "buyer", "pw-1", free[0], free[1]);
+    for (k, v) in extra.as_object().unwrap() {
+        doc[k] = v.clone();
+    }
+    let reply = b.store_port(&doc).await;
+    assert_eq!(reply["result"], "success", "{reply}");
+    let applied = b.get_json(&format!("/apix/apply_port?arg={id}")).await;
+    assert_eq!(applied["result"], "success", "{applied}");
+    (id, free[0], free[1])
+}
+
+fn over_quota_flag(ports: &Value, id: &str) -> Value {
+    ports
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|list| list.as_array().unwrap())
+        .find(|p| p["portID"] == id)
+        .unwrap()["IS_OVER_QUOTA"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_port_over_its_quota_refuses_traffic_until_the_quota_is_raised() {
+    let b = start_box(1).await;
+    let (origin, _o) = bulk_origin(1_500_000).await;
+    let (id, http, socks) =
+        limited_port(&b, json!({"bw_quota": 1, "QUOTA_TYPE": "lifetime"})).await;
+    let client = proxied_client(http, "buyer", "pw-1");
+    // 1.5 MB through a 1 MB quota: cut short.
+    let first = match client.get(format!("http://{origin}/")).send().await {
+        Ok(reply) => reply.bytes().await.map(|b| b.len()).unwrap_or(0),
+        Err(_) => 0,
+    };
+    assert!(
+        first < 1_500_000,
+        "the whole download went through: {first}"
+    );
+    let port = b.sim.port(&id).unwrap();
+    assert!(port.over_quota);
+    assert!(
+        port.bytes_in <= 1_000_000,
+        "forwarded past the quota: {}",
+        port.bytes_in
+    );
+    let ports = b.get_json("/apix/list_ports_json").await;
+    assert_eq!(over_quota_flag(&ports, &id), 1);
+
+    // Both proxies refuse new traffic; the nightly counter reset does not lift a quota.
+    b.sim.reset_traffic();
+    let refused = client
+        .get(format!("http://{origin}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let target = Target::V4(Ipv4Addr::LOCALHOST, origin.port());
+    let via_socks = socks5_get(socks, "buyer", "pw-1", target, "/")
+        .await
+        .unwrap();
+    assert_eq!(via_socks, Socks::ConnectFailed(2), "not allowed by ruleset");
+    assert_eq!(b.sim.port(&id).unwrap().bytes_in, 0);
+
+    // A larger quota, stored and applied, lets traffic through again.
+    let mut doc = port_doc(&b.sim.imeis()[0], &id, "buyer", "pw-1", http, socks);
+    doc["bw_quota"] = json!(10);
+    assert_eq!(b.store_port(&doc).await["result"], "success");
+    b.get_json(&format!("/apix/apply_port?arg={id}")).await;
+    let again = proxied_client(http, "buyer", "pw-1")
+        .get(format!("http://{origin}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.bytes().await.unwrap().len(), 1_500_000);
+    let ports = b.get_json("/apix/list_ports_json").await;
+    assert_eq!(over_quota_flag(&ports, &id), 0);
+}
+
+#[tokio::test]
+async fn speed_limits_throttle_downloads_and_uploads() {
+    let b = start_box(1).await;
+    let (origin, _o) = bulk_origin(300_000).await;
+    // 800 kbit/s = 100,000 bytes/s each way.
+    let (id, http, _) = limited_port(&b, json!({"bandlimin": 800, "bandlimout": "800"})).await;
+    let client = proxied_client(http, "buyer", "pw-1");
+    let limit = 100_000.0;
+
+    let started = std::time::Instant::now();
+    let body = client
+        .get(format!("http://{origin}/"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let rate = body.len() as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(body.len(), 300_000);
+    // Only an upper bound: a slow machine can only make it slower.
+    assert!(
+        rate < 2.0 * limit,
+        "download at {rate:.0} B/s, limit {limit} B/s"
+    );
+
+    let started = std::time::Instant::now();
+    let echoed = client
+        .post(format!("http://{origin}/"))
+        .body(vec![b'u'; 300_000])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rate = 300_000.0 / started.elapsed().as_secs_f64();
+    assert_eq!(echoed, "300000");
+    assert!(
+        rate < 2.0 * limit,
+        "upload at {rate:.0} B/s, limit {limit} B/s"
+    );
+    let port = b.sim.port(&id).unwrap();
+    assert_eq!(
+        (port.bandlimin.as_str(), port.bandlimout.as_str()),
+        ("800", "800")
+    );
 }

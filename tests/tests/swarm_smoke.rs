@@ -1,11 +1,12 @@
 //! CI smoke test for `farmhand-swarm`'s engine against an in-process control plane: 200
-//! simulated agents × 2 modems all connect and are listed, and 1,000 allocations (each
-//! released) all succeed. It asserts correctness only, never speed.
+//! simulated agents × 2 modems all connect and are listed, 1,000 allocations (each
+//! released) all succeed, and churn (connections dropped and re-established) brings every
+//! agent back. It asserts correctness only, never speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_control::{ControlPlane, Role, ServerConfig};
 use farmhand_testkit::harness::Api;
-use farmhand_testkit::swarm::{drive, enroll_all, wait_modems, Fleet, LoadPlan, Swarm};
+use farmhand_testkit::swarm::{churn, drive, enroll_all, wait_modems, Fleet, LoadPlan, Swarm};
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -94,6 +95,47 @@ async fn two_hundred_agents_connect_and_a_thousand_allocations_succeed() {
     );
     swarm.shutdown().await;
     plane.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churned_agents_all_come_back_and_are_counted() {
+    const CHURNED: usize = 40;
+    let plane = plane().await;
+    let ids = enroll_all(&plane.admin, CHURNED, 8).await.unwrap();
+    let fleet = Arc::new(Fleet::new(&plane.url, 1, 37, Duration::ZERO));
+    let swarm = Swarm::start(ids, fleet.clone());
+    let limit = Duration::from_secs(60);
+    swarm.wait_online(limit, |n| n == CHURNED).await.unwrap();
+    // 40 drops a second for 2 s: each agent is dropped about twice.
+    let report = churn(&swarm, 40.0, Duration::from_secs(2), limit)
+        .await
+        .unwrap();
+    assert!(report.dropped >= 20, "{report:?}");
+    assert_eq!(
+        report.reconnected, report.dropped,
+        "every dropped agent came back and was timed: {report:?}"
+    );
+    assert!(report.min_online < CHURNED, "drops were seen: {report:?}");
+    assert_eq!(fleet.online(), CHURNED);
+    // The plane agrees: every agent connected again.
+    all_connected(&plane.admin, CHURNED).await;
+    swarm.shutdown().await;
+    plane.stop.cancel();
+}
+
+/// Polls `GET /v1/agents` until all `n` agents show connected.
+async fn all_connected(admin: &Api, n: usize) {
+    farmhand_testkit::harness::eventually(
+        Duration::from_secs(30),
+        "all agents connected",
+        || async {
+            let agents = admin.get("/v1/agents").await.ok()?;
+            let list = agents.body["agents"].as_array()?;
+            (list.len() == n && list.iter().all(|a| a["connected"] == true)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ fn provision(id: &str) -> Command {
             expires_at_ms: 1,
             bandwidth_kbit: None,
             traffic_quota_mb: None,
+            rotate_every_s: None,
         }),
     }
 }

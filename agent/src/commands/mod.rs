@@ -11,17 +11,18 @@
 //! audit, after its result is journaled (so an audit line means the answer is durable).
 //! Redeliveries answered from the journal are not executed again, so not audited.
 
+mod limits;
 mod provision;
 mod reconcile;
 mod release;
-mod rotate_ip;
+pub(crate) mod rotate_ip;
 mod update_port;
 pub mod validate;
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::inventory::InventoryHandle;
 use crate::journal::{now_ms, Journal};
-use crate::policy::{Policy, RotationGate};
+use crate::policy::{Policy, RotationGate, RotationGuard};
 use crate::proxysmart::{BoxClock, ProxysmartClient};
 use farmhand_protocol::{
     Command, CommandBody, CommandError, CommandErrorCode, CommandId, CommandOutput, CommandResult,
@@ -59,8 +60,11 @@ pub struct CommandContext {
     pub box_clock: BoxClock,
     /// Where executed commands are counted (`farmhand_agent_commands_total`).
     pub metrics: Arc<crate::metrics::AgentMetrics>,
-    /// When each modem last started a rotation (for `policy.min_rotation_interval`).
+    /// When each modem last started a rotation and whether one runs (for
+    /// `policy.min_rotation_interval`; shared with the automatic scheduler).
     rotations: RotationGate,
+    /// The automatic rotation scheduler's wake-up and its reports for the plane.
+    pub autorotation: crate::autorotate::AutoRotation,
     /// Held by `provision` (count → create → journal) and `reconcile` (list → remove):
     /// two provisions cannot both pass the per-modem cap or pick the same free TCP ports,
     /// and reconcile never mistakes a port being created for an orphan.
@@ -71,8 +75,11 @@ pub struct CommandContext {
 }
 
 impl CommandContext {
-    /// A context with no clock offset.
+    /// A context with no clock offset. The rotation spacing starts from the last rotations
+    /// the journal remembers.
     pub fn new(client: ProxysmartClient, journal: Journal, rotation_timeout: Duration) -> Self {
+        let rotations = RotationGate::default();
+        seed_rotations(&rotations, &journal);
         CommandContext {
             client,
             journal,
@@ -82,7 +89,8 @@ impl CommandContext {
             audit: None,
             box_clock: BoxClock::default(),
             metrics: Arc::default(),
-            rotations: RotationGate::default(),
+            rotations,
+            autorotation: crate::autorotate::AutoRotation::default(),
             ports_lock: tokio::sync::Mutex::new(()),
             clock_offset_ms: AtomicI64::new(0),
         }
@@ -275,16 +283,40 @@ fn internal(id: &str, message: &str) -> CommandResult {
 }
 
 impl CommandContext {
-    /// Starts a rotation of `imei` if the policy's minimum interval allows it.
-    pub(crate) fn start_rotation(&self, imei: &str) -> Result<(), CommandError> {
+    /// Starts a rotation of `imei` if none is running and the policy's minimum interval
+    /// allows it; the rotation counts as running until the guard is dropped.
+    pub(crate) fn start_rotation(&self, imei: &str) -> Result<RotationGuard<'_>, CommandError> {
         let min = self.policy.min_rotation_interval;
         self.rotations
             .try_start(imei, min, tokio::time::Instant::now())
     }
 
+    /// When the last rotation of `imei` started, if known.
+    pub(crate) fn last_rotation_start(&self, imei: &str) -> Option<tokio::time::Instant> {
+        self.rotations.last_start(imei)
+    }
+
     /// Serialises changes to the set of ports (see `ports_lock`).
     pub(crate) async fn lock_ports(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.ports_lock.lock().await
+    }
+}
+
+/// Seeds the rotation spacing from the journal (a rotation before a restart still counts).
+fn seed_rotations(gate: &RotationGate, journal: &Journal) {
+    let (now, now_ms) = (tokio::time::Instant::now(), now_ms());
+    match journal.last_rotations() {
+        Ok(list) => {
+            for (imei, at_ms) in list {
+                let ago = Duration::from_millis(now_ms.saturating_sub(at_ms));
+                if let Some(at) = now.checked_sub(ago) {
+                    gate.seed(&imei, at);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last rotations; spacing starts afresh")
+        }
     }
 }
 

@@ -1,18 +1,25 @@
 //! `provision`: create (or return the existing) port for an allocation.
 //!
-//! Steps: validate; return the journaled port if the allocation already has one; check the
-//! modem is known and online; remove a half-created leftover of ours; enforce the seller's
-//! cap on marketplace ports per modem; pick two free ports; `store_port` + `apply_port`;
-//! verify by re-reading the port list; learn the box's UTC offset from the new port's
-//! `CREATED_AT` and re-store the expiry if the offset used was wrong; journal; answer. Any
+//! Steps: validate; return the journaled port if the allocation already has one on this
+//! modem; check the modem is known and online; remove a half-created leftover of ours;
+//! enforce the seller's cap on marketplace ports per modem; pick two free ports; `store_port` + `apply_port`
+//! (with the speed limit and traffic quota, `limits`); verify by re-reading the port list
+//! (every field, the limits included); learn the box's UTC offset from the new port's
+//! `CREATED_AT` and re-store the expiry if the offset used was wrong; journal (with the
+//! automatic rotation interval, waking `autorotate`); answer. Any
 //! failure after `store_port` (including a timeout, whose outcome is unknown) purges the
 //! port by its id — `store_port` itself is never retried — so no half-created port is left
-//! behind; if the purge fails too, the next attempt or reconcile removes it by name. Provisions run one at a time
+//! behind; if the purge fails too, the next attempt or reconcile removes it by name.
+//!
+//! A journaled port on ANOTHER modem means the plane is moving the allocation (it was
+//! replaced): the new port is created as above while the old one keeps serving, and only
+//! once the new one is journaled is the old one purged — best effort: if that fails, the
+//! next `reconcile` removes it (it is not the journaled port). Provisions run one at a time
 //! (they are quick), and not during a reconcile, so two cannot pass the cap together or
 //! pick the same free ports, and reconcile never sees a half-created port.
 
-use super::validate;
 use super::{current_modem, journal_error, port_name, CommandContext, PORT_NAME_PREFIX};
+use super::{limits, validate};
 use crate::backoff::random_u64;
 use crate::proxysmart::{PortEntry, StorePort};
 use farmhand_protocol::{CommandError, CommandErrorCode, ManagedPort, Provision, Provisioned};
@@ -20,7 +27,8 @@ use farmhand_protocol::{CommandError, CommandErrorCode, ManagedPort, Provision, 
 pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisioned, CommandError> {
     validate::provision(&p, ctx.now_ms())?;
     let _one_at_a_time = ctx.lock_ports().await;
-    if let Some(port) = ctx.journal.port(&p.allocation_id).map_err(journal_error)? {
+    let previous = ctx.journal.port(&p.allocation_id).map_err(journal_error)?;
+    if let Some(port) = previous.clone().filter(|port| port.imei == p.imei) {
         tracing::info!(allocation = %p.allocation_id, port = %port.port_id, "allocation already has a port");
         return Ok(provisioned(port));
     }
@@ -32,7 +40,8 @@ pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisione
         ));
     }
     let existing = ctx.client.list_ports().await?;
-    remove_leftover(ctx, &existing, &p.allocation_id).await?;
+    let keep = previous.as_ref().map(|old| old.port_id.as_str());
+    remove_leftover(ctx, &existing, &p.allocation_id, keep).await?;
     ctx.policy
         .check_port_count(&p.imei, marketplace_ports(&existing, &p))?;
     let (http_port, socks_port) = pick_ports(&ctx.client.free_tcp_ports().await?, &existing)?;
@@ -45,10 +54,13 @@ pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisione
         http_port,
         socks_port,
         PROXY_VALID_BEFORE: validate::box_time(&ctx.box_clock, p.expires_at_ms)?,
-        bandlimin: p.bandwidth_kbit,
-        bandlimout: p.bandwidth_kbit,
-        bw_quota: p.traffic_quota_mb,
+        bandlimin: None,
+        bandlimout: None,
+        bw_quota: None,
+        QUOTA_TYPE: None,
+        QUOTA_DIRECTION: None,
     };
+    limits::apply(&mut store, p.bandwidth_kbit, p.traffic_quota_mb);
     create(ctx, &mut store, p.expires_at_ms).await?;
     let managed = ManagedPort {
         allocation_id: p.allocation_id.clone(),
@@ -57,12 +69,33 @@ pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisione
         http_port,
         socks_port,
     };
-    if let Err(e) = ctx.journal.put_port(&managed).await {
+    if let Err(e) = ctx
+        .journal
+        .put_port_with_rotation(&managed, p.rotate_every_s)
+        .await
+    {
         purge_quietly(ctx, &store.portID).await;
         return Err(journal_error(e));
     }
+    if p.rotate_every_s.is_some() {
+        ctx.autorotation.schedules_changed();
+    }
     tracing::info!(allocation = %p.allocation_id, port = %managed.port_id, http_port, socks_port, "port provisioned");
+    if let Some(old) = previous {
+        retire(ctx, &old).await;
+    }
     Ok(provisioned(managed))
+}
+
+/// The allocation moved to another modem: its old port goes (never one on a modem the
+/// seller excluded; reconcile leaves those alone too).
+async fn retire(ctx: &CommandContext, old: &ManagedPort) {
+    if ctx.policy.excludes(&old.imei) {
+        tracing::warn!(allocation = %old.allocation_id, port = %old.port_id, "the old port is on an excluded modem: leaving it");
+        return;
+    }
+    tracing::info!(allocation = %old.allocation_id, port = %old.port_id, from = %old.imei, "allocation moved: removing its old port");
+    purge_quietly(ctx, &old.port_id).await;
 }
 
 /// Ports of ours on the modem, other than this allocation's leftover (just removed).
@@ -86,14 +119,21 @@ fn provisioned(port: ManagedPort) -> Provisioned {
 }
 
 /// A port of ours for this allocation that is not in the journal was half-created by an
-/// earlier attempt that crashed: remove it and start clean.
+/// earlier attempt that crashed: remove it and start clean. `keep` is the journaled port
+/// of a move, which serves the buyer until the new one exists; ports on modems the seller
+/// excluded are never touched.
 async fn remove_leftover(
     ctx: &CommandContext,
     ports: &[PortEntry],
     allocation_id: &str,
+    keep: Option<&str>,
 ) -> Result<(), CommandError> {
     let name = port_name(allocation_id);
-    for leftover in ports.iter().filter(|p| p.port_name == name) {
+    let leftovers = ports
+        .iter()
+        .filter(|p| p.port_name == name && Some(p.port_id.as_str()) != keep)
+        .filter(|p| !ctx.policy.excludes(&p.imei));
+    for leftover in leftovers {
         tracing::warn!(port = %leftover.port_id, allocation = allocation_id, "removing a leftover port from an earlier attempt");
         ctx.client.purge_port(&leftover.port_id).await?;
     }
@@ -202,6 +242,7 @@ pub(super) async fn verify(
         )));
     }
     check_expiry(port, store)?;
+    limits::verify(port, store)?;
     Ok(port.clone())
 }
 
@@ -221,7 +262,7 @@ fn check_expiry(port: &PortEntry, store: &StorePort) -> Result<(), CommandError>
     Ok(())
 }
 
-fn refused(message: String) -> CommandError {
+pub(super) fn refused(message: String) -> CommandError {
     CommandError::new(CommandErrorCode::ProxysmartRefused, message)
 }
 
@@ -248,6 +289,10 @@ mod tests {
             password: Masked::new(""),
             valid_before: String::new(),
             created_at: String::new(),
+            quota: String::new(),
+            over_quota: false,
+            bandlimin: None,
+            bandlimout: None,
         }
     }
 

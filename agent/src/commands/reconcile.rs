@@ -1,20 +1,26 @@
 //! `reconcile`: converge the box on the plane's desired set. Ports named `farmhand-*` whose
 //! allocation is not desired are removed (orphans); desired allocations without a port are
-//! reported missing. Ports not named `farmhand-*` are never touched, and neither are ports
-//! on a modem the seller excluded from the marketplace: they are neither removed nor
-//! counted as present (the marketplace cannot use them, so a desired one is "missing").
+//! reported missing. A port of a desired allocation on another modem than the desired one
+//! (the allocation was moved) is removed like an orphan. Ports not named `farmhand-*` are
+//! never touched, and neither are ports on a modem the seller excluded from the
+//! marketplace: they are neither removed nor counted as present (the marketplace cannot
+//! use them, so a desired one is "missing").
 
 use super::validate;
 use super::{journal_error, CommandContext, PORT_NAME_PREFIX};
 use farmhand_protocol::{CommandError, ManagedPort, Reconcile, Reconciled};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled, CommandError> {
     for d in &r.ports {
         validate::token("allocation_id", &d.allocation_id)?;
         validate::imei(&d.imei)?;
     }
-    let desired: BTreeSet<&str> = r.ports.iter().map(|d| d.allocation_id.as_str()).collect();
+    let desired: BTreeMap<&str, &str> = r
+        .ports
+        .iter()
+        .map(|d| (d.allocation_id.as_str(), d.imei.as_str()))
+        .collect();
     // A port a provision is creating right now is not an orphan: wait for it to finish.
     let _no_provision_in_flight = ctx.lock_ports().await;
     let ports = ctx.client.list_ports().await?;
@@ -29,11 +35,12 @@ pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled
             untouchable.insert(allocation.to_string());
             continue;
         }
-        if desired.contains(allocation) {
-            if adopt(ctx, allocation, port).await? {
+        if let Some(&imei) = desired.get(allocation) {
+            if port.imei == imei && adopt(ctx, allocation, port).await? {
                 present.insert(allocation.to_string());
             } else {
-                // A duplicate or an unusable leftover: the journaled port (if any) stays;
+                // A duplicate, an unusable leftover or one left on the modem the allocation
+                // moved away from: the journaled port (if on the desired modem) stays;
                 // without one the allocation is reported missing and provisioned again.
                 ctx.client.purge_port(&port.port_id).await?;
                 tracing::info!(allocation, port = %port.port_id, "removed a leftover port");
@@ -51,7 +58,7 @@ pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled
     let keep: BTreeSet<String> = present.union(&untouchable).cloned().collect();
     forget_vanished(ctx, &keep).await?;
     let missing = desired
-        .iter()
+        .keys()
         .filter(|a| !present.contains(**a))
         .map(|a| a.to_string())
         .collect();
@@ -73,7 +80,10 @@ async fn adopt(
 ) -> Result<bool, CommandError> {
     if let Some(journaled) = ctx.journal.port(allocation).map_err(journal_error)? {
         // The journaled port is the allocation's; any other one of its name is a duplicate.
-        return Ok(journaled.port_id == port.port_id);
+        // A journaled port on another modem is stale (the caller checked this one's modem).
+        if journaled.imei == port.imei {
+            return Ok(journaled.port_id == port.port_id);
+        }
     }
     let (Some(http_port), Some(socks_port)) = (port.http_port, port.socks_port) else {
         return Ok(false);

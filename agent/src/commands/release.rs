@@ -1,6 +1,8 @@
 //! `release`: remove an allocation's port. A port already gone is success with
 //! `existed: false`; the journal entry goes either way. A port on a modem the seller
-//! excluded from the marketplace is never touched (`policy_denied`).
+//! excluded from the marketplace is never touched: `policy_denied` when it is the
+//! allocation's port (the journaled one, or without a journal entry one found by name);
+//! a stale copy left there by a move is skipped while the journaled port goes.
 
 use super::validate;
 use super::{journal_error, port_name, CommandContext};
@@ -19,9 +21,22 @@ pub(super) async fn run(ctx: &CommandContext, r: Release) -> Result<Released, Co
             journaled.as_ref().is_some_and(|j| j.port_id == p.port_id) || p.port_name == name
         })
         .collect();
-    if let Some(p) = targets.iter().find(|p| ctx.policy.excludes(&p.imei)) {
-        return Err(policy::excluded(&p.imei));
+    if let Some(j) = journaled.as_ref().filter(|j| ctx.policy.excludes(&j.imei)) {
+        return Err(policy::excluded(&j.imei));
     }
+    let targets: Vec<&crate::proxysmart::PortEntry> = match journaled {
+        // The allocation's port is known: stale copies on excluded modems stay untouched.
+        Some(_) => targets
+            .into_iter()
+            .filter(|p| !ctx.policy.excludes(&p.imei))
+            .collect(),
+        None => {
+            if let Some(p) = targets.iter().find(|p| ctx.policy.excludes(&p.imei)) {
+                return Err(policy::excluded(&p.imei));
+            }
+            targets
+        }
+    };
     let mut existed = false;
     for port in &targets {
         existed |= ctx.client.purge_port(&port.port_id).await?;

@@ -1,10 +1,18 @@
 //! `rotate_ip`: ask a modem for a new external IP and wait (bounded by the rotation timeout)
-//! until ProxySmart shows a real address again.
+//! until ProxySmart shows a real address again. The automatic scheduler (`autorotate`)
+//! rotates through the same [`rotate`].
 //!
 //! Right after the reset the status may still show the old IP for a moment, so the old IP
-//! only counts as the answer once a rotation was seen, or after a settle time. The seller's
-//! minimum interval between two rotations of one modem is checked (and the start recorded)
-//! just before the reset, so a rotation refused for another reason does not count.
+//! only counts as the answer once a rotation was seen, or after a settle time. The answer
+//! is truthful about what was read back: `changed: false` with `new_ip` equal to `old_ip`
+//! when the carrier handed back the same address, and `new_ip: None` (`changed: false`)
+//! when no settled IP showed up before the timeout — the reset was still requested, so it
+//! is a success and counts for the spacing.
+//!
+//! Only one rotation of a modem runs at a time (`rotation_in_progress`, shared with the
+//! scheduler), and the seller's minimum interval between two rotations is checked (and the
+//! start recorded, also in the journal) just before the reset, so a rotation refused for
+//! another reason does not count.
 
 use super::validate;
 use super::{current_modem, CommandContext};
@@ -18,26 +26,38 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(ctx: &CommandContext, r: RotateIp) -> Result<Rotated, CommandError> {
-    validate::imei(&r.imei)?;
-    let before = current_modem(ctx, &r.imei).await?;
+    rotate(ctx, &r.imei).await
+}
+
+/// Rotates `imei` now and reads the new IP back.
+pub(crate) async fn rotate(ctx: &CommandContext, imei: &str) -> Result<Rotated, CommandError> {
+    validate::imei(imei)?;
+    let before = current_modem(ctx, imei).await?;
     if !before.online && !before.rotating {
         return Err(CommandError::new(
             CommandErrorCode::ModemOffline,
-            format!("modem {} is offline", r.imei),
+            format!("modem {imei} is offline"),
         ));
     }
     let old_ip = before.ext_ip.clone();
-    ctx.start_rotation(&r.imei)?;
-    ctx.client.reset_modem(&r.imei).await?;
-    tracing::info!(imei = %r.imei, old_ip = ?old_ip, "rotation requested");
-    let new_ip = wait_for_new_ip(ctx, &r.imei, old_ip.as_deref()).await?;
+    let _running = ctx.start_rotation(imei)?;
+    ctx.client.reset_modem(imei).await?;
+    tracing::info!(imei, old_ip = ?old_ip, "rotation requested");
+    if let Err(e) = ctx
+        .journal
+        .put_last_rotation(imei, crate::journal::now_ms())
+        .await
+    {
+        tracing::warn!(imei, error = %e, "cannot journal the rotation; the spacing will not survive a restart");
+    }
+    let new_ip = wait_for_new_ip(ctx, imei, old_ip.as_deref()).await?;
     if let Some(inventory) = &ctx.inventory {
         inventory.poll_now();
     }
     let changed = new_ip.is_some() && new_ip != old_ip;
-    tracing::info!(imei = %r.imei, new_ip = ?new_ip, changed, "rotation finished");
+    tracing::info!(imei, new_ip = ?new_ip, changed, "rotation finished");
     Ok(Rotated {
-        imei: r.imei,
+        imei: imei.to_string(),
         old_ip,
         new_ip,
         changed,

@@ -48,6 +48,8 @@ pub(super) async fn run(ctx: &CommandContext, u: UpdatePort) -> Result<Updated, 
         bandlimin: None,
         bandlimout: None,
         bw_quota: None,
+        QUOTA_TYPE: None,
+        QUOTA_DIRECTION: None,
     };
     ctx.client.store_port(&store).await?;
     ctx.client.apply_port(&store.portID).await?;

@@ -1,6 +1,6 @@
 //! Field validation: the agent checks every field the plane sends before any of it reaches
 //! ProxySmart — command ids, IMEIs, login/password/allocation-id charsets and lengths,
-//! expiries (in the future, within a horizon), limits, TCP port numbers — and formats an
+//! expiries (in the future, within a horizon), limits and the rotation interval, TCP port numbers — and formats an
 //! expiry for the box. Messages name the field, and never echo a password.
 
 use crate::proxysmart::{is_imei, BoxClock};
@@ -18,6 +18,10 @@ pub const MAX_EXPIRY_AHEAD_MS: u64 = 10 * 366 * 86_400_000;
 pub const MAX_BANDWIDTH_KBIT: u64 = 10_000_000;
 /// Largest traffic quota accepted, MB (100 TB).
 pub const MAX_TRAFFIC_QUOTA_MB: u64 = 100_000_000;
+/// Longest automatic rotation interval accepted, seconds (one day). The shortest is 1: the
+/// plane enforces its own minimum, and the seller's `min_rotation_interval_s` is the floor
+/// the agent keeps whatever is asked (`autorotate`).
+pub const MAX_ROTATE_EVERY_S: u64 = 86_400;
 /// Lowest TCP port the agent lets ProxySmart listen on (no privileged ports).
 pub const MIN_TCP_PORT: u16 = 1024;
 
@@ -29,7 +33,8 @@ pub fn provision(p: &Provision, now_ms: u64) -> Result<(), CommandError> {
     password(p.password.expose())?;
     expiry(p.expires_at_ms, now_ms)?;
     limit("bandwidth_kbit", p.bandwidth_kbit, MAX_BANDWIDTH_KBIT)?;
-    limit("traffic_quota_mb", p.traffic_quota_mb, MAX_TRAFFIC_QUOTA_MB)
+    limit("traffic_quota_mb", p.traffic_quota_mb, MAX_TRAFFIC_QUOTA_MB)?;
+    limit("rotate_every_s", p.rotate_every_s, MAX_ROTATE_EVERY_S)
 }
 
 /// A command id: 1..=128 characters of `[A-Za-z0-9._:-]`. It keys the journal and the audit.
@@ -204,10 +209,11 @@ mod tests {
             expires_at_ms: now + 1,
             bandwidth_kbit: Some(1000),
             traffic_quota_mb: Some(1000),
+            rotate_every_s: Some(600),
         };
         assert!(provision(&good, now).is_ok());
         type Breaker = fn(&mut Provision);
-        let variants: [(&str, Breaker); 7] = [
+        let variants: [(&str, Breaker); 9] = [
             ("allocation_id", |p| p.allocation_id = "a/b".into()),
             ("imei", |p| p.imei = "1".into()),
             ("login", |p| p.login = "a b".into()),
@@ -217,6 +223,10 @@ mod tests {
             ("expires_at_ms", |p| p.expires_at_ms = 1),
             ("bandwidth_kbit", |p| p.bandwidth_kbit = Some(0)),
             ("traffic_quota_mb", |p| p.traffic_quota_mb = Some(u64::MAX)),
+            ("rotate_every_s", |p| p.rotate_every_s = Some(0)),
+            ("rotate_every_s", |p| {
+                p.rotate_every_s = Some(MAX_ROTATE_EVERY_S + 1)
+            }),
         ];
         for (field, break_it) in variants {
             let mut p = good.clone();

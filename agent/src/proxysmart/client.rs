@@ -51,6 +51,13 @@ pub struct StorePort {
     /// Optional traffic quota, MB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bw_quota: Option<u64>,
+    /// What kind of quota `bw_quota` is (sent with it): "lifetime" — the allocation's whole
+    /// traffic, not a daily or monthly allowance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub QUOTA_TYPE: Option<&'static str>,
+    /// What `bw_quota` counts (sent with it): "in+out", downloads and uploads together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub QUOTA_DIRECTION: Option<&'static str>,
 }
 
 /// A client bound to one ProxySmart box.
@@ -115,6 +122,19 @@ impl ProxysmartClient {
             "/apix/get_free_tcp_ports",
             "free ports",
             wire::parse_free_ports,
+        )
+        .await
+    }
+
+    /// `GET /apix/bandwidth_report_all`: every port's traffic counters, raw (keyed by
+    /// port id; see `usage::parse` for the values).
+    pub async fn bandwidth_report_all(
+        &self,
+    ) -> Result<serde_json::Map<String, Value>, ProxysmartError> {
+        self.read(
+            "/apix/bandwidth_report_all",
+            "bandwidth report",
+            wire::parse_bandwidth_report,
         )
         .await
     }
@@ -336,6 +356,8 @@ mod tests {
             bandlimin: None,
             bandlimout: None,
             bw_quota: None,
+            QUOTA_TYPE: None,
+            QUOTA_DIRECTION: None,
         };
         assert!(!format!("{port:?}").contains("buyer-canary"));
         assert!(serde_json::to_string(&port)

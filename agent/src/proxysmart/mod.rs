@@ -10,6 +10,6 @@ pub use box_clock::{BoxClock, BoxUtcOffset};
 pub use client::{ProxysmartClient, StorePort};
 pub use error::ProxysmartError;
 pub use wire::{
-    is_imei, is_refusal, normalize_modems, parse_action, parse_free_ports, parse_ports,
-    parse_status, PortEntry,
+    is_imei, is_refusal, normalize_modems, parse_action, parse_bandwidth_report, parse_free_ports,
+    parse_ports, parse_status, PortEntry,
 };

@@ -42,6 +42,15 @@ pub struct PortEntry {
     /// When the box created the port, box-local time without zone ("" if absent); how the
     /// agent learns the box's UTC offset (see `box_clock`).
     pub created_at: String,
+    /// `QUOTA` as the box shows it ("" = none).
+    pub quota: String,
+    /// `IS_OVER_QUOTA`: the quota is used up.
+    pub over_quota: bool,
+    /// The speed limits, when the box lists them (`bandlimin` / `bandlimout`; the
+    /// documented port list does not include them, some boxes do).
+    pub bandlimin: Option<String>,
+    /// See `bandlimin`.
+    pub bandlimout: Option<String>,
 }
 
 /// Parses a body as JSON, recognising HTML pages and garbage as `Malformed`.
@@ -163,7 +172,25 @@ fn port_entry(imei: &str, port: &Value) -> Option<PortEntry> {
         password: Masked::new(text(port, "PASSWORD").unwrap_or_default()),
         valid_before: text(port, "PROXY_VALID_BEFORE").unwrap_or_default(),
         created_at: text(port, "CREATED_AT").unwrap_or_default(),
+        quota: text(port, "QUOTA").unwrap_or_default(),
+        over_quota: truthy(port.get("IS_OVER_QUOTA")),
+        bandlimin: text(port, "bandlimin"),
+        bandlimout: text(port, "bandlimout"),
     })
+}
+
+/// `bandwidth_report_all`: an object keyed by port id (`[]` when the box has no ports).
+/// The entries are returned raw: `usage::parse` reads their counters one by one, so one odd
+/// value costs that value, not the report.
+pub fn parse_bandwidth_report(body: &str) -> Result<Map<String, Value>, ProxysmartError> {
+    match parse_json(body)? {
+        Value::Object(by_port) => Ok(by_port),
+        Value::Array(a) if a.is_empty() => Ok(Map::new()),
+        other => Err(ProxysmartError::malformed(format!(
+            "bandwidth report is {}, not an object",
+            kind(&other)
+        ))),
+    }
 }
 
 /// `get_free_tcp_ports`: a list of numbers or numeric strings, bare or inside an object.

@@ -117,6 +117,38 @@ fn empty_port_list_may_be_an_empty_array() {
 }
 
 #[test]
+fn quota_fields_of_a_port_are_read() {
+    let body = r#"{"356000000000001": [{"portID": "p1", "QUOTA": "500", "IS_OVER_QUOTA": 1,
+        "bandlimin": "800", "bandlimout": 800}, {"portID": "p2", "IS_OVER_QUOTA": "0"}]}"#;
+    let ports = parse_ports(body).unwrap();
+    assert_eq!(ports[0].quota, "500");
+    assert!(ports[0].over_quota);
+    assert_eq!(ports[0].bandlimin.as_deref(), Some("800"));
+    assert_eq!(ports[0].bandlimout.as_deref(), Some("800"));
+    assert_eq!((ports[1].quota.as_str(), ports[1].over_quota), ("", false));
+    assert_eq!(ports[1].bandlimin, None);
+}
+
+#[test]
+fn bandwidth_reports_are_objects_keyed_by_port() {
+    let report =
+        parse_bandwidth_report(r#"{"p1": {"bandwidth_bytes_day_in": "1.2 KB"}, "p2": null}"#)
+            .unwrap();
+    assert_eq!(report.len(), 2);
+    assert_eq!(report["p1"]["bandwidth_bytes_day_in"], "1.2 KB");
+    assert!(parse_bandwidth_report("[]").unwrap().is_empty());
+    for body in [HTML, "[1]", "5", "nonsense", ""] {
+        assert!(
+            matches!(
+                parse_bandwidth_report(body),
+                Err(ProxysmartError::Malformed { .. })
+            ),
+            "{body}"
+        );
+    }
+}
+
+#[test]
 fn free_ports_in_several_shapes() {
     assert_eq!(parse_free_ports("[8001, 8002]").unwrap(), [8001, 8002]);
     assert_eq!(

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 const TOKEN_MAX: usize = 64;
-const STORE_KEYS: [&str; 11] = [
+const STORE_KEYS: [&str; 13] = [
     "IMEI",
     "portID",
     "portName",
@@ -17,6 +17,8 @@ const STORE_KEYS: [&str; 11] = [
     "bandlimin",
     "bandlimout",
     "bw_quota",
+    "QUOTA_TYPE",
+    "QUOTA_DIRECTION",
 ];
 
 fn is_token(s: &str, min: usize) -> bool {
@@ -84,6 +86,15 @@ pub fn store_port(d: &Value) -> Vec<String> {
     for k in ["bandlimin", "bandlimout", "bw_quota"] {
         if obj.contains_key(k) && d[k].as_u64().is_none_or(|v| v == 0) {
             bad(k, "present but not a positive integer");
+        }
+    }
+    // A quota goes with its kind, and only with a quota.
+    let quota = obj.contains_key("bw_quota");
+    for (k, want) in [("QUOTA_TYPE", "lifetime"), ("QUOTA_DIRECTION", "in+out")] {
+        match (quota, obj.get(k)) {
+            (true, Some(v)) if *v == want => {}
+            (false, None) => {}
+            _ => bad(k, "must come with bw_quota, as the documented value"),
         }
     }
     problems

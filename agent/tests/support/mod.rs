@@ -45,6 +45,10 @@ pub enum Fault {
     FailNext(u32),
     /// store_port stores the port, then does not answer for 30 s (outcome unknown).
     StoreThenHang,
+    /// purge_port answers {"result":"error"} and keeps the port.
+    PurgeRefused,
+    /// store_port stores the port without its traffic quota (`QUOTA` stays "").
+    DropsQuota,
 }
 
 #[derive(Debug, Default)]
@@ -57,13 +61,32 @@ pub struct BoxState {
     pub calls: Vec<String>,
     /// Status reads left before a rotating modem gets its new IP.
     pub rotation_reads: HashMap<String, (u32, String)>,
+    /// How later rotations end: status reads until settled, and the IP then shown
+    /// (default: 2 reads, 198.51.100.99; `u32::MAX` reads never settle).
+    pub rotation_plan: Option<(u32, String)>,
+    /// Every IMEI `reset_modem_by_imei` named, in order.
+    pub resets: Vec<String>,
     /// Input the agent should never have sent (invalid fields, unknown paths).
     pub violations: Vec<String>,
     /// Every IMEI a write named (store_port, reset), in order.
     pub touched_imeis: Vec<String>,
+    /// `bandwidth_report_all`: port id → its entry (counters as the test sets them).
+    pub bandwidth: BTreeMap<String, Value>,
+    /// Every `store_port` body, as sent.
+    pub store_bodies: Vec<Value>,
 }
 
 impl BoxState {
+    /// Sets the day counters `bandwidth_report_all` shows for `port_id`.
+    pub fn set_counters(&mut self, port_id: &str, day_in: Value, day_out: Value) {
+        self.bandwidth.insert(
+            port_id.to_string(),
+            json!({"port": "8001", "portName": "x", "bandwidth_bytes_day_in": day_in,
+                   "bandwidth_bytes_day_out": day_out, "bandwidth_bytes_yesterday_in": null,
+                   "bandwidth_bytes_month_in": "9.9 GB"}),
+        );
+    }
+
     pub fn calls_to(&self, path: &str) -> usize {
         self.calls.iter().filter(|c| c.as_str() == path).count()
     }
@@ -102,6 +125,7 @@ impl FakeBox {
             .route("/apix/apply_port", get(apply_port))
             .route("/apix/purge_port", get(purge_port))
             .route("/apix/reset_modem_by_imei", get(reset))
+            .route("/apix/bandwidth_report_all", get(bandwidth_report))
             .fallback(unknown_path)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -260,6 +284,7 @@ fn store_port_now(s: &Arc<Mutex<BoxState>>, h: &HeaderMap, form: &StoreForm) -> 
     let d: Value = serde_json::from_str(&form.data).unwrap();
     let problems = inspect::store_port(&d);
     st.violations.extend(problems);
+    st.store_bodies.push(d.clone());
     st.touched_imeis
         .push(d["IMEI"].as_str().unwrap_or_default().to_string());
     let login = if st.fault == Fault::DropsLogin {
@@ -267,9 +292,14 @@ fn store_port_now(s: &Arc<Mutex<BoxState>>, h: &HeaderMap, form: &StoreForm) -> 
     } else {
         d["proxy_login"].as_str().unwrap().to_string()
     };
+    let quota = match (&d["bw_quota"], st.fault) {
+        (Value::Number(n), f) if f != Fault::DropsQuota => n.to_string(),
+        _ => String::new(),
+    };
     let port = json!({"portID": d["portID"], "portName": d["portName"], "IMEI": d["IMEI"],
         "HTTP_PORT": d["http_port"].to_string(), "SOCKS_PORT": d["socks_port"].to_string(),
         "LOGIN": login, "PASSWORD": d["proxy_password"], "PROXY_VALID_BEFORE": d["PROXY_VALID_BEFORE"],
+        "QUOTA": quota, "IS_OVER_QUOTA": 0,
         "RESET_SECURE_LINK": {"URL": "http://box/reset/secret"}});
     st.ports
         .insert(d["portID"].as_str().unwrap().to_string(), port);
@@ -314,6 +344,9 @@ async fn purge_port(
     }
     let id = q.get("arg").cloned().unwrap_or_default();
     st.violations.extend(inspect::port_id("purge_port", &id));
+    if st.fault == Fault::PurgeRefused {
+        return result(false, "port is locked");
+    }
     match st.ports.remove(&id) {
         Some(_) => result(true, "port purged"),
         None => result(false, "no such port"),
@@ -333,6 +366,7 @@ async fn reset(
     st.violations
         .extend(inspect::imei("reset_modem_by_imei", &imei));
     st.touched_imeis.push(imei.clone());
+    st.resets.push(imei.clone());
     let Some(m) = st
         .modems
         .iter_mut()
@@ -342,8 +376,23 @@ async fn reset(
     };
     m["net_details"]["EXT_IP"] = json!("IP_RESET");
     m["IS_ROTATED"] = json!("true");
-    st.rotation_reads.insert(imei, (2, "198.51.100.99".into()));
+    let plan = st
+        .rotation_plan
+        .clone()
+        .unwrap_or((2, "198.51.100.99".into()));
+    st.rotation_reads.insert(imei, plan);
     result(true, "IP rotation started")
+}
+
+async fn bandwidth_report(State(s): Shared, h: HeaderMap) -> Response {
+    let mut st = s.lock().unwrap();
+    if let Some(r) = gate(&mut st, &h, "bandwidth_report_all") {
+        return r;
+    }
+    if st.bandwidth.is_empty() {
+        return ok(json!([]));
+    }
+    ok(json!(st.bandwidth))
 }
 
 async fn unknown_path(State(s): Shared, uri: axum::http::Uri) -> Response {

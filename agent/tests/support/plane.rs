@@ -95,7 +95,7 @@ impl PlaneConn {
         self.send(PlaneMessage::Welcome(w)).await;
     }
 
-    /// The next frame that is not a heartbeat or change report.
+    /// The next frame that is not a heartbeat, change or usage report.
     pub async fn recv(&mut self) -> AgentMessage {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
@@ -106,7 +106,9 @@ impl PlaneConn {
             if let Message::Text(t) = msg {
                 self.frames.lock().unwrap().push(t.to_string());
                 match decode(t.as_str(), DEFAULT_MAX_FRAME_BYTES).unwrap() {
-                    AgentMessage::Heartbeat(_) | AgentMessage::ModemsChanged(_) => continue,
+                    AgentMessage::Heartbeat(_)
+                    | AgentMessage::ModemsChanged(_)
+                    | AgentMessage::Usage(_) => continue,
                     other => return other,
                 }
             }
@@ -127,6 +129,24 @@ impl PlaneConn {
                     AgentMessage::Heartbeat(_) => continue,
                     AgentMessage::ModemsChanged(c) => return c,
                     other => panic!("expected modems_changed, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// The next usage report (every other frame skipped).
+    pub async fn usage(&mut self) -> UsageReport {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("usage report in time")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(t) = msg {
+                self.frames.lock().unwrap().push(t.to_string());
+                if let AgentMessage::Usage(u) = decode(t.as_str(), DEFAULT_MAX_FRAME_BYTES).unwrap()
+                {
+                    return u;
                 }
             }
         }

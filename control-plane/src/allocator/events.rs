@@ -1,13 +1,15 @@
 //! The allocator's side of [`GatewayEvent`]s, consumed by one named task:
 //! - an agent came back → redeliver its queued commands (same ids; a `provision` gets its
 //!   password back from the sealed record, and is dropped if its allocation is no longer
-//!   pending or active), then finish its `releasing` allocations that have no queued
-//!   `release`;
+//!   pending or live or has moved to another modem; a `release` of an allocation that is
+//!   live on that very agent — it moved back there — is dropped), then finish its
+//!   `releasing` allocations that have no queued `release`;
 //! - its `reconcile` reported allocations `missing` → `repair`;
-//! - a late `provision` success for an allocation that is not active (it failed on
-//!   timeout) → send `release`, so no orphan port survives; for an active one (a repair
-//!   answered late) → store the port;
-//! - a late `release` success → mark the allocation released.
+//! - a late `provision` success for an allocation that is not live (it failed on timeout)
+//!   or lives on another agent now (it was replaced) → send `release`, so no orphan port
+//!   survives; for a live one on the same modem (a repair answered late) → store the port;
+//!   on the same agent but another modem (a move answered late) → `reassert`;
+//! - a late `release` success from the allocation's current agent → mark it released.
 
 use super::Allocator;
 use crate::gateway::GatewayEvent;
@@ -32,7 +34,7 @@ impl Allocator {
                 event = events.recv() => match event { Some(e) => e, None => return },
             };
             let this = self.clone();
-            tokio::spawn(async move { this.on_event(event).await });
+            self.spawn(async move { this.on_event(event).await });
         }
     }
 
@@ -56,7 +58,7 @@ impl Allocator {
     async fn on_connected(&self, agent_id: &str) -> Result<(), super::AllocError> {
         let sent = self
             .gateway
-            .redeliver(agent_id, |body| self.rebuild(body))
+            .redeliver(agent_id, |body| self.rebuild(agent_id, body))
             .await?;
         if sent > 0 {
             info!(agent_id, sent, "redelivered queued commands");
@@ -64,17 +66,31 @@ impl Allocator {
         self.finish_releases(agent_id).await
     }
 
-    /// The body to redeliver: a `provision` gets its password back from the sealed record,
-    /// and is obsolete (`None`) once its allocation is neither pending nor active.
-    fn rebuild(&self, body: CommandBody) -> Option<CommandBody> {
-        let CommandBody::Provision(mut p) = body else {
-            return Some(body);
+    /// The body to redeliver to `agent_id`: a `provision` gets its password back from the
+    /// sealed record, and is obsolete (`None`) once its allocation is neither pending nor
+    /// live, or is on another modem than the command's (unless that move is in flight). A
+    /// `release` of an allocation that is live on this agent is obsolete too: it was for
+    /// a port the allocation has since moved back onto.
+    fn rebuild(&self, agent_id: &str, body: CommandBody) -> Option<CommandBody> {
+        let mut p = match body {
+            CommandBody::Provision(p) => p,
+            CommandBody::Release(r) => {
+                let live_here = self
+                    .store
+                    .allocation(&r.allocation_id)
+                    .ok()?
+                    .is_some_and(|a| a.state.is_live() && a.agent_id == agent_id);
+                return (!live_here).then_some(CommandBody::Release(r));
+            }
+            other => return Some(other),
         };
         let record = self.store.allocation(&p.allocation_id).ok()??;
-        if !matches!(
-            record.state,
-            AllocationState::Pending | AllocationState::Active
-        ) {
+        let wanted = record.state == AllocationState::Pending || record.state.is_live();
+        let here = (record.agent_id == agent_id && record.imei == p.imei)
+            || self
+                .replacing
+                .is_moving(&p.allocation_id, agent_id, &p.imei);
+        if !wanted || !here {
             return None;
         }
         p.password = self.password(&record).ok()??;
@@ -84,9 +100,9 @@ impl Allocator {
     /// Dispatches `release` for every `releasing` allocation of a reconnected agent that
     /// has no `release` queued already (that one was just redelivered).
     async fn finish_releases(&self, agent_id: &str) -> Result<(), super::AllocError> {
-        let releasing = self.store.allocations_where(|a| {
-            a.agent_id == agent_id && a.state == AllocationState::Releasing
-        })?;
+        let releasing = self
+            .store
+            .agent_allocations(agent_id, |a| a.state == AllocationState::Releasing)?;
         for record in releasing {
             if self
                 .gateway
@@ -120,7 +136,7 @@ impl Allocator {
         };
         match output {
             CommandOutput::Provision(p) => self.on_late_provision(agent_id, &p).await,
-            CommandOutput::Release(r) => self.on_late_release(&r.allocation_id).await,
+            CommandOutput::Release(r) => self.on_late_release(agent_id, &r.allocation_id).await,
             _ => {
                 info!(agent_id, command_id = %result.id, "late command result ignored");
                 Ok(())
@@ -128,26 +144,34 @@ impl Allocator {
         }
     }
 
-    /// A port was created after we gave up on it: unless its allocation is active, remove
-    /// it. For an active one (a repair answered late) the port's whereabouts are stored.
+    /// A port was created after we gave up on it: unless its allocation is live on this
+    /// agent, remove it. For a live one on the same modem (a repair answered late) the
+    /// port's whereabouts are stored; on another modem of the same agent (a move answered
+    /// late: the agent moved the port) the port is put back where the record says.
     async fn on_late_provision(
         &self,
         agent_id: &str,
         port: &Provisioned,
     ) -> Result<(), super::AllocError> {
         let allocation_id = port.allocation_id.as_str();
-        if let Some(record) = self.settled_active(allocation_id).await? {
-            let moved = record.http_port != Some(port.http_port)
-                || record.socks_port != Some(port.socks_port);
-            return if moved {
-                self.repaired(record, port)
-            } else {
-                Ok(())
-            };
+        if let Some(record) = self.settled_live(allocation_id).await? {
+            if record.agent_id == agent_id && record.imei != port.imei {
+                return self.reassert(allocation_id).await;
+            }
+            if record.agent_id == agent_id {
+                let moved = record.http_port != Some(port.http_port)
+                    || record.socks_port != Some(port.socks_port);
+                return if moved {
+                    self.repaired(record, port)
+                } else {
+                    Ok(())
+                };
+            }
         }
         warn!(
             agent_id,
-            allocation_id, "late provision of a failed allocation: releasing the orphan port"
+            allocation_id,
+            "late provision of a failed or moved allocation: releasing the orphan port"
         );
         let body = CommandBody::Release(Release {
             allocation_id: allocation_id.to_string(),
@@ -164,9 +188,9 @@ impl Allocator {
         Ok(())
     }
 
-    /// The allocation if it is active, read under its order lock so that a provisioning
+    /// The allocation if it is live, read under its order lock so that a provisioning
     /// still settling (the result raced its timeout) is seen in its final state.
-    async fn settled_active(
+    async fn settled_live(
         &self,
         allocation_id: &str,
     ) -> Result<Option<crate::store::AllocationRecord>, super::AllocError> {
@@ -175,15 +199,21 @@ impl Allocator {
         };
         let _order = self.locks.lock(&record.order_id).await;
         let current = self.store.allocation(allocation_id)?;
-        Ok(current.filter(|r| r.state == AllocationState::Active))
+        Ok(current.filter(|r| r.state.is_live()))
     }
 
-    async fn on_late_release(&self, allocation_id: &str) -> Result<(), super::AllocError> {
+    /// A release confirmed late; it completes the allocation only if it came from the
+    /// allocation's current agent (the agent it moved away from also gets `release`).
+    async fn on_late_release(
+        &self,
+        agent_id: &str,
+        allocation_id: &str,
+    ) -> Result<(), super::AllocError> {
         let order_id = self.find(allocation_id)?.order_id;
         let _order = self.locks.lock(&order_id).await;
         let mut record = self.find(allocation_id)?;
-        if record.state == AllocationState::Releasing {
-            self.mark_released(&mut record, "system")?;
+        if record.state == AllocationState::Releasing && record.agent_id == agent_id {
+            self.mark_released(&mut record, "system").await?;
             info!(allocation_id, "allocation released (late confirmation)");
         }
         Ok(())

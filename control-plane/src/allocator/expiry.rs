@@ -1,5 +1,6 @@
 //! The expiry sweeper: ONE named task that sleeps until the earliest `expires_at` of the
-//! active allocations and releases those whose time has come (`release_reason: expired`).
+//! active allocations (from the store's expiry index, `Store::expiring`, so a wake reads
+//! only what is due) and releases those whose time has come (`release_reason: expired`).
 //! It is woken early by a `Notify` whenever an allocation becomes active or is renewed (the
 //! next deadline may have moved), like mini-redis' purge task, and re-reads at least every
 //! [`MAX_SLEEP`] so a wall-clock step or an edit by a tool is noticed.
@@ -46,18 +47,11 @@ impl Allocator {
     /// Starts the release of every active allocation past its expiry (each in its own
     /// task: one slow agent must not hold up the others) and returns the next deadline.
     fn expire_due(self: &Arc<Self>) -> Result<Option<OffsetDateTime>, StoreError> {
-        let now = now();
-        let mut next: Option<OffsetDateTime> = None;
-        for record in self
-            .store
-            .allocations_where(|a| a.state == AllocationState::Active)?
-        {
-            if record.expires_at <= now {
-                let (this, id) = (self.clone(), record.allocation_id);
-                tokio::spawn(async move { this.expire_one(&id).await });
-            } else {
-                next = Some(next.map_or(record.expires_at, |n| n.min(record.expires_at)));
-            }
+        // The store's expiry index: only the due records are read, not the whole table.
+        let (due, next) = self.store.expiring(now())?;
+        for record in due {
+            let (this, id) = (self.clone(), record.allocation_id);
+            self.spawn(async move { this.expire_one(&id).await });
         }
         Ok(next)
     }
@@ -69,13 +63,13 @@ impl Allocator {
             let order_id = self.find(allocation_id)?.order_id;
             let _order = self.locks.lock(&order_id).await;
             let mut record = self.find(allocation_id)?;
-            if record.state != AllocationState::Active || record.expires_at > now() {
+            if !record.state.is_live() || record.expires_at > now() {
                 return Ok(());
             }
             info!(allocation_id, "allocation expired: releasing it");
             record.state = AllocationState::Releasing;
             record.release_reason = Some(ReleaseReason::Expired);
-            self.store.put_allocation(&record)?;
+            self.store.save_allocation(&record).await?;
             self.audit("system", AuditAction::AllocationReleasing, &record);
             self.finish_release(record, "system").await.map(|_| ())
         };

@@ -2,30 +2,38 @@
 //! through `pending → active → releasing → released` / `pending → failed` /
 //! `active → failed` by commanding its agent through the gateway. Also IP rotation and
 //! renewal, the handler for what the gateway reports afterwards (late results, agents
-//! coming back, `reconcile` findings → `repair`), and the `expiry` sweeper.
+//! coming back, `reconcile` findings → `repair`), and the `expiry` sweeper. `replace`
+//! moves a live allocation to another modem (`active → replaced`, same id and
+//! credentials), on request or from the `outages` sweeper when its modem stays down.
 //!
 //! Every state change is written to the audit log with the caller that caused it
 //! (`ROLE:NAME`, or `system` for what happens on its own), and every allocation that ends
-//! wakes the credential-retention task (`retention`).
+//! wakes the credential-retention task (`retention`). Webhook events (`crate::events`) go
+//! out next to the audit entries: `allocation.active`, `.released`, `.failed` here, and
+//! `.expiring` from its own task (`expiring`).
 //!
 //! Every public operation runs in its own task, so an HTTP client that hangs up cannot
 //! cancel it half-way (which would leave an allocation `pending` and its slot reserved).
 
 mod events;
+mod expiring;
 mod expiry;
 mod locks;
+mod outages;
 mod provision;
 mod release;
 mod renew;
 mod repair;
+mod replace;
 pub mod request;
 mod rotate;
 
 pub use release::ReleaseStatus;
-pub use rotate::Rotation;
+pub use rotate::{LastRotation, Rotation};
 
 use crate::config::ServerConfig;
 use crate::credentials::{CredentialCipher, CredentialError};
+use crate::events::{EventType, Events};
 use crate::fleet::Fleet;
 use crate::gateway::{DispatchError, Gateway};
 use crate::store::{
@@ -38,6 +46,7 @@ use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 /// Why an allocation operation did not succeed; the API maps each to a status and code.
@@ -58,6 +67,15 @@ pub enum AllocError {
     /// The allocation is in a state that does not allow this.
     #[error("{0}")]
     InvalidState(String),
+    /// The modem was rotated too recently, or a rotation of it is running (409
+    /// `rotation_cooldown`).
+    #[error("{message}")]
+    RotationCooldown {
+        /// Seconds until a rotation may be asked again (`Retry-After`, at least 1).
+        retry_after_s: u64,
+        /// Why.
+        message: String,
+    },
     /// The modem's agent is not connected.
     #[error("the agent of this modem is offline")]
     AgentOffline,
@@ -130,9 +148,20 @@ pub struct Allocator {
     cipher: CredentialCipher,
     config: Arc<ServerConfig>,
     locks: KeyedLocks,
+    /// Modems with a rotation under way (only one reaches the agent at a time).
+    rotating: rotate::InFlight,
     ended: Arc<Notify>,
     /// Wakes the expiry sweeper (an allocation became active or was renewed).
     expiry: Arc<Notify>,
+    /// Where allocation events go (webhooks).
+    events: Events,
+    /// Every task the allocator starts, so shutdown can wait for them (they hold the
+    /// database open).
+    tasks: TaskTracker,
+    /// When `allocation.expiring` is due (`expiring`).
+    warnings: expiring::Warnings,
+    /// The outage sweeper's memory: moves running, degraded outages, moves in flight.
+    replacing: outages::Tracker,
 }
 
 impl Allocator {
@@ -148,8 +177,9 @@ impl Allocator {
         cipher: CredentialCipher,
         config: Arc<ServerConfig>,
         ended: Arc<Notify>,
+        events: Events,
     ) -> Result<Self, StoreError> {
-        for mut record in store.allocations_where(|a| a.state.holds_port())? {
+        for mut record in store.live_allocations()? {
             if record.state == AllocationState::Pending {
                 warn!(allocation_id = %record.allocation_id, "failing an allocation left pending by a restart");
                 fail(
@@ -158,6 +188,8 @@ impl Allocator {
                 );
                 store.put_allocation(&record)?;
                 audit(&store, "system", AuditAction::AllocationFailed, &record);
+                let object = crate::events::allocation_object(&record);
+                events.emit(EventType::AllocationFailed, object);
             } else {
                 fleet.add_load(&record.imei);
             }
@@ -176,8 +208,13 @@ impl Allocator {
             cipher,
             config,
             locks: KeyedLocks::default(),
+            rotating: rotate::InFlight::default(),
             ended,
             expiry: Arc::new(Notify::new()),
+            events,
+            tasks: TaskTracker::new(),
+            warnings: expiring::Warnings::default(),
+            replacing: outages::Tracker::default(),
         })
     }
 
@@ -188,7 +225,8 @@ impl Allocator {
         actor: String,
     ) -> Result<(Created, AllocationRecord), AllocError> {
         let this = self.clone();
-        detached(async move { this.allocate_inner(request, &actor).await }).await
+        self.detached(async move { this.allocate_inner(request, &actor).await })
+            .await
     }
 
     /// `DELETE /v1/allocations/{id}` on behalf of `actor` (for the audit log).
@@ -198,7 +236,8 @@ impl Allocator {
         actor: String,
     ) -> Result<(ReleaseStatus, AllocationRecord), AllocError> {
         let (this, id) = (self.clone(), allocation_id.to_string());
-        detached(async move { this.release_inner(&id, &actor).await }).await
+        self.detached(async move { this.release_inner(&id, &actor).await })
+            .await
     }
 
     /// `POST /v1/allocations/{id}/renew`.
@@ -208,13 +247,63 @@ impl Allocator {
         duration_s: u64,
     ) -> Result<AllocationRecord, AllocError> {
         let (this, id) = (self.clone(), allocation_id.to_string());
-        detached(async move { this.renew_inner(&id, duration_s).await }).await
+        self.detached(async move { this.renew_inner(&id, duration_s).await })
+            .await
+    }
+
+    /// `POST /v1/allocations/{id}/replace` on behalf of `actor`: moves a live allocation
+    /// to another modem (see `replace`).
+    pub async fn replace(
+        self: &Arc<Self>,
+        allocation_id: &str,
+        actor: String,
+    ) -> Result<AllocationRecord, AllocError> {
+        let (this, id) = (self.clone(), allocation_id.to_string());
+        self.detached(async move {
+            this.replace_inner(&id, replace::Trigger::Requested, &actor)
+                .await?
+                .ok_or_else(|| AllocError::Internal("the replacement did not happen".into()))
+        })
+        .await
     }
 
     /// `POST /v1/modems/{imei}/rotate`.
     pub async fn rotate(self: &Arc<Self>, imei: &str) -> Result<Rotation, AllocError> {
         let (this, imei) = (self.clone(), imei.to_string());
-        detached(async move { this.rotate_inner(&imei).await }).await
+        self.detached(async move { this.rotate_inner(&imei).await })
+            .await
+    }
+
+    /// Runs `work` in its own task so that dropping the caller does not cancel it.
+    async fn detached<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, AllocError>> + Send + 'static,
+    ) -> Result<T, AllocError> {
+        self.tasks
+            .spawn(work)
+            .await
+            .map_err(|e| AllocError::Internal(e.to_string()))?
+    }
+
+    /// Starts background work that shutdown waits for (`finish`).
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(work);
+    }
+
+    /// Waits (at most `patience`) for the operations still running after the sessions
+    /// closed; they end quickly then, because their agents are gone. Their `Arc`s hold the
+    /// database open, so a restart in the same process would find it locked.
+    pub async fn finish(&self, patience: std::time::Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(patience, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                running = self.tasks.len(),
+                "allocation tasks still running at shutdown"
+            );
+        }
     }
 
     /// The buyer password of `record`, unsealed; `None` once purged.
@@ -225,22 +314,46 @@ impl Allocator {
         }
     }
 
-    /// Marks `record` released and frees its modem slot.
-    fn mark_released(&self, record: &mut AllocationRecord, actor: &str) -> Result<(), StoreError> {
+    /// Marks `record` released (flushed, awaited without holding a thread) and frees its
+    /// modem slot.
+    async fn mark_released(
+        &self,
+        record: &mut AllocationRecord,
+        actor: &str,
+    ) -> Result<(), StoreError> {
         record.state = AllocationState::Released;
         record.released_at = Some(crate::ids::now());
         record
             .release_reason
             .get_or_insert(ReleaseReason::Cancelled);
-        self.store.put_allocation(record)?;
+        self.store.save_allocation(record).await?;
         self.fleet.release_load(&record.imei);
         self.audit(actor, AuditAction::AllocationReleased, record);
+        self.emit(EventType::AllocationReleased, record);
         self.ended.notify_one();
         Ok(())
     }
 
     fn audit(&self, actor: &str, action: AuditAction, record: &AllocationRecord) {
         audit(&self.store, actor, action, record);
+    }
+
+    /// Emits `kind` about `record` (see `events`). An allocation that ended no longer
+    /// needs its `allocation.expiring` bookkeeping (`expiring`).
+    fn emit(&self, kind: EventType, record: &AllocationRecord) {
+        self.events
+            .emit(kind, crate::events::allocation_object(record));
+        if kind == EventType::AllocationActive {
+            self.schedule_expiring(record);
+        }
+        if matches!(
+            kind,
+            EventType::AllocationReleased | EventType::AllocationFailed
+        ) {
+            if let Err(e) = self.store.forget_expiring(&record.allocation_id) {
+                warn!(allocation_id = %record.allocation_id, "cannot forget the expiry warning: {e}");
+            }
+        }
     }
 }
 
@@ -266,13 +379,4 @@ fn fail(record: &mut AllocationRecord, why: &str) {
     record.state = AllocationState::Failed;
     record.release_reason = Some(ReleaseReason::Failed);
     record.failure = Some(why.to_string());
-}
-
-/// Runs `work` in its own task so that dropping the caller does not cancel it.
-async fn detached<T: Send + 'static>(
-    work: impl Future<Output = Result<T, AllocError>> + Send + 'static,
-) -> Result<T, AllocError> {
-    tokio::spawn(work)
-        .await
-        .map_err(|e| AllocError::Internal(e.to_string()))?
 }

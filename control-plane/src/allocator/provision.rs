@@ -3,6 +3,7 @@
 
 use super::{fail, request, AllocError, Allocator, Created};
 use crate::credentials::{generate_login, generate_password};
+use crate::events::EventType;
 use crate::fleet::{ModemFilter, Reservation};
 use crate::gateway::DispatchError;
 use crate::ids::{now, random_id, unix_ms};
@@ -20,6 +21,7 @@ impl Allocator {
         actor: &str,
     ) -> Result<(Created, AllocationRecord), AllocError> {
         let request = request::normalize(request)?;
+        request::check_rotate_every(request.rotate_every_s, self.config.min_rotate_every_s)?;
         let _order = self.locks.lock(&request.order_id).await;
         if let Some(existing) = self.store.allocation_by_order(&request.order_id)? {
             if existing.state != AllocationState::Failed {
@@ -54,14 +56,16 @@ impl Allocator {
             login: record.login.clone(),
             password,
             expires_at_ms: unix_ms(record.expires_at),
-            bandwidth_kbit: None,
-            traffic_quota_mb: None,
+            bandwidth_kbit: request.bandwidth_kbit,
+            traffic_quota_mb: request.traffic_quota_mb,
+            rotate_every_s: request.rotate_every_s,
         });
         let outcome = self
             .gateway
             .dispatch(&slot.agent_id, body, self.config.provisioning_timeout())
             .await;
         self.settle(record, &slot, outcome, actor)
+            .await
             .map(|r| (Created::New, r))
     }
 
@@ -94,11 +98,14 @@ impl Allocator {
             release_reason: None,
             failure: None,
             request: request.clone(),
+            replacements: Vec::new(),
         }
     }
 
-    /// Applies the agent's answer to a `pending` record.
-    fn settle(
+    /// Applies the agent's answer to a `pending` record. The `active` record is flushed
+    /// (with the `pending` one and the outbox entries before it: one group-committed flush
+    /// per allocation, awaited without holding a thread) before the caller hears 201.
+    async fn settle(
         &self,
         mut record: AllocationRecord,
         slot: &Reservation,
@@ -114,9 +121,10 @@ impl Allocator {
                 record.http_port = Some(p.http_port);
                 record.socks_port = Some(p.socks_port);
                 record.port_id = Some(p.port_id);
-                self.store.put_allocation(&record)?;
+                self.store.save_allocation(&record).await?;
                 info!(allocation_id = %record.allocation_id, "allocation active");
                 self.audit(actor, AuditAction::AllocationCreated, &record);
+                self.emit(EventType::AllocationActive, &record);
                 self.expiry.notify_one();
                 return Ok(record);
             }
@@ -131,9 +139,10 @@ impl Allocator {
         };
         warn!(allocation_id = %record.allocation_id, "provisioning failed: {error}");
         fail(&mut record, &error.to_string());
-        self.store.put_allocation(&record)?;
+        self.store.save_allocation(&record).await?;
         self.fleet.release_load(&record.imei);
         self.audit(actor, AuditAction::AllocationFailed, &record);
+        self.emit(EventType::AllocationFailed, &record);
         self.ended.notify_one();
         Err(error)
     }

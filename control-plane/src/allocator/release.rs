@@ -38,10 +38,10 @@ impl Allocator {
                     "the allocation is still being provisioned".into(),
                 ))
             }
-            AllocationState::Active => {
+            AllocationState::Active | AllocationState::Replaced => {
                 record.state = AllocationState::Releasing;
                 record.release_reason = Some(ReleaseReason::Cancelled);
-                self.store.put_allocation(&record)?;
+                self.store.save_allocation(&record).await?;
                 self.audit(actor, AuditAction::AllocationReleasing, &record);
             }
             AllocationState::Releasing => {}
@@ -67,7 +67,7 @@ impl Allocator {
             Ok(Outcome::Ok {
                 output: CommandOutput::Release(_),
             }) => {
-                self.mark_released(&mut record, actor)?;
+                self.mark_released(&mut record, actor).await?;
                 info!(allocation_id = %record.allocation_id, "allocation released");
                 Ok((ReleaseStatus::Done, record))
             }

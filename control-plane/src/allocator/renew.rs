@@ -3,7 +3,7 @@
 
 use super::{request, AllocError, Allocator};
 use crate::ids::unix_ms;
-use crate::store::{AllocationRecord, AllocationState};
+use crate::store::AllocationRecord;
 use farmhand_protocol::{CommandBody, CommandOutput, Outcome, UpdatePort};
 use time::Duration;
 
@@ -17,9 +17,9 @@ impl Allocator {
         let order_id = self.find(allocation_id)?.order_id;
         let _order = self.locks.lock(&order_id).await;
         let mut record = self.find(allocation_id)?;
-        if record.state != AllocationState::Active {
+        if !record.state.is_live() {
             return Err(AllocError::InvalidState(format!(
-                "only active allocations can be renewed; this one is {}",
+                "only active or replaced allocations can be renewed; this one is {}",
                 record.state.as_str()
             )));
         }
@@ -41,6 +41,8 @@ impl Allocator {
                 self.store.put_allocation(&record)?;
                 // The sweeper may be sleeping until the old deadline.
                 self.expiry.notify_one();
+                // A new expiry gets its own `allocation.expiring`.
+                self.schedule_expiring(&record);
                 Ok(record)
             }
             Ok(Outcome::Ok { .. }) => Err(AllocError::AgentRefused {

@@ -1,13 +1,16 @@
 //! Repairing what `reconcile` found missing: an `active` allocation whose port is gone
 //! from the box (ProxySmart reset, disk restored, port deleted by hand) is provisioned
-//! again with the SAME allocation id, login and password — the buyer's proxy lines stay
-//! valid — and its host and ports are updated. If the agent refuses, the allocation is
+//! again with the SAME allocation id, login, password and limits — the speed limit of the
+//! order, and what is left of its traffic quota (`quota_left`: a new port starts a new
+//! counter on the box) — so the buyer's proxy lines stay valid; its host and ports are
+//! updated. If the agent refuses, the allocation is
 //! `failed` (`release_reason: failed`) so the marketplace learns the port is gone. If the
 //! agent does not answer, nothing changes: the next reconnect's `reconcile` tries again.
 
 use super::{fail, AllocError, Allocator};
+use crate::events::EventType;
 use crate::ids::{now, unix_ms};
-use crate::store::{AllocationRecord, AllocationState, AuditAction};
+use crate::store::{AllocationRecord, AuditAction};
 use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provision, Provisioned};
 use tracing::{info, warn};
 
@@ -31,10 +34,7 @@ impl Allocator {
         let _order = self.locks.lock(&record.order_id).await;
         let record = self.find(allocation_id)?;
         // Pending ones have their `provision` redelivered; expired ones are the sweeper's.
-        if record.agent_id != agent_id
-            || record.state != AllocationState::Active
-            || record.expires_at <= now()
-        {
+        if record.agent_id != agent_id || !record.state.is_live() || record.expires_at <= now() {
             return Ok(());
         }
         let Some(password) = self.password(&record)? else {
@@ -50,8 +50,9 @@ impl Allocator {
             login: record.login.clone(),
             password,
             expires_at_ms: unix_ms(record.expires_at),
-            bandwidth_kbit: None,
-            traffic_quota_mb: None,
+            bandwidth_kbit: record.request.bandwidth_kbit,
+            traffic_quota_mb: self.quota_left(&record),
+            rotate_every_s: record.request.rotate_every_s,
         });
         let timeout = self.config.provisioning_timeout();
         match self.gateway.dispatch(agent_id, body, timeout).await {
@@ -77,6 +78,22 @@ impl Allocator {
                 Ok(())
             }
         }
+    }
+
+    /// The traffic quota for a re-created port: the order's quota minus the usage agents
+    /// reported so far (a new port's counter starts at zero on the box), at least 1 MB
+    /// (0 would mean "no limit"); `None` when the order has no quota.
+    pub(super) fn quota_left(&self, record: &AllocationRecord) -> Option<u64> {
+        let quota_mb = record.request.traffic_quota_mb?;
+        let used_bytes = match self.store.usage(&record.allocation_id) {
+            Ok(usage) => usage.map_or(0, |u| u.bytes_in.saturating_add(u.bytes_out)),
+            Err(e) => {
+                warn!(allocation_id = %record.allocation_id, "cannot read the usage; the new port gets the whole quota: {e}");
+                0
+            }
+        };
+        let used_mb = used_bytes.div_ceil(1_000_000);
+        Some(quota_mb.saturating_sub(used_mb).max(1))
     }
 
     /// Stores where the re-created port is (the site's host may have changed too).
@@ -105,6 +122,7 @@ impl Allocator {
         self.store.put_allocation(&record)?;
         self.fleet.release_load(&record.imei);
         self.audit("system", AuditAction::AllocationFailed, &record);
+        self.emit(EventType::AllocationFailed, &record);
         self.ended.notify_one();
         Ok(())
     }

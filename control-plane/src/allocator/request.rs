@@ -1,5 +1,8 @@
 //! Validation of allocation requests into their normalised form (the form compared for
-//! idempotency): order id, duration, and the optional country / carrier / IMEI filters.
+//! idempotency): order id, duration, the optional country / carrier / IMEI filters, and the
+//! optional automatic rotation interval (`check_rotate_every`, whose minimum is the
+//! plane's `min_rotate_every_s`), and the optional port limits (`bandwidth_kbit`,
+//! `traffic_quota_mb`).
 
 use super::AllocError;
 use crate::store::AllocationRequest;
@@ -8,6 +11,12 @@ use crate::store::AllocationRequest;
 pub const MIN_DURATION_S: u64 = 60;
 /// Longest allocation (365 days), seconds.
 pub const MAX_DURATION_S: u64 = 31_536_000;
+/// Longest automatic rotation interval (one day), seconds.
+pub const MAX_ROTATE_EVERY_S: u64 = 86_400;
+/// Largest speed limit, kbit/s (10 Gbit/s, far above any modem; the agent's own bound).
+pub const MAX_BANDWIDTH_KBIT: u64 = 10_000_000;
+/// Largest traffic quota, MB (100 TB; the agent's own bound).
+pub const MAX_TRAFFIC_QUOTA_MB: u64 = 100_000_000;
 const MAX_ORDER_ID_CHARS: usize = 128;
 const MAX_CARRIER_CHARS: usize = 64;
 
@@ -27,6 +36,12 @@ pub fn normalize(request: AllocationRequest) -> Result<AllocationRequest, AllocE
     if let Some(imei) = &request.imei {
         check_imei(imei)?;
     }
+    check_limit("bandwidth_kbit", request.bandwidth_kbit, MAX_BANDWIDTH_KBIT)?;
+    check_limit(
+        "traffic_quota_mb",
+        request.traffic_quota_mb,
+        MAX_TRAFFIC_QUOTA_MB,
+    )?;
     Ok(AllocationRequest { country, ..request })
 }
 
@@ -38,6 +53,28 @@ pub fn check_duration(duration_s: u64) -> Result<(), AllocError> {
         Err(invalid(format!(
             "duration_s must be between {MIN_DURATION_S} and {MAX_DURATION_S}"
         )))
+    }
+}
+
+/// `rotate_every_s`, when present, must be within `min_s` (the plane's
+/// `min_rotate_every_s`, 60 by default) … [`MAX_ROTATE_EVERY_S`].
+pub fn check_rotate_every(rotate_every_s: Option<u64>, min_s: u64) -> Result<(), AllocError> {
+    match rotate_every_s {
+        Some(s) if !(min_s..=MAX_ROTATE_EVERY_S).contains(&s) => Err(invalid(format!(
+            "rotate_every_s must be between {min_s} and {MAX_ROTATE_EVERY_S}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// An optional limit: absent (`null`: no limit) or 1 … `max`. 0 is refused rather than
+/// read as "unlimited", so a mistaken 0 never silently lifts a limit.
+pub fn check_limit(field: &str, value: Option<u64>, max: u64) -> Result<(), AllocError> {
+    match value {
+        Some(v) if v == 0 || v > max => Err(invalid(format!(
+            "{field} must be between 1 and {max}, or absent for no limit"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -85,6 +122,9 @@ mod tests {
             country: None,
             carrier: None,
             imei: None,
+            rotate_every_s: None,
+            bandwidth_kbit: None,
+            traffic_quota_mb: None,
         }
     }
 
@@ -97,6 +137,27 @@ mod tests {
         .unwrap();
         assert_eq!(r.country.as_deref(), Some("DE"));
         assert!(normalize(req(&"x".repeat(128), MAX_DURATION_S)).is_ok());
+        let limited = AllocationRequest {
+            bandwidth_kbit: Some(MAX_BANDWIDTH_KBIT),
+            traffic_quota_mb: Some(1),
+            ..req("o-2", 60)
+        };
+        assert_eq!(normalize(limited.clone()).unwrap(), limited);
+    }
+
+    #[test]
+    fn rotate_every_s_is_optional_and_bounded() {
+        assert!(check_rotate_every(None, 60).is_ok());
+        assert!(check_rotate_every(Some(60), 60).is_ok());
+        assert!(check_rotate_every(Some(MAX_ROTATE_EVERY_S), 60).is_ok());
+        for bad in [0, 59, MAX_ROTATE_EVERY_S + 1] {
+            let e = check_rotate_every(Some(bad), 60).unwrap_err();
+            assert!(matches!(&e, AllocError::Invalid(m) if m.contains("rotate_every_s")));
+        }
+        assert!(
+            check_rotate_every(Some(2), 1).is_ok(),
+            "tests may lower the minimum"
+        );
     }
 
     #[test]
@@ -121,6 +182,22 @@ mod tests {
             },
             AllocationRequest {
                 imei: Some("123".into()),
+                ..req("o", 60)
+            },
+            AllocationRequest {
+                bandwidth_kbit: Some(0),
+                ..req("o", 60)
+            },
+            AllocationRequest {
+                bandwidth_kbit: Some(MAX_BANDWIDTH_KBIT + 1),
+                ..req("o", 60)
+            },
+            AllocationRequest {
+                traffic_quota_mb: Some(0),
+                ..req("o", 60)
+            },
+            AllocationRequest {
+                traffic_quota_mb: Some(MAX_TRAFFIC_QUOTA_MB + 1),
                 ..req("o", 60)
             },
         ] {

@@ -1,5 +1,5 @@
-//! `/v1/allocations` — create (idempotent by order id), show, list, renew, release — for
-//! admin or marketplace keys. Buyer `login` and `password` are shown to the marketplace
+//! `/v1/allocations` — create (idempotent by order id), show, list, renew, release, replace,
+//! and the traffic `usage` agents report — for admin or marketplace keys. Buyer `login` and `password` are shown to the marketplace
 //! role only; admin keys see them as `null` (operators do not need buyer credentials).
 //! After the retention period `password` is `null` for everyone and `credentials_purged`
 //! is `true`.
@@ -10,7 +10,9 @@ use super::json::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::allocator::{Created, ReleaseStatus};
 use crate::ids::rfc3339;
-use crate::store::{AllocationRecord, AllocationRequest, AllocationState, ReleaseReason, Role};
+use crate::store::{
+    AllocationRecord, AllocationRequest, AllocationState, ReleaseReason, Replacement, Role,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -37,6 +39,37 @@ pub struct AllocationView {
     expires_at: String,
     released_at: Option<String>,
     release_reason: Option<ReleaseReason>,
+    /// Automatic rotation interval asked for (`null`: none).
+    rotate_every_s: Option<u64>,
+    /// Speed limit, kbit/s each direction (`null`: none).
+    bandwidth_kbit: Option<u64>,
+    /// Traffic quota, MB (`null`: none).
+    traffic_quota_mb: Option<u64>,
+    replacements: Vec<ReplacementView>,
+}
+
+/// One entry of the allocation's `replacements` history.
+#[derive(Debug, Serialize)]
+pub struct ReplacementView {
+    at: String,
+    reason: crate::store::ReplacementReason,
+    from_imei: String,
+    from_agent_id: String,
+    to_imei: String,
+    to_agent_id: String,
+}
+
+impl From<Replacement> for ReplacementView {
+    fn from(r: Replacement) -> Self {
+        ReplacementView {
+            at: rfc3339(r.at),
+            reason: r.reason,
+            from_imei: r.from_imei,
+            from_agent_id: r.from_agent_id,
+            to_imei: r.to_imei,
+            to_agent_id: r.to_agent_id,
+        }
+    }
 }
 
 fn view(
@@ -72,6 +105,10 @@ fn view(
         expires_at: rfc3339(record.expires_at),
         released_at: record.released_at.map(rfc3339),
         release_reason: record.release_reason,
+        rotate_every_s: record.request.rotate_every_s,
+        bandwidth_kbit: record.request.bandwidth_kbit,
+        traffic_quota_mb: record.request.traffic_quota_mb,
+        replacements: record.replacements.into_iter().map(Into::into).collect(),
     })
 }
 
@@ -101,6 +138,29 @@ pub async fn show(
         .allocation(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no allocation {id:?}")))?;
     Ok(Json(view(&state, &caller, record)?))
+}
+
+/// `GET /v1/allocations/{id}/usage`: the traffic totals its agent(s) reported (monotonic;
+/// zeros and `measured_at: null` before the first report); 404 for an unknown allocation.
+pub async fn usage(
+    AnyRole(_caller): AnyRole,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<Value>, ApiError> {
+    if state.store.allocation(&id)?.is_none() {
+        return Err(ApiError::not_found(format!("no allocation {id:?}")));
+    }
+    let totals = state.store.usage(&id)?;
+    let measured_at = totals
+        .and_then(|t| i128::from(t.measured_at_ms).checked_mul(1_000_000))
+        .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .map(rfc3339);
+    Ok(Json(json!({
+        "allocation_id": id,
+        "bytes_in": totals.map_or(0, |t| t.bytes_in),
+        "bytes_out": totals.map_or(0, |t| t.bytes_out),
+        "measured_at": measured_at,
+    })))
 }
 
 /// List filters; unknown parameters are rejected.
@@ -143,6 +203,17 @@ pub async fn renew(
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> Result<Json<AllocationView>, ApiError> {
     let record = state.allocator.renew(&id, body.duration_s).await?;
+    Ok(Json(view(&state, &caller, record)?))
+}
+
+/// `POST /v1/allocations/{id}/replace`: 200 with the allocation moved to another modem
+/// (state `replaced`); 409 `no_capacity` / `invalid_state`; as provisioning otherwise.
+pub async fn replace(
+    AnyRole(caller): AnyRole,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<AllocationView>, ApiError> {
+    let record = state.allocator.replace(&id, caller.actor()).await?;
     Ok(Json(view(&state, &caller, record)?))
 }
 

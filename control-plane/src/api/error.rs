@@ -136,6 +136,10 @@ impl From<AllocError> for ApiError {
             AllocError::InvalidState(_) => {
                 Self::new(StatusCode::CONFLICT, "invalid_state", message)
             }
+            AllocError::RotationCooldown { retry_after_s, .. } => {
+                Self::new(StatusCode::CONFLICT, "rotation_cooldown", message)
+                    .with_retry_after(retry_after_s)
+            }
             AllocError::AgentOffline => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "agent_offline", message)
             }

@@ -1,7 +1,8 @@
 //! The REST API (`docs/api.md`), one file per resource. Routes are grouped by who may call
 //! them: unauthenticated (health, metrics, enrollment, the agent WebSocket), admin
-//! (enrollment tokens, agents, audit log) and admin-or-marketplace (modems, allocations). Unknown
-//! routes and methods answer in the same JSON error shape as everything else.
+//! (enrollment tokens, agents, audit log, webhooks) and admin-or-marketplace (modems,
+//! allocations). Unknown routes and methods answer in the same JSON error shape as
+//! everything else.
 
 mod agents;
 mod allocations;
@@ -13,6 +14,7 @@ mod health;
 mod json;
 mod modems;
 mod tokens;
+mod webhooks;
 
 use crate::allocator::Allocator;
 use crate::config::ServerConfig;
@@ -43,6 +45,10 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Counters and histograms behind `GET /metrics`.
     pub metrics: Arc<crate::metrics::PlaneMetrics>,
+    /// Where events go (webhooks).
+    pub events: crate::events::Events,
+    /// Webhook endpoints and their delivery logs.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// The whole HTTP application: REST routes plus the agent gateway.
@@ -74,6 +80,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/allocations/{allocation_id}/renew",
             post(allocations::renew),
+        )
+        .route(
+            "/v1/allocations/{allocation_id}/usage",
+            get(allocations::usage),
+        )
+        .route(
+            "/v1/allocations/{allocation_id}/replace",
+            post(allocations::replace),
+        )
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{webhook_id}",
+            get(webhooks::show).delete(webhooks::remove),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries",
+            get(webhooks::deliveries),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

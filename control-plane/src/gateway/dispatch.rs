@@ -79,7 +79,7 @@ impl Gateway {
         debug!(agent_id, command_id = %id, op = command.body.op(), "dispatching command");
         let rx = ctx.registry.track(agent_id, &id, deadline.into_std());
         // A session that ended before taking the command leaves it queued for redelivery.
-        let _ = tokio::time::timeout_at(deadline, session.commands.send(command)).await;
+        let _ = tokio::time::timeout_at(deadline, session.commands.send(Box::new(command))).await;
         let closed = match wait {
             Wait::UntilDeadline => CancellationToken::new(),
             Wait::UntilDisconnect => session.closed.clone(),
@@ -136,7 +136,7 @@ impl Gateway {
                 deadline_ms: pending.deadline_ms,
                 body,
             };
-            if session.commands.send(command).await.is_err() {
+            if session.commands.send(Box::new(command)).await.is_err() {
                 break; // the session ended again: the next reconnect retries
             }
             sent += 1;

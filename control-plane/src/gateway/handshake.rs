@@ -49,7 +49,7 @@ pub struct Authenticated {
     /// The TCP peer's address.
     pub client: ClientAddr,
     /// Commands dispatched to this session.
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::Receiver<Box<Command>>,
     /// Cancelled when the agent is revoked.
     pub kick: CancellationToken,
 }
@@ -100,7 +100,10 @@ impl Unauthenticated {
 
     async fn run(mut self, ctx: &GatewayCtx) -> Result<Authenticated, Failed> {
         let limit = ctx.config.handshake_timeout();
-        let verified = match tokio::time::timeout(limit, exchange(&mut self.conn, ctx)).await {
+        // Set once the agent has sent `auth`: from then on only the plane can be slow.
+        let mut sent_auth = false;
+        let exchange = exchange(&mut self.conn, ctx, &mut sent_auth);
+        let verified = match tokio::time::timeout(limit, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Some(refusal(
                 ProtocolErrorCode::HandshakeTimeout,
@@ -117,12 +120,13 @@ impl Unauthenticated {
             }
             Err(Some(error)) => {
                 info!(client = %self.client, code = ?error.code, "agent handshake refused: {}", error.message);
-                // A duplicate proved its key: a reconnect racing its old session, not abuse.
-                let counts = error.code != ProtocolErrorCode::DuplicateAgent;
+                let counts = counts_against_client(error.code, sent_auth);
                 self.conn.refuse(error).await;
                 Err(Failed { counts })
             }
-            Err(None) => Err(Failed { counts: true }),
+            // The peer went away: its own doing, unless it had sent `auth` and gave up
+            // waiting for a plane busy with a reconnect storm.
+            Err(None) => Err(Failed { counts: !sent_auth }),
         }
     }
 }
@@ -130,6 +134,22 @@ impl Unauthenticated {
 /// A handshake that did not produce a session; `counts` against the client's budget.
 struct Failed {
     counts: bool,
+}
+
+/// Whether a refusal with `code` spends the client address's failed-handshake budget.
+/// Only what the client did wrong does: not a duplicate (it proved its key: a reconnect
+/// racing its old session), not the plane's own trouble (storage, shutdown), and not a
+/// timeout that ran out after the agent had sent `auth` (the plane was slow — in a
+/// reconnect storm, thousands of agents share one NAT address, and counting those would
+/// lock every one of them out).
+fn counts_against_client(code: ProtocolErrorCode, sent_auth: bool) -> bool {
+    match code {
+        ProtocolErrorCode::DuplicateAgent
+        | ProtocolErrorCode::RetryLater
+        | ProtocolErrorCode::ShuttingDown => false,
+        ProtocolErrorCode::HandshakeTimeout => !sent_auth,
+        _ => true,
+    }
 }
 
 /// Spends one failed handshake of `client`'s budget; the failure that uses up the budget
@@ -158,7 +178,7 @@ impl Registered {
         self,
         conn: Connection,
         client: ClientAddr,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::Receiver<Box<Command>>,
     ) -> Authenticated {
         Authenticated {
             conn,
@@ -173,8 +193,13 @@ impl Registered {
     }
 }
 
-/// hello → challenge → auth, then the signature and the agent record are checked.
-async fn exchange(conn: &mut Connection, ctx: &GatewayCtx) -> Result<Verified, Refusal> {
+/// hello → challenge → auth, then the signature and the agent record are checked;
+/// `sent_auth` is set once `auth` has arrived.
+async fn exchange(
+    conn: &mut Connection,
+    ctx: &GatewayCtx,
+    sent_auth: &mut bool,
+) -> Result<Verified, Refusal> {
     let hello = match conn.recv().await {
         Ok(AgentMessage::Hello(hello)) => hello,
         Ok(_) => {
@@ -206,6 +231,7 @@ async fn exchange(conn: &mut Connection, ctx: &GatewayCtx) -> Result<Verified, R
         Err(e) => return Err(e.protocol_error()),
     };
     debug!(agent_id = %hello.agent_id, "received auth");
+    *sent_auth = true;
     // In a reconnect storm, storage reads queue here (within the handshake timeout)
     // instead of all hitting the database at once; the socket I/O above is not bounded.
     let _work = ctx.handshake_work.acquire().await.map_err(|_| {
@@ -255,7 +281,7 @@ async fn exchange(conn: &mut Connection, ctx: &GatewayCtx) -> Result<Verified, R
 fn register(
     verified: Verified,
     ctx: &GatewayCtx,
-) -> Result<(Registered, mpsc::Receiver<Command>), Refusal> {
+) -> Result<(Registered, mpsc::Receiver<Box<Command>>), Refusal> {
     let agent_id = verified.agent.agent_id.clone();
     let session_id = random_id("s");
     let kick = CancellationToken::new();
@@ -293,4 +319,28 @@ pub fn revoked() -> ProtocolError {
         ProtocolErrorCode::Revoked,
         "this agent was revoked; enroll again with a new token",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_client_did_wrong_spends_its_budget() {
+        use ProtocolErrorCode as Code;
+        for code in [Code::AuthFailed, Code::MalformedFrame, Code::Revoked] {
+            assert!(counts_against_client(code, true), "{code:?}");
+        }
+        assert!(
+            counts_against_client(Code::HandshakeTimeout, false),
+            "a silent client"
+        );
+        assert!(
+            !counts_against_client(Code::HandshakeTimeout, true),
+            "a slow plane"
+        );
+        for code in [Code::DuplicateAgent, Code::RetryLater, Code::ShuttingDown] {
+            assert!(!counts_against_client(code, false), "{code:?}");
+        }
+    }
 }

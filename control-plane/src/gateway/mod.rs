@@ -39,8 +39,12 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Per-connection read/write buffer: small, because the plane holds thousands of sockets.
-const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+/// Per-connection read buffer: small, because the plane holds thousands of sockets and an
+/// agent's frames are small (a heartbeat is ~60 bytes, an inventory of 8 modems ~1.5 KiB;
+/// a larger frame is read in several steps and grows the buffer while it lasts).
+const READ_BUFFER_BYTES: usize = 1024;
+/// Data written out once this much is buffered (every send is flushed anyway).
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 /// What the gateway reports to the rest of the plane.
 #[derive(Debug)]
@@ -104,6 +108,8 @@ pub(crate) struct GatewayCtx {
     handshake_work: Semaphore,
     /// Command counts and round-trip times (`crate::metrics`).
     metrics: Arc<crate::metrics::PlaneMetrics>,
+    /// Webhook events: agents connecting and leaving, modems changing state.
+    domain_events: crate::events::Events,
 }
 
 /// Handle to the gateway; cheap to clone.
@@ -122,6 +128,7 @@ impl Gateway {
         limits: Arc<Limits>,
         shutdown: CancellationToken,
         metrics: Arc<crate::metrics::PlaneMetrics>,
+        domain_events: crate::events::Events,
     ) -> (Self, mpsc::UnboundedReceiver<GatewayEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
         let ctx = GatewayCtx {
@@ -136,6 +143,7 @@ impl Gateway {
             handshake_work: Semaphore::new(config.handshake_concurrency),
             config,
             metrics,
+            domain_events,
         };
         (Gateway { ctx: Arc::new(ctx) }, rx)
     }
@@ -208,15 +216,18 @@ async fn connect(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .read_buffer_size(SOCKET_BUFFER_BYTES)
-        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 let conn = Connection::new(socket, limit);
-                let authenticated = Unauthenticated::new(conn, client).authenticate(&ctx).await;
+                // Boxed: the handshake's state is freed once it is done, so an idle session's
+                // task holds only the session loop (~2 KiB, see `session`).
+                let handshake = Box::pin(Unauthenticated::new(conn, client).authenticate(&ctx));
+                let authenticated = handshake.await;
                 drop(slot);
                 if let Some(session) = authenticated {
-                    session::run(session, ctx).await;
+                    Box::pin(session::run(session, ctx)).await;
                 }
             })
         })

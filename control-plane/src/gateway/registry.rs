@@ -20,14 +20,19 @@ use tokio_util::sync::CancellationToken;
 
 /// How long an expired command id is remembered for late results.
 const EXPIRED_RETENTION: Duration = Duration::from_secs(30 * 60);
+/// Pruning walks every pending and expired id, so it runs at most this often (not on
+/// every command: with thousands pending, e.g. each session's `reconcile` in a reconnect
+/// storm, that was quadratic).
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// The handle other tasks hold on a live session.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     /// Identifies the session (in logs and for stale-unregister protection).
     pub session_id: String,
-    /// Commands for the session task to send.
-    pub commands: mpsc::Sender<Command>,
+    /// Commands for the session task to send. Boxed: a channel allocates its slots in
+    /// blocks of 32 up front, and 32 unboxed commands would cost every idle session ~6 KiB.
+    pub commands: mpsc::Sender<Box<Command>>,
     /// Cancelled to close the session (revocation).
     pub kick: CancellationToken,
     /// Cancelled once the session has ended (unregistered).
@@ -47,9 +52,22 @@ struct Inner {
     sessions: HashMap<String, SessionHandle>,
     pending: HashMap<String, Pending>,
     expired: HashMap<String, (String, Instant)>,
+    /// When `prune` last ran.
+    pruned_at: Option<Instant>,
 }
 
 impl Inner {
+    /// Prunes unless that was done less than [`PRUNE_EVERY`] ago.
+    fn maybe_prune(&mut self, now: Instant) {
+        if self
+            .pruned_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY)
+        {
+            self.prune(now);
+            self.pruned_at = Some(now);
+        }
+    }
+
     /// Drops forgotten state: expired ids past their retention, and commands nobody waits
     /// for whose deadline passed (their dispatcher returned early, or the plane restarted).
     fn prune(&mut self, now: Instant) {
@@ -144,7 +162,7 @@ impl Registry {
             tx: Some(tx),
         };
         let mut inner = self.lock();
-        inner.prune(Instant::now());
+        inner.maybe_prune(Instant::now());
         inner.pending.insert(command_id.to_string(), pending);
         rx
     }
@@ -153,7 +171,7 @@ impl Registry {
     /// plane restarted since it was sent), its result will be handled as late.
     pub fn adopt(&self, agent_id: &str, command_id: &str, deadline: Instant) {
         let mut inner = self.lock();
-        inner.prune(Instant::now());
+        inner.maybe_prune(Instant::now());
         inner
             .pending
             .entry(command_id.to_string())
@@ -174,9 +192,7 @@ impl Registry {
     pub fn expire(&self, command_id: &str) -> bool {
         let mut inner = self.lock();
         let now = Instant::now();
-        inner
-            .expired
-            .retain(|_, (_, at)| now.duration_since(*at) < EXPIRED_RETENTION);
+        inner.maybe_prune(now);
         match inner.pending.remove(command_id) {
             Some(p) => {
                 inner
@@ -329,8 +345,13 @@ mod tests {
             reg.complete("a", result("c9")),
             Completion::Late(_)
         ));
-        // A waiterless command past its deadline is pruned into `expired`.
+        // A waiterless command past its deadline is pruned into `expired` (at most once
+        // per PRUNE_EVERY: the next prune is due `PRUNE_EVERY` after the last one).
         reg.adopt("a", "c10", Instant::now());
+        let next_prune = reg.lock().pruned_at.unwrap() + PRUNE_EVERY;
+        reg.lock().maybe_prune(next_prune);
+        assert!(reg.lock().expired.contains_key("c10"));
+        assert!(!reg.lock().pending.contains_key("c10"));
         drop(reg.track("a", "c11", later));
         assert!(matches!(
             reg.complete("a", result("c10")),

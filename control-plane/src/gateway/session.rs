@@ -11,19 +11,24 @@
 //! seconds, so a peer that stopped reading (half-open TCP) cannot wedge the session task:
 //! it is closed after three silent intervals like any other.
 //!
-//! The audit log hears when the session opens and ends, and every `command_result` whose
-//! error is `policy_denied` (the seller's local policy refused a command).
+//! The audit log hears when the session opens and ends, every `command_result` whose
+//! error is `policy_denied` (the seller's local policy refused a command), and every
+//! rotation the agent reports having done on its own (`rotated`). Webhooks hear
+//! `agent.connected` / `agent.disconnected` (not for sessions closed by a plane shutdown)
+//! and `modem.online` / `modem.offline` transitions (`crate::events`).
 
 use super::connection::{refusal, Connection, RecvError};
 use super::handshake::{revoked, Authenticated};
 use super::registry::Completion;
 use super::{Gateway, GatewayCtx, GatewayEvent};
+use crate::events::{self, EventType};
+use crate::fleet::LiveAgent;
 use crate::ids::{now, unix_ms};
-use crate::store::{AllocationState, AuditAction};
+use crate::store::{AllocationState, AuditAction, RotationRecord};
 use farmhand_protocol::{
     AgentMessage, Command, CommandBody, CommandErrorCode, CommandOutput, CommandResult,
     DesiredPort, Heartbeat, Outcome, PlaneMessage, ProtocolError, ProtocolErrorCode, Reconcile,
-    Welcome,
+    RotationReport, Welcome,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -37,7 +42,7 @@ const MISSED_HEARTBEATS: u32 = 3;
 #[derive(Debug)]
 enum Event {
     Frame(Result<AgentMessage, RecvError>),
-    Outgoing(Option<Command>),
+    Outgoing(Option<Box<Command>>),
     Deadline,
     Kicked,
     Shutdown,
@@ -81,6 +86,9 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
                "protocol_version": version, "agent_version": agent_version}),
     );
     ctx.fleet.connected(&agent_id, &session_id, &agent_version);
+    let (label, hostname) = (&agent.label, &agent.hostname);
+    let object = events::agent_object(&agent_id, label, hostname, &agent_version, None);
+    ctx.domain_events.emit(EventType::AgentConnected, object);
     let now = Instant::now();
     let mut session = Session {
         conn,
@@ -90,7 +98,10 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
         last_sent: now,
         last_received: now,
     };
-    let end = match session.open().await {
+    // `open`, `handle` and the closing steps are boxed: a future is as large as its largest
+    // state, and ten thousand idle sessions should each hold only the select loop's state
+    // (~2 KiB instead of ~4 KiB), not room for the rarely running parts.
+    let end = match Box::pin(session.open()).await {
         Ok(()) => session.serve(&mut commands, &kick).await,
         Err(end) => end,
     };
@@ -114,14 +125,20 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
         format!("agent:{agent_id}"),
         json!({"session_id": session_id, "reason": reason}),
     );
+    // Sessions the plane closes because it is stopping are not news (no storm at deploys).
+    if !matches!(&end, End::Refuse(e) if e.code == ProtocolErrorCode::ShuttingDown) {
+        let why = Some(reason.as_str());
+        let object = events::agent_object(&agent_id, label, hostname, &agent_version, why);
+        ctx.domain_events.emit(EventType::AgentDisconnected, object);
+    }
     match end {
         End::Refuse(error) => {
             info!(agent_id = %agent_id, code = ?error.code, "closing agent session: {}", error.message);
-            conn.refuse(error).await;
+            Box::pin(conn.refuse(error)).await;
         }
         End::Close(why) => {
             info!(agent_id = %agent_id, "closing agent session: {why}");
-            conn.close(why.to_string()).await;
+            Box::pin(conn.close(why.to_string())).await;
         }
         End::Gone => info!(agent_id = %agent_id, "agent session ended"),
     }
@@ -146,13 +163,13 @@ impl Session {
 
     async fn send_reconcile(&mut self) -> Result<(), End> {
         let agent_id = self.agent_id.clone();
-        // Pending and active allocations keep their ports; anything else on the box that
-        // this agent created (failed, releasing, released) is an orphan to remove. The scan
-        // is the expensive part of a handshake: it queues with the others in a storm.
+        // Pending and live (active, replaced) allocations keep their ports; anything else on
+        // the box that this agent created (failed, releasing, released, or moved to another
+        // agent) is an orphan to remove. Only this agent's live records are read (the
+        // store's live index); the read still queues with the other handshakes in a storm.
         let work = self.ctx.handshake_work.acquire().await;
-        let desired = self.ctx.store.allocations_where(|a| {
-            a.agent_id == agent_id
-                && matches!(a.state, AllocationState::Pending | AllocationState::Active)
+        let desired = self.ctx.store.agent_allocations(&agent_id, |a| {
+            a.state == AllocationState::Pending || a.state.is_live()
         });
         drop(work);
         let ports = match desired {
@@ -192,7 +209,7 @@ impl Session {
 
     async fn serve(
         &mut self,
-        commands: &mut tokio::sync::mpsc::Receiver<Command>,
+        commands: &mut tokio::sync::mpsc::Receiver<Box<Command>>,
         kick: &tokio_util::sync::CancellationToken,
     ) -> End {
         let shutdown = self.ctx.shutdown.clone();
@@ -206,7 +223,7 @@ impl Session {
                 command = commands.recv() => Event::Outgoing(command),
                 _ = sleep_until(deadline) => Event::Deadline,
             };
-            if let Err(end) = self.handle(event).await {
+            if let Err(end) = Box::pin(self.handle(event)).await {
                 return end;
             }
         }
@@ -218,7 +235,7 @@ impl Session {
             Event::Frame(Err(e)) => Err(e.protocol_error().map_or(End::Gone, End::Refuse)),
             Event::Outgoing(Some(command)) => {
                 debug!(agent_id = %self.agent_id, command_id = %command.id, op = command.body.op(), "sending command");
-                self.send(PlaneMessage::Command(command)).await
+                self.send(PlaneMessage::Command(*command)).await
             }
             Event::Outgoing(None) => Err(End::Close("session handle dropped")),
             Event::Deadline => self.on_deadline().await,
@@ -236,10 +253,14 @@ impl Session {
         debug!(agent_id = %self.agent_id, frame = frame_name(&message), "received frame");
         match message {
             AgentMessage::Inventory(inventory) => {
-                self.ctx.fleet.replace_inventory(&self.agent_id, inventory)
+                let before = self.modems_before();
+                self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
+                self.emit_modem_events(before);
             }
             AgentMessage::ModemsChanged(changes) => {
-                self.ctx.fleet.apply_changes(&self.agent_id, changes)
+                let before = self.modems_before();
+                self.ctx.fleet.apply_changes(&self.agent_id, changes);
+                self.emit_modem_events(before);
             }
             AgentMessage::CommandResult(result) => {
                 self.audit_policy_denial(&result);
@@ -260,6 +281,8 @@ impl Session {
                 }
             }
             AgentMessage::Heartbeat(_) => {}
+            AgentMessage::Rotated(report) => self.on_rotated(report),
+            AgentMessage::Usage(report) => self.on_usage(&report),
             AgentMessage::Hello(_) | AgentMessage::Auth(_) => {
                 let message = "hello and auth are only valid during the handshake";
                 return Err(End::Refuse(refusal(
@@ -271,12 +294,87 @@ impl Session {
         Ok(())
     }
 
+    /// What the plane knew of this agent's modems before a change — only when some webhook
+    /// subscribes to modem events (the copy is skipped otherwise).
+    fn modems_before(&self) -> Option<LiveAgent> {
+        let events = &self.ctx.domain_events;
+        if !events.wants(EventType::ModemOnline) && !events.wants(EventType::ModemOffline) {
+            return None;
+        }
+        self.ctx.fleet.agent(&self.agent_id)
+    }
+
+    /// `modem.online` / `modem.offline` for every transition since `before`.
+    fn emit_modem_events(&self, before: Option<LiveAgent>) {
+        let Some(before) = before else {
+            return;
+        };
+        let Some(after) = self.ctx.fleet.agent(&self.agent_id) else {
+            return;
+        };
+        for (kind, object) in events::modem_transitions(&self.agent_id, &before, &after) {
+            self.ctx.domain_events.emit(kind, object);
+        }
+    }
+
     /// Command `id` has its answer: it leaves the outbox (it is not redelivered again).
     fn answered(&self, id: &str) {
         let gateway = Gateway {
             ctx: self.ctx.clone(),
         };
         gateway.forget_pending(&self.agent_id, id);
+    }
+
+    /// Records a rotation the agent did on its own like a manual one: the modem's last
+    /// rotation (which restarts the REST cooldown; the plane's own cooldown is not applied
+    /// to it — the seller's box decides) and an `ip_rotated` audit entry. Only for a modem
+    /// this agent reports, and never later than now, so an agent cannot hold the cooldown
+    /// of someone else's modem or push it into the future.
+    fn on_rotated(&self, report: RotationReport) {
+        let ours = self
+            .ctx
+            .fleet
+            .locate(&report.imei)
+            .is_some_and(|(agent, _)| agent == self.agent_id);
+        if !ours {
+            warn!(agent_id = %self.agent_id, imei = %report.imei, "ignored a rotation report for a modem this agent does not report");
+            return;
+        }
+        let clip = |ip: Option<String>| ip.map(|ip| ip.chars().take(64).collect::<String>());
+        let record = RotationRecord {
+            at_ms: report.at_ms.min(unix_ms(now())),
+            old_ip: clip(report.old_ip),
+            new_ip: clip(report.new_ip),
+            changed: report.changed,
+            automatic: report.automatic,
+        };
+        info!(agent_id = %self.agent_id, imei = %report.imei, changed = record.changed, "the agent rotated a modem on its own");
+        if let Err(e) = self.ctx.store.record_rotation(&report.imei, &record) {
+            warn!(agent_id = %self.agent_id, imei = %report.imei, "cannot record the rotation: {e}");
+        }
+        self.ctx.store.audit(
+            format!("agent:{}", self.agent_id),
+            AuditAction::IpRotated,
+            format!("modem:{}", report.imei),
+            json!({"old_ip": record.old_ip, "new_ip": record.new_ip,
+                   "changed": record.changed, "automatic": record.automatic}),
+        );
+    }
+
+    /// Stores the agent's traffic totals (`store::usage`: only for its own allocations,
+    /// never lowering a stored total).
+    fn on_usage(&self, report: &farmhand_protocol::UsageReport) {
+        match self
+            .ctx
+            .store
+            .record_usage_report(&self.agent_id, report, unix_ms(now()))
+        {
+            Ok(r) if r.ignored > 0 => {
+                debug!(agent_id = %self.agent_id, stored = r.stored, ignored = r.ignored, "usage report: entries for allocations that are not this agent's were ignored")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(agent_id = %self.agent_id, "cannot store a usage report: {e}"),
+        }
     }
 
     /// Records a command the seller's policy refused. The agent's message is kept (short)
@@ -374,5 +472,7 @@ fn frame_name(message: &AgentMessage) -> &'static str {
         AgentMessage::ModemsChanged(_) => "modems_changed",
         AgentMessage::CommandResult(_) => "command_result",
         AgentMessage::Heartbeat(_) => "heartbeat",
+        AgentMessage::Rotated(_) => "rotated",
+        AgentMessage::Usage(_) => "usage",
     }
 }

@@ -9,7 +9,8 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 /// Lifecycle of an allocation: `pending → active → releasing → released`, `pending → failed`,
-/// `active → failed` (a lost port could not be re-created).
+/// `active → failed` (a lost port could not be re-created), and `active → replaced` (moved
+/// to another modem; `replaced` is live like `active` and follows the same paths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AllocationState {
@@ -24,16 +25,20 @@ pub enum AllocationState {
     /// Provisioning failed, or a lost port could not be re-created; no port exists (a late
     /// one is released).
     Failed,
+    /// Moved to another modem (same id and credentials, new host and ports); live, exactly
+    /// like `active`.
+    Replaced,
 }
 
 impl AllocationState {
     /// Every state, for metrics.
-    pub const ALL: [AllocationState; 5] = [
+    pub const ALL: [AllocationState; 6] = [
         Self::Pending,
         Self::Active,
         Self::Releasing,
         Self::Released,
         Self::Failed,
+        Self::Replaced,
     ];
 
     /// The snake_case name.
@@ -44,12 +49,22 @@ impl AllocationState {
             Self::Releasing => "releasing",
             Self::Released => "released",
             Self::Failed => "failed",
+            Self::Replaced => "replaced",
         }
     }
 
     /// Whether a port may exist on the modem (it counts against the modem's capacity).
     pub fn holds_port(self) -> bool {
-        matches!(self, Self::Pending | Self::Active | Self::Releasing)
+        matches!(
+            self,
+            Self::Pending | Self::Active | Self::Releasing | Self::Replaced
+        )
+    }
+
+    /// Whether the buyer's port is confirmed and in service (`active` or `replaced`): it can
+    /// be renewed, released, replaced, and expires.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Active | Self::Replaced)
     }
 }
 
@@ -69,6 +84,37 @@ pub enum ReleaseReason {
     Failed,
 }
 
+/// Why an allocation was moved to another modem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplacementReason {
+    /// Its modem was offline (or no longer listed by ProxySmart) for longer than the grace
+    /// period.
+    ModemOffline,
+    /// Its agent was disconnected for longer than the lost window.
+    AgentOffline,
+    /// `POST /v1/allocations/{id}/replace`.
+    Requested,
+}
+
+/// One move of an allocation, kept in its `replacements` history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// When the new port was confirmed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Why it moved.
+    pub reason: ReplacementReason,
+    /// The modem it left.
+    pub from_imei: String,
+    /// The agent of the modem it left.
+    pub from_agent_id: String,
+    /// The modem it moved to.
+    pub to_imei: String,
+    /// The agent of the modem it moved to.
+    pub to_agent_id: String,
+}
+
 /// The request that created an allocation, normalised; compared for idempotency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +132,16 @@ pub struct AllocationRequest {
     /// IMEI filter.
     #[serde(default)]
     pub imei: Option<String>,
+    /// Automatic IP rotation of the allocation's modem, every this many seconds (carried
+    /// out by the agent; see `allocator::request::check_rotate_every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_every_s: Option<u64>,
+    /// Speed limit of the port, kbit/s, each direction (see `allocator::request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_kbit: Option<u64>,
+    /// Traffic quota of the port, MB (10^6 bytes), downloads and uploads together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_quota_mb: Option<u64>,
 }
 
 /// One allocation as stored.
@@ -133,6 +189,9 @@ pub struct AllocationRecord {
     pub failure: Option<String>,
     /// The normalised request, for idempotency checks.
     pub request: AllocationRequest,
+    /// Every move to another modem, oldest first (empty when none).
+    #[serde(default)]
+    pub replacements: Vec<Replacement>,
 }
 
 impl AllocationRecord {
@@ -159,13 +218,18 @@ pub enum InsertOutcome {
 }
 
 impl Store {
-    /// Inserts a new allocation unless its order id already has a live one; flushes.
+    /// Inserts a new allocation unless its order id already has a live one. **Not
+    /// flushed**: a `pending` record needs no durability of its own — after a crash a
+    /// pending allocation is failed anyway, and if the record itself was lost its port (if
+    /// the agent made one) is an orphan the agent's next `reconcile` removes; the caller
+    /// never got a 201. It becomes durable with its next state change's flush.
     pub fn insert_allocation(
         &self,
         record: &AllocationRecord,
     ) -> Result<InsertOutcome, StoreError> {
         let value = encode(record)?;
         let order_key = record.order_id.as_bytes();
+        let mut live = self.live.lock();
         let result = (&self.allocations, &self.orders).transaction(|(allocations, orders)| {
             if let Some(existing_id) = orders.get(order_key)? {
                 if let Some(raw) = allocations.get(&existing_id)? {
@@ -185,15 +249,33 @@ impl Store {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         };
-        self.flush()?;
+        if matches!(outcome, InsertOutcome::Inserted) {
+            live.note(record);
+        }
         Ok(outcome)
     }
 
-    /// Overwrites an existing allocation (a state change) and flushes.
+    /// Overwrites an existing allocation (a state change) and flushes (blocking; see
+    /// `Store::flush`).
     pub fn put_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
-        self.allocations
-            .insert(record.allocation_id.as_bytes(), encode(record)?)?;
+        self.write_allocation(record)?;
         self.flush()
+    }
+
+    /// Like [`Store::put_allocation`], awaiting the flush instead of blocking a thread.
+    pub async fn save_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
+        self.write_allocation(record)?;
+        self.durable().await
+    }
+
+    /// Writes `record` and updates the live index under its lock (see `live`).
+    fn write_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
+        let value = encode(record)?;
+        let mut live = self.live.lock();
+        self.allocations
+            .insert(record.allocation_id.as_bytes(), value)?;
+        live.note(record);
+        Ok(())
     }
 
     /// Deletes the sealed password of an ended allocation, keeping every other field;
@@ -239,7 +321,51 @@ impl Store {
         }
     }
 
-    /// Every allocation for which `keep` is true.
+    /// The allocations of `agent_id` that hold a port (see `live`) for which `keep` is
+    /// true; reads only those records.
+    pub fn agent_allocations(
+        &self,
+        agent_id: &str,
+        keep: impl FnMut(&AllocationRecord) -> bool,
+    ) -> Result<Vec<AllocationRecord>, StoreError> {
+        let ids = self.live.lock().of_agent(agent_id);
+        self.allocations_by_id(ids, keep)
+    }
+
+    /// Every allocation that holds a port (see `live`).
+    pub fn live_allocations(&self) -> Result<Vec<AllocationRecord>, StoreError> {
+        let ids = self.live.lock().all();
+        self.allocations_by_id(ids, |_| true)
+    }
+
+    /// The in-service allocations whose `expires_at` is at or before `now`, and the first
+    /// `expires_at` after it.
+    pub fn expiring(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<AllocationRecord>, Option<OffsetDateTime>), StoreError> {
+        let (ids, next) = self.live.lock().expiring(now);
+        Ok((self.allocations_by_id(ids, |_| true)?, next))
+    }
+
+    fn allocations_by_id(
+        &self,
+        ids: Vec<String>,
+        mut keep: impl FnMut(&AllocationRecord) -> bool,
+    ) -> Result<Vec<AllocationRecord>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.allocation(&id)? {
+                if keep(&record) {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every allocation for which `keep` is true (a scan of the whole table, ended ones
+    /// included: prefer `agent_allocations`, `live_allocations` or `expiring`).
     pub fn allocations_where(
         &self,
         mut keep: impl FnMut(&AllocationRecord) -> bool,

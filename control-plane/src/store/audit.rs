@@ -42,6 +42,10 @@ pub enum AuditAction {
     AllocationFailed,
     /// A port the agent reported missing was re-created with the same credentials.
     AllocationRepaired,
+    /// An allocation moved to another modem with the same credentials.
+    AllocationReplaced,
+    /// An allocation's modem is down and no other modem could take it (once per outage).
+    AllocationDegraded,
     /// The retention period passed and a buyer password was deleted.
     CredentialsPurged,
     /// The operator rotated the credential key (`credentials rotate-key`).
@@ -52,6 +56,10 @@ pub enum AuditAction {
     PolicyDenied,
     /// A client used up its budget of failed authentications (once per burst).
     AuthFailureBurst,
+    /// An admin registered a webhook endpoint.
+    WebhookCreated,
+    /// An admin deleted a webhook endpoint.
+    WebhookDeleted,
 }
 
 /// One entry of the audit log.

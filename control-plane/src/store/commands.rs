@@ -1,6 +1,14 @@
 //! The durable outbox of commands sent to agents and not yet answered (`pending_commands`):
 //! key `<agent_id>/<command_id>`, so one agent's commands are one prefix scan at reconnect.
 //!
+//! Outbox writes are **not flushed on their own**: they reach the disk with the next flush
+//! (the allocation state change that follows, or sled's periodic flush within 500 ms). What
+//! a crash can lose is harmless: a lost `provision` belongs to an allocation that is failed
+//! at restart anyway; a `releasing` allocation without a queued `release` gets a new one
+//! when its agent reconnects; a lost removal only means a redelivery the agent answers from
+//! its journal (or a purge at startup, past the deadline); a caller waiting on any other
+//! command got no answer before the crash.
+//!
 //! A `provision` is stored **without its buyer password** (the field is emptied): the
 //! allocator rebuilds it from the allocation's sealed password when it redelivers, so the
 //! outbox never holds a credential in any form.
@@ -53,13 +61,13 @@ fn key(agent_id: &str, command_id: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Records a command before it is sent; flushed, so it survives `kill -9`.
+    /// Records a command before it is sent (not flushed: see the module docs).
     pub fn put_pending_command(&self, command: &PendingCommand) -> Result<(), StoreError> {
         self.commands.insert(
             key(&command.agent_id, &command.command_id),
             encode(command)?,
         )?;
-        self.flush()
+        Ok(())
     }
 
     /// Forgets a command (answered or past its deadline); `false` if it was not there.
@@ -68,11 +76,7 @@ impl Store {
         agent_id: &str,
         command_id: &str,
     ) -> Result<bool, StoreError> {
-        let removed = self.commands.remove(key(agent_id, command_id))?.is_some();
-        if removed {
-            self.flush()?;
-        }
-        Ok(removed)
+        Ok(self.commands.remove(key(agent_id, command_id))?.is_some())
     }
 
     /// The commands of `agent_id` awaiting a result, oldest id order.
@@ -120,6 +124,7 @@ mod tests {
                 expires_at_ms: 1,
                 bandwidth_kbit: None,
                 traffic_quota_mb: None,
+                rotate_every_s: None,
             }),
         }
     }

@@ -1,5 +1,5 @@
 //! Durable state in sled (`<data_dir>/db`): one tree per table, one file per table
-//! (`keys`, `tokens`, `agents`, `allocations`, `commands`, `audit`). Values are JSON. Writes
+//! (`keys`, `tokens`, `agents`, `allocations`, `commands`, `audit`, `webhooks`, `rotations`, `usage`). Values are JSON. Writes
 //! the API confirms to a caller are flushed before the answer goes out, and so is every
 //! state change the plane must find again after `kill -9` (allocations, agents, keys,
 //! pending commands). Only hashes of API keys and enrollment tokens are stored.
@@ -8,17 +8,26 @@ mod agents;
 mod allocations;
 mod audit;
 mod commands;
+mod durable;
 mod keys;
+mod live;
+mod rotations;
 mod tokens;
+mod usage;
+mod webhooks;
 
 pub use agents::AgentRecord;
 pub use allocations::{
     AllocationRecord, AllocationRequest, AllocationState, InsertOutcome, ReleaseReason,
+    Replacement, ReplacementReason,
 };
 pub use audit::{AuditAction, AuditEvent};
 pub use commands::PendingCommand;
 pub use keys::{ApiKeyRecord, Role};
+pub use rotations::RotationRecord;
 pub use tokens::{EnrollError, TokenRecord};
+pub use usage::{UsageRecorded, UsageTotals};
+pub use webhooks::{Delivery, DeliveryState, Lease, LeasedDelivery, WebhookEndpoint};
 
 use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
@@ -55,8 +64,19 @@ pub struct Store {
     orders: sled::Tree,
     commands: sled::Tree,
     audit: sled::Tree,
+    /// IMEI → the modem's last IP rotation (see `rotations`).
+    rotations: sled::Tree,
+    /// `<allocation_id>/<agent_id>` → traffic totals (see `usage`).
+    usage: sled::Tree,
     /// The last audit key handed out (see `audit`).
     audit_last: Arc<AtomicU64>,
+    /// Live allocations by agent and by expiry (see `live`).
+    live: Arc<live::LiveIndex>,
+    /// The group-commit flusher behind `flush` and `durable` (see `durable`).
+    commit: Arc<durable::GroupCommit>,
+    /// Webhook endpoints, deliveries (log and outbox), their schedule, and expiry warnings
+    /// sent (see `webhooks`).
+    webhooks: webhooks::Trees,
 }
 
 impl Store {
@@ -65,22 +85,37 @@ impl Store {
         let path = data_dir.join("db");
         let db = sled::open(&path).map_err(|e| classify_open_error(e, &path))?;
         let audit = db.open_tree("audit")?;
+        let allocations = db.open_tree("allocations")?;
         Ok(Store {
+            live: Arc::new(live::LiveIndex::build(&allocations)?),
+            commit: Arc::new(durable::GroupCommit::start(db.clone()).map_err(sled::Error::Io)?),
             audit_last: Arc::new(AtomicU64::new(audit::last_key(&audit)?)),
             audit,
             keys: db.open_tree("api_keys")?,
             tokens: db.open_tree("enrollment_tokens")?,
             agents: db.open_tree("agents")?,
-            allocations: db.open_tree("allocations")?,
+            allocations,
             orders: db.open_tree("allocation_orders")?,
             commands: db.open_tree("pending_commands")?,
+            rotations: db.open_tree("modem_rotations")?,
+            usage: db.open_tree("allocation_usage")?,
+            webhooks: webhooks::Trees::open(&db)?,
             db,
         })
     }
 
-    /// Forces every write so far to disk.
+    /// Forces every write so far to disk, blocking: concurrent callers share one flush
+    /// (group commit, see `durable`), and on a multi-threaded runtime the worker's other
+    /// tasks move to another thread meanwhile.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        self.commit.wait_blocking()?;
+        Ok(())
+    }
+
+    /// Forces every write so far to disk without blocking the caller's thread (group
+    /// commit, see `durable`).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.wait().await?;
         Ok(())
     }
 }

@@ -1,12 +1,15 @@
 //! `farmhand-swarm`: a load generator for the control plane. Enrolls N simulated agents with
 //! M modems each (real keys, real protocol, one task per agent), reports how long they take
 //! to connect and be listed, optionally holds them idle, drives allocations through the REST
-//! API, and measures a restart storm. See bench/README.md.
+//! API, churns connections (agents dropping and reconnecting continuously), and measures a
+//! restart storm. See bench/README.md.
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use farmhand_testkit::harness::Api;
-use farmhand_testkit::swarm::{drive, enroll_all, wait_modems, Fleet, LoadPlan, Swarm};
+use farmhand_testkit::swarm::{
+    churn, drive, enroll_all, wait_modems, Fleet, LoadPlan, Swarm, MAX_BACKOFF,
+};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -46,6 +49,17 @@ struct Args {
     /// Allocations in flight at most.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// After the `--allocations` phase, this many more offered at `--offered-rate` per
+    /// second (open loop, at most `--offered-concurrency` in flight): the latency phase
+    /// (prints `SWARM offered-start` / `SWARM offered-end`; `latency` in the JSON).
+    #[arg(long, default_value_t = 0)]
+    offered_allocations: usize,
+    /// Offered rate of the latency phase, allocations per second.
+    #[arg(long, default_value_t = 500.0)]
+    offered_rate: f64,
+    /// In flight at most during the latency phase.
+    #[arg(long, default_value_t = 1024)]
+    offered_concurrency: usize,
     /// Milliseconds each agent waits before answering a command.
     #[arg(long, default_value_t = 0)]
     answer_latency_ms: u64,
@@ -55,6 +69,14 @@ struct Args {
     /// After connecting, hold the fleet idle this many seconds (prints `SWARM idle-start`).
     #[arg(long, default_value_t = 0)]
     idle_s: u64,
+    /// After the allocations, drop this many agent connections per second (round-robin,
+    /// abruptly) for `--churn-s` seconds; each dropped agent reconnects at once (prints
+    /// `SWARM churn-start` / `SWARM churn-end`).
+    #[arg(long, default_value_t = 0.0)]
+    churn_per_s: f64,
+    /// How long to churn.
+    #[arg(long, default_value_t = 20)]
+    churn_s: u64,
     /// At the end, print `SWARM storm-ready`, wait for every session to drop (the plane
     /// restarting) and measure how long until all agents are back.
     #[arg(long)]
@@ -78,7 +100,8 @@ async fn main() -> Result<()> {
     let admin = Api::new(&args.url, Some(&args.admin_key));
     let market = Api::new(&args.url, Some(&args.marketplace_key));
     let limit = Duration::from_secs(args.timeout_s);
-    let mut out = json!({"agents": args.agents, "modems_per_agent": args.modems});
+    let mut out = json!({"agents": args.agents, "modems_per_agent": args.modems,
+        "max_backoff_s": MAX_BACKOFF.as_secs_f64()});
 
     let t = Instant::now();
     let ids = enroll_all(&admin, args.agents, args.enroll_concurrency)
@@ -113,7 +136,7 @@ async fn main() -> Result<()> {
         fleet.errors()
     ));
     out["connect"] = json!({"online_s": online.as_secs_f64(), "listed_s": listed.as_secs_f64(),
-        "connection_errors": fleet.errors()});
+        "connection_errors": fleet.errors(), "refusals": fleet.refusals()});
 
     if args.idle_s > 0 {
         say("SWARM idle-start");
@@ -121,7 +144,47 @@ async fn main() -> Result<()> {
         say(&format!("SWARM idle-end ({} online)", fleet.online()));
     }
     if args.allocations > 0 {
-        out["allocations"] = allocations(&args, &market, now).await?;
+        say("SWARM alloc-start");
+        let plan = LoadPlan {
+            allocations: args.allocations,
+            rate: args.rate,
+            concurrency: args.concurrency,
+            order_prefix: format!("swarm-{}", now.as_millis()),
+        };
+        out["allocations"] = allocations("allocations", &market, &plan).await?;
+        say("SWARM alloc-end");
+    }
+    if args.offered_allocations > 0 {
+        say("SWARM offered-start");
+        let plan = LoadPlan {
+            allocations: args.offered_allocations,
+            rate: Some(args.offered_rate),
+            concurrency: args.offered_concurrency,
+            order_prefix: format!("swarm-{}-offered", now.as_millis()),
+        };
+        out["latency"] = allocations("latency", &market, &plan).await?;
+        say("SWARM offered-end");
+    }
+    if args.churn_per_s > 0.0 {
+        say("SWARM churn-start");
+        let window = Duration::from_secs(args.churn_s);
+        let report = churn(&swarm, args.churn_per_s, window, limit).await?;
+        say("SWARM churn-end");
+        say(&format!(
+            "churn: {} dropped in {:.1} s ({:.0}/s offered, {} skipped), all back; reconnect \
+             p50/p90/p99/max {}/{}/{}/{} ms; fewest online {}; refusals {:?}",
+            report.dropped,
+            report.window_s,
+            report.offered_per_s,
+            report.skipped,
+            report.reconnect.p50_ms,
+            report.reconnect.p90_ms,
+            report.reconnect.p99_ms,
+            report.reconnect.max_ms,
+            report.min_online,
+            report.refusals
+        ));
+        out["churn"] = serde_json::to_value(&report)?;
     }
     if args.storm {
         out["storm"] = storm(&swarm, &admin, args.modems, limit).await?;
@@ -134,16 +197,11 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn allocations(args: &Args, market: &Api, now: Duration) -> Result<Value> {
-    let plan = LoadPlan {
-        allocations: args.allocations,
-        rate: args.rate,
-        concurrency: args.concurrency,
-        order_prefix: format!("swarm-{}", now.as_millis()),
-    };
-    let report = drive(market, &plan).await;
+/// Runs `plan`, prints a line starting with `label:`, returns the report as JSON.
+async fn allocations(label: &str, market: &Api, plan: &LoadPlan) -> Result<Value> {
+    let report = drive(market, plan).await;
     say(&format!(
-        "allocations: {} ok, failures {:?}, {:.1} s, {:.0}/s; allocate p50/p90/p99/max \
+        "{label}: {} ok, failures {:?}, {:.1} s, {:.0}/s; allocate p50/p90/p99/max \
          {}/{}/{}/{} ms; release {}/{}/{}/{} ms",
         report.succeeded,
         report.failures,
@@ -159,7 +217,7 @@ async fn allocations(args: &Args, market: &Api, now: Duration) -> Result<Value> 
         report.release.max_ms
     ));
     let mut value = serde_json::to_value(&report)?;
-    value["concurrency"] = json!(args.concurrency);
+    value["concurrency"] = json!(plan.concurrency);
     Ok(value)
 }
 
@@ -170,17 +228,30 @@ async fn storm(swarm: &Swarm, admin: &Api, modems: usize, limit: Duration) -> Re
     swarm.wait_online(limit, |n| n == 0).await?;
     say("all sessions dropped; waiting for the plane to come back");
     let errors_before = swarm.fleet.errors();
-    let back = swarm.wait_online(limit, |n| n == agents).await?;
+    let refusals_before = swarm.fleet.refusals();
+    let first = swarm.wait_online(limit, |n| n > 0).await?;
+    let back = first + swarm.wait_online(limit, |n| n == agents).await?;
     let listed = back + wait_modems(admin, agents * modems, Duration::from_secs(1), limit).await?;
+    let mut refusals = swarm.fleet.refusals();
+    for (kind, n) in refusals_before {
+        if let Some(count) = refusals.get_mut(&kind) {
+            *count -= n;
+        }
+    }
+    refusals.retain(|_, n| *n > 0);
     say(&format!(
-        "storm: all {agents} agents back {:.1} s after the drop, modems listed after {:.1} s",
+        "storm: all {agents} agents back {:.1} s after the drop ({:.1} s after the first one \
+         was), modems listed after {:.1} s; refusals {refusals:?}",
         back.as_secs_f64(),
+        (back - first).as_secs_f64(),
         listed.as_secs_f64()
     ));
-    Ok(
-        json!({"reconnected_s": back.as_secs_f64(), "listed_s": listed.as_secs_f64(),
-        "connection_errors": swarm.fleet.errors() - errors_before}),
-    )
+    Ok(json!({"reconnected_s": back.as_secs_f64(),
+        "first_back_s": first.as_secs_f64(),
+        "after_first_s": (back - first).as_secs_f64(),
+        "listed_s": listed.as_secs_f64(),
+        "connection_errors": swarm.fleet.errors() - errors_before,
+        "refusals": refusals}))
 }
 
 fn secs(since: Instant) -> f64 {

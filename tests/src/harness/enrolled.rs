@@ -46,6 +46,7 @@ pub async fn enroll_agent(
         policy: Default::default(),
         metrics: Default::default(),
         log: Default::default(),
+        usage: Default::default(),
     };
     Ok((agent_id, config))
 }

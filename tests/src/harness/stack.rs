@@ -44,6 +44,10 @@ pub struct StackOptions {
     pub heartbeat_interval_s: u64,
     /// The simulated box's zone, seconds east of UTC (its `CREATED_AT` is local time).
     pub box_utc_offset_s: i32,
+    /// Applied to the control plane's config last (e.g. `|c| c.replacement_grace_s = 2`).
+    pub configure_plane: fn(&mut ServerConfig),
+    /// How often the agent reads and reports traffic counters (`[usage] interval_s`).
+    pub usage_interval: Duration,
 }
 
 /// How the stack's control plane serves.
@@ -71,6 +75,8 @@ impl Default for StackOptions {
             agent_policy: farmhand_agent::policy::Policy::default(),
             heartbeat_interval_s: ServerConfig::default().heartbeat_interval_s,
             box_utc_offset_s: 0,
+            configure_plane: |_| {},
+            usage_interval: Duration::from_secs(1),
         }
     }
 }
@@ -118,7 +124,7 @@ impl Stack {
             StackTls::Ca => Some(PlaneTls::ca_signed(&plane_dir.path().join("tls"))?),
             StackTls::SelfSignedPin => Some(PlaneTls::self_signed(&plane_dir.path().join("tls"))?),
         };
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             data_dir: plane_dir.path().join("data"),
             provisioning_timeout_s: options.provisioning_timeout_s,
             heartbeat_interval_s: options.heartbeat_interval_s,
@@ -127,6 +133,7 @@ impl Stack {
                 .map(|t| TlsConfig::new(&t.cert_file, &t.key_file)),
             ..ServerConfig::default()
         };
+        (options.configure_plane)(&mut config);
         let plane = ControlPlane::open(config).context("opening the control plane")?;
         let admin_key = plane.create_key(Role::Admin, "harness-admin")?;
         let market_key = plane.create_key(Role::Marketplace, "harness-shop")?;
@@ -185,6 +192,9 @@ impl Stack {
                 allow_non_loopback: false,
             },
             log: Default::default(),
+            usage: farmhand_agent::config::UsageConfig {
+                interval: options.usage_interval,
+            },
         };
         let mut stack = Stack {
             sim,

@@ -138,6 +138,8 @@ impl SimHandle {
             socks_port,
             valid_before: None,
             quota: None,
+            quota_type: None,
+            quota_direction: None,
             bandlimin: None,
             bandlimout: None,
         };

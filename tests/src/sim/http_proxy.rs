@@ -1,7 +1,7 @@
 //! The per-port HTTP proxy: `Proxy-Authorization: Basic` against the port's login/password
 //! (407 otherwise), `CONNECT host:port` tunnels, and absolute-form requests forwarded to the
 //! origin in origin-form with `Connection: close` (one request per connection keeps the
-//! byte pipe correct).
+//! byte pipe correct). A port whose quota is used up answers `403 Forbidden`.
 
 use super::listeners::LivePort;
 use super::pipe;
@@ -39,6 +39,9 @@ pub(crate) async fn serve(mut client: TcpStream, live: &LivePort) -> io::Result<
         let challenge = "Proxy-Authenticate: Basic realm=\"proxy\"\r\n";
         return reply(&mut client, "407 Proxy Authentication Required", challenge).await;
     }
+    if live.over_quota() {
+        return reply(&mut client, "403 Forbidden", "").await;
+    }
     if head.method.eq_ignore_ascii_case("CONNECT") {
         tunnel(client, &head, &rest, live).await
     } else {
@@ -62,9 +65,9 @@ async fn tunnel(
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await?;
     if !rest.is_empty() {
-        pipe::send_counted(&mut origin, rest, &live.counters).await?;
+        pipe::send_counted(&mut origin, rest, live).await?;
     }
-    pipe::pipe(client, origin, &live.counters).await
+    pipe::pipe(client, origin, live).await
 }
 
 async fn forward(
@@ -88,8 +91,8 @@ async fn forward(
     out.push_str("Connection: close\r\n\r\n");
     let mut first = out.into_bytes();
     first.extend_from_slice(rest);
-    pipe::send_counted(&mut origin, &first, &live.counters).await?;
-    pipe::pipe(client, origin, &live.counters).await
+    pipe::send_counted(&mut origin, &first, live).await?;
+    pipe::pipe(client, origin, live).await
 }
 
 /// Reads up to the blank line; returns the head and whatever body bytes came with it.

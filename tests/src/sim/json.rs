@@ -117,7 +117,7 @@ fn port_entry(p: &PortState, base_url: &str, now: &str) -> Value {
         "CREATED_AT": p.created_at,
         "PROXY_VALID_BEFORE": p.valid_before,
         "IS_EXPIRED": u8::from(expired),
-        "IS_OVER_QUOTA": 0,
+        "IS_OVER_QUOTA": u8::from(p.over_quota()),
         "QUOTA": p.quota,
         "bandlimin": p.bandlimin,
         "bandlimout": p.bandlimout,

@@ -3,6 +3,7 @@
 //! stops accepting, closes open tunnels and forgets the port.
 
 use super::error::SimError;
+use super::limits::PortLimits;
 use super::shared::Sim;
 use super::state::Counters;
 use super::{http_proxy, socks5};
@@ -13,13 +14,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What a live proxy checks and counts: a copy taken at apply time.
+/// What a live proxy checks, counts and limits: a copy taken at apply time.
 pub(crate) struct LivePort {
     pub port_id: String,
     pub imei: String,
     pub login: String,
     pub password: String,
     pub counters: Arc<Counters>,
+    /// Quota and speed limits as stored when the port was applied.
+    pub limits: PortLimits,
 }
 
 impl fmt::Debug for LivePort {
@@ -35,6 +38,11 @@ impl LivePort {
         let login_ok = super::gate::constant_time_eq(login, self.login.as_bytes());
         let password_ok = super::gate::constant_time_eq(password, self.password.as_bytes());
         login_ok & password_ok
+    }
+
+    /// The quota is used up: new traffic is refused.
+    pub fn over_quota(&self) -> bool {
+        self.limits.over_quota(&self.counters)
     }
 }
 
@@ -73,6 +81,7 @@ pub(crate) async fn apply_port(sim: &Arc<Sim>, port_id: &str) -> Result<(), SimE
             login: p.login.clone(),
             password: p.password.clone(),
             counters: p.counters.clone(),
+            limits: p.limits(),
         };
         (live, p.http_port, p.socks_port)
     };

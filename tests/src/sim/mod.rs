@@ -16,7 +16,8 @@
 //!   - `POST /_sim/ports` `{"imei":"…","port_name":"…","apply":true}` — a foreign port.
 //!
 //! Every applied port gets REAL HTTP-proxy and SOCKS5 listeners on `SimConfig::proxy_ip` that
-//! check the port's login/password and count forwarded bytes. Tests drive the simulator
+//! check the port's login/password, count forwarded bytes and enforce its traffic quota and
+//! speed limits (`limits`). Tests drive the simulator
 //! in-process through [`SimHandle`]; see `docs/simulator.md` for the whole picture.
 
 mod admin;
@@ -28,6 +29,7 @@ mod gate;
 mod handle;
 mod http_proxy;
 mod json;
+mod limits;
 mod listeners;
 mod model;
 mod pipe;

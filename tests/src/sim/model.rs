@@ -49,11 +49,11 @@ pub struct SimPort {
     pub password: String,
     /// `PROXY_VALID_BEFORE` ("" = none).
     pub valid_before: String,
-    /// `QUOTA` ("" = none).
+    /// `QUOTA`: the traffic quota in MB as stored ("" = none).
     pub quota: String,
-    /// Speed limits as stored ("" = none).
+    /// Download speed limit in kbit/s as stored ("" = none).
     pub bandlimin: String,
-    /// Speed limits as stored ("" = none).
+    /// Upload speed limit in kbit/s as stored ("" = none).
     pub bandlimout: String,
     /// Listeners are running (possibly with credentials older than the stored ones).
     pub applied: bool,
@@ -63,6 +63,8 @@ pub struct SimPort {
     pub bytes_in: u64,
     /// Bytes forwarded towards the origin (upload) since the last traffic reset.
     pub bytes_out: u64,
+    /// `IS_OVER_QUOTA`: the port's quota is used up and it refuses traffic.
+    pub over_quota: bool,
 }
 
 impl fmt::Debug for SimPort {
@@ -80,6 +82,8 @@ impl fmt::Debug for SimPort {
             .field("foreign", &self.foreign)
             .field("bytes_in", &self.bytes_in)
             .field("bytes_out", &self.bytes_out)
+            .field("quota", &self.quota)
+            .field("over_quota", &self.over_quota)
             .finish_non_exhaustive()
     }
 }

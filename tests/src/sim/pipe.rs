@@ -1,14 +1,17 @@
 //! Byte plumbing shared by both proxies: dialling the origin with a timeout and copying both
-//! ways while counting into the port's counters.
+//! ways while counting into the port's counters and applying its limits (`limits`).
 
-use super::state::Counters;
+use super::limits::Direction;
+use super::listeners::LivePort;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest chunk copied at once (also the most a speed-limited port sends in one go).
+const CHUNK: usize = 16 * 1024;
 
 /// Connects to `host:port` (a name is resolved).
 pub(crate) async fn connect_origin(host: &str, port: u16) -> io::Result<TcpStream> {
@@ -18,16 +21,13 @@ pub(crate) async fn connect_origin(host: &str, port: u16) -> io::Result<TcpStrea
     }
 }
 
-/// Copies client↔origin until both directions are done; an error in either ends both.
-pub(crate) async fn pipe(
-    client: TcpStream,
-    origin: TcpStream,
-    counters: &Counters,
-) -> io::Result<()> {
+/// Copies client↔origin until both directions are done; an error in either (including a
+/// quota used up) ends both.
+pub(crate) async fn pipe(client: TcpStream, origin: TcpStream, live: &LivePort) -> io::Result<()> {
     let (client_read, client_write) = client.into_split();
     let (origin_read, origin_write) = origin.into_split();
-    let upload = copy_counted(client_read, origin_write, &counters.bytes_out);
-    let download = copy_counted(origin_read, client_write, &counters.bytes_in);
+    let upload = copy_counted(client_read, origin_write, live, Direction::Out);
+    let download = copy_counted(origin_read, client_write, live, Direction::In);
     tokio::try_join!(upload, download).map(|_| ())
 }
 
@@ -35,28 +35,50 @@ pub(crate) async fn pipe(
 pub(crate) async fn send_counted(
     origin: &mut TcpStream,
     bytes: &[u8],
-    counters: &Counters,
+    live: &LivePort,
 ) -> io::Result<()> {
-    origin.write_all(bytes).await?;
-    counters
-        .bytes_out
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    for chunk in bytes.chunks(CHUNK) {
+        forward(origin, chunk, live, Direction::Out).await?;
+    }
     Ok(())
 }
 
-async fn copy_counted<R, W>(mut from: R, mut to: W, counter: &AtomicU64) -> io::Result<()>
+async fn copy_counted<R, W>(
+    mut from: R,
+    mut to: W,
+    live: &LivePort,
+    direction: Direction,
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
             // Pass the half-close on so the other side sees EOF.
             return to.shutdown().await;
         }
-        to.write_all(&buf[..n]).await?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+        forward(&mut to, &buf[..n], live, direction).await?;
     }
+}
+
+/// One chunk: admitted by the port's limits, written, then counted.
+async fn forward<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    chunk: &[u8],
+    live: &LivePort,
+    direction: Direction,
+) -> io::Result<()> {
+    live.limits
+        .admit(&live.counters, direction, chunk.len())
+        .await?;
+    to.write_all(chunk).await?;
+    let counter = match direction {
+        Direction::In => &live.counters.bytes_in,
+        Direction::Out => &live.counters.bytes_out,
+    };
+    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The per-port SOCKS5 proxy: RFC 1928 with RFC 1929 username/password as the only accepted
-//! method, the CONNECT command, and IPv4 / domain / IPv6 addresses.
+//! method, the CONNECT command, and IPv4 / domain / IPv6 addresses. A port whose quota is
+//! used up answers "connection not allowed by ruleset" (0x02).
 
 use super::listeners::LivePort;
 use super::pipe;
@@ -19,6 +20,7 @@ const CMD_CONNECT: u8 = 0x01;
 enum ReplyCode {
     Succeeded = 0x00,
     GeneralFailure = 0x01,
+    NotAllowed = 0x02,
     HostUnreachable = 0x04,
     ConnectionRefused = 0x05,
     CommandNotSupported = 0x07,
@@ -32,6 +34,9 @@ pub(crate) async fn serve(mut client: TcpStream, live: &LivePort) -> io::Result<
     let Some((host, port)) = target else {
         return Ok(());
     };
+    if live.over_quota() {
+        return reply(&mut client, ReplyCode::NotAllowed, None).await;
+    }
     let origin = match pipe::connect_origin(&host, port).await {
         Ok(origin) => origin,
         Err(e) => {
@@ -44,7 +49,7 @@ pub(crate) async fn serve(mut client: TcpStream, live: &LivePort) -> io::Result<
         }
     };
     reply(&mut client, ReplyCode::Succeeded, origin.local_addr().ok()).await?;
-    pipe::pipe(client, origin, &live.counters).await
+    pipe::pipe(client, origin, live).await
 }
 
 /// Greeting, authentication and request; `None` when the client was turned away.

@@ -3,6 +3,7 @@
 
 use super::error::SimError;
 use super::faults::Fault;
+use super::limits::PortLimits;
 use super::model::{SimModem, SimPort};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +17,12 @@ pub(crate) struct Counters {
     pub bytes_in: AtomicU64,
     /// Towards the origin (upload).
     pub bytes_out: AtomicU64,
+    /// Bytes counted against the port's quota (see `limits`); the traffic reset keeps it.
+    pub quota_used: AtomicU64,
 }
 
 impl Counters {
+    /// The nightly reset of the bandwidth report (quota usage is kept).
     pub fn reset(&self) {
         self.bytes_in.store(0, Ordering::Relaxed);
         self.bytes_out.store(0, Ordering::Relaxed);
@@ -75,6 +79,8 @@ pub(crate) struct PortState {
     pub created_at: String,
     pub valid_before: String,
     pub quota: String,
+    pub quota_type: String,
+    pub quota_direction: String,
     pub bandlimin: String,
     pub bandlimout: String,
     pub owner: String,
@@ -102,7 +108,23 @@ impl PortState {
             foreign: self.foreign,
             bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.counters.bytes_out.load(Ordering::Relaxed),
+            over_quota: self.over_quota(),
         }
+    }
+
+    /// The limits as stored now (they take effect on `apply_port`).
+    pub fn limits(&self) -> PortLimits {
+        PortLimits::from_stored(
+            &self.quota,
+            &self.quota_direction,
+            &self.bandlimin,
+            &self.bandlimout,
+        )
+    }
+
+    /// `IS_OVER_QUOTA`: the stored quota is used up.
+    pub fn over_quota(&self) -> bool {
+        self.limits().over_quota(&self.counters)
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct PortInput {
     pub socks_port: u16,
     pub valid_before: Option<String>,
     pub quota: Option<String>,
+    pub quota_type: Option<String>,
+    pub quota_direction: Option<String>,
     pub bandlimin: Option<String>,
     pub bandlimout: Option<String>,
 }
@@ -45,9 +47,11 @@ pub(crate) fn parse(data: &str) -> Result<PortInput, SimError> {
         http_port: tcp_port(&obj, "http_port")?,
         socks_port: tcp_port(&obj, "socks_port")?,
         valid_before,
-        quota: optional_text(&obj, "bw_quota"),
-        bandlimin: optional_text(&obj, "bandlimin"),
-        bandlimout: optional_text(&obj, "bandlimout"),
+        quota: limit(&obj, "bw_quota")?,
+        quota_type: optional_text(&obj, "QUOTA_TYPE"),
+        quota_direction: optional_text(&obj, "QUOTA_DIRECTION"),
+        bandlimin: limit(&obj, "bandlimin")?,
+        bandlimout: limit(&obj, "bandlimout")?,
     };
     if input.http_port == input.socks_port {
         return Err(SimError::InvalidData(
@@ -67,6 +71,17 @@ fn optional_text(obj: &Map<String, Value>, key: &str) -> Option<String> {
         Value::String(s) => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// A limit: a non-negative integer (number or numeric string; "" or 0 = none). Anything
+/// else is refused, as the box's form refuses it.
+fn limit(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, SimError> {
+    match optional_text(obj, key) {
+        Some(v) if !v.is_empty() && v.parse::<u64>().is_err() => Err(SimError::InvalidData(
+            format!("{key} must be a whole number, got {v:?}"),
+        )),
+        other => Ok(other),
     }
 }
 
@@ -114,6 +129,8 @@ impl State {
                 created_at: util::now_stamp(self.utc_offset_s),
                 valid_before: String::new(),
                 quota: String::new(),
+                quota_type: String::new(),
+                quota_direction: String::new(),
                 bandlimin: String::new(),
                 bandlimout: String::new(),
                 owner: String::new(),
@@ -140,6 +157,12 @@ fn update(port: &mut PortState, input: PortInput) {
     if let Some(v) = input.quota {
         port.quota = v;
     }
+    if let Some(v) = input.quota_type {
+        port.quota_type = v;
+    }
+    if let Some(v) = input.quota_direction {
+        port.quota_direction = v;
+    }
     if let Some(v) = input.bandlimin {
         port.bandlimin = v;
     }
@@ -165,6 +188,14 @@ mod tests {
         assert_eq!(input.http_port, 8001);
         assert_eq!(input.valid_before.as_deref(), Some("2030-01-01T00:00:00"));
         assert!(input.quota.is_none());
+        let limited = parse(&data(
+            r#","bw_quota":5,"QUOTA_TYPE":"lifetime","bandlimin":"800","bandlimout":800"#,
+        ))
+        .unwrap();
+        assert_eq!(limited.quota.as_deref(), Some("5"));
+        assert_eq!(limited.quota_type.as_deref(), Some("lifetime"));
+        assert_eq!(limited.bandlimin.as_deref(), Some("800"));
+        assert_eq!(limited.bandlimout.as_deref(), Some("800"));
     }
 
     #[test]
@@ -178,5 +209,8 @@ mod tests {
         assert!(parse(&no_login).is_err());
         let big = data("").replace("8002", "70000");
         assert!(parse(&big).is_err());
+        assert!(parse(&data(r#","bw_quota":"lots""#)).is_err());
+        assert!(parse(&data(r#","bandlimin":-5"#)).is_err());
+        assert!(parse(&data(r#","bandlimout":1.5"#)).is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The swarm's shared state: settings every agent reads, and counters (agents online,
-//! connection errors, whether the process ran out of file descriptors) the drivers watch.
+//! connection errors, refusals by kind, reconnect times after a churn drop, whether the
+//! process ran out of file descriptors) the drivers watch.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,6 +22,8 @@ pub struct Fleet {
     errors: AtomicUsize,
     emfile: AtomicBool,
     last_error: Mutex<Option<String>>,
+    refusals: Mutex<BTreeMap<String, usize>>,
+    reconnects: Mutex<Vec<Duration>>,
 }
 
 impl Fleet {
@@ -34,6 +38,8 @@ impl Fleet {
             errors: AtomicUsize::new(0),
             emfile: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            refusals: Mutex::new(BTreeMap::new()),
+            reconnects: Mutex::new(Vec::new()),
         }
     }
 
@@ -55,6 +61,35 @@ impl Fleet {
     /// The most recent connection error, for diagnostics.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Refusals so far by kind (`retry_later`, `http 503`, `duplicate_agent`…): the plane
+    /// said no, as opposed to a broken connection.
+    pub fn refusals(&self) -> BTreeMap<String, usize> {
+        self.refusals.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Counts one refusal of `kind`.
+    pub fn note_refusal(&self, kind: &str) {
+        if let Ok(mut refusals) = self.refusals.lock() {
+            *refusals.entry(kind.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Records how long an agent dropped by churn took to be welcomed again (from its first
+    /// reconnection attempt, retries included).
+    pub fn note_reconnect(&self, took: Duration) {
+        if let Ok(mut samples) = self.reconnects.lock() {
+            samples.push(took);
+        }
+    }
+
+    /// Takes the reconnect times recorded so far.
+    pub fn take_reconnects(&self) -> Vec<Duration> {
+        self.reconnects
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
     }
 
     /// Records a failed connection attempt.

@@ -1,15 +1,19 @@
 //! `farmhand-swarm`'s engine: many simulated agents in one process, each a real enrolled
 //! WebSocket client speaking the real protocol (one task per agent), plus a REST load
-//! driver. The `farmhand-swarm` binary and the CI smoke test (`tests/swarm_smoke.rs`) use it.
+//! driver and a churn driver. The `farmhand-swarm` binary and the CI smoke test
+//! (`tests/swarm_smoke.rs`) use it.
 
 mod agent;
 mod answer;
+mod churn;
 mod enroll;
 mod fleet;
 mod load;
 mod stats;
 
+pub use agent::MAX_BACKOFF;
 pub use answer::imei;
+pub use churn::{churn, ChurnReport};
 pub use enroll::{enroll_all, Identity};
 pub use fleet::Fleet;
 pub use load::{drive, LoadPlan, LoadReport};
@@ -27,6 +31,7 @@ pub struct Swarm {
     /// Shared settings and counters.
     pub fleet: Arc<Fleet>,
     agents: usize,
+    kicks: Vec<Arc<agent::Kick>>,
     stop: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -37,12 +42,16 @@ impl Swarm {
         let stop = CancellationToken::new();
         let agents = identities.len();
         let mut tasks = JoinSet::new();
+        let mut kicks = Vec::with_capacity(agents);
         for me in identities {
-            tasks.spawn(agent::run(me, fleet.clone(), stop.child_token()));
+            let kick = Arc::new(agent::Kick::default());
+            kicks.push(kick.clone());
+            tasks.spawn(agent::run(me, fleet.clone(), stop.child_token(), kick));
         }
         Swarm {
             fleet,
             agents,
+            kicks,
             stop,
             tasks,
         }

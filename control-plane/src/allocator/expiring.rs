@@ -1,0 +1,138 @@
+//! `allocation.expiring`: ONE named task that sleeps until the earliest warning time
+//! (`expires_at − [webhooks] expiring_lead_s`) of the in-service allocations and emits the
+//! event for those whose time has come — once per allocation and `expires_at` value: a
+//! renewal moves `expires_at` and so re-arms it. An allocation created or renewed with
+//! less than the lead time left is warned at once.
+//!
+//! The schedule is in memory ([`Warnings`]: fed when an allocation becomes active or is
+//! renewed, rebuilt from the live allocations when the task starts); what was sent is
+//! durable (`store::webhooks`, allocation id → `expires_at`), so a restart neither repeats
+//! nor loses a warning. A warning whose allocation ended, or whose `expires_at` moved, is
+//! dropped when it comes due.
+
+use super::Allocator;
+use crate::events::EventType;
+use crate::ids::{now, unix_ms};
+use crate::store::{AllocationRecord, StoreError};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Longest sleep between two looks at the schedule (a wall-clock step is noticed).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// The in-memory schedule: (warning time, allocation id), earliest first.
+#[derive(Debug, Default)]
+pub(super) struct Warnings {
+    queue: Mutex<BTreeSet<(OffsetDateTime, String)>>,
+    wake: Notify,
+}
+
+impl Allocator {
+    /// The lead time, `None` when `allocation.expiring` is switched off.
+    fn expiring_lead(&self) -> Option<time::Duration> {
+        let lead = self.config.webhooks.expiring_lead_s;
+        (lead > 0).then(|| time::Duration::seconds(i64::try_from(lead).unwrap_or(i64::MAX)))
+    }
+
+    /// Schedules the warning of `record`'s current `expires_at` (after activation or a
+    /// renewal).
+    pub(super) fn schedule_expiring(&self, record: &AllocationRecord) {
+        let Some(lead) = self.expiring_lead() else {
+            return;
+        };
+        let at = record.expires_at.saturating_sub(lead);
+        self.warnings
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((at, record.allocation_id.clone()));
+        self.warnings.wake.notify_one();
+    }
+
+    /// The warning task; runs until `shutdown`.
+    pub async fn run_expiring(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.expiring_lead().is_none() {
+            return;
+        }
+        if let Err(e) = self.schedule_live() {
+            warn!("cannot schedule expiry warnings of existing allocations: {e}");
+        }
+        loop {
+            let next = self.warn_due();
+            let sleep = next.map_or(MAX_SLEEP, |at| {
+                Duration::try_from(at - now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_SLEEP)
+            });
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.warnings.wake.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Schedules every in-service allocation not yet warned for its `expires_at`.
+    fn schedule_live(&self) -> Result<(), StoreError> {
+        for record in self.store.live_allocations()? {
+            let sent = self.store.expiring_sent(&record.allocation_id)?;
+            if record.state.is_live() && sent != Some(unix_ms(record.expires_at)) {
+                self.schedule_expiring(&record);
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the warnings whose time has come; returns the next warning time.
+    fn warn_due(&self) -> Option<OffsetDateTime> {
+        let now = now();
+        loop {
+            let (at, id) = {
+                let mut queue = self
+                    .warnings
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match queue.first() {
+                    Some((at, _)) if *at > now => return Some(*at),
+                    None => return None,
+                    Some(_) => queue.pop_first()?,
+                }
+            };
+            if let Err(e) = self.warn_one(at, &id, now) {
+                warn!(allocation_id = %id, "cannot send the expiry warning: {e}");
+            }
+        }
+    }
+
+    /// Emits `allocation.expiring` for `allocation_id` if it is still in service, still
+    /// expires when the warning at `at` was scheduled for, and was not warned for it yet.
+    fn warn_one(
+        &self,
+        at: OffsetDateTime,
+        allocation_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let Some(record) = self.store.allocation(allocation_id)? else {
+            return Ok(());
+        };
+        let Some(lead) = self.expiring_lead() else {
+            return Ok(());
+        };
+        let expires_ms = unix_ms(record.expires_at);
+        let current = record.expires_at.saturating_sub(lead) == at;
+        if !record.state.is_live() || !current || record.expires_at <= now {
+            return Ok(());
+        }
+        if self.store.expiring_sent(allocation_id)? == Some(expires_ms) {
+            return Ok(());
+        }
+        self.emit(EventType::AllocationExpiring, &record);
+        self.store.mark_expiring_sent(allocation_id, expires_ms)
+    }
+}

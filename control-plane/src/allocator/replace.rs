@@ -1,0 +1,322 @@
+//! Replacing an allocation: moving it to another modem with the SAME allocation id, login
+//! and password, so the marketplace only has to hand the buyer a new host and ports.
+//! Used by the outage sweeper (`outages`: the modem or its agent has been down too long)
+//! and by `POST /v1/allocations/{id}/replace`.
+//!
+//! Under the order lock: pick another available modem of the allocation's country (and of
+//! the carrier the order asked for), never the current one, preferring the same agent;
+//! send `provision` there; on success the record moves (imei, agent, host, ports, carrier,
+//! country), gains a `replacements` entry and becomes `replaced`. The old port goes: on
+//! the same agent the agent's own `provision` moves the port (creates the new one, then
+//! purges the old one); on another agent that agent gets `release` now if it is
+//! connected, else its `reconcile` removes the port when it returns (the allocation is no
+//! longer in its desired set). A target that refuses is skipped for the next candidate
+//! (at most [`MAX_TARGETS`]); a target that does not answer stops the attempt, because
+//! its outcome is unknown — its late answer is handled by `events` (`reassert` below).
+
+use super::{AllocError, Allocator};
+use crate::fleet::{ModemFilter, Reservation};
+use crate::gateway::DispatchError;
+use crate::ids::{now, unix_ms};
+use crate::store::{
+    AllocationRecord, AllocationState, AuditAction, Replacement, ReplacementReason,
+};
+use farmhand_protocol::{
+    CommandBody, CommandOutput, Outcome, Provision, Provisioned, Release, Secret,
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+/// Candidate modems tried per attempt before giving up (each refusal costs a round trip).
+pub(super) const MAX_TARGETS: usize = 3;
+
+/// What asked for the move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// The sweeper: only if the outage still holds when the lock is taken.
+    Outage(ReplacementReason),
+    /// The REST API: always (when live).
+    Requested,
+}
+
+impl Trigger {
+    fn reason(self) -> ReplacementReason {
+        match self {
+            Trigger::Outage(reason) => reason,
+            Trigger::Requested => ReplacementReason::Requested,
+        }
+    }
+}
+
+impl Allocator {
+    /// Moves `allocation_id` to another modem. `Ok(None)` when an outage-triggered move
+    /// is no longer needed (the modem came back, the allocation ended or expired).
+    pub(super) async fn replace_inner(
+        &self,
+        allocation_id: &str,
+        trigger: Trigger,
+        actor: &str,
+    ) -> Result<Option<AllocationRecord>, AllocError> {
+        let order_id = self.find(allocation_id)?.order_id;
+        let _order = self.locks.lock(&order_id).await;
+        let record = self.find(allocation_id)?;
+        if let Some(why) = not_movable(&record) {
+            return match trigger {
+                Trigger::Requested => Err(AllocError::InvalidState(why)),
+                Trigger::Outage(_) => Ok(None),
+            };
+        }
+        if let Trigger::Outage(_) = trigger {
+            if self.outage_reason(&record).is_none() {
+                return Ok(None);
+            }
+        }
+        let password = self.password(&record)?.ok_or_else(|| {
+            AllocError::Internal("the buyer password of a live allocation is missing".into())
+        })?;
+        let mut tried = vec![record.imei.clone()];
+        let mut refusal = None;
+        while tried.len() <= MAX_TARGETS {
+            let Some(slot) = self.reserve_target(&record, &tried) else {
+                break;
+            };
+            tried.push(slot.imei.clone());
+            match self.provision_on(&record, &slot, &password).await {
+                Ok(port) => {
+                    let moved = self.moved(record, &slot, &port, trigger.reason(), actor)?;
+                    return Ok(Some(moved));
+                }
+                Err(e @ AllocError::AgentTimeout(_)) => return Err(e),
+                Err(e) => {
+                    warn!(allocation_id, imei = %slot.imei, "replacement target refused: {e}");
+                    refusal = Some(e);
+                }
+            }
+        }
+        Err(refusal.unwrap_or(AllocError::NoCapacity))
+    }
+
+    /// Takes a slot on the best other modem for `record`: available, same country, the
+    /// requested carrier if any, not in `tried`; the same agent first, then the least
+    /// loaded. A pinned `imei` in the request is ignored: the pinned modem is the problem.
+    fn reserve_target(&self, record: &AllocationRecord, tried: &[String]) -> Option<Reservation> {
+        let filter = ModemFilter {
+            country: record
+                .country
+                .clone()
+                .or_else(|| record.request.country.clone()),
+            carrier: record.request.carrier.clone(),
+            ..ModemFilter::default()
+        };
+        let mut candidates = self.fleet.modems(&ModemFilter {
+            available: Some(true),
+            ..filter.clone()
+        });
+        candidates.retain(|m| !tried.contains(&m.imei));
+        candidates.sort_by(|a, b| {
+            let key =
+                |m: &crate::fleet::ModemView| (m.agent_id != record.agent_id, m.active_allocations);
+            key(a).cmp(&key(b))
+        });
+        // `reserve` re-checks availability atomically: a modem taken meanwhile is skipped.
+        candidates.into_iter().find_map(|m| {
+            self.fleet.reserve(&ModemFilter {
+                imei: Some(m.imei),
+                ..filter.clone()
+            })
+        })
+    }
+
+    /// Sends `provision` for `record` to the reserved modem; the slot is given back unless
+    /// the port was confirmed.
+    async fn provision_on(
+        &self,
+        record: &AllocationRecord,
+        slot: &Reservation,
+        password: &Secret,
+    ) -> Result<Provisioned, AllocError> {
+        info!(allocation_id = %record.allocation_id, from = %record.imei, to = %slot.imei, "replacing: provisioning on another modem");
+        let body =
+            CommandBody::Provision(self.provision_body(record, &slot.imei, password.clone()));
+        self.replacing
+            .moving(&record.allocation_id, &slot.agent_id, &slot.imei);
+        let outcome = self
+            .gateway
+            .dispatch(&slot.agent_id, body, self.config.provisioning_timeout())
+            .await;
+        self.replacing.moved(&record.allocation_id);
+        let result = match outcome {
+            Ok(Outcome::Ok {
+                output: CommandOutput::Provision(p),
+            }) if p.allocation_id == record.allocation_id && p.imei == slot.imei => Ok(p),
+            Ok(Outcome::Ok { .. }) => Err(AllocError::AgentRefused {
+                code: "provision_failed",
+                message: "the agent answered provision with an unexpected result".into(),
+            }),
+            Ok(Outcome::Error { error }) => Err(AllocError::refused(
+                "provision_failed",
+                "provision the replacement port",
+                &error,
+            )),
+            Err(e) => Err(AllocError::from_dispatch(e, "the replacement port")),
+        };
+        if result.is_err() {
+            self.fleet.release_load(&slot.imei);
+        }
+        result
+    }
+
+    /// Applies a confirmed move: the record follows the port, the old slot is freed, the
+    /// move is audited and announced, and the old agent (if another) releases its port.
+    fn moved(
+        &self,
+        mut record: AllocationRecord,
+        slot: &Reservation,
+        port: &Provisioned,
+        reason: ReplacementReason,
+        actor: &str,
+    ) -> Result<AllocationRecord, AllocError> {
+        let from = Replacement {
+            at: now(),
+            reason,
+            from_imei: record.imei.clone(),
+            from_agent_id: record.agent_id.clone(),
+            to_imei: slot.imei.clone(),
+            to_agent_id: slot.agent_id.clone(),
+        };
+        record.state = AllocationState::Replaced;
+        record.imei = slot.imei.clone();
+        record.agent_id = slot.agent_id.clone();
+        record.carrier = slot.carrier.clone();
+        record.country = slot.country.clone();
+        record.host = Some(slot.public_host.clone());
+        record.http_port = Some(port.http_port);
+        record.socks_port = Some(port.socks_port);
+        record.port_id = Some(port.port_id.clone());
+        record.replacements.push(from.clone());
+        if let Err(e) = self.store.put_allocation(&record) {
+            self.fleet.release_load(&slot.imei);
+            return Err(e.into());
+        }
+        self.fleet.release_load(&from.from_imei);
+        self.replacing.recovered(&record.allocation_id);
+        info!(allocation_id = %record.allocation_id, reason = ?reason, to = %record.imei, "allocation replaced");
+        self.store.audit(
+            actor,
+            AuditAction::AllocationReplaced,
+            format!("allocation:{}", record.allocation_id),
+            json!({
+                "order_id": record.order_id,
+                "reason": reason,
+                "from_imei": from.from_imei,
+                "from_agent_id": from.from_agent_id,
+                "to_imei": from.to_imei,
+                "to_agent_id": from.to_agent_id,
+            }),
+        );
+        self.emit(crate::events::EventType::AllocationReplaced, &record);
+        if from.from_agent_id != from.to_agent_id {
+            self.release_old_port(&from.from_agent_id, &record.allocation_id);
+        }
+        Ok(record)
+    }
+
+    /// Asks the agent the allocation left to remove its port, in the background; an
+    /// agent that is away does it through `reconcile` when it returns.
+    fn release_old_port(&self, agent_id: &str, allocation_id: &str) {
+        if !self.gateway.is_connected(agent_id) {
+            info!(
+                agent_id,
+                allocation_id, "old agent away: its reconcile removes the old port"
+            );
+            return;
+        }
+        let (gateway, timeout) = (self.gateway.clone(), self.config.command_timeout());
+        let (agent_id, allocation_id) = (agent_id.to_string(), allocation_id.to_string());
+        self.spawn(async move {
+            let body = CommandBody::Release(Release {
+                allocation_id: allocation_id.clone(),
+            });
+            match gateway.dispatch_or_defer(&agent_id, body, timeout).await {
+                Ok(Outcome::Ok { .. }) => info!(agent_id, allocation_id, "old port released"),
+                Ok(Outcome::Error { error }) => {
+                    warn!(agent_id, allocation_id, code = error.code.as_str(), "the old agent could not release the old port; its next reconcile removes it")
+                }
+                Err(DispatchError::SessionClosed | DispatchError::AgentOffline) => {
+                    info!(
+                        agent_id,
+                        allocation_id, "old agent left: its reconcile removes the old port"
+                    )
+                }
+                Err(e) => warn!(
+                    agent_id,
+                    allocation_id, "releasing the old port failed: {e}"
+                ),
+            }
+        });
+    }
+
+    /// A `provision` of this allocation on its own agent but another modem was confirmed
+    /// late (a move whose answer came after we gave up on it): the agent moved the port
+    /// there, the record did not follow. Ask the agent to put it back on the recorded
+    /// modem and store where it is; if that modem is offline the agent keeps the port
+    /// where it is and the outage sweeper moves the record properly.
+    pub(super) async fn reassert(&self, allocation_id: &str) -> Result<(), AllocError> {
+        let order_id = self.find(allocation_id)?.order_id;
+        let _order = self.locks.lock(&order_id).await;
+        let record = self.find(allocation_id)?;
+        if !record.state.is_live() {
+            return Ok(());
+        }
+        let Some(password) = self.password(&record)? else {
+            return Ok(());
+        };
+        warn!(allocation_id, imei = %record.imei, "a late move answer: putting the port back on the recorded modem");
+        let body = CommandBody::Provision(self.provision_body(&record, &record.imei, password));
+        let timeout = self.config.provisioning_timeout();
+        match self.gateway.dispatch(&record.agent_id, body, timeout).await {
+            Ok(Outcome::Ok {
+                output: CommandOutput::Provision(p),
+            }) if p.allocation_id == record.allocation_id && p.imei == record.imei => {
+                self.repaired(record, &p)
+            }
+            other => {
+                info!(
+                    allocation_id,
+                    ?other,
+                    "the port could not be put back; the sweeper will move the allocation"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why `record` cannot be moved now; `None` when it can.
+fn not_movable(record: &AllocationRecord) -> Option<String> {
+    if !record.state.is_live() {
+        return Some(format!(
+            "only active or replaced allocations can be replaced; this one is {}",
+            record.state.as_str()
+        ));
+    }
+    (record.expires_at <= now()).then(|| "the allocation has expired".to_string())
+}
+
+impl Allocator {
+    /// The `provision` that puts `record`'s port on `imei`: same id, login, password, expiry
+    /// and options as the order; the traffic quota is what is left of it (`quota_left`),
+    /// because the new port's counter starts at zero on the box.
+    fn provision_body(&self, record: &AllocationRecord, imei: &str, password: Secret) -> Provision {
+        Provision {
+            allocation_id: record.allocation_id.clone(),
+            imei: imei.to_string(),
+            login: record.login.clone(),
+            password,
+            expires_at_ms: unix_ms(record.expires_at),
+            bandwidth_kbit: record.request.bandwidth_kbit,
+            traffic_quota_mb: self.quota_left(record),
+            rotate_every_s: record.request.rotate_every_s,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Turning an event into deliveries: the event is serialised ONCE (`{"id","type",
+//! "created_at","object"}`, the exact bytes every endpoint receives and that are signed),
+//! and one pending delivery per subscribed endpoint is written in one transaction.
+//!
+//! Which types anyone subscribes to is kept in an atomic bit set, refreshed whenever an
+//! endpoint is added or removed, so an event nobody wants costs one atomic load — the
+//! gateway asks before it even computes modem transitions.
+
+use super::Webhooks;
+use crate::events::EventType;
+use crate::ids::{now, random_id, rfc3339};
+use crate::store::{Delivery, DeliveryState, StoreError, WebhookEndpoint};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+fn bit(kind: EventType) -> u32 {
+    let index = EventType::ALL.iter().position(|t| *t == kind).unwrap_or(0);
+    1 << index
+}
+
+fn wants(endpoint: &WebhookEndpoint, kind: EventType) -> bool {
+    endpoint
+        .events
+        .iter()
+        .any(|e| e == super::endpoint::ALL_EVENTS || e == kind.as_str())
+}
+
+impl Webhooks {
+    /// Whether any endpoint subscribes to `kind`.
+    pub fn wants(&self, kind: EventType) -> bool {
+        self.inner.subscribed.load(Ordering::Relaxed) & bit(kind) != 0
+    }
+
+    /// Re-reads which types are subscribed (after an endpoint was added or removed).
+    pub(super) fn refresh_subscriptions(&self) -> Result<(), StoreError> {
+        let endpoints = self.inner.store.webhook_endpoints()?;
+        let mask = EventType::ALL
+            .iter()
+            .filter(|kind| endpoints.iter().any(|e| wants(e, **kind)))
+            .fold(0, |mask, kind| mask | bit(*kind));
+        self.inner.subscribed.store(mask, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stores one pending delivery of the event per subscribed endpoint and wakes the
+    /// deliverer; returns how many were stored.
+    pub fn enqueue(&self, kind: EventType, object: Value) -> Result<usize, StoreError> {
+        if !self.wants(kind) {
+            return Ok(0);
+        }
+        let store = &self.inner.store;
+        let endpoints: Vec<WebhookEndpoint> = store
+            .webhook_endpoints()?
+            .into_iter()
+            .filter(|e| wants(e, kind))
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(0);
+        }
+        let event_id = random_id("ev");
+        let created_at = now();
+        let body = json!({
+            "id": event_id,
+            "type": kind.as_str(),
+            "created_at": rfc3339(created_at),
+            "object": object,
+        })
+        .to_string();
+        let mut deliveries = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            deliveries.push(Delivery {
+                seq: store.next_delivery_seq()?,
+                webhook_id: endpoint.webhook_id,
+                event_id: event_id.clone(),
+                event_type: kind.as_str().to_string(),
+                state: DeliveryState::Pending,
+                attempts: 0,
+                created_at,
+                next_attempt_at: Some(created_at),
+                finished_at: None,
+                last_status: None,
+                last_error: None,
+                body: body.clone(),
+            });
+        }
+        store.enqueue_deliveries(&deliveries)?;
+        self.inner.unflushed.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+        Ok(deliveries.len())
+    }
+}

@@ -1,0 +1,261 @@
+//! Webhooks with the real `farmhand-control` binary, a real agent and the ProxySmart
+//! simulator, delivering to a real HTTP receiver: an `allocation.active` still undelivered
+//! when the plane is killed with `kill -9` is delivered after the restart (same event id,
+//! valid signature); a simulator modem going offline and back becomes `modem.offline` /
+//! `modem.online` through the agent's own change reports; a release is
+//! `allocation.released`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use farmhand_testkit::harness::{enroll_agent, eventually, PlaneProcess};
+use farmhand_testkit::sim::{self, SimConfig};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One request as the receiver saw it, with the status it answered.
+#[derive(Debug, Clone)]
+struct Received {
+    answered: u16,
+    signature: String,
+    body: String,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    /// The status answered to every request.
+    status: AtomicU16,
+    got: Mutex<Vec<Received>>,
+}
+
+impl Inbox {
+    fn of(&self, event_type: &str) -> Vec<Received> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.json()["type"] == json!(event_type))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let answered = inbox.status.load(Ordering::SeqCst);
+    let signature = headers
+        .get("farmhand-signature")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    inbox.got.lock().unwrap().push(Received {
+        answered,
+        signature,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    });
+    StatusCode::from_u16(answered).unwrap()
+}
+
+async fn start_receiver(stop: &CancellationToken) -> (String, Arc<Inbox>) {
+    let inbox = Arc::new(Inbox::default());
+    inbox.status.store(200, Ordering::SeqCst);
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(receive))
+        .with_state(inbox.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap()
+    });
+    (url, inbox)
+}
+
+/// HMAC-SHA256(secret, "<t>.<body>") as the receiver checks it, `t` within 5 minutes.
+fn verifies(received: &Received, secret: &str) -> bool {
+    let Some((t, v1)) = received
+        .signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+    else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, format!("{t}.{}", received.body).as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let age = time::OffsetDateTime::now_utc().unix_timestamp() - t.parse::<i64>().unwrap();
+    hex == v1 && age.abs() <= 300
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        modems: 1,
+        ..SimConfig::default()
+    };
+    let sim = sim::start(listener, config, stop.child_token())
+        .await
+        .unwrap();
+    let imei = sim.imeis()[0].clone();
+    let mut plane = PlaneProcess::start(
+        dir.path(),
+        "heartbeat_interval_s = 1\n[webhooks]\nretry_initial_s = 1\nretry_max_s = 2",
+    )
+    .await
+    .unwrap();
+    let (url, inbox) = start_receiver(&stop).await;
+    let events = [
+        "allocation.active",
+        "allocation.released",
+        "modem.offline",
+        "modem.online",
+    ];
+    let reply = plane
+        .admin
+        .post("/v1/webhooks", json!({"url": url, "events": events}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let webhook_id = reply.str("/webhook_id").unwrap().to_string();
+    let secret = reply.str("/secret").unwrap().to_string();
+
+    let agent_dir = tempfile::tempdir().unwrap();
+    let poll = Duration::from_secs(1);
+    let (_, agent_config) = enroll_agent(
+        &plane.admin,
+        &plane.url,
+        &sim.base_url(),
+        agent_dir.path(),
+        poll,
+    )
+    .await
+    .unwrap();
+    let token = stop.child_token();
+    tokio::spawn(async move {
+        let _ = farmhand_agent::run(agent_config, token).await;
+    });
+    let available = format!("/v1/modems?imei={imei}&available=true");
+    let market = plane.market.clone();
+    let modem_is_available = || async {
+        let reply = market.get(&available).await.ok()?;
+        (reply.body["modems"].as_array()?.len() == 1).then_some(())
+    };
+    eventually(PATIENCE, "the modem is available", modem_is_available)
+        .await
+        .unwrap();
+
+    // The receiver is down when the allocation becomes active.
+    inbox.status.store(503, Ordering::SeqCst);
+    let order = json!({"order_id": "hook-order-1", "duration_s": 3600});
+    let reply = plane.market.post("/v1/allocations", order).await.unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let allocation_id = reply.str("/allocation_id").unwrap().to_string();
+    eventually(
+        PATIENCE,
+        "a refused attempt of allocation.active",
+        || async { (!inbox.of("allocation.active").is_empty()).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let event_id = inbox.of("allocation.active")[0].json()["id"].clone();
+
+    plane.kill9();
+    inbox.status.store(200, Ordering::SeqCst);
+    plane.restart().await.unwrap();
+    let delivered = eventually(
+        PATIENCE,
+        "allocation.active delivered after the restart",
+        || async {
+            inbox
+                .of("allocation.active")
+                .into_iter()
+                .find(|r| r.answered == 200)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        delivered.json()["id"],
+        event_id,
+        "the same event, not a new one"
+    );
+    assert!(verifies(&delivered, &secret), "{delivered:?}");
+    assert_eq!(
+        delivered.json()["object"]["allocation_id"],
+        json!(allocation_id)
+    );
+    let log = plane
+        .admin
+        .get(&format!("/v1/webhooks/{webhook_id}/deliveries"))
+        .await
+        .unwrap();
+    let entry = log.body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["event_id"] == event_id)
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["state"], json!("delivered"));
+
+    // The agent reconnects; its first inventory after the restart is no transition. (The
+    // plane starts with an empty fleet view: the modem is listed once the agent reports.)
+    let online = format!("/v1/modems?imei={imei}&online=true");
+    eventually(PATIENCE, "the agent reports the modem again", || async {
+        let reply = market.get(&online).await.ok()?;
+        (reply.body["modems"].as_array()?.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    sim.set_online(&imei, false).unwrap();
+    let offline = eventually(PATIENCE, "modem.offline", || async {
+        inbox.of("modem.offline").into_iter().next()
+    })
+    .await
+    .unwrap();
+    assert!(verifies(&offline, &secret));
+    assert_eq!(offline.json()["object"]["imei"], json!(imei));
+    sim.set_online(&imei, true).unwrap();
+    eventually(PATIENCE, "modem.online", || async {
+        inbox.of("modem.online").into_iter().next()
+    })
+    .await
+    .unwrap();
+    assert_eq!(inbox.of("modem.offline").len(), 1);
+    assert_eq!(inbox.of("modem.online").len(), 1);
+
+    let reply = plane
+        .market
+        .delete(&format!("/v1/allocations/{allocation_id}"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let released = eventually(PATIENCE, "allocation.released", || async {
+        inbox.of("allocation.released").into_iter().next()
+    })
+    .await
+    .unwrap();
+    assert!(verifies(&released, &secret));
+    assert_eq!(
+        released.json()["object"]["release_reason"],
+        json!("cancelled")
+    );
+}
