@@ -311,7 +311,7 @@ async fn replace_on_demand_moves_to_another_modem_or_says_why_not() {
 /// excluded by its seller policy), so a move between them is a move between agents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_to_another_agent_releases_the_old_port_and_a_lost_agent_is_replaced() {
-    let imeis: Vec<String> = (1..=4).map(sim_imei).collect();
+    let imeis: Vec<String> = (1..=4).map(farmhand_testkit::sim::imei).collect();
     let mut options = StackOptions {
         modems: 4,
         configure_plane: |c| {
@@ -324,7 +324,7 @@ async fn a_move_to_another_agent_releases_the_old_port_and_a_lost_agent_is_repla
     let stack = Stack::start(options).await.unwrap();
     let mut on_box = stack.sim.imeis();
     on_box.sort();
-    assert_eq!(on_box, imeis, "the simulator seeds IMEIs as sim_imei says");
+    assert_eq!(on_box, imeis, "the simulator seeds IMEIs as sim::imei says");
     let dir = tempfile::tempdir().unwrap();
     let (second_id, mut second) = enroll_agent(
         &stack.admin,
@@ -405,21 +405,4 @@ async fn a_move_to_another_agent_releases_the_old_port_and_a_lost_agent_is_repla
     assert_curl_works(&back, &origin).await;
     stop_again.cancel();
     again.await.unwrap().unwrap();
-}
-
-/// The simulator's IMEI number `index` (1-based), as `sim::seed` builds it.
-fn sim_imei(index: usize) -> String {
-    let body = format!("35{index:012}");
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .filter_map(|c| c.to_digit(10))
-        .enumerate()
-        .map(|(i, d)| match i % 2 {
-            0 if d * 2 > 9 => d * 2 - 9,
-            0 => d * 2,
-            _ => d,
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
 }

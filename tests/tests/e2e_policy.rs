@@ -9,28 +9,9 @@ use farmhand_agent::policy::Policy;
 use farmhand_testkit::harness::{Stack, StackOptions};
 use serde_json::json;
 
-/// The simulator's IMEI of modem `index` (1-based), by its seeding rule: "35", the index in
-/// 12 digits, and a Luhn check digit. The test asserts the simulator agrees.
-fn sim_imei(index: usize) -> String {
-    let body = format!("35{index:012}");
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            match i % 2 {
-                0 => (2 * d) / 10 + (2 * d) % 10,
-                _ => d,
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excluded_modems_are_invisible_and_denied_commands_say_policy_denied() {
-    let excluded = sim_imei(2);
+    let excluded = farmhand_testkit::sim::imei(2);
     let mut policy = Policy {
         excluded_imeis: [excluded.clone()].into(),
         ..Policy::default()

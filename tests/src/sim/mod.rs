@@ -47,6 +47,7 @@ pub use error::SimError;
 pub use faults::Fault;
 pub use handle::SimHandle;
 pub use model::{SimModem, SimPort};
+pub use seed::imei;
 
 use std::sync::Arc;
 use tokio::net::TcpListener;

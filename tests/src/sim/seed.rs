@@ -27,7 +27,7 @@ pub(crate) fn luhn_digit(body: &str) -> u32 {
 }
 
 /// IMEI number `index` (1-based): "35" + 12-digit index + check digit.
-pub(crate) fn imei(index: usize) -> String {
+pub fn imei(index: usize) -> String {
     let body = format!("35{index:012}");
     format!("{body}{}", luhn_digit(&body))
 }
