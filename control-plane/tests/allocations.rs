@@ -13,7 +13,7 @@ use farmhand_protocol::{
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
-use support::flows::{allocate, order, post_allocation, provision_ok, release_ok};
+use support::flows::{allocate, order, post_allocation, provision_ok, provisioned, release_ok};
 use support::{eventually, FakeAgent, TestPlane};
 
 const IMEI: &str = "350000000000018";
@@ -74,13 +74,11 @@ async fn provisioning_returns_the_allocation_and_is_idempotent_by_order() {
     assert_eq!(modems["modems"][0]["available"], false);
     // The buyer password is not stored in clear.
     let password = a["password"].as_str().unwrap();
-    for entry in std::fs::read_dir(plane.dir.path().join("db")).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains(password),
-            "password found in clear on disk"
-        );
-    }
+    assert_eq!(
+        support::files_containing(plane.dir.path(), password.as_bytes()),
+        Vec::<std::path::PathBuf>::new(),
+        "password found in clear on disk"
+    );
 }
 
 #[tokio::test]
@@ -589,19 +587,8 @@ async fn rotate_every_s_is_validated_stored_and_sent_with_provision() {
     let mut body = order("o-rot");
     body["rotate_every_s"] = json!(5);
     let pending = post_allocation(&plane, body);
-    let command = agent.next_command().await;
-    let CommandBody::Provision(p) = &command.body else {
-        panic!("expected provision, got {command:?}")
-    };
+    let p = provisioned(&mut agent).await;
     assert_eq!(p.rotate_every_s, Some(5));
-    let output = CommandOutput::Provision(Provisioned {
-        allocation_id: p.allocation_id.clone(),
-        imei: IMEI.into(),
-        port_id: "port1".into(),
-        http_port: 8001,
-        socks_port: 5001,
-    });
-    agent.answer(&command.id, Outcome::Ok { output }).await;
     let r = pending.await.unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.json()["allocation_id"].as_str().unwrap().to_string();
@@ -646,19 +633,8 @@ async fn limits_are_validated_stored_echoed_and_sent_with_provision() {
     body["bandwidth_kbit"] = json!(800);
     body["traffic_quota_mb"] = json!(5);
     let pending = post_allocation(&plane, body.clone());
-    let command = agent.next_command().await;
-    let CommandBody::Provision(p) = &command.body else {
-        panic!("expected provision, got {command:?}")
-    };
+    let p = provisioned(&mut agent).await;
     assert_eq!((p.bandwidth_kbit, p.traffic_quota_mb), (Some(800), Some(5)));
-    let output = CommandOutput::Provision(Provisioned {
-        allocation_id: p.allocation_id.clone(),
-        imei: IMEI.into(),
-        port_id: "port1".into(),
-        http_port: 8001,
-        socks_port: 5001,
-    });
-    agent.answer(&command.id, Outcome::Ok { output }).await;
     let r = pending.await.unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     let a = r.json();

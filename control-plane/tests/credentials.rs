@@ -8,27 +8,9 @@ mod support;
 
 use farmhand_protocol::{CommandBody, CommandError, CommandErrorCode, Outcome};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use support::flows::{allocate, order, post_allocation, release};
-use support::{eventually, FakeAgent, TestPlane};
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else {
-            let bytes = std::fs::read(&path).unwrap_or_default();
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
+use support::{eventually, files_containing, FakeAgent, TestPlane};
 
 async fn show(plane: &TestPlane, allocation_id: &str) -> Value {
     let r = plane

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use super::{FakeAgent, Response, TestPlane};
-use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provisioned, Released};
+use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provision, Provisioned, Released};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -20,6 +20,12 @@ pub fn post_allocation(plane: &Arc<TestPlane>, body: Value) -> tokio::task::Join
 
 /// Answers the next `provision` successfully and returns its allocation id.
 pub async fn provision_ok(agent: &mut FakeAgent) -> String {
+    provisioned(agent).await.allocation_id
+}
+
+/// Answers the next `provision` successfully (port 8001/5001) and returns the command, for
+/// tests that check what the plane asked for.
+pub async fn provisioned(agent: &mut FakeAgent) -> Provision {
     let command = agent.next_command().await;
     let CommandBody::Provision(p) = command.body else {
         panic!("expected provision, got {command:?}")
@@ -27,13 +33,13 @@ pub async fn provision_ok(agent: &mut FakeAgent) -> String {
     assert!(p.password.expose().len() >= 20);
     let output = CommandOutput::Provision(Provisioned {
         allocation_id: p.allocation_id.clone(),
-        imei: p.imei,
+        imei: p.imei.clone(),
         port_id: "port1".into(),
         http_port: 8001,
         socks_port: 5001,
     });
     agent.answer(&command.id, Outcome::Ok { output }).await;
-    p.allocation_id
+    p
 }
 
 /// Answers the next `release` successfully and returns its allocation id.
