@@ -12,7 +12,7 @@ use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{FakeBox, Fault, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
+use support::{wait_until, FakeBox, Fault, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
 
 struct Agent {
     fake: FakeBox,
@@ -461,15 +461,6 @@ fn rotate(imei: &str) -> CommandBody {
 fn resets_of(a: &Agent, imei: &str) -> usize {
     a.fake
         .with(|s| s.resets.iter().filter(|i| *i == imei).count())
-}
-
-/// Polls `check` every 20 ms until it holds; panics after a generous deadline.
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

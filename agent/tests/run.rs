@@ -14,7 +14,7 @@ use farmhand_protocol::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::plane::{enroll_server, PlaneConn, WAIT};
-use support::{FakeBox, IMEI_1, PASSWORD, USER};
+use support::{wait_until, FakeBox, IMEI_1, PASSWORD, USER};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -54,13 +54,52 @@ async fn enrolled(dir: &std::path::Path) -> Vec<u8> {
     key
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_password() {
+/// An enrolled state dir, a fake ProxySmart and the fake plane's listener.
+struct Setup {
+    dir: tempfile::TempDir,
+    public_key: Vec<u8>,
+    fake: FakeBox,
+    listener: TcpListener,
+    plane_url: String,
+}
+
+async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let public_key = enrolled(dir.path()).await;
     let fake = FakeBox::start().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plane_url = format!("http://{}", listener.local_addr().unwrap());
+    Setup {
+        dir,
+        public_key,
+        fake,
+        listener,
+        plane_url,
+    }
+}
+
+/// Cancels `shutdown` and waits for the agent to return `Ok`.
+async fn stop(
+    shutdown: &CancellationToken,
+    agent: tokio::task::JoinHandle<Result<(), AgentError>>,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("agent stops")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_password() {
+    let Setup {
+        dir,
+        public_key,
+        fake,
+        listener,
+        plane_url,
+    } = setup().await;
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
@@ -109,12 +148,7 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
     assert_eq!(inv.ports.len(), 1, "managed ports survive the reconnect");
     assert_eq!(inv.ports[0].allocation_id, "al-1");
 
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, agent)
-        .await
-        .expect("agent stops")
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, agent).await;
     assert!(!status.connected());
     let frames = frames.lock().unwrap();
     assert!(frames.len() >= 6);
@@ -126,11 +160,13 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_agent_stops_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let public_key = enrolled(dir.path()).await;
-    let fake = FakeBox::start().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let plane_url = format!("http://{}", listener.local_addr().unwrap());
+    let Setup {
+        dir,
+        public_key,
+        fake,
+        listener,
+        plane_url,
+    } = setup().await;
     let agent = tokio::spawn(farmhand_agent::run(
         config(dir.path(), &plane_url, &fake),
         CancellationToken::new(),
@@ -169,21 +205,12 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
         shutdown.clone(),
         status.clone(),
     ));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while status.last_error().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no connection attempt recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("a connection attempt is recorded", || {
+        status.last_error().is_some()
+    })
+    .await;
     assert!(!agent.is_finished(), "the agent keeps retrying");
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, agent)
-        .await
-        .expect("agent stops")
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, agent).await;
 }
 
 #[tokio::test]
@@ -224,11 +251,13 @@ async fn usage_reaches(conn: &mut PlaneConn, allocation_id: &str, want: (u64, u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let public_key = enrolled(dir.path()).await;
-    let fake = FakeBox::start().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let plane_url = format!("http://{}", listener.local_addr().unwrap());
+    let Setup {
+        dir,
+        public_key,
+        fake,
+        listener,
+        plane_url,
+    } = setup().await;
     let mut cfg = config(dir.path(), &plane_url, &fake);
     cfg.usage.interval = Duration::from_millis(200);
     let start = |cfg: AgentConfig| {
@@ -277,12 +306,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     usage_reaches(&mut conn, "al-u", (1_800_000, 25_000)).await;
 
     // The agent stops; the box counts on meanwhile; the agent comes back on the same state.
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, agent)
-        .await
-        .expect("agent stops")
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, agent).await;
     drop(conn);
     counters("400 KB".into(), "5 KB".into());
     let (shutdown, agent) = start(cfg);
@@ -294,10 +318,5 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
         "{:?}",
         fake.with(|s| s.violations.clone())
     );
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, agent)
-        .await
-        .expect("agent stops")
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, agent).await;
 }

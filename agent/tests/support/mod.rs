@@ -403,3 +403,12 @@ async fn unknown_path(State(s): Shared, uri: axum::http::Uri) -> Response {
     ));
     html(StatusCode::NOT_FOUND, "<html>404</html>".into())
 }
+
+/// Polls `check` every 20 ms until it holds; panics after a generous deadline.
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
