@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use support::flows::{allocate, release};
 use support::{FakeAgent, Identity, TestPlane};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -30,15 +30,12 @@ impl Write for Captured {
 fn install_trace_logging() -> Captured {
     let logs = Captured::default();
     let writer = logs.clone();
-    let mut filter = EnvFilter::new("trace");
-    for guard in farmhand_protocol::FRAME_LOG_GUARD {
-        filter = filter.add_directive(guard.parse().unwrap());
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    farmhand_ops::logging::text_subscriber(
+        farmhand_ops::logging::parse("trace").unwrap(),
+        move || writer.clone(),
+        false,
+    )
+    .init();
     logs
 }
 

@@ -134,15 +134,11 @@ impl Captured {
     fn start() -> (Self, tracing::subscriber::DefaultGuard) {
         let logs = Captured::default();
         let writer = logs.clone();
-        let mut filter = tracing_subscriber::EnvFilter::new("trace");
-        for guard in farmhand_protocol::FRAME_LOG_GUARD {
-            filter = filter.add_directive(guard.parse().unwrap());
-        }
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = farmhand_ops::logging::text_subscriber(
+            farmhand_ops::logging::parse("trace").unwrap(),
+            move || writer.clone(),
+            false,
+        );
         (logs, tracing::subscriber::set_default(subscriber))
     }
 

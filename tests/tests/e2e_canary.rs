@@ -8,6 +8,7 @@ use farmhand_testkit::harness::{
 };
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -34,11 +35,12 @@ async fn proxysmart_password_never_leaves_the_box() {
         "RUST_LOG",
         "trace,tungstenite=trace,tokio_tungstenite=trace",
     );
-    tracing_subscriber::fmt()
-        .with_env_filter(farmhand_ops::logging::filter(Some("trace")).unwrap())
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    farmhand_ops::logging::text_subscriber(
+        farmhand_ops::logging::filter(Some("trace")).unwrap(),
+        move || writer.clone(),
+        false,
+    )
+    .init();
 
     let canary = format!("canary-{}", std::process::id()) + "-Zq8vX3pL";
     // The relay needs the plane's address, which exists only once the stack runs: start the

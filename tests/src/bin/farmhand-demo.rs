@@ -8,6 +8,7 @@ use clap::Parser;
 use farmhand_testkit::harness::{curl_via, proxy_urls, Origin, Stack, StackOptions};
 use std::io::Write;
 use std::time::Instant;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,10 +32,12 @@ fn step(text: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(farmhand_ops::logging::filter(Some("warn")).map_err(anyhow::Error::msg)?)
-        .with_writer(std::io::stderr)
-        .init();
+    farmhand_ops::logging::text_subscriber(
+        farmhand_ops::logging::filter(Some("warn")).map_err(anyhow::Error::msg)?,
+        std::io::stderr,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+    .init();
     let modems = usize::from(cli.modems);
 
     step(&format!("starting a ProxySmart simulator ({modems} modems), a control plane and an agent on 127.0.0.1"));

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// A simulated ProxySmart box: API, admin interface and real per-port proxies.
 #[derive(Debug, Parser)]
@@ -45,14 +46,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    farmhand_ops::logging::text_subscriber(
+        farmhand_ops::logging::filter(Some("info")).map_err(anyhow::Error::msg)?,
+        std::io::stderr,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+    .init();
     let args = Args::parse();
     let password = read_password(&args.password_file)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
