@@ -161,6 +161,8 @@ async fn json_logs_and_a_metrics_listener_from_the_environment() {
     assert!(parsed
         .iter()
         .all(|j| j["level"].is_string() && j["timestamp"].is_string()));
+    // Keep draining stderr: an agent whose pipe fills blocks on its next log line.
+    let rest = std::thread::spawn(move || lines.collect::<Result<Vec<String>, _>>());
 
     // The password came from the variable: ProxySmart answers, so the poll succeeds.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -194,8 +196,7 @@ async fn json_logs_and_a_metrics_listener_from_the_environment() {
         .unwrap()
         .success());
     let status = child.wait().unwrap();
-    for line in lines {
-        let line = line.unwrap();
+    for line in rest.join().unwrap().unwrap() {
         serde_json::from_str::<serde_json::Value>(&line)
             .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
     }
