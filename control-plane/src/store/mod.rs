@@ -83,7 +83,15 @@ impl Store {
     /// Opens (or creates) the database in `<data_dir>/db`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("db");
-        let db = sled::open(&path).map_err(|e| classify_open_error(e, &path))?;
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        let db = loop {
+            match sled::open(&path).map_err(|e| classify_open_error(e, &path)) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => break opened?,
+            }
+        };
         let audit = db.open_tree("audit")?;
         let allocations = db.open_tree("allocations")?;
         Ok(Store {
@@ -122,6 +130,11 @@ impl Store {
 
 /// sled reports a held lock as a generic I/O error; recognise it so the operator is told
 /// what to do instead of reading an errno.
+/// How long `open` retries a held lock before reporting it. sled unlocks the database when
+/// its last I/O thread lets go of the file, which can be a moment after the previous handle
+/// in this process was dropped (an in-process restart; a test reopening its store).
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn classify_open_error(e: sled::Error, path: &Path) -> StoreError {
     match &e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
@@ -177,5 +190,19 @@ pub(crate) mod tests {
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
         assert!(err.to_string().contains("stop it first"));
+    }
+
+    #[test]
+    fn an_open_waits_out_a_lock_that_is_being_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        // The first handle goes while the second open is (very likely) already retrying.
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = Store::open(dir.path());
+        holder.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 }
