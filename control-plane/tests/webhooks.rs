@@ -4,7 +4,9 @@
 //! verified independently (HMAC-SHA256 over `t.body`), retries after a 500 visible in the
 //! delivery log and the metrics, a pending delivery that survives a plane restart, the
 //! secret surviving a credential-key rotation, a hanging endpoint that cannot starve the
-//! others, agent and modem transitions, and `allocation.expiring` re-armed by a renewal.
+//! others, agent and modem transitions, `allocation.expiring` re-armed by a renewal, and
+//! the allocations of a revoked agent released (`agent_revoked`), also by the next start
+//! after a crash.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -654,4 +656,157 @@ async fn expiring_is_sent_once_per_expiry_and_a_renewal_rearms_it() {
     .await;
     assert_eq!(deliveries(&plane, &webhook_id).await.len(), 2);
     assert_eq!(receiver.of("allocation.expiring").len(), 2);
+}
+
+/// The marketplace's view of every allocation in `state`.
+async fn ids_in_state(plane: &TestPlane, state: &str) -> Vec<String> {
+    let r = plane
+        .get(&format!("/v1/allocations?state={state}"), &plane.market)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["allocation_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `allocation.released` event received for `allocation_id`.
+fn released_event(receiver: &Receiver, allocation_id: &str) -> Option<Received> {
+    receiver
+        .of("allocation.released")
+        .into_iter()
+        .find(|r| r.json()["object"]["allocation_id"] == json!(allocation_id))
+}
+
+/// The audit entry `allocation_released` of `allocation_id`.
+async fn release_audit(plane: &TestPlane, allocation_id: &str) -> Value {
+    let r = plane.get("/v1/audit?limit=1000", &plane.admin).await;
+    r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["action"] == "allocation_released"
+                && e["target"] == json!(format!("allocation:{allocation_id}"))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no allocation_released for {allocation_id}"))
+}
+
+#[tokio::test]
+async fn revoking_an_agent_releases_its_allocations_and_frees_their_modem() {
+    let plane = Arc::new(TestPlane::start_with(|c| c.modem_capacity = 2).await);
+    let receiver = Receiver::start().await;
+    let events = ["allocation.released", "allocation.replaced"];
+    let (_, secret) = register(&plane, &receiver, &events).await;
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let revoked_id = agent.agent_id.clone();
+    let id_of = |a: Value| a["allocation_id"].as_str().unwrap().to_string();
+    let live = id_of(allocate(&plane, &mut agent, "o-live").await);
+    let cancelled = id_of(allocate(&plane, &mut agent, "o-cancelled").await);
+    // A release in flight when the agent is revoked: the agent never answers it.
+    let (p, path) = (plane.clone(), format!("/v1/allocations/{cancelled}"));
+    let deleting = tokio::spawn(async move { p.delete(&path, &p.market).await });
+    assert!(matches!(
+        agent.next_command().await.body,
+        CommandBody::Release(_)
+    ));
+
+    let r = plane
+        .delete(&format!("/v1/agents/{revoked_id}"), &plane.admin)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = deleting.await.unwrap();
+    assert_eq!((r.status, &r.json()["state"]), (202, &json!("releasing")));
+    eventually("both allocations are released", || async {
+        let released = ids_in_state(&plane, "released").await;
+        released.contains(&live) && released.contains(&cancelled)
+    })
+    .await;
+    for state in ["active", "replaced", "releasing", "pending"] {
+        assert!(ids_in_state(&plane, state).await.is_empty(), "{state}");
+    }
+    let a = plane.allocation(&live).await;
+    assert_eq!(a["release_reason"], json!("agent_revoked"), "{a}");
+    assert!(a["released_at"].is_string(), "{a}");
+    // Credentials follow the usual retention: readable until it has passed.
+    assert!(a["password"].is_string(), "{a}");
+    assert_eq!(a["credentials_purged"], json!(false));
+    // A release already under way keeps its reason; only the agent's answer was missing.
+    let c = plane.allocation(&cancelled).await;
+    assert_eq!(c["release_reason"], json!("cancelled"), "{c}");
+
+    eventually("allocation.released arrives for both", || async {
+        released_event(&receiver, &live).is_some()
+            && released_event(&receiver, &cancelled).is_some()
+    })
+    .await;
+    let event = released_event(&receiver, &live).unwrap();
+    assert_signed(&event, &secret);
+    assert_eq!(event.json()["object"]["state"], json!("released"));
+    assert_eq!(
+        event.json()["object"]["release_reason"],
+        json!("agent_revoked")
+    );
+    let event = released_event(&receiver, &cancelled).unwrap();
+    assert_eq!(event.json()["object"]["release_reason"], json!("cancelled"));
+    let audited = release_audit(&plane, &live).await;
+    assert_eq!(audited["actor"], json!("admin:ops"));
+    assert_eq!(audited["details"]["release_reason"], json!("agent_revoked"));
+
+    // The box enrolls again (new key, same modem): the modem holds nothing any more.
+    drop(agent);
+    let mut again = plane.agent_with_modem(IMEI).await;
+    let r = plane
+        .get(&format!("/v1/modems?imei={IMEI}"), &plane.admin)
+        .await;
+    assert_eq!(
+        r.json()["modems"][0]["active_allocations"],
+        json!(0),
+        "{}",
+        r.body
+    );
+    let fresh = allocate(&plane, &mut again, "o-fresh").await;
+    assert_eq!(fresh["agent_id"], json!(again.agent_id));
+    // Released, never moved: the replacement sweeper left them alone.
+    assert!(receiver.of("allocation.replaced").is_empty());
+}
+
+#[tokio::test]
+async fn allocations_left_on_a_revoked_agent_by_a_crash_are_released_at_start() {
+    let plane = Arc::new(TestPlane::start().await);
+    let receiver = Receiver::start().await;
+    register(&plane, &receiver, &["allocation.released"]).await;
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let agent_id = agent.agent_id.clone();
+    let a = allocate(&plane, &mut agent, "o-crash").await;
+    let id = a["allocation_id"].as_str().unwrap().to_string();
+    drop(agent);
+    let mut plane = Arc::try_unwrap(plane).ok().unwrap();
+    plane.stop().await;
+    // The revocation reached the disk; the plane died before it ended the allocation.
+    {
+        let store = farmhand_control::Store::open(plane.dir.path()).unwrap();
+        assert!(store.revoke_agent(&agent_id).unwrap());
+    }
+    plane.restart().await;
+
+    // Done while opening, before anything is served.
+    let a = plane.allocation(&id).await;
+    assert_eq!(a["state"], json!("released"), "{a}");
+    assert_eq!(a["release_reason"], json!("agent_revoked"), "{a}");
+    assert!(a["released_at"].is_string(), "{a}");
+    eventually("allocation.released arrives", || async {
+        released_event(&receiver, &id).is_some()
+    })
+    .await;
+    let event = released_event(&receiver, &id).unwrap().json();
+    assert_eq!(event["object"]["release_reason"], json!("agent_revoked"));
+    assert_eq!(release_audit(&plane, &id).await["actor"], json!("system"));
+    // Its slot was not restored: the box's next agent can use the modem (capacity 1).
+    let plane = Arc::new(plane);
+    let mut again = plane.agent_with_modem(IMEI).await;
+    allocate(&plane, &mut again, "o-after-crash").await;
 }

@@ -5,6 +5,7 @@
 //! coming back, `reconcile` findings → `repair`), and the `expiry` sweeper. `replace`
 //! moves a live allocation to another modem (`active → replaced`, same id and
 //! credentials), on request or from the `outages` sweeper when its modem stays down.
+//! `revoked` ends every allocation of a revoked agent (`release_reason: agent_revoked`).
 //!
 //! Every state change is written to the audit log with the caller that caused it
 //! (`ROLE:NAME`, or `system` for what happens on its own), and every allocation that ends
@@ -26,6 +27,7 @@ mod renew;
 mod repair;
 mod replace;
 pub mod request;
+mod revoked;
 mod rotate;
 
 pub use release::ReleaseStatus;
@@ -168,8 +170,10 @@ impl Allocator {
     /// Builds the allocator and restores per-modem load from storage. Allocations left
     /// `pending` by a crash are failed: their fate is unknown, and the agent's `reconcile`
     /// on reconnect removes any port they got (their queued `provision` is dropped at
-    /// redelivery). Queued commands past their deadline are dropped. `ended` is notified
-    /// whenever an allocation ends (see `retention`).
+    /// redelivery). Queued commands past their deadline are dropped. Allocations left on
+    /// a revoked agent (a crash between the revocation and the end of its allocations)
+    /// are released (`revoked`). `ended` is notified whenever an allocation ends (see
+    /// `retention`).
     pub fn new(
         store: Store,
         fleet: Arc<Fleet>,
@@ -201,7 +205,7 @@ impl Allocator {
                 "dropped queued commands whose deadline passed while the plane was down"
             );
         }
-        Ok(Allocator {
+        let allocator = Allocator {
             store,
             fleet,
             gateway,
@@ -215,7 +219,9 @@ impl Allocator {
             tasks: TaskTracker::new(),
             warnings: expiring::Warnings::default(),
             replacing: outages::Tracker::default(),
-        })
+        };
+        allocator.end_revoked_at_start()?;
+        Ok(allocator)
     }
 
     /// `POST /v1/allocations` on behalf of `actor` (for the audit log).
@@ -321,17 +327,20 @@ impl Allocator {
         record: &mut AllocationRecord,
         actor: &str,
     ) -> Result<(), StoreError> {
-        record.state = AllocationState::Released;
-        record.released_at = Some(crate::ids::now());
-        record
-            .release_reason
-            .get_or_insert(ReleaseReason::Cancelled);
+        released(record);
         self.store.save_allocation(record).await?;
+        self.announce_released(record, actor);
+        Ok(())
+    }
+
+    /// What follows every durable `released` record: its modem slot is freed, the release
+    /// is audited and announced (`allocation.released`), and credential retention is
+    /// woken (its clock starts at `released_at`).
+    fn announce_released(&self, record: &AllocationRecord, actor: &str) {
         self.fleet.release_load(&record.imei);
         self.audit(actor, AuditAction::AllocationReleased, record);
         self.emit(EventType::AllocationReleased, record);
         self.ended.notify_one();
-        Ok(())
     }
 
     fn audit(&self, actor: &str, action: AuditAction, record: &AllocationRecord) {
@@ -372,6 +381,16 @@ fn audit(store: &Store, actor: &str, action: AuditAction, record: &AllocationRec
         format!("allocation:{}", record.allocation_id),
         details,
     );
+}
+
+/// Marks a record released now, `cancelled` unless it already has a reason (the caller
+/// persists it, then calls `announce_released`).
+fn released(record: &mut AllocationRecord) {
+    record.state = AllocationState::Released;
+    record.released_at = Some(crate::ids::now());
+    record
+        .release_reason
+        .get_or_insert(ReleaseReason::Cancelled);
 }
 
 /// Marks a record failed (the caller persists it and frees the slot).

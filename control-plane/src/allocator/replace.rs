@@ -13,6 +13,7 @@
 //! longer in its desired set). A target that refuses is skipped for the next candidate
 //! (at most [`MAX_TARGETS`]); a target that does not answer stops the attempt, because
 //! its outcome is unknown — its late answer is handled by `events` (`reassert` below).
+//! An allocation whose agent was revoked is not moved: it is being released (`revoked`).
 
 use super::{AllocError, Allocator};
 use crate::fleet::{ModemFilter, Reservation};
@@ -60,7 +61,12 @@ impl Allocator {
         let order_id = self.find(allocation_id)?.order_id;
         let _order = self.locks.lock(&order_id).await;
         let record = self.find(allocation_id)?;
-        if let Some(why) = not_movable(&record) {
+        let revoked = self.is_revoked(&record.agent_id)?;
+        let why = not_movable(&record).or_else(|| {
+            // Its allocations are being released (`revoked`), not moved.
+            revoked.then(|| "the allocation's agent was revoked: it is being released".into())
+        });
+        if let Some(why) = why {
             return match trigger {
                 Trigger::Requested => Err(AllocError::InvalidState(why)),
                 Trigger::Outage(_) => Ok(None),
@@ -84,6 +90,11 @@ impl Allocator {
             match self.provision_on(&record, &slot, &password).await {
                 Ok(port) => {
                     let moved = self.moved(record, &slot, &port, trigger.reason(), actor)?;
+                    // The target was revoked while its answer was on the way: the
+                    // revocation's sweep may have missed the allocation, so end it here.
+                    if self.is_revoked(&moved.agent_id)? {
+                        return Ok(Some(self.end_revoked(moved, actor).await?));
+                    }
                     return Ok(Some(moved));
                 }
                 Err(e @ AllocError::AgentTimeout(_)) => return Err(e),

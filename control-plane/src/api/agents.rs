@@ -1,6 +1,7 @@
 //! `GET /v1/agents`, `GET /v1/agents/{id}`, `DELETE /v1/agents/{id}` (admin): the enrolled
 //! agents merged with their live state, and revocation (which closes the live session at
-//! once and refuses every later connection with that key).
+//! once, refuses every later connection with that key and releases the agent's
+//! allocations: `agent_revoked`).
 
 use super::auth::Admin;
 use super::error::ApiError;
@@ -99,5 +100,9 @@ pub async fn revoke(
     let kicked = state.gateway.kick(&id);
     state.fleet.forget(&id);
     info!(agent_id = %id, by = %caller.name, kicked, "agent revoked");
+    // In the background: an allocation with a command in flight ends when that command
+    // fails. After a storage failure here (500) a repeated DELETE, or the next start,
+    // ends them (`allocator::revoked`).
+    state.allocator.agent_revoked(&id, &caller.actor())?;
     Ok(StatusCode::NO_CONTENT)
 }
