@@ -1,5 +1,6 @@
 //! The durable journal (sled, `<state_dir>/db`): each command id's recorded result, the
-//! port each allocation owns and its automatic rotation interval (`autorotate`), when each
+//! port each allocation owns with its automatic rotation interval (`autorotate`) and the
+//! limits it was provisioned with (`update_port` re-sends them), when each
 //! modem's last rotation started (the seller's rotation spacing survives a restart), and
 //! the box's learned UTC offset (`proxysmart::box_clock`), and the traffic meter's state
 //! per allocation (`usage::meter`).
@@ -32,6 +33,27 @@ pub enum JournalError {
     Record(#[from] serde_json::Error),
 }
 
+/// An allocation's speed limit and traffic quota as provisioned, journaled with its port
+/// and removed with it. A renewal re-stores the port, and a box may clear the limits a
+/// re-store leaves out (the buyer would get unlimited traffic), so `update_port` re-sends
+/// them. Ports journaled before limits were kept have no record: renewed without limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortLimits {
+    /// Speed limit both ways, kbit/s (`provision.bandwidth_kbit`).
+    #[serde(default)]
+    pub bandwidth_kbit: Option<u64>,
+    /// Traffic quota, MB (`provision.traffic_quota_mb`).
+    #[serde(default)]
+    pub traffic_quota_mb: Option<u64>,
+}
+
+impl PortLimits {
+    /// Whether there is no limit at all (then nothing is journaled).
+    pub fn is_empty(&self) -> bool {
+        self.bandwidth_kbit.is_none() && self.traffic_quota_mb.is_none()
+    }
+}
+
 /// An allocation's automatic rotation, journaled with its port and removed with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotationSchedule {
@@ -57,6 +79,8 @@ pub struct Journal {
     ports: sled::Tree,
     /// allocation id → [`RotationSchedule`].
     schedules: sled::Tree,
+    /// allocation id → [`PortLimits`] (only allocations with a limit).
+    limits: sled::Tree,
     /// IMEI → Unix ms when its last rotation started (u64 big-endian).
     rotations: sled::Tree,
     /// allocation id → [`MeterState`].
@@ -77,6 +101,7 @@ impl Journal {
             commands: db.open_tree("commands")?,
             ports: db.open_tree("ports")?,
             schedules: db.open_tree("rotation_schedules")?,
+            limits: db.open_tree("port_limits")?,
             rotations: db.open_tree("last_rotations")?,
             meters: db.open_tree("usage_meters")?,
             db,
@@ -123,14 +148,20 @@ impl Journal {
         Ok(())
     }
 
-    /// Records the port of `port.allocation_id` with its automatic rotation interval (or
-    /// none), flushed together.
-    pub async fn put_port_with_rotation(
+    /// Records the port a provision created with its automatic rotation interval (or none)
+    /// and its limits (or none), flushed together; they replace those of an earlier port.
+    pub async fn put_provisioned_port(
         &self,
         port: &ManagedPort,
         rotate_every_s: Option<u64>,
+        limits: PortLimits,
     ) -> Result<(), JournalError> {
         let key = port.allocation_id.as_bytes();
+        if limits.is_empty() {
+            self.limits.remove(key)?;
+        } else {
+            self.limits.insert(key, serde_json::to_vec(&limits)?)?;
+        }
         match rotate_every_s {
             Some(every_s) => {
                 let schedule = RotationSchedule {
@@ -147,12 +178,22 @@ impl Journal {
         self.put_port(port).await
     }
 
-    /// Forgets the port of `allocation_id` and its rotation schedule, flushed.
+    /// Forgets the port of `allocation_id`, its rotation schedule and its limits, flushed.
     pub async fn remove_port(&self, allocation_id: &str) -> Result<(), JournalError> {
         self.ports.remove(allocation_id.as_bytes())?;
         self.schedules.remove(allocation_id.as_bytes())?;
+        self.limits.remove(allocation_id.as_bytes())?;
         self.flush().await?;
         Ok(())
+    }
+
+    /// The limits `allocation_id`'s port was provisioned with; `None` without a limit or
+    /// for a port journaled before limits were kept.
+    pub fn port_limits(&self, allocation_id: &str) -> Result<Option<PortLimits>, JournalError> {
+        match self.limits.get(allocation_id.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// The rotation schedules of the ports still journaled, ordered by allocation id.
@@ -280,102 +321,5 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use farmhand_protocol::{CommandOutput, Outcome, Released};
-
-    fn result(id: &str) -> CommandResult {
-        CommandResult {
-            id: id.into(),
-            outcome: Outcome::Ok {
-                output: CommandOutput::Release(Released {
-                    allocation_id: "a".into(),
-                    existed: true,
-                }),
-            },
-        }
-    }
-
-    fn port(alloc: &str) -> ManagedPort {
-        ManagedPort {
-            allocation_id: alloc.into(),
-            imei: "356000000000001".into(),
-            port_id: "port0123456789".into(),
-            http_port: 8001,
-            socks_port: 5001,
-        }
-    }
-
-    #[tokio::test]
-    async fn results_and_ports_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let j = Journal::open(dir.path()).unwrap();
-            assert_eq!(j.result("c1").unwrap(), None);
-            j.record_result(&result("c1")).await.unwrap();
-            j.put_port(&port("b")).await.unwrap();
-            j.put_port(&port("a")).await.unwrap();
-            j.put_port(&port("gone")).await.unwrap();
-            j.remove_port("gone").await.unwrap();
-            assert_eq!(j.box_utc_offset().unwrap(), None);
-            j.put_box_utc_offset(-19_800).await.unwrap();
-        }
-        let j = Journal::open(dir.path()).unwrap();
-        assert_eq!(j.box_utc_offset().unwrap(), Some(-19_800));
-        assert_eq!(j.result("c1").unwrap(), Some(result("c1")));
-        assert_eq!(j.port("a").unwrap(), Some(port("a")));
-        assert_eq!(j.port("gone").unwrap(), None);
-        let ids: Vec<String> = j
-            .ports()
-            .unwrap()
-            .into_iter()
-            .map(|p| p.allocation_id)
-            .collect();
-        assert_eq!(ids, ["a", "b"]);
-    }
-
-    #[tokio::test]
-    async fn rotation_schedules_live_and_die_with_their_port() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let j = Journal::open(dir.path()).unwrap();
-            j.put_port_with_rotation(&port("a"), Some(600))
-                .await
-                .unwrap();
-            j.put_port_with_rotation(&port("b"), None).await.unwrap();
-            j.put_port_with_rotation(&port("c"), Some(60))
-                .await
-                .unwrap();
-            j.remove_port("c").await.unwrap();
-            j.put_last_rotation("356000000000001", 1234).await.unwrap();
-        }
-        let j = Journal::open(dir.path()).unwrap();
-        let schedules = j.rotation_schedules().unwrap();
-        assert_eq!(
-            schedules,
-            [RotationSchedule {
-                allocation_id: "a".into(),
-                imei: "356000000000001".into(),
-                every_s: 600,
-            }]
-        );
-        assert_eq!(j.port("b").unwrap(), Some(port("b")));
-        assert_eq!(
-            j.last_rotations().unwrap(),
-            [("356000000000001".to_string(), 1234)]
-        );
-        // Re-journaling the port without a schedule drops it.
-        j.put_port_with_rotation(&port("a"), None).await.unwrap();
-        assert!(j.rotation_schedules().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn prune_removes_only_old_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path()).unwrap();
-        j.record_result(&result("c1")).await.unwrap();
-        assert_eq!(j.prune(0).unwrap(), 0);
-        assert_eq!(j.prune(now_ms() + 1000).unwrap(), 1);
-        assert_eq!(j.result("c1").unwrap(), None);
-    }
-}
+#[path = "journal_tests.rs"]
+mod tests;

@@ -454,6 +454,59 @@ async fn update_port_changes_only_the_expiry() {
     );
 }
 
+/// The fake box replaces the whole record on a re-store (the pessimistic reading of the
+/// spec): a renewal that left the limits out would clear them.
+#[tokio::test]
+async fn update_port_sends_the_provisioned_limits_again() {
+    let a = agent().await;
+    let CommandBody::Provision(mut p) = provision("al-1", IMEI_1) else {
+        unreachable!()
+    };
+    p.bandwidth_kbit = Some(800);
+    p.traffic_quota_mb = Some(5);
+    ok(a.exec.execute(cmd("c1", CommandBody::Provision(p))).await);
+    let renew = |allocation: &str| {
+        CommandBody::UpdatePort(UpdatePort {
+            allocation_id: allocation.into(),
+            expires_at_ms: now_ms() + 10 * 86_400_000,
+        })
+    };
+    ok(a.exec.execute(cmd("c2", renew("al-1"))).await);
+    let body = a.fake.with(|s| s.store_bodies.last().cloned()).unwrap();
+    assert_eq!(
+        (&body["bandlimin"], &body["bandlimout"]),
+        (&800.into(), &800.into())
+    );
+    assert_eq!(body["bw_quota"], 5);
+    assert_eq!(body["QUOTA_TYPE"], "lifetime");
+    assert_eq!(body["QUOTA_DIRECTION"], "in+out");
+    let port = a.fake.with(|s| s.port_named("farmhand-al-1")).unwrap();
+    assert_eq!(port["QUOTA"], "5", "the quota survived the renewal");
+
+    // A box that drops the quota on the re-store: the renewal is refused, not silently
+    // turned into unlimited traffic.
+    a.fake.with(|s| s.fault = Fault::DropsQuota);
+    let e = err(a.exec.execute(cmd("c3", renew("al-1"))).await);
+    assert_eq!(e.code, CommandErrorCode::ProxysmartRefused);
+    assert!(e.message.contains("bw_quota"), "{e:?}");
+
+    // A port without limits is renewed without any.
+    a.fake.with(|s| s.fault = Fault::None);
+    ok(a.exec.execute(cmd("c4", provision("al-2", IMEI_1))).await);
+    ok(a.exec.execute(cmd("c5", renew("al-2"))).await);
+    let body = a.fake.with(|s| s.store_bodies.last().cloned()).unwrap();
+    for key in [
+        "bandlimin",
+        "bandlimout",
+        "bw_quota",
+        "QUOTA_TYPE",
+        "QUOTA_DIRECTION",
+    ] {
+        assert!(body.get(key).is_none(), "{key} sent without a limit");
+    }
+    assert!(a.fake.with(|s| s.violations.is_empty()));
+}
+
 fn rotate(imei: &str) -> CommandBody {
     CommandBody::RotateIp(RotateIp { imei: imei.into() })
 }

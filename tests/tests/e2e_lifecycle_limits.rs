@@ -1,7 +1,8 @@
 //! End to end: per-allocation limits and usage metering, proven with real curl through the
 //! simulator's ports. A port over its traffic quota refuses traffic; a speed-limited port
 //! is never faster than its limit allows; the usage the agent reports grows with real
-//! traffic and survives the box's counter reset and an agent restart.
+//! traffic and survives the box's counter reset and an agent restart; a renewal keeps the
+//! limits on a box that forgets what a re-store leaves out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_testkit::harness::{curl_via, eventually, proxy_urls, Origin, Stack, StackOptions};
@@ -88,6 +89,67 @@ async fn a_quota_refuses_traffic_and_a_speed_limit_throttles_it() {
         rate < 2.0 * limit,
         "{rate:.0} B/s through a {limit} B/s limit"
     );
+}
+
+/// A box whose `store_port` replaces the whole record would clear, on the renewal's
+/// re-store, every limit left out: the agent re-sends the ones it provisioned, so a port
+/// over its quota stays refused after a renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_keeps_the_quota_and_speed_limit_on_a_box_that_replaces_ports() {
+    let stack = Stack::start(StackOptions {
+        modems: 1,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    stack.sim.set_store_port_replaces(true);
+    stack.wait_until_available(1).await.unwrap();
+    let big = Origin::start(&"r".repeat(1_500_000)).await.unwrap();
+    let a = allocate(
+        &stack,
+        "order-renew-limits",
+        json!({"traffic_quota_mb": 1, "bandwidth_kbit": 100_000}),
+    )
+    .await;
+    let id = a["allocation_id"].as_str().unwrap();
+    let (http, socks) = proxy_urls(&a).unwrap();
+    let first = curl_via(&http, &big.url()).await.unwrap();
+    assert!(!first.returned(big.body()), "1.5 MB through a 1 MB quota");
+    let before = sim_port(&stack, &a);
+    assert!(before.over_quota, "{before:?}");
+
+    let renewed = stack
+        .market
+        .post(
+            &format!("/v1/allocations/{id}/renew"),
+            json!({"duration_s": 172_800}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+    assert!(
+        renewed.body["expires_at"].as_str() > a["expires_at"].as_str(),
+        "{:?}",
+        renewed.body
+    );
+    let after = sim_port(&stack, &a);
+    assert_ne!(after.valid_before, before.valid_before, "the expiry moved");
+    assert_eq!(after.quota, "1", "the renewal kept the quota");
+    assert_eq!(
+        (after.bandlimin.as_str(), after.bandlimout.as_str()),
+        ("100000", "100000"),
+        "the renewal kept the speed limit"
+    );
+    assert!(after.over_quota && after.applied, "{after:?}");
+    for proxy in [&http, &socks] {
+        let again = curl_via(proxy, &big.url()).await.unwrap();
+        assert_ne!(
+            again.code,
+            Some(0),
+            "over quota after renewal, yet: {again:?}"
+        );
+        assert!(again.body.is_empty(), "{} bytes", again.body.len());
+    }
 }
 
 /// `GET /v1/allocations/{id}/usage` (marketplace key) → (bytes_in, bytes_out).

@@ -175,6 +175,59 @@ async fn store_port_creates_updates_and_lists() {
     );
 }
 
+/// A re-store that leaves the optional fields out keeps them — or, on a box that replaces
+/// whole records (`store_port_replaces`), clears them.
+#[tokio::test]
+async fn a_re_store_keeps_or_clears_the_optional_fields_it_leaves_out() {
+    let b = start_box(1).await;
+    let imei = b.sim.imeis()[0].clone();
+    let free = b.free_ports().await;
+    let bare = port_doc(&imei, "portLim", "u", "p", free[0], free[1]);
+    let mut limited = bare.clone();
+    for (k, v) in [
+        ("PROXY_VALID_BEFORE", "2099-01-01T00:00:00"),
+        ("bw_quota", "5"),
+        ("QUOTA_TYPE", "lifetime"),
+        ("QUOTA_DIRECTION", "in+out"),
+        ("bandlimin", "800"),
+        ("bandlimout", "900"),
+    ] {
+        limited[k] = v.into();
+    }
+    let shown = |b: &SimBox| {
+        let p = b.sim.port("portLim").unwrap();
+        (p.valid_before, p.quota, p.bandlimin, p.bandlimout)
+    };
+    let all = || {
+        (
+            "2099-01-01T00:00:00".to_string(),
+            "5".to_string(),
+            "800".to_string(),
+            "900".to_string(),
+        )
+    };
+    assert_eq!(b.store_port(&limited).await["result"], "success");
+    assert_eq!(b.store_port(&bare).await["result"], "success");
+    assert_eq!(shown(&b), all(), "kept by default");
+
+    b.sim.set_store_port_replaces(true);
+    let state: Value = b
+        .client
+        .get(b.url("/_sim/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["store_port_replaces"], true);
+    assert_eq!(b.store_port(&limited).await["result"], "success");
+    assert_eq!(shown(&b), all(), "what is sent is stored");
+    assert_eq!(b.store_port(&bare).await["result"], "success");
+    assert_eq!(shown(&b), Default::default(), "cleared by a replacing box");
+    assert!(!b.sim.port("portLim").unwrap().over_quota);
+}
+
 #[tokio::test]
 async fn store_port_errors_come_back_as_http_200() {
     let b = start_box(2).await;

@@ -1,6 +1,8 @@
 //! A port's limits — speed (`bandlimin`/`bandlimout`, kbit/s) and traffic quota
 //! (`bw_quota`, MB, sent with `QUOTA_TYPE` "lifetime" and `QUOTA_DIRECTION` "in+out") — and
-//! the check, after `store_port`, that the box took them.
+//! the check, after `store_port`, that the box took them. Set by `provision` and sent again
+//! by `update_port` from the journal (`journal::PortLimits`): a box may clear what a
+//! re-store of the port leaves out.
 //!
 //! The port list shows the quota as `QUOTA`: a plain number is read in MB (what was sent)
 //! or, failing that, bytes; a number with a unit (`"500 MB"`) must match within display
@@ -10,6 +12,7 @@
 //! warn that it could not check.
 
 use super::provision::refused;
+use crate::journal::PortLimits;
 use crate::proxysmart::{PortEntry, StorePort};
 use crate::usage::parse::human_bytes;
 use farmhand_protocol::CommandError;
@@ -22,12 +25,12 @@ pub const QUOTA_DIRECTION: &str = "in+out";
 const TOLERANCE: f64 = 0.02;
 
 /// Sets the limits on `store` (speed both ways; the quota with its type and direction).
-pub fn apply(store: &mut StorePort, bandwidth_kbit: Option<u64>, traffic_quota_mb: Option<u64>) {
-    store.bandlimin = bandwidth_kbit;
-    store.bandlimout = bandwidth_kbit;
-    store.bw_quota = traffic_quota_mb;
-    store.QUOTA_TYPE = traffic_quota_mb.map(|_| QUOTA_TYPE);
-    store.QUOTA_DIRECTION = traffic_quota_mb.map(|_| QUOTA_DIRECTION);
+pub fn apply(store: &mut StorePort, limits: &PortLimits) {
+    store.bandlimin = limits.bandwidth_kbit;
+    store.bandlimout = limits.bandwidth_kbit;
+    store.bw_quota = limits.traffic_quota_mb;
+    store.QUOTA_TYPE = limits.traffic_quota_mb.map(|_| QUOTA_TYPE);
+    store.QUOTA_DIRECTION = limits.traffic_quota_mb.map(|_| QUOTA_DIRECTION);
 }
 
 /// Checks that the box took every limit `store` set (those it left out are not checked).
@@ -107,7 +110,11 @@ mod tests {
             QUOTA_TYPE: None,
             QUOTA_DIRECTION: None,
         };
-        apply(&mut store, kbit, mb);
+        let limits = PortLimits {
+            bandwidth_kbit: kbit,
+            traffic_quota_mb: mb,
+        };
+        apply(&mut store, &limits);
         store
     }
 

@@ -6,7 +6,8 @@
 //! (with the speed limit and traffic quota, `limits`); verify by re-reading the port list
 //! (every field, the limits included); learn the box's UTC offset from the new port's
 //! `CREATED_AT` and re-store the expiry if the offset used was wrong; journal (with the
-//! automatic rotation interval, waking `autorotate`); answer. Any
+//! automatic rotation interval, waking `autorotate`, and the limits, which a renewal
+//! re-sends); answer. Any
 //! failure after `store_port` (including a timeout, whose outcome is unknown) purges the
 //! port by its id — `store_port` itself is never retried — so no half-created port is left
 //! behind; if the purge fails too, the next attempt or reconcile removes it by name.
@@ -21,6 +22,7 @@
 use super::{current_modem, journal_error, port_name, CommandContext, PORT_NAME_PREFIX};
 use super::{limits, validate};
 use crate::backoff::random_u64;
+use crate::journal::PortLimits;
 use crate::proxysmart::{PortEntry, StorePort};
 use farmhand_protocol::{CommandError, CommandErrorCode, ManagedPort, Provision, Provisioned};
 
@@ -60,7 +62,11 @@ pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisione
         QUOTA_TYPE: None,
         QUOTA_DIRECTION: None,
     };
-    limits::apply(&mut store, p.bandwidth_kbit, p.traffic_quota_mb);
+    let port_limits = PortLimits {
+        bandwidth_kbit: p.bandwidth_kbit,
+        traffic_quota_mb: p.traffic_quota_mb,
+    };
+    limits::apply(&mut store, &port_limits);
     create(ctx, &mut store, p.expires_at_ms).await?;
     let managed = ManagedPort {
         allocation_id: p.allocation_id.clone(),
@@ -71,7 +77,7 @@ pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisione
     };
     if let Err(e) = ctx
         .journal
-        .put_port_with_rotation(&managed, p.rotate_every_s)
+        .put_provisioned_port(&managed, p.rotate_every_s, port_limits)
         .await
     {
         purge_quietly(ctx, &store.portID).await;

@@ -1,11 +1,14 @@
 //! `update_port`: change an allocation's port expiry (renewal). The port is re-stored with
 //! the same id and every other field as the box shows it (login and password re-read from
-//! `list_ports_json`, so the agent never keeps buyer passwords), applied, and verified.
+//! `list_ports_json`, so the agent never keeps buyer passwords) and the limits it was
+//! provisioned with (from the journal: a box may clear the limits a re-store leaves out,
+//! and the buyer would get unlimited traffic), applied, and verified — the limits too.
+//! A port journaled before limits were kept is re-stored without them, as it always was.
 //! A port on a modem the seller excluded from the marketplace is never touched.
 
 use super::provision::verify;
-use super::validate;
 use super::{journal_error, port_name, CommandContext};
+use super::{limits, validate};
 use crate::proxysmart::StorePort;
 use farmhand_protocol::{CommandError, CommandErrorCode, Secret, UpdatePort, Updated};
 
@@ -13,6 +16,10 @@ pub(super) async fn run(ctx: &CommandContext, u: UpdatePort) -> Result<Updated, 
     validate::token("allocation_id", &u.allocation_id)?;
     validate::expiry(u.expires_at_ms, ctx.now_ms())?;
     let journaled = ctx.journal.port(&u.allocation_id).map_err(journal_error)?;
+    let port_limits = ctx
+        .journal
+        .port_limits(&u.allocation_id)
+        .map_err(journal_error)?;
     let name = port_name(&u.allocation_id);
     let ports = ctx.client.list_ports().await?;
     let Some(port) = ports
@@ -36,7 +43,7 @@ pub(super) async fn run(ctx: &CommandContext, u: UpdatePort) -> Result<Updated, 
             "the port's numbers are unreadable",
         ));
     };
-    let store = StorePort {
+    let mut store = StorePort {
         IMEI: port.imei.clone(),
         portID: port.port_id.clone(),
         portName: name,
@@ -51,6 +58,9 @@ pub(super) async fn run(ctx: &CommandContext, u: UpdatePort) -> Result<Updated, 
         QUOTA_TYPE: None,
         QUOTA_DIRECTION: None,
     };
+    if let Some(port_limits) = &port_limits {
+        limits::apply(&mut store, port_limits);
+    }
     ctx.client.store_port(&store).await?;
     ctx.client.apply_port(&store.portID).await?;
     verify(ctx, &store).await?;

@@ -9,12 +9,16 @@
 //! published, so a restarted agent continues from where it was and never reports less than
 //! it did. What cannot be seen is lost: traffic between the last reading and a reset, and,
 //! across an agent restart, a reset followed by more traffic than the last reading.
+//!
+//! [`UnreadableCounters`] remembers (in memory) which counters the box prints as garbage,
+//! so one that stays unreadable is logged when it becomes so and when it reads again, not
+//! every round.
 
-use super::parse::PortCounters;
+use super::parse::{BadCounter, PortCounters, IN_KEY, OUT_KEY};
 use crate::journal::{Journal, JournalError};
 use farmhand_protocol::{AllocationUsage, ManagedPort, UsageReport};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// How long the state of an allocation without a port is kept (its port may come back:
 /// a repair re-creates it under the same allocation id).
@@ -143,6 +147,60 @@ impl Meter {
             measured_at_ms: now_ms,
             allocations,
         })
+    }
+}
+
+/// A change in whether a port's traffic counter can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterChange {
+    /// It could be read (or was not seen yet) and now cannot: logged as a warning.
+    Unreadable,
+    /// It was unreadable and reads again: logged as info.
+    Readable,
+}
+
+/// The counters (port id, `IN_KEY`/`OUT_KEY`) that were unreadable at their last reading.
+/// A box that keeps printing garbage for a counter would otherwise log a warning every
+/// round, for as long as the port lives.
+#[derive(Debug, Default)]
+pub struct UnreadableCounters {
+    current: HashSet<(String, &'static str)>,
+}
+
+impl UnreadableCounters {
+    /// Takes one port's reading (`unreadable` as `parse::port_counters` reports it), logs
+    /// what changed and returns it.
+    pub fn observe(
+        &mut self,
+        port_id: &str,
+        unreadable: &[(&'static str, BadCounter)],
+    ) -> Vec<(&'static str, CounterChange)> {
+        let mut changes = Vec::new();
+        for counter in [IN_KEY, OUT_KEY] {
+            let key = (port_id.to_string(), counter);
+            match unreadable.iter().find(|(c, _)| *c == counter) {
+                Some((_, e)) if self.current.insert(key.clone()) => {
+                    tracing::warn!(port = port_id, counter, value = %e.shown, "unreadable ProxySmart traffic counter; skipping it until it reads again");
+                    changes.push((counter, CounterChange::Unreadable));
+                }
+                None if self.current.remove(&key) => {
+                    tracing::info!(
+                        port = port_id,
+                        counter,
+                        "ProxySmart traffic counter readable again"
+                    );
+                    changes.push((counter, CounterChange::Readable));
+                }
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    /// Forgets the counters of ports no longer managed (released or moved).
+    pub fn retain(&mut self, ports: &[ManagedPort]) {
+        self.current
+            .retain(|(port_id, _)| ports.iter().any(|p| &p.port_id == port_id));
     }
 }
 

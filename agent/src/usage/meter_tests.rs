@@ -175,3 +175,73 @@ async fn states_of_gone_allocations_are_pruned_after_the_retention() {
         .unwrap();
     assert!(journal.meter_states().unwrap().is_empty());
 }
+
+fn bad(value: &str) -> Vec<(&'static str, BadCounter)> {
+    vec![(
+        IN_KEY,
+        BadCounter {
+            shown: value.into(),
+        },
+    )]
+}
+
+#[test]
+fn an_unreadable_counter_is_logged_when_it_breaks_and_when_it_recovers_not_every_round() {
+    let mut counters = UnreadableCounters::default();
+    let mut changes = Vec::new();
+    // Readable from the start: nothing to say.
+    changes.extend(counters.observe("pa", &[]));
+    // Ten rounds of garbage (even different garbage): one warning.
+    for i in 0..10 {
+        changes.extend(counters.observe("pa", &bad(&format!("\"garbage {i}\""))));
+    }
+    // Readable again for five rounds: one info.
+    for _ in 0..5 {
+        changes.extend(counters.observe("pa", &[]));
+    }
+    // And broken again: a new warning.
+    for _ in 0..3 {
+        changes.extend(counters.observe("pa", &bad("\"x\"")));
+    }
+    let count = |kind| changes.iter().filter(|(_, c)| *c == kind).count();
+    let (warnings, recoveries) = (
+        count(CounterChange::Unreadable),
+        count(CounterChange::Readable),
+    );
+    assert_eq!((warnings, recoveries), (2, 1));
+}
+
+#[test]
+fn unreadable_counters_are_tracked_per_port_and_direction_and_forgotten_with_the_port() {
+    let mut counters = UnreadableCounters::default();
+    let both = [
+        (IN_KEY, BadCounter { shown: "1".into() }),
+        (OUT_KEY, BadCounter { shown: "2".into() }),
+    ];
+    assert_eq!(
+        counters.observe("pa", &both),
+        [
+            (IN_KEY, CounterChange::Unreadable),
+            (OUT_KEY, CounterChange::Unreadable)
+        ]
+    );
+    // Another port's counter is its own.
+    assert_eq!(
+        counters.observe("pb", &bad("1")),
+        [(IN_KEY, CounterChange::Unreadable)]
+    );
+    assert!(counters.observe("pb", &bad("1")).is_empty());
+    // Only the upload counter of pa recovers.
+    assert_eq!(
+        counters.observe("pa", &bad("1")),
+        [(OUT_KEY, CounterChange::Readable)]
+    );
+    // pa is released: its memory goes; pb's stays.
+    counters.retain(&[managed("al-b", "pb")]);
+    assert!(counters.observe("pb", &bad("1")).is_empty());
+    assert_eq!(
+        counters.observe("pa", &bad("1")),
+        [(IN_KEY, CounterChange::Unreadable)],
+        "a new port with that id starts fresh"
+    );
+}

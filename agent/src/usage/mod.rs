@@ -10,7 +10,7 @@
 pub mod meter;
 pub mod parse;
 
-pub use meter::{Meter, MeterState};
+pub use meter::{Meter, MeterState, UnreadableCounters};
 
 use crate::journal::{now_ms, Journal, JournalError};
 use crate::proxysmart::{ProxysmartClient, ProxysmartError};
@@ -75,6 +75,7 @@ async fn meter_loop(
     shutdown: CancellationToken,
 ) {
     let meter = Meter::new(journal.clone());
+    let mut unreadable = UnreadableCounters::default();
     let mut ticks = tokio::time::interval(interval);
     // A slow ProxySmart delays the next round instead of causing a burst of them.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,7 +86,7 @@ async fn meter_loop(
         }
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = round(&client, &journal, &meter) => result,
+            result = round(&client, &journal, &meter, &mut unreadable) => result,
         };
         match result {
             Ok(Some(report)) => {
@@ -102,8 +103,10 @@ async fn round(
     client: &ProxysmartClient,
     journal: &Journal,
     meter: &Meter,
+    unreadable: &mut UnreadableCounters,
 ) -> Result<Option<UsageReport>, RoundError> {
     let ports = journal.ports()?;
+    unreadable.retain(&ports);
     if ports.is_empty() {
         // Still prunes the states of long-gone allocations.
         meter.apply(&[], &HashMap::new(), now_ms()).await?;
@@ -114,7 +117,9 @@ async fn round(
         .iter()
         .filter_map(|p| {
             let entry = raw.get(&p.port_id)?;
-            Some((p.port_id.clone(), parse::port_counters(&p.port_id, entry)))
+            let (counters, bad) = parse::port_counters(entry);
+            unreadable.observe(&p.port_id, &bad);
+            Some((p.port_id.clone(), counters))
         })
         .collect();
     Ok(Some(meter.apply(&ports, &readings, now_ms()).await?))

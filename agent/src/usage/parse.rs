@@ -2,8 +2,9 @@
 //! `"21.1 GB"` (decimal units: 1 GB = 10^9 bytes), and other forms occur — `"512 B"`,
 //! `"1.2KB"`, `"3 mb"`, binary units (`"1.5 MiB"`), a decimal comma (`"21,1 GB"`), a plain
 //! number of bytes (`12345` or `"12345"`), `null`, or the number `0` around the nightly
-//! reset. Everything that is not one of those is an error for that one value: the caller
-//! logs it (the value, never the body) and skips it.
+//! reset. Everything that is not one of those is an error for that one value: it is skipped,
+//! and the caller decides when to log it (the value, never the body; `meter::Unreadable`
+//! logs a counter when it becomes unreadable, not every round it stays so).
 
 use serde_json::Value;
 
@@ -32,20 +33,22 @@ pub struct PortCounters {
     pub bytes_out: Option<u64>,
 }
 
-/// Reads one port's entry of `bandwidth_report_all`; unreadable values are logged and
-/// skipped.
-pub fn port_counters(port_id: &str, entry: &Value) -> PortCounters {
-    let read = |key: &str| match entry.get(key).map_or(Ok(None), counter) {
+/// Reads one port's entry of `bandwidth_report_all`: the counters, with unreadable values
+/// skipped (`None`), and which counters (`IN_KEY`, `OUT_KEY`) were unreadable and why.
+pub fn port_counters(entry: &Value) -> (PortCounters, Vec<(&'static str, BadCounter)>) {
+    let mut unreadable = Vec::new();
+    let mut read = |key: &'static str| match entry.get(key).map_or(Ok(None), counter) {
         Ok(bytes) => bytes,
         Err(e) => {
-            tracing::warn!(port = port_id, counter = key, value = %e.shown, "unreadable ProxySmart traffic counter; skipping it this time");
+            unreadable.push((key, e));
             None
         }
     };
-    PortCounters {
+    let counters = PortCounters {
         bytes_in: read(IN_KEY),
         bytes_out: read(OUT_KEY),
-    }
+    };
+    (counters, unreadable)
 }
 
 /// One counter: `Ok(Some(bytes))`, `Ok(None)` for "no reading" (`null`, `""`, `"-"`,

@@ -107,23 +107,37 @@ fn a_port_entry_keeps_its_good_values_when_one_is_bad() {
     let entry = json!({"port": "8001", "portName": "farmhand-al",
         "bandwidth_bytes_day_in": "1.5 MB", "bandwidth_bytes_day_out": "garbage",
         "bandwidth_bytes_month_in": "9 GB"});
+    let (counters, unreadable) = port_counters(&entry);
     assert_eq!(
-        port_counters("portX", &entry),
+        counters,
         PortCounters {
             bytes_in: Some(1_500_000),
             bytes_out: None,
         }
     );
+    assert_eq!(
+        unreadable,
+        [(
+            OUT_KEY,
+            BadCounter {
+                shown: "\"garbage\"".into()
+            }
+        )]
+    );
+    // No reading (null) is not unreadable.
     let idle = json!({"bandwidth_bytes_day_in": 0, "bandwidth_bytes_day_out": null});
     assert_eq!(
-        port_counters("portX", &idle),
-        PortCounters {
-            bytes_in: Some(0),
-            bytes_out: None,
-        }
+        port_counters(&idle),
+        (
+            PortCounters {
+                bytes_in: Some(0),
+                bytes_out: None,
+            },
+            vec![]
+        )
     );
     assert_eq!(
-        port_counters("portX", &json!("not an object")),
-        PortCounters::default()
+        port_counters(&json!("not an object")),
+        (PortCounters::default(), vec![])
     );
 }

@@ -42,6 +42,10 @@ struct Args {
     /// The box's zone in seconds east of UTC: CREATED_AT and expiry use local time.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     utc_offset_s: i32,
+    /// store_port of an existing portID replaces the whole record: optional fields left
+    /// out (expiry, quota, speed limits) are cleared instead of kept.
+    #[arg(long)]
+    store_port_replaces: bool,
 }
 
 #[tokio::main]
@@ -64,6 +68,7 @@ async fn main() -> Result<()> {
         rotation_delay: Duration::from_millis(args.rotation_delay_ms),
         proxy_ip: args.proxy_ip.unwrap_or(args.listen.ip()),
         utc_offset_s: args.utc_offset_s,
+        store_port_replaces: args.store_port_replaces,
     };
     let shutdown = CancellationToken::new();
     let handle = sim::start(listener, config, shutdown.clone())

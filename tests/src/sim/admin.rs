@@ -1,7 +1,8 @@
 //! The `/_sim/` admin interface: plain JSON, no auth, never faulted, for scripts that drive
 //! the `proxysmart-sim` binary (tests in-process use `SimHandle`).
 //!
-//! - `GET  /_sim/state` → `{"modems":[…],"ports":[…],"fault":{…},"api_calls":{…},"rotation_delay_ms":N}`
+//! - `GET  /_sim/state` → `{"modems":[…],"ports":[…],"fault":{…},"api_calls":{…},"rotation_delay_ms":N,
+//!   "store_port_replaces":bool}`
 //! - `POST /_sim/modems/{imei}` with any of `online`, `ext_ip`, `carrier`, `signal`,
 //!   `same_ip_next_rotation` → the modem; 404 unknown IMEI; 400 bad body.
 //! - `POST /_sim/fault` `{"kind":"none|latency|status500|html|garbage|hang|refuse","ms":N}`
@@ -51,7 +52,10 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, String> {
 }
 
 async fn state(State(sim): SimState) -> Response {
-    let rotation_delay_ms = sim.state().rotation_delay.as_millis();
+    let (rotation_delay_ms, store_port_replaces) = {
+        let state = sim.state();
+        (state.rotation_delay.as_millis(), state.store_port_replaces)
+    };
     let h = handle(sim);
     Json(json!({
         "modems": h.modems(),
@@ -59,6 +63,7 @@ async fn state(State(sim): SimState) -> Response {
         "fault": h.fault().to_spec(),
         "api_calls": h.all_api_calls(),
         "rotation_delay_ms": rotation_delay_ms,
+        "store_port_replaces": store_port_replaces,
     }))
     .into_response()
 }

@@ -25,6 +25,10 @@ pub struct SimConfig {
     /// The box's zone, seconds east of UTC: `CREATED_AT` and the expiry check use box-local
     /// time without a zone, as real boxes do (0 = a box that runs on UTC).
     pub utc_offset_s: i32,
+    /// `store_port` of an existing portID replaces the whole record, so the optional fields
+    /// it leaves out (expiry, quota, speed limits) are cleared — the pessimistic reading of
+    /// the spec. Off (default): a field left out keeps its value.
+    pub store_port_replaces: bool,
 }
 
 impl Default for SimConfig {
@@ -36,6 +40,7 @@ impl Default for SimConfig {
             rotation_delay: Duration::from_secs(2),
             proxy_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             utc_offset_s: 0,
+            store_port_replaces: false,
         }
     }
 }
@@ -49,6 +54,7 @@ impl fmt::Debug for SimConfig {
             .field("rotation_delay", &self.rotation_delay)
             .field("proxy_ip", &self.proxy_ip)
             .field("utc_offset_s", &self.utc_offset_s)
+            .field("store_port_replaces", &self.store_port_replaces)
             .finish()
     }
 }

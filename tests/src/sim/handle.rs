@@ -104,6 +104,12 @@ impl SimHandle {
         self.sim.state().fault
     }
 
+    /// Whether `store_port` of an existing portID replaces the whole record, clearing the
+    /// optional fields it leaves out (see `SimConfig::store_port_replaces`).
+    pub fn set_store_port_replaces(&self, replaces: bool) {
+        self.sim.state().store_port_replaces = replaces;
+    }
+
     /// Snapshots of every stored port.
     pub fn ports(&self) -> Vec<SimPort> {
         self.sim

@@ -32,6 +32,7 @@ impl Sim {
     pub fn new(config: SimConfig, local_addr: SocketAddr, shutdown: CancellationToken) -> Self {
         let mut state = State::new(seed::modems(config.modems), config.rotation_delay);
         state.utc_offset_s = config.utc_offset_s;
+        state.store_port_replaces = config.store_port_replaces;
         let host = if local_addr.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local_addr.port())
         } else {

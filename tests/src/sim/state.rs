@@ -138,6 +138,8 @@ pub(crate) struct State {
     pub rotation_delay: Duration,
     /// The box's zone, seconds east of UTC (see `SimConfig::utc_offset_s`).
     pub utc_offset_s: i32,
+    /// A re-store replaces the whole port (see `SimConfig::store_port_replaces`).
+    pub store_port_replaces: bool,
     ip_seq: u32,
 }
 
@@ -150,6 +152,7 @@ impl State {
             api_calls: HashMap::new(),
             rotation_delay,
             utc_offset_s: 0,
+            store_port_replaces: false,
             ip_seq: 0,
         }
     }

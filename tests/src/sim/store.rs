@@ -1,5 +1,7 @@
 //! `POST /crud/store_port`: parse and validate the `data` JSON document, then create or
-//! update the port (same portID = update). Live listeners only change on `apply_port`.
+//! update the port (same portID = update). An update keeps the optional fields it leaves
+//! out, or — `SimConfig::store_port_replaces`, the pessimistic box — clears them. Live
+//! listeners only change on `apply_port`.
 
 use super::error::SimError;
 use super::state::{Counters, PortState, State};
@@ -7,7 +9,8 @@ use super::util;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// A validated `store_port` request. Optional fields are `None` when absent (kept on update).
+/// A validated `store_port` request. Optional fields are `None` when absent (kept on
+/// update, unless the box replaces whole records).
 #[derive(Debug)]
 pub(crate) struct PortInput {
     pub imei: String,
@@ -115,6 +118,7 @@ impl State {
             }
         }
         let created = !self.ports.contains_key(&input.port_id);
+        let replaces = self.store_port_replaces;
         let entry = self
             .ports
             .entry(input.port_id.clone())
@@ -139,8 +143,26 @@ impl State {
                 foreign: false,
                 counters: Arc::new(Counters::default()),
             });
+        if replaces {
+            clear_optional(entry);
+        }
         update(entry, input);
         Ok(created)
+    }
+}
+
+/// What a box that replaces the whole record forgets when a re-store leaves it out. The
+/// traffic counters and quota usage are the box's accounting, not the record: kept.
+fn clear_optional(port: &mut PortState) {
+    for field in [
+        &mut port.valid_before,
+        &mut port.quota,
+        &mut port.quota_type,
+        &mut port.quota_direction,
+        &mut port.bandlimin,
+        &mut port.bandlimout,
+    ] {
+        field.clear();
     }
 }
 
