@@ -8,12 +8,11 @@
 mod support;
 
 use farmhand_protocol::{
-    CommandBody, CommandError, CommandErrorCode, CommandOutput, Outcome, Provisioned, Reconciled,
-    Released,
+    CommandBody, CommandError, CommandErrorCode, CommandOutput, Outcome, Provisioned, Released,
 };
 use serde_json::json;
 use std::sync::Arc;
-use support::flows::{allocate, order, post_allocation};
+use support::flows::{allocate, order, post_allocation, reconnect_missing};
 use support::{eventually, modem, FakeAgent, TestPlane};
 
 const IMEI: &str = "350000000000018";
@@ -116,37 +115,13 @@ async fn a_command_past_its_deadline_fails_clearly_and_is_not_redelivered() {
     assert!(desired.ports.is_empty(), "{desired:?}");
 }
 
-/// Reconnects `identity`, answers its `reconcile` with `missing` and returns the agent.
-async fn reconnect_missing(
-    plane: &TestPlane,
-    identity: &support::Identity,
-    agent: FakeAgent,
-    missing: &str,
-) -> FakeAgent {
-    drop(agent);
-    plane.wait_disconnected(&identity.agent_id).await;
-    let mut agent = FakeAgent::connect(plane, identity).await.unwrap();
-    agent.send_inventory(vec![modem(IMEI, "Vodafone")]).await;
-    let reconcile = agent.next_any_command().await;
-    let CommandBody::Reconcile(desired) = &reconcile.body else {
-        panic!("expected reconcile, got {reconcile:?}")
-    };
-    assert_eq!(desired.ports.len(), 1);
-    let output = CommandOutput::Reconcile(Reconciled {
-        removed: vec![],
-        missing: vec![missing.to_string()],
-    });
-    agent.answer(&reconcile.id, Outcome::Ok { output }).await;
-    agent
-}
-
 #[tokio::test]
 async fn a_missing_port_is_recreated_with_the_same_credentials() {
     let plane = Arc::new(TestPlane::start().await);
     let (identity, mut agent) = online_agent(&plane).await;
     let a = allocate(&plane, &mut agent, "o-repair").await;
     let id = a["allocation_id"].as_str().unwrap().to_string();
-    let mut agent = reconnect_missing(&plane, &identity, agent, &id).await;
+    let mut agent = reconnect_missing(&plane, &identity, agent, IMEI, &id).await;
 
     let repair = agent.next_command().await;
     let CommandBody::Provision(p) = repair.body else {
@@ -202,7 +177,7 @@ async fn a_repaired_port_keeps_its_speed_limit_and_what_is_left_of_its_quota() {
         plane.get(&path, &plane.market).await.json()["bytes_in"] == 20_000_000
     })
     .await;
-    let mut agent = reconnect_missing(&plane, &identity, agent, &id).await;
+    let mut agent = reconnect_missing(&plane, &identity, agent, IMEI, &id).await;
     let repair = agent.next_command().await;
     let CommandBody::Provision(p) = repair.body else {
         panic!("expected provision, got {repair:?}")
@@ -220,7 +195,7 @@ async fn a_port_that_cannot_be_recreated_fails_the_allocation() {
     let (identity, mut agent) = online_agent(&plane).await;
     let a = allocate(&plane, &mut agent, "o-repair-fails").await;
     let id = a["allocation_id"].as_str().unwrap().to_string();
-    let mut agent = reconnect_missing(&plane, &identity, agent, &id).await;
+    let mut agent = reconnect_missing(&plane, &identity, agent, IMEI, &id).await;
 
     let repair = agent.next_command().await;
     assert!(matches!(&repair.body, CommandBody::Provision(p) if p.allocation_id == id));

@@ -16,12 +16,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use farmhand_control::ServerConfig;
 use farmhand_protocol::{
-    AgentMessage, CommandBody, CommandOutput, ModemsChanged, Outcome, Updated,
+    AgentMessage, CommandBody, CommandOutput, ModemsChanged, Outcome, Provisioned, Updated,
 };
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use support::flows::{allocate, release};
+use support::flows::{allocate, reconnect_missing, release};
 use support::{eventually, modem, FakeAgent, TestPlane};
 
 const IMEI: &str = "350000000000777";
@@ -656,6 +656,73 @@ async fn expiring_is_sent_once_per_expiry_and_a_renewal_rearms_it() {
     .await;
     assert_eq!(deliveries(&plane, &webhook_id).await.len(), 2);
     assert_eq!(receiver.of("allocation.expiring").len(), 2);
+}
+
+/// Answers the plane's repair `provision` of `id` with a port on `http_port`/`socks_port`.
+async fn answer_repair(agent: &mut FakeAgent, id: &str, http_port: u16, socks_port: u16) {
+    let repair = agent.next_command().await;
+    let CommandBody::Provision(p) = repair.body else {
+        panic!("expected the repair's provision, got {repair:?}")
+    };
+    assert_eq!(p.allocation_id, id);
+    let output = CommandOutput::Provision(Provisioned {
+        allocation_id: id.to_string(),
+        imei: IMEI.into(),
+        port_id: format!("port{http_port}"),
+        http_port,
+        socks_port,
+    });
+    agent.answer(&repair.id, Outcome::Ok { output }).await;
+}
+
+#[tokio::test]
+async fn a_repair_on_other_ports_is_announced_as_replaced() {
+    let plane = Arc::new(TestPlane::start().await);
+    let receiver = Receiver::start().await;
+    let (webhook_id, secret) = register(&plane, &receiver, &["allocation.replaced"]).await;
+    let identity = plane.enroll().await;
+    let mut agent = FakeAgent::connect(&plane, &identity).await.unwrap();
+    agent.send_inventory(vec![modem(IMEI, "Vodafone")]).await;
+    plane.wait_available(IMEI).await;
+    let a = allocate(&plane, &mut agent, "o-repair-event").await;
+    let id = a["allocation_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (&a["http_port"], &a["socks_port"]),
+        (&json!(8001), &json!(5001))
+    );
+
+    // Re-created on the same numbers: the buyer's address is unchanged, nothing to announce.
+    let mut agent = reconnect_missing(&plane, &identity, agent, IMEI, &id).await;
+    answer_repair(&mut agent, &id, 8001, 5001).await;
+    eventually("the first repair is stored", || async {
+        let audit = plane.get("/v1/audit?limit=1000", &plane.admin).await.json();
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "allocation_repaired")
+    })
+    .await;
+    // Then on other numbers: the marketplace must show the buyer the new ones.
+    let mut agent = reconnect_missing(&plane, &identity, agent, IMEI, &id).await;
+    answer_repair(&mut agent, &id, 8002, 5002).await;
+    eventually("allocation.replaced arrives", || async {
+        !receiver.of("allocation.replaced").is_empty()
+    })
+    .await;
+    let event = &receiver.of("allocation.replaced")[0];
+    assert_signed(event, &secret);
+    let object = &event.json()["object"];
+    assert_eq!(object["allocation_id"], json!(id));
+    assert_eq!(object["state"], json!("active"));
+    assert_eq!(
+        (&object["http_port"], &object["socks_port"]),
+        (&json!(8002), &json!(5002))
+    );
+    assert!(object.get("password").is_none(), "{object}");
+    // The delivery log holds every event emitted for the endpoint: one, not two.
+    assert_eq!(deliveries(&plane, &webhook_id).await.len(), 1);
+    assert_eq!(plane.allocation(&id).await["http_port"], json!(8002));
 }
 
 /// The marketplace's view of every allocation in `state`.

@@ -96,12 +96,16 @@ impl Allocator {
         Some(quota_mb.saturating_sub(used_mb).max(1))
     }
 
-    /// Stores where the re-created port is (the site's host may have changed too).
+    /// Stores where the re-created port is (the site's host may have changed too). When the
+    /// buyer's endpoint changed (host or port numbers), `allocation.replaced` tells the
+    /// marketplace to show the new one: the same action as for a move, and the allocation's
+    /// `state` (still `active`) tells the two apart.
     pub(super) fn repaired(
         &self,
         mut record: AllocationRecord,
         port: &Provisioned,
     ) -> Result<(), AllocError> {
+        let before = (record.host.clone(), record.http_port, record.socks_port);
         if let Some(site) = self.fleet.agent(&record.agent_id).and_then(|a| a.site) {
             record.host = Some(site.public_host);
         }
@@ -111,6 +115,9 @@ impl Allocator {
         self.store.put_allocation(&record)?;
         info!(allocation_id = %record.allocation_id, "missing port re-created");
         self.audit("system", AuditAction::AllocationRepaired, &record);
+        if before != (record.host.clone(), record.http_port, record.socks_port) {
+            self.emit(EventType::AllocationReplaced, &record);
+        }
         Ok(())
     }
 

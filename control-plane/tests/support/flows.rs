@@ -3,7 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use super::{FakeAgent, Response, TestPlane};
-use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provision, Provisioned, Released};
+use farmhand_protocol::{
+    CommandBody, CommandOutput, Outcome, Provision, Provisioned, Reconciled, Released,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -40,6 +42,34 @@ pub async fn provisioned(agent: &mut FakeAgent) -> Provision {
     });
     agent.answer(&command.id, Outcome::Ok { output }).await;
     p
+}
+
+/// Reconnects `identity` with modem `imei`, answers the plane's `reconcile` (one desired
+/// port) with `missing` and returns the agent: the plane then repairs that allocation.
+pub async fn reconnect_missing(
+    plane: &TestPlane,
+    identity: &super::Identity,
+    agent: FakeAgent,
+    imei: &str,
+    missing: &str,
+) -> FakeAgent {
+    drop(agent);
+    plane.wait_disconnected(&identity.agent_id).await;
+    let mut agent = FakeAgent::connect(plane, identity).await.unwrap();
+    agent
+        .send_inventory(vec![super::modem(imei, "Vodafone")])
+        .await;
+    let reconcile = agent.next_any_command().await;
+    let CommandBody::Reconcile(desired) = &reconcile.body else {
+        panic!("expected reconcile, got {reconcile:?}")
+    };
+    assert_eq!(desired.ports.len(), 1);
+    let output = CommandOutput::Reconcile(Reconciled {
+        removed: vec![],
+        missing: vec![missing.to_string()],
+    });
+    agent.answer(&reconcile.id, Outcome::Ok { output }).await;
+    agent
 }
 
 /// Answers the next `release` successfully and returns its allocation id.
