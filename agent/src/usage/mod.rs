@@ -4,8 +4,9 @@
 //! restarts (`meter`, state in the journal), and publishes each round's [`UsageReport`]
 //! for the session to send to the plane (`usage` message).
 //!
-//! A round is skipped — nothing published, nothing lost — while ProxySmart cannot be read;
-//! no ProxySmart call is made while the agent manages no port.
+//! A round is skipped — nothing published, nothing lost — while ProxySmart cannot be read
+//! (warned once per outage, and its end logged); no ProxySmart call is made while the agent
+//! manages no port.
 
 pub mod meter;
 pub mod parse;
@@ -76,6 +77,7 @@ async fn meter_loop(
 ) {
     let meter = Meter::new(journal.clone());
     let mut unreadable = UnreadableCounters::default();
+    let mut skipping = Skipping::default();
     let mut ticks = tokio::time::interval(interval);
     // A slow ProxySmart delays the next round instead of causing a burst of them.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -88,12 +90,41 @@ async fn meter_loop(
             _ = shutdown.cancelled() => return,
             result = round(&client, &journal, &meter, &mut unreadable) => result,
         };
-        match result {
-            Ok(Some(report)) => {
-                tx.send_replace(Some(Arc::new(report)));
+        skipping.observe(result.as_ref().err());
+        if let Ok(Some(report)) = result {
+            tx.send_replace(Some(Arc::new(report)));
+        }
+    }
+}
+
+/// Logs skipped rounds once per outage, not once per interval: a ProxySmart that is down
+/// for a night would otherwise fill the journal with the same warning.
+#[derive(Debug, Default)]
+struct Skipping {
+    /// Rounds skipped in a row.
+    rounds: u64,
+}
+
+impl Skipping {
+    /// Records a round's outcome (`Some(error)`: skipped); returns whether it logged.
+    fn observe(&mut self, error: Option<&RoundError>) -> bool {
+        match (error, self.rounds) {
+            (Some(e), 0) => {
+                self.rounds = 1;
+                tracing::warn!(error = %e, "usage metering round skipped; retrying every interval");
+                true
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "usage metering round skipped"),
+            (Some(e), _) => {
+                self.rounds += 1;
+                tracing::debug!(error = %e, rounds = self.rounds, "usage metering round skipped");
+                false
+            }
+            (None, 0) => false,
+            (None, rounds) => {
+                self.rounds = 0;
+                tracing::info!(skipped = rounds, "usage metering resumed");
+                true
+            }
         }
     }
 }
@@ -123,4 +154,29 @@ async fn round(
         })
         .collect();
     Ok(Some(meter.apply(&ports, &readings, now_ms()).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_rounds_are_logged_once_per_outage() {
+        let mut skipping = Skipping::default();
+        let down = RoundError::Proxysmart(ProxysmartError::Timeout);
+        let logged: Vec<bool> = [
+            None,
+            Some(&down),
+            Some(&down),
+            Some(&down),
+            None,
+            None,
+            Some(&down),
+        ]
+        .into_iter()
+        .map(|outcome| skipping.observe(outcome))
+        .collect();
+        // The first skip warns, the recovery says so once, a new outage warns again.
+        assert_eq!(logged, [false, true, false, false, true, false, true]);
+    }
 }
