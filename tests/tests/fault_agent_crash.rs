@@ -205,6 +205,24 @@ async fn a_redelivered_command_after_kill_9_is_answered_from_the_journal() {
     assert!(proxy_works(&alloc, &origin).await);
 }
 
+/// The `reason` of every `agent_disconnected` audit entry of the stack's agent, oldest first.
+async fn disconnect_reasons(stack: &Stack) -> Vec<String> {
+    let reply = stack.admin.get("/v1/audit?limit=1000").await.unwrap();
+    let target = json!(format!("agent:{}", stack.agent_id));
+    reply.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "agent_disconnected" && e["target"] == target)
+        .map(|e| {
+            e["details"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_command_in_flight_and_answers_it() {
     let (stack, mut agent, _) = stack_with_agent_process(false).await;
@@ -215,6 +233,7 @@ async fn sigterm_finishes_the_command_in_flight_and_answers_it() {
         .set_fault(Fault::Latency(Duration::from_millis(800)));
     let request = allocate(&stack, "graceful-1");
     wait_for_call(&stack, STORE, stores).await;
+    let disconnects = disconnect_reasons(&stack).await.len();
     agent.proc().sigterm().unwrap();
     let reply = request.await.unwrap();
     stack.sim.set_fault(Fault::None);
@@ -235,8 +254,25 @@ async fn sigterm_finishes_the_command_in_flight_and_answers_it() {
     );
     let log = agent.proc().output();
     assert!(log.contains("agent stopped"), "{log}");
-    // The plane saw a clean close, not a timeout: the agent is offline at once.
-    agent_connected(&stack.admin, &stack.agent_id, false, Duration::from_secs(2)).await;
+    // The plane saw the connection close, not a silent peer timing out.
+    agent_connected(
+        &stack.admin,
+        &stack.agent_id,
+        false,
+        Duration::from_secs(20),
+    )
+    .await;
+    let reasons = eventually(
+        Duration::from_secs(20),
+        "the disconnect audited",
+        || async {
+            let reasons = disconnect_reasons(&stack).await;
+            (reasons.len() > disconnects).then_some(reasons)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(reasons.last().unwrap(), "connection closed", "{reasons:?}");
     // The port survives the agent's stop and still serves the buyer.
     assert!(proxy_works(&reply.body, &origin).await);
     let id = reply.body["allocation_id"].as_str().unwrap();
