@@ -330,6 +330,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
             proxysmart_reachable: snapshot.reachable,
             modems: snapshot.modems.clone(),
             ports,
+            // The policy is read once at start, so every session's inventory carries the
+            // same cap; a runtime reload would have to send a new inventory.
+            max_ports_per_modem: commands.policy.max_ports_per_modem,
         };
         self.conn.send(&AgentMessage::Inventory(inventory)).await?;
         self.last_sent = Instant::now();

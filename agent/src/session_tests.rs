@@ -121,6 +121,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(crate::policy::Policy::default())
+}
+
+/// A fixture whose commands run under the seller's `policy`.
+fn fixture_with(policy: crate::policy::Policy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let public_key = identity::generate_key(dir.path()).unwrap();
     identity::write_identity(
@@ -140,11 +145,9 @@ fn fixture() -> Fixture {
     ))
     .unwrap();
     let journal = Journal::open(dir.path()).unwrap();
-    let executor = Executor::new(Arc::new(CommandContext::new(
-        client,
-        journal,
-        Duration::from_secs(5),
-    )));
+    let mut commands = CommandContext::new(client, journal, Duration::from_secs(5));
+    commands.policy = policy;
+    let executor = Executor::new(Arc::new(commands));
     let snapshot = Snapshot {
         polled: true,
         reachable: true,
@@ -221,6 +224,7 @@ async fn session_sends_inventory_first_then_changes() {
     assert!(inv.proxysmart_reachable);
     assert_eq!(inv.site.country, "DE");
     assert_eq!(inv.modems, vec![modem("356000000000001")]);
+    assert_eq!(inv.max_ports_per_modem, None, "no seller cap configured");
     let mut rotated = modem("356000000000001");
     rotated.ext_ip = Some("198.51.100.2".into());
     f.inventory_tx
@@ -238,6 +242,24 @@ async fn session_sends_inventory_first_then_changes() {
     };
     assert!(!change.proxysmart_reachable);
     assert_eq!(change.removed, ["356000000000002"]);
+}
+
+#[tokio::test]
+async fn the_inventory_of_every_session_carries_the_sellers_port_cap() {
+    let f = fixture_with(crate::policy::Policy {
+        max_ports_per_modem: Some(2),
+        ..Default::default()
+    });
+    for _ in 0..2 {
+        let (mut plane, task) = running(&f, 30).await;
+        let AgentMessage::Inventory(inv) = plane.recv().await else {
+            panic!("inventory first")
+        };
+        assert_eq!(inv.max_ports_per_modem, Some(2));
+        // The plane goes away; the next session must announce the cap again.
+        drop(plane);
+        task.await.unwrap();
+    }
 }
 
 fn usage_report(at_ms: u64, entries: usize) -> UsageReport {

@@ -8,6 +8,10 @@
 //! inventory) and each agent disconnected, without interruption — what automatic
 //! replacement waits on ([`Fleet::outage`]); coming back resets the clock, so a flapping
 //! modem never looks long-dead. Those transitions wake [`Fleet::health_changes`].
+//!
+//! A modem's capacity is the plane's `modem_capacity`, lowered to the seller's
+//! `max_ports_per_modem` when its agent's inventory announces one ([`LiveAgent::capacity`]):
+//! a slot the agent would refuse with `policy_denied` is never listed or reserved.
 
 mod index;
 
@@ -34,7 +38,18 @@ pub struct LiveAgent {
     pub proxysmart_reachable: bool,
     /// Modems by IMEI (the last known state while disconnected).
     pub modems: BTreeMap<String, Modem>,
+    /// The seller's cap on marketplace ports per modem from the last inventory (`None`: no
+    /// cap announced).
+    pub max_ports_per_modem: Option<u32>,
     session_id: Option<String>,
+}
+
+impl LiveAgent {
+    /// Allocations one modem of this agent may hold: the plane's `capacity`, or the seller's
+    /// cap when that is lower.
+    pub fn capacity(&self, plane: u32) -> u32 {
+        self.max_ports_per_modem.map_or(plane, |cap| cap.min(plane))
+    }
 }
 
 /// Filters for modem queries and allocation.
@@ -75,7 +90,8 @@ pub struct ModemView {
     pub model: Option<String>,
     /// Live allocations on it (pending, active, releasing).
     pub active_allocations: u32,
-    /// Allocations allowed on it.
+    /// Allocations allowed on it: the plane's `modem_capacity`, or the seller's
+    /// `max_ports_per_modem` its agent announced when that is lower.
     pub capacity: u32,
     /// Whether a new allocation could be placed on it now.
     pub available: bool,
@@ -227,6 +243,8 @@ impl Fleet {
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.site = Some(inventory.site);
         agent.proxysmart_reachable = inventory.proxysmart_reachable;
+        // The whole view is replaced: an inventory without the field lifts an earlier cap.
+        agent.max_ports_per_modem = inventory.max_ports_per_modem;
         let modems: BTreeMap<String, Modem> = inventory
             .modems
             .into_iter()
@@ -423,21 +441,22 @@ impl Fleet {
             signal: modem.signal,
             model: modem.model.clone(),
             active_allocations: load,
-            capacity: self.capacity,
+            capacity: agent.capacity(self.capacity),
             available,
         }
     }
 }
 
 /// Whether a new allocation could be placed on `modem` of `agent` now (`ModemView::available`
-/// and the `reserve` index both ask this).
+/// and the `reserve` index both ask this); `capacity` is the plane's, which the agent's
+/// seller cap may lower.
 fn available(agent: &LiveAgent, modem: &Modem, load: u32, capacity: u32) -> bool {
     agent.connected
         && agent.proxysmart_reachable
         && modem.online
         && modem.ext_ip.is_some()
         && agent.site.is_some()
-        && load < capacity
+        && load < agent.capacity(capacity)
 }
 
 fn eq_ci(wanted: &Option<String>, actual: &Option<String>) -> bool {
@@ -475,21 +494,51 @@ mod tests {
     fn fleet_with(modems: Vec<Modem>) -> Fleet {
         let fleet = Fleet::new(1);
         fleet.connected("a1", "s1", "0.1.0");
+        fleet.replace_inventory("a1", inventory(modems, None));
+        fleet
+    }
+
+    fn inventory(modems: Vec<Modem>, max_ports_per_modem: Option<u32>) -> Inventory {
         let site = Site {
             public_host: "203.0.113.7".into(),
             country: "DE".into(),
             city: None,
         };
-        fleet.replace_inventory(
-            "a1",
-            Inventory {
-                site,
-                proxysmart_reachable: true,
-                modems,
-                ports: vec![],
-            },
+        Inventory {
+            site,
+            proxysmart_reachable: true,
+            modems,
+            ports: vec![],
+            max_ports_per_modem,
+        }
+    }
+
+    #[test]
+    fn the_sellers_cap_lowers_capacity_until_an_inventory_lifts_it() {
+        let fleet = Fleet::new(3);
+        fleet.connected("a1", "s1", "0.1.0");
+        let modems = vec![modem("1", "O2", true), modem("2", "O2", true)];
+        fleet.replace_inventory("a1", inventory(modems.clone(), Some(1)));
+        let any = ModemFilter::default();
+        let capacities = |f: &Fleet| -> Vec<(u32, bool)> {
+            let views = f.modems(&any);
+            views.iter().map(|v| (v.capacity, v.available)).collect()
+        };
+        assert_eq!(capacities(&fleet), [(1, true), (1, true)]);
+        assert_eq!(fleet.reserve(&any).map(|r| r.imei), Some("1".into()));
+        assert_eq!(fleet.reserve(&any).map(|r| r.imei), Some("2".into()));
+        assert_eq!(
+            fleet.reserve(&any),
+            None,
+            "the seller allows one port per modem"
         );
-        fleet
+        assert_eq!(capacities(&fleet), [(1, false), (1, false)]);
+        // A cap above the plane's changes nothing; no cap at all gives the plane's back.
+        fleet.replace_inventory("a1", inventory(modems.clone(), Some(10)));
+        assert_eq!(capacities(&fleet), [(3, true), (3, true)]);
+        fleet.replace_inventory("a1", inventory(modems, None));
+        assert_eq!(capacities(&fleet), [(3, true), (3, true)]);
+        assert_eq!(fleet.reserve(&any).map(|r| r.imei), Some("1".into()));
     }
 
     #[test]

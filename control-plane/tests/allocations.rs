@@ -1,8 +1,8 @@
 //! Allocations end to end against a fake agent: provisioning (201 with every field),
 //! idempotency and conflicts, no capacity, agent errors and timeouts (with the late port
-//! released), release online and offline (finished on reconnect), renewal and rotation
-//! (its cooldown, kept across restarts; automatic rotations reported by the agent;
-//! `rotate_every_s`).
+//! released), the seller's port cap announced by the agent, release online and offline
+//! (finished on reconnect), renewal and rotation (its cooldown, kept across restarts;
+//! automatic rotations reported by the agent; `rotate_every_s`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -142,6 +142,75 @@ async fn an_agent_error_fails_the_allocation_with_its_code() {
     let retry = post_allocation(&plane, order("o-err"));
     provision_ok(&mut agent).await;
     assert_eq!(retry.await.unwrap().status, 201);
+}
+
+/// (capacity, available) of every modem, by IMEI.
+async fn capacities(plane: &TestPlane) -> Vec<(String, u64, bool)> {
+    let listed = plane.get("/v1/modems", &plane.market).await.json();
+    let modems = listed["modems"].as_array().unwrap().iter();
+    let mut out: Vec<_> = modems
+        .map(|m| {
+            let imei = m["imei"].as_str().unwrap().to_string();
+            (
+                imei,
+                m["capacity"].as_u64().unwrap(),
+                m["available"] == true,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn the_sellers_port_cap_bounds_what_the_plane_offers() {
+    const OTHER: &str = "350000000000026";
+    let plane = Arc::new(TestPlane::start_with(|c| c.modem_capacity = 3).await);
+    let identity = plane.enroll().await;
+    let mut capped = FakeAgent::connect(&plane, &identity).await.unwrap();
+    let modems = vec![support::modem(IMEI, "Vodafone")];
+    capped.send_inventory_capped(modems.clone(), Some(1)).await;
+    plane.wait_available(IMEI).await;
+    assert_eq!(capacities(&plane).await, [(IMEI.into(), 1, true)]);
+
+    // A refusal the plane could not foresee (the seller changed the policy meanwhile) is
+    // handled as before: the allocation fails with the agent's code and frees the slot.
+    let pending = post_allocation(&plane, order("o-cap-1"));
+    let command = capped.next_command().await.id;
+    let error = CommandError::new(CommandErrorCode::PolicyDenied, "policy allows 1");
+    capped.answer(&command, Outcome::Error { error }).await;
+    let r = pending.await.unwrap();
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (502, "provision_failed")
+    );
+    assert!(r.body.contains("policy_denied"), "{}", r.body);
+    let a = allocate(&plane, &mut capped, "o-cap-1").await;
+    assert_eq!(a["imei"], IMEI);
+
+    // One port is all the seller allows: the modem is full although the plane's own
+    // capacity is 3, and the next order is refused here instead of by the agent.
+    assert_eq!(capacities(&plane).await, [(IMEI.into(), 1, false)]);
+    let free = plane.get("/v1/modems?available=true", &plane.market).await;
+    assert_eq!(free.json()["modems"], json!([]));
+    let r = plane
+        .post("/v1/allocations", &plane.market, order("o-cap-2"))
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (409, "no_capacity"));
+
+    // An agent that announces no cap gets the plane's capacity, and takes the next orders.
+    let mut plain = plane.agent_with_modem(OTHER).await;
+    for order_id in ["o-cap-2", "o-cap-3"] {
+        assert_eq!(allocate(&plane, &mut plain, order_id).await["imei"], OTHER);
+    }
+    let expected = [(IMEI.into(), 1, false), (OTHER.into(), 3, true)];
+    assert_eq!(capacities(&plane).await, expected);
+
+    // A later inventory replaces the cap: without the field the plane's capacity is back.
+    capped.send_inventory(modems).await;
+    plane.wait_available(IMEI).await;
+    let expected = [(IMEI.into(), 3, true), (OTHER.into(), 3, true)];
+    assert_eq!(capacities(&plane).await, expected);
 }
 
 #[tokio::test]

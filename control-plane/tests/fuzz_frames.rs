@@ -95,6 +95,7 @@ fn valid_frames() -> Vec<String> {
             proxysmart_reachable: true,
             modems: vec![modem.clone()],
             ports: vec![],
+            max_ports_per_modem: Some(2),
         }),
         AgentMessage::ModemsChanged(ModemsChanged {
             proxysmart_reachable: true,

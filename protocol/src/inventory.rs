@@ -15,6 +15,12 @@ pub struct Inventory {
     pub modems: Vec<Modem>,
     /// The ports this agent created and still manages.
     pub ports: Vec<ManagedPort>,
+    /// The seller's cap on marketplace ports per modem (`[policy] max_ports_per_modem`),
+    /// for every modem of this box; `None` (absent on the wire) = no seller cap. The plane
+    /// counts a modem available only below min(its own capacity, this), so it does not
+    /// offer slots the agent would refuse with `policy_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ports_per_modem: Option<u32>,
 }
 
 /// Seller-configured labels.
@@ -78,4 +84,50 @@ pub struct ModemsChanged {
     pub changed: Vec<Modem>,
     /// IMEIs no longer present.
     pub removed: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{decode, encode, AgentMessage, DEFAULT_MAX_FRAME_BYTES};
+
+    /// An inventory exactly as an agent without a seller cap (or one older than the field)
+    /// sends it.
+    const WITHOUT_CAP: &str = r#"{"type":"inventory","site":{"public_host":"203.0.113.7","country":"DE"},"proxysmart_reachable":true,"modems":[{"imei":"350000000000018","nick":"DE_1","carrier":"Vodafone","ext_ip":"198.51.100.11","online":true,"rotating":false,"signal":23,"model":null}],"ports":[]}"#;
+
+    fn parse(text: &str) -> AgentMessage {
+        decode(text, DEFAULT_MAX_FRAME_BYTES).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    #[test]
+    fn an_inventory_without_the_seller_cap_parses_and_is_sent_unchanged() {
+        let AgentMessage::Inventory(inventory) = parse(WITHOUT_CAP) else {
+            panic!("not an inventory");
+        };
+        assert_eq!(inventory.max_ports_per_modem, None);
+        assert_eq!(inventory.modems.len(), 1);
+        // No cap: the frame is byte for byte what it was before the field existed.
+        assert_eq!(encode(&AgentMessage::Inventory(inventory)), WITHOUT_CAP);
+    }
+
+    #[test]
+    fn an_inventory_with_the_seller_cap_round_trips() {
+        let AgentMessage::Inventory(mut inventory) = parse(WITHOUT_CAP) else {
+            panic!("not an inventory");
+        };
+        inventory.max_ports_per_modem = Some(2);
+        let message = AgentMessage::Inventory(inventory);
+        let text = encode(&message);
+        assert!(
+            text.ends_with(r#""ports":[],"max_ports_per_modem":2}"#),
+            "{text}"
+        );
+        assert_eq!(parse(&text), message);
+        for bad in [
+            r#""max_ports_per_modem":-1"#,
+            r#""max_ports_per_modem":"2""#,
+        ] {
+            let text = WITHOUT_CAP.replace(r#""ports":[]"#, &format!(r#""ports":[],{bad}"#));
+            assert!(decode::<AgentMessage>(&text, 4096).is_err(), "{text}");
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! End to end: the seller's local policy holds against the whole stack. A modem the seller
 //! excluded never appears in `GET /v1/modems` (nor can it be rotated: the plane has never
 //! heard of it), a command the policy refuses reaches the REST caller as an error carrying
-//! `policy_denied`, and the agent's local audit records the refusal.
+//! `policy_denied`, and the agent's local audit records the refusal. The seller's cap on
+//! ports per modem reaches the plane with the inventory: a modem at the cap is no longer
+//! offered, so an order the agent would refuse is answered `no_capacity` by the plane.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_agent::audit::read_recent;
@@ -14,12 +16,14 @@ async fn excluded_modems_are_invisible_and_denied_commands_say_policy_denied() {
     let excluded = farmhand_testkit::sim::imei(2);
     let mut policy = Policy {
         excluded_imeis: [excluded.clone()].into(),
+        max_ports_per_modem: Some(1),
         ..Policy::default()
     };
     policy.allow.rotate_ip = false;
     let stack = Stack::start(StackOptions {
         modems: 3,
         agent_policy: policy,
+        configure_plane: |c| c.modem_capacity = 3,
         ..StackOptions::default()
     })
     .await
@@ -67,11 +71,29 @@ async fn excluded_modems_are_invisible_and_denied_commands_say_policy_denied() {
         .unwrap();
     assert_eq!(reply.status, 404, "{:?}", reply.body);
 
-    // Provisioning is still allowed, and lands on a visible modem.
+    // Provisioning is still allowed, and lands on a visible modem: one port on each, as
+    // the seller's cap says (the plane's own capacity is 3), then no capacity.
     stack.wait_until_available(2).await.unwrap();
-    let reply = stack.allocate("policy-order-1").await.unwrap();
-    assert!(reply.status.is_success(), "{:?}", reply.body);
-    assert_ne!(reply.body["imei"], excluded.as_str());
+    let capacities: Vec<_> = stack.market.get("/v1/modems").await.unwrap().body["modems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["capacity"].as_u64())
+        .collect();
+    assert_eq!(capacities, [Some(1), Some(1)]);
+    let mut used = Vec::new();
+    for order in ["policy-order-1", "policy-order-2"] {
+        let reply = stack.allocate(order).await.unwrap();
+        assert!(reply.status.is_success(), "{:?}", reply.body);
+        used.push(reply.body["imei"].as_str().unwrap().to_string());
+    }
+    used.sort();
+    used.dedup();
+    assert_eq!(used.len(), 2, "one port per modem: {used:?}");
+    assert!(!used.contains(&excluded), "{used:?}");
+    let reply = stack.allocate("policy-order-3").await.unwrap();
+    assert_eq!(reply.status, 409, "{:?}", reply.body);
+    assert_eq!(reply.error_code(), Some("no_capacity"));
 
     let audit = read_recent(stack.agent_dir.path(), 0).unwrap();
     let denied: Vec<_> = audit
@@ -79,6 +101,7 @@ async fn excluded_modems_are_invisible_and_denied_commands_say_policy_denied() {
         .iter()
         .filter(|e| e.outcome == "policy_denied")
         .collect();
+    // Only the rotation was refused: no provision ever reached the cap.
     assert_eq!(denied.len(), 1, "{:?}", audit.entries);
     assert_eq!(denied[0].op, "rotate_ip");
     assert_eq!(denied[0].imei.as_deref(), Some(visible.as_str()));

@@ -363,6 +363,9 @@ mod tests {
             .min()
     }
 
+    /// Capacities vary per agent too: each inventory announces a random seller cap (none,
+    /// below, equal to or above the plane's 2), so an agent's modems change capacity when its
+    /// next inventory arrives.
     #[test]
     fn reserve_picks_what_a_full_scan_would_through_random_changes() {
         let fleet = Fleet::new(2);
@@ -389,6 +392,7 @@ mod tests {
             },
         ];
         let mut reserved = Vec::new();
+        let mut filled_by_cap = 0;
         for step in 0..3000 {
             let agent = agents[rng.below(4) as usize];
             match rng.below(8) {
@@ -411,6 +415,8 @@ mod tests {
                         proxysmart_reachable: rng.below(6) != 0,
                         modems,
                         ports: vec![],
+                        max_ports_per_modem: [None, Some(1), Some(2), Some(5)]
+                            [rng.below(4) as usize],
                     };
                     fleet.replace_inventory(agent, inventory);
                 }
@@ -433,13 +439,15 @@ mod tests {
                     let filter = &filters[rng.below(filters.len() as u64) as usize];
                     let expected = brute_force(&fleet, filter);
                     let got = fleet.reserve(filter).map(|r| {
-                        let load = fleet
-                            .modems(&ModemFilter {
-                                imei: Some(r.imei.clone()),
-                                ..Default::default()
-                            })
-                            .first()
-                            .map_or(0, |v| v.active_allocations);
+                        let views = fleet.modems(&ModemFilter {
+                            imei: Some(r.imei.clone()),
+                            ..Default::default()
+                        });
+                        let view = views.iter().find(|v| v.agent_id == r.agent_id);
+                        let (load, capacity) =
+                            view.map_or((0, 0), |v| (v.active_allocations, v.capacity));
+                        assert!(load <= capacity, "step {step}: {load} > {capacity}");
+                        filled_by_cap += usize::from(load == capacity && capacity < 2);
                         (load - 1, r.imei)
                     });
                     assert_eq!(got, expected, "step {step}, filter {filter:?}");
@@ -448,5 +456,9 @@ mod tests {
             }
         }
         assert!(reserved.len() > 10, "the test reserved something");
+        assert!(
+            filled_by_cap > 0,
+            "some modem was filled up to a seller cap"
+        );
     }
 }

@@ -176,6 +176,11 @@ impl FakeAgent {
     }
 
     pub async fn send_inventory(&mut self, modems: Vec<Modem>) {
+        self.send_inventory_capped(modems, None).await;
+    }
+
+    /// An inventory announcing the seller's `max_ports_per_modem` (`None`: no field).
+    pub async fn send_inventory_capped(&mut self, modems: Vec<Modem>, cap: Option<u32>) {
         let site = Site {
             public_host: "203.0.113.7".into(),
             country: "DE".into(),
@@ -186,6 +191,7 @@ impl FakeAgent {
             proxysmart_reachable: true,
             modems,
             ports: vec![],
+            max_ports_per_modem: cap,
         };
         self.send(&AgentMessage::Inventory(inventory)).await;
     }

@@ -45,6 +45,7 @@ pub fn inventory(prefix: u8, agent: usize, modems: usize) -> AgentMessage {
         proxysmart_reachable: true,
         modems,
         ports: Vec::new(),
+        max_ports_per_modem: None,
     })
 }
 
