@@ -1,13 +1,16 @@
 //! `farmhand-control`: parses the command line, loads the config, installs tracing, binds
-//! the listener and runs the library; only this file listens for signals.
+//! the listener and runs the library; only this file listens for signals (SIGTERM and
+//! Ctrl-C stop, SIGHUP reloads the TLS certificate).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use farmhand_control::tls::TlsReloader;
 use farmhand_control::{ControlPlane, Role, ServerConfig};
 use farmhand_ops::logging::{self, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// How long closing agent sessions and flushing storage may take after the configured
@@ -186,6 +189,8 @@ fn serve(
 }
 
 async fn run(config: ServerConfig) -> Result<()> {
+    // First: SIGHUP's default action ends the process, and `systemctl reload` may come early.
+    let hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     let addr = config.listen;
     let limit = config.shutdown_grace() + DRAIN_PERIOD;
     let plane = ControlPlane::open(config).context("opening the control plane")?;
@@ -193,6 +198,11 @@ async fn run(config: ServerConfig) -> Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     let shutdown = CancellationToken::new();
+    tokio::spawn(reload_on_hangup(
+        hangups,
+        plane.tls_reloader(),
+        shutdown.clone(),
+    ));
     let mut server = tokio::spawn(plane.serve(listener, shutdown.clone()));
     tokio::select! {
         result = &mut server => return result.context("server task")?.context("serving"),
@@ -202,6 +212,31 @@ async fn run(config: ServerConfig) -> Result<()> {
     match tokio::time::timeout(limit, server).await {
         Ok(result) => result.context("server task")?.context("serving"),
         Err(_) => anyhow::bail!("shutdown did not finish within {} s", limit.as_secs()),
+    }
+}
+
+/// SIGHUP (`systemctl reload farmhand-control`): re-reads `[tls] cert_file` and `key_file`
+/// for new connections; `reload` logs the outcome, and a refused pair leaves the previous
+/// certificate in service. Without `[tls]` there is nothing to reload, but the signal is
+/// still caught so that it does not end the process.
+async fn reload_on_hangup(
+    mut hangups: Signal,
+    tls: Option<TlsReloader>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = hangups.recv() => if received.is_none() { return },
+        }
+        let Some(tls) = tls.clone() else {
+            tracing::warn!("SIGHUP: nothing to reload without [tls]");
+            continue;
+        };
+        // Two small files, but blocking reads all the same: off the async workers.
+        if let Err(e) = tokio::task::spawn_blocking(move || tls.reload()).await {
+            tracing::error!(error = %e, "the TLS reload task failed");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The control plane's Prometheus metrics (`GET /metrics`): counters recorded as things
 //! happen — REST requests by matched route and status, commands by op and outcome, the
-//! command round-trip histogram, webhook delivery attempts by event type and outcome — and
+//! command round-trip histogram, webhook delivery attempts by event type and outcome, TLS
+//! certificate reloads by result — and
 //! gauges computed at scrape time from the fleet view and the store (agents, modems by
 //! state, allocations by state, webhook deliveries pending).
 //!
@@ -28,6 +29,8 @@ pub struct PlaneMetrics {
     commands: CounterVec<2>,
     round_trip: HistogramVec,
     webhook_attempts: CounterVec<2>,
+    /// Its reload counters, with `[tls]`.
+    tls: Option<crate::tls::TlsReloader>,
 }
 
 impl Default for PlaneMetrics {
@@ -37,11 +40,20 @@ impl Default for PlaneMetrics {
             commands: CounterVec::new(["op", "outcome"]),
             round_trip: HistogramVec::new("op", LATENCY_BUCKETS_S),
             webhook_attempts: CounterVec::new(["event", "outcome"]),
+            tls: None,
         }
     }
 }
 
 impl PlaneMetrics {
+    /// The metrics of a plane serving TLS through `tls` (`None`: plain HTTP).
+    pub fn with_tls(tls: Option<crate::tls::TlsReloader>) -> Self {
+        PlaneMetrics {
+            tls,
+            ..PlaneMetrics::default()
+        }
+    }
+
     /// Records a dispatched command's fate; answered commands also feed the round-trip
     /// histogram (send → result, including any redelivery after a reconnect).
     pub fn command_finished(
@@ -124,6 +136,13 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
         "Webhook delivery attempts by event type and outcome (delivered, retry, failed).",
         &m.webhook_attempts,
     );
+    if let Some(tls) = &m.tls {
+        text.counter_vec(
+            "farmhand_tls_reloads_total",
+            "TLS certificate reloads (SIGHUP) by result (ok, error: refused, the previous certificate is still served).",
+            tls.reloads(),
+        );
+    }
     text.gauge(
         "farmhand_webhook_deliveries_pending",
         "Webhook deliveries not yet delivered nor given up.",
