@@ -163,6 +163,8 @@ pub struct ServerConfig {
     pub metrics: MetricsConfig,
     /// Webhook delivery (`[webhooks]`).
     pub webhooks: WebhooksConfig,
+    /// The audit log's retention (`[audit]`).
+    pub audit: AuditConfig,
 }
 
 /// The `[metrics]` section.
@@ -200,7 +202,47 @@ impl Default for ServerConfig {
             log: farmhand_ops::logging::LogConfig::default(),
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            audit: AuditConfig::default(),
         }
+    }
+}
+
+/// Default number of days audit entries are kept (`[audit] retention_days`).
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
+/// Longest audit retention accepted, days (100 years; 0 keeps entries forever).
+pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
+
+/// The `[audit]` section: how long the audit log keeps its entries (see
+/// `audit_retention`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days an entry is kept before the sweeper deletes it; 0 = forever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// How long entries are kept; `None` = forever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400))
+    }
+
+    /// At most [`MAX_AUDIT_RETENTION_DAYS`], which also keeps the arithmetic in range.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.retention_days > MAX_AUDIT_RETENTION_DAYS {
+            return Err(ConfigError::Invalid(format!(
+                "audit.retention_days must be at most {MAX_AUDIT_RETENTION_DAYS} (0 keeps entries forever)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -385,6 +427,7 @@ impl ServerConfig {
             ));
         }
         self.webhooks.validate()?;
+        self.audit.validate()?;
         Ok(())
     }
 
@@ -493,6 +536,35 @@ mod tests {
         assert_eq!(parsed.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(parsed.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(parsed, ServerConfig::default());
+    }
+
+    #[test]
+    fn audit_retention_is_validated() {
+        let c = ServerConfig::from_toml_str("[audit]\nretention_days = 30").unwrap();
+        assert_eq!(c.audit.retention(), Some(Duration::from_secs(30 * 86_400)));
+        let forever = ServerConfig::from_toml_str("[audit]\nretention_days = 0").unwrap();
+        assert_eq!(forever.audit.retention(), None, "0 keeps entries forever");
+        assert_eq!(
+            ServerConfig::default().audit.retention_days,
+            DEFAULT_AUDIT_RETENTION_DAYS
+        );
+        for bad in [
+            "retention_days = 36501",
+            "retention_days = 9223372036854775807",
+        ] {
+            let err = ServerConfig::from_toml_str(&format!("[audit]\n{bad}")).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("audit.retention_days"), "{err}");
+        }
+        for bad in [
+            "retention_days = -1",
+            "retention_days = \"1y\"",
+            "retention_days = 1.5",
+            "retention_dayz = 7",
+        ] {
+            let err = ServerConfig::from_toml_str(&format!("[audit]\n{bad}")).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse(_)), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ const KEYS: &[Key] = &[
     Key::new("webhooks.endpoint_concurrency", Kind::Int),
     Key::new("webhooks.deliveries_kept", Kind::Int),
     Key::new("webhooks.ca_file", Kind::Str),
+    Key::new("audit.retention_days", Kind::Int),
     Key::new("tls.cert_file", Kind::Str),
     Key::new("tls.key_file", Kind::Str),
     Key::new("tls.handshake_timeout_s", Kind::Int),
@@ -116,11 +117,13 @@ mod tests {
                 ("FARMHAND_ENROLL_ATTEMPT_LIMIT", "{ max = 2, window_s = 9 }"),
                 ("FARMHAND_METRICS_REQUIRE_ADMIN", "true"),
                 ("FARMHAND_WEBHOOKS_MAX_AGE_S", "600"),
+                ("FARMHAND_AUDIT_RETENTION_DAYS", "7"),
                 ("FARMHAND_URL", "http://ignored"),
             ]),
         )
         .unwrap();
         assert_eq!(c.webhooks.max_age_s, 600);
+        assert_eq!(c.audit.retention_days, 7);
         assert_eq!(c.heartbeat_interval_s, 5);
         assert_eq!(c.modem_capacity, 2);
         assert_eq!(c.listen.to_string(), "127.0.0.1:9999");

@@ -7,6 +7,7 @@
 
 pub mod allocator;
 pub mod api;
+pub mod audit_retention;
 pub mod config;
 pub mod credentials;
 pub mod env;

@@ -6,6 +6,7 @@
 
 use crate::allocator::Allocator;
 use crate::api::{self, AppState};
+use crate::audit_retention::AuditRetention;
 use crate::config::ServerConfig;
 use crate::credentials::{CredentialCipher, CredentialError};
 use crate::fleet::Fleet;
@@ -80,7 +81,9 @@ impl ControlPlane {
         let retention = Retention::new(store.clone(), config.credential_retention());
         // Sessions watch this token; `serve` cancels it when its own token is cancelled.
         let shutdown = CancellationToken::new();
-        let metrics = Arc::new(crate::metrics::PlaneMetrics::default());
+        let metrics = Arc::new(crate::metrics::PlaneMetrics::with_tls(
+            tls.as_ref().map(|tls| tls.reloader.clone()),
+        ));
         // Its own cipher instance over the same key file: it seals webhook signing secrets.
         let webhooks = crate::webhooks::Webhooks::new(
             store.clone(),
@@ -127,6 +130,12 @@ impl ControlPlane {
         })
     }
 
+    /// Replaces the served TLS certificate from `[tls]`'s files while serving (`main` calls
+    /// it on SIGHUP); `None` without `[tls]`.
+    pub fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls.as_ref().map(|tls| tls.reloader.clone())
+    }
+
     /// The store (e.g. for creating API keys while serving).
     pub fn store(&self) -> Store {
         self.state.store.clone()
@@ -164,6 +173,9 @@ impl ControlPlane {
         let outages = tokio::spawn(state.allocator.clone().run_replacement(sessions.clone()));
         let deliverer = tokio::spawn(state.webhooks.clone().run(sessions.clone()));
         let warnings = tokio::spawn(state.allocator.clone().run_expiring(sessions.clone()));
+        let audit_retention =
+            AuditRetention::new(state.store.clone(), state.config.audit.retention());
+        let audit_sweeper = tokio::spawn(audit_retention.run(sessions.clone()));
         let app = api::router(state.clone());
         let stop = shutdown.clone();
         let gateway = state.gateway.clone();
@@ -200,6 +212,7 @@ impl ControlPlane {
         let _ = outages.await;
         let _ = deliverer.await;
         let _ = warnings.await;
+        let _ = audit_sweeper.await;
         state.allocator.finish(grace).await;
         state.store.flush()?;
         info!("control plane stopped");
@@ -236,7 +249,13 @@ fn log_listening(listener: &TcpListener, tls: Option<&ServerTls>) {
         return;
     };
     match tls {
-        Some(tls) => info!(certificate = %tls.fingerprint, "listening on https://{addr}"),
+        Some(tls) => {
+            let served = tls.reloader.current();
+            info!(certificate = %served.fingerprint, not_after = %served.expires(), "listening on https://{addr}");
+            if served.expired() {
+                warn!(not_after = %served.expires(), "the TLS certificate has expired: agents that check expiry refuse it");
+            }
+        }
         None if addr.ip().is_loopback() => info!("listening on http://{addr}"),
         None => warn!(
             "listening on http://{addr} WITHOUT TLS on a non-loopback address: agent sessions, \

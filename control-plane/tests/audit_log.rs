@@ -1,10 +1,13 @@
 //! `GET /v1/audit`: every security-relevant action of a whole lifecycle appears once, in
 //! order, with its actor and target and without any secret; the query is validated and
-//! admin-only.
+//! admin-only; paging by cursor neither repeats nor skips events that share an instant;
+//! the retention sweeper deletes old entries at start and keeps young ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use farmhand_control::store::{AuditAction, AuditEvent};
+use farmhand_control::Store;
 use farmhand_protocol::{CommandBody, CommandError, CommandErrorCode, Outcome, ProtocolErrorCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -138,7 +141,17 @@ async fn the_audit_query_is_validated_and_admin_only() {
         .await
         .is_empty());
 
-    for query in ["?since=yesterday", "?limit=0", "?limit=1001", "?colour=red"] {
+    for query in [
+        "?since=yesterday",
+        "?limit=0",
+        "?limit=1001",
+        "?colour=red",
+        "?after=",
+        "?after=yesterday",
+        "?after=12345",
+        "?after=%2B000000000000001",
+        "?after=00000000000000000",
+    ] {
         let r = plane.get(&format!("/v1/audit{query}"), &plane.admin).await;
         assert_eq!(
             (r.status, r.error_code().as_str()),
@@ -150,4 +163,118 @@ async fn the_audit_query_is_validated_and_admin_only() {
     assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"));
     let r = plane.call("GET", "/v1/audit", None, None).await;
     assert_eq!(r.status, 401);
+}
+
+/// One page: its events and `next_cursor`.
+async fn page(plane: &TestPlane, query: &str) -> (Vec<Value>, Value) {
+    let r = plane.get(&format!("/v1/audit{query}"), &plane.admin).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert!(
+        body.get("next_cursor").is_some(),
+        "next_cursor is always present: {body}"
+    );
+    (
+        body["events"].as_array().unwrap().clone(),
+        body["next_cursor"].clone(),
+    )
+}
+
+/// Appends `n` events that all share the instant `at` (targets `{prefix}:{i}`).
+fn append_at(store: &Store, at: time::OffsetDateTime, prefix: &str, n: usize) {
+    for i in 0..n {
+        let event = AuditEvent {
+            at,
+            actor: "system".into(),
+            action: AuditAction::IpRotated,
+            target: format!("{prefix}:{i}"),
+            details: json!({}),
+        };
+        store.append_audit(&event).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn paging_by_cursor_returns_every_event_once_in_order() {
+    let plane = TestPlane::start().await;
+    // 2,500 events in ONE instant: `since` cannot page through them, a cursor must.
+    let instant = farmhand_control::ids::now();
+    append_at(plane.store(), instant, "modem", 2500);
+
+    let mut seen: Vec<Value> = Vec::new();
+    let mut pages = 0;
+    let mut query = "?limit=1000".to_string();
+    loop {
+        let (events, next) = page(&plane, &query).await;
+        pages += 1;
+        if pages == 1 {
+            // Appended while paging: comes at the end, neither lost nor repeated.
+            append_at(plane.store(), instant, "late", 1);
+        }
+        seen.extend(events);
+        match next.as_str() {
+            Some(cursor) => {
+                assert_eq!(Some(cursor), seen.last().unwrap()["cursor"].as_str());
+                query = format!("?after={cursor}&limit=1000");
+            }
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(pages, 3, "1000 + 1000 + 503 events");
+    let targets: Vec<&str> = seen.iter().map(|e| e["target"].as_str().unwrap()).collect();
+    let mut expected = vec!["key:ops", "key:shop"];
+    let modems: Vec<String> = (0..2500).map(|i| format!("modem:{i}")).collect();
+    expected.extend(modems.iter().map(String::as_str));
+    expected.push("late:0");
+    assert_eq!(targets, expected);
+    let cursors: Vec<&str> = seen.iter().map(|e| e["cursor"].as_str().unwrap()).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "cursors increase");
+
+    // Past the end: nothing, and no next cursor.
+    let last = cursors[cursors.len() - 1];
+    let (events, next) = page(&plane, &format!("?after={last}")).await;
+    assert!(events.is_empty() && next.is_null(), "{events:?} {next}");
+    let (events, next) = page(&plane, "?after=ffffffffffffffff").await;
+    assert!(events.is_empty() && next.is_null());
+    // A page that happens to end exactly at the last event says so.
+    let before_last = cursors[cursors.len() - 2];
+    let (events, next) = page(&plane, &format!("?after={before_last}&limit=1")).await;
+    assert_eq!((events.len(), next), (1, Value::Null));
+    // `since` still works next to `after`: it keeps events at or after that instant.
+    let at = seen[2]["at"].as_str().unwrap();
+    let (events, _) = page(&plane, &format!("?since={at}&after={}&limit=5", cursors[4])).await;
+    assert_eq!(events[0]["target"], "modem:3");
+}
+
+#[tokio::test]
+async fn the_retention_sweeper_deletes_old_entries_at_start() {
+    let now = farmhand_control::ids::now();
+    let plane = TestPlane::start_with(|config| {
+        config.audit.retention_days = 30;
+        // Written before the plane opens the database: 2,100 entries 31 days old (more
+        // than two batches), then 3 from a day ago, which must stay.
+        let store = Store::open(&config.data_dir).unwrap();
+        append_at(&store, now - time::Duration::days(31), "old", 2100);
+        append_at(&store, now - time::Duration::days(1), "young", 3);
+    })
+    .await;
+    eventually("the old entries are deleted", || async {
+        let (events, _) = page(&plane, "?limit=10").await;
+        !events
+            .iter()
+            .any(|e| e["target"].as_str().unwrap().starts_with("old:"))
+    })
+    .await;
+    let (events, next) = page(&plane, "?limit=1000").await;
+    let targets: Vec<&str> = events
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    // The API keys were created after the young entries, so they come last.
+    assert_eq!(
+        targets,
+        ["young:0", "young:1", "young:2", "key:ops", "key:shop"]
+    );
+    assert!(next.is_null());
 }

@@ -1,14 +1,16 @@
-//! `GET /v1/audit?since=RFC3339&limit=N` (admin): the audit log, oldest first, from
-//! `since` (default: the beginning) — at most `limit` events (default 100, at most 1000).
-//! To page, ask again with `since` set to the last event's `at`; events sharing that
-//! instant come again, so skip the ones already seen.
+//! `GET /v1/audit?since=RFC3339&after=CURSOR&limit=N` (admin): the audit log, oldest
+//! first, from `since` (default: the beginning) and after the entry `after` names — at
+//! most `limit` events (default 100, at most 1000). Each event carries its `cursor`; the
+//! answer's `next_cursor` is the last event's cursor while more events follow (`null` at
+//! the end), so `?after=<next_cursor>` pages without repeats or gaps even when many events
+//! share one instant, which paging by `since` cannot do.
 
 use super::auth::Admin;
 use super::error::ApiError;
 use super::json::ApiQuery;
 use super::AppState;
 use crate::ids::rfc3339;
-use crate::store::AuditEvent;
+use crate::store::{AuditCursor, AuditEntry};
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -26,12 +28,14 @@ pub const MAX_AUDIT_LIMIT: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     since: Option<String>,
+    after: Option<String>,
     limit: Option<usize>,
 }
 
 /// One event as the API shows it.
 #[derive(Debug, Serialize)]
 struct EventView {
+    cursor: String,
     at: String,
     actor: String,
     action: crate::store::AuditAction,
@@ -39,9 +43,10 @@ struct EventView {
     details: Value,
 }
 
-impl From<AuditEvent> for EventView {
-    fn from(e: AuditEvent) -> Self {
+impl From<AuditEntry> for EventView {
+    fn from(AuditEntry { cursor, event: e }: AuditEntry) -> Self {
         EventView {
+            cursor: cursor.to_string(),
             at: rfc3339(e.at),
             actor: e.actor,
             action: e.action,
@@ -51,7 +56,8 @@ impl From<AuditEvent> for EventView {
     }
 }
 
-/// 200 `{"events":[{"at","actor","action","target","details"}]}`; 422 for a bad query.
+/// 200 `{"events":[{"cursor","at","actor","action","target","details"}],"next_cursor"}`;
+/// 422 for a bad query.
 pub async fn list(
     _: Admin,
     State(state): State<AppState>,
@@ -63,17 +69,27 @@ pub async fn list(
             .map_err(|_| ApiError::invalid("since must be an RFC 3339 time"))?,
         None => OffsetDateTime::UNIX_EPOCH,
     };
+    let after = q
+        .after
+        .as_deref()
+        .map(str::parse::<AuditCursor>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("after: {e}")))?;
     let limit = q.limit.unwrap_or(DEFAULT_AUDIT_LIMIT);
     if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!(
             "limit must be between 1 and {MAX_AUDIT_LIMIT}"
         )));
     }
-    let events: Vec<EventView> = state
-        .store
-        .audit_since(since, limit)?
-        .into_iter()
-        .map(EventView::from)
-        .collect();
-    Ok(Json(json!({ "events": events })))
+    let page = state.store.audit_page(after, since, limit)?;
+    // `null` at the end of the log; a client following new events keeps asking with the
+    // last event's own `cursor`.
+    let next_cursor = page
+        .more
+        .then(|| page.entries.last().map(|e| e.cursor.to_string()))
+        .flatten();
+    let events: Vec<EventView> = page.entries.into_iter().map(EventView::from).collect();
+    Ok(Json(
+        json!({ "events": events, "next_cursor": next_cursor }),
+    ))
 }

@@ -1,13 +1,15 @@
 //! The audit log: an append-only sled tree of security-relevant actions, read by
 //! `GET /v1/audit`. Keys are big-endian microsecond timestamps made strictly increasing
 //! (a clock that stands still or steps back still yields a later key), so the tree's order
-//! is the order of events and `since` is a range scan. Nothing ever updates or deletes an
-//! entry. Details never hold a secret: callers pass ids, labels, codes and counts only.
+//! is the order of events and `since` is a range scan. A key is also the entry's cursor
+//! (`audit_page`). Nothing ever updates an entry; only the retention sweeper deletes them,
+//! oldest first (`audit_prune`). Details never hold a secret: callers pass ids, labels,
+//! codes and counts only.
 //!
 //! Appends are not flushed one by one: they ride on the flush of the state change they
 //! describe, or on sled's periodic flush (every 500 ms).
 
-use super::{decode, encode, Store, StoreError};
+use super::{encode, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -115,19 +117,8 @@ impl Store {
         since: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let start = micros(since).to_be_bytes();
-        let mut out = Vec::new();
-        for entry in self.audit.range(start..) {
-            if out.len() >= limit {
-                break;
-            }
-            let event: AuditEvent = decode(&entry?.1)?;
-            // A key may run ahead of its event's clock; the filter keeps `since` exact.
-            if event.at >= since {
-                out.push(event);
-            }
-        }
-        Ok(out)
+        let page = self.audit_page(None, since, limit)?;
+        Ok(page.entries.into_iter().map(|e| e.event).collect())
     }
 
     /// max(now in µs, last key + 1): strictly increasing across threads.
@@ -151,7 +142,7 @@ pub(super) fn last_key(tree: &sled::Tree) -> Result<u64, StoreError> {
     })
 }
 
-fn micros(t: OffsetDateTime) -> u64 {
+pub(super) fn micros(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(0)
 }
 

@@ -7,6 +7,8 @@
 mod agents;
 mod allocations;
 mod audit;
+mod audit_page;
+mod audit_prune;
 mod commands;
 mod durable;
 mod keys;
@@ -22,6 +24,7 @@ pub use allocations::{
     Replacement, ReplacementReason,
 };
 pub use audit::{AuditAction, AuditEvent};
+pub use audit_page::{AuditCursor, AuditEntry, AuditPage, InvalidCursor};
 pub use commands::PendingCommand;
 pub use keys::{ApiKeyRecord, Role};
 pub use rotations::RotationRecord;
