@@ -2,8 +2,10 @@
 //! buffers), and sending/receiving protocol messages as JSON text frames.
 //!
 //! Generic over the byte stream so the handshake and session can be tested over an
-//! in-memory pipe.
+//! in-memory pipe. The TCP stream goes through the HTTP proxy the environment names, if
+//! any (`proxy_tunnel`); TLS and the upgrade then run inside the tunnel, unchanged.
 
+use crate::proxy_tunnel::{self, ProxyEnv, ProxyError, Route};
 use crate::tls::Trust;
 use farmhand_protocol::{
     decode, encode, AgentMessage, DecodeError, PlaneMessage, DEFAULT_MAX_FRAME_BYTES,
@@ -12,8 +14,10 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -45,6 +49,9 @@ pub enum ConnectionError {
         /// One sentence: "TLS: certificate for X is not trusted by …", "TLS: pin mismatch …".
         reason: String,
     },
+    /// The HTTP proxy for the plane is unusable, unreachable or refused the tunnel.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// Dialing did not finish in time.
     #[error("connecting to {url} timed out")]
     ConnectTimeout {
@@ -78,13 +85,26 @@ pub struct Connection<S> {
     ws: WebSocketStream<S>,
 }
 
-/// Dials `url` (`ws://`, or `wss://` verified with `trust`) within `timeout`.
+/// Dials `url` (`ws://`, or `wss://` verified with `trust`) within `timeout`, through the
+/// proxy the process environment names for it.
 pub async fn connect(
     url: &str,
     trust: Option<&Trust>,
     timeout: Duration,
 ) -> Result<Connection<TcpWs>, ConnectionError> {
-    match tokio::time::timeout(timeout, dial(url, trust)).await {
+    connect_via(url, trust, timeout, &ProxyEnv::from_process()).await
+}
+
+/// Like [`connect`], with the proxy variables of `proxies` instead of the process's.
+pub async fn connect_via(
+    url: &str,
+    trust: Option<&Trust>,
+    timeout: Duration,
+    proxies: &ProxyEnv,
+) -> Result<Connection<TcpWs>, ConnectionError> {
+    // One deadline for every step, so a slow proxy reports itself rather than a bare timeout.
+    let deadline = Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, dial(url, trust, proxies, deadline)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectionError::ConnectTimeout {
             url: url.to_string(),
@@ -92,8 +112,14 @@ pub async fn connect(
     }
 }
 
-/// TCP, then TLS with our own verifier (so a refusal can be explained), then the upgrade.
-async fn dial(url: &str, trust: Option<&Trust>) -> Result<Connection<TcpWs>, ConnectionError> {
+/// TCP (direct or through the proxy), then TLS with our own verifier (so a refusal can be
+/// explained), then the upgrade.
+async fn dial(
+    url: &str,
+    trust: Option<&Trust>,
+    proxies: &ProxyEnv,
+    deadline: Instant,
+) -> Result<Connection<TcpWs>, ConnectionError> {
     let failed = |detail: String| ConnectionError::Connect {
         url: url.to_string(),
         detail,
@@ -101,16 +127,14 @@ async fn dial(url: &str, trust: Option<&Trust>) -> Result<Connection<TcpWs>, Con
     let request = url
         .into_client_request()
         .map_err(|e| failed(e.to_string()))?;
-    let uri = request.uri();
-    let secure = uri.scheme_str() == Some("wss");
-    let host = uri
-        .host()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .ok_or_else(|| failed("no host in the URL".into()))?;
-    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let (secure, host, port) =
+        target(request.uri()).ok_or_else(|| failed("no host in the URL".into()))?;
+    let tcp = match proxy_tunnel::route(proxies, secure, &host)? {
+        Route::Direct => TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| failed(e.to_string()))?,
+        Route::Proxy(proxy) => proxy.open_tunnel(&host, port, deadline).await?,
+    };
     let _ = tcp.set_nodelay(true);
     let stream = match (secure, trust) {
         (false, _) => MaybeTlsStream::Plain(tcp),
@@ -127,6 +151,22 @@ async fn dial(url: &str, trust: Option<&Trust>) -> Result<Connection<TcpWs>, Con
             .await
             .map_err(|e| failed(e.to_string()))?;
     Ok(Connection { ws })
+}
+
+/// Whether the URI is `wss://`, its host (without IPv6 brackets) and port.
+fn target(uri: &Uri) -> Option<(bool, String, u16)> {
+    let secure = uri.scheme_str() == Some("wss");
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    Some((secure, host.to_owned(), port))
+}
+
+/// How `url` is reached with `proxies`: directly or through which proxy (for the log line
+/// at start and for `doctor`). `None` when the URL has no host.
+pub fn route_for(url: &str, proxies: &ProxyEnv) -> Option<Result<Route, ProxyError>> {
+    let request = url.into_client_request().ok()?;
+    let (secure, host, _) = target(request.uri())?;
+    Some(proxy_tunnel::route(proxies, secure, &host))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {

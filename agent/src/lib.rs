@@ -26,6 +26,7 @@ pub mod journal;
 pub mod masked;
 pub mod metrics;
 pub mod policy;
+pub mod proxy_tunnel;
 pub mod proxysmart;
 mod run;
 pub mod session;

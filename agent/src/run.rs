@@ -14,6 +14,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::inventory;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::{AgentMetrics, MetricsSource};
+use crate::proxy_tunnel::{ProxyEnv, Route};
 use crate::proxysmart::{BoxClock, ProxysmartClient, ProxysmartError};
 use crate::session::{self, HandshakeError, SessionContext, SessionEnd};
 use crate::status::AgentStatus;
@@ -81,6 +82,8 @@ pub async fn run_with_status(
     config.validate()?;
     let url = config.connect_url()?;
     let trust = transport_trust(&config.control_plane)?;
+    let proxies = ProxyEnv::from_process();
+    announce_proxy(&url, &proxies);
     let identity = Identity::load(&config.state_dir)?;
     let journal = Journal::open(&config.state_dir)?;
     let metrics = Arc::new(AgentMetrics::default());
@@ -137,7 +140,12 @@ pub async fn run_with_status(
         usage: Some(usage),
     };
     tracing::info!(agent_id = %identity.agent_id, %url, "agent starting");
-    let result = connect_forever(&url, trust.as_ref(), &identity, &ctx).await;
+    let dial = Dial {
+        url: &url,
+        trust: trust.as_ref(),
+        proxies: &proxies,
+    };
+    let result = connect_forever(&dial, &identity, &ctx).await;
     rotator_stop.cancel();
     let _ = rotator.await;
     executor.drain().await;
@@ -164,15 +172,33 @@ fn transport_trust(plane: &ControlPlaneConfig) -> Result<Option<Trust>, AgentErr
     Ok(None)
 }
 
+/// Says once, at start, whether the plane is reached through a proxy (and which).
+fn announce_proxy(url: &str, proxies: &ProxyEnv) {
+    match connection::route_for(url, proxies) {
+        None | Some(Ok(Route::Direct)) => {}
+        Some(Ok(Route::Proxy(proxy))) => {
+            tracing::info!(%proxy, variable = proxy.variable(), "reaching the control plane through an HTTP proxy");
+        }
+        // Reported again, with the backoff, by every connection attempt.
+        Some(Err(e)) => tracing::error!(error = %e, "the proxy settings cannot be used"),
+    }
+}
+
+/// Where and how to dial the plane.
+struct Dial<'a> {
+    url: &'a str,
+    trust: Option<&'a Trust>,
+    proxies: &'a ProxyEnv,
+}
+
 async fn connect_forever(
-    url: &str,
-    trust: Option<&Trust>,
+    dial: &Dial<'_>,
     identity: &Identity,
     ctx: &SessionContext,
 ) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(RECONNECT);
     while !ctx.shutdown.is_cancelled() {
-        let delay = attempt(url, trust, identity, ctx, &mut backoff).await?;
+        let delay = attempt(dial, identity, ctx, &mut backoff).await?;
         if ctx.shutdown.is_cancelled() {
             break;
         }
@@ -188,14 +214,14 @@ async fn connect_forever(
 
 /// One connection: dial, authenticate, serve. Returns how long to wait before the next.
 async fn attempt(
-    url: &str,
-    trust: Option<&Trust>,
+    dial: &Dial<'_>,
     identity: &Identity,
     ctx: &SessionContext,
     backoff: &mut Backoff,
 ) -> Result<Duration, AgentError> {
     let handshake = async {
-        let conn = connection::connect(url, trust, CONNECT_TIMEOUT).await?;
+        let conn =
+            connection::connect_via(dial.url, dial.trust, CONNECT_TIMEOUT, dial.proxies).await?;
         session::handshake(conn, identity).await
     };
     let session = tokio::select! {
@@ -209,6 +235,12 @@ async fn attempt(
             // Not transient like a refused TCP connect: say loudly what to fix.
             tracing::error!(%reason, "refusing the control plane's certificate; will retry");
             ctx.status.session_closed(Some(reason));
+            return Ok(backoff.next_delay());
+        }
+        Err(HandshakeError::Connection(connection::ConnectionError::Proxy(e))) => {
+            // Usually a setting to fix (credentials, NO_PROXY, the proxy's allow list).
+            tracing::error!(error = %e, "cannot reach the control plane through the proxy; will retry");
+            ctx.status.session_closed(Some(e.to_string()));
             return Ok(backoff.next_delay());
         }
         Err(e) => {

@@ -5,6 +5,7 @@
 use super::doctor::Outcome;
 use crate::config::{AgentConfig, ConfigError};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
+use crate::proxy_tunnel::{self, ProxyEnv, Route};
 use crate::proxysmart::{normalize_modems, ProxysmartClient, ProxysmartError};
 use reqwest::Url;
 use std::os::unix::fs::MetadataExt;
@@ -121,9 +122,18 @@ pub fn identity(config: &AgentConfig) -> Outcome {
 pub async fn dns(config: &AgentConfig) -> Outcome {
     let mut found = Vec::new();
     for url in [&config.control_plane.url, &config.proxysmart.url] {
-        let Some((host, port)) = host_port(url) else {
+        let Some((mut host, mut port)) = host_port(url) else {
             return Outcome::fail(format!("{url:?} has no host"), "fix the URL in the config");
         };
+        // Through a proxy, the proxy resolves the plane's name: this box needs the proxy's.
+        if url == &config.control_plane.url {
+            let proxies = ProxyEnv::from_process();
+            let secure = config.control_plane.uses_tls();
+            if let Ok(Route::Proxy(proxy)) = proxy_tunnel::route(&proxies, secure, &host) {
+                found.push(format!("{host} (resolved by the proxy {proxy})"));
+                (host, port) = (proxy.address().0.to_owned(), proxy.address().1);
+            }
+        }
         let lookup =
             tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host.clone(), port)));
         match lookup.await {

@@ -5,17 +5,20 @@
 //!
 //! `/healthz` is fetched with a minimal HTTP/1.1 exchange over the agent's own TLS dial
 //! rather than reqwest, so the TLS check tests the trust the daemon uses and the `Date`
-//! header comes with it.
+//! header comes with it. Both go through the HTTP proxy the environment names for the
+//! plane, as the daemon's connection does (`proxy_tunnel`).
 
 use super::checks::host_port;
 use super::doctor::Outcome;
 use crate::config::{AgentConfig, ControlPlaneConfig};
 use crate::connection::{self, ConnectionError};
+use crate::proxy_tunnel::{self, ProxyEnv, Route};
 use crate::tls::Trust;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Time allowed for one whole network check.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +29,9 @@ pub const MAX_SKEW: Duration = Duration::from_secs(30);
 /// What to do about a refused certificate.
 const TLS_FIX: &str = "set control_plane.ca_file to the CA bundle that signed the plane's \
                        certificate (or pin_sha256 to its fingerprint), and check this box's clock";
+/// What to do about a proxy that cannot be used or refuses the tunnel.
+const PROXY_FIX: &str = "check HTTPS_PROXY (HTTP_PROXY for ws://), ALL_PROXY and NO_PROXY in the \
+                         agent's environment (the systemd drop-in, see docs/operations.md, Proxy)";
 
 /// Why `/healthz` could not be fetched.
 #[derive(Debug, Clone)]
@@ -34,6 +40,8 @@ enum Failure {
     Trust(String),
     /// The TLS handshake failed (certificate refused, pin mismatch…).
     Tls(String),
+    /// The HTTP proxy is unusable, unreachable or refused the tunnel.
+    Proxy(String),
     /// Anything else: DNS, connect, timeout, not HTTP.
     Other(String),
 }
@@ -53,6 +61,8 @@ pub struct Health {
     url: String,
     tls: bool,
     anchor: Option<String>,
+    /// The proxy the check went through, if any (`http://host:port`).
+    via: Option<String>,
     result: Result<Reply, Failure>,
 }
 
@@ -68,11 +78,13 @@ fn trust_for(cp: &ControlPlaneConfig) -> Result<Option<Trust>, String> {
 pub async fn healthz(cp: &ControlPlaneConfig) -> Health {
     let base = cp.url.trim_end_matches('/');
     let url = format!("{base}/healthz");
+    let proxies = ProxyEnv::from_process();
+    let via = proxy_for(cp, &proxies);
     let (anchor, result) = match trust_for(cp) {
         Err(e) => (None, Err(Failure::Trust(e))),
         Ok(trust) => {
             let anchor = trust.as_ref().map(|t| t.anchor().to_string());
-            let fetch = fetch(&url, trust.as_ref());
+            let fetch = fetch(&url, trust.as_ref(), &proxies);
             let result = tokio::time::timeout(TIMEOUT, fetch)
                 .await
                 .unwrap_or_else(|_| Err(Failure::Other(format!("no answer within {TIMEOUT:?}"))));
@@ -83,11 +95,12 @@ pub async fn healthz(cp: &ControlPlaneConfig) -> Health {
         url,
         tls: cp.uses_tls(),
         anchor,
+        via,
         result,
     }
 }
 
-async fn fetch(url: &str, trust: Option<&Trust>) -> Result<Reply, Failure> {
+async fn fetch(url: &str, trust: Option<&Trust>, proxies: &ProxyEnv) -> Result<Reply, Failure> {
     let other = |e: String| Failure::Other(e);
     let (host, port) = host_port(url).ok_or_else(|| other(format!("{url:?} has no host")))?;
     let path = reqwest::Url::parse(url)
@@ -97,9 +110,17 @@ async fn fetch(url: &str, trust: Option<&Trust>) -> Result<Reply, Failure> {
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: farmhand-agent-doctor\r\nConnection: close\r\n\r\n"
     );
     let started = OffsetDateTime::now_utc();
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| other(format!("cannot connect to {host}:{port}: {e}")))?;
+    let deadline = Instant::now() + TIMEOUT;
+    let proxy_failed = |e: proxy_tunnel::ProxyError| Failure::Proxy(e.to_string());
+    let tcp = match proxy_tunnel::route(proxies, trust.is_some(), &host).map_err(proxy_failed)? {
+        Route::Direct => TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| other(format!("cannot connect to {host}:{port}: {e}")))?,
+        Route::Proxy(proxy) => proxy
+            .open_tunnel(&host, port, deadline)
+            .await
+            .map_err(proxy_failed)?,
+    };
     let answer = match trust {
         Some(trust) => {
             exchange(
@@ -169,12 +190,15 @@ impl Health {
     /// The `control plane` check: `/healthz` answered 200.
     pub fn outcome(&self) -> Outcome {
         match &self.result {
-            Ok(reply) if reply.status == 200 => Outcome::Ok(format!("GET {} → 200", self.url)),
+            Ok(reply) if reply.status == 200 => {
+                Outcome::Ok(format!("GET {} → 200{}", self.url, through(&self.via)))
+            }
             Ok(reply) => Outcome::fail(
                 format!("GET {} → HTTP {}", self.url, reply.status),
                 "control_plane.url must be the plane's base URL (a proxy in front of it must forward /healthz)",
             ),
             Err(Failure::Trust(e) | Failure::Tls(e)) => Outcome::fail(e.clone(), TLS_FIX),
+            Err(Failure::Proxy(e)) => Outcome::fail(e.clone(), PROXY_FIX),
             Err(Failure::Other(e)) => Outcome::fail(
                 format!("GET {}: {e}", self.url),
                 "check control_plane.url and that this box may connect out to it (firewall, HTTPS_PROXY)",
@@ -193,7 +217,9 @@ impl Health {
         match &self.result {
             Ok(_) => Outcome::Ok(format!("certificate verified against {anchor}")),
             Err(Failure::Trust(e) | Failure::Tls(e)) => Outcome::fail(e.clone(), TLS_FIX),
-            Err(Failure::Other(_)) => Outcome::Skip("the control plane is unreachable".into()),
+            Err(Failure::Proxy(_) | Failure::Other(_)) => {
+                Outcome::Skip("the control plane is unreachable".into())
+            }
         }
     }
 
@@ -238,17 +264,36 @@ pub async fn agent_endpoint(config: &AgentConfig) -> Outcome {
         Ok(trust) => trust,
         Err(_) => return Outcome::Skip("the TLS settings are unusable (see control plane)".into()),
     };
-    match connection::connect(&url, trust.as_ref(), TIMEOUT).await {
+    let proxies = ProxyEnv::from_process();
+    let via = proxy_for(&config.control_plane, &proxies);
+    match connection::connect_via(&url, trust.as_ref(), TIMEOUT, &proxies).await {
         Ok(conn) => {
             conn.close().await;
-            Outcome::Ok(format!("WebSocket upgrade at {url} accepted"))
+            Outcome::Ok(format!("WebSocket upgrade at {url} accepted{}", through(&via)))
         }
         Err(ConnectionError::Tls { reason }) => Outcome::fail(reason, TLS_FIX),
+        Err(ConnectionError::Proxy(e)) => Outcome::fail(e.to_string(), PROXY_FIX),
         Err(e) => Outcome::fail(
             e.to_string(),
             "a proxy or load balancer in front of the plane must pass WebSocket upgrades on /v1/agent/connect",
         ),
     }
+}
+
+/// The proxy the plane is reached through (`http://host:port`), if any.
+fn proxy_for(cp: &ControlPlaneConfig, proxies: &ProxyEnv) -> Option<String> {
+    let (host, _) = host_port(&cp.url)?;
+    match proxy_tunnel::route(proxies, cp.uses_tls(), &host) {
+        Ok(Route::Proxy(proxy)) => Some(proxy.to_string()),
+        Ok(Route::Direct) | Err(_) => None,
+    }
+}
+
+/// " (through the proxy http://host:port)", or nothing for a direct connection.
+fn through(via: &Option<String>) -> String {
+    via.as_ref()
+        .map(|proxy| format!(" (through the proxy {proxy})"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -273,6 +318,7 @@ mod tests {
             url: "http://p/healthz".into(),
             tls: false,
             anchor: None,
+            via: None,
             result: Ok(Reply {
                 status: 200,
                 date: Some(date),

@@ -5,11 +5,13 @@
 //! It also judges what it receives: every `store_port` field, every IMEI and port id in a
 //! query, and any path the real API does not have, are checked (see `inspect`), and each
 //! problem is recorded in `BoxState::violations` — the agent must never send unvalidated
-//! input. `plane` is a fake control plane for tests that run the whole agent.
+//! input. `plane` is a fake control plane for tests that run the whole agent,
+//! `proxy` a real HTTP CONNECT proxy in front of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod inspect;
 pub mod plane;
+pub mod proxy;
 
 use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
