@@ -68,6 +68,7 @@ impl PlaneMetrics {
             Err(DispatchError::AgentOffline) => "agent_offline",
             Err(DispatchError::Timeout) => "timeout",
             Err(DispatchError::SessionClosed) => "session_closed",
+            Err(DispatchError::AgentRevoked) => "agent_revoked",
             Err(DispatchError::Storage) => "storage_error",
         };
         self.commands.inc([op, outcome]);
@@ -123,7 +124,7 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
     );
     text.counter_vec(
         "farmhand_commands_total",
-        "Commands sent to agents, by op and outcome (ok, an error code, timeout, agent_offline, session_closed).",
+        "Commands sent to agents, by op and outcome (ok, an error code, timeout, agent_offline, session_closed, agent_revoked).",
         &m.commands,
     );
     text.histogram_vec(

@@ -2,7 +2,8 @@
 //! redelivered with the same id when it reconnects (also after a plane restart), fails
 //! clearly past its deadline, and `reconcile`'s `missing` list is repaired with the same
 //! credentials (or the allocation fails when the agent cannot re-create the port). Late
-//! answers to a replacement never move the record (`replace`).
+//! answers to a replacement never move the record (`replace`). A revoked agent's outbox is
+//! emptied at once and what waits on it fails at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -245,6 +246,109 @@ async fn a_release_in_flight_survives_a_plane_restart_and_is_redelivered() {
     })
     .await;
     assert_eq!(plane.allocation(&id).await["release_reason"], "cancelled");
+}
+
+/// Revoking an agent drops its queued commands at once (before the 204) and wakes what
+/// waits on them: a `provision` the offline agent never answered fails now with 504, not at
+/// its (long) deadline; a `release` it never answered ends the allocation `released`. A
+/// command a crash left in a revoked agent's outbox is dropped when the plane opens.
+#[tokio::test]
+async fn revoking_an_agent_empties_its_outbox_and_fails_what_waits_on_it_at_once() {
+    let mut plane = Arc::new(
+        TestPlane::start_with(|c| {
+            // Far beyond PATIENCE: a waiter left until its deadline fails the test.
+            c.provisioning_timeout_s = 600;
+            c.command_timeout_s = 600;
+            c.modem_capacity = 2;
+        })
+        .await,
+    );
+    let (identity, mut agent) = online_agent(&plane).await;
+    let agent_id = identity.agent_id.clone();
+    let active = allocate(&plane, &mut agent, "o-active").await;
+    let active = active["allocation_id"].as_str().unwrap().to_string();
+    let (p, path) = (plane.clone(), format!("/v1/allocations/{active}"));
+    let deleting = tokio::spawn(async move { p.delete(&path, &p.market).await });
+    assert!(matches!(
+        agent.next_command().await.body,
+        CommandBody::Release(_)
+    ));
+    let provisioning = post_allocation(&plane, order("o-pending"));
+    assert!(matches!(
+        agent.next_command().await.body,
+        CommandBody::Provision(_)
+    ));
+    assert_eq!(plane.store().pending_commands(&agent_id).unwrap().len(), 2);
+    drop(agent); // never answers either
+    plane.wait_disconnected(&agent_id).await;
+    let r = deleting.await.unwrap();
+    assert_eq!((r.status, &r.json()["state"]), (202, &json!("releasing")));
+    assert!(
+        !provisioning.is_finished(),
+        "a provision waits across a disconnect: the agent might come back"
+    );
+
+    let r = plane
+        .delete(&format!("/v1/agents/{agent_id}"), &plane.admin)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(
+        plane
+            .store()
+            .pending_commands(&agent_id)
+            .unwrap()
+            .is_empty(),
+        "the outbox is emptied before the 204"
+    );
+    let r = tokio::time::timeout(support::PATIENCE, provisioning)
+        .await
+        .expect("the provision's caller is answered at once, not at its deadline")
+        .unwrap();
+    assert_eq!(
+        (r.status, r.error_code()),
+        (504, "agent_timeout".to_string())
+    );
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{}",
+        r.body
+    );
+    let r = plane
+        .get("/v1/allocations?order_id=o-pending", &plane.market)
+        .await;
+    let failed = &r.json()["allocations"][0];
+    assert_eq!(failed["state"], json!("failed"), "{failed}");
+    eventually("the releasing allocation is released", || async {
+        plane.allocation(&active).await["state"] == "released"
+    })
+    .await;
+    assert_eq!(
+        plane.allocation(&active).await["release_reason"],
+        "cancelled"
+    );
+
+    // A crash between the revocation and the purge left a command queued: it goes at open.
+    let release = farmhand_protocol::Command {
+        id: "c_left".into(),
+        deadline_ms: u64::MAX,
+        body: CommandBody::Release(farmhand_protocol::Release {
+            allocation_id: active.clone(),
+        }),
+    };
+    let left = farmhand_control::store::PendingCommand::new(&agent_id, &release);
+    plane.store().put_pending_command(&left).unwrap();
+    Arc::get_mut(&mut plane)
+        .expect("no other handle")
+        .restart()
+        .await;
+    assert!(plane
+        .store()
+        .pending_commands(&agent_id)
+        .unwrap()
+        .is_empty());
 }
 
 /// The plane's side of replacement with two fake agents: a refusing target is skipped for

@@ -125,6 +125,11 @@ impl AllocError {
             DispatchError::SessionClosed => {
                 AllocError::AgentTimeout(format!("the agent disconnected before confirming {what}"))
             }
+            // Still 504: the request failed because the agent never confirmed; only now
+            // it is known at once that it never will.
+            DispatchError::AgentRevoked => {
+                AllocError::AgentTimeout(format!("the agent was revoked before confirming {what}"))
+            }
             DispatchError::Storage => {
                 AllocError::Internal(format!("{what}: the command could not be stored"))
             }

@@ -85,7 +85,10 @@ impl Allocator {
                 "the release",
             )),
             Err(
-                DispatchError::AgentOffline | DispatchError::Timeout | DispatchError::SessionClosed,
+                DispatchError::AgentOffline
+                | DispatchError::Timeout
+                | DispatchError::SessionClosed
+                | DispatchError::AgentRevoked,
             ) => {
                 info!(allocation_id = %record.allocation_id, "release will finish when the agent answers");
                 Ok((ReleaseStatus::InProgress, record))

@@ -253,7 +253,11 @@ impl Allocator {
                 Ok(Outcome::Error { error }) => {
                     warn!(agent_id, allocation_id, code = error.code.as_str(), "the old agent could not release the old port; its next reconcile removes it")
                 }
-                Err(DispatchError::SessionClosed | DispatchError::AgentOffline) => {
+                Err(
+                    DispatchError::SessionClosed
+                    | DispatchError::AgentOffline
+                    | DispatchError::AgentRevoked,
+                ) => {
                     info!(
                         agent_id,
                         allocation_id, "old agent left: its reconcile removes the old port"

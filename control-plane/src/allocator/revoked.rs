@@ -7,17 +7,26 @@
 //! - `releasing` with the reason it was already being released for (`cancelled`,
 //!   `expired`): the marketplace or the expiry sweeper ended it before, only the agent's
 //!   confirmation is missing, and it can no longer come;
-//! - `pending` is left to its provisioning, which can only fail now (the session is gone
-//!   and cannot come back): it ends `failed` at its deadline (504 `agent_timeout`). The
-//!   same holds for anything else in flight on the agent (a renewal, a repair): it fails at
-//!   its deadline, then the allocation is ended here — each allocation is ended in its own
+//! - `pending` is left to its provisioning, which fails at once: the agent's commands are
+//!   dropped first (below), so it ends `failed` (504 `agent_timeout`, "revoked before
+//!   confirming"). Anything else in flight on the agent (a renewal, a repair) fails the
+//!   same way, then the allocation is ended here — each allocation is ended in its own
 //!   task under its order lock, so one in flight delays only itself.
 //!
+//! Before any of that, the agent's commands go (`Gateway::revoked`): every dispatcher
+//! waiting on one returns `AgentRevoked` at once, then its outbox (`pending_commands`) is
+//! emptied and flushed — it could only be delivered to a session, and there will be none.
+//! Waiting is not tied to the session for most commands: `provision`, `update_port`,
+//! `rotate_ip` and the session's own `reconcile` wait across a disconnect until their
+//! deadline (the agent may come back), so the kick alone left them hanging there. A
+//! `release` (`dispatch_or_defer`) already returns when the session closes, as `releasing`
+//! (202); its queued copy is dropped with the rest and the allocation ends here.
+//!
 //! Durable by order: the revocation is flushed before anything here runs, and when the
-//! allocator opens it ends every allocation still on a revoked agent
-//! (`end_revoked_at_start`), so a crash half-way leaves none live after a restart. The
-//! replacement sweeper leaves them alone (`replace` refuses an allocation whose agent is
-//! revoked), and a move that lands on an agent revoked meanwhile is ended too.
+//! allocator opens it ends every allocation still on a revoked agent and empties its
+//! outbox (`end_revoked_at_start`), so a crash half-way leaves none live after a restart.
+//! The replacement sweeper leaves them alone (`replace` refuses an allocation whose agent
+//! is revoked), and a move that lands on an agent revoked meanwhile is ended too.
 //!
 //! The port itself stays on the seller's box (nobody can tell the agent to remove it): it
 //! keeps working there until its expiry on the box, or until the box's next agent's first
@@ -31,9 +40,15 @@ use tracing::{info, warn};
 
 impl Allocator {
     /// `DELETE /v1/agents/{id}` on behalf of `actor`, after the revocation was flushed and
-    /// the session closed: ends every allocation of `agent_id` in the background (each in
-    /// its own task), so the caller does not wait for commands still in flight.
-    pub fn agent_revoked(self: &Arc<Self>, agent_id: &str, actor: &str) -> Result<(), AllocError> {
+    /// the session closed: fails the commands waiting on the agent and empties its outbox
+    /// (durably), then ends every allocation of `agent_id` in the background (each in its
+    /// own task, once the command in flight on it has returned).
+    pub async fn agent_revoked(
+        self: &Arc<Self>,
+        agent_id: &str,
+        actor: &str,
+    ) -> Result<(), AllocError> {
+        self.gateway.revoked(agent_id).await?;
         let records = self.store.agent_allocations(agent_id, |_| true)?;
         info!(
             agent_id,
@@ -93,8 +108,8 @@ impl Allocator {
     }
 
     /// At open, before any task runs: releases every allocation left on a revoked agent
-    /// (the plane stopped between a revocation and the end of its allocations). Pending
-    /// ones were failed just before.
+    /// and drops its queued commands (the plane stopped between a revocation and their
+    /// end). Pending ones were failed just before.
     pub(super) fn end_revoked_at_start(&self) -> Result<(), StoreError> {
         let revoked: HashSet<String> = self
             .store
@@ -105,6 +120,14 @@ impl Allocator {
             .collect();
         if revoked.is_empty() {
             return Ok(());
+        }
+        let mut dropped = 0;
+        for agent_id in &revoked {
+            dropped += self.store.purge_agent_commands(agent_id)?;
+        }
+        if dropped > 0 {
+            warn!(dropped, "dropped the queued commands of revoked agents");
+            self.store.flush()?;
         }
         for mut record in self.store.live_allocations()? {
             if !revoked.contains(&record.agent_id) || !ends_on_revocation(record.state) {

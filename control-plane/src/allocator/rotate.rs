@@ -137,15 +137,23 @@ impl Allocator {
         }
     }
 
-    /// The last rotation of `imei`, for the modem view.
-    pub fn last_rotation(&self, imei: &str) -> Result<Option<LastRotation>, AllocError> {
-        Ok(self.store.last_rotation(imei)?.map(LastRotation::from))
+    /// The last rotation of each of `imeis`, in their order, for the modem view (from
+    /// memory: see `store::rotations`).
+    pub fn last_rotations<'a>(
+        &self,
+        imeis: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Option<LastRotation>> {
+        self.store
+            .last_rotations(imeis)
+            .into_iter()
+            .map(|last| last.map(LastRotation::from))
+            .collect()
     }
 
     /// Refuses while the modem's last rotation is younger than the cooldown.
     fn check_cooldown(&self, imei: &str) -> Result<(), AllocError> {
         let cooldown_ms = self.config.rotation_cooldown_s.saturating_mul(1000);
-        let Some(last) = self.store.last_rotation(imei)? else {
+        let Some(last) = self.store.last_rotation(imei) else {
             return Ok(());
         };
         let since_ms = unix_ms(now()).saturating_sub(last.at_ms);

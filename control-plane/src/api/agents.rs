@@ -100,9 +100,10 @@ pub async fn revoke(
     let kicked = state.gateway.kick(&id);
     state.fleet.forget(&id);
     info!(agent_id = %id, by = %caller.name, kicked, "agent revoked");
-    // In the background: an allocation with a command in flight ends when that command
-    // fails. After a storage failure here (500) a repeated DELETE, or the next start,
-    // ends them (`allocator::revoked`).
-    state.allocator.agent_revoked(&id, &caller.actor())?;
+    // Its waiting commands fail and its outbox is emptied (flushed) before the 204; its
+    // allocations end in the background, one with a command in flight once that command
+    // has failed. After a storage failure here (500) a repeated DELETE, or the next start,
+    // does it (`allocator::revoked`).
+    state.allocator.agent_revoked(&id, &caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -43,12 +43,13 @@ struct ModemWithRotation {
     last_rotation: Option<LastRotation>,
 }
 
-/// 200 `{"modems":[...]}`.
+/// 200 `{"modems":[...]}`. The rotations come from memory (`store::rotations`): a full
+/// listing does no storage lookup per modem.
 pub async fn list(
     _: AnyRole,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ModemQuery>,
-) -> Result<Json<ModemList>, ApiError> {
+) -> Json<ModemList> {
     let filter = ModemFilter {
         country: q.country,
         carrier: q.carrier,
@@ -56,19 +57,19 @@ pub async fn list(
         online: q.online,
         available: q.available,
     };
-    let modems = state
-        .fleet
-        .modems(&filter)
+    let modems = state.fleet.modems(&filter);
+    let rotations = state
+        .allocator
+        .last_rotations(modems.iter().map(|m| m.imei.as_str()));
+    let modems = modems
         .into_iter()
-        .map(|modem| {
-            let last_rotation = state.allocator.last_rotation(&modem.imei)?;
-            Ok(ModemWithRotation {
-                modem,
-                last_rotation,
-            })
+        .zip(rotations)
+        .map(|(modem, last_rotation)| ModemWithRotation {
+            modem,
+            last_rotation,
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Json(ModemList { modems }))
+        .collect();
+    Json(ModemList { modems })
 }
 
 /// 200 `{"imei","old_ip","new_ip","changed","rotated_at"}`; 404; 503 `agent_offline`; 409

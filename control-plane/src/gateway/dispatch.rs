@@ -4,6 +4,7 @@
 //! is redelivered with the **same id** when the agent reconnects (`redeliver`, called by the
 //! allocator after the session's `reconcile`), and leaves the outbox on its result or at its
 //! deadline. The agent journals results by command id, so a redelivery never acts twice.
+//! A revoked agent's outbox is emptied at once (`revoked`): it can never connect again.
 
 use super::{DispatchError, Gateway};
 use crate::ids::{now, random_id, unix_ms};
@@ -86,10 +87,30 @@ impl Gateway {
         };
         let result = wait_for(self, agent_id, &id, rx, deadline, &closed).await;
         ctx.metrics.command_finished(op, &result, started.elapsed());
-        if matches!(result, Ok(_) | Err(DispatchError::Timeout)) {
+        // A revoked agent's command is dropped here too: one written after `revoked`
+        // emptied the outbox (the dispatch had found the session just before the kick).
+        if matches!(
+            result,
+            Ok(_) | Err(DispatchError::Timeout | DispatchError::AgentRevoked)
+        ) {
             self.forget_pending(agent_id, &id);
         }
         result
+    }
+
+    /// `agent_id` was revoked (its session already kicked): every dispatcher waiting on
+    /// one of its commands returns [`DispatchError::AgentRevoked`] now instead of at the
+    /// command's deadline, then its outbox is emptied, durably — nothing in it can be
+    /// delivered any more. Returns how many queued commands were dropped.
+    pub async fn revoked(&self, agent_id: &str) -> Result<usize, crate::store::StoreError> {
+        let woken = self.ctx.registry.revoke(agent_id);
+        let dropped = self.ctx.store.purge_agent_commands(agent_id)?;
+        self.ctx.store.durable().await?;
+        info!(
+            agent_id,
+            woken, dropped, "revoked agent: its waiting commands failed, its outbox emptied"
+        );
+        Ok(dropped)
     }
 
     /// Removes an answered or expired command from the outbox.
@@ -176,7 +197,13 @@ async fn wait_for(
 ) -> Result<Outcome, DispatchError> {
     let registry = &gateway.ctx.registry;
     tokio::select! {
-        outcome = &mut rx => outcome.map_err(|_| DispatchError::SessionClosed),
+        outcome = &mut rx => outcome.map_err(|_| {
+            if registry.is_revoked(agent_id) {
+                DispatchError::AgentRevoked
+            } else {
+                DispatchError::SessionClosed
+            }
+        }),
         () = closed.cancelled() => {
             debug!(agent_id, command_id = id, "session closed: the command stays queued");
             Err(DispatchError::SessionClosed)

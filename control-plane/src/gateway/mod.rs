@@ -87,6 +87,10 @@ pub enum DispatchError {
     /// redelivery until its deadline (`dispatch_or_defer` only).
     #[error("the agent's session closed before it answered")]
     SessionClosed,
+    /// The agent was revoked before it answered: it can never answer, and the command was
+    /// dropped from the outbox (`Gateway::revoked`).
+    #[error("the agent was revoked before it answered")]
+    AgentRevoked,
     /// The command could not be recorded in the outbox; nothing was sent.
     #[error("the command could not be stored")]
     Storage,

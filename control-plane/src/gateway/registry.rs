@@ -9,10 +9,15 @@
 //! late-result handler — as is a result for a redelivered command nobody waits for (after
 //! a plane restart); results for ids never issued to that agent are ignored.
 //!
+//! A revoked agent (`revoke`) can never answer: its pending commands are dropped at once,
+//! which wakes their dispatchers (their oneshot closes; `is_revoked` tells them why), and a
+//! command tracked for it afterwards — a dispatch that found the session just before the
+//! kick — is closed as it is tracked, so no dispatcher waits on it until its deadline.
+//!
 //! One `std` mutex guards the maps; it is never held across an `.await`.
 
 use farmhand_protocol::{Command, CommandResult, Outcome};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +57,8 @@ struct Inner {
     sessions: HashMap<String, SessionHandle>,
     pending: HashMap<String, Pending>,
     expired: HashMap<String, (String, Instant)>,
+    /// Agents revoked while this process runs (a revoked agent never gets a session again).
+    revoked: HashSet<String>,
     /// When `prune` last ran.
     pruned_at: Option<Instant>,
 }
@@ -156,12 +163,15 @@ impl Registry {
         deadline: Instant,
     ) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        if inner.revoked.contains(agent_id) {
+            return rx; // `tx` is dropped: the dispatcher learns at once (see `revoke`)
+        }
         let pending = Pending {
             agent_id: agent_id.to_string(),
             deadline,
             tx: Some(tx),
         };
-        let mut inner = self.lock();
         inner.maybe_prune(Instant::now());
         inner.pending.insert(command_id.to_string(), pending);
         rx
@@ -171,6 +181,9 @@ impl Registry {
     /// plane restarted since it was sent), its result will be handled as late.
     pub fn adopt(&self, agent_id: &str, command_id: &str, deadline: Instant) {
         let mut inner = self.lock();
+        if inner.revoked.contains(agent_id) {
+            return;
+        }
         inner.maybe_prune(Instant::now());
         inner
             .pending
@@ -235,6 +248,27 @@ impl Registry {
             return Completion::Late(result);
         }
         Completion::Unknown
+    }
+
+    /// `agent_id` was revoked: forgets its pending and expired commands — dropping their
+    /// oneshots wakes every dispatcher waiting on one — and closes any tracked for it from
+    /// now on. Returns how many dispatchers were waiting.
+    pub fn revoke(&self, agent_id: &str) -> usize {
+        let mut inner = self.lock();
+        inner.revoked.insert(agent_id.to_string());
+        inner.expired.retain(|_, (agent, _)| agent != agent_id);
+        let mut woken = 0;
+        inner.pending.retain(|_, p| {
+            let ours = p.agent_id == agent_id;
+            woken += usize::from(ours && p.tx.as_ref().is_some_and(|tx| !tx.is_closed()));
+            !ours
+        });
+        woken
+    }
+
+    /// Whether `agent_id` was revoked while this process runs.
+    pub fn is_revoked(&self, agent_id: &str) -> bool {
+        self.lock().revoked.contains(agent_id)
     }
 
     /// Closes the live session of `agent_id`; false when it had none.
@@ -320,6 +354,48 @@ mod tests {
         assert!(matches!(
             reg.complete("a", result("never-issued")),
             Completion::Unknown
+        ));
+    }
+
+    #[test]
+    fn revoking_wakes_the_waiters_of_that_agent_only() {
+        let reg = Registry::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut waiting = reg.track("a", "c1", later);
+        let mut other = reg.track("b", "c2", later);
+        reg.adopt("a", "c3", later);
+        let _expired = reg.track("a", "c4", later);
+        assert!(reg.expire("c4"));
+        assert_eq!(reg.revoke("a"), 1);
+        assert!(reg.is_revoked("a") && !reg.is_revoked("b"));
+        assert!(
+            matches!(
+                waiting.try_recv(),
+                Err(oneshot::error::TryRecvError::Closed)
+            ),
+            "the dispatcher is woken, not left until its deadline"
+        );
+        assert!(matches!(
+            other.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        for id in ["c1", "c3", "c4"] {
+            assert!(matches!(reg.complete("a", result(id)), Completion::Unknown));
+        }
+        // A dispatch that raced the revocation is closed as it is tracked.
+        let mut raced = reg.track("a", "c5", later);
+        assert!(matches!(
+            raced.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        reg.adopt("a", "c6", later);
+        assert!(matches!(
+            reg.complete("a", result("c6")),
+            Completion::Unknown
+        ));
+        assert!(matches!(
+            reg.complete("b", result("c2")),
+            Completion::Delivered
         ));
     }
 

@@ -12,6 +12,9 @@
 //! A `provision` is stored **without its buyer password** (the field is emptied): the
 //! allocator rebuilds it from the allocation's sealed password when it redelivers, so the
 //! outbox never holds a credential in any form.
+//!
+//! A revoked agent's commands are all removed at its revocation (`purge_agent_commands`,
+//! flushed by the caller) and, should the plane stop in between, when the allocator opens.
 
 use super::{decode, encode, Store, StoreError};
 use farmhand_protocol::{Command, CommandBody, Secret};
@@ -88,6 +91,22 @@ impl Store {
             .collect()
     }
 
+    /// Removes every command of `agent_id` (a revoked agent: nothing queued for it can be
+    /// delivered); not flushed on its own, the caller flushes. Returns how many went.
+    pub fn purge_agent_commands(&self, agent_id: &str) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for k in self
+            .commands
+            .scan_prefix(format!("{agent_id}/").as_bytes())
+            .keys()
+        {
+            if self.commands.remove(k?)?.is_some() {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
     /// Removes every command whose deadline is at or before `now_ms` (used at startup);
     /// returns how many went.
     pub fn purge_expired_commands(&self, now_ms: u64) -> Result<usize, StoreError> {
@@ -161,6 +180,16 @@ mod tests {
         assert!(store.pending_commands("ag_a").unwrap().is_empty());
         assert!(store.remove_pending_command("ag_b", "c_2").unwrap());
         assert!(!store.remove_pending_command("ag_b", "c_2").unwrap());
+        // A revoked agent's outbox goes whole, and only its own (not a longer id's).
+        for (agent, id) in [("ag_c", "c_3"), ("ag_c", "c_4"), ("ag_cd", "c_5")] {
+            store
+                .put_pending_command(&PendingCommand::new(agent, &provision(id, u64::MAX)))
+                .unwrap();
+        }
+        assert_eq!(store.purge_agent_commands("ag_c").unwrap(), 2);
+        assert!(store.pending_commands("ag_c").unwrap().is_empty());
+        assert_eq!(store.pending_commands("ag_cd").unwrap().len(), 1);
+        assert_eq!(store.purge_agent_commands("ag_c").unwrap(), 0);
         drop(store);
         let files = crate::store::tests::all_bytes(dir.path());
         assert!(!files

@@ -67,8 +67,8 @@ pub struct Store {
     orders: sled::Tree,
     commands: sled::Tree,
     audit: sled::Tree,
-    /// IMEI → the modem's last IP rotation (see `rotations`).
-    rotations: sled::Tree,
+    /// IMEI → the modem's last IP rotation, mirrored in memory (see `rotations`).
+    rotations: Arc<rotations::Rotations>,
     /// `<allocation_id>/<agent_id>` → traffic totals (see `usage`).
     usage: sled::Tree,
     /// The last audit key handed out (see `audit`).
@@ -108,7 +108,7 @@ impl Store {
             allocations,
             orders: db.open_tree("allocation_orders")?,
             commands: db.open_tree("pending_commands")?,
-            rotations: db.open_tree("modem_rotations")?,
+            rotations: Arc::new(rotations::Rotations::open(&db)?),
             usage: db.open_tree("allocation_usage")?,
             webhooks: webhooks::Trees::open(&db)?,
             db,

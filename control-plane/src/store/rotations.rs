@@ -3,9 +3,25 @@
 //! rotations and the automatic ones agents report both land here; a record is only ever
 //! replaced by a later one, so a report delivered late cannot move the clock back. Flushed,
 //! so the cooldown survives a restart.
+//!
+//! Reads are served from memory: a full `GET /v1/modems` of a 10,000-agent fleet asks for
+//! 80,000 modems, and one sled lookup (and JSON decode) each made that listing's cost grow
+//! with the fleet under a single request. The tree is mirrored in a map loaded by one scan
+//! at open and kept in step by `record_rotation`, the only writer of the tree (the manual
+//! rotations of `allocator::rotate` and the `rotated` reports of sessions both call it):
+//! it writes sled and the map under the map's write lock, so the two never disagree and
+//! every read after a write sees it. A map rather than one range scan of the tree per
+//! listing: the scan would still decode every stored record on every request, and the
+//! cooldown check wants single lookups anyway; the map costs one small record per rotated
+//! modem, which the listing's own answer holds many times over. A record that cannot be
+//! decoded at open is logged and left out (the modem shows no `last_rotation` and no
+//! cooldown until its next rotation overwrites it) rather than stopping the plane.
 
 use super::{decode, encode, Store, StoreError};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+use tracing::error;
 
 /// One finished rotation of a modem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,35 +38,81 @@ pub struct RotationRecord {
     pub automatic: bool,
 }
 
-impl Store {
-    /// The last rotation recorded for `imei`.
-    pub fn last_rotation(&self, imei: &str) -> Result<Option<RotationRecord>, StoreError> {
-        match self.rotations.get(imei.as_bytes())? {
-            Some(raw) => Ok(Some(decode(&raw)?)),
-            None => Ok(None),
+/// The rotations tree and its in-memory mirror (see the module docs).
+#[derive(Debug)]
+pub(super) struct Rotations {
+    tree: sled::Tree,
+    /// IMEI → the record stored in `tree`.
+    last: RwLock<HashMap<String, RotationRecord>>,
+}
+
+impl Rotations {
+    /// Opens the tree and loads every record into memory (once, at open).
+    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        let tree = db.open_tree("modem_rotations")?;
+        let mut last = HashMap::new();
+        for item in tree.iter() {
+            let (key, value) = item?;
+            let imei = String::from_utf8_lossy(&key).into_owned();
+            match decode::<RotationRecord>(&value) {
+                Ok(record) => {
+                    last.insert(imei, record);
+                }
+                Err(e) => error!(imei = %imei, "ignoring an unreadable rotation record: {e}"),
+            }
         }
+        Ok(Rotations {
+            tree,
+            last: RwLock::new(last),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, RotationRecord>> {
+        self.last.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store {
+    /// The last rotation recorded for `imei` (from memory).
+    pub fn last_rotation(&self, imei: &str) -> Option<RotationRecord> {
+        self.rotations.read().get(imei).cloned()
+    }
+
+    /// The last rotation of each of `imeis`, in their order (from memory, one lock for
+    /// the whole list).
+    pub fn last_rotations<'a>(
+        &self,
+        imeis: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Option<RotationRecord>> {
+        let last = self.rotations.read();
+        imeis
+            .into_iter()
+            .map(|imei| last.get(imei).cloned())
+            .collect()
     }
 
     /// Records a rotation of `imei` unless a later one is already recorded; flushed.
     /// Returns whether it was stored.
     pub fn record_rotation(&self, imei: &str, record: &RotationRecord) -> Result<bool, StoreError> {
         let value = encode(record)?;
-        loop {
-            let current = self.rotations.get(imei.as_bytes())?;
-            if let Some(raw) = &current {
-                let stored: RotationRecord = decode(raw)?;
-                if stored.at_ms > record.at_ms {
-                    return Ok(false);
-                }
+        {
+            // Held across the sled write: the map and the tree change together.
+            let mut last = self
+                .rotations
+                .last
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last
+                .get(imei)
+                .is_some_and(|stored| stored.at_ms > record.at_ms)
+            {
+                return Ok(false);
             }
-            let swapped =
-                self.rotations
-                    .compare_and_swap(imei.as_bytes(), current, Some(value.clone()))?;
-            if swapped.is_ok() {
-                self.flush()?;
-                return Ok(true);
-            }
+            self.rotations.tree.insert(imei.as_bytes(), value)?;
+            last.insert(imei.to_string(), record.clone());
         }
+        self.flush()?;
+        Ok(true)
     }
 }
 
@@ -68,12 +130,44 @@ mod tests {
         }
     }
 
+    /// Every record as the tree holds it, read from sled directly.
+    fn tree_contents(store: &Store) -> HashMap<String, RotationRecord> {
+        store
+            .rotations
+            .tree
+            .iter()
+            .map(|item| {
+                let (key, value) = item.unwrap();
+                (
+                    String::from_utf8(key.to_vec()).unwrap(),
+                    decode(&value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// What the in-memory view answers for every IMEI of `tree`, plus one never rotated.
+    fn assert_view_matches_tree(store: &Store) {
+        let tree = tree_contents(store);
+        let mut imeis: Vec<&str> = tree.keys().map(String::as_str).collect();
+        imeis.push("350000000000999");
+        let view = store.last_rotations(imeis.iter().copied());
+        for (imei, seen) in imeis.iter().zip(view) {
+            assert_eq!(seen.as_ref(), tree.get(*imei), "{imei}");
+            assert_eq!(
+                store.last_rotation(imei).as_ref(),
+                tree.get(*imei),
+                "{imei}"
+            );
+        }
+    }
+
     #[test]
     fn keeps_the_latest_rotation_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            assert_eq!(store.last_rotation("350000000000018").unwrap(), None);
+            assert_eq!(store.last_rotation("350000000000018"), None);
             assert!(store
                 .record_rotation("350000000000018", &record(2000, "198.51.100.2"))
                 .unwrap());
@@ -83,11 +177,79 @@ mod tests {
                 .unwrap());
         }
         let store = Store::open(dir.path()).unwrap();
-        let last = store.last_rotation("350000000000018").unwrap().unwrap();
+        let last = store.last_rotation("350000000000018").unwrap();
         assert_eq!(
             (last.at_ms, last.new_ip.as_deref()),
             (2000, Some("198.51.100.2"))
         );
-        assert_eq!(store.last_rotation("350000000000026").unwrap(), None);
+        assert_eq!(store.last_rotation("350000000000026"), None);
+    }
+
+    #[test]
+    fn the_in_memory_view_matches_the_tree_after_writes_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_view_matches_tree(&store);
+            store
+                .record_rotation("350000000000018", &record(1000, "198.51.100.2"))
+                .unwrap();
+            store
+                .record_rotation("350000000000026", &record(1500, "198.51.100.3"))
+                .unwrap();
+            // A later rotation replaces the first one, an equal time too, an older one not.
+            store
+                .record_rotation("350000000000018", &record(3000, "198.51.100.4"))
+                .unwrap();
+            store
+                .record_rotation("350000000000026", &record(1500, "198.51.100.5"))
+                .unwrap();
+            store
+                .record_rotation("350000000000026", &record(1499, "198.51.100.6"))
+                .unwrap();
+            assert_eq!(tree_contents(&store).len(), 2);
+            assert_view_matches_tree(&store);
+            let listed = store.last_rotations(["350000000000026", "350000000000018"]);
+            let ips: Vec<_> = listed
+                .iter()
+                .map(|r| r.as_ref().unwrap().new_ip.as_deref().unwrap())
+                .collect();
+            assert_eq!(ips, ["198.51.100.5", "198.51.100.4"], "in the order asked");
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(tree_contents(&store).len(), 2);
+        assert_view_matches_tree(&store);
+        store
+            .record_rotation("350000000000034", &record(5000, "198.51.100.7"))
+            .unwrap();
+        assert_view_matches_tree(&store);
+        assert_eq!(
+            store
+                .last_rotation("350000000000034")
+                .unwrap()
+                .new_ip
+                .as_deref(),
+            Some("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_is_left_out_and_overwritten_by_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .rotations
+                .tree
+                .insert("350000000000018", &b"not json"[..])
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_rotation("350000000000018"), None);
+        assert!(store
+            .record_rotation("350000000000018", &record(10, "198.51.100.2"))
+            .unwrap());
+        assert_view_matches_tree(&store);
     }
 }
