@@ -77,6 +77,20 @@ fn err(result: CommandResult) -> CommandError {
     }
 }
 
+/// The last `store_port` the box got carried no limit field at all.
+fn assert_no_limits_sent(a: &Agent) {
+    let body = a.fake.with(|s| s.store_bodies.last().cloned()).unwrap();
+    for key in [
+        "bandlimin",
+        "bandlimout",
+        "bw_quota",
+        "QUOTA_TYPE",
+        "QUOTA_DIRECTION",
+    ] {
+        assert!(body.get(key).is_none(), "{key} sent without a limit");
+    }
+}
+
 #[tokio::test]
 async fn provision_creates_applies_and_verifies_a_port_once_per_allocation() {
     let a = agent().await;
@@ -211,16 +225,7 @@ async fn provision_sets_the_limits_and_refuses_a_box_that_drops_the_quota() {
     // Without limits, nothing about them is sent.
     a.fake.with(|s| s.fault = Fault::None);
     ok(a.exec.execute(cmd("c2", provision("al-3", IMEI_1))).await);
-    let body = a.fake.with(|s| s.store_bodies.last().cloned()).unwrap();
-    for key in [
-        "bandlimin",
-        "bandlimout",
-        "bw_quota",
-        "QUOTA_TYPE",
-        "QUOTA_DIRECTION",
-    ] {
-        assert!(body.get(key).is_none(), "{key} sent without a limit");
-    }
+    assert_no_limits_sent(&a);
 }
 
 #[tokio::test]
@@ -494,16 +499,7 @@ async fn update_port_sends_the_provisioned_limits_again() {
     a.fake.with(|s| s.fault = Fault::None);
     ok(a.exec.execute(cmd("c4", provision("al-2", IMEI_1))).await);
     ok(a.exec.execute(cmd("c5", renew("al-2"))).await);
-    let body = a.fake.with(|s| s.store_bodies.last().cloned()).unwrap();
-    for key in [
-        "bandlimin",
-        "bandlimout",
-        "bw_quota",
-        "QUOTA_TYPE",
-        "QUOTA_DIRECTION",
-    ] {
-        assert!(body.get(key).is_none(), "{key} sent without a limit");
-    }
+    assert_no_limits_sent(&a);
     assert!(a.fake.with(|s| s.violations.is_empty()));
 }
 

@@ -355,16 +355,7 @@ async fn rotation_reports_the_new_ip_and_needs_an_online_agent() {
         .await;
     plane.wait_available(IMEI).await;
     let plane2 = plane.clone();
-    let rotating = tokio::spawn(async move {
-        plane2
-            .call(
-                "POST",
-                &format!("/v1/modems/{IMEI}/rotate"),
-                Some(&plane2.market),
-                None,
-            )
-            .await
-    });
+    let rotating = tokio::spawn(async move { rotate_modem(&plane2, IMEI).await });
     let command = agent.next_command().await;
     assert!(matches!(&command.body, CommandBody::RotateIp(r) if r.imei == IMEI));
     let output = CommandOutput::RotateIp(Rotated {
@@ -387,28 +378,14 @@ async fn rotation_reports_the_new_ip_and_needs_an_online_agent() {
     );
     assert!(body["rotated_at"].is_string());
 
-    let r = plane
-        .call(
-            "POST",
-            "/v1/modems/359999999999999/rotate",
-            Some(&plane.market),
-            None,
-        )
-        .await;
+    let r = rotate_modem(&plane, "359999999999999").await;
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
     drop(agent);
     eventually("the agent is disconnected", || async {
         !plane.connected(&identity.agent_id).await
     })
     .await;
-    let r = plane
-        .call(
-            "POST",
-            &format!("/v1/modems/{IMEI}/rotate"),
-            Some(&plane.market),
-            None,
-        )
-        .await;
+    let r = rotate_modem(&plane, IMEI).await;
     assert_eq!((r.status, r.error_code().as_str()), (503, "agent_offline"));
 }
 

@@ -4,18 +4,11 @@
 //! replaced by a later one, so a report delivered late cannot move the clock back. Flushed,
 //! so the cooldown survives a restart.
 //!
-//! Reads are served from memory: a full `GET /v1/modems` of a 10,000-agent fleet asks for
-//! 80,000 modems, and one sled lookup (and JSON decode) each made that listing's cost grow
-//! with the fleet under a single request. The tree is mirrored in a map loaded by one scan
-//! at open and kept in step by `record_rotation`, the only writer of the tree (the manual
-//! rotations of `allocator::rotate` and the `rotated` reports of sessions both call it):
-//! it writes sled and the map under the map's write lock, so the two never disagree and
-//! every read after a write sees it. A map rather than one range scan of the tree per
-//! listing: the scan would still decode every stored record on every request, and the
-//! cooldown check wants single lookups anyway; the map costs one small record per rotated
-//! modem, which the listing's own answer holds many times over. A record that cannot be
-//! decoded at open is logged and left out (the modem shows no `last_rotation` and no
-//! cooldown until its next rotation overwrites it) rather than stopping the plane.
+//! Reads come from memory, because a full `GET /v1/modems` of a 10,000-agent fleet asks for
+//! 80,000 of them: the tree is mirrored in a map loaded at open and kept in step by
+//! `record_rotation`, the tree's only writer, under the map's write lock. An unreadable
+//! record is logged and skipped at open (no `last_rotation`, no cooldown for that modem
+//! until its next rotation) rather than stopping the plane.
 
 use super::{decode, encode, Store, StoreError};
 use serde::{Deserialize, Serialize};
