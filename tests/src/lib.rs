@@ -2,5 +2,5 @@
 //! end-to-end tests and the demo run against instead of a real seller box.
 
 pub mod harness;
-pub mod sim;
+pub use farmhand_sim as sim;
 pub mod swarm;

@@ -28,6 +28,7 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         match name {
             "farmhand-agent" => "farmhand-agent",
             "farmhand-control" => "farmhand-control",
+            "proxysmart-sim" => "farmhand-sim",
             _ => "farmhand-testkit",
         }
     );

@@ -2,10 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sim_support;
+mod support;
 
 use serde_json::{json, Value};
-use sim_support::*;
+use support::*;
 
 #[tokio::test]
 async fn state_lists_modems_and_ports() {

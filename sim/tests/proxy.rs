@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sim_support;
+mod support;
 
 use serde_json::{json, Value};
-use sim_support::*;
 use std::net::Ipv4Addr;
+use support::*;
 use tokio::net::TcpStream;
 
 fn proxied_client(http_port: u16, login: &str, password: &str) -> reqwest::Client {

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use farmhand_testkit::sim::{self, SimConfig, SimHandle};
+use farmhand_sim::{self as sim, SimConfig, SimHandle};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sim_support;
+mod support;
 
 use serde_json::Value;
-use sim_support::*;
 use std::collections::HashSet;
 use std::time::Duration;
+use support::*;
 
 #[tokio::test]
 async fn api_requires_basic_auth() {

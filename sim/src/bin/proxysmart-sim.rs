@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use farmhand_testkit::sim::{self, SimConfig};
+use farmhand_sim::{self as sim, SimConfig};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// A simulated ProxySmart box: API, admin interface and real per-port proxies.
 #[derive(Debug, Parser)]
-#[command(name = "proxysmart-sim", version = farmhand_agent::LONG_VERSION)]
+#[command(name = "proxysmart-sim", version = env!("CARGO_PKG_VERSION"))]
 struct Args {
     /// Address for the API (and `/_sim/` admin) listener; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8080")]

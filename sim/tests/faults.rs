@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sim_support;
+mod support;
 
-use farmhand_testkit::sim::Fault;
+use farmhand_sim::Fault;
 use serde_json::json;
-use sim_support::*;
 use std::time::{Duration, Instant};
+use support::*;
 
 const STATUS: &str = "/apix/show_status_json";
 
