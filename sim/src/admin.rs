@@ -2,7 +2,7 @@
 //! the `proxysmart-sim` binary (tests in-process use `SimHandle`).
 //!
 //! - `GET  /_sim/state` → `{"modems":[…],"ports":[…],"fault":{…},"api_calls":{…},"rotation_delay_ms":N,
-//!   "store_port_replaces":bool}`
+//!   "store_port_replaces":bool,"quirks":[names],"violations":[…]}`
 //! - `POST /_sim/modems/{imei}` with any of `online`, `ext_ip`, `carrier`, `signal`,
 //!   `same_ip_next_rotation` → the modem; 404 unknown IMEI; 400 bad body.
 //! - `POST /_sim/fault` `{"kind":"none|latency|status500|html|garbage|hang|refuse","ms":N}`
@@ -52,9 +52,14 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, String> {
 }
 
 async fn state(State(sim): SimState) -> Response {
-    let (rotation_delay_ms, store_port_replaces) = {
+    let (rotation_delay_ms, store_port_replaces, quirks, violations) = {
         let state = sim.state();
-        (state.rotation_delay.as_millis(), state.store_port_replaces)
+        (
+            state.rotation_delay.as_millis(),
+            state.store_port_replaces,
+            state.quirks.enabled(),
+            state.violations.clone(),
+        )
     };
     let h = handle(sim);
     Json(json!({
@@ -64,6 +69,8 @@ async fn state(State(sim): SimState) -> Response {
         "api_calls": h.all_api_calls(),
         "rotation_delay_ms": rotation_delay_ms,
         "store_port_replaces": store_port_replaces,
+        "quirks": quirks,
+        "violations": violations,
     }))
     .into_response()
 }

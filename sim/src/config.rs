@@ -1,10 +1,14 @@
 //! Simulator configuration: how many modems, the box's admin credentials, rotation timing and
 //! where the per-port proxies listen.
 
+use super::quirks::Quirks;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
+
+/// How long a `field` box's rotation shows "IP_RESET" (real ones: 5 to 60 s).
+pub const FIELD_ROTATION_DELAY: Duration = Duration::from_secs(8);
 
 /// Largest modem count: each modem needs a distinct documentation-range address.
 pub const MAX_MODEMS: usize = 250;
@@ -29,6 +33,8 @@ pub struct SimConfig {
     /// it leaves out (expiry, quota, speed limits) are cleared — the pessimistic reading of
     /// the spec. Off (default): a field left out keeps its value.
     pub store_port_replaces: bool,
+    /// How this box departs from the classic reading of the API (default: not at all).
+    pub quirks: Quirks,
 }
 
 impl Default for SimConfig {
@@ -41,6 +47,7 @@ impl Default for SimConfig {
             proxy_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             utc_offset_s: 0,
             store_port_replaces: false,
+            quirks: Quirks::default(),
         }
     }
 }
@@ -55,11 +62,22 @@ impl fmt::Debug for SimConfig {
             .field("proxy_ip", &self.proxy_ip)
             .field("utc_offset_s", &self.utc_offset_s)
             .field("store_port_replaces", &self.store_port_replaces)
+            .field("quirks", &self.quirks.enabled())
             .finish()
     }
 }
 
 impl SimConfig {
+    /// The `field` box: every quirk the evidence shows on live boxes ([`Quirks::field`]),
+    /// with rotations as slow as theirs can be in a test's time (8 s).
+    pub fn field() -> Self {
+        SimConfig {
+            quirks: Quirks::field(),
+            rotation_delay: FIELD_ROTATION_DELAY,
+            ..SimConfig::default()
+        }
+    }
+
     pub(crate) fn validate(&self) -> io::Result<()> {
         if self.modems > MAX_MODEMS {
             return Err(io::Error::new(

@@ -22,6 +22,20 @@ pub enum Fault {
     Hang,
     /// Close API connections at once without a byte of reply.
     Refuse,
+    /// The next N API calls answer HTTP 500, then the box is healthy again.
+    FailNext(u32),
+}
+
+/// A fault of one write endpoint, on top of (and independent of) [`Fault`]: the box answers
+/// the rest normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFault {
+    /// `apply_port` answers `{"result":"error","message":"modem is busy"}`.
+    ApplyRefused,
+    /// `purge_port` answers an error and keeps the port.
+    PurgeRefused,
+    /// `store_port` stores the port, then does not answer for 30 s (outcome unknown).
+    StoreThenHang,
 }
 
 /// The admin interface's JSON form of a [`Fault`]: `{"kind":"latency","ms":500}`.
@@ -31,6 +45,13 @@ pub(crate) struct FaultSpec {
     pub kind: String,
     #[serde(default)]
     pub ms: u64,
+    /// For `fail_next`: how many calls fail.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub count: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Fault {
@@ -43,12 +64,20 @@ impl Fault {
             "garbage" => Fault::Garbage,
             "hang" => Fault::Hang,
             "refuse" => Fault::Refuse,
+            "fail_next" => Fault::FailNext(spec.count),
             _ => return None,
         })
     }
 
     pub(crate) fn to_spec(self) -> FaultSpec {
         let (kind, ms) = match self {
+            Fault::FailNext(count) => {
+                return FaultSpec {
+                    kind: "fail_next".to_string(),
+                    ms: 0,
+                    count,
+                }
+            }
             Fault::None => ("none", 0),
             Fault::Latency(d) => ("latency", u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             Fault::Status500 => ("status500", 0),
@@ -60,6 +89,7 @@ impl Fault {
         FaultSpec {
             kind: kind.to_string(),
             ms,
+            count: 0,
         }
     }
 }
@@ -93,12 +123,14 @@ mod tests {
             Fault::Garbage,
             Fault::Hang,
             Fault::Refuse,
+            Fault::FailNext(3),
         ] {
             assert_eq!(Fault::from_spec(&f.to_spec()), Some(f));
         }
         let bad = FaultSpec {
             kind: "explode".into(),
             ms: 0,
+            count: 0,
         };
         assert_eq!(Fault::from_spec(&bad), None);
     }

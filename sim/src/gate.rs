@@ -11,21 +11,33 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-const PROTECTED: [&str; 3] = ["/apix/", "/crud/", "/modem/"];
+const PROTECTED: [&str; 4] = ["/apix/", "/crud/", "/modem/", "/conf/"];
+/// Query parameters that name what a call acts on, in the order they are looked for.
+const TARGETS: [&str; 4] = ["arg", "IMEI", "NICK", "PORTID"];
 
 pub(crate) async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if path == "/_sim" || path.starts_with("/_sim/") {
         return next.run(req).await;
     }
-    let protected = PROTECTED.iter().any(|p| path.starts_with(p));
+    // The rotation link is a bearer secret: it works without auth.
+    let protected =
+        PROTECTED.iter().any(|p| path.starts_with(p)) && path != "/apix/reset_ip_secure";
     let authed = authorized(&sim, req.headers());
     let fault = {
         let mut state = sim.state();
         if protected && authed {
-            state.count_call(&path);
+            state.count_call(&path, &target(req.uri().query().unwrap_or_default()));
         }
-        state.fault
+        let fault = state.fault;
+        if let Fault::FailNext(n) = fault {
+            state.fault = if n <= 1 {
+                Fault::None
+            } else {
+                Fault::FailNext(n - 1)
+            };
+        }
+        fault
     };
     if let Some(resp) = apply_fault(&sim, fault).await {
         return resp;
@@ -47,7 +59,9 @@ async fn apply_fault(sim: &Sim, fault: Fault) -> Option<Response> {
                 _ = sim.shutdown.cancelled() => Some(StatusCode::SERVICE_UNAVAILABLE.into_response()),
             }
         }
-        Fault::Status500 => Some(html(StatusCode::INTERNAL_SERVER_ERROR, faults::PAGE_500)),
+        Fault::Status500 | Fault::FailNext(_) => {
+            Some(html(StatusCode::INTERNAL_SERVER_ERROR, faults::PAGE_500))
+        }
         Fault::Html => Some(html(StatusCode::OK, faults::PAGE_MAINTENANCE)),
         Fault::Garbage => Some(html(StatusCode::OK, faults::GARBAGE)),
         Fault::Hang => {
@@ -58,6 +72,19 @@ async fn apply_fault(sim: &Sim, fault: Fault) -> Option<Response> {
         // fresh API connections were already dropped by the accept loop.
         Fault::Refuse => Some(html(StatusCode::BAD_GATEWAY, faults::PAGE_500)),
     }
+}
+
+/// The IMEI, NICK or port id a query names ("" for none).
+fn target(query: &str) -> String {
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), super::util::percent_decode(v)))
+        .collect();
+    TARGETS
+        .iter()
+        .find_map(|key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+        .unwrap_or_default()
 }
 
 fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {

@@ -2,12 +2,14 @@
 //! switches, faults, foreign ports, API call counts.
 
 use super::error::SimError;
-use super::faults::Fault;
+use super::faults::{Fault, WriteFault};
 use super::model::{SimModem, SimPort};
+use super::quirks::Quirks;
 use super::shared::Sim;
-use super::state::ModemState;
+use super::state::{ApiCall, ModemState};
 use super::store::PortInput;
 use super::{listeners, rotation, util};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +106,89 @@ impl SimHandle {
         self.sim.state().fault
     }
 
+    /// `SimStatus`, e.g. "NOT INSERTED" for a dead SIM ("OK" by default).
+    pub fn set_sim_status(&self, imei: &str, status: &str) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.sim_status = status.to_string())
+    }
+
+    /// `HTTP_REDIRECT_IMPOSED`: the carrier's captive page (the SIM is out of credit).
+    pub fn set_redirect_imposed(&self, imei: &str, imposed: bool) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.redirect_imposed = imposed)
+    }
+
+    /// `AUTO_IP_ROTATION` in minutes (0 = off): the box rotates the modem by itself.
+    pub fn set_auto_rotation(&self, imei: &str, minutes: u32) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.auto_rotation_min = minutes)
+    }
+
+    /// `IS_REBOOTING`.
+    pub fn set_rebooting(&self, imei: &str, rebooting: bool) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.rebooting = rebooting)
+    }
+
+    /// `ICCID`: a new SIM card in the same modem.
+    pub fn set_iccid(&self, imei: &str, iccid: &str) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.iccid = iccid.to_string())
+    }
+
+    /// `USB_ID`: the modem re-plugged elsewhere.
+    pub fn set_usb_id(&self, imei: &str, usb_id: &str) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.usb_id = usb_id.to_string())
+    }
+
+    /// Plugs in one more modem with this IMEI (any string: a test may add a malformed one),
+    /// online with `ext_ip`, at the end of the status list.
+    pub fn add_modem(&self, imei: &str, ext_ip: &str) {
+        let mut state = self.sim.state();
+        let n = state.modems.len() + 1;
+        let mut modem = super::seed::modems(n, false)
+            .pop()
+            .unwrap_or_else(|| unreachable_modem(n));
+        modem.imei = imei.to_string();
+        modem.ip = ext_ip.to_string();
+        state.modems.push(modem);
+    }
+
+    /// The box's quirks now.
+    pub fn quirks(&self) -> Quirks {
+        self.sim.state().quirks.clone()
+    }
+
+    /// Changes the box's quirks from now on (ports already stored stay as they are).
+    pub fn set_quirks(&self, quirks: Quirks) {
+        self.sim.state().quirks = quirks;
+    }
+
+    /// A fault of one write endpoint (`None` clears it); see [`WriteFault`].
+    pub fn set_write_fault(&self, fault: Option<WriteFault>) {
+        self.sim.state().write_fault = fault;
+    }
+
+    /// Input a real box would not take, oldest first (see the crate's `inspect`): a test
+    /// that drives a client asserts this stays empty.
+    pub fn violations(&self) -> Vec<String> {
+        self.sim.state().violations.clone()
+    }
+
+    /// Every `store_port` `data` document received, oldest first.
+    pub fn store_bodies(&self) -> Vec<Value> {
+        self.sim.state().store_bodies.clone()
+    }
+
+    /// Every authenticated API call with the IMEI, NICK or port id its query named.
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.sim.state().call_log.clone()
+    }
+
+    /// Replaces `port_id`'s `bandwidth_report_all` entry with `entry` (the counters as a
+    /// test wants them), also for a port id the box does not have.
+    pub fn set_bandwidth(&self, port_id: &str, entry: Value) {
+        self.sim
+            .state()
+            .bandwidth_override
+            .insert(port_id.to_string(), entry);
+    }
+
     /// Whether `store_port` of an existing portID replaces the whole record, clearing the
     /// optional fields it leaves out (see `SimConfig::store_port_replaces`).
     pub fn set_store_port_replaces(&self, replaces: bool) {
@@ -151,7 +236,7 @@ impl SimHandle {
         };
         let port_id = input.port_id.clone();
         let mut state = self.sim.state();
-        state.store_port(input, self.sim.local_addr.port())?;
+        state.store_as_asked(input, self.sim.local_addr.port())?;
         let port = state.ports.get_mut(&port_id).ok_or(SimError::NoSuchPort)?;
         port.foreign = true;
         port.owner = "manual".to_string();
@@ -179,9 +264,11 @@ impl SimHandle {
         self.sim.state().api_calls.clone()
     }
 
-    /// Zeroes the API call counts.
+    /// Zeroes the API call counts and empties the call log.
     pub fn reset_counters(&self) {
-        self.sim.state().api_calls.clear();
+        let mut state = self.sim.state();
+        state.api_calls.clear();
+        state.call_log.clear();
     }
 
     /// Zeroes every port's traffic counters (the nightly reset).
@@ -202,5 +289,31 @@ impl SimHandle {
     fn with_modem(&self, imei: &str, change: impl FnOnce(&mut ModemState)) -> Result<(), SimError> {
         change(self.sim.state().modem_mut(imei)?);
         Ok(())
+    }
+}
+
+/// A modem for `add_modem` when the seed has none (never: `seed::modems(n)` has n).
+fn unreachable_modem(n: usize) -> ModemState {
+    ModemState {
+        imei: String::new(),
+        nick: format!("DE_{n}"),
+        model: String::new(),
+        model_shown: String::new(),
+        phone: String::new(),
+        iccid: String::new(),
+        usb_id: String::new(),
+        dev: String::new(),
+        carrier: String::new(),
+        ip: String::new(),
+        online: true,
+        signal: String::new(),
+        rotating: false,
+        rotations: 0,
+        same_ip_next: false,
+        position: u32::try_from(n).unwrap_or(u32::MAX),
+        sim_status: "OK".to_string(),
+        redirect_imposed: false,
+        auto_rotation_min: 0,
+        rebooting: false,
     }
 }

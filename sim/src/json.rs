@@ -1,6 +1,7 @@
 //! ProxySmart's JSON quirks: string-typed numbers and booleans, the being-added and phantom
 //! status entries, ports keyed by IMEI, human-readable byte counters that read null or 0.
 
+use super::quirks::Quirks;
 use super::state::{ModemState, PortState, State};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -8,20 +9,24 @@ use std::sync::atomic::Ordering;
 /// `show_status_json`: the real modems with a phantom placeholder after the first one (to
 /// catch clients that stop at the first odd entry) and a modem still being added at the end.
 pub(crate) fn status_array(state: &State) -> Value {
-    let mut entries: Vec<Value> = state.modems.iter().map(status_entry).collect();
+    let mut entries: Vec<Value> = state
+        .modems
+        .iter()
+        .map(|m| status_entry(m, &state.quirks))
+        .collect();
     let next = entries.len() + 1;
     entries.insert(entries.len().min(1), phantom_entry(next));
     entries.push(adding_entry(next + 1));
     Value::Array(entries)
 }
 
-pub(crate) fn status_entry(m: &ModemState) -> Value {
+pub(crate) fn status_entry(m: &ModemState, quirks: &Quirks) -> Value {
     let shown_ip = match (m.rotating, m.online) {
         (true, _) => "IP_RESET",
         (false, true) => m.ip.as_str(),
         (false, false) => "",
     };
-    json!({
+    let mut entry = json!({
         "modem_details": {
             "IMEI": m.imei,
             "NICK": m.nick,
@@ -30,7 +35,7 @@ pub(crate) fn status_entry(m: &ModemState) -> Value {
             "PHONE_NUMBER": m.phone,
             "UPTIME": "3 days, 4:05",
             "REBOOT_SCORE": 0,
-            "AUTO_IP_ROTATION": "0",
+            "AUTO_IP_ROTATION": m.auto_rotation_min.to_string(),
             "USB_ID": m.usb_id,
         },
         "net_details": {
@@ -39,16 +44,29 @@ pub(crate) fn status_entry(m: &ModemState) -> Value {
             "CELLOP": m.carrier,
             "SIGNAL_STRENGTH": if m.online { m.signal.as_str() } else { "0" },
             "ICCID": m.iccid,
-            "SimStatus": "OK",
+            "SimStatus": m.sim_status,
             "DEV": m.dev,
-            "HTTP_REDIRECT_IMPOSED": 0,
+            "HTTP_REDIRECT_IMPOSED": u8::from(m.redirect_imposed),
         },
         "IS_ROTATED": true_false(m.rotating),
-        "IS_REBOOTING": "false",
+        "IS_REBOOTING": true_false(m.rebooting),
         "STATE": "added",
         "OWNER": "",
         "N": m.position,
-    })
+    });
+    if quirks.rich_status {
+        entry["OWNER"] = json!("proxy");
+        entry["IS_LOCKED"] = json!("false");
+        entry["MSGS"] = json!([]);
+        entry["net_details"]["CurrentNetworkType"] = json!(if m.online { "LTE" } else { "" });
+        entry["net_details"]["BAND"] = json!(if m.online { "B3" } else { "?" });
+        entry["net_details"]["ConnectionStatus"] = json!(if m.online {
+            "connected"
+        } else {
+            "disconnected"
+        });
+    }
+    entry
 }
 
 /// A placeholder modem: NICK "random…", a USB path where the IMEI belongs.
@@ -91,23 +109,26 @@ fn adding_entry(n: usize) -> Value {
 }
 
 /// `list_ports_json`: `{IMEI: [port, …]}` for modems that have ports.
-pub(crate) fn ports_by_imei(state: &State, base_url: &str, now: &str) -> Value {
+/// Late writes (`Quirks::write_delay`) are not shown yet.
+pub(crate) fn ports_by_imei(state: &mut State, base_url: &str, now: &str) -> Value {
+    let quirks = state.quirks.clone();
     let mut out = serde_json::Map::new();
-    for port in state.ports.values() {
+    for port in state.visible_ports() {
         let entry = out
             .entry(port.imei.clone())
             .or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(list) = entry {
-            list.push(port_entry(port, base_url, now));
+            list.push(port_entry(&port, base_url, now, &quirks));
         }
     }
     Value::Object(out)
 }
 
-fn port_entry(p: &PortState, base_url: &str, now: &str) -> Value {
-    // Both timestamps share one zero-padded format, so string order is time order.
+fn port_entry(p: &PortState, base_url: &str, now: &str, quirks: &Quirks) -> Value {
+    // Both timestamps share one zero-padded format (the expiry maybe only to the minute, a
+    // prefix), so string order is time order.
     let expired = !p.valid_before.is_empty() && p.valid_before.as_str() <= now;
-    json!({
+    let mut entry = json!({
         "portID": p.id,
         "portName": p.name,
         "HTTP_PORT": p.http_port.to_string(),
@@ -122,18 +143,54 @@ fn port_entry(p: &PortState, base_url: &str, now: &str) -> Value {
         "bandlimin": p.bandlimin,
         "bandlimout": p.bandlimout,
         "OWNER": p.owner,
-        "RESET_SECURE_LINK": { "URL": format!("{base_url}/reset_secure/{}", p.reset_token) },
-    })
+        "RESET_SECURE_LINK": {
+            "URL": format!("{base_url}/apix/reset_ip_secure?hash=aes_ecb:{}", p.reset_token)
+        },
+    });
+    if quirks.quota_as_bw_quota {
+        entry["QUOTA"] = json!("");
+        entry["bw_quota"] = match p.quota.parse::<u64>() {
+            Ok(n) => json!(n),
+            Err(_) => json!(0),
+        };
+    }
+    if quirks.hides_speed_limits {
+        if let Value::Object(map) = &mut entry {
+            map.remove("bandlimin");
+            map.remove("bandlimout");
+        }
+    }
+    entry
 }
 
 /// `bandwidth_report_all` / `bandwidth_report_json` entry for one port. Day and month carry
 /// the live counters (the number 0 when idle); yesterday reads null, the previous month
 /// "0 B" — the forms a client meets around the nightly reset.
-pub(crate) fn bandwidth_entry(p: &PortState) -> Value {
+/// With `Quirks::field_counters` the previous month is `prevmonth_*` (null, as in production)
+/// and `lifetime_*` carry totals that survive the nightly reset.
+pub(crate) fn bandwidth_entry(p: &PortState, quirks: &Quirks) -> Value {
     let bytes_in = p.counters.bytes_in.load(Ordering::Relaxed);
     let bytes_out = p.counters.bytes_out.load(Ordering::Relaxed);
+    if quirks.field_counters {
+        let lifetime_in = p.counters.lifetime_in.load(Ordering::Relaxed);
+        let lifetime_out = p.counters.lifetime_out.load(Ordering::Relaxed);
+        return json!({
+            "port": p.id,
+            "portName": p.name,
+            "bandwidth_bytes_day_in": counter(bytes_in),
+            "bandwidth_bytes_day_out": counter(bytes_out),
+            "bandwidth_bytes_yesterday_in": null,
+            "bandwidth_bytes_yesterday_out": null,
+            "bandwidth_bytes_month_in": counter(bytes_in),
+            "bandwidth_bytes_month_out": counter(bytes_out),
+            "bandwidth_bytes_prevmonth_in": null,
+            "bandwidth_bytes_prevmonth_out": null,
+            "bandwidth_bytes_lifetime_in": counter(lifetime_in),
+            "bandwidth_bytes_lifetime_out": counter(lifetime_out),
+        });
+    }
     json!({
-        "port": p.http_port.to_string(),
+        "port": p.id,
         "portName": p.name,
         "bandwidth_bytes_day_in": counter(bytes_in),
         "bandwidth_bytes_day_out": counter(bytes_out),
@@ -173,6 +230,20 @@ pub(crate) fn success(message: &str) -> Value {
     json!({ "result": "success", "message": message })
 }
 
+/// The body of a successful action, as this box words it (`Quirks::mixed_replies`): the
+/// documented `{"result":"success"}`, or the endpoint's own form on a field box.
+pub(crate) fn success_body(quirks: &Quirks, endpoint: &str, message: &str) -> String {
+    if !quirks.mixed_replies {
+        return success(message).to_string();
+    }
+    match endpoint {
+        "store_port" => String::new(),
+        "apply_port" => json!({ "result": true }).to_string(),
+        "purge_port" => "OK".to_string(),
+        _ => success(message).to_string(),
+    }
+}
+
 pub(crate) fn error(message: &str) -> Value {
     json!({ "result": "error", "message": message })
 }
@@ -208,7 +279,10 @@ mod tests {
 
     #[test]
     fn status_has_phantom_and_adding_entries() {
-        let state = State::new(super::super::seed::modems(3), std::time::Duration::ZERO);
+        let state = State::new(
+            super::super::seed::modems(3, false),
+            std::time::Duration::ZERO,
+        );
         let Value::Array(list) = status_array(&state) else {
             panic!("not an array")
         };

@@ -23,6 +23,12 @@ pub(crate) struct LivePort {
     pub counters: Arc<Counters>,
     /// Quota and speed limits as stored when the port was applied.
     pub limits: PortLimits,
+    /// `PROXY_VALID_BEFORE` as stored ("" = none), box-local time.
+    pub valid_before: String,
+    /// The box's zone, to read `valid_before` against now.
+    pub utc_offset_s: i32,
+    /// The box stops serving the port at its expiry (not `Quirks::ignores_expiry`).
+    pub enforce_expiry: bool,
 }
 
 impl fmt::Debug for LivePort {
@@ -43,6 +49,15 @@ impl LivePort {
     /// The quota is used up: new traffic is refused.
     pub fn over_quota(&self) -> bool {
         self.limits.over_quota(&self.counters)
+    }
+
+    /// The port is past its expiry and the box enforces it: new connections are closed.
+    pub fn expired(&self) -> bool {
+        // Same zero-padded format (maybe only to the minute, a prefix): string order is
+        // time order.
+        self.enforce_expiry
+            && !self.valid_before.is_empty()
+            && self.valid_before.as_str() <= super::util::now_stamp(self.utc_offset_s).as_str()
     }
 }
 
@@ -82,6 +97,9 @@ pub(crate) async fn apply_port(sim: &Arc<Sim>, port_id: &str) -> Result<(), SimE
             password: p.password.clone(),
             counters: p.counters.clone(),
             limits: p.limits(),
+            valid_before: p.valid_before.clone(),
+            utc_offset_s: state.utc_offset_s,
+            enforce_expiry: !state.quirks.ignores_expiry,
         };
         (live, p.http_port, p.socks_port)
     };
@@ -166,8 +184,9 @@ async fn accept_loop(
         let Ok((stream, _peer)) = accepted else {
             continue;
         };
-        // An offline modem carries no traffic: close new connections at once.
-        if !sim.state().modem_online(&live.imei) {
+        // An offline modem carries no traffic, an expired port none either: close new
+        // connections at once.
+        if !sim.state().modem_online(&live.imei) || live.expired() {
             drop(stream);
             continue;
         }

@@ -28,6 +28,18 @@ pub struct SimModem {
     pub signal: String,
     /// `N`, the position in the status list.
     pub position: u32,
+    /// `ICCID`: the SIM card's id.
+    pub iccid: String,
+    /// `USB_ID`: where the modem is plugged in.
+    pub usb_id: String,
+    /// `SimStatus`: "OK", or what is wrong with the SIM.
+    pub sim_status: String,
+    /// `HTTP_REDIRECT_IMPOSED`: the carrier shows its captive page (SIM out of credit).
+    pub redirect_imposed: bool,
+    /// `AUTO_IP_ROTATION`, minutes: the box rotates the modem by itself (0 = off).
+    pub auto_rotation_min: u32,
+    /// `IS_REBOOTING`.
+    pub rebooting: bool,
 }
 
 /// One port (stored, maybe applied) as the simulator sees it.

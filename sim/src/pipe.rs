@@ -75,10 +75,11 @@ async fn forward<W: AsyncWrite + Unpin>(
         .admit(&live.counters, direction, chunk.len())
         .await?;
     to.write_all(chunk).await?;
-    let counter = match direction {
-        Direction::In => &live.counters.bytes_in,
-        Direction::Out => &live.counters.bytes_out,
+    let (counter, lifetime) = match direction {
+        Direction::In => (&live.counters.bytes_in, &live.counters.lifetime_in),
+        Direction::Out => (&live.counters.bytes_out, &live.counters.lifetime_out),
     };
     counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    lifetime.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     Ok(())
 }

@@ -32,8 +32,19 @@ pub fn imei(index: usize) -> String {
     format!("{body}{}", luhn_digit(&body))
 }
 
-pub(crate) fn modems(count: usize) -> Vec<ModemState> {
-    (1..=count).map(modem).collect()
+/// The box's modems; with `odd_imeis` the second has a 14-digit IMEI (no check digit) and
+/// the third a 16-digit one (IMEISV: the IMEI body and a 2-digit software version).
+pub(crate) fn modems(count: usize, odd_imeis: bool) -> Vec<ModemState> {
+    let mut modems: Vec<ModemState> = (1..=count).map(modem).collect();
+    if odd_imeis {
+        if let Some(m) = modems.get_mut(1) {
+            m.imei = imei(2)[..14].to_string();
+        }
+        if let Some(m) = modems.get_mut(2) {
+            m.imei = format!("{}01", &imei(3)[..14]);
+        }
+    }
+    modems
 }
 
 fn modem(i: usize) -> ModemState {
@@ -56,6 +67,10 @@ fn modem(i: usize) -> ModemState {
         rotations: 0,
         same_ip_next: false,
         position: u32::try_from(i).unwrap_or(u32::MAX),
+        sim_status: "OK".to_string(),
+        redirect_imposed: false,
+        auto_rotation_min: 0,
+        rebooting: false,
     }
 }
 
@@ -71,7 +86,7 @@ mod tests {
 
     #[test]
     fn imeis_are_distinct_and_valid() {
-        let all = modems(250);
+        let all = modems(250, false);
         let mut imeis: Vec<_> = all.iter().map(|m| m.imei.clone()).collect();
         imeis.dedup();
         assert_eq!(imeis.len(), 250);
@@ -84,5 +99,15 @@ mod tests {
         ips.sort();
         ips.dedup();
         assert_eq!(ips.len(), 250);
+    }
+
+    #[test]
+    fn odd_imeis_have_14_and_16_digits() {
+        let odd = modems(4, true);
+        let lengths: Vec<usize> = odd.iter().map(|m| m.imei.len()).collect();
+        assert_eq!(lengths, [15, 14, 16, 15]);
+        assert!(odd
+            .iter()
+            .all(|m| m.imei.bytes().all(|b| b.is_ascii_digit())));
     }
 }

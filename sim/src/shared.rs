@@ -30,9 +30,11 @@ pub(crate) struct Sim {
 
 impl Sim {
     pub fn new(config: SimConfig, local_addr: SocketAddr, shutdown: CancellationToken) -> Self {
-        let mut state = State::new(seed::modems(config.modems), config.rotation_delay);
+        let modems = seed::modems(config.modems, config.quirks.odd_imeis);
+        let mut state = State::new(modems, config.rotation_delay);
         state.utc_offset_s = config.utc_offset_s;
         state.store_port_replaces = config.store_port_replaces;
+        state.quirks = config.quirks.clone();
         let host = if local_addr.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local_addr.port())
         } else {

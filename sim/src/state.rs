@@ -2,13 +2,19 @@
 //! `std::sync::Mutex` in `Sim` and never held across an `.await`.
 
 use super::error::SimError;
-use super::faults::Fault;
+use super::faults::{Fault, WriteFault};
 use super::limits::PortLimits;
 use super::model::{SimModem, SimPort};
-use std::collections::{BTreeMap, HashMap};
+use super::quirks::Quirks;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Most entries kept in each of the logs tests read (calls, store bodies, violations), so a
+/// long-running simulator does not grow without bound.
+const LOG_LIMIT: usize = 10_000;
 
 /// Forwarded-byte counters of one port, shared with its live proxy connections.
 #[derive(Debug, Default)]
@@ -19,10 +25,14 @@ pub(crate) struct Counters {
     pub bytes_out: AtomicU64,
     /// Bytes counted against the port's quota (see `limits`); the traffic reset keeps it.
     pub quota_used: AtomicU64,
+    /// Every byte towards the client since the port was created (`lifetime_in`).
+    pub lifetime_in: AtomicU64,
+    /// Every byte towards the origin since the port was created (`lifetime_out`).
+    pub lifetime_out: AtomicU64,
 }
 
 impl Counters {
-    /// The nightly reset of the bandwidth report (quota usage is kept).
+    /// The nightly reset of the bandwidth report (quota usage and lifetime totals are kept).
     pub fn reset(&self) {
         self.bytes_in.store(0, Ordering::Relaxed);
         self.bytes_out.store(0, Ordering::Relaxed);
@@ -47,6 +57,14 @@ pub(crate) struct ModemState {
     pub rotations: u32,
     pub same_ip_next: bool,
     pub position: u32,
+    /// `SimStatus` ("OK"; e.g. "NOT INSERTED" for a dead SIM).
+    pub sim_status: String,
+    /// `HTTP_REDIRECT_IMPOSED`: the carrier's captive page (SIM out of credit).
+    pub redirect_imposed: bool,
+    /// `AUTO_IP_ROTATION`, minutes (0 = off): the box rotates the modem by itself.
+    pub auto_rotation_min: u32,
+    /// `IS_REBOOTING`.
+    pub rebooting: bool,
 }
 
 impl ModemState {
@@ -63,6 +81,12 @@ impl ModemState {
             same_ip_next_rotation: self.same_ip_next,
             signal: self.signal.clone(),
             position: self.position,
+            iccid: self.iccid.clone(),
+            usb_id: self.usb_id.clone(),
+            sim_status: self.sim_status.clone(),
+            redirect_imposed: self.redirect_imposed,
+            auto_rotation_min: self.auto_rotation_min,
+            rebooting: self.rebooting,
         }
     }
 }
@@ -128,18 +152,54 @@ impl PortState {
     }
 }
 
+/// What `list_ports_json` shows of a port while a write to it is not yet visible
+/// (`Quirks::write_delay`): the version before the write, or nothing (a new port).
+#[derive(Debug, Clone)]
+pub(crate) struct Stale {
+    pub until: Instant,
+    pub shown: Option<PortState>,
+}
+
+/// One authenticated API call, for tests: the path and the IMEI or port id it named.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiCall {
+    /// The request path, e.g. "/crud/store_port".
+    pub path: String,
+    /// The IMEI, NICK or port id the call named ("" for none).
+    pub target: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub modems: Vec<ModemState>,
     /// Keyed by portID; ordered so listings are stable.
     pub ports: BTreeMap<String, PortState>,
     pub fault: Fault,
+    /// A fault of the write endpoints only (until cleared).
+    pub write_fault: Option<WriteFault>,
     pub api_calls: HashMap<String, usize>,
+    /// Every authenticated call with its target, oldest first (bounded).
+    pub call_log: Vec<ApiCall>,
+    /// Every `store_port` `data` document as received (bounded).
+    pub store_bodies: Vec<Value>,
+    /// Input a real box would choke on (see `inspect`), oldest first (bounded).
+    pub violations: Vec<String>,
+    /// Tests' own `bandwidth_report_all` entries, by port id (replace the live ones).
+    pub bandwidth_override: BTreeMap<String, Value>,
     pub rotation_delay: Duration,
     /// The box's zone, seconds east of UTC (see `SimConfig::utc_offset_s`).
     pub utc_offset_s: i32,
     /// A re-store replaces the whole port (see `SimConfig::store_port_replaces`).
     pub store_port_replaces: bool,
+    pub quirks: Quirks,
+    /// Ports whose last write is not visible yet (`Quirks::write_delay`).
+    pub stale: BTreeMap<String, Stale>,
+    /// Modems whose first rotation request was already answered "busy".
+    pub busy_answered: HashSet<String>,
+    /// Web-panel sessions (cookie value → expiry), for `Quirks::panel_login`.
+    pub sessions: HashMap<String, Instant>,
+    /// Credentials the `/conf/add_port` form offered, by the port id it offered.
+    pub offered: HashMap<String, (String, String)>,
     ip_seq: u32,
 }
 
@@ -149,10 +209,20 @@ impl State {
             modems,
             ports: BTreeMap::new(),
             fault: Fault::None,
+            write_fault: None,
             api_calls: HashMap::new(),
+            call_log: Vec::new(),
+            store_bodies: Vec::new(),
+            violations: Vec::new(),
+            bandwidth_override: BTreeMap::new(),
             rotation_delay,
             utc_offset_s: 0,
             store_port_replaces: false,
+            quirks: Quirks::default(),
+            stale: BTreeMap::new(),
+            busy_answered: HashSet::new(),
+            sessions: HashMap::new(),
+            offered: HashMap::new(),
             ip_seq: 0,
         }
     }
@@ -208,7 +278,65 @@ impl State {
         None
     }
 
-    pub fn count_call(&mut self, path: &str) {
+    pub fn count_call(&mut self, path: &str, target: &str) {
         *self.api_calls.entry(path.to_string()).or_default() += 1;
+        push_bounded(
+            &mut self.call_log,
+            ApiCall {
+                path: path.to_string(),
+                target: target.to_string(),
+            },
+        );
     }
+
+    pub fn violation(&mut self, problem: String) {
+        tracing::warn!(%problem, "simulator: a real box would not take this");
+        push_bounded(&mut self.violations, problem);
+    }
+
+    pub fn record_store_body(&mut self, body: Value) {
+        push_bounded(&mut self.store_bodies, body);
+    }
+
+    /// Hides the current version of `port_id` (or its absence) from the port list for the
+    /// write delay, unless an earlier write's delay is still running (the list then keeps
+    /// showing what it showed before that one).
+    pub fn delay_visibility(&mut self, port_id: &str) {
+        let delay = self.quirks.write_delay;
+        if delay.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let shown = self.ports.get(port_id).cloned();
+        let entry = self
+            .stale
+            .entry(port_id.to_string())
+            .or_insert(Stale { until: now, shown });
+        if entry.until <= now {
+            entry.shown = self.ports.get(port_id).cloned();
+        }
+        entry.until = now + delay;
+    }
+
+    /// The ports as `list_ports_json` shows them now (late writes hidden).
+    pub fn visible_ports(&mut self) -> Vec<PortState> {
+        let now = Instant::now();
+        self.stale.retain(|_, s| s.until > now);
+        let mut ids: Vec<&String> = self.ports.keys().chain(self.stale.keys()).collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| match self.stale.get(id) {
+                Some(stale) => stale.shown.clone(),
+                None => self.ports.get(id).cloned(),
+            })
+            .collect()
+    }
+}
+
+fn push_bounded<T>(log: &mut Vec<T>, item: T) {
+    if log.len() >= LOG_LIMIT {
+        log.remove(0);
+    }
+    log.push(item);
 }

@@ -2,8 +2,14 @@
 //! update the port (same portID = update). An update keeps the optional fields it leaves
 //! out, or — `SimConfig::store_port_replaces`, the pessimistic box — clears them. Live
 //! listeners only change on `apply_port`.
+//!
+//! A field box (`Quirks`) may store something else than it was asked: under an id of its
+//! own, with credentials of its own, without the quota or expiry, the expiry to the minute —
+//! or nothing at all, for a port whose HTTP and SOCKS numbers are not a matched pair. It
+//! answers success either way; only reading the port list back tells.
 
 use super::error::SimError;
+use super::pools;
 use super::state::{Counters, PortState, State};
 use super::util;
 use serde_json::{Map, Value};
@@ -105,9 +111,61 @@ fn tcp_port(obj: &Map<String, Value>, key: &str) -> Result<u16, SimError> {
         .ok_or_else(|| SimError::InvalidData(format!("{key} must be a port number")))
 }
 
+/// What `store_port` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// A new port, under this id.
+    Created(String),
+    /// An existing port changed.
+    Updated(String),
+    /// Nothing: the box dropped the port (and answered success).
+    Dropped,
+}
+
 impl State {
-    /// Creates or updates the port; returns true when it was created.
-    pub fn store_port(&mut self, input: PortInput, reserved: u16) -> Result<bool, SimError> {
+    /// Creates or updates the port as this box does (see the module header).
+    pub fn store_port(&mut self, mut input: PortInput, reserved: u16) -> Result<Stored, SimError> {
+        if self.modem(&input.imei).is_none() {
+            return Err(SimError::NoSuchModem);
+        }
+        let quirks = self.quirks.clone();
+        let exists = self.ports.contains_key(&input.port_id);
+        if quirks.drops_unmatched_pair && !pools::matched(input.http_port, input.socks_port) {
+            tracing::info!(port_id = %input.port_id, "simulator: dropped a port whose ports are not a matched pair");
+            return Ok(Stored::Dropped);
+        }
+        if quirks.assigns_port_id && !exists {
+            input.port_id = format!("port{}", util::random_alnum(8));
+        }
+        if quirks.refuses_custom_credentials {
+            match self.ports.get(&input.port_id) {
+                Some(p) => (input.login, input.password) = (p.login.clone(), p.password.clone()),
+                None => {
+                    input.login = util::random_alnum(8);
+                    input.password = util::random_alnum(12);
+                }
+            }
+        }
+        if quirks.drops_quota {
+            (input.quota, input.quota_type, input.quota_direction) = (None, None, None);
+        }
+        if quirks.drops_expiry {
+            input.valid_before = None;
+        } else if quirks.expiry_minutes {
+            input.valid_before = input.valid_before.map(|v| v.chars().take(16).collect());
+        }
+        self.delay_visibility(&input.port_id);
+        let port_id = input.port_id.clone();
+        self.store_as_asked(input, reserved)?;
+        Ok(if exists {
+            Stored::Updated(port_id)
+        } else {
+            Stored::Created(port_id)
+        })
+    }
+
+    /// Creates or updates the port exactly as `input` says; returns true when created.
+    pub fn store_as_asked(&mut self, input: PortInput, reserved: u16) -> Result<bool, SimError> {
         if self.modem(&input.imei).is_none() {
             return Err(SimError::NoSuchModem);
         }

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use farmhand_sim::{self as sim, SimConfig};
+use farmhand_sim::{self as sim, Quirks, SimConfig};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -33,9 +33,9 @@ struct Args {
     /// File whose first line (trimmed) is the API password.
     #[arg(long)]
     password_file: PathBuf,
-    /// How long a rotation shows "IP_RESET".
-    #[arg(long, default_value_t = 2000)]
-    rotation_delay_ms: u64,
+    /// How long a rotation shows "IP_RESET" (default: 2000, or the profile's).
+    #[arg(long)]
+    rotation_delay_ms: Option<u64>,
     /// Address the per-port proxies bind to (default: the listen address's IP).
     #[arg(long)]
     proxy_ip: Option<IpAddr>,
@@ -46,6 +46,16 @@ struct Args {
     /// out (expiry, quota, speed limits) are cleared instead of kept.
     #[arg(long)]
     store_port_replaces: bool,
+    /// The box as first documented (`classic`, default) or as operators' live boxes behave
+    /// (`field`: every quirk the evidence shows; docs/simulator.md lists them).
+    #[arg(long, default_value = "classic")]
+    profile: String,
+    /// Turn on one more quirk by name (repeatable), e.g. `--quirk drops_quota`.
+    #[arg(long = "quirk")]
+    quirks: Vec<String>,
+    /// How long writes take to show in the port list, ms (overrides the profile's).
+    #[arg(long)]
+    write_delay_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -61,14 +71,28 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let base = match args.profile.as_str() {
+        "field" => SimConfig::field(),
+        _ => SimConfig::default(),
+    };
+    let mut quirks = Quirks::profile(&args.profile)?;
+    for name in &args.quirks {
+        quirks.enable(name)?;
+    }
+    if let Some(ms) = args.write_delay_ms {
+        quirks.write_delay = Duration::from_millis(ms);
+    }
     let config = SimConfig {
         modems: args.modems,
         username: args.username,
         password,
-        rotation_delay: Duration::from_millis(args.rotation_delay_ms),
+        rotation_delay: args
+            .rotation_delay_ms
+            .map_or(base.rotation_delay, Duration::from_millis),
         proxy_ip: args.proxy_ip.unwrap_or(args.listen.ip()),
         utc_offset_s: args.utc_offset_s,
         store_port_replaces: args.store_port_replaces,
+        quirks,
     };
     let shutdown = CancellationToken::new();
     let handle = sim::start(listener, config, shutdown.clone())

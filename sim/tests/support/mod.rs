@@ -23,17 +23,29 @@ pub struct SimBox {
 }
 
 pub async fn start_box(modems: usize) -> SimBox {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
+    start_box_with(SimConfig {
         modems,
-        username: USER.into(),
-        password: PASS.into(),
         rotation_delay: Duration::from_secs(2),
         ..SimConfig::default()
+    })
+    .await
+}
+
+/// A box with this config (its credentials replaced by `USER`/`PASS`).
+pub async fn start_box_with(config: SimConfig) -> SimBox {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        username: USER.into(),
+        password: PASS.into(),
+        ..config
     };
     let token = CancellationToken::new();
     let sim = sim::start(listener, config, token.clone()).await.unwrap();
-    let client = client_builder().no_proxy().build().unwrap();
+    let client = client_builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     SimBox {
         sim,
         client,
@@ -47,6 +59,10 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub body: String,
+    /// The `Location` header ("" if none).
+    pub location: String,
+    /// Every `Set-Cookie` header.
+    pub cookies: Vec<String>,
 }
 
 impl Reply {
@@ -80,6 +96,13 @@ impl SimBox {
 
     /// `POST /crud/store_port` with `data` = the document.
     pub async fn store_port(&self, data: &Value) -> Value {
+        let reply = self.store_port_raw(data).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    }
+
+    /// `POST /crud/store_port`, the reply as it comes.
+    pub async fn store_port_raw(&self, data: &Value) -> Reply {
         let reply = self
             .client
             .post(self.url("/crud/store_port"))
@@ -88,9 +111,41 @@ impl SimBox {
             .send()
             .await
             .unwrap();
-        let reply = into_reply(reply).await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.json()
+        into_reply(reply).await
+    }
+
+    /// `POST path` as a form, with Basic auth and these cookies; redirects are not followed.
+    pub async fn post_form(&self, path: &str, fields: &[(String, String)], cookie: &str) -> Reply {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .basic_auth(USER, Some(PASS))
+            .form(fields);
+        if !cookie.is_empty() {
+            req = req.header(reqwest::header::COOKIE, cookie);
+        }
+        into_reply(req.send().await.unwrap()).await
+    }
+
+    /// `GET path` with Basic auth and these cookies.
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> Reply {
+        let mut req = self.client.get(self.url(path)).basic_auth(USER, Some(PASS));
+        if !cookie.is_empty() {
+            req = req.header(reqwest::header::COOKIE, cookie);
+        }
+        into_reply(req.send().await.unwrap()).await
+    }
+
+    /// The ports `list_ports_json` shows now, flattened.
+    pub async fn listed(&self) -> Vec<Value> {
+        let v = self.get_json("/apix/list_ports_json").await;
+        match v {
+            Value::Object(by_imei) => by_imei
+                .into_values()
+                .flat_map(|l| l.as_array().cloned().unwrap_or_default())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     pub async fn free_ports(&self) -> Vec<u16> {
@@ -143,6 +198,18 @@ pub fn port_doc(imei: &str, id: &str, login: &str, password: &str, http: u16, so
 
 async fn into_reply(resp: reqwest::Response) -> Reply {
     let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let cookies = resp
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
     let content_type = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -154,6 +221,8 @@ async fn into_reply(resp: reqwest::Response) -> Reply {
         status,
         content_type,
         body,
+        location,
+        cookies,
     }
 }
 
