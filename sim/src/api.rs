@@ -23,8 +23,6 @@ use std::time::Duration;
 type Params = Query<HashMap<String, String>>;
 type SimState = State<Arc<Sim>>;
 
-/// How many ports `get_free_tcp_ports` offers (pairs, on a pool box: twice as many ports).
-const FREE_PORTS: usize = 10;
 /// How long a `store_port` with `WriteFault::StoreThenHang` keeps the caller waiting.
 const HANG: Duration = Duration::from_secs(30);
 
@@ -92,20 +90,21 @@ async fn list_ports(State(sim): SimState) -> Response {
 /// Genuinely free ports on the proxy address, none of them used by a stored port: matched
 /// pairs from the two pools on a pool box, any free ports otherwise.
 async fn free_tcp_ports(State(sim): SimState) -> Response {
-    let (used, pools) = {
+    let (used, pools, offered) = {
         let state = sim.state();
-        (state.used_tcp_ports(""), state.quirks.port_pools)
+        let offered = state.free_ports_offered;
+        (state.used_tcp_ports(""), state.quirks.port_pools, offered)
     };
     if pools {
         let owner = usize::from(sim.local_addr.port());
         return ok_json(&Value::from(pools::free_pairs(
             sim.config.proxy_ip,
-            FREE_PORTS,
+            offered,
             &used,
             owner,
         )));
     }
-    match listeners::free_ports(sim.config.proxy_ip, FREE_PORTS, &used) {
+    match listeners::free_ports(sim.config.proxy_ip, offered, &used) {
         Ok(ports) => ok_json(&Value::from(ports)),
         Err(e) => ok_json(&json::error(&format!("cannot list free ports: {e}"))),
     }

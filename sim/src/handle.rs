@@ -149,6 +149,24 @@ impl SimHandle {
         state.modems.push(modem);
     }
 
+    /// Unplugs the real modem with this IMEI: it leaves the status list (its ports stay
+    /// stored, as on a box whose modem dropped off the USB bus).
+    pub fn remove_modem(&self, imei: &str) -> Result<(), SimError> {
+        let mut state = self.sim.state();
+        let before = state.modems.len();
+        state.modems.retain(|m| m.imei != imei);
+        match state.modems.len() < before {
+            true => Ok(()),
+            false => Err(SimError::NoSuchModem),
+        }
+    }
+
+    /// How many free ports (pairs, on a pool box) `get_free_tcp_ports` lists at most from
+    /// now on (default 10); 0 or 1 is a box that has run out of ports.
+    pub fn set_free_ports_offered(&self, count: usize) {
+        self.sim.state().free_ports_offered = count;
+    }
+
     /// The box's quirks now.
     pub fn quirks(&self) -> Quirks {
         self.sim.state().quirks.clone()

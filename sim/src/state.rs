@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// Most entries kept in each of the logs tests read (calls, store bodies, violations), so a
 /// long-running simulator does not grow without bound.
 const LOG_LIMIT: usize = 10_000;
+/// How many ports `get_free_tcp_ports` offers by default (pairs, on a pool box).
+pub(crate) const FREE_PORTS: usize = 10;
 
 /// Forwarded-byte counters of one port, shared with its live proxy connections.
 #[derive(Debug, Default)]
@@ -186,6 +188,8 @@ pub(crate) struct State {
     pub violations: Vec<String>,
     /// Tests' own `bandwidth_report_all` entries, by port id (replace the live ones).
     pub bandwidth_override: BTreeMap<String, Value>,
+    /// How many ports (pairs, on a pool box) `get_free_tcp_ports` offers at most.
+    pub free_ports_offered: usize,
     pub rotation_delay: Duration,
     /// The box's zone, seconds east of UTC (see `SimConfig::utc_offset_s`).
     pub utc_offset_s: i32,
@@ -215,6 +219,7 @@ impl State {
             store_bodies: Vec::new(),
             violations: Vec::new(),
             bandwidth_override: BTreeMap::new(),
+            free_ports_offered: FREE_PORTS,
             rotation_delay,
             utc_offset_s: 0,
             store_port_replaces: false,

@@ -307,6 +307,38 @@ async fn free_ports_are_really_free() {
     }
 }
 
+/// A test can make the box run out of free ports.
+#[tokio::test]
+async fn free_ports_offered_can_be_limited() {
+    let b = start_box(1).await;
+    b.sim.set_free_ports_offered(1);
+    assert_eq!(b.free_ports().await.len(), 1);
+    b.sim.set_free_ports_offered(0);
+    assert!(b.free_ports().await.is_empty());
+}
+
+/// An unplugged modem leaves the status list; its ports stay stored.
+#[tokio::test]
+async fn a_removed_modem_leaves_the_status_list() {
+    let b = start_box(2).await;
+    let imei = b.sim.imeis()[0].clone();
+    let port = b.sim.add_foreign_port(&imei, "manual").unwrap();
+    b.sim.remove_modem(&imei).unwrap();
+    assert!(b.sim.remove_modem(&imei).is_err(), "already gone");
+    let status = b.get_json("/apix/show_status_json").await;
+    assert_eq!(real_modems(&status).len(), 1);
+    assert!(status
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["modem_details"]["IMEI"] != imei.as_str()));
+    assert_eq!(b.sim.imeis().len(), 1);
+    assert!(
+        b.sim.port(&port.port_id).is_some(),
+        "its port is still stored"
+    );
+}
+
 #[tokio::test]
 async fn bandwidth_report_uses_human_strings_null_and_zero() {
     let b = start_box(1).await;
