@@ -11,8 +11,8 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
+use support::fake::{FakeBox, IMEI_1, PASSWORD};
 use support::plane::{enroll_ok, PlaneConn};
-use support::{FakeBox, IMEI_1, PASSWORD};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 

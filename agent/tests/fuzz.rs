@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
+use support::fake::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
 use tokio::sync::mpsc;
 
 const FRAMES: usize = 4000;

@@ -12,9 +12,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::fake::{FakeBox, PASSWORD};
 use support::plane::PlaneConn;
 use support::proxy::{Mode, TestProxy};
-use support::{FakeBox, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_farmhand-agent");
 

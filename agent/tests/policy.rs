@@ -15,8 +15,8 @@ use farmhand_agent::{AgentConfig, ControlPlaneConfig, Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use std::sync::Arc;
 use std::time::Duration;
+use support::fake::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
 use support::plane::{enroll_ok, PlaneConn, WAIT};
-use support::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

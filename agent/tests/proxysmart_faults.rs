@@ -16,7 +16,7 @@ use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{FakeBox, Fault, IMEI_1, PASSWORD, USER};
+use support::fake::{FakeBox, Fault, IMEI_1, PASSWORD, USER};
 
 struct Agent {
     fake: FakeBox,

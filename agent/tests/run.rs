@@ -25,8 +25,9 @@ use farmhand_agent::{
 use farmhand_protocol::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::fake::{FakeBox, IMEI_1, PASSWORD, USER};
 use support::plane::{enroll_server, PlaneConn, WAIT};
-use support::{wait_until, FakeBox, IMEI_1, PASSWORD, USER};
+use support::wait_until;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -205,7 +206,7 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     enrolled(dir.path()).await;
     let fake = FakeBox::start().await;
-    fake.with(|s| s.fault = support::Fault::ServerError);
+    fake.with(|s| s.fault = support::fake::Fault::ServerError);
     // A port nothing listens on.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plane_url = format!("http://{}", closed.local_addr().unwrap());
