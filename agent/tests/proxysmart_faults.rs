@@ -1,4 +1,4 @@
-//! ProxySmart failing in the middle of a command, against the fake box over real HTTP:
+//! ProxySmart failing in the middle of a command, against the simulator over real HTTP:
 //! transient 5xx on reads are retried (bounded), a persistent one is `proxysmart_unavailable`
 //! after exactly the bounded attempts, a `store_port` whose outcome is unknown (timeout) is
 //! never retried and leaves no port, a refused connection fails fast, and a modem that
@@ -14,22 +14,23 @@ use farmhand_agent::journal::{now_ms, Journal};
 use farmhand_agent::proxysmart::ProxysmartClient;
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
+use farmhand_sim::{Fault, WriteFault};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::fake::{FakeBox, Fault, IMEI_1, PASSWORD, USER};
+use support::{TestBox, PASSWORD, USER};
 
 struct Agent {
-    fake: FakeBox,
+    sim: TestBox,
     exec: Executor,
     _dir: tempfile::TempDir,
 }
 
 /// An executor whose ProxySmart calls time out after 1 s.
 async fn agent() -> Agent {
-    let fake = FakeBox::start().await;
-    let exec = executor(&fake.url);
+    let sim = TestBox::start().await;
+    let exec = executor(&sim.url());
     Agent {
-        fake,
+        sim,
         exec: exec.0,
         _dir: exec.1,
     }
@@ -77,31 +78,31 @@ fn error_of(result: CommandResult) -> CommandError {
 #[tokio::test]
 async fn transient_server_errors_on_reads_are_retried() {
     let a = agent().await;
-    a.fake
-        .with(|s| s.fault = Fault::FailNext(PROXYSMART_READ_ATTEMPTS - 1));
-    let result = a.exec.execute(provision("c1", "al-1", IMEI_1)).await;
+    a.sim
+        .set_fault(Fault::FailNext(PROXYSMART_READ_ATTEMPTS - 1));
+    let result = a.exec.execute(provision("c1", "al-1", &a.sim.online)).await;
     assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
     assert_eq!(
-        a.fake.with(|s| s.calls_to("status")),
+        a.sim.api_calls("/apix/show_status_json"),
         PROXYSMART_READ_ATTEMPTS as usize
     );
-    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), 1);
-    assert_eq!(a.fake.with(|s| s.ports.len()), 1);
+    assert_eq!(a.sim.api_calls("/crud/store_port"), 1);
+    assert_eq!(a.sim.ports().len(), 1);
 }
 
 #[tokio::test]
 async fn a_persistent_server_error_fails_after_bounded_retries() {
     let a = agent().await;
-    a.fake.with(|s| s.fault = Fault::ServerError);
+    a.sim.set_fault(Fault::Status500);
     let started = Instant::now();
-    let e = error_of(a.exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    let e = error_of(a.exec.execute(provision("c1", "al-1", &a.sim.online)).await);
     assert_eq!(e.code, CommandErrorCode::ProxysmartUnavailable, "{e:?}");
     assert!(e.message.contains("HTTP 500"), "{e:?}");
     assert_eq!(
-        a.fake.with(|s| s.calls_to("status")),
+        a.sim.api_calls("/apix/show_status_json"),
         PROXYSMART_READ_ATTEMPTS as usize
     );
-    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), 0);
+    assert_eq!(a.sim.api_calls("/crud/store_port"), 0);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "retries are bounded"
@@ -111,23 +112,26 @@ async fn a_persistent_server_error_fails_after_bounded_retries() {
 #[tokio::test]
 async fn a_store_port_with_unknown_outcome_is_not_retried_and_leaves_no_port() {
     let a = agent().await;
-    a.fake.with(|s| s.fault = Fault::StoreThenHang);
-    let e = error_of(a.exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    a.sim.set_write_fault(Some(WriteFault::StoreThenHang));
+    let e = error_of(a.exec.execute(provision("c1", "al-1", &a.sim.online)).await);
     assert_eq!(e.code, CommandErrorCode::ProxysmartTimeout, "{e:?}");
-    a.fake.with(|s| {
-        assert_eq!(s.calls_to("store_port"), 1, "store_port is never retried");
-        assert_eq!(
-            s.calls_to("purge_port"),
-            1,
-            "the unknown outcome is purged by id"
-        );
-        assert!(s.ports.is_empty(), "no half-created port: {:?}", s.ports);
-    });
+    assert_eq!(
+        a.sim.api_calls("/crud/store_port"),
+        1,
+        "store_port is never retried"
+    );
+    assert_eq!(
+        a.sim.api_calls("/apix/purge_port"),
+        1,
+        "the unknown outcome is purged by id"
+    );
+    let ports = a.sim.ports();
+    assert!(ports.is_empty(), "no half-created port: {ports:?}");
     // The box recovers: a new attempt for the allocation creates exactly one port.
-    a.fake.with(|s| s.fault = Fault::None);
-    let result = a.exec.execute(provision("c2", "al-1", IMEI_1)).await;
+    a.sim.set_write_fault(None);
+    let result = a.exec.execute(provision("c2", "al-1", &a.sim.online)).await;
     assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
-    assert_eq!(a.fake.with(|s| s.ports.len()), 1);
+    assert_eq!(a.sim.ports().len(), 1);
 }
 
 #[tokio::test]
@@ -137,7 +141,10 @@ async fn a_refused_connection_fails_fast_as_unavailable() {
     drop(closed);
     let (exec, _dir) = executor(&url);
     let started = Instant::now();
-    let e = error_of(exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    let e = error_of(
+        exec.execute(provision("c1", "al-1", &farmhand_sim::imei(1)))
+            .await,
+    );
     assert_eq!(e.code, CommandErrorCode::ProxysmartUnavailable, "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -145,15 +152,15 @@ async fn a_refused_connection_fails_fast_as_unavailable() {
 #[tokio::test]
 async fn a_modem_gone_between_poll_and_command_is_unknown_imei() {
     let a = agent().await;
-    a.fake
-        .with(|s| s.modems.retain(|m| m["modem_details"]["IMEI"] != IMEI_1));
-    let e = error_of(a.exec.execute(provision("c1", "al-1", IMEI_1)).await);
+    let imei = a.sim.online.clone();
+    a.sim.remove_modem(&imei).unwrap();
+    let e = error_of(a.exec.execute(provision("c1", "al-1", &imei)).await);
     assert_eq!(e.code, CommandErrorCode::UnknownImei, "{e:?}");
-    assert!(e.message.contains(IMEI_1));
-    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), 0);
+    assert!(e.message.contains(&imei));
+    assert_eq!(a.sim.api_calls("/crud/store_port"), 0);
 }
 
-fn reconcile(id: &str, allocations: &[&str]) -> Command {
+fn reconcile(id: &str, imei: &str, allocations: &[&str]) -> Command {
     Command {
         id: id.into(),
         deadline_ms: now_ms() + 60_000,
@@ -162,7 +169,7 @@ fn reconcile(id: &str, allocations: &[&str]) -> Command {
                 .iter()
                 .map(|a| DesiredPort {
                     allocation_id: (*a).into(),
-                    imei: IMEI_1.into(),
+                    imei: imei.into(),
                 })
                 .collect(),
         }),
@@ -175,9 +182,10 @@ fn reconcile(id: &str, allocations: &[&str]) -> Command {
 #[tokio::test]
 async fn reconcile_applies_a_half_created_port_before_adopting_it() {
     let a = agent().await;
-    a.fake
-        .with(|s| s.add_port("porthalf0001", "farmhand-al-1", IMEI_1, 8100, 8101));
-    let result = a.exec.execute(reconcile("r1", &["al-1"])).await;
+    let imei = a.sim.online.clone();
+    // Stored, never applied.
+    let half = a.sim.add_foreign_port(&imei, "farmhand-al-1").unwrap();
+    let result = a.exec.execute(reconcile("r1", &imei, &["al-1"])).await;
     let Outcome::Ok {
         output: CommandOutput::Reconcile(r),
     } = result.outcome
@@ -185,19 +193,17 @@ async fn reconcile_applies_a_half_created_port_before_adopting_it() {
         panic!("{result:?}")
     };
     assert!(r.missing.is_empty() && r.removed.is_empty(), "{r:?}");
-    assert!(a
-        .fake
-        .with(|s| s.applied.contains(&"porthalf0001".to_string())));
-    let stores = a.fake.with(|s| s.calls_to("store_port"));
-    let again = a.exec.execute(provision("p1", "al-1", IMEI_1)).await;
+    assert!(a.sim.port(&half.port_id).unwrap().applied);
+    let stores = a.sim.api_calls("/crud/store_port");
+    let again = a.exec.execute(provision("p1", "al-1", &imei)).await;
     let Outcome::Ok {
         output: CommandOutput::Provision(p),
     } = again.outcome
     else {
         panic!("{again:?}")
     };
-    assert_eq!(p.port_id, "porthalf0001");
-    assert_eq!(a.fake.with(|s| s.calls_to("store_port")), stores);
+    assert_eq!(p.port_id, half.port_id);
+    assert_eq!(a.sim.api_calls("/crud/store_port"), stores);
 }
 
 /// A second port with an allocation's name (a leftover next to the journaled one) is
@@ -205,36 +211,36 @@ async fn reconcile_applies_a_half_created_port_before_adopting_it() {
 #[tokio::test]
 async fn reconcile_removes_a_duplicate_and_keeps_the_journaled_port() {
     let a = agent().await;
-    let first = a.exec.execute(provision("p1", "al-1", IMEI_1)).await;
+    let imei = a.sim.online.clone();
+    let first = a.exec.execute(provision("p1", "al-1", &imei)).await;
     let Outcome::Ok {
         output: CommandOutput::Provision(p),
     } = first.outcome
     else {
         panic!("{first:?}")
     };
-    a.fake
-        .with(|s| s.add_port("portdup00001", "farmhand-al-1", IMEI_1, 8100, 8101));
-    let result = a.exec.execute(reconcile("r1", &["al-1"])).await;
+    let dup = a.sim.add_foreign_port(&imei, "farmhand-al-1").unwrap();
+    let result = a.exec.execute(reconcile("r1", &imei, &["al-1"])).await;
     assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
-    a.fake.with(|s| {
-        assert!(s.ports.contains_key(&p.port_id), "the journaled port stays");
-        assert!(
-            !s.ports.contains_key("portdup00001"),
-            "the duplicate is gone"
-        );
-        assert!(!s.applied.contains(&"portdup00001".to_string()));
-    });
+    assert!(a.sim.port(&p.port_id).is_some(), "the journaled port stays");
+    assert!(a.sim.port(&dup.port_id).is_none(), "the duplicate is gone");
+    assert!(
+        !a.sim
+            .calls()
+            .iter()
+            .any(|c| c.path == "/apix/apply_port" && c.target == dup.port_id),
+        "the duplicate was never applied"
+    );
 }
 
 /// A half-created port that cannot be applied is removed and reported missing.
 #[tokio::test]
 async fn reconcile_reports_an_unusable_leftover_missing() {
     let a = agent().await;
-    a.fake.with(|s| {
-        s.add_port("porthalf0001", "farmhand-al-1", IMEI_1, 8100, 8101);
-        s.fault = Fault::ApplyRefused;
-    });
-    let result = a.exec.execute(reconcile("r1", &["al-1"])).await;
+    let imei = a.sim.online.clone();
+    a.sim.add_foreign_port(&imei, "farmhand-al-1").unwrap();
+    a.sim.set_write_fault(Some(WriteFault::ApplyRefused));
+    let result = a.exec.execute(reconcile("r1", &imei, &["al-1"])).await;
     let Outcome::Ok {
         output: CommandOutput::Reconcile(r),
     } = result.outcome
@@ -242,5 +248,5 @@ async fn reconcile_reports_an_unusable_leftover_missing() {
         panic!("{result:?}")
     };
     assert_eq!(r.missing, ["al-1"]);
-    assert!(a.fake.with(|s| s.ports.is_empty()));
+    assert!(a.sim.ports().is_empty());
 }
