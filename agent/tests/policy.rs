@@ -1,4 +1,4 @@
-//! The seller's policy against the fake ProxySmart over real HTTP, and through the whole
+//! The seller's policy against the ProxySmart simulator over real HTTP, and through the whole
 //! agent against a fake plane: each rule is refused with `policy_denied` and audited,
 //! excluded modems are never touched nor reported, rotations are spaced per modem, and
 //! the per-modem port cap holds even for concurrent provisions.
@@ -15,29 +15,35 @@ use farmhand_agent::{AgentConfig, ControlPlaneConfig, Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use std::sync::Arc;
 use std::time::Duration;
-use support::fake::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
 use support::plane::{enroll_ok, PlaneConn, WAIT};
+use support::{imei_3, TestBox, PASSWORD, USER};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 struct Agent {
-    fake: FakeBox,
+    sim: TestBox,
+    /// The online modem the box starts with.
+    imei_1: String,
+    /// The online modem plugged in at start (the one policies exclude).
+    imei_3: String,
     exec: Executor,
     dir: tempfile::TempDir,
 }
 
 async fn agent(policy: Policy) -> Agent {
-    let fake = FakeBox::start().await;
-    fake.add_online_modem(IMEI_3, "198.51.100.3");
+    let sim = TestBox::start().await;
+    let imei_3 = sim.plug_in_third();
     let dir = tempfile::tempdir().unwrap();
-    let config = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+    let config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     let client = ProxysmartClient::new(&config).unwrap();
     let journal = Journal::open(dir.path()).unwrap();
     let mut ctx = CommandContext::new(client, journal, Duration::from_secs(10));
     ctx.policy = policy;
     ctx.audit = Some(AuditLog::open(dir.path()).unwrap());
     Agent {
-        fake,
+        imei_1: sim.online.clone(),
+        imei_3,
+        sim,
         exec: Executor::new(Arc::new(ctx)),
         dir,
     }
@@ -121,6 +127,15 @@ fn reconcile(desired: &[(&str, &str)]) -> CommandBody {
     CommandBody::Reconcile(Reconcile { ports })
 }
 
+/// No write named `imei`: no `store_port` for it, no rotation of it.
+fn assert_untouched(a: &Agent, imei: &str) {
+    let (stored, reset) = (a.sim.stored_imeis(), a.sim.reset_imeis());
+    assert!(
+        stored.iter().chain(&reset).all(|i| i != imei),
+        "{stored:?} {reset:?}"
+    );
+}
+
 fn pair(id: &str, outcome: &str) -> (String, String) {
     (id.to_string(), outcome.to_string())
 }
@@ -132,16 +147,18 @@ async fn each_disallowed_command_is_denied_audited_and_never_reaches_proxysmart(
     policy.allow.rotate_ip = false;
     policy.allow.update_port = false;
     let a = agent(policy).await;
-    a.fake
-        .with(|s| s.add_port("portold0000001", "farmhand-old", IMEI_1, 8100, 8101));
+    a.sim.add_foreign_port(&a.imei_1, "farmhand-old").unwrap();
     assert!(a
-        .denied("c1", provision("al-1", IMEI_1))
+        .denied("c1", provision("al-1", &a.imei_1))
         .await
         .contains("provision"));
-    assert!(a.denied("c2", rotate(IMEI_1)).await.contains("rotate_ip"));
+    assert!(a
+        .denied("c2", rotate(&a.imei_1))
+        .await
+        .contains("rotate_ip"));
     assert!(a.denied("c3", update("old")).await.contains("update_port"));
     assert!(
-        a.fake.with(|s| s.calls.is_empty()),
+        a.sim.calls().is_empty(),
         "a denied command makes no ProxySmart call"
     );
     // Removals stay allowed while provisioning is off: the seller's ports get cleaned up.
@@ -165,7 +182,7 @@ async fn each_disallowed_command_is_denied_audited_and_never_reaches_proxysmart(
     let a = agent(policy).await;
     a.denied("c1", release("old")).await;
     a.denied("c2", reconcile(&[])).await;
-    assert!(a.fake.with(|s| s.calls.is_empty()));
+    assert!(a.sim.calls().is_empty());
     assert_eq!(
         a.audited(),
         [pair("c1", "policy_denied"), pair("c2", "policy_denied")]
@@ -175,61 +192,52 @@ async fn each_disallowed_command_is_denied_audited_and_never_reaches_proxysmart(
 #[tokio::test]
 async fn a_moved_allocation_leaves_its_stale_copy_on_an_excluded_modem_alone() {
     let policy = Policy {
-        excluded_imeis: [IMEI_3.to_string()].into(),
+        excluded_imeis: [imei_3()].into(),
         ..Policy::default()
     };
     let a = agent(policy).await;
     // A copy of al-1's port on a modem the seller excluded (left there by a move).
-    a.fake
-        .with(|s| s.add_port("portstale00001", "farmhand-al-1", IMEI_3, 8100, 8101));
-    let CommandOutput::Provision(p) = a.ok("c1", provision("al-1", IMEI_1)).await else {
+    let stale = a.sim.add_foreign_port(&a.imei_3, "farmhand-al-1").unwrap();
+    let CommandOutput::Provision(p) = a.ok("c1", provision("al-1", &a.imei_1)).await else {
         panic!()
     };
-    a.fake.with(|s| {
-        assert_eq!(
-            s.ports.len(),
-            2,
-            "provision did not purge the excluded copy"
-        );
-    });
+    assert_eq!(
+        a.sim.ports().len(),
+        2,
+        "provision did not purge the excluded copy"
+    );
     let CommandOutput::Release(r) = a.ok("c2", release("al-1")).await else {
         panic!()
     };
     assert!(r.existed);
-    a.fake.with(|s| {
-        assert!(!s.ports.contains_key(&p.port_id), "the journaled port went");
-        assert!(
-            s.ports.contains_key("portstale00001"),
-            "the excluded copy stays"
-        );
-        assert!(
-            s.touched_imeis.iter().all(|i| i != IMEI_3),
-            "{:?}",
-            s.touched_imeis
-        );
-    });
+    assert!(a.sim.port(&p.port_id).is_none(), "the journaled port went");
+    assert!(
+        a.sim.port(&stale.port_id).is_some(),
+        "the excluded copy stays"
+    );
+    assert_untouched(&a, &a.imei_3);
 }
 
 #[tokio::test]
 async fn excluded_modems_and_their_ports_are_never_touched() {
     let policy = Policy {
-        excluded_imeis: [IMEI_3.to_string()].into(),
+        excluded_imeis: [imei_3()].into(),
         ..Policy::default()
     };
     let a = agent(policy).await;
     // A marketplace port made before the seller excluded the modem, and the seller's own.
-    a.fake.with(|s| {
-        s.add_port("portexcl000001", "farmhand-before", IMEI_3, 8100, 8101);
-        s.add_port("portmine000001", "my own port", IMEI_3, 8200, 8201);
-    });
+    a.sim
+        .add_foreign_port(&a.imei_3, "farmhand-before")
+        .unwrap();
+    a.sim.add_foreign_port(&a.imei_3, "my own port").unwrap();
     assert!(a
-        .denied("c1", provision("al-1", IMEI_3))
+        .denied("c1", provision("al-1", &a.imei_3))
         .await
         .contains("excluded"));
-    a.denied("c2", rotate(IMEI_3)).await;
+    a.denied("c2", rotate(&a.imei_3)).await;
     a.denied("c3", release("before")).await;
     a.denied("c4", update("before")).await;
-    let CommandOutput::Reconcile(r) = a.ok("c5", reconcile(&[("before", IMEI_3)])).await else {
+    let CommandOutput::Reconcile(r) = a.ok("c5", reconcile(&[("before", &a.imei_3)])).await else {
         panic!()
     };
     assert!(r.removed.is_empty(), "{r:?}");
@@ -241,13 +249,19 @@ async fn excluded_modems_and_their_ports_are_never_touched() {
         r.removed.is_empty(),
         "an undesired port on an excluded modem stays: {r:?}"
     );
-    a.fake.with(|s| {
-        assert_eq!(s.ports.len(), 2, "both ports are still on the box");
-        assert!(s.touched_imeis.is_empty(), "{:?}", s.touched_imeis);
-        assert_eq!(s.calls_to("purge_port") + s.calls_to("store_port"), 0);
-    });
+    assert_eq!(a.sim.ports().len(), 2, "both ports are still on the box");
+    assert!(
+        a.sim.stored_imeis().is_empty(),
+        "{:?}",
+        a.sim.stored_imeis()
+    );
+    assert!(a.sim.reset_imeis().is_empty(), "{:?}", a.sim.reset_imeis());
+    assert_eq!(
+        a.sim.api_calls("/apix/purge_port") + a.sim.api_calls("/crud/store_port"),
+        0
+    );
     // Other modems work as usual.
-    a.ok("c7", provision("al-2", IMEI_1)).await;
+    a.ok("c7", provision("al-2", &a.imei_1)).await;
     let outcomes: Vec<String> = a.audited().into_iter().map(|(_, o)| o).collect();
     assert_eq!(
         outcomes,
@@ -270,19 +284,22 @@ async fn rotations_of_one_modem_are_spaced_but_other_modems_are_not_held_up() {
         ..Policy::default()
     };
     let a = agent(policy).await;
-    a.ok("c1", rotate(IMEI_1)).await;
-    let message = a.denied("c2", rotate(IMEI_1)).await;
+    a.ok("c1", rotate(&a.imei_1)).await;
+    let message = a.denied("c2", rotate(&a.imei_1)).await;
     assert!(message.contains("3600s"), "{message}");
-    a.ok("c3", rotate(IMEI_3)).await;
+    a.ok("c3", rotate(&a.imei_3)).await;
     // An offline modem's refused rotation does not start its clock.
-    let e = a.run("c4", rotate(IMEI_OFFLINE)).await;
+    let e = a.run("c4", rotate(&a.sim.offline)).await;
     assert!(
         matches!(&e, Outcome::Error { error } if error.code == CommandErrorCode::ModemOffline),
         "{e:?}"
     );
-    a.fake.with(|s| {
-        assert_eq!(s.touched_imeis, [IMEI_1, IMEI_3], "one reset per modem");
-    });
+    assert_eq!(
+        a.sim.reset_imeis(),
+        [a.imei_1.clone(), a.imei_3.clone()],
+        "one reset per modem"
+    );
+    assert!(a.sim.stored_imeis().is_empty());
     assert_eq!(
         a.audited(),
         [
@@ -301,11 +318,10 @@ async fn the_port_cap_counts_marketplace_ports_on_the_modem_even_under_concurren
         ..Policy::default()
     };
     let a = agent(policy).await;
-    a.fake
-        .with(|s| s.add_port("portmine000001", "my own port", IMEI_1, 8200, 8201));
+    a.sim.add_foreign_port(&a.imei_1, "my own port").unwrap();
     let (r1, r2) = tokio::join!(
-        a.run("c1", provision("al-1", IMEI_1)),
-        a.run("c2", provision("al-2", IMEI_1))
+        a.run("c1", provision("al-1", &a.imei_1)),
+        a.run("c2", provision("al-2", &a.imei_1))
     );
     let oks = [&r1, &r2]
         .iter()
@@ -317,20 +333,16 @@ async fn the_port_cap_counts_marketplace_ports_on_the_modem_even_under_concurren
         _ => ("al-2", "al-1"),
     };
     // The same allocation again is the same port, not a second one.
-    a.ok("c3", provision(winner, IMEI_1)).await;
+    a.ok("c3", provision(winner, &a.imei_1)).await;
     assert!(a
-        .denied("c4", provision(loser, IMEI_1))
+        .denied("c4", provision(loser, &a.imei_1))
         .await
         .contains("allows 1"));
     // Another modem has its own cap; a release frees the slot.
-    a.ok("c5", provision(loser, IMEI_3)).await;
+    a.ok("c5", provision(loser, &a.imei_3)).await;
     a.ok("c6", release(winner)).await;
-    a.ok("c7", provision("al-3", IMEI_1)).await;
-    assert_eq!(
-        a.fake.with(|s| s.ports.len()),
-        3,
-        "mine + al-3 + loser on IMEI_3"
-    );
+    a.ok("c7", provision("al-3", &a.imei_1)).await;
+    assert_eq!(a.sim.ports().len(), 3, "mine + al-3 + loser on imei_3");
     let denials = a
         .audited()
         .iter()
@@ -339,8 +351,8 @@ async fn the_port_cap_counts_marketplace_ports_on_the_modem_even_under_concurren
     assert_eq!(denials, 2);
 }
 
-fn agent_config(dir: &std::path::Path, plane: &str, fake: &FakeBox, policy: Policy) -> AgentConfig {
-    let mut proxysmart = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+fn agent_config(dir: &std::path::Path, plane: &str, sim: &TestBox, policy: Policy) -> AgentConfig {
+    let mut proxysmart = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     proxysmart.poll_interval = Duration::from_secs(1);
     AgentConfig {
         state_dir: dir.to_path_buf(),
@@ -362,16 +374,16 @@ fn agent_config(dir: &std::path::Path, plane: &str, fake: &FakeBox, policy: Poli
 async fn excluded_modems_never_reach_the_plane() {
     let dir = tempfile::tempdir().unwrap();
     let public_key = enroll_ok(dir.path()).await;
-    let fake = FakeBox::start().await;
-    fake.add_online_modem(IMEI_3, "198.51.100.3");
-    fake.with(|s| s.add_port("portexcl000001", "farmhand-before", IMEI_3, 8100, 8101));
+    let sim = TestBox::start().await;
+    let imei_3 = sim.plug_in_third();
+    let before = sim.add_foreign_port(&imei_3, "farmhand-before").unwrap();
     // The agent made that port before the seller excluded the modem: it is in the journal.
     let made_before = ManagedPort {
         allocation_id: "before".into(),
-        imei: IMEI_3.into(),
-        port_id: "portexcl000001".into(),
-        http_port: 8100,
-        socks_port: 8101,
+        imei: imei_3.clone(),
+        port_id: before.port_id.clone(),
+        http_port: before.http_port,
+        socks_port: before.socks_port,
     };
     Journal::open(dir.path())
         .unwrap()
@@ -381,12 +393,12 @@ async fn excluded_modems_never_reach_the_plane() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plane_url = format!("http://{}", listener.local_addr().unwrap());
     let policy = Policy {
-        excluded_imeis: [IMEI_3.to_string()].into(),
+        excluded_imeis: [imei_3.clone()].into(),
         ..Policy::default()
     };
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(farmhand_agent::run(
-        agent_config(dir.path(), &plane_url, &fake, policy),
+        agent_config(dir.path(), &plane_url, &sim, policy),
         shutdown.clone(),
     ));
     let frames = Arc::default();
@@ -396,9 +408,9 @@ async fn excluded_modems_never_reach_the_plane() {
         panic!("inventory")
     };
     let imeis: Vec<&str> = inv.modems.iter().map(|m| m.imei.as_str()).collect();
-    assert_eq!(imeis, [IMEI_1, IMEI_OFFLINE]);
+    assert_eq!(imeis, [sim.online.as_str(), sim.offline.as_str()]);
     assert!(inv.ports.is_empty(), "{:?}", inv.ports);
-    let r = conn.command("c1", reconcile(&[("before", IMEI_3)])).await;
+    let r = conn.command("c1", reconcile(&[("before", &imei_3)])).await;
     let Outcome::Ok {
         output: CommandOutput::Reconcile(r),
     } = r.outcome
@@ -410,18 +422,12 @@ async fn excluded_modems_never_reach_the_plane() {
         (0, ["before".to_string()].as_slice())
     );
     // Both online modems change; only the visible one is reported.
-    fake.with(|s| {
-        for m in s
-            .modems
-            .iter_mut()
-            .filter(|m| m["modem_details"]["IMEI"] != IMEI_OFFLINE)
-        {
-            m["net_details"]["EXT_IP"] = serde_json::json!("198.51.100.77");
-        }
-    });
+    for imei in [&sim.online, &imei_3] {
+        sim.set_ext_ip(imei, "198.51.100.77").unwrap();
+    }
     let changes = conn.changes().await;
     let changed: Vec<&str> = changes.changed.iter().map(|m| m.imei.as_str()).collect();
-    assert_eq!(changed, [IMEI_1]);
+    assert_eq!(changed, [sim.online.as_str()]);
     drop(conn);
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::clone(&frames)).await;
     conn.welcome().await;
@@ -441,11 +447,11 @@ async fn excluded_modems_never_reach_the_plane() {
         Some(made_before),
         "kept, not reported"
     );
-    assert!(fake.with(|s| s.ports.contains_key("portexcl000001")));
+    assert!(sim.port(&before.port_id).is_some());
     let frames = frames.lock().unwrap();
     assert!(frames.len() >= 6);
     assert!(
-        frames.iter().all(|f| !f.contains(IMEI_3)),
+        frames.iter().all(|f| !f.contains(&imei_3)),
         "an excluded IMEI crossed the wire"
     );
 }
