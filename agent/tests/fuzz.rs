@@ -1,7 +1,7 @@
 //! Fuzz-style test of the command path: thousands of random and mutated command frames
 //! (wrong types, huge numbers, deep nesting, unknown ops and fields, hostile strings,
 //! truncated JSON) are decoded as the session decodes them, and every decodable command is
-//! executed against the fake ProxySmart. Nothing may panic, every command gets exactly one
+//! executed against the ProxySmart simulator. Nothing may panic, every command gets exactly one
 //! result, ProxySmart never receives an invalid field, an unknown path or an excluded IMEI,
 //! and the audit never holds a password. Deterministic (xorshift, fixed seed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use support::fake::{FakeBox, IMEI_1, IMEI_3, IMEI_OFFLINE, PASSWORD, USER};
+use support::{TestBox, PASSWORD, USER};
 use tokio::sync::mpsc;
 
 const FRAMES: usize = 4000;
@@ -46,6 +46,14 @@ impl Rng {
     }
 }
 
+/// The box's modems as the frames name them.
+struct Imeis {
+    online: String,
+    offline: String,
+    /// Online, and excluded by the seller's policy.
+    excluded: String,
+}
+
 fn nested(depth: usize, array: bool) -> Value {
     (0..depth).fold(json!(1), |inner, _| match array {
         true => json!([inner]),
@@ -54,9 +62,9 @@ fn nested(depth: usize, array: bool) -> Value {
 }
 
 /// A value of the wrong type, an extreme number, or (half the time) a hostile string.
-fn weird(rng: &mut Rng) -> Value {
+fn weird(rng: &mut Rng, imeis: &Imeis) -> Value {
     if rng.below(2) == 0 {
-        return json!(hostile_string(rng));
+        return json!(hostile_string(rng, imeis));
     }
     let now = now_ms();
     match rng.below(16) {
@@ -80,33 +88,33 @@ fn weird(rng: &mut Rng) -> Value {
 }
 
 /// Strings that are wrong somewhere: charset, length, control characters, injection.
-fn hostile_string(rng: &mut Rng) -> String {
+fn hostile_string(rng: &mut Rng, imeis: &Imeis) -> String {
     match rng.below(12) {
         0 => String::new(),
         1 => "a".repeat(10_000),
         2 => "a".repeat(65),
         3 => "short".into(),
         4 => "nul\u{0}byte".into(),
-        5 => "356000000000001\n".into(),
+        5 => format!("{}\n", imeis.online),
         6 => "../../etc/passwd".into(),
-        7 => "a&arg=evil&IMEI=356000000000003".into(),
+        7 => format!("a&arg=evil&IMEI={}", imeis.excluded),
         8 => "\u{1b}[31mred ümlaut".into(),
         9 => "has space".into(),
-        10 => IMEI_3.into(),
+        10 => imeis.excluded.clone(),
         _ => "{\"json\":\"inside\"}".into(),
     }
 }
 
-fn valid(rng: &mut Rng, id: usize) -> Value {
+fn valid(rng: &mut Rng, id: usize, imeis: &Imeis) -> Value {
     let now = now_ms();
     // Enough allocations that many provisions are new ones (a known one returns early).
     let allocation = format!("al-{}", rng.below(400));
     let imei = rng.pick(&[
-        IMEI_1,
-        IMEI_1,
-        IMEI_1,
-        IMEI_OFFLINE,
-        IMEI_3,
+        imeis.online.as_str(),
+        imeis.online.as_str(),
+        imeis.online.as_str(),
+        imeis.offline.as_str(),
+        imeis.excluded.as_str(),
         "356999999999999",
     ]);
     let body = match rng.below(5) {
@@ -165,7 +173,7 @@ fn target_path(rng: &mut Rng, frame: &Value) -> Vec<String> {
     random_path(rng, frame)
 }
 
-fn mutate(rng: &mut Rng, frame: &mut Value) {
+fn mutate(rng: &mut Rng, frame: &mut Value, imeis: &Imeis) {
     let path = target_path(rng, frame);
     // The object holding the target (the frame itself for an empty path).
     let (parent_path, key) = match path.split_last() {
@@ -173,7 +181,7 @@ fn mutate(rng: &mut Rng, frame: &mut Value) {
         None => (Vec::new(), None),
     };
     match rng.below(8) {
-        0..=3 => *at_path(frame, &path) = weird(rng),
+        0..=3 => *at_path(frame, &path) = weird(rng, imeis),
         4 => {
             if let (Value::Object(m), Some(key)) = (at_path(frame, &parent_path), key) {
                 m.remove(&key);
@@ -182,7 +190,7 @@ fn mutate(rng: &mut Rng, frame: &mut Value) {
         5 => {
             let extra = rng.pick(&["extra", "url", "path", "method"]);
             if let Value::Object(m) = at_path(frame, &parent_path) {
-                m.insert(extra.into(), weird(rng));
+                m.insert(extra.into(), weird(rng, imeis));
             }
         }
         6 => {
@@ -201,11 +209,11 @@ fn mutate(rng: &mut Rng, frame: &mut Value) {
 }
 
 /// One frame's text: valid, mutated, or mangled text.
-fn frame(rng: &mut Rng, id: usize) -> String {
-    let mut value = valid(rng, id);
+fn frame(rng: &mut Rng, id: usize, imeis: &Imeis) -> String {
+    let mut value = valid(rng, id, imeis);
     let mutations = rng.pick(&[0, 1, 1, 1, 2, 3]);
     for _ in 0..mutations {
-        mutate(rng, &mut value);
+        mutate(rng, &mut value, imeis);
     }
     let text = value.to_string();
     match rng.below(10) {
@@ -215,13 +223,13 @@ fn frame(rng: &mut Rng, id: usize) -> String {
     }
 }
 
-async fn executor(fake: &FakeBox, dir: &std::path::Path) -> Executor {
-    let mut config = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+async fn executor(sim: &TestBox, excluded: &str, dir: &std::path::Path) -> Executor {
+    let mut config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     config.rotation_timeout = Duration::from_secs(2);
     let client = ProxysmartClient::new(&config).unwrap();
     let mut ctx = CommandContext::new(client, Journal::open(dir).unwrap(), config.rotation_timeout);
     ctx.policy = Policy {
-        excluded_imeis: [IMEI_3.to_string()].into(),
+        excluded_imeis: [excluded.to_string()].into(),
         // After its first rotation a modem is refused quickly, which keeps the run short.
         min_rotation_interval: Duration::from_secs(3600),
         ..Policy::default()
@@ -232,16 +240,19 @@ async fn executor(fake: &FakeBox, dir: &std::path::Path) -> Executor {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_mutated_frames_never_panic_and_never_reach_proxysmart_unchecked() {
-    let fake = FakeBox::start().await;
-    fake.add_online_modem(IMEI_3, "198.51.100.3");
-    fake.with(|s| s.free = (20_000..30_000).collect());
+    let sim = TestBox::start().await;
+    let imeis = Imeis {
+        online: sim.online.clone(),
+        offline: sim.offline.clone(),
+        excluded: sim.plug_in_third(),
+    };
     let dir = tempfile::tempdir().unwrap();
-    let exec = executor(&fake, dir.path()).await;
+    let exec = executor(&sim, &imeis.excluded, dir.path()).await;
     let (tx, mut rx) = mpsc::channel::<CommandResult>(FRAMES + 1);
     let mut rng = Rng(SEED);
     let mut submitted: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..FRAMES {
-        let text = frame(&mut rng, i);
+        let text = frame(&mut rng, i, &imeis);
         if let Ok(PlaneMessage::Command(command)) =
             decode::<PlaneMessage>(&text, DEFAULT_MAX_FRAME_BYTES)
         {
@@ -273,17 +284,16 @@ async fn random_and_mutated_frames_never_panic_and_never_reach_proxysmart_unchec
     for code in ["ok", "invalid_command", "policy_denied", "unknown_imei"] {
         assert!(codes.contains_key(code), "no {code} among {codes:?}");
     }
-    fake.with(|s| {
-        assert!(s.violations.is_empty(), "{:#?}", s.violations);
-        assert!(
-            !s.touched_imeis.iter().any(|i| i == IMEI_3),
-            "excluded IMEI touched"
-        );
-        assert!(
-            s.calls_to("store_port") > 20,
-            "the happy path was exercised"
-        );
-    });
+    sim.assert_no_violations();
+    let (stored, reset) = (sim.stored_imeis(), sim.reset_imeis());
+    assert!(
+        !stored.iter().chain(&reset).any(|i| *i == imeis.excluded),
+        "excluded IMEI touched"
+    );
+    assert!(
+        sim.api_calls("/crud/store_port") > 20,
+        "the happy path was exercised"
+    );
     let audit = read_recent(dir.path(), 0).unwrap();
     assert_eq!(audit.skipped, 0);
     assert!(
