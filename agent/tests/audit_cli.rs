@@ -1,7 +1,7 @@
 //! The local audit end to end with real processes: `farmhand-agent run` (with a policy in
-//! its config file) serves a fake plane, and `farmhand-agent audit` — a second process —
-//! reads what it did while it is still running: the policy denial, the provision and the
-//! release, never the buyer's password.
+//! its config file, against the ProxySmart simulator) serves a fake plane, and
+//! `farmhand-agent audit` — a second process — reads what it did while it is still
+//! running: the policy denial, the provision and the release, never the buyer's password.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -11,8 +11,8 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
-use support::fake::{FakeBox, IMEI_1, PASSWORD};
 use support::plane::{enroll_ok, PlaneConn};
+use support::{TestBox, PASSWORD};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -70,10 +70,10 @@ async fn audit(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn provision() -> CommandBody {
+fn provision(imei: &str) -> CommandBody {
     CommandBody::Provision(Provision {
         allocation_id: "al-1".into(),
-        imei: IMEI_1.into(),
+        imei: imei.into(),
         login: "buyer".into(),
         password: Secret::new(BUYER_PASSWORD),
         expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
@@ -88,10 +88,10 @@ async fn a_seller_reads_the_audit_while_the_agent_runs() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let public_key = enroll_ok(&state).await;
-    let fake = FakeBox::start().await;
+    let sim = TestBox::start().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plane_url = format!("http://{}", listener.local_addr().unwrap());
-    let config = write_config(dir.path(), &plane_url, &fake.url);
+    let config = write_config(dir.path(), &plane_url, &sim.url());
     let mut agent = Running(
         Command::new(AGENT)
             .args(["run", "--config"])
@@ -109,14 +109,14 @@ async fn a_seller_reads_the_audit_while_the_agent_runs() {
         panic!("inventory")
     };
     let rotate = CommandBody::RotateIp(RotateIp {
-        imei: IMEI_1.into(),
+        imei: sim.online.clone(),
     });
     let r = conn.command("cmd-1", rotate).await;
     assert!(
         matches!(&r.outcome, Outcome::Error { error } if error.code == CommandErrorCode::PolicyDenied),
         "{r:?}"
     );
-    let r = conn.command("cmd-2", provision()).await;
+    let r = conn.command("cmd-2", provision(&sim.online)).await;
     assert!(matches!(r.outcome, Outcome::Ok { .. }), "{r:?}");
     let release = CommandBody::Release(Release {
         allocation_id: "al-1".into(),
@@ -147,7 +147,7 @@ async fn a_seller_reads_the_audit_while_the_agent_runs() {
             ("cmd-3", "release", "ok")
         ]
     );
-    assert_eq!(entries[1]["imei"], IMEI_1);
+    assert_eq!(entries[1]["imei"], sim.online.as_str());
     assert_eq!(entries[1]["allocation_id"], "al-1");
     assert!(!out.contains(BUYER_PASSWORD) && !out.contains(PASSWORD));
 

@@ -1,6 +1,7 @@
-//! Command execution against the ProxySmart simulator over real HTTP: every command's happy path,
-//! idempotency by id and by allocation, cleanup after failures, the error codes, and the
-//! automatic rotation scheduler (`autorotate`) driving the same rotations.
+//! Command execution against the ProxySmart simulator (`farmhand-sim`) over real HTTP:
+//! every command's happy path, idempotency by id and by allocation, cleanup after failures
+//! (refused applies, a box that keeps its own credentials or drops the quota), the error
+//! codes, and the automatic rotation scheduler (`autorotate`) driving the same rotations.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

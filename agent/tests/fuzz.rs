@@ -1,9 +1,9 @@
 //! Fuzz-style test of the command path: thousands of random and mutated command frames
 //! (wrong types, huge numbers, deep nesting, unknown ops and fields, hostile strings,
 //! truncated JSON) are decoded as the session decodes them, and every decodable command is
-//! executed against the ProxySmart simulator. Nothing may panic, every command gets exactly one
-//! result, ProxySmart never receives an invalid field, an unknown path or an excluded IMEI,
-//! and the audit never holds a password. Deterministic (xorshift, fixed seed).
+//! executed against the ProxySmart simulator. Nothing may panic, every command gets exactly
+//! one result, ProxySmart never receives an invalid field, an unknown path or an excluded
+//! IMEI, and the audit never holds a password. Deterministic (xorshift, fixed seed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -12,9 +12,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::fake::{FakeBox, PASSWORD};
 use support::plane::PlaneConn;
 use support::proxy::{Mode, TestProxy};
+use support::{TestBox, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_farmhand-agent");
 
@@ -120,9 +120,9 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_and_a_metrics_listener_from_the_environment() {
-    let fake = FakeBox::start().await;
+    let sim = TestBox::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, password) = setup(dir.path(), &fake.url);
+    let (config, password) = setup(dir.path(), &sim.url());
     let mut child = agent(
         &[
             "run",
@@ -250,9 +250,9 @@ fn without_proxies(mut cmd: Command) -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_reaches_the_plane_through_the_proxy_named_by_http_proxy() {
-    let fake = FakeBox::start().await;
+    let sim = TestBox::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, password) = setup(dir.path(), &fake.url);
+    let (config, password) = setup(dir.path(), &sim.url());
     let public_key = farmhand_agent::identity::Identity::load(&dir.path().join("state"))
         .unwrap()
         .public_key()
@@ -343,9 +343,9 @@ async fn doctor_goes_through_the_proxy_and_names_its_refusal() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_reports_a_proxy_refusal_and_keeps_retrying() {
-    let fake = FakeBox::start().await;
+    let sim = TestBox::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, password) = setup(dir.path(), &fake.url);
+    let (config, password) = setup(dir.path(), &sim.url());
     let proxy = TestProxy::start(Mode::Answer("407 Proxy Authentication Required")).await;
     let mut cmd = without_proxies(agent(
         &["run", "--config", config.to_str().unwrap()],

@@ -1,5 +1,5 @@
-//! The seller's policy against the ProxySmart simulator over real HTTP, and through the whole
-//! agent against a fake plane: each rule is refused with `policy_denied` and audited,
+//! The seller's policy against the ProxySmart simulator over real HTTP, and through the
+//! whole agent against a fake plane: each rule is refused with `policy_denied` and audited,
 //! excluded modems are never touched nor reported, rotations are spaced per modem, and
 //! the per-modem port cap holds even for concurrent provisions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,7 +1,7 @@
 //! The whole agent in-process: enroll against a fake enrollment endpoint, then `run` against
-//! a fake control plane (real WebSockets on 127.0.0.1:0) and the fake ProxySmart. Checks the
-//! handshake, inventory, a command round trip, reconnection, revocation, clean shutdown, and
-//! that the ProxySmart password never appears in any frame. The WebSocket dial through a
+//! a fake control plane (real WebSockets on 127.0.0.1:0) and the ProxySmart simulator.
+//! Checks the handshake, inventory, a command round trip, reconnection, revocation, clean
+//! shutdown, and that the ProxySmart password never appears in any frame. The WebSocket dial through a
 //! real HTTP CONNECT proxy (plain and TLS, credentials, refusals, `NO_PROXY`) is tested with
 //! the proxy variables passed in, never set on this process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,16 +23,16 @@ use farmhand_agent::{
     AgentConfig, AgentError, AgentStatus, ControlPlaneConfig, EnrollError, Masked, ProxysmartConfig,
 };
 use farmhand_protocol::*;
+use farmhand_sim::Fault;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::fake::{FakeBox, IMEI_1, PASSWORD, USER};
 use support::plane::{enroll_server, PlaneConn, WAIT};
-use support::wait_until;
+use support::{wait_until, TestBox, PASSWORD, USER};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-fn config(dir: &std::path::Path, plane: &str, fake: &FakeBox) -> AgentConfig {
-    let mut proxysmart = ProxysmartConfig::new(&fake.url, USER, Masked::new(PASSWORD));
+fn config(dir: &std::path::Path, plane: &str, sim: &TestBox) -> AgentConfig {
+    let mut proxysmart = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     proxysmart.poll_interval = Duration::from_secs(1);
     AgentConfig {
         state_dir: dir.to_path_buf(),
@@ -67,11 +67,11 @@ async fn enrolled(dir: &std::path::Path) -> Vec<u8> {
     key
 }
 
-/// An enrolled state dir, a fake ProxySmart and the fake plane's listener.
+/// An enrolled state dir, the ProxySmart simulator and the fake plane's listener.
 struct Setup {
     dir: tempfile::TempDir,
     public_key: Vec<u8>,
-    fake: FakeBox,
+    sim: TestBox,
     listener: TcpListener,
     plane_url: String,
 }
@@ -79,13 +79,13 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let public_key = enrolled(dir.path()).await;
-    let fake = FakeBox::start().await;
+    let sim = TestBox::start().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plane_url = format!("http://{}", listener.local_addr().unwrap());
     Setup {
         dir,
         public_key,
-        fake,
+        sim,
         listener,
         plane_url,
     }
@@ -109,14 +109,14 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
     let Setup {
         dir,
         public_key,
-        fake,
+        sim,
         listener,
         plane_url,
     } = setup().await;
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &fake),
+        config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -128,11 +128,11 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
         panic!("inventory")
     };
     assert_eq!(inv.site.city.as_deref(), Some("Berlin"));
-    assert!(inv.modems.iter().any(|m| m.imei == IMEI_1 && m.online));
+    assert!(inv.modems.iter().any(|m| m.imei == sim.online && m.online));
     assert!(status.connected());
     let provision = Provision {
         allocation_id: "al-1".into(),
-        imei: IMEI_1.into(),
+        imei: sim.online.clone(),
         login: "buyer".into(),
         password: Secret::new("BuyerPassword12345678"),
         expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
@@ -176,12 +176,12 @@ async fn revoked_agent_stops_with_a_clear_error() {
     let Setup {
         dir,
         public_key,
-        fake,
+        sim,
         listener,
         plane_url,
     } = setup().await;
     let agent = tokio::spawn(farmhand_agent::run(
-        config(dir.path(), &plane_url, &fake),
+        config(dir.path(), &plane_url, &sim),
         CancellationToken::new(),
     ));
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
@@ -205,8 +205,8 @@ async fn revoked_agent_stops_with_a_clear_error() {
 async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     enrolled(dir.path()).await;
-    let fake = FakeBox::start().await;
-    fake.with(|s| s.fault = support::fake::Fault::ServerError);
+    let sim = TestBox::start().await;
+    sim.set_fault(Fault::Status500);
     // A port nothing listens on.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plane_url = format!("http://{}", closed.local_addr().unwrap());
@@ -214,7 +214,7 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &fake),
+        config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -229,9 +229,9 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
 #[tokio::test]
 async fn run_without_enrollment_fails_fast_with_a_hint() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeBox::start().await;
+    let sim = TestBox::start().await;
     let err = farmhand_agent::run(
-        config(dir.path(), "http://127.0.0.1:1", &fake),
+        config(dir.path(), "http://127.0.0.1:1", &sim),
         CancellationToken::new(),
     )
     .await
@@ -267,11 +267,11 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     let Setup {
         dir,
         public_key,
-        fake,
+        sim,
         listener,
         plane_url,
     } = setup().await;
-    let mut cfg = config(dir.path(), &plane_url, &fake);
+    let mut cfg = config(dir.path(), &plane_url, &sim);
     cfg.usage.interval = Duration::from_millis(200);
     let start = |cfg: AgentConfig| {
         let shutdown = CancellationToken::new();
@@ -288,7 +288,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     };
     let provision = Provision {
         allocation_id: "al-u".into(),
-        imei: IMEI_1.into(),
+        imei: sim.online.clone(),
         login: "buyer".into(),
         password: Secret::new("BuyerPassword12345678"),
         expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
@@ -304,7 +304,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
         panic!("{result:?}")
     };
     let counters = |day_in: serde_json::Value, day_out: serde_json::Value| {
-        fake.with(|s| s.set_counters(&port.port_id, day_in, day_out));
+        sim.set_counters(&port.port_id, day_in, day_out);
     };
 
     counters("1.5 MB".into(), "20 KB".into());
@@ -326,18 +326,14 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
     conn.welcome().await;
     usage_reaches(&mut conn, "al-u", (1_900_000, 25_000)).await;
-    assert!(
-        fake.with(|s| s.violations.is_empty()),
-        "{:?}",
-        fake.with(|s| s.violations.clone())
-    );
+    sim.assert_no_violations();
     stop(&shutdown, agent).await;
 }
 
 /// Dials the fake plane with the proxy variables `proxies` and authenticates; the plane
 /// side runs concurrently and sends `welcome`. Returns the session id the agent got.
 async fn session_via(s: &Setup, proxies: &ProxyEnv) -> Result<String, HandshakeError> {
-    let url = config(s.dir.path(), &s.plane_url, &s.fake)
+    let url = config(s.dir.path(), &s.plane_url, &s.sim)
         .connect_url()
         .unwrap();
     let identity = Identity::load(s.dir.path()).unwrap();
