@@ -10,8 +10,6 @@
 //! `proxy` a real HTTP CONNECT proxy in front of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-pub mod fake;
-mod inspect;
 pub mod plane;
 pub mod proxy;
 
