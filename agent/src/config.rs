@@ -8,6 +8,7 @@
 
 use crate::masked::Masked;
 use crate::policy::{FilePolicy, Policy};
+use crate::ports::{PortSettings, PortWrite};
 use crate::proxysmart::BoxUtcOffset;
 use crate::tls::Pin;
 use farmhand_ops::env::Applied;
@@ -160,6 +161,9 @@ pub struct ProxysmartConfig {
     pub rotation_timeout: Duration,
     /// The box's zone for `PROXY_VALID_BEFORE` (default: learned from the box).
     pub box_utc_offset: BoxUtcOffset,
+    /// How ports are written and checked (`write_visibility_s`, `port_write`,
+    /// `proxy_host`).
+    pub ports: PortSettings,
 }
 
 impl ProxysmartConfig {
@@ -174,6 +178,7 @@ impl ProxysmartConfig {
             poll_interval: Duration::from_secs(DEFAULT_POLL_INTERVAL_S),
             rotation_timeout: Duration::from_secs(DEFAULT_ROTATION_TIMEOUT_S),
             box_utc_offset: BoxUtcOffset::Auto,
+            ports: PortSettings::default(),
         }
     }
 }
@@ -259,6 +264,14 @@ struct FileProxysmart {
     /// "auto" (default), "UTC" or "±HH:MM"; see `proxysmart::box_clock`.
     #[serde(default)]
     box_utc_offset: Option<String>,
+    #[serde(default = "default_write_visibility_s")]
+    write_visibility_s: u64,
+    /// "auto" (default), "json" or "form"; see `ports`.
+    #[serde(default)]
+    port_write: Option<String>,
+    /// Where the box's proxies are reached to check a new port ("" = do not check).
+    #[serde(default = "default_proxy_host")]
+    proxy_host: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,6 +294,12 @@ fn default_poll_interval_s() -> u64 {
 }
 fn default_rotation_timeout_s() -> u64 {
     DEFAULT_ROTATION_TIMEOUT_S
+}
+fn default_write_visibility_s() -> u64 {
+    crate::ports::DEFAULT_WRITE_VISIBILITY.as_secs()
+}
+fn default_proxy_host() -> String {
+    "127.0.0.1".to_string()
 }
 
 impl AgentConfig {
@@ -367,6 +386,9 @@ impl FileConfig {
         let p = self.proxysmart;
         let box_utc_offset = BoxUtcOffset::parse(p.box_utc_offset.as_deref().unwrap_or("auto"))
             .map_err(|e| invalid(path, "proxysmart.box_utc_offset", e))?;
+        let port_write = PortWrite::parse(p.port_write.as_deref().unwrap_or("auto"))
+            .map_err(|e| invalid(path, "proxysmart.port_write", e))?;
+        let proxy_host = p.proxy_host.trim().to_string();
         let config = AgentConfig {
             state_dir: self.state_dir,
             control_plane,
@@ -379,6 +401,11 @@ impl FileConfig {
                 poll_interval: Duration::from_secs(p.poll_interval_s),
                 rotation_timeout: Duration::from_secs(p.rotation_timeout_s),
                 box_utc_offset,
+                ports: PortSettings {
+                    write_visibility: Duration::from_secs(p.write_visibility_s),
+                    port_write,
+                    proxy_host: (!proxy_host.is_empty()).then_some(proxy_host),
+                },
             },
             site: Site {
                 public_host: self.site.public_host,
@@ -525,6 +552,13 @@ fn check_timings(path: &Path, p: &ProxysmartConfig) -> Result<(), ConfigError> {
             path,
             "proxysmart.rotation_timeout_s",
             "must be 1..=3600 seconds",
+        ));
+    }
+    if !in_range(p.ports.write_visibility, 120) {
+        return Err(invalid(
+            path,
+            "proxysmart.write_visibility_s",
+            "must be 1..=120 seconds",
         ));
     }
     Ok(())

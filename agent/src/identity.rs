@@ -6,9 +6,8 @@
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::fs::DirBuilder;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// File name of the private key inside the state directory.
@@ -188,23 +187,9 @@ fn read_existing(path: &Path) -> Result<Vec<u8>, IdentityError> {
     })
 }
 
-/// Writes to a temporary sibling created 0600, fsyncs, then renames over `path`.
+/// Writes `path` atomically, created 0600.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| IdentityError::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|source| IdentityError::Io {
+    crate::files::write_atomic(path, bytes, 0o600).map_err(|source| IdentityError::Io {
         path: path.to_path_buf(),
         source,
     })

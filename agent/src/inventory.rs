@@ -198,6 +198,7 @@ mod tests {
             rotating: false,
             signal: Some(20),
             model: None,
+            ..Modem::default()
         }
     }
 

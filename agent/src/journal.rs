@@ -33,26 +33,11 @@ pub enum JournalError {
     Record(#[from] serde_json::Error),
 }
 
-/// An allocation's speed limit and traffic quota as provisioned, journaled with its port
-/// and removed with it. A renewal re-stores the port, and a box may clear the limits a
+/// An allocation's speed limit and traffic quota as provisioned are journaled with its
+/// port and removed with it: a renewal re-stores the port, and a box may clear the limits a
 /// re-store leaves out (the buyer would get unlimited traffic), so `update_port` re-sends
 /// them. Ports journaled before limits were kept have no record: renewed without limits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortLimits {
-    /// Speed limit both ways, kbit/s (`provision.bandwidth_kbit`).
-    #[serde(default)]
-    pub bandwidth_kbit: Option<u64>,
-    /// Traffic quota, MB (`provision.traffic_quota_mb`).
-    #[serde(default)]
-    pub traffic_quota_mb: Option<u64>,
-}
-
-impl PortLimits {
-    /// Whether there is no limit at all (then nothing is journaled).
-    pub fn is_empty(&self) -> bool {
-        self.bandwidth_kbit.is_none() && self.traffic_quota_mb.is_none()
-    }
-}
+pub use crate::ports::PortLimits;
 
 /// An allocation's automatic rotation, journaled with its port and removed with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 use crate::audit::{AuditError, AuditLog};
 use crate::autorotate;
 use crate::backoff::{Backoff, RECONNECT};
+use crate::box_profile::BoxProfileHandle;
 use crate::commands::{CommandContext, Executor};
 use crate::config::{AgentConfig, ConfigError, ControlPlaneConfig};
 use crate::connection;
@@ -14,6 +15,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::inventory;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::{AgentMetrics, MetricsSource};
+use crate::ports::Ports;
 use crate::proxy_tunnel::{ProxyEnv, Route};
 use crate::proxysmart::{BoxClock, ProxysmartClient, ProxysmartError};
 use crate::session::{self, HandshakeError, SessionContext, SessionEnd};
@@ -112,12 +114,26 @@ pub async fn run_with_status(
         config.usage.interval,
         poller_stop.clone(),
     );
-    let remembered_offset = journal.box_utc_offset().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the learned box UTC offset; learning it again");
-        None
+    let profile = Arc::new(BoxProfileHandle::load(&config.state_dir));
+    // Learned offsets live in the box profile; agents before it kept them in the journal.
+    let remembered_offset = profile.snapshot().utc_offset_s.or_else(|| {
+        journal.box_utc_offset().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the learned box UTC offset; learning it again");
+            None
+        })
     });
+    let clock = Arc::new(BoxClock::new(
+        config.proxysmart.box_utc_offset,
+        remembered_offset,
+    ));
+    let ports = Ports::new(
+        client.clone(),
+        profile.clone(),
+        clock,
+        config.proxysmart.ports.clone(),
+    );
     let mut commands = CommandContext::new(client, journal, config.proxysmart.rotation_timeout);
-    commands.box_clock = BoxClock::new(config.proxysmart.box_utc_offset, remembered_offset);
+    commands.ports = ports;
     commands.inventory = Some(inventory.clone());
     commands.policy = config.policy.clone();
     commands.audit = Some(AuditLog::open(&config.state_dir)?);

@@ -193,6 +193,8 @@ enum Event {
     Rotated(RotationReport),
     /// The meter published a new usage report.
     UsageMeasured,
+    /// The box profile learned something the plane places orders by.
+    CapabilitiesChanged,
     /// The heartbeat or staleness deadline passed.
     Tick,
     /// The agent is shutting down.
@@ -241,6 +243,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let (reply_tx, mut reply_rx) = mpsc::channel(64);
         let mut inventory_open = true;
+        let mut capabilities = ctx.executor.context().ports.profile().subscribe();
+        capabilities.mark_unchanged();
+        let mut capabilities_open = true;
         let mut reports = ctx.executor.context().autorotation.reports();
         loop {
             let deadline = state.next_deadline();
@@ -249,6 +254,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Some(result) = reply_rx.recv() => Event::CommandDone(result),
                 Some(report) = next_report(&mut reports) => Event::Rotated(report),
                 Some(()) = usage_changed(&mut usage_rx) => Event::UsageMeasured,
+                changed = capabilities.changed(), if capabilities_open => match changed {
+                    Ok(()) => Event::CapabilitiesChanged,
+                    Err(_) => { capabilities_open = false; continue; }
+                },
                 changed = inv_rx.changed(), if inventory_open => match changed {
                     Ok(()) => Event::InventoryChanged,
                     Err(_) => { inventory_open = false; continue; }
@@ -262,6 +271,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Event::CommandDone(result) => state.send(AgentMessage::CommandResult(result)).await,
                 Event::Rotated(report) => state.send(AgentMessage::Rotated(report)).await,
                 Event::UsageMeasured => state.send_usage(&mut usage_rx).await,
+                Event::CapabilitiesChanged => {
+                    let now = capabilities.borrow_and_update().clone();
+                    state.send(AgentMessage::Capabilities(now)).await
+                }
                 Event::Tick => state.on_tick().await,
                 Event::Shutdown => return state.shut_down(ctx, reply_tx, reply_rx).await,
             };
@@ -333,6 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
             // The policy is read once at start, so every session's inventory carries the
             // same cap; a runtime reload would have to send a new inventory.
             max_ports_per_modem: commands.policy.max_ports_per_modem,
+            capabilities: Some(commands.ports.profile().capabilities()),
         };
         self.conn.send(&AgentMessage::Inventory(inventory)).await?;
         self.last_sent = Instant::now();

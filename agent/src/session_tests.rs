@@ -189,6 +189,7 @@ fn modem(imei: &str) -> Modem {
         rotating: false,
         signal: Some(20),
         model: None,
+        ..Modem::default()
     }
 }
 

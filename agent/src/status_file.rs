@@ -10,8 +10,6 @@ use crate::journal::{now_ms, Journal};
 use crate::status::AgentStatus;
 use farmhand_protocol::{ManagedPort, Modem};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,17 +133,7 @@ async fn write_loop(path: PathBuf, source: StatusSource, shutdown: CancellationT
 /// Writes `report` to `path` atomically with mode 0644 (whatever the umask).
 pub fn write_atomic(path: &Path, report: &StatusReport) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    // The service runs with UMask=0077; the mode must be set explicitly to be readable.
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    file.write_all(&bytes)?;
-    std::fs::rename(&tmp, path)
+    crate::files::write_atomic(path, &bytes, 0o644)
 }
 
 /// Reads and parses a status file.

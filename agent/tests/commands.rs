@@ -186,7 +186,7 @@ async fn provision_refuses_bad_fields_unknown_and_offline_modems() {
 
 #[tokio::test]
 async fn failures_after_store_leave_no_port_behind() {
-    for what in ["busy", "LOGIN"] {
+    for what in ["busy", "credentials"] {
         let a = agent().await;
         match what {
             // apply_port answers "modem is busy".
@@ -201,8 +201,16 @@ async fn failures_after_store_leave_no_port_behind() {
             .exec
             .execute(cmd("c1", provision("al-1", &a.sim.online)))
             .await);
-        assert_eq!(e.code, CommandErrorCode::ProxysmartRefused, "{what}");
-        assert!(e.message.contains(what), "{e:?}");
+        match what {
+            "busy" => {
+                assert_eq!(e.code, CommandErrorCode::ProxysmartRefused, "{what}");
+                assert!(e.message.contains(what), "{e:?}");
+            }
+            _ => {
+                assert_eq!(e.code, CommandErrorCode::BoxRefusedField, "{what}");
+                assert_eq!(e.field.as_deref(), Some("proxy_login"), "{e:?}");
+            }
+        }
         assert!(
             a.sim.ports().is_empty(),
             "{what}: the half-created port was purged"
@@ -231,8 +239,8 @@ async fn provision_sets_the_limits_and_refuses_a_box_that_drops_the_quota() {
     assert_eq!(body["bandlimin"], 800);
     assert_eq!(body["bandlimout"], 800);
     assert_eq!(body["bw_quota"], 5);
-    assert_eq!(body["QUOTA_TYPE"], "lifetime");
-    assert_eq!(body["QUOTA_DIRECTION"], "in+out");
+    assert_eq!(body["QUOTA_TYPE"], "monthly");
+    assert_eq!(body["QUOTA_DIRECTION"], "inout");
     let port = a.sim.port(&p.port_id).unwrap();
     assert_eq!(port.quota, "5", "verified by re-reading the port list");
     a.sim.assert_no_violations();
@@ -244,8 +252,8 @@ async fn provision_sets_the_limits_and_refuses_a_box_that_drops_the_quota() {
         ..Quirks::default()
     });
     let e = err(a.exec.execute(cmd("c1", limited("al-2", &imei))).await);
-    assert_eq!(e.code, CommandErrorCode::ProxysmartRefused);
-    assert!(e.message.contains("bw_quota"), "{e:?}");
+    assert_eq!(e.code, CommandErrorCode::BoxRefusedField);
+    assert_eq!(e.field.as_deref(), Some("bw_quota"), "{e:?}");
     assert!(a.sim.ports().is_empty(), "the port was purged");
     // Without limits, nothing about them is sent.
     a.sim.set_quirks(Quirks::default());
@@ -512,8 +520,8 @@ async fn update_port_sends_the_provisioned_limits_again() {
         (&800.into(), &800.into())
     );
     assert_eq!(body["bw_quota"], 5);
-    assert_eq!(body["QUOTA_TYPE"], "lifetime");
-    assert_eq!(body["QUOTA_DIRECTION"], "in+out");
+    assert_eq!(body["QUOTA_TYPE"], "monthly");
+    assert_eq!(body["QUOTA_DIRECTION"], "inout");
     let port = a.sim.port_named("farmhand-al-1").unwrap();
     assert_eq!(port.quota, "5", "the quota survived the renewal");
 
@@ -524,8 +532,8 @@ async fn update_port_sends_the_provisioned_limits_again() {
         ..Quirks::default()
     });
     let e = err(a.exec.execute(cmd("c3", renew("al-1"))).await);
-    assert_eq!(e.code, CommandErrorCode::ProxysmartRefused);
-    assert!(e.message.contains("bw_quota"), "{e:?}");
+    assert_eq!(e.code, CommandErrorCode::BoxRefusedField);
+    assert_eq!(e.field.as_deref(), Some("bw_quota"), "{e:?}");
 
     // A port without limits is renewed without any.
     a.sim.set_quirks(Quirks::default());

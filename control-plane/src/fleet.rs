@@ -15,7 +15,7 @@
 
 mod index;
 
-use farmhand_protocol::{Inventory, Modem, ModemsChanged, Site};
+use farmhand_protocol::{BoxCapabilities, Inventory, Modem, ModemsChanged, Site};
 use index::AgentWrite;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -41,6 +41,9 @@ pub struct LiveAgent {
     /// The seller's cap on marketplace ports per modem from the last inventory (`None`: no
     /// cap announced).
     pub max_ports_per_modem: Option<u32>,
+    /// What the box was seen to honour (its agent's box profile, and what its refusals
+    /// taught the plane).
+    pub capabilities: BoxCapabilities,
     session_id: Option<String>,
 }
 
@@ -49,6 +52,13 @@ impl LiveAgent {
     /// cap when that is lower.
     pub fn capacity(&self, plane: u32) -> u32 {
         self.max_ports_per_modem.map_or(plane, |cap| cap.min(plane))
+    }
+
+    /// Whether this box can honour an order with `filter`'s needs: not when its profile
+    /// says it drops what the order needs (unknown counts as able; the agent checks).
+    pub fn can_honour(&self, filter: &ModemFilter) -> bool {
+        !(filter.needs_quota && self.capabilities.quota == Some(false)
+            || filter.needs_speed_limit && self.capabilities.speed_limit == Some(false))
     }
 }
 
@@ -65,6 +75,10 @@ pub struct ModemFilter {
     pub online: Option<bool>,
     /// Whether a new allocation could be placed on it now.
     pub available: Option<bool>,
+    /// The order has a traffic quota: only boxes not known to drop quotas.
+    pub needs_quota: bool,
+    /// The order has a speed limit: only boxes not known to drop speed limits.
+    pub needs_speed_limit: bool,
 }
 
 /// One modem as the API shows it.
@@ -95,6 +109,15 @@ pub struct ModemView {
     pub capacity: u32,
     /// Whether a new allocation could be placed on it now.
     pub available: bool,
+    /// Why it cannot be sold although online (a SIM out of credit, a dead SIM), if so.
+    pub not_sellable: Option<&'static str>,
+    /// `SimStatus` as the box reports it.
+    pub sim_status: Option<String>,
+    /// The network type, e.g. "LTE".
+    pub network_type: Option<String>,
+    /// The BOX rotates this modem's IP by itself this often, seconds (`null`: unknown,
+    /// 0: it does not).
+    pub auto_rotation_s: Option<u64>,
 }
 
 /// A slot reserved on a modem for a new allocation.
@@ -245,6 +268,7 @@ impl Fleet {
         agent.proxysmart_reachable = inventory.proxysmart_reachable;
         // The whole view is replaced: an inventory without the field lifts an earlier cap.
         agent.max_ports_per_modem = inventory.max_ports_per_modem;
+        agent.capabilities = inventory.capabilities.unwrap_or_default();
         let modems: BTreeMap<String, Modem> = inventory
             .modems
             .into_iter()
@@ -299,6 +323,38 @@ impl Fleet {
         if changed {
             self.health.notify_one();
         }
+    }
+
+    /// What the box of `agent_id` honours changed (its `capabilities` message).
+    pub fn set_capabilities(&self, agent_id: &str, capabilities: BoxCapabilities) {
+        let mut inner = self.write_agent(agent_id);
+        if let Some(agent) = inner.agents.get_mut(agent_id) {
+            agent.capabilities = capabilities;
+        }
+    }
+
+    /// The box of `agent_id` refused `field` of a write (`box_refused_field`): orders that
+    /// need it go elsewhere from now on, before its agent's own report arrives.
+    pub fn learn_refusal(&self, agent_id: &str, field: &str) {
+        let mut inner = self.write_agent(agent_id);
+        if let Some(agent) = inner.agents.get_mut(agent_id) {
+            match field {
+                "bw_quota" => agent.capabilities.quota = Some(false),
+                "bandlimin" | "bandlimout" => agent.capabilities.speed_limit = Some(false),
+                _ => {}
+            }
+        }
+    }
+
+    /// How often the box rotates modem `imei` of `agent_id` by itself, seconds (0: never).
+    pub fn box_rotation_s(&self, agent_id: &str, imei: &str) -> Option<u64> {
+        let inner = self.read();
+        inner
+            .agents
+            .get(agent_id)?
+            .modems
+            .get(imei)?
+            .auto_rotation_s
     }
 
     /// How long the modem `imei` of `agent_id` and that agent have been down. A modem its
@@ -443,6 +499,10 @@ impl Fleet {
             active_allocations: load,
             capacity: agent.capacity(self.capacity),
             available,
+            not_sellable: modem.unsellable_reason(),
+            sim_status: modem.sim_status.clone(),
+            network_type: modem.network_type.clone(),
+            auto_rotation_s: modem.auto_rotation_s,
         }
     }
 }
@@ -455,6 +515,7 @@ fn available(agent: &LiveAgent, modem: &Modem, load: u32, capacity: u32) -> bool
         && agent.proxysmart_reachable
         && modem.online
         && modem.ext_ip.is_some()
+        && modem.unsellable_reason().is_none()
         && agent.site.is_some()
         && load < agent.capacity(capacity)
 }
@@ -488,6 +549,7 @@ mod tests {
             rotating: false,
             signal: Some(20),
             model: None,
+            ..Modem::default()
         }
     }
 
@@ -510,6 +572,7 @@ mod tests {
             modems,
             ports: vec![],
             max_ports_per_modem,
+            capabilities: None,
         }
     }
 

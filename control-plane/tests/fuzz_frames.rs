@@ -96,6 +96,7 @@ fn valid_frames() -> Vec<String> {
             modems: vec![modem.clone()],
             ports: vec![],
             max_ports_per_modem: Some(2),
+            capabilities: None,
         }),
         AgentMessage::ModemsChanged(ModemsChanged {
             proxysmart_reachable: true,

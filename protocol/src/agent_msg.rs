@@ -1,7 +1,7 @@
 //! Messages the agent sends to the control plane.
 
 use crate::command::CommandResult;
-use crate::inventory::{Inventory, ModemsChanged};
+use crate::inventory::{BoxCapabilities, Inventory, ModemsChanged};
 use crate::plane_msg::Heartbeat;
 use crate::rotation::RotationReport;
 use crate::usage::UsageReport;
@@ -32,6 +32,9 @@ pub enum AgentMessage {
     /// A rotation the agent did on its own (automatic rotation), reported like the answer
     /// to a `rotate_ip`.
     Rotated(RotationReport),
+    /// What the box was seen to honour changed (the agent learned it from a write it read
+    /// back): replaces the `capabilities` of the last inventory.
+    Capabilities(BoxCapabilities),
 }
 
 /// First frame of every connection.

@@ -232,6 +232,10 @@ pub struct CommandError {
     pub code: CommandErrorCode,
     /// For people; never contains a credential.
     pub message: String,
+    /// With `box_refused_field`: the ProxySmart field the box did not take (`bw_quota`,
+    /// `PROXY_VALID_BEFORE`, `proxy_login`, …). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl CommandError {
@@ -240,6 +244,16 @@ impl CommandError {
         CommandError {
             code,
             message: message.into(),
+            field: None,
+        }
+    }
+
+    /// `box_refused_field`: the box did not take `field` (nothing half-made is left).
+    pub fn box_refused(field: &str, message: impl Into<String>) -> Self {
+        CommandError {
+            code: CommandErrorCode::BoxRefusedField,
+            message: message.into(),
+            field: Some(field.to_string()),
         }
     }
 }
@@ -268,6 +282,9 @@ pub enum CommandErrorCode {
     ProxysmartRefused,
     /// ProxySmart answered something that is not what its API returns (HTML, garbage).
     ProxysmartMalformed,
+    /// The box did not take a field of a write (it answered success, but reading its state
+    /// back shows otherwise); `field` names it, and nothing half-made was left behind.
+    BoxRefusedField,
     /// The command arrived after its deadline and was not started.
     DeadlineExceeded,
     /// Another rotation of the same modem (manual or automatic) is running.
@@ -293,6 +310,7 @@ impl CommandErrorCode {
             Self::ProxysmartTimeout => "proxysmart_timeout",
             Self::ProxysmartRefused => "proxysmart_refused",
             Self::ProxysmartMalformed => "proxysmart_malformed",
+            Self::BoxRefusedField => "box_refused_field",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::RotationInProgress => "rotation_in_progress",
             Self::Internal => "internal",

@@ -21,6 +21,28 @@ pub struct Inventory {
     /// offer slots the agent would refuse with `policy_denied`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ports_per_modem: Option<u32>,
+    /// What this box was seen to honour (absent from agents older than the field: all
+    /// unknown). Changes later in the session come as `capabilities` messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<BoxCapabilities>,
+}
+
+/// What a box was seen to take when the agent wrote a port and read it back (its box
+/// profile). `None` = not known yet; the plane treats unknown as "may work" (the agent
+/// verifies every write anyway) and `Some(false)` as "do not send it orders that need it".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoxCapabilities {
+    /// A traffic quota (`bw_quota`) is stored.
+    #[serde(default)]
+    pub quota: Option<bool>,
+    /// A speed limit (`bandlimin`/`bandlimout`) is stored (`None` also when the box does
+    /// not list limits, so they cannot be checked).
+    #[serde(default)]
+    pub speed_limit: Option<bool>,
+    /// The port expiry (`PROXY_VALID_BEFORE`) is stored.
+    #[serde(default)]
+    pub expiry: Option<bool>,
 }
 
 /// Seller-configured labels.
@@ -37,7 +59,7 @@ pub struct Site {
 }
 
 /// One modem, normalised from ProxySmart's string-typed status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Modem {
     /// 15-digit IMEI.
@@ -56,6 +78,64 @@ pub struct Modem {
     pub signal: Option<i32>,
     /// Modem model.
     pub model: Option<String>,
+    /// `ICCID`: the SIM card in the modem (a new one means the SIM was swapped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iccid: Option<String>,
+    /// `USB_ID`: where the modem is plugged in (a new one means it was re-plugged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb_id: Option<String>,
+    /// `DEV`: the box's device name for the modem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// `SimStatus` as the box reports it ("OK" when the SIM is fine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_status: Option<String>,
+    /// `HTTP_REDIRECT_IMPOSED`: the carrier redirects to its captive page — usually a SIM
+    /// out of credit. Such a modem carries no buyer traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_imposed: Option<bool>,
+    /// `IS_REBOOTING`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebooting: Option<bool>,
+    /// `CurrentNetworkType`, e.g. "LTE".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_type: Option<String>,
+    /// `AUTO_IP_ROTATION` in seconds: the BOX rotates this modem's IP by itself that often
+    /// (0 = it does not). Buyers and the rotation spacing must take it into account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rotation_s: Option<u64>,
+}
+
+/// Whether `s` is an IMEI as boxes report them: 14 to 16 ASCII digits (an IMEI with or
+/// without its check digit, or an IMEISV). USB-path placeholders ("1-4.3.1.1") are not.
+pub fn is_imei(s: &str) -> bool {
+    (14..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `SimStatus` values that mean the SIM cannot carry traffic (as live clients read them).
+const DEAD_SIM: [&str; 7] = [
+    "undetect",
+    "absent",
+    "not insert",
+    "notinsert",
+    "fail",
+    "error",
+    "no sim",
+];
+
+impl Modem {
+    /// Why this modem cannot be sold even while online, if it cannot: the one rule both the
+    /// agent (to tell the seller) and the plane (to place nothing there) apply.
+    pub fn unsellable_reason(&self) -> Option<&'static str> {
+        if self.redirect_imposed == Some(true) {
+            return Some("the carrier redirects to its captive page (SIM out of credit?)");
+        }
+        let status = self.sim_status.as_deref()?.to_ascii_lowercase();
+        DEAD_SIM
+            .iter()
+            .any(|dead| status.contains(dead))
+            .then_some("the SIM is not usable (SimStatus)")
+    }
 }
 
 /// A port this agent manages.

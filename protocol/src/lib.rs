@@ -27,7 +27,7 @@ pub use command::{
     DesiredPort, Outcome, Provision, Provisioned, Reconcile, Reconciled, Release, Released,
     RotateIp, Rotated, UpdatePort, Updated,
 };
-pub use inventory::{Inventory, ManagedPort, Modem, ModemsChanged, Site};
+pub use inventory::{is_imei, BoxCapabilities, Inventory, ManagedPort, Modem, ModemsChanged, Site};
 pub use logging::FRAME_LOG_GUARD;
 pub use plane_msg::{
     Challenge, Heartbeat, PlaneMessage, ProtocolError, ProtocolErrorCode, Welcome,

@@ -32,7 +32,8 @@ pub enum Fault {
 pub enum WriteFault {
     /// `apply_port` answers `{"result":"error","message":"modem is busy"}`.
     ApplyRefused,
-    /// `purge_port` answers an error and keeps the port.
+    /// `purge_port` answers an error and keeps the port (and the web panel's delete keeps
+    /// it too, answering its usual 302).
     PurgeRefused,
     /// `store_port` stores the port, then does not answer for 30 s (outcome unknown).
     StoreThenHang,

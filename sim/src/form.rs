@@ -235,7 +235,14 @@ async fn delete(Extract(sim): SimState, headers: HeaderMap, Path(id): Path<Strin
     if let Some(r) = wall(&sim, &headers, &format!("/conf/delete_port/{id}")) {
         return r;
     }
-    sim.state().delay_visibility(&id);
+    {
+        let mut state = sim.state();
+        if state.write_fault == Some(super::faults::WriteFault::PurgeRefused) {
+            // A box that will not remove the port refuses it here too, silently.
+            return redirect("/conf");
+        }
+        state.delay_visibility(&id);
+    }
     match listeners::purge_port(&sim, &id).await {
         Ok(()) | Err(SimError::NoSuchPort) => redirect("/conf"),
         Err(e) => {

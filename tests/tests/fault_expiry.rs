@@ -20,10 +20,14 @@ use time::OffsetDateTime;
 /// UTC+03:00.
 const BOX_OFFSET_S: i32 = 3 * 3600;
 
-/// `expires_at` as a box `offset_s` east of UTC prints it.
+/// `expires_at` as a box `offset_s` east of UTC prints it, to the minute the agent writes
+/// (rounded up, so the buyer never loses time).
 fn box_local(alloc: &Value, offset_s: i32) -> String {
     let at = OffsetDateTime::parse(alloc["expires_at"].as_str().unwrap(), &Rfc3339).unwrap();
-    let local = at.replace_nanosecond(0).unwrap() + time::Duration::seconds(offset_s.into());
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
+    let minute_ms = (ms + 59_999) / 60_000 * 60_000;
+    let rounded = OffsetDateTime::from_unix_timestamp_nanos(minute_ms * 1_000_000).unwrap();
+    let local = rounded + time::Duration::seconds(offset_s.into());
     local
         .format(format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second]"

@@ -25,6 +25,7 @@ fn report(updated_at_ms: u64) -> StatusReport {
             rotating: false,
             signal: None,
             model: None,
+            ..Modem::default()
         }],
         ports: vec![ManagedPort {
             allocation_id: "al-1".into(),

@@ -11,7 +11,6 @@
 //! audit, after its result is journaled (so an audit line means the answer is durable).
 //! Redeliveries answered from the journal are not executed again, so not audited.
 
-mod limits;
 mod provision;
 mod reconcile;
 mod release;
@@ -23,7 +22,8 @@ use crate::audit::{AuditEntry, AuditLog};
 use crate::inventory::InventoryHandle;
 use crate::journal::{now_ms, Journal};
 use crate::policy::{Policy, RotationGate, RotationGuard};
-use crate::proxysmart::{BoxClock, ProxysmartClient};
+use crate::ports::Ports;
+use crate::proxysmart::ProxysmartClient;
 use farmhand_protocol::{
     Command, CommandBody, CommandError, CommandErrorCode, CommandId, CommandOutput, CommandResult,
     Outcome,
@@ -56,8 +56,8 @@ pub struct CommandContext {
     pub policy: Policy,
     /// Where executed commands are recorded for the seller; `None` records nothing.
     pub audit: Option<AuditLog>,
-    /// The box's UTC offset for the port expiry the agent writes.
-    pub box_clock: BoxClock,
+    /// Writes ports on the box and checks they took (and the box's clock and profile).
+    pub ports: Ports,
     /// Where executed commands are counted (`farmhand_agent_commands_total`).
     pub metrics: Arc<crate::metrics::AgentMetrics>,
     /// When each modem last started a rotation and whether one runs (for
@@ -80,6 +80,12 @@ impl CommandContext {
     pub fn new(client: ProxysmartClient, journal: Journal, rotation_timeout: Duration) -> Self {
         let rotations = RotationGate::default();
         seed_rotations(&rotations, &journal);
+        let ports = Ports::new(
+            client.clone(),
+            Arc::new(crate::box_profile::BoxProfileHandle::in_memory()),
+            Arc::default(),
+            crate::ports::PortSettings::default(),
+        );
         CommandContext {
             client,
             journal,
@@ -87,7 +93,7 @@ impl CommandContext {
             inventory: None,
             policy: Policy::default(),
             audit: None,
-            box_clock: BoxClock::default(),
+            ports,
             metrics: Arc::default(),
             rotations,
             autorotation: crate::autorotate::AutoRotation::default(),

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled, CommandError> {
     for d in &r.ports {
-        validate::token("allocation_id", &d.allocation_id)?;
+        validate::allocation_id(&d.allocation_id)?;
         validate::imei(&d.imei)?;
     }
     let desired: BTreeMap<&str, &str> = r
@@ -42,12 +42,12 @@ pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled
                 // A duplicate, an unusable leftover or one left on the modem the allocation
                 // moved away from: the journaled port (if on the desired modem) stays;
                 // without one the allocation is reported missing and provisioned again.
-                ctx.client.purge_port(&port.port_id).await?;
+                ctx.ports.remove(&port.port_id).await?;
                 tracing::info!(allocation, port = %port.port_id, "removed a leftover port");
             }
             continue;
         }
-        ctx.client.purge_port(&port.port_id).await?;
+        ctx.ports.remove(&port.port_id).await?;
         tracing::info!(allocation, port = %port.port_id, "removed orphan port");
         ctx.journal
             .remove_port(allocation)

@@ -1,5 +1,6 @@
-//! `release`: remove an allocation's port. A port already gone is success with
-//! `existed: false`; the journal entry goes either way. A port on a modem the seller
+//! `release`: remove an allocation's port and confirm it is gone from the box's list
+//! (`crate::ports`). A port already gone is success with `existed: false`; the journal
+//! entry goes either way. A port on a modem the seller
 //! excluded from the marketplace is never touched: `policy_denied` when it is the
 //! allocation's port (the journaled one, or without a journal entry one found by name);
 //! a stale copy left there by a move is skipped while the journaled port goes.
@@ -10,7 +11,7 @@ use crate::policy;
 use farmhand_protocol::{CommandError, Release, Released};
 
 pub(super) async fn run(ctx: &CommandContext, r: Release) -> Result<Released, CommandError> {
-    validate::token("allocation_id", &r.allocation_id)?;
+    validate::allocation_id(&r.allocation_id)?;
     let journaled = ctx.journal.port(&r.allocation_id).map_err(journal_error)?;
     let ports = ctx.client.list_ports().await?;
     let name = port_name(&r.allocation_id);
@@ -39,7 +40,7 @@ pub(super) async fn run(ctx: &CommandContext, r: Release) -> Result<Released, Co
     };
     let mut existed = false;
     for port in &targets {
-        existed |= ctx.client.purge_port(&port.port_id).await?;
+        existed |= ctx.ports.remove(&port.port_id).await?;
     }
     ctx.journal
         .remove_port(&r.allocation_id)

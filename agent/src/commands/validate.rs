@@ -1,9 +1,9 @@
 //! Field validation: the agent checks every field the plane sends before any of it reaches
 //! ProxySmart — command ids, IMEIs, login/password/allocation-id charsets and lengths,
-//! expiries (in the future, within a horizon), limits and the rotation interval, TCP port numbers — and formats an
-//! expiry for the box. Messages name the field, and never echo a password.
+//! expiries (in the future, within a horizon), limits and the rotation interval, TCP port
+//! numbers. Messages name the field, and never echo a password.
 
-use crate::proxysmart::{is_imei, BoxClock};
+use crate::proxysmart::is_imei;
 use farmhand_protocol::{CommandError, CommandErrorCode, Provision};
 
 /// Longest login, password or allocation id accepted.
@@ -23,11 +23,11 @@ pub const MAX_TRAFFIC_QUOTA_MB: u64 = 100_000_000;
 /// the agent keeps whatever is asked (`autorotate`).
 pub const MAX_ROTATE_EVERY_S: u64 = 86_400;
 /// Lowest TCP port the agent lets ProxySmart listen on (no privileged ports).
-pub const MIN_TCP_PORT: u16 = 1024;
+pub use crate::ports::MIN_TCP_PORT;
 
 /// Every field of a `provision`, judged at `now_ms` (the plane's clock).
 pub fn provision(p: &Provision, now_ms: u64) -> Result<(), CommandError> {
-    token("allocation_id", &p.allocation_id)?;
+    allocation_id(&p.allocation_id)?;
     imei(&p.imei)?;
     token("login", &p.login)?;
     password(p.password.expose())?;
@@ -93,13 +93,26 @@ fn invalid(message: String) -> CommandError {
     CommandError::new(CommandErrorCode::InvalidCommand, message)
 }
 
-/// A 15-digit IMEI.
+/// An IMEI of 14 to 16 digits (with or without its check digit, or an IMEISV).
 pub fn imei(value: &str) -> Result<(), CommandError> {
     if is_imei(value) {
         Ok(())
     } else {
-        Err(invalid(format!("imei {value:?} is not 15 digits")))
+        Err(invalid(format!("imei {value:?} is not 14 to 16 digits")))
     }
+}
+
+/// An allocation id: a token short enough that its port's name, `farmhand-<id>`, stays
+/// within the 64 characters a box takes (it silently drops a port with a longer name).
+pub fn allocation_id(value: &str) -> Result<(), CommandError> {
+    token("allocation_id", value)?;
+    if super::PORT_NAME_PREFIX.len() + value.len() > MAX_TOKEN_LEN {
+        return Err(invalid(format!(
+            "allocation_id must be at most {} characters (its port name must fit the box's {MAX_TOKEN_LEN})",
+            MAX_TOKEN_LEN - super::PORT_NAME_PREFIX.len()
+        )));
+    }
+    Ok(())
 }
 
 /// 1..=64 characters of `[A-Za-z0-9._-]`. The value is named, never echoed (it may be a
@@ -122,14 +135,6 @@ pub fn future(expires_at_ms: u64, now_ms: u64) -> Result<(), CommandError> {
         )));
     }
     Ok(())
-}
-
-/// Formats Unix ms as ProxySmart's `PROXY_VALID_BEFORE` in the box's local time (see
-/// `proxysmart::box_clock`).
-pub fn box_time(clock: &BoxClock, unix_ms: u64) -> Result<String, CommandError> {
-    clock
-        .stamp(unix_ms)
-        .ok_or_else(|| invalid("expiry out of range".into()))
 }
 
 #[cfg(test)]
@@ -158,11 +163,20 @@ mod tests {
     }
 
     #[test]
+    fn allocation_ids_leave_room_for_the_port_name() {
+        assert!(allocation_id(&"a".repeat(55)).is_ok());
+        let e = allocation_id(&"a".repeat(56)).unwrap_err();
+        assert!(e.message.contains("55"), "{e:?}");
+    }
+
+    #[test]
     fn imei_and_expiry_checks() {
-        assert!(imei("356000000000001").is_ok());
+        for good in ["356000000000001", "35600000000000", "3560000000000011"] {
+            assert!(imei(good).is_ok(), "{good}");
+        }
         for bad in [
-            "35600000000000",
-            "3560000000000011",
+            "3560000000000",
+            "35600000000000111",
             "35600000000000a",
             "",
             "３５６",
@@ -235,18 +249,5 @@ mod tests {
             assert_eq!(e.code, CommandErrorCode::InvalidCommand);
             assert!(e.message.contains(field), "{field}: {e:?}");
         }
-    }
-
-    #[test]
-    fn box_time_is_box_local_without_zone() {
-        let utc = BoxClock::default();
-        assert_eq!(box_time(&utc, 0).unwrap(), "1970-01-01T00:00:00");
-        assert_eq!(
-            box_time(&utc, 1_770_732_866_999).unwrap(),
-            "2026-02-10T14:14:26"
-        );
-        let plus1 = BoxClock::new(crate::proxysmart::BoxUtcOffset::Fixed(3600), None);
-        assert_eq!(box_time(&plus1, 0).unwrap(), "1970-01-01T01:00:00");
-        assert!(box_time(&utc, u64::MAX).is_err());
     }
 }

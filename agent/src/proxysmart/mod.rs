@@ -4,6 +4,7 @@
 pub mod box_clock;
 mod client;
 mod error;
+pub mod form;
 mod wire;
 
 pub use box_clock::{BoxClock, BoxUtcOffset};
@@ -11,5 +12,5 @@ pub use client::{ProxysmartClient, StorePort};
 pub use error::ProxysmartError;
 pub use wire::{
     is_imei, is_refusal, normalize_modems, parse_action, parse_bandwidth_report, parse_free_ports,
-    parse_ports, parse_status, PortEntry,
+    parse_ports, parse_single_status, parse_status, PortEntry, ReplyForm,
 };

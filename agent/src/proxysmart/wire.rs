@@ -11,14 +11,39 @@ use farmhand_protocol::Modem;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
-/// Messages that mean "refused" even in an HTTP-200 reply without a `result` field.
-const REFUSAL_PHRASES: [&str; 5] = [
+/// Messages that mean "refused" even in an HTTP-200 reply without a `result` field (the
+/// phrases live clients match on).
+const REFUSAL_PHRASES: [&str; 9] = [
     "not available",
     "restart the modem",
     "is busy",
     "no such",
     "not found",
+    "web app",
+    "webapp",
+    "cannot",
+    "unable",
 ];
+
+/// How the box worded a successful action: real boxes differ (spec "Second look"), and the
+/// box profile records which forms were seen. Success is decided by reading the box's state
+/// back, never by this alone.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyForm {
+    /// `{"result":"success",…}` (or "ok").
+    JsonResult,
+    /// `{"result":true}` or a bare JSON `true`.
+    JsonBool,
+    /// A JSON object without `result` and without an error message.
+    JsonOther,
+    /// A bare `OK` (or "success", "true") as text.
+    TextOk,
+    /// An empty body.
+    Empty,
+}
 
 /// One port from `list_ports_json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +76,9 @@ pub struct PortEntry {
     pub bandlimin: Option<String>,
     /// See `bandlimin`.
     pub bandlimout: Option<String>,
+    /// `bw_quota` when the box lists it (a number, as the box took it; field boxes show
+    /// the quota here while `QUOTA` stays "").
+    pub bw_quota: Option<String>,
 }
 
 /// Parses a body as JSON, recognising HTML pages and garbage as `Malformed`.
@@ -110,13 +138,19 @@ pub fn normalize_modems(entries: &[Value], previous: &[Modem]) -> Vec<Modem> {
 fn normalize_modem(entry: &Value) -> Option<Modem> {
     let details = entry.get("modem_details").unwrap_or(&Value::Null);
     let net = entry.get("net_details").unwrap_or(&Value::Null);
+    let nick = text(details, "NICK").unwrap_or_default();
+    if nick.to_ascii_lowercase().starts_with("random") {
+        // A placeholder left when a port binding was deleted, whatever its IMEI field says.
+        return None;
+    }
     let imei = text(details, "IMEI").filter(|i| is_imei(i))?;
     let raw_ip = text(net, "EXT_IP").unwrap_or_default();
     let ext_ip = raw_ip.parse::<IpAddr>().ok().map(|ip| ip.to_string());
     let rotating = truthy(entry.get("IS_ROTATED")) || raw_ip == "IP_RESET";
+    let present = |v: Option<String>| v.filter(|s| !s.is_empty());
     Some(Modem {
         imei,
-        nick: text(details, "NICK").unwrap_or_default(),
+        nick,
         carrier: text(net, "CELLOP")
             .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("unknown")),
         ext_ip,
@@ -127,7 +161,36 @@ fn normalize_modem(entry: &Value) -> Option<Modem> {
             .filter(|m| !m.is_empty())
             .or_else(|| text(details, "MODEL"))
             .filter(|m| !m.is_empty()),
+        iccid: present(text(net, "ICCID")),
+        usb_id: present(text(details, "USB_ID")),
+        dev: present(text(net, "DEV")),
+        sim_status: present(text(net, "SimStatus")),
+        redirect_imposed: net.get("HTTP_REDIRECT_IMPOSED").map(imposed),
+        rebooting: entry.get("IS_REBOOTING").map(|v| truthy(Some(v))),
+        network_type: present(text(net, "CurrentNetworkType"))
+            .filter(|t| !t.eq_ignore_ascii_case("unknown")),
+        auto_rotation_s: text(details, "AUTO_IP_ROTATION").map(|m| minutes_to_s(&m)),
     })
+}
+
+/// `HTTP_REDIRECT_IMPOSED`: anything but an empty/no/0/false/none/null value is a redirect.
+fn imposed(v: &Value) -> bool {
+    match as_text(v) {
+        None => false,
+        Some(t) => !matches!(
+            t.to_ascii_lowercase().as_str(),
+            "" | "no" | "null" | "0" | "false" | "none"
+        ),
+    }
+}
+
+/// `AUTO_IP_ROTATION` minutes ("" or unparsable = 0, off) as seconds.
+fn minutes_to_s(minutes: &str) -> u64 {
+    minutes
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0)
+        .saturating_mul(60)
 }
 
 /// `list_ports_json`: an object keyed by IMEI, each an array of ports (`[]` when empty).
@@ -176,6 +239,7 @@ fn port_entry(imei: &str, port: &Value) -> Option<PortEntry> {
         over_quota: truthy(port.get("IS_OVER_QUOTA")),
         bandlimin: text(port, "bandlimin"),
         bandlimout: text(port, "bandlimout"),
+        bw_quota: text(port, "bw_quota"),
     })
 }
 
@@ -227,16 +291,35 @@ fn first_array(obj: &Map<String, Value>) -> Option<&[Value]> {
     obj.values().find_map(|v| v.as_array().map(Vec::as_slice))
 }
 
-/// An action reply (`{"result": "success", "message": …}`); HTTP 200 alone is not success.
-pub fn parse_action(body: &str) -> Result<(), ProxysmartError> {
-    let value = parse_json(body)?;
-    let Value::Object(obj) = value else {
-        return Err(ProxysmartError::malformed(format!(
-            "action reply is {}",
-            kind(&value)
-        )));
+/// An action reply, in any form real boxes use (see [`ReplyForm`]); a reply that names an
+/// error (`result` false/"error"/…, a refusal phrase, a bare `false`) is `Refused`, an HTML
+/// page or unknown text `Malformed`.
+pub fn parse_action(body: &str) -> Result<ReplyForm, ProxysmartError> {
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return Ok(ReplyForm::Empty);
+    }
+    let value = match parse_json(trimmed) {
+        Ok(value) => value,
+        Err(e) => return bare_text(trimmed).unwrap_or(Err(e)),
     };
-    let message = obj.get("message").and_then(as_text).unwrap_or_default();
+    let obj = match value {
+        Value::Object(obj) => obj,
+        Value::Bool(true) => return Ok(ReplyForm::JsonBool),
+        Value::String(text) => {
+            return bare_text(&text).unwrap_or_else(|| {
+                Err(ProxysmartError::malformed(
+                    "action reply is an unknown string",
+                ))
+            })
+        }
+        other => return Err(refused_or_malformed(&other)),
+    };
+    let message = obj
+        .get("message")
+        .or_else(|| obj.get("MSG"))
+        .and_then(as_text)
+        .unwrap_or_default();
     let refused = |fallback: &str| {
         let message = if message.is_empty() {
             fallback.to_string()
@@ -245,11 +328,65 @@ pub fn parse_action(body: &str) -> Result<(), ProxysmartError> {
         };
         Err(ProxysmartError::Refused { message })
     };
-    match obj.get("result").and_then(as_text) {
-        Some(r) if r.eq_ignore_ascii_case("success") || r.eq_ignore_ascii_case("ok") => Ok(()),
-        Some(r) => refused(&format!("result: {}", short(&r))),
+    match obj.get("result") {
+        Some(Value::Bool(true)) => Ok(ReplyForm::JsonBool),
+        Some(Value::Bool(false)) => refused("result: false"),
+        Some(r) => match as_text(r) {
+            Some(t) if t.eq_ignore_ascii_case("success") || t.eq_ignore_ascii_case("ok") => {
+                Ok(ReplyForm::JsonResult)
+            }
+            Some(t) if t.eq_ignore_ascii_case("true") => Ok(ReplyForm::JsonBool),
+            Some(t) => refused(&format!("result: {}", short(&t))),
+            None => refused("result: null"),
+        },
         None if is_refusal(&message) => refused(""),
-        None => Ok(()),
+        None => Ok(ReplyForm::JsonOther),
+    }
+}
+
+/// A bare text reply: `OK`, `success` or `true` is success; a refusal phrase is a refusal.
+fn bare_text(text: &str) -> Option<Result<ReplyForm, ProxysmartError>> {
+    let lower = text.trim().to_ascii_lowercase();
+    if matches!(lower.as_str(), "ok" | "success" | "true" | "done") {
+        return Some(Ok(ReplyForm::TextOk));
+    }
+    if lower.len() < 200 && !lower.starts_with('<') && is_refusal(&lower) {
+        return Some(Err(ProxysmartError::Refused {
+            message: short(text.trim()),
+        }));
+    }
+    None
+}
+
+fn refused_or_malformed(value: &Value) -> ProxysmartError {
+    match value {
+        Value::Bool(false) => ProxysmartError::Refused {
+            message: "false".to_string(),
+        },
+        other => ProxysmartError::malformed(format!("action reply is {}", kind(other))),
+    }
+}
+
+/// `show_single_status_json`: one status entry, given as an object or (on field boxes) as
+/// an array of one.
+pub fn parse_single_status(body: &str) -> Result<Value, ProxysmartError> {
+    match parse_json(body)? {
+        Value::Array(mut entries) if entries.len() == 1 => Ok(entries.remove(0)),
+        Value::Array(entries) => Err(ProxysmartError::malformed(format!(
+            "single status is an array of {}",
+            entries.len()
+        ))),
+        Value::Object(obj) if obj.contains_key("result") && !obj.contains_key("modem_details") => {
+            let message = obj.get("message").and_then(as_text).unwrap_or_default();
+            Err(ProxysmartError::Refused {
+                message: short(&message),
+            })
+        }
+        obj @ Value::Object(_) => Ok(obj),
+        other => Err(ProxysmartError::malformed(format!(
+            "single status is {}",
+            kind(&other)
+        ))),
     }
 }
 
@@ -259,10 +396,7 @@ pub fn is_refusal(message: &str) -> bool {
     REFUSAL_PHRASES.iter().any(|p| lower.contains(p))
 }
 
-/// 15 ASCII digits.
-pub fn is_imei(s: &str) -> bool {
-    s.len() == 15 && s.bytes().all(|b| b.is_ascii_digit())
-}
+pub use farmhand_protocol::is_imei;
 
 fn text(obj: &Value, key: &str) -> Option<String> {
     obj.get(key).and_then(as_text)

@@ -173,17 +173,41 @@ fn free_ports_in_several_shapes() {
 }
 
 #[test]
-fn action_replies_inspect_the_body() {
-    assert_eq!(
-        parse_action(r#"{"result":"success","message":"stored"}"#),
-        Ok(())
-    );
-    assert_eq!(parse_action(r#"{"message":"port applied"}"#), Ok(()));
+fn action_replies_in_every_form_real_boxes_use() {
+    let accepted = [
+        (
+            r#"{"result":"success","message":"stored"}"#,
+            ReplyForm::JsonResult,
+        ),
+        (r#"{"result":"OK"}"#, ReplyForm::JsonResult),
+        (r#"{"result":true}"#, ReplyForm::JsonBool),
+        (r#"{"result":"true"}"#, ReplyForm::JsonBool),
+        ("true", ReplyForm::JsonBool),
+        (r#"{"message":"port applied"}"#, ReplyForm::JsonOther),
+        ("OK", ReplyForm::TextOk),
+        ("ok\n", ReplyForm::TextOk),
+        (r#""OK""#, ReplyForm::TextOk),
+        ("", ReplyForm::Empty),
+        ("  \n", ReplyForm::Empty),
+    ];
+    for (body, form) in accepted {
+        assert_eq!(parse_action(body), Ok(form), "{body:?}");
+    }
+}
+
+#[test]
+fn a_reply_that_names_an_error_is_still_an_error() {
     let refused = [
         r#"{"result":"error","message":"modem is busy"}"#,
         r#"{"result":"failed"}"#,
+        r#"{"result":false}"#,
+        r#"{"result":null}"#,
+        "false",
         r#"{"message":"Modem not available, restart the modem"}"#,
+        r#"{"MSG":"WebApp is down"}"#,
         r#"{"message":"no such port"}"#,
+        "modem is busy",
+        r#""unable to apply""#,
     ];
     for body in refused {
         assert!(
@@ -193,7 +217,7 @@ fn action_replies_inspect_the_body() {
     }
     let err = parse_action(r#"{"result":"error","message":"modem is busy"}"#).unwrap_err();
     assert_eq!(err.to_string(), "ProxySmart refused: modem is busy");
-    for body in [HTML, "OK", "[]", ""] {
+    for body in [HTML, "[]", "Traceback (most recent call last)", "42"] {
         assert!(
             matches!(parse_action(body), Err(ProxysmartError::Malformed { .. })),
             "{body}"
@@ -202,12 +226,68 @@ fn action_replies_inspect_the_body() {
 }
 
 #[test]
+fn single_status_as_an_object_or_an_array_of_one() {
+    let entry = r#"{"modem_details":{"IMEI":"356000000000001"}}"#;
+    for body in [entry.to_string(), format!("[{entry}]")] {
+        let v = parse_single_status(&body).unwrap();
+        assert_eq!(v["modem_details"]["IMEI"], "356000000000001");
+    }
+    assert!(matches!(
+        parse_single_status(r#"{"result":"error","message":"no such modem"}"#),
+        Err(ProxysmartError::Refused { .. })
+    ));
+    assert!(parse_single_status("[]").is_err());
+    assert!(parse_single_status(HTML).is_err());
+}
+
+#[test]
+fn field_status_fields_are_read_and_absent_ones_stay_absent() {
+    let body = r#"[{"modem_details":{"IMEI":"35600000000001","NICK":"DE_1","AUTO_IP_ROTATION":"8","USB_ID":"1-1.2"},
+        "net_details":{"IS_ONLINE":"yes","EXT_IP":"198.51.100.1","ICCID":"8949","SimStatus":"OK",
+        "HTTP_REDIRECT_IMPOSED":"1","DEV":"modem4397","CurrentNetworkType":"LTE"},"IS_REBOOTING":"true"},
+        {"modem_details":{"IMEI":"3560000000000101","NICK":"DE_2"},"net_details":{"IS_ONLINE":"yes",
+        "HTTP_REDIRECT_IMPOSED":"no"}},
+        {"modem_details":{"IMEI":"356000000000003","NICK":"random_77"},"net_details":{}}]"#;
+    let m = modems(body, &[]);
+    assert_eq!(
+        m.len(),
+        2,
+        "14 and 16 digits accepted, a random… placeholder skipped"
+    );
+    let first = m.iter().find(|m| m.nick == "DE_1").unwrap();
+    assert_eq!(first.imei, "35600000000001");
+    assert_eq!(first.iccid.as_deref(), Some("8949"));
+    assert_eq!(first.usb_id.as_deref(), Some("1-1.2"));
+    assert_eq!(first.dev.as_deref(), Some("modem4397"));
+    assert_eq!(first.sim_status.as_deref(), Some("OK"));
+    assert_eq!(first.redirect_imposed, Some(true));
+    assert_eq!(first.rebooting, Some(true));
+    assert_eq!(first.network_type.as_deref(), Some("LTE"));
+    assert_eq!(first.auto_rotation_s, Some(480));
+    assert!(first.unsellable_reason().is_some(), "SIM out of credit");
+    let second = m.iter().find(|m| m.nick == "DE_2").unwrap();
+    assert_eq!(second.redirect_imposed, Some(false));
+    assert_eq!(
+        (
+            second.iccid.as_ref(),
+            second.auto_rotation_s,
+            second.rebooting
+        ),
+        (None, None, None),
+        "absent fields are never invented"
+    );
+    assert!(second.unsellable_reason().is_none());
+}
+
+#[test]
 fn imei_validation() {
-    assert!(is_imei("356000000000001"));
+    for good in ["356000000000001", "35600000000000", "3560000000000011"] {
+        assert!(is_imei(good), "{good}");
+    }
     for bad in [
         "",
-        "35600000000000",
-        "3560000000000011",
+        "3560000000000",
+        "35600000000000111",
         "1-4.3.1.1",
         "35600000000000a",
     ] {

@@ -24,14 +24,7 @@ pub const PASSWORD: &str = "canary-proxysmart-pw-7781";
 /// How long a rotation on the test box shows "IP_RESET" (the simulator's default is 2 s).
 pub const ROTATION_DELAY: Duration = Duration::from_millis(300);
 /// The agent's `QUOTA_TYPE` and `QUOTA_DIRECTION`, sent with a quota (docs/protocol.md).
-pub const QUOTA_KIND: (&str, &str) = ("lifetime", "in+out");
-/// What the simulator says of those two values, which it has not seen a box take (it knows
-/// "monthly" and "inout"): the one known disagreement between agent and simulator, left to
-/// be settled in the agent. [`TestBox::assert_no_violations`] checks the quota kind itself.
-const QUOTA_KIND_VIOLATIONS: [&str; 2] = [
-    "store_port QUOTA_TYPE: must come with bw_quota, as a value a box was seen to take",
-    "store_port QUOTA_DIRECTION: must come with bw_quota, as a value a box was seen to take",
-];
+pub const QUOTA_KIND: (&str, &str) = ("monthly", "inout");
 
 /// The IMEI of the modem tests plug in later with [`TestBox::plug_in_third`] (a valid,
 /// 15-digit one the box does not have at start).
@@ -146,16 +139,10 @@ impl TestBox {
         );
     }
 
-    /// Everything the agent sent that it should not have: what the box flagged (less the
-    /// known quota-kind disagreement, see [`QUOTA_KIND_VIOLATIONS`]) and every `store_port`
-    /// document that breaks a Farmhand convention the box does not judge.
+    /// Everything the agent sent that it should not have: what the box flagged, and every
+    /// `store_port` document that breaks a Farmhand convention the box does not judge.
     pub fn violations(&self) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .sim
-            .violations()
-            .into_iter()
-            .filter(|v| !QUOTA_KIND_VIOLATIONS.contains(&v.as_str()))
-            .collect();
+        let mut problems: Vec<String> = self.sim.violations();
         for body in self.sim.store_bodies() {
             problems.extend(farmhand_conventions(&body));
         }
@@ -170,8 +157,9 @@ impl TestBox {
 }
 
 /// What the agent promises of every `store_port` document beyond the box's own rules: the
-/// name is `farmhand-<allocation id>`, the expiry is always sent to the second, and a quota
-/// goes with the agent's kind — which goes with a quota only.
+/// name is `farmhand-<allocation id>`, the expiry is always sent, to the minute (what
+/// clients of live boxes send), and a quota goes with its kind — which goes with a quota
+/// only.
 fn farmhand_conventions(d: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     let name = d["portName"].as_str().unwrap_or_default();
@@ -181,9 +169,9 @@ fn farmhand_conventions(d: &Value) -> Vec<String> {
         ));
     }
     let expiry = d["PROXY_VALID_BEFORE"].as_str().unwrap_or_default();
-    if expiry.len() != "YYYY-MM-DDTHH:MM:SS".len() {
+    if expiry.len() != "YYYY-MM-DDTHH:MM".len() {
         problems.push(format!(
-            "store_port PROXY_VALID_BEFORE {expiry:?}: not YYYY-MM-DDTHH:MM:SS"
+            "store_port PROXY_VALID_BEFORE {expiry:?}: not YYYY-MM-DDTHH:MM"
         ));
     }
     let kind = (d.get("QUOTA_TYPE"), d.get("QUOTA_DIRECTION"));

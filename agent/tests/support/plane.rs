@@ -95,7 +95,7 @@ impl PlaneConn {
         self.send(PlaneMessage::Welcome(w)).await;
     }
 
-    /// The next frame that is not a heartbeat, change or usage report.
+    /// The next frame that is not a heartbeat, change, usage or capabilities report.
     pub async fn recv(&mut self) -> AgentMessage {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
@@ -108,7 +108,8 @@ impl PlaneConn {
                 match decode(t.as_str(), DEFAULT_MAX_FRAME_BYTES).unwrap() {
                     AgentMessage::Heartbeat(_)
                     | AgentMessage::ModemsChanged(_)
-                    | AgentMessage::Usage(_) => continue,
+                    | AgentMessage::Usage(_)
+                    | AgentMessage::Capabilities(_) => continue,
                     other => return other,
                 }
             }

@@ -104,7 +104,19 @@ pub enum AllocError {
 }
 
 impl AllocError {
+    /// The agent's refusal as an API error: `code`, or `box_refused_field` (naming the
+    /// field) when the box did not take a field of the write.
     fn refused(code: &'static str, what: &str, error: &CommandError) -> Self {
+        if error.code == farmhand_protocol::CommandErrorCode::BoxRefusedField {
+            let field = error.field.as_deref().unwrap_or("unknown");
+            return AllocError::AgentRefused {
+                code: "box_refused_field",
+                message: format!(
+                    "the seller's box did not take {field} when asked to {what}: {}",
+                    error.message
+                ),
+            };
+        }
         AllocError::AgentRefused {
             code,
             message: format!(

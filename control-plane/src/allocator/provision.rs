@@ -1,5 +1,11 @@
 //! Creating an allocation: idempotency by order id, reserving a modem slot, persisting the
 //! `pending` record, sending `provision` and settling on the agent's answer.
+//!
+//! A box that turns out not to take a limit the order needs (`box_refused_field` for the
+//! quota or a speed limit: its agent removed the port, nothing is left) is remembered as
+//! unable (`Fleet::learn_refusal`, before its agent's own `capabilities` report arrives),
+//! and the order is placed once more, on a box that can honour it — so a quota order gets
+//! a modem on a box that keeps quotas, not a 502.
 
 use super::{fail, request, AllocError, Allocator, Created};
 use crate::credentials::{generate_login, generate_password};
@@ -10,7 +16,7 @@ use crate::ids::{now, random_id, unix_ms};
 use crate::store::{
     AllocationRecord, AllocationRequest, AllocationState, AuditAction, InsertOutcome,
 };
-use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provision, Secret};
+use farmhand_protocol::{CommandBody, CommandErrorCode, CommandOutput, Outcome, Provision, Secret};
 use time::Duration;
 use tracing::{info, warn};
 
@@ -32,11 +38,13 @@ impl Allocator {
             country: request.country.clone(),
             carrier: request.carrier.clone(),
             imei: request.imei.clone(),
+            needs_quota: request.traffic_quota_mb.is_some(),
+            needs_speed_limit: request.bandwidth_kbit.is_some(),
             ..ModemFilter::default()
         };
-        let slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
+        let mut slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
         let password = generate_password();
-        let record = self.new_record(&request, &slot, &password);
+        let mut record = self.new_record(&request, &slot, &password);
         match self.store.insert_allocation(&record) {
             Ok(InsertOutcome::Inserted) => {}
             other => {
@@ -49,24 +57,48 @@ impl Allocator {
                 };
             }
         }
+        let mut outcome = self.send_provision(&record, &slot, &password).await;
+        if let Some(field) = capability_refused(&outcome) {
+            self.fleet.learn_refusal(&slot.agent_id, field);
+            if let Some(next) = self.fleet.reserve(&filter) {
+                warn!(allocation_id = %record.allocation_id, agent_id = %slot.agent_id, field, "the box does not keep this limit; placing the order on another box");
+                self.fleet.release_load(&slot.imei);
+                record.imei = next.imei.clone();
+                record.agent_id = next.agent_id.clone();
+                record.carrier = next.carrier.clone();
+                record.country = next.country.clone();
+                self.store.save_allocation(&record).await?;
+                slot = next;
+                outcome = self.send_provision(&record, &slot, &password).await;
+            }
+        }
+        self.settle(record, &slot, outcome, actor)
+            .await
+            .map(|r| (Created::New, r))
+    }
+
+    /// Sends `provision` for the pending `record` to the agent of `slot` and waits.
+    async fn send_provision(
+        &self,
+        record: &AllocationRecord,
+        slot: &Reservation,
+        password: &Secret,
+    ) -> Result<Outcome, DispatchError> {
         info!(allocation_id = %record.allocation_id, order_id = %record.order_id, imei = %slot.imei, "provisioning");
+        let request = &record.request;
         let body = CommandBody::Provision(Provision {
             allocation_id: record.allocation_id.clone(),
             imei: slot.imei.clone(),
             login: record.login.clone(),
-            password,
+            password: password.clone(),
             expires_at_ms: unix_ms(record.expires_at),
             bandwidth_kbit: request.bandwidth_kbit,
             traffic_quota_mb: request.traffic_quota_mb,
             rotate_every_s: request.rotate_every_s,
         });
-        let outcome = self
-            .gateway
+        self.gateway
             .dispatch(&slot.agent_id, body, self.config.provisioning_timeout())
-            .await;
-        self.settle(record, &slot, outcome, actor)
             .await
-            .map(|r| (Created::New, r))
     }
 
     fn new_record(
@@ -145,6 +177,22 @@ impl Allocator {
         self.emit(EventType::AllocationFailed, &record);
         self.ended.notify_one();
         Err(error)
+    }
+}
+
+/// The limit a box refused to keep, when that is why the provision failed.
+fn capability_refused(outcome: &Result<Outcome, DispatchError>) -> Option<&'static str> {
+    let Ok(Outcome::Error { error }) = outcome else {
+        return None;
+    };
+    if error.code != CommandErrorCode::BoxRefusedField {
+        return None;
+    }
+    match error.field.as_deref()? {
+        "bw_quota" => Some("bw_quota"),
+        "bandlimin" => Some("bandlimin"),
+        "bandlimout" => Some("bandlimout"),
+        _ => None,
     }
 }
 

@@ -78,12 +78,12 @@ pub fn check_limit(field: &str, value: Option<u64>, max: u64) -> Result<(), Allo
     }
 }
 
-/// An IMEI is 15 digits.
+/// An IMEI is 14 to 16 digits, as boxes report them (`farmhand_protocol::is_imei`).
 pub fn check_imei(imei: &str) -> Result<(), AllocError> {
-    if imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit()) {
+    if farmhand_protocol::is_imei(imei) {
         Ok(())
     } else {
-        Err(invalid("imei must be 15 digits".to_string()))
+        Err(invalid("imei must be 14 to 16 digits".to_string()))
     }
 }
 

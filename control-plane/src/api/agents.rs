@@ -31,6 +31,9 @@ pub struct AgentView {
     public_host: Option<String>,
     country: Option<String>,
     proxysmart_reachable: bool,
+    /// What the box was seen to keep (`null` = not known yet): orders that need a limit
+    /// the box drops are placed elsewhere.
+    capabilities: farmhand_protocol::BoxCapabilities,
     enrolled_at: String,
     revoked: bool,
 }
@@ -49,6 +52,7 @@ fn view(state: &AppState, record: AgentRecord) -> AgentView {
         public_host: site.map(|s| s.public_host.clone()),
         country: site.map(|s| s.country.clone()),
         proxysmart_reachable: live.proxysmart_reachable,
+        capabilities: live.capabilities.clone(),
         enrolled_at: rfc3339(record.enrolled_at),
         revoked: record.revoked,
         agent_id: record.agent_id,

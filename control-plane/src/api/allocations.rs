@@ -45,6 +45,10 @@ pub struct AllocationView {
     bandwidth_kbit: Option<u64>,
     /// Traffic quota, MB (`null`: none).
     traffic_quota_mb: Option<u64>,
+    /// The seller's BOX rotates this modem's IP by itself this often, seconds (its
+    /// `AUTO_IP_ROTATION`; `null`: unknown or the modem is not reported now; 0: it does
+    /// not): the buyer's IP may change that often whatever the order asked.
+    box_rotation_s: Option<u64>,
     replacements: Vec<ReplacementView>,
 }
 
@@ -87,6 +91,7 @@ fn view(
         (None, None)
     };
     let credentials_purged = record.password_sealed.is_none();
+    let box_rotation_s = state.fleet.box_rotation_s(&record.agent_id, &record.imei);
     Ok(AllocationView {
         allocation_id: record.allocation_id,
         order_id: record.order_id,
@@ -108,6 +113,7 @@ fn view(
         rotate_every_s: record.request.rotate_every_s,
         bandwidth_kbit: record.request.bandwidth_kbit,
         traffic_quota_mb: record.request.traffic_quota_mb,
+        box_rotation_s,
         replacements: record.replacements.into_iter().map(Into::into).collect(),
     })
 }

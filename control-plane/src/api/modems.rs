@@ -56,6 +56,7 @@ pub async fn list(
         imei: q.imei,
         online: q.online,
         available: q.available,
+        ..ModemFilter::default()
     };
     let modems = state.fleet.modems(&filter);
     let rotations = state

@@ -229,11 +229,19 @@ impl Inner {
             country.as_ref().is_none_or(|w| c.as_ref() == Some(w))
                 && carrier.as_ref().is_none_or(|w| k.as_ref() == Some(w))
         };
+        // Boxes known to drop what the order needs are passed over; the first capable
+        // entry of a pool is almost always its first.
+        let capable = |n: AgentNo| {
+            self.index
+                .name(n)
+                .and_then(|id| self.agents.get(id))
+                .is_some_and(|agent| agent.can_honour(filter))
+        };
         let (_, imei, n) = match &filter.imei {
             Some(imei) => {
                 self.imei_candidates(imei, capacity)
                     .into_iter()
-                    .filter(|c| c.available && wanted(&c.pool))
+                    .filter(|c| c.available && wanted(&c.pool) && capable(c.slot.2))
                     .min_by(|a, b| a.slot.cmp(&b.slot))?
                     .slot
             }
@@ -242,7 +250,7 @@ impl Inner {
                 .pools
                 .iter()
                 .filter(|(key, _)| wanted(key))
-                .filter_map(|(_, pool)| pool.first())
+                .filter_map(|(_, pool)| pool.iter().find(|slot| capable(slot.2)))
                 .min()?
                 .clone(),
         };
@@ -346,6 +354,7 @@ mod tests {
             rotating: false,
             signal: None,
             model: None,
+            ..Modem::default()
         }
     }
 
@@ -417,6 +426,7 @@ mod tests {
                         ports: vec![],
                         max_ports_per_modem: [None, Some(1), Some(2), Some(5)]
                             [rng.below(4) as usize],
+                        capabilities: None,
                     };
                     fleet.replace_inventory(agent, inventory);
                 }

@@ -281,6 +281,11 @@ impl Session {
                 }
             }
             AgentMessage::Heartbeat(_) => {}
+            AgentMessage::Capabilities(capabilities) => {
+                self.ctx
+                    .fleet
+                    .set_capabilities(&self.agent_id, capabilities);
+            }
             AgentMessage::Rotated(report) => self.on_rotated(report),
             AgentMessage::Usage(report) => self.on_usage(&report),
             AgentMessage::Hello(_) | AgentMessage::Auth(_) => {
@@ -474,5 +479,6 @@ fn frame_name(message: &AgentMessage) -> &'static str {
         AgentMessage::Heartbeat(_) => "heartbeat",
         AgentMessage::Rotated(_) => "rotated",
         AgentMessage::Usage(_) => "usage",
+        AgentMessage::Capabilities(_) => "capabilities",
     }
 }

@@ -71,6 +71,7 @@ pub fn modem(imei: &str, carrier: &str) -> Modem {
         rotating: false,
         signal: Some(23),
         model: Some("E3372".into()),
+        ..Modem::default()
     }
 }
 
@@ -192,6 +193,7 @@ impl FakeAgent {
             modems,
             ports: vec![],
             max_ports_per_modem: cap,
+            capabilities: None,
         };
         self.send(&AgentMessage::Inventory(inventory)).await;
     }

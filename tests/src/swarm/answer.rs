@@ -34,6 +34,7 @@ pub fn inventory(prefix: u8, agent: usize, modems: usize) -> AgentMessage {
             rotating: false,
             signal: Some(80),
             model: Some("swarm".into()),
+            ..Modem::default()
         })
         .collect();
     AgentMessage::Inventory(Inventory {
@@ -46,6 +47,7 @@ pub fn inventory(prefix: u8, agent: usize, modems: usize) -> AgentMessage {
         modems,
         ports: Vec::new(),
         max_ports_per_modem: None,
+        capabilities: None,
     })
 }
 
