@@ -31,6 +31,7 @@ pub mod policy;
 pub mod ports;
 pub mod proxy_tunnel;
 pub mod proxysmart;
+pub mod rotation;
 mod run;
 pub mod session;
 pub mod status;

@@ -70,6 +70,20 @@ enum Cmd {
         #[arg(long, default_value = "/etc/farmhand/agent.toml")]
         config: PathBuf,
     },
+    /// Try what this box's ProxySmart does with a port: create a scratch port on a free
+    /// modem, check every field it keeps and that its proxy takes the credentials, remove
+    /// it; one verdict per capability (exit 1 if any failed). Never leaves a port behind.
+    Selftest {
+        /// Path of the TOML configuration.
+        #[arg(long, default_value = "/etc/farmhand/agent.toml")]
+        config: PathBuf,
+        /// Also time one IP rotation of the modem used (the modem's IP changes).
+        #[arg(long)]
+        rotate: bool,
+        /// Print the report as JSON (for support tickets).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the running agent's connection, modems and ports (no root needed); exit 0 only
     /// when it is running and connected.
     Status {
@@ -181,6 +195,21 @@ fn main() -> anyhow::Result<()> {
                 status_file,
             } => run(&config, status_file, cli.log_format).await,
             Cmd::Doctor { config } => exit_with(farmhand_agent::cli::doctor::run(&config).await),
+            Cmd::Selftest {
+                config,
+                rotate,
+                json,
+            } => {
+                // Ctrl-C or SIGTERM ends the test early; its scratch port is removed first.
+                let stop = CancellationToken::new();
+                let on_signal = stop.clone();
+                tokio::spawn(async move {
+                    if wait_for_signal().await.is_ok() {
+                        on_signal.cancel();
+                    }
+                });
+                exit_with(farmhand_agent::cli::selftest::run(&config, rotate, json, stop).await)
+            }
             Cmd::Status {
                 config,
                 status_file,

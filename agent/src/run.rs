@@ -139,6 +139,7 @@ pub async fn run_with_status(
     commands.audit = Some(AuditLog::open(&config.state_dir)?);
     commands.metrics = metrics.clone();
     let executor = Executor::new(Arc::new(commands));
+    remove_scratch_ports(executor.context().clone(), poller_stop.clone());
     let rotator_stop = shutdown.child_token();
     let rotator = autorotate::spawn(executor.context().clone(), rotator_stop.clone());
     let source = MetricsSource {
@@ -170,6 +171,21 @@ pub async fn run_with_status(
     let _ = meter.await;
     tracing::info!("agent stopped");
     result
+}
+
+/// A selftest killed half-way left its scratch port: remove it once ProxySmart answers
+/// (best effort; `reconcile` removes it too).
+fn remove_scratch_ports(ctx: Arc<CommandContext>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        tokio::select! {
+            result = ctx.ports.remove_scratch() => match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed the scratch ports of an interrupted selftest"),
+                Err(e) => tracing::debug!(error = %e.message, "could not look for selftest scratch ports"),
+            },
+            () = stop.cancelled() => {}
+        }
+    });
 }
 
 /// The TLS trust for the plane, or `None` for an `http://` URL (allowed only with

@@ -17,7 +17,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
 /// Default time an agent has to confirm a `provision`, seconds.
 pub const DEFAULT_PROVISIONING_TIMEOUT_S: u64 = 10;
 /// Default time an agent has to answer `release`, `rotate_ip`, `update_port`, seconds.
-pub const DEFAULT_COMMAND_TIMEOUT_S: u64 = 60;
+pub const DEFAULT_COMMAND_TIMEOUT_S: u64 = 90;
 /// Default WebSocket frame limit, bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = farmhand_protocol::DEFAULT_MAX_FRAME_BYTES;
 /// Default number of live allocations per modem.

@@ -666,6 +666,51 @@ mod tests {
         assert_eq!(fleet.locate("1"), Some(("a1".into(), false)));
     }
 
+    #[test]
+    fn orders_needing_a_limit_skip_boxes_that_drop_it_and_unsellable_modems_are_skipped() {
+        let fleet = Fleet::new(5);
+        for (agent, imei) in [("a1", "1"), ("a2", "2")] {
+            fleet.connected(agent, "s", "0.1.0");
+            fleet.replace_inventory(agent, inventory(vec![modem(imei, "O2", true)], None));
+        }
+        let quota = ModemFilter {
+            needs_quota: true,
+            ..Default::default()
+        };
+        assert_eq!(fleet.reserve(&quota).map(|r| r.agent_id), Some("a1".into()));
+        fleet.release_load("1");
+        fleet.learn_refusal("a1", "bw_quota");
+        assert_eq!(fleet.reserve(&quota).map(|r| r.agent_id), Some("a2".into()));
+        fleet.release_load("2");
+        // An order without a quota may still go to a1.
+        assert_eq!(
+            fleet.reserve(&ModemFilter::default()).map(|r| r.agent_id),
+            Some("a1".into())
+        );
+        fleet.release_load("1");
+        // A box that announces it drops speed limits gets no speed-limited order.
+        fleet.set_capabilities(
+            "a2",
+            BoxCapabilities {
+                speed_limit: Some(false),
+                ..Default::default()
+            },
+        );
+        let both = ModemFilter {
+            needs_quota: true,
+            needs_speed_limit: true,
+            ..Default::default()
+        };
+        assert_eq!(fleet.reserve(&both), None);
+        // A SIM out of credit: online, but not sellable.
+        let mut broke = modem("2", "O2", true);
+        broke.redirect_imposed = Some(true);
+        fleet.replace_inventory("a2", inventory(vec![broke], None));
+        let views = fleet.modems(&ModemFilter::default());
+        let view = views.iter().find(|v| v.imei == "2").unwrap();
+        assert!(!view.available && view.not_sellable.is_some());
+    }
+
     fn changed(modems: Vec<Modem>, removed: Vec<String>) -> ModemsChanged {
         ModemsChanged {
             proxysmart_reachable: true,

@@ -35,6 +35,9 @@ pub struct SimConfig {
     pub store_port_replaces: bool,
     /// How this box departs from the classic reading of the API (default: not at all).
     pub quirks: Quirks,
+    /// The modems are numbered from `first_modem` + 1 (IMEIs, nicks, IPs): a second box in
+    /// the same test gets other IMEIs than the first.
+    pub first_modem: usize,
 }
 
 impl Default for SimConfig {
@@ -48,6 +51,7 @@ impl Default for SimConfig {
             utc_offset_s: 0,
             store_port_replaces: false,
             quirks: Quirks::default(),
+            first_modem: 0,
         }
     }
 }
@@ -79,10 +83,10 @@ impl SimConfig {
     }
 
     pub(crate) fn validate(&self) -> io::Result<()> {
-        if self.modems > MAX_MODEMS {
+        if self.first_modem + self.modems > MAX_MODEMS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("at most {MAX_MODEMS} simulated modems"),
+                format!("at most {MAX_MODEMS} simulated modems (first_modem + modems)"),
             ));
         }
         if self.username.is_empty() || self.username.contains(':') {

@@ -223,6 +223,16 @@ impl SimHandle {
             .collect()
     }
 
+    /// The ports `list_ports_json` shows right now (a late write not yet among them).
+    pub fn listed_ports(&self) -> Vec<SimPort> {
+        self.sim
+            .state()
+            .visible_ports()
+            .iter()
+            .map(|p| p.snapshot())
+            .collect()
+    }
+
     /// Snapshot of one port.
     pub fn port(&self, port_id: &str) -> Option<SimPort> {
         self.sim.state().ports.get(port_id).map(|p| p.snapshot())

@@ -35,13 +35,19 @@ pub fn imei(index: usize) -> String {
 /// The box's modems; with `odd_imeis` the second has a 14-digit IMEI (no check digit) and
 /// the third a 16-digit one (IMEISV: the IMEI body and a 2-digit software version).
 pub(crate) fn modems(count: usize, odd_imeis: bool) -> Vec<ModemState> {
-    let mut modems: Vec<ModemState> = (1..=count).map(modem).collect();
+    numbered(1, count, odd_imeis)
+}
+
+/// `count` modems numbered from `first` (see `SimConfig::first_modem`).
+pub(crate) fn numbered(first: usize, count: usize, odd_imeis: bool) -> Vec<ModemState> {
+    let mut modems: Vec<ModemState> = (first..first + count).map(modem).collect();
     if odd_imeis {
         if let Some(m) = modems.get_mut(1) {
-            m.imei = imei(2)[..14].to_string();
+            m.imei.truncate(14);
         }
         if let Some(m) = modems.get_mut(2) {
-            m.imei = format!("{}01", &imei(3)[..14]);
+            m.imei.truncate(14);
+            m.imei.push_str("01");
         }
     }
     modems

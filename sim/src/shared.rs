@@ -30,7 +30,11 @@ pub(crate) struct Sim {
 
 impl Sim {
     pub fn new(config: SimConfig, local_addr: SocketAddr, shutdown: CancellationToken) -> Self {
-        let modems = seed::modems(config.modems, config.quirks.odd_imeis);
+        let modems = seed::numbered(
+            config.first_modem + 1,
+            config.modems,
+            config.quirks.odd_imeis,
+        );
         let mut state = State::new(modems, config.rotation_delay);
         state.utc_offset_s = config.utc_offset_s;
         state.store_port_replaces = config.store_port_replaces;

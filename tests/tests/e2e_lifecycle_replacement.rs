@@ -320,6 +320,8 @@ async fn a_move_to_another_agent_releases_the_old_port_and_a_lost_agent_is_repla
         },
         ..StackOptions::default()
     };
+    // The policy names the IMEIs before the box exists: keep them 15 digits on a field box.
+    options.quirks.odd_imeis = false;
     options.agent_policy.excluded_imeis = imeis[2..].iter().cloned().collect();
     let stack = Stack::start(options).await.unwrap();
     let mut on_box = stack.sim.imeis();

@@ -6,7 +6,7 @@
 //! checks run only when the config loaded. The checks themselves live in `checks` (the box)
 //! and `plane_checks` (the control plane).
 
-use super::{checks, plane_checks};
+use super::{checks, plane_checks, selftest};
 use crate::config::AgentConfig;
 use std::fmt::Write;
 use std::path::Path;
@@ -23,6 +23,13 @@ pub enum Outcome {
         /// What to do about it.
         fix: String,
     },
+    /// Works, but something should be fixed before it bites: what and how.
+    Warn {
+        /// What is wrong.
+        detail: String,
+        /// What to do about it.
+        fix: String,
+    },
     /// Not applicable or not possible (e.g. after the config failed); why.
     Skip(String),
 }
@@ -31,6 +38,14 @@ impl Outcome {
     /// A failure with a fix hint.
     pub fn fail(detail: impl Into<String>, fix: impl Into<String>) -> Outcome {
         Outcome::Fail {
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// A warning with a fix hint.
+    pub fn warn(detail: impl Into<String>, fix: impl Into<String>) -> Outcome {
+        Outcome::Warn {
             detail: detail.into(),
             fix: fix.into(),
         }
@@ -52,12 +67,17 @@ pub struct Check {
 }
 
 /// The names of the checks, in the order they run.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 14] = [
     "config",
     "state dir",
     "identity",
     "dns",
     "proxysmart",
+    "modems",
+    "ports",
+    "default login",
+    "admin exposure",
+    "box profile",
     "control plane",
     "tls",
     "agent endpoint",
@@ -76,6 +96,7 @@ pub async fn diagnose(config_path: &Path) -> Vec<Check> {
     out.push(check("identity", checks::identity(&config)));
     out.push(check("dns", checks::dns(&config).await));
     out.push(check("proxysmart", checks::proxysmart(&config).await));
+    out.extend(box_checks(&config).await);
     let health = plane_checks::healthz(&config.control_plane).await;
     out.push(check("control plane", health.outcome()));
     out.push(check("tls", health.tls_outcome()));
@@ -84,6 +105,31 @@ pub async fn diagnose(config_path: &Path) -> Vec<Check> {
         plane_checks::agent_endpoint(&config).await,
     ));
     out.push(check("clock", health.clock_outcome()));
+    out
+}
+
+/// The read-only part of `selftest`: the modems, the port list, the box's safety, and what
+/// the box profile says so far.
+async fn box_checks(config: &AgentConfig) -> Vec<Check> {
+    let mut found = Vec::new();
+    if let Ok(client) = crate::proxysmart::ProxysmartClient::new(&config.proxysmart) {
+        selftest::read_only(config, &client, &mut found).await;
+    }
+    let mut out: Vec<Check> = ["modems", "ports", "default login", "admin exposure"]
+        .into_iter()
+        .map(|name| {
+            let outcome = found
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.outcome.clone())
+                .unwrap_or_else(|| Outcome::Skip("ProxySmart could not be read".into()));
+            check(name, outcome)
+        })
+        .collect();
+    out.push(check(
+        "box profile",
+        selftest::profile_summary(&config.state_dir),
+    ));
     out
 }
 
@@ -108,6 +154,9 @@ pub fn render(checks: &[Check]) -> String {
             Outcome::Skip(why) => writeln!(out, "SKIP  {:<15} {why}", c.name),
             Outcome::Fail { detail, fix } => {
                 writeln!(out, "FAIL  {:<15} {detail}\n      fix: {fix}", c.name)
+            }
+            Outcome::Warn { detail, fix } => {
+                writeln!(out, "WARN  {:<15} {detail}\n      fix: {fix}", c.name)
             }
         };
     }

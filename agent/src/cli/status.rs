@@ -150,6 +150,16 @@ fn render_modems(out: &mut String, r: &StatusReport) {
         let carrier = m.carrier.as_deref().unwrap_or("-");
         let online = if m.online { "yes" } else { "no" };
         let _ = writeln!(out, "  {:<16} {carrier:<16} {ip:<40} {online}", m.imei);
+        if let Some(why) = m.unsellable_reason() {
+            let _ = writeln!(out, "    not sold: {why}");
+        }
+        if let Some(s) = m.auto_rotation_s.filter(|s| *s > 0) {
+            let _ = writeln!(
+                out,
+                "    the box rotates this modem itself every {} min",
+                s / 60
+            );
+        }
     }
 }
 

@@ -107,6 +107,15 @@ impl CommandContext {
         now_ms().saturating_add_signed(self.clock_offset_ms.load(Ordering::Relaxed))
     }
 
+    /// This box's rotations, with the context's client, profile and timeout.
+    pub fn rotation(&self) -> crate::rotation::Rotation<'_> {
+        crate::rotation::Rotation {
+            client: &self.client,
+            profile: self.ports.profile(),
+            timeout: self.rotation_timeout,
+        }
+    }
+
     /// Records the plane's clock from `welcome`.
     pub fn set_plane_time(&self, server_time_ms: u64) {
         let offset = i64::try_from(server_time_ms)
@@ -336,14 +345,5 @@ pub(crate) async fn current_modem(
     ctx: &CommandContext,
     imei: &str,
 ) -> Result<farmhand_protocol::Modem, CommandError> {
-    let entries = ctx.client.show_status().await?;
-    crate::proxysmart::normalize_modems(&entries, &[])
-        .into_iter()
-        .find(|m| m.imei == imei)
-        .ok_or_else(|| {
-            CommandError::new(
-                CommandErrorCode::UnknownImei,
-                format!("ProxySmart has no modem with IMEI {imei}"),
-            )
-        })
+    crate::rotation::current_modem(&ctx.client, imei).await
 }

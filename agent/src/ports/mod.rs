@@ -37,8 +37,26 @@ use farmhand_protocol::{CommandError, CommandErrorCode, Secret};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Default of `[proxysmart] write_visibility_s`.
-pub const DEFAULT_WRITE_VISIBILITY: Duration = Duration::from_secs(5);
+/// The name prefix of `selftest`'s scratch ports; any port so named is the selftest's and
+/// is removed by the next selftest or agent start (and, being `farmhand-…` without a
+/// desired allocation, by `reconcile`).
+pub const SCRATCH_PREFIX: &str = "farmhand-selftest-";
+
+/// What a box kept of a port's fields (`selftest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldVerdicts {
+    /// The expiry.
+    pub expiry: bool,
+    /// The quota (`None`: none asked for).
+    pub quota: Option<bool>,
+    /// The speed limit (`None`: none asked for, or the box does not list limits).
+    pub speed_limit: Option<bool>,
+}
+
+/// Default of `[proxysmart] write_visibility_s`: operators re-read ~0.5 s after a write and
+/// over ~1.5 s after apply; a JSON write that never shows and the form tried after it must
+/// still fit the plane's 10 s provisioning timeout.
+pub const DEFAULT_WRITE_VISIBILITY: Duration = Duration::from_secs(3);
 
 /// Which write path ports are created through (`[proxysmart] port_write`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -374,6 +392,55 @@ impl Ports {
         ))
     }
 
+    /// Re-stores `port` with `want`'s expiry and limits and reports, field by field, what
+    /// the box kept (`None`: it cannot be told, e.g. limits it does not list). Records the
+    /// findings in the box profile. For `selftest`, which wants every verdict, not the
+    /// first refusal.
+    pub async fn probe_fields(
+        &self,
+        port: &PortEntry,
+        want: &Want,
+    ) -> Result<FieldVerdicts, CommandError> {
+        let pair = check::pair(port)?;
+        let store = self.store_request(want, port.port_id.clone(), pair)?;
+        let form = self.client.store_port(&store).await?;
+        self.profile.saw_reply(form);
+        // Whatever the box shows at the end of the window is its answer.
+        let shown =
+            match visible::settled(self, &store.portID, |p| check::stored_as(p, &store)).await {
+                Ok(port) => port,
+                Err(_) => visible::latest(self, &store.portID).await?,
+            };
+        let expected = check::box_expiry(&self.clock, want.expires_at_ms)?;
+        let verdicts = FieldVerdicts {
+            expiry: check::expiry_matches(&shown.valid_before, &expected),
+            quota: check::quota(&shown, &want.limits).map(|r| r.is_ok()),
+            speed_limit: check::speed(&shown, &want.limits).map(|r| r.is_ok()),
+        };
+        self.profile.update(|p| {
+            p.expiry = Some(verdicts.expiry);
+            p.quota = verdicts.quota.or(p.quota);
+            p.speed_limit = verdicts.speed_limit.or(p.speed_limit);
+        });
+        Ok(verdicts)
+    }
+
+    /// Removes every selftest scratch port (named [`SCRATCH_PREFIX`]…) a run that was
+    /// interrupted left behind; returns how many.
+    pub async fn remove_scratch(&self) -> Result<usize, CommandError> {
+        let listed = self.client.list_ports().await?;
+        let mut removed = 0;
+        for port in listed
+            .iter()
+            .filter(|p| p.port_name.starts_with(SCRATCH_PREFIX))
+        {
+            tracing::info!(port = %port.port_id, name = %port.port_name, "removing a selftest scratch port");
+            self.remove(&port.port_id).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Best-effort removal after a failure; the original error is what gets reported.
     pub async fn remove_quietly(&self, port_id: &str) {
         if let Err(e) = self.remove(port_id).await {
@@ -394,7 +461,8 @@ impl Ports {
         }
     }
 
-    fn client(&self) -> &ProxysmartClient {
+    /// The box's API client.
+    pub fn client(&self) -> &ProxysmartClient {
         &self.client
     }
 }

@@ -73,3 +73,19 @@ pub async fn gone(ports: &Ports, port_id: &str) -> Result<bool, CommandError> {
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// Port `port_id` as listed now.
+pub async fn latest(ports: &Ports, port_id: &str) -> Result<PortEntry, CommandError> {
+    ports
+        .client()
+        .list_ports()
+        .await?
+        .into_iter()
+        .find(|p| p.port_id == port_id)
+        .ok_or_else(|| {
+            CommandError::new(
+                CommandErrorCode::ProxysmartRefused,
+                format!("port {port_id} is not in the port list"),
+            )
+        })
+}

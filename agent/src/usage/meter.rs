@@ -14,7 +14,7 @@
 //! so one that stays unreadable is logged when it becomes so and when it reads again, not
 //! every round.
 
-use super::parse::{BadCounter, PortCounters, IN_KEY, OUT_KEY};
+use super::parse::{BadCounter, PortCounters, COUNTER_KEYS};
 use crate::journal::{Journal, JournalError};
 use farmhand_protocol::{AllocationUsage, ManagedPort, UsageReport};
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ pub enum CounterChange {
     Readable,
 }
 
-/// The counters (port id, `IN_KEY`/`OUT_KEY`) that were unreadable at their last reading.
+/// The counters (port id, counter key) that were unreadable at their last reading.
 /// A box that keeps printing garbage for a counter would otherwise log a warning every
 /// round, for as long as the port lives.
 #[derive(Debug, Default)]
@@ -176,7 +176,7 @@ impl UnreadableCounters {
         unreadable: &[(&'static str, BadCounter)],
     ) -> Vec<(&'static str, CounterChange)> {
         let mut changes = Vec::new();
-        for counter in [IN_KEY, OUT_KEY] {
+        for counter in COUNTER_KEYS {
             let key = (port_id.to_string(), counter);
             match unreadable.iter().find(|(c, _)| *c == counter) {
                 Some((_, e)) if self.current.insert(key.clone()) => {

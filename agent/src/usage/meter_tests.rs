@@ -2,6 +2,7 @@
 //! agent restart on the same state directory).
 
 use super::*;
+use crate::usage::parse::{IN_KEY, OUT_KEY};
 
 fn read(bytes_in: u64, bytes_out: u64) -> PortCounters {
     PortCounters {

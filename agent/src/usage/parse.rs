@@ -8,11 +8,31 @@
 
 use serde_json::Value;
 
-/// The counter of downloads (towards the buyer) the agent meters: today's, which resets at
-/// midnight and when the box restarts (the meter folds resets into running totals).
+/// The counter of downloads (towards the buyer) the agent meters on a box without lifetime
+/// totals: today's, which resets at midnight and when the box restarts (the meter folds
+/// resets into running totals).
 pub const IN_KEY: &str = "bandwidth_bytes_day_in";
-/// The counter of uploads (from the buyer) the agent meters.
+/// The counter of uploads (from the buyer) the agent meters on such a box.
 pub const OUT_KEY: &str = "bandwidth_bytes_day_out";
+/// The totals that survive the nightly reset, on boxes that have them (preferred: fewer
+/// resets to fold, nothing lost around midnight). Seen as `bandwidth_bytes_lifetime_*` and
+/// as `lifetime_*`.
+pub const LIFETIME_KEYS: [(&str, &str); 2] = [
+    (
+        "bandwidth_bytes_lifetime_in",
+        "bandwidth_bytes_lifetime_out",
+    ),
+    ("lifetime_in", "lifetime_out"),
+];
+/// Every counter the agent may read, for the bookkeeping of unreadable ones.
+pub const COUNTER_KEYS: [&str; 6] = [
+    IN_KEY,
+    OUT_KEY,
+    LIFETIME_KEYS[0].0,
+    LIFETIME_KEYS[0].1,
+    LIFETIME_KEYS[1].0,
+    LIFETIME_KEYS[1].1,
+];
 /// Longest value quoted in an error.
 const SHOWN_CHARS: usize = 40;
 
@@ -34,8 +54,15 @@ pub struct PortCounters {
 }
 
 /// Reads one port's entry of `bandwidth_report_all`: the counters, with unreadable values
-/// skipped (`None`), and which counters (`IN_KEY`, `OUT_KEY`) were unreadable and why.
+/// skipped (`None`), and which counters were unreadable and why. A box whose entries carry
+/// lifetime totals is read from those — always, also in a round where they read null —
+/// and any other from the day counters: the meter must see one counter per port, or a
+/// switch would look like a reset and count twice.
 pub fn port_counters(entry: &Value) -> (PortCounters, Vec<(&'static str, BadCounter)>) {
+    let (in_key, out_key) = LIFETIME_KEYS
+        .into_iter()
+        .find(|(i, o)| entry.get(*i).is_some() || entry.get(*o).is_some())
+        .unwrap_or((IN_KEY, OUT_KEY));
     let mut unreadable = Vec::new();
     let mut read = |key: &'static str| match entry.get(key).map_or(Ok(None), counter) {
         Ok(bytes) => bytes,
@@ -45,8 +72,8 @@ pub fn port_counters(entry: &Value) -> (PortCounters, Vec<(&'static str, BadCoun
         }
     };
     let counters = PortCounters {
-        bytes_in: read(IN_KEY),
-        bytes_out: read(OUT_KEY),
+        bytes_in: read(in_key),
+        bytes_out: read(out_key),
     };
     (counters, unreadable)
 }

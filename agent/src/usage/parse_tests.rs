@@ -141,3 +141,34 @@ fn a_port_entry_keeps_its_good_values_when_one_is_bad() {
         (PortCounters::default(), vec![])
     );
 }
+
+#[test]
+fn lifetime_totals_are_preferred_and_kept_once_a_box_has_them() {
+    let field = serde_json::json!({
+        "bandwidth_bytes_day_in": 0, "bandwidth_bytes_day_out": "1.0 KB",
+        "bandwidth_bytes_prevmonth_in": null,
+        "bandwidth_bytes_lifetime_in": "21.1 GB", "bandwidth_bytes_lifetime_out": "2 MB"
+    });
+    let (c, bad) = port_counters(&field);
+    assert_eq!(
+        (c.bytes_in, c.bytes_out),
+        (Some(21_100_000_000), Some(2_000_000))
+    );
+    assert!(bad.is_empty());
+    // Around the reset a lifetime total may read null: no reading this round, never a
+    // switch to the day counter (which the meter would take for a reset).
+    let nulls = serde_json::json!({"bandwidth_bytes_day_in": "5 MB", "bandwidth_bytes_day_out": "5 MB",
+        "bandwidth_bytes_lifetime_in": null, "bandwidth_bytes_lifetime_out": null});
+    let (c, _) = port_counters(&nulls);
+    assert_eq!((c.bytes_in, c.bytes_out), (None, None));
+    let short = serde_json::json!({"lifetime_in": "3 KB", "lifetime_out": 0});
+    let (c, _) = port_counters(&short);
+    assert_eq!((c.bytes_in, c.bytes_out), (Some(3_000), Some(0)));
+    let classic =
+        serde_json::json!({"bandwidth_bytes_day_in": "1 KB", "bandwidth_bytes_day_out": null});
+    let (c, _) = port_counters(&classic);
+    assert_eq!((c.bytes_in, c.bytes_out), (Some(1_000), None));
+    let garbage = serde_json::json!({"bandwidth_bytes_lifetime_in": "lots"});
+    let (_, bad) = port_counters(&garbage);
+    assert_eq!(bad[0].0, "bandwidth_bytes_lifetime_in");
+}

@@ -55,15 +55,24 @@ impl Deref for TestBox {
 
 impl TestBox {
     pub async fn start() -> TestBox {
+        Self::start_with(SimConfig {
+            rotation_delay: ROTATION_DELAY,
+            store_port_replaces: true,
+            ..SimConfig::default()
+        })
+        .await
+    }
+
+    /// A test box from `config` (its modem count and credentials replaced by the test box's:
+    /// two modems, the second offline).
+    pub async fn start_with(config: SimConfig) -> TestBox {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
         let config = SimConfig {
             modems: 2,
             username: USER.into(),
             password: PASSWORD.into(),
-            rotation_delay: ROTATION_DELAY,
-            store_port_replaces: true,
-            ..SimConfig::default()
+            ..config
         };
         let sim = farmhand_sim::start(listener, config, shutdown.clone())
             .await
@@ -185,6 +194,28 @@ fn farmhand_conventions(d: &Value) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// A config file for the real agent against `box_` (the plane unreachable: nothing here
+/// needs it), with the test box's password file; returns its path.
+pub fn agent_config(
+    dir: &std::path::Path,
+    box_: &TestBox,
+    extra_proxysmart: &str,
+) -> std::path::PathBuf {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let password = dir.join("proxysmart.password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    let config = dir.join("agent.toml");
+    let text = format!(
+        "state_dir = {state:?}\n[control_plane]\nurl = \"http://127.0.0.1:9\"\ninsecure_plaintext = true\n\
+         [proxysmart]\nurl = {:?}\nusername = {USER:?}\npassword_file = {password:?}\n{extra_proxysmart}\n\
+         [site]\npublic_host = \"203.0.113.7\"\ncountry = \"DE\"\n",
+        box_.url()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
 }
 
 /// Polls `check` every 20 ms until it holds; panics after a generous deadline.

@@ -93,6 +93,7 @@ async fn main() -> Result<()> {
         utc_offset_s: args.utc_offset_s,
         store_port_replaces: args.store_port_replaces,
         quirks,
+        first_modem: 0,
     };
     let shutdown = CancellationToken::new();
     let handle = sim::start(listener, config, shutdown.clone())

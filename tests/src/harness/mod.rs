@@ -28,4 +28,4 @@ pub use process::{binary, write_agent_config, AgentProcess, PlaneProcess, Proc};
 pub use raw_agent::{new_key, Heard, RawAgent};
 pub use relay::Relay;
 pub use scan::files_containing;
-pub use stack::{api_client, proxy_urls, Stack, StackOptions, StackTls};
+pub use stack::{api_client, proxy_urls, quirks_from_env, Stack, StackOptions, StackTls};

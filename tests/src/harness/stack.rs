@@ -48,6 +48,19 @@ pub struct StackOptions {
     pub configure_plane: fn(&mut ServerConfig),
     /// How often the agent reads and reports traffic counters (`[usage] interval_s`).
     pub usage_interval: Duration,
+    /// How the simulated box departs from the classic API (see `docs/simulator.md`). The
+    /// default is the classic box, or — with `PROXYSMART_SIM_PROFILE=field` in the
+    /// environment — the `field` box, which is how CI runs the lifecycle suite once more.
+    pub quirks: sim::Quirks,
+}
+
+/// The simulator profile the environment asks for (`PROXYSMART_SIM_PROFILE`: `classic`, the
+/// default, or `field`).
+pub fn quirks_from_env() -> sim::Quirks {
+    match std::env::var("PROXYSMART_SIM_PROFILE").as_deref() {
+        Ok("field") => sim::Quirks::field(),
+        _ => sim::Quirks::default(),
+    }
 }
 
 /// How the stack's control plane serves.
@@ -77,6 +90,7 @@ impl Default for StackOptions {
             box_utc_offset_s: 0,
             configure_plane: |_| {},
             usage_interval: Duration::from_secs(1),
+            quirks: quirks_from_env(),
         }
     }
 }
@@ -372,6 +386,7 @@ async fn start_sim(options: &StackOptions, stop: &CancellationToken) -> anyhow::
         password: options.proxysmart_password.clone(),
         rotation_delay: options.rotation_delay,
         utc_offset_s: options.box_utc_offset_s,
+        quirks: options.quirks.clone(),
         ..SimConfig::default()
     };
     Ok(sim::start(listener, config, stop.child_token()).await?)
