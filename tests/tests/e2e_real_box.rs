@@ -255,7 +255,8 @@ async fn a_quota_order_goes_to_a_box_that_keeps_quotas() {
     // Both boxes have free modems; the quota order may try the dropping box first, which
     // refuses, is remembered, and the order lands on the keeper — 201, not 502.
     let origin = Origin::start("quota kept").await.unwrap();
-    for n in 0..2 {
+    let mut stores_after_first = 0;
+    for n in 0..3 {
         let order = json!({"order_id": format!("quota-{n}"), "duration_s": 3600,
                            "traffic_quota_mb": 50, "country": "DE"});
         let reply = stack.market.post("/v1/allocations", order).await.unwrap();
@@ -266,11 +267,18 @@ async fn a_quota_order_goes_to_a_box_that_keeps_quotas() {
             .await
             .unwrap()
             .returned(origin.body()));
+        if n == 0 {
+            stores_after_first = stack.sim.api_calls("/crud/store_port");
+        }
     }
     let stores = stack.sim.api_calls("/crud/store_port");
     assert!(
         stores <= 1,
         "the dropping box was tried at most once: {stores}"
+    );
+    assert_eq!(
+        stores, stores_after_first,
+        "once known to drop quotas, the box gets no quota order"
     );
     assert!(
         stack.sim.ports().is_empty(),
