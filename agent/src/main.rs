@@ -201,12 +201,12 @@ fn main() -> anyhow::Result<()> {
                 json,
             } => {
                 // Ctrl-C or SIGTERM ends the test early; its scratch port is removed first.
+                let signals = Signals::install()?;
                 let stop = CancellationToken::new();
                 let on_signal = stop.clone();
                 tokio::spawn(async move {
-                    if wait_for_signal().await.is_ok() {
-                        on_signal.cancel();
-                    }
+                    signals.received().await;
+                    on_signal.cancel();
                 });
                 exit_with(farmhand_agent::cli::selftest::run(&config, rotate, json, stop).await)
             }
@@ -271,6 +271,9 @@ async fn run(
         Some(path) => farmhand_agent::AgentStatus::with_status_file(path),
         None => farmhand_agent::AgentStatus::new(),
     };
+    // Before the agent starts: a SIGTERM right after it says it runs must not end the
+    // process by its default action.
+    let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let mut agent = tokio::spawn(farmhand_agent::run_with_status(
         config,
@@ -279,8 +282,7 @@ async fn run(
     ));
     tokio::select! {
         result = &mut agent => return result.context("agent task failed")?.map_err(Into::into),
-        signal = wait_for_signal() => {
-            signal?;
+        () = signals.received() => {
             tracing::info!(grace = ?SHUTDOWN_GRACE, "signal received; shutting down");
         }
     }
@@ -309,11 +311,25 @@ fn audit(
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C"),
-        _ = term.recv() => Ok(()),
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    terms: tokio::signal::unix::Signal,
+    interrupts: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            terms: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupts: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+        })
+    }
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.terms.recv() => {}
+            _ = self.interrupts.recv() => {}
+        }
     }
 }

@@ -189,8 +189,11 @@ fn serve(
 }
 
 async fn run(config: ServerConfig) -> Result<()> {
-    // First: SIGHUP's default action ends the process, and `systemctl reload` may come early.
+    // First: the default actions of SIGHUP, SIGTERM and SIGINT end the process, and a
+    // `systemctl reload` or stop may come as soon as the plane says it listens.
     let hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let terms = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let interrupts = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let addr = config.listen;
     let limit = config.shutdown_grace() + DRAIN_PERIOD;
     let plane = ControlPlane::open(config).context("opening the control plane")?;
@@ -206,7 +209,7 @@ async fn run(config: ServerConfig) -> Result<()> {
     let mut server = tokio::spawn(plane.serve(listener, shutdown.clone()));
     tokio::select! {
         result = &mut server => return result.context("server task")?.context("serving"),
-        () = shutdown_signal() => tracing::info!("shutdown requested"),
+        () = shutdown_signal(terms, interrupts) => tracing::info!("shutdown requested"),
     }
     shutdown.cancel();
     match tokio::time::timeout(limit, server).await {
@@ -240,26 +243,10 @@ async fn reload_on_hangup(
     }
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+/// Ctrl-C or SIGTERM (their handlers are installed before the plane starts).
+async fn shutdown_signal(mut terms: Signal, mut interrupts: Signal) {
     tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        _ = terms.recv() => {}
+        _ = interrupts.recv() => {}
     }
 }

@@ -95,12 +95,15 @@ async fn main() -> Result<()> {
         quirks,
         first_modem: 0,
     };
+    // Before announcing: a SIGTERM right after the URL is printed must not end the process
+    // by its default action.
+    let signals = signals()?;
     let shutdown = CancellationToken::new();
     let handle = sim::start(listener, config, shutdown.clone())
         .await
         .context("cannot start the simulator")?;
     announce(&handle.base_url())?;
-    wait_for_signal().await?;
+    signals.await;
     tracing::info!("shutting down");
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(5), handle.stopped())
@@ -128,19 +131,15 @@ fn announce(url: &str) -> Result<()> {
     out.flush().context("cannot flush stdout")
 }
 
-async fn wait_for_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+/// Ctrl-C or SIGTERM, their handlers installed now; the future completes on either.
+fn signals() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the Ctrl-C handler")?;
+    Ok(async move {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    Ok(())
+    })
 }
