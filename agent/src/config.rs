@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// Traffic metering (`[usage]`).
     pub usage: UsageConfig,
+    /// The box's own health reports (`[health]`).
+    pub health: crate::health::HealthConfig,
 }
 
 /// The `[usage]` section: how often the traffic counters are read and reported.
@@ -87,6 +89,32 @@ impl Default for FileUsage {
 
 fn default_usage_interval_s() -> u64 {
     DEFAULT_USAGE_INTERVAL_S
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    #[serde(default = "default_health_interval_s")]
+    interval_s: u64,
+    #[serde(default = "default_proxysmart_dir")]
+    proxysmart_dir: PathBuf,
+}
+
+impl Default for FileHealth {
+    fn default() -> Self {
+        FileHealth {
+            interval_s: default_health_interval_s(),
+            proxysmart_dir: default_proxysmart_dir(),
+        }
+    }
+}
+
+fn default_health_interval_s() -> u64 {
+    crate::health::DEFAULT_INTERVAL.as_secs()
+}
+
+fn default_proxysmart_dir() -> PathBuf {
+    crate::health::HealthConfig::default().proxysmart_dir
 }
 
 /// The `[metrics]` section: where the agent serves Prometheus metrics, if anywhere.
@@ -230,6 +258,8 @@ pub struct FileConfig {
     log: LogConfig,
     #[serde(default)]
     usage: FileUsage,
+    #[serde(default)]
+    health: FileHealth,
     /// The `FARMHAND_…` variables applied over the file (errors name them).
     #[serde(skip)]
     env: Applied,
@@ -417,6 +447,10 @@ impl FileConfig {
             usage: UsageConfig {
                 interval: Duration::from_secs(self.usage.interval_s),
             },
+            health: crate::health::HealthConfig {
+                interval: Duration::from_secs(self.health.interval_s),
+                proxysmart_dir: self.health.proxysmart_dir,
+            },
             log: self.log,
         };
         check_config(path, &config).map_err(|e| name_variable(e, &self.env))?;
@@ -483,6 +517,13 @@ fn check_config(path: &Path, c: &AgentConfig) -> Result<(), ConfigError> {
     check_site(path, &c.site)?;
     check_metrics(path, &c.metrics)?;
     // Sub-second intervals only come from configs built in code (tests).
+    if c.health.interval.is_zero() || c.health.interval > Duration::from_secs(86_400) {
+        return Err(invalid(
+            path,
+            "health.interval_s",
+            "must be 1..=86400 seconds",
+        ));
+    }
     if c.usage.interval.is_zero() || c.usage.interval > Duration::from_secs(86_400) {
         return Err(invalid(
             path,

@@ -43,6 +43,8 @@ const KEYS: &[Key] = &[
     Key::new("log.level", Kind::Str),
     Key::new("log.format", Kind::Str),
     Key::new("usage.interval_s", Kind::Int),
+    Key::new("health.interval_s", Kind::Int),
+    Key::new("health.proxysmart_dir", Kind::Str),
 ];
 
 /// The keys, and the variables that are not config ([`NON_CONFIG_VARIABLES`]).

@@ -22,6 +22,7 @@ pub mod connection;
 pub mod enroll;
 pub mod env;
 pub(crate) mod files;
+pub mod health;
 pub mod identity;
 pub mod inventory;
 pub mod journal;

@@ -97,6 +97,13 @@ pub async fn run_with_status(
         config.policy.excluded_imeis.clone(),
         poller_stop.clone(),
     );
+    let heard = status.clone();
+    let (health, health_task) = crate::health::spawn(
+        config.state_dir.clone(),
+        config.health.clone(),
+        move || heard.health_limits(),
+        poller_stop.clone(),
+    );
     let status_writer = status_file::spawn_writer(
         status_file::path_for(&status, &config.state_dir),
         StatusSource {
@@ -105,6 +112,7 @@ pub async fn run_with_status(
             status: status.clone(),
             inventory: inventory.clone(),
             journal: journal.clone(),
+            health: health.clone(),
         },
         poller_stop.clone(),
     );
@@ -155,6 +163,7 @@ pub async fn run_with_status(
         status,
         shutdown,
         usage: Some(usage),
+        health,
     };
     tracing::info!(agent_id = %identity.agent_id, %url, "agent starting");
     let dial = Dial {
@@ -169,6 +178,7 @@ pub async fn run_with_status(
     poller_stop.cancel();
     let _ = status_writer.await;
     let _ = meter.await;
+    let _ = health_task.await;
     tracing::info!("agent stopped");
     result
 }

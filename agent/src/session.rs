@@ -105,6 +105,8 @@ pub struct SessionContext {
     pub shutdown: CancellationToken,
     /// The traffic meter's reports (`None`: no metering).
     pub usage: Option<UsageHandle>,
+    /// The box's health reports.
+    pub health: crate::health::HealthHandle,
 }
 
 /// Authenticates `conn` as `identity`.
@@ -195,6 +197,8 @@ enum Event {
     UsageMeasured,
     /// The box profile learned something the plane places orders by.
     CapabilitiesChanged,
+    /// The box's health moved.
+    HealthMeasured,
     /// The heartbeat or staleness deadline passed.
     Tick,
     /// The agent is shutting down.
@@ -241,6 +245,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(end) = state.send_usage(&mut usage_rx).await {
             return end;
         }
+        ctx.status.set_health_limits(self.welcome.health_limits);
+        let mut health = ctx.health.subscribe();
+        let first = health.borrow_and_update().clone();
+        if let Some(now) = first {
+            if let Err(end) = state.send(AgentMessage::Health(now)).await {
+                return end;
+            }
+        }
+        let mut health_open = true;
         let (reply_tx, mut reply_rx) = mpsc::channel(64);
         let mut inventory_open = true;
         let mut capabilities = ctx.executor.context().ports.profile().subscribe();
@@ -254,6 +267,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Some(result) = reply_rx.recv() => Event::CommandDone(result),
                 Some(report) = next_report(&mut reports) => Event::Rotated(report),
                 Some(()) = usage_changed(&mut usage_rx) => Event::UsageMeasured,
+                changed = health.changed(), if health_open => match changed {
+                    Ok(()) => Event::HealthMeasured,
+                    Err(_) => { health_open = false; continue; }
+                },
                 changed = capabilities.changed(), if capabilities_open => match changed {
                     Ok(()) => Event::CapabilitiesChanged,
                     Err(_) => { capabilities_open = false; continue; }
@@ -271,6 +288,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Event::CommandDone(result) => state.send(AgentMessage::CommandResult(result)).await,
                 Event::Rotated(report) => state.send(AgentMessage::Rotated(report)).await,
                 Event::UsageMeasured => state.send_usage(&mut usage_rx).await,
+                Event::HealthMeasured => {
+                    let now = health.borrow_and_update().clone();
+                    match now {
+                        Some(now) => state.send(AgentMessage::Health(now)).await,
+                        None => Ok(()),
+                    }
+                }
                 Event::CapabilitiesChanged => {
                     let now = capabilities.borrow_and_update().clone();
                     state.send(AgentMessage::Capabilities(now)).await

@@ -88,6 +88,7 @@ impl Plane {
             session_id: "s1".into(),
             heartbeat_interval_s: heartbeat_s,
             server_time_ms: crate::journal::now_ms(),
+            health_limits: None,
         };
         self.send(PlaneMessage::Welcome(welcome)).await;
     }
@@ -168,6 +169,7 @@ fn fixture_with(policy: crate::policy::Policy) -> Fixture {
         status: Arc::new(AgentStatus::new()),
         shutdown: CancellationToken::new(),
         usage: Some(usage),
+        health: crate::health::HealthHandle::none(),
     };
     Fixture {
         _dir: dir,

@@ -25,6 +25,8 @@ pub struct AgentStatus {
     status_file: Option<PathBuf>,
     /// Where the metrics listener is bound, once it is (`[metrics] listen`).
     metrics_addr: Mutex<Option<SocketAddr>>,
+    /// What the plane requires of the box before it sends new orders (its last `welcome`).
+    health_limits: Mutex<Option<farmhand_protocol::HealthLimits>>,
 }
 
 impl AgentStatus {
@@ -85,6 +87,17 @@ impl AgentStatus {
     /// The address the metrics listener is bound to (resolves a configured port 0).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr.lock().ok().and_then(|a| *a)
+    }
+
+    /// The plane's health limits from the last `welcome`, if it sent any.
+    pub fn health_limits(&self) -> Option<farmhand_protocol::HealthLimits> {
+        self.health_limits.lock().ok().and_then(|l| *l)
+    }
+
+    pub(crate) fn set_health_limits(&self, limits: Option<farmhand_protocol::HealthLimits>) {
+        if let Ok(mut l) = self.health_limits.lock() {
+            *l = limits;
+        }
     }
 
     pub(crate) fn set_metrics_addr(&self, addr: SocketAddr) {

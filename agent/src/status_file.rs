@@ -8,7 +8,7 @@
 use crate::inventory::InventoryHandle;
 use crate::journal::{now_ms, Journal};
 use crate::status::AgentStatus;
-use farmhand_protocol::{ManagedPort, Modem};
+use farmhand_protocol::{HealthLimits, HostHealth, ManagedPort, Modem};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +51,12 @@ pub struct StatusReport {
     pub modems: Vec<Modem>,
     /// Ports this agent created and manages.
     pub ports: Vec<ManagedPort>,
+    /// The box's health as last measured.
+    #[serde(default)]
+    pub health: Option<HostHealth>,
+    /// What the plane requires of the box before it sends new orders (its last `welcome`).
+    #[serde(default)]
+    pub health_limits: Option<HealthLimits>,
 }
 
 /// Where the running agent's status comes from.
@@ -66,6 +72,8 @@ pub struct StatusSource {
     pub inventory: InventoryHandle,
     /// Managed ports.
     pub journal: Journal,
+    /// The box's health.
+    pub health: crate::health::HealthHandle,
 }
 
 impl StatusSource {
@@ -86,6 +94,8 @@ impl StatusSource {
             proxysmart_error: snapshot.last_error,
             modems: snapshot.modems,
             ports: self.journal.ports().unwrap_or_default(),
+            health: self.health.latest(),
+            health_limits: self.status.health_limits(),
         }
     }
 }
@@ -157,6 +167,7 @@ mod tests {
             status: Arc::new(AgentStatus::new()),
             inventory,
             journal: Journal::open(dir).unwrap(),
+            health: crate::health::HealthHandle::none(),
         };
         (tx, source)
     }

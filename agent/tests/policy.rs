@@ -367,6 +367,7 @@ fn agent_config(dir: &std::path::Path, plane: &str, sim: &TestBox, policy: Polic
         metrics: Default::default(),
         log: Default::default(),
         usage: Default::default(),
+        health: Default::default(),
     }
 }
 

@@ -47,6 +47,7 @@ fn config(dir: &std::path::Path, plane: &str, sim: &TestBox) -> AgentConfig {
         metrics: Default::default(),
         log: Default::default(),
         usage: Default::default(),
+        health: Default::default(),
     }
 }
 

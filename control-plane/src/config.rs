@@ -165,6 +165,39 @@ pub struct ServerConfig {
     pub webhooks: WebhooksConfig,
     /// The audit log's retention (`[audit]`).
     pub audit: AuditConfig,
+    /// What a box must have left to get new orders (`[health]`).
+    pub health: HealthConfig,
+}
+
+/// The `[health]` section: below either limit a box keeps its allocations but gets no new
+/// one until it recovers (0 = no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Least free space on each of a box's watched volumes, MB.
+    pub min_disk_free_mb: u64,
+    /// Least available memory, MB.
+    pub min_memory_available_mb: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        let d = farmhand_protocol::HealthLimits::DEFAULT;
+        HealthConfig {
+            min_disk_free_mb: d.min_disk_free_mb,
+            min_memory_available_mb: d.min_memory_available_mb,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// As the protocol carries them.
+    pub fn limits(&self) -> farmhand_protocol::HealthLimits {
+        farmhand_protocol::HealthLimits {
+            min_disk_free_mb: self.min_disk_free_mb,
+            min_memory_available_mb: self.min_memory_available_mb,
+        }
+    }
 }
 
 /// The `[metrics]` section.
@@ -203,6 +236,7 @@ impl Default for ServerConfig {
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             audit: AuditConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }

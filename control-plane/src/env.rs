@@ -44,6 +44,8 @@ const KEYS: &[Key] = &[
     Key::new("webhooks.deliveries_kept", Kind::Int),
     Key::new("webhooks.ca_file", Kind::Str),
     Key::new("audit.retention_days", Kind::Int),
+    Key::new("health.min_disk_free_mb", Kind::Int),
+    Key::new("health.min_memory_available_mb", Kind::Int),
     Key::new("tls.cert_file", Kind::Str),
     Key::new("tls.key_file", Kind::Str),
     Key::new("tls.handshake_timeout_s", Kind::Int),

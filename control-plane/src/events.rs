@@ -39,11 +39,15 @@ pub enum EventType {
     AgentConnected,
     /// An agent's session ended.
     AgentDisconnected,
+    /// An agent's box ran past a health limit (disk, memory): no new allocations there.
+    AgentHealthLimited,
+    /// An agent's box is back within the health limits.
+    AgentHealthRecovered,
 }
 
 impl EventType {
     /// Every type, for validation and docs.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 12] = [
         Self::AllocationActive,
         Self::AllocationReleased,
         Self::AllocationFailed,
@@ -54,6 +58,8 @@ impl EventType {
         Self::ModemOnline,
         Self::AgentConnected,
         Self::AgentDisconnected,
+        Self::AgentHealthLimited,
+        Self::AgentHealthRecovered,
     ];
 
     /// The dotted wire name (`allocation.active`).
@@ -69,6 +75,8 @@ impl EventType {
             Self::ModemOnline => "modem.online",
             Self::AgentConnected => "agent.connected",
             Self::AgentDisconnected => "agent.disconnected",
+            Self::AgentHealthLimited => "agent.health_limited",
+            Self::AgentHealthRecovered => "agent.health_recovered",
         }
     }
 

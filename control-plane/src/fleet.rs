@@ -15,7 +15,10 @@
 
 mod index;
 
-use farmhand_protocol::{BoxCapabilities, Inventory, Modem, ModemsChanged, Site};
+use farmhand_protocol::{
+    BoxCapabilities, HealthLimits, HealthResource, HostHealth, Inventory, Modem, ModemsChanged,
+    Site,
+};
 use index::AgentWrite;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -44,6 +47,11 @@ pub struct LiveAgent {
     /// What the box was seen to honour (its agent's box profile, and what its refusals
     /// taught the plane).
     pub capabilities: BoxCapabilities,
+    /// The box's own health, as last reported.
+    pub health: Option<HostHealth>,
+    /// The resources past the plane's health limits: while any is, the box gets no new
+    /// allocation (its existing ones stay).
+    pub held_back: Vec<(HealthResource, String)>,
     session_id: Option<String>,
 }
 
@@ -178,11 +186,24 @@ impl Inner {
     }
 }
 
+/// A box's health crossed a limit (`Fleet::set_health`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCrossing {
+    /// The resource.
+    pub resource: HealthResource,
+    /// Now past the limit (true) or back within it (false).
+    pub past: bool,
+    /// Why, for people (past), or what it is now (back).
+    pub reason: String,
+}
+
 /// The live fleet view.
 #[derive(Debug)]
 pub struct Fleet {
     inner: RwLock<Inner>,
     capacity: u32,
+    /// What a box must have left to get new orders.
+    limits: HealthLimits,
     /// When this view was created: agents not seen since are away since then.
     started: Instant,
     /// Notified when a modem goes offline or comes back, or an agent leaves or returns.
@@ -190,9 +211,16 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// An empty view where each modem takes `capacity` allocations.
+    /// An empty view where each modem takes `capacity` allocations and boxes past the
+    /// default health limits get none.
     pub fn new(capacity: u32) -> Self {
+        Self::with_limits(capacity, HealthLimits::DEFAULT)
+    }
+
+    /// An empty view with these health limits (`[health]`).
+    pub fn with_limits(capacity: u32, limits: HealthLimits) -> Self {
         Fleet {
+            limits,
             inner: RwLock::default(),
             capacity,
             started: Instant::now(),
@@ -323,6 +351,61 @@ impl Fleet {
         if changed {
             self.health.notify_one();
         }
+    }
+
+    /// The health limits the plane applies (sent to agents in `welcome`).
+    pub fn health_limits(&self) -> HealthLimits {
+        self.limits
+    }
+
+    /// The box of `agent_id` reported its health: past a limit it gets no new allocation.
+    /// Returns the crossings (a resource newly past its limit, or back within it).
+    pub fn set_health(&self, agent_id: &str, health: HostHealth) -> Vec<HealthCrossing> {
+        let mut past = health.past(&self.limits);
+        // Two watched volumes are often one: one reason per resource.
+        past.dedup_by_key(|(resource, _)| *resource);
+        let mut inner = self.write_agent(agent_id);
+        let Some(agent) = inner.agents.get_mut(agent_id) else {
+            return Vec::new();
+        };
+        let mut crossings = Vec::new();
+        for (resource, reason) in &past {
+            if !agent.held_back.iter().any(|(r, _)| r == resource) {
+                crossings.push(HealthCrossing {
+                    resource: *resource,
+                    past: true,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        for (resource, _) in &agent.held_back {
+            if !past.iter().any(|(r, _)| r == resource) {
+                crossings.push(HealthCrossing {
+                    resource: *resource,
+                    past: false,
+                    reason: format!("{} is back within the limit", resource.as_str()),
+                });
+            }
+        }
+        agent.held_back = past;
+        agent.health = Some(health);
+        crossings
+    }
+
+    /// How many connected boxes are held back, per resource.
+    pub fn held_back_counts(&self) -> [(HealthResource, usize); 2] {
+        let inner = self.read();
+        let count = |resource: HealthResource| {
+            inner
+                .agents
+                .values()
+                .filter(|a| a.connected && a.held_back.iter().any(|(r, _)| *r == resource))
+                .count()
+        };
+        [
+            (HealthResource::Disk, count(HealthResource::Disk)),
+            (HealthResource::Memory, count(HealthResource::Memory)),
+        ]
     }
 
     /// What the box of `agent_id` honours changed (its `capabilities` message).
@@ -516,6 +599,7 @@ fn available(agent: &LiveAgent, modem: &Modem, load: u32, capacity: u32) -> bool
         && modem.online
         && modem.ext_ip.is_some()
         && modem.unsellable_reason().is_none()
+        && agent.held_back.is_empty()
         && agent.site.is_some()
         && load < agent.capacity(capacity)
 }
@@ -709,6 +793,40 @@ mod tests {
         let views = fleet.modems(&ModemFilter::default());
         let view = views.iter().find(|v| v.imei == "2").unwrap();
         assert!(!view.available && view.not_sellable.is_some());
+    }
+
+    #[test]
+    fn a_box_past_a_health_limit_gets_nothing_new_until_it_recovers() {
+        let fleet = fleet_with(vec![modem("1", "O2", true)]);
+        let health = |free_mb: u64| HostHealth {
+            measured_at_ms: 0,
+            load_centi: [0; 3],
+            cpus: 1,
+            memory_total_bytes: 1_000_000_000,
+            memory_available_bytes: 500_000_000,
+            disks: vec![farmhand_protocol::DiskHealth {
+                role: "state".into(),
+                mount: "/".into(),
+                total_bytes: 10_000_000_000,
+                available_bytes: free_mb * 1_000_000,
+            }],
+            uptime_s: 1,
+            os: None,
+            kernel: None,
+        };
+        assert!(fleet.set_health("a1", health(10_000)).is_empty());
+        let crossed = fleet.set_health("a1", health(100));
+        assert_eq!(crossed.len(), 1);
+        assert!(crossed[0].past && crossed[0].resource == HealthResource::Disk);
+        assert!(
+            fleet.set_health("a1", health(90)).is_empty(),
+            "once per crossing"
+        );
+        assert_eq!(fleet.reserve(&ModemFilter::default()), None);
+        assert_eq!(fleet.held_back_counts()[0].1, 1);
+        let back = fleet.set_health("a1", health(5_000));
+        assert!(!back[0].past);
+        assert!(fleet.reserve(&ModemFilter::default()).is_some());
     }
 
     fn changed(modems: Vec<Modem>, removed: Vec<String>) -> ModemsChanged {

@@ -159,6 +159,18 @@ fn agent_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
         "Agents with a live session.",
         connected,
     );
+    let held: Vec<([&str; 1], f64)> = state
+        .fleet
+        .held_back_counts()
+        .iter()
+        .map(|(resource, n)| ([resource.as_str()], *n as f64))
+        .collect();
+    text.gauge_vec(
+        "farmhand_agents_held_back",
+        "Connected agents whose box is past a health limit (no new allocations there), by resource.",
+        ["resource"],
+        &held,
+    );
     let enrolled = state.store.agents()?.len() as f64;
     text.gauge(
         "farmhand_agents_enrolled",

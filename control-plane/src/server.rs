@@ -76,7 +76,10 @@ impl ControlPlane {
         let store = Store::open(&config.data_dir)?;
         let cipher = CredentialCipher::load_or_create(&config.data_dir)?;
         let config = Arc::new(config);
-        let fleet = Arc::new(Fleet::new(config.modem_capacity));
+        let fleet = Arc::new(Fleet::with_limits(
+            config.modem_capacity,
+            config.health.limits(),
+        ));
         let limits = Arc::new(Limits::new(&config));
         let retention = Retention::new(store.clone(), config.credential_retention());
         // Sessions watch this token; `serve` cancels it when its own token is cancelled.

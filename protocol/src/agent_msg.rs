@@ -35,6 +35,9 @@ pub enum AgentMessage {
     /// What the box was seen to honour changed (the agent learned it from a write it read
     /// back): replaces the `capabilities` of the last inventory.
     Capabilities(BoxCapabilities),
+    /// The box's own health (load, memory, disks), at the start of a session and whenever
+    /// a value moved beyond a threshold.
+    Health(crate::HostHealth),
 }
 
 /// First frame of every connection.

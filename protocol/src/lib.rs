@@ -11,6 +11,7 @@ mod agent_msg;
 mod auth;
 mod codec;
 mod command;
+mod health;
 mod inventory;
 mod logging;
 mod plane_msg;
@@ -27,6 +28,7 @@ pub use command::{
     DesiredPort, Outcome, Provision, Provisioned, Reconcile, Reconciled, Release, Released,
     RotateIp, Rotated, UpdatePort, Updated,
 };
+pub use health::{DiskHealth, HealthLimits, HealthResource, HostHealth};
 pub use inventory::{is_imei, BoxCapabilities, Inventory, ManagedPort, Modem, ModemsChanged, Site};
 pub use logging::FRAME_LOG_GUARD;
 pub use plane_msg::{

@@ -41,6 +41,10 @@ pub struct Welcome {
     pub heartbeat_interval_s: u64,
     /// The plane's clock (Unix milliseconds), so the agent can report skew.
     pub server_time_ms: u64,
+    /// What the plane requires of the box before it sends new orders (absent from planes
+    /// older than the field): the agent shows them to the seller and warns before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_limits: Option<crate::HealthLimits>,
 }
 
 /// A keep-alive frame (both directions).

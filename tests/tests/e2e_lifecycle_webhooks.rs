@@ -6,100 +6,15 @@
 //! `allocation.released`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use farmhand_testkit::harness::{enroll_agent, eventually, PlaneProcess};
+use farmhand_testkit::harness::{enroll_agent, eventually, start_receiver, verifies, PlaneProcess};
 use farmhand_testkit::sim::{self, SimConfig};
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// One request as the receiver saw it, with the status it answered.
-#[derive(Debug, Clone)]
-struct Received {
-    answered: u16,
-    signature: String,
-    body: String,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-}
-
-#[derive(Default)]
-struct Inbox {
-    /// The status answered to every request.
-    status: AtomicU16,
-    got: Mutex<Vec<Received>>,
-}
-
-impl Inbox {
-    fn of(&self, event_type: &str) -> Vec<Received> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.json()["type"] == json!(event_type))
-            .cloned()
-            .collect()
-    }
-}
-
-async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let answered = inbox.status.load(Ordering::SeqCst);
-    let signature = headers
-        .get("farmhand-signature")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    inbox.got.lock().unwrap().push(Received {
-        answered,
-        signature,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    });
-    StatusCode::from_u16(answered).unwrap()
-}
-
-async fn start_receiver(stop: &CancellationToken) -> (String, Arc<Inbox>) {
-    let inbox = Arc::new(Inbox::default());
-    inbox.status.store(200, Ordering::SeqCst);
-    let app = axum::Router::new()
-        .route("/hooks", axum::routing::post(receive))
-        .with_state(inbox.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap()
-    });
-    (url, inbox)
-}
-
-/// HMAC-SHA256(secret, "<t>.<body>") as the receiver checks it, `t` within 5 minutes.
-fn verifies(received: &Received, secret: &str) -> bool {
-    let Some((t, v1)) = received
-        .signature
-        .strip_prefix("t=")
-        .and_then(|rest| rest.split_once(",v1="))
-    else {
-        return false;
-    };
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, format!("{t}.{}", received.body).as_bytes());
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let age = time::OffsetDateTime::now_utc().unix_timestamp() - t.parse::<i64>().unwrap();
-    hex == v1 && age.abs() <= 300
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
@@ -121,7 +36,7 @@ async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
     )
     .await
     .unwrap();
-    let (url, inbox) = start_receiver(&stop).await;
+    let (url, inbox) = start_receiver(&stop).await.unwrap();
     let events = [
         "allocation.active",
         "allocation.released",

@@ -67,7 +67,7 @@ pub struct Check {
 }
 
 /// The names of the checks, in the order they run.
-pub const CHECKS: [&str; 14] = [
+pub const CHECKS: [&str; 15] = [
     "config",
     "state dir",
     "identity",
@@ -78,6 +78,7 @@ pub const CHECKS: [&str; 14] = [
     "default login",
     "admin exposure",
     "box profile",
+    "box health",
     "control plane",
     "tls",
     "agent endpoint",

@@ -115,6 +115,7 @@ pub fn render(r: &StatusReport, path: &Path, now_ms: u64) -> String {
     };
     let _ = writeln!(out, "proxysmart:     {proxysmart}");
     render_modems(&mut out, r);
+    render_health(&mut out, r);
     render_ports(&mut out, r);
     out
 }
@@ -160,6 +161,19 @@ fn render_modems(out: &mut String, r: &StatusReport) {
                 s / 60
             );
         }
+    }
+}
+
+fn render_health(out: &mut String, r: &StatusReport) {
+    let Some(health) = &r.health else {
+        return;
+    };
+    let _ = writeln!(out, "box health:");
+    for line in crate::health::describe(health) {
+        let _ = writeln!(out, "  {line}");
+    }
+    for warning in crate::health::warnings(health, r.health_limits) {
+        let _ = writeln!(out, "  WARNING: {warning}");
     }
 }
 

@@ -34,6 +34,37 @@ fn report(updated_at_ms: u64) -> StatusReport {
             http_port: 8001,
             socks_port: 5001,
         }],
+        health: Some(farmhand_protocol::HostHealth {
+            measured_at_ms: updated_at_ms,
+            load_centi: [57, 40, 30],
+            cpus: 4,
+            memory_total_bytes: 4_000_000_000,
+            memory_available_bytes: 100_000_000,
+            disks: vec![farmhand_protocol::DiskHealth {
+                role: "state".into(),
+                mount: "/".into(),
+                total_bytes: 32_000_000_000,
+                available_bytes: 20_000_000_000,
+            }],
+            uptime_s: 7_200,
+            os: Some("Debian GNU/Linux 12 (bookworm)".into()),
+            kernel: Some("6.1.0-18-arm64".into()),
+        }),
+        health_limits: Some(farmhand_protocol::HealthLimits::DEFAULT),
+    }
+}
+
+#[test]
+fn renders_the_box_health_and_warns_before_the_plane_s_limit() {
+    let now = 1_700_000_000_000;
+    let text = render(&report(now), Path::new("/run/x.json"), now);
+    for needle in [
+        "box health:",
+        "load 0.57 0.40 0.30 on 4 CPUs",
+        "disk / (state): 20000 MB free of 32000 MB",
+        "WARNING: 100 MB of memory available, the limit is 128 MB (doubled)",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in\n{text}");
     }
 }
 

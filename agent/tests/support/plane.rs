@@ -91,11 +91,12 @@ impl PlaneConn {
             session_id: "sess".into(),
             heartbeat_interval_s: 15,
             server_time_ms: farmhand_agent::journal::now_ms(),
+            health_limits: None,
         };
         self.send(PlaneMessage::Welcome(w)).await;
     }
 
-    /// The next frame that is not a heartbeat, change, usage or capabilities report.
+    /// The next frame that is not a heartbeat, change, usage, capabilities or health report.
     pub async fn recv(&mut self) -> AgentMessage {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
@@ -109,7 +110,8 @@ impl PlaneConn {
                     AgentMessage::Heartbeat(_)
                     | AgentMessage::ModemsChanged(_)
                     | AgentMessage::Usage(_)
-                    | AgentMessage::Capabilities(_) => continue,
+                    | AgentMessage::Capabilities(_)
+                    | AgentMessage::Health(_) => continue,
                     other => return other,
                 }
             }

@@ -34,8 +34,19 @@ pub struct AgentView {
     /// What the box was seen to keep (`null` = not known yet): orders that need a limit
     /// the box drops are placed elsewhere.
     capabilities: farmhand_protocol::BoxCapabilities,
+    /// The box's own health as last reported (`null` before the first report).
+    health: Option<farmhand_protocol::HostHealth>,
+    /// Why the box gets no new orders now, if it does not: a resource past its limit.
+    held_back: Vec<HeldBack>,
     enrolled_at: String,
     revoked: bool,
+}
+
+/// One reason a box gets no new orders.
+#[derive(Debug, Serialize)]
+pub struct HeldBack {
+    resource: &'static str,
+    reason: String,
 }
 
 fn view(state: &AppState, record: AgentRecord) -> AgentView {
@@ -53,6 +64,15 @@ fn view(state: &AppState, record: AgentRecord) -> AgentView {
         country: site.map(|s| s.country.clone()),
         proxysmart_reachable: live.proxysmart_reachable,
         capabilities: live.capabilities.clone(),
+        health: live.health.clone(),
+        held_back: live
+            .held_back
+            .iter()
+            .map(|(resource, reason)| HeldBack {
+                resource: resource.as_str(),
+                reason: reason.clone(),
+            })
+            .collect(),
         enrolled_at: rfc3339(record.enrolled_at),
         revoked: record.revoked,
         agent_id: record.agent_id,

@@ -152,6 +152,7 @@ impl Session {
             session_id: self.session_id.clone(),
             heartbeat_interval_s: interval,
             server_time_ms: unix_ms(now()),
+            health_limits: Some(self.ctx.fleet.health_limits()),
         };
         self.send(PlaneMessage::Welcome(welcome)).await?;
         self.send_reconcile().await?;
@@ -286,6 +287,7 @@ impl Session {
                     .fleet
                     .set_capabilities(&self.agent_id, capabilities);
             }
+            AgentMessage::Health(health) => self.on_health(health),
             AgentMessage::Rotated(report) => self.on_rotated(report),
             AgentMessage::Usage(report) => self.on_usage(&report),
             AgentMessage::Hello(_) | AgentMessage::Auth(_) => {
@@ -318,6 +320,26 @@ impl Session {
             return;
         };
         for (kind, object) in events::modem_transitions(&self.agent_id, &before, &after) {
+            self.ctx.domain_events.emit(kind, object);
+        }
+    }
+
+    /// The box's health: held back from new orders past a limit; an event (and a log
+    /// line) once per crossing, either way.
+    fn on_health(&self, health: farmhand_protocol::HostHealth) {
+        for crossing in self.ctx.fleet.set_health(&self.agent_id, health) {
+            let kind = if crossing.past {
+                tracing::warn!(agent_id = %self.agent_id, resource = crossing.resource.as_str(), reason = %crossing.reason, "box past a health limit: no new allocations there");
+                EventType::AgentHealthLimited
+            } else {
+                tracing::info!(agent_id = %self.agent_id, resource = crossing.resource.as_str(), "box back within the health limits");
+                EventType::AgentHealthRecovered
+            };
+            let object = serde_json::json!({
+                "agent_id": self.agent_id,
+                "resource": crossing.resource.as_str(),
+                "reason": crossing.reason,
+            });
             self.ctx.domain_events.emit(kind, object);
         }
     }
@@ -480,5 +502,6 @@ fn frame_name(message: &AgentMessage) -> &'static str {
         AgentMessage::Rotated(_) => "rotated",
         AgentMessage::Usage(_) => "usage",
         AgentMessage::Capabilities(_) => "capabilities",
+        AgentMessage::Health(_) => "health",
     }
 }

@@ -47,6 +47,7 @@ pub async fn enroll_agent(
         metrics: Default::default(),
         log: Default::default(),
         usage: Default::default(),
+        health: Default::default(),
     };
     Ok((agent_id, config))
 }

@@ -209,6 +209,11 @@ impl Stack {
             usage: farmhand_agent::config::UsageConfig {
                 interval: options.usage_interval,
             },
+            // Measured every second, so a test sees a box's health change at once.
+            health: farmhand_agent::health::HealthConfig {
+                interval: Duration::from_secs(1),
+                ..Default::default()
+            },
         };
         let mut stack = Stack {
             sim,
