@@ -76,13 +76,19 @@ impl Backoff {
         }
     }
 
-    /// The wait when the plane said "retry after": at least `retry_after`, plus up to half of
-    /// it (at least one second) of jitter; also advances the attempt count.
+    /// The wait when the plane said "retry after": at least `retry_after` (at most
+    /// [`MAX_RETRY_AFTER`], whatever the plane sent), plus up to half of it (at least one
+    /// second) of jitter; also advances the attempt count.
     pub fn retry_after(&mut self, retry_after: Duration) -> Duration {
         self.attempt = self.attempt.saturating_add(1);
+        let retry_after = retry_after.min(MAX_RETRY_AFTER);
         retry_after + jitter((retry_after / 2).max(Duration::from_secs(1)))
     }
 }
+
+/// The longest "retry after" the agent honours: a plane (or anything posing as one) cannot
+/// park an agent for days, nor overflow its timers.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// A uniform random duration in `[0, ceiling]`.
 pub fn jitter(ceiling: Duration) -> Duration {
@@ -109,6 +115,16 @@ pub fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_retry_after_is_clamped_not_a_panic() {
+        let mut far = Backoff::new(RECONNECT);
+        let wait = far.retry_after(Duration::from_secs(u64::MAX));
+        assert!(
+            wait >= MAX_RETRY_AFTER && wait <= MAX_RETRY_AFTER * 3 / 2,
+            "{wait:?}"
+        );
+    }
 
     #[test]
     fn delays_stay_within_doubling_ceilings_up_to_the_max() {

@@ -20,9 +20,9 @@ use crate::AGENT_VERSION;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use farmhand_protocol::{
-    auth_transcript, AgentMessage, Auth, CommandResult, Heartbeat, Hello, Inventory, PlaneMessage,
-    ProtocolError, RotationReport, Site, UsageReport, Welcome, MAX_USAGE_ENTRIES, NONCE_LEN,
-    SUPPORTED_VERSIONS,
+    auth_transcript, AgentMessage, Auth, Challenge, CommandResult, Heartbeat, Hello, Inventory,
+    PlaneMessage, ProtocolError, RotationReport, Site, UsageReport, Welcome, MAX_USAGE_ENTRIES,
+    NONCE_LEN, SUPPORTED_VERSIONS,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,19 +133,7 @@ async fn handshake_steps<S: AsyncRead + AsyncWrite + Unpin>(
         PlaneMessage::Challenge(c) => c,
         other => return Err(unexpected(other, "challenge")),
     };
-    if challenge.version < SUPPORTED_VERSIONS.min || challenge.version > SUPPORTED_VERSIONS.max {
-        return Err(HandshakeError::Unexpected(format!(
-            "plane chose unsupported version {}",
-            challenge.version
-        )));
-    }
-    let nonce = STANDARD
-        .decode(&challenge.nonce)
-        .ok()
-        .filter(|n| n.len() == NONCE_LEN)
-        .ok_or_else(|| {
-            HandshakeError::Unexpected(format!("nonce is not base64 of {NONCE_LEN} bytes"))
-        })?;
+    let nonce = challenge_nonce(&challenge)?;
     let signature = identity.sign(&auth_transcript(
         challenge.version,
         &identity.agent_id,
@@ -162,6 +150,32 @@ async fn handshake_steps<S: AsyncRead + AsyncWrite + Unpin>(
             version: challenge.version,
         }),
         other => Err(unexpected(other, "welcome")),
+    }
+}
+
+/// The nonce to sign, if the plane chose a version we speak and sent a well-formed nonce.
+pub fn challenge_nonce(challenge: &Challenge) -> Result<Vec<u8>, HandshakeError> {
+    if challenge.version < SUPPORTED_VERSIONS.min || challenge.version > SUPPORTED_VERSIONS.max {
+        return Err(HandshakeError::Unexpected(format!(
+            "plane chose unsupported version {}",
+            challenge.version
+        )));
+    }
+    STANDARD
+        .decode(&challenge.nonce)
+        .ok()
+        .filter(|n| n.len() == NONCE_LEN)
+        .ok_or_else(|| {
+            HandshakeError::Unexpected(format!("nonce is not base64 of {NONCE_LEN} bytes"))
+        })
+}
+
+/// The heartbeat interval the plane asked for in `welcome`; outside 1..=3600 s (a plane
+/// gone wrong) the fallback, so the session neither spins nor goes silent.
+pub fn heartbeat_interval(welcome: &Welcome) -> Duration {
+    match welcome.heartbeat_interval_s {
+        1..=3600 => Duration::from_secs(welcome.heartbeat_interval_s),
+        _ => FALLBACK_HEARTBEAT,
     }
 }
 
@@ -215,17 +229,9 @@ struct LoopState<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// The heartbeat interval the plane asked for.
-    pub fn heartbeat_interval(&self) -> Duration {
-        match self.welcome.heartbeat_interval_s {
-            1..=3600 => Duration::from_secs(self.welcome.heartbeat_interval_s),
-            _ => FALLBACK_HEARTBEAT,
-        }
-    }
-
     /// Sends the inventory and serves the session until it ends.
     pub async fn run(self, ctx: &SessionContext) -> SessionEnd {
-        let interval = self.heartbeat_interval();
+        let interval = heartbeat_interval(&self.welcome);
         ctx.executor
             .context()
             .set_plane_time(self.welcome.server_time_ms);

@@ -1,20 +1,37 @@
-//! Fuzz-style test of the command path: thousands of random and mutated command frames
-//! (wrong types, huge numbers, deep nesting, unknown ops and fields, hostile strings,
-//! truncated JSON) are decoded as the session decodes them, and every decodable command is
-//! executed against the ProxySmart simulator. Nothing may panic, every command gets exactly
-//! one result, ProxySmart never receives an invalid field, an unknown path or an excluded
-//! IMEI, and the audit never holds a password. Deterministic (xorshift, fixed seed).
+//! Fuzz-style tests of what the plane sends the agent: random and mutated frames (wrong
+//! types, huge numbers, deep nesting, unknown ops, types and fields, hostile strings,
+//! truncated JSON), decoded as the session decodes them.
+//!
+//! - A million frames of every kind go through the decoder and everything the agent does
+//!   with a decoded frame before ProxySmart: the challenge check, the welcome's heartbeat,
+//!   clock and health limits, `retry_after_s`, the command gate. Nothing panics, every
+//!   duration and size lands in its clamp, and a command the gate passes has only fields
+//!   a box accepts.
+//! - Thousands of command frames are executed against the ProxySmart simulator: every
+//!   command gets exactly one result, ProxySmart never receives an invalid field, an
+//!   unknown path or an excluded IMEI, and the audit never holds a password.
+//!
+//! Deterministic (xorshift, fixed seeds): a failure names a case that can be replayed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use farmhand_agent::audit::{read_recent, AuditLog};
+use farmhand_agent::backoff::{Backoff, MAX_RETRY_AFTER};
+use farmhand_agent::commands::{port_name, validate};
 use farmhand_agent::commands::{CommandContext, Executor};
+use farmhand_agent::health::{warnings, Probe};
 use farmhand_agent::journal::{now_ms, Journal};
 use farmhand_agent::policy::Policy;
 use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::session::{challenge_nonce, heartbeat_interval};
 use farmhand_agent::{Masked, ProxysmartConfig};
-use farmhand_protocol::{decode, CommandResult, Outcome, PlaneMessage, DEFAULT_MAX_FRAME_BYTES};
+use farmhand_protocol::{
+    decode, is_imei, Challenge, CommandBody, CommandResult, HealthLimits, Heartbeat, Outcome,
+    PlaneMessage, ProtocolError, ProtocolErrorCode, Welcome, DEFAULT_MAX_FRAME_BYTES, NONCE_LEN,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,7 +122,7 @@ fn hostile_string(rng: &mut Rng, imeis: &Imeis) -> String {
     }
 }
 
-fn valid(rng: &mut Rng, id: usize, imeis: &Imeis) -> Value {
+fn valid_command(rng: &mut Rng, id: usize, imeis: &Imeis) -> Value {
     let now = now_ms();
     // Enough allocations that many provisions are new ones (a known one returns early).
     let allocation = format!("al-{}", rng.below(400));
@@ -200,7 +217,14 @@ fn mutate(rng: &mut Rng, frame: &mut Value, imeis: &Imeis) {
             }
         }
         _ => {
-            let kind = rng.pick(&["commands", "heartbeat", "welcome", "error"]);
+            let kind = rng.pick(&[
+                "commands",
+                "heartbeat",
+                "welcome",
+                "error",
+                "challenge",
+                "command",
+            ]);
             if let Some(top) = frame.as_object_mut() {
                 top.insert("type".into(), json!(kind));
             }
@@ -208,9 +232,34 @@ fn mutate(rng: &mut Rng, frame: &mut Value, imeis: &Imeis) {
     }
 }
 
+/// A valid frame of any kind the plane sends (mostly commands).
+fn valid_frame(rng: &mut Rng, id: usize, imeis: &Imeis) -> Value {
+    let now = now_ms();
+    let message = match rng.below(8) {
+        0 => PlaneMessage::Challenge(Challenge {
+            version: 1,
+            nonce: STANDARD.encode([7u8; NONCE_LEN]),
+        }),
+        1 => PlaneMessage::Welcome(Welcome {
+            session_id: "s-fuzz".into(),
+            heartbeat_interval_s: 15,
+            server_time_ms: now,
+            health_limits: Some(HealthLimits::DEFAULT),
+        }),
+        2 => PlaneMessage::Error(ProtocolError {
+            code: ProtocolErrorCode::RetryLater,
+            message: "busy".into(),
+            supported: None,
+            retry_after_s: Some(30),
+        }),
+        3 => PlaneMessage::Heartbeat(Heartbeat { time_ms: now }),
+        _ => return valid_command(rng, id, imeis),
+    };
+    serde_json::to_value(message).unwrap()
+}
+
 /// One frame's text: valid, mutated, or mangled text.
-fn frame(rng: &mut Rng, id: usize, imeis: &Imeis) -> String {
-    let mut value = valid(rng, id, imeis);
+fn frame(rng: &mut Rng, mut value: Value, imeis: &Imeis) -> String {
     let mutations = rng.pick(&[0, 1, 1, 1, 2, 3]);
     for _ in 0..mutations {
         mutate(rng, &mut value, imeis);
@@ -252,7 +301,8 @@ async fn random_and_mutated_frames_never_panic_and_never_reach_proxysmart_unchec
     let mut rng = Rng(SEED);
     let mut submitted: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..FRAMES {
-        let text = frame(&mut rng, i, &imeis);
+        let command = valid_command(&mut rng, i, &imeis);
+        let text = frame(&mut rng, command, &imeis);
         if let Ok(PlaneMessage::Command(command)) =
             decode::<PlaneMessage>(&text, DEFAULT_MAX_FRAME_BYTES)
         {
@@ -306,4 +356,204 @@ async fn random_and_mutated_frames_never_panic_and_never_reach_proxysmart_unchec
         !text.contains(BUYER_PASSWORD),
         "a password reached the audit"
     );
+}
+
+const MILLION: usize = 1_000_000;
+const POOL: usize = 20_000;
+
+/// One textual mutation: a number or a string value swapped for an extreme one, a byte
+/// changed, a field added, or the text cut short. Works on bytes: the result may be
+/// invalid UTF-8 only where a cut split a character (made lossy, as a socket would not).
+fn mutate_text(rng: &mut Rng, text: &str) -> String {
+    let bytes = text.as_bytes();
+    let at = rng.below(bytes.len().max(1));
+    let find = |from: usize, pred: &dyn Fn(&[u8]) -> bool| {
+        (from..bytes.len()).find(|&i| pred(&bytes[i..]))
+    };
+    let splice = |start: usize, end: usize, with: &str| {
+        let mut out = bytes[..start].to_vec();
+        out.extend_from_slice(with.as_bytes());
+        out.extend_from_slice(&bytes[end..]);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    match rng.below(6) {
+        0 | 1 => {
+            let Some(start) = find(at, &|b| b[0].is_ascii_digit()) else {
+                return text.to_owned();
+            };
+            let end = find(start, &|b| !b[0].is_ascii_digit()).unwrap_or(bytes.len());
+            let extreme = rng.pick(&[
+                "0",
+                "-1",
+                "1",
+                "18446744073709551615",
+                "18446744073709551616",
+                "1e308",
+                "-0",
+                "3.5",
+                "9223372036854775808",
+                "4294967296",
+                "65536",
+                "\"7\"",
+                "null",
+            ]);
+            splice(start, end, extreme)
+        }
+        2 => {
+            let Some(open) = find(at, &|b| b.starts_with(b":\"")).map(|i| i + 2) else {
+                return text.to_owned();
+            };
+            let close = find(open, &|b| b[0] == b'"').unwrap_or(bytes.len());
+            let hostile = rng.pick(&[
+                "",
+                "a\\u0000b",
+                "350000000000018\\n",
+                "../x",
+                "\\u001b[31m",
+                "ü",
+                " ",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ]);
+            splice(open, close, hostile)
+        }
+        3 => {
+            let byte = [b" {}[]\":,0aZ\\\x7f"[rng.below(13)]];
+            splice(
+                at,
+                (at + 1).min(bytes.len()),
+                &String::from_utf8_lossy(&byte),
+            )
+        }
+        4 => text.replacen('{', "{\"extra\":1,", 1),
+        _ => splice(at, bytes.len(), ""),
+    }
+}
+
+/// What a command the gate passed may contain: only what a box accepts.
+fn assert_box_safe(body: &CommandBody, now: u64) {
+    let token = |v: &str| {
+        (1..=64).contains(&v.len())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    let allocation = |id: &str| token(id) && port_name(id).len() <= 64;
+    let ok = match body {
+        CommandBody::Provision(p) => {
+            allocation(&p.allocation_id)
+                && is_imei(&p.imei)
+                && token(&p.login)
+                && token(p.password.expose())
+                && p.expires_at_ms > now
+                && p.expires_at_ms - now <= validate::MAX_EXPIRY_AHEAD_MS
+                && [p.bandwidth_kbit, p.traffic_quota_mb, p.rotate_every_s]
+                    .iter()
+                    .flatten()
+                    .all(|v| (1..=validate::MAX_TRAFFIC_QUOTA_MB).contains(v))
+        }
+        CommandBody::Release(r) => allocation(&r.allocation_id),
+        CommandBody::RotateIp(r) => is_imei(&r.imei),
+        CommandBody::UpdatePort(u) => {
+            allocation(&u.allocation_id)
+                && u.expires_at_ms > now
+                && u.expires_at_ms - now <= validate::MAX_EXPIRY_AHEAD_MS
+        }
+        CommandBody::Reconcile(r) => r
+            .ports
+            .iter()
+            .all(|d| allocation(&d.allocation_id) && is_imei(&d.imei)),
+    };
+    assert!(ok, "the gate passed {body:?}");
+}
+
+#[test]
+fn a_million_plane_frames_never_panic_and_every_value_is_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxysmartConfig::new("http://127.0.0.1:9", USER, Masked::new(PASSWORD));
+    let client = ProxysmartClient::new(&config).unwrap();
+    let ctx = CommandContext::new(
+        client,
+        Journal::open(dir.path()).unwrap(),
+        Duration::from_secs(1),
+    );
+    let health = Probe::new(dir.path().into(), dir.path().into()).measure();
+    let mut backoff = Backoff::new(farmhand_agent::backoff::RECONNECT);
+    let imeis = Imeis {
+        online: "350000000000018".into(),
+        offline: "350000000000026".into(),
+        excluded: "350000000000034".into(),
+    };
+    let mut rng = Rng(SEED ^ 0xA5A5_A5A5);
+    // Structured mutations are costly (deep JSON trees): a pool of them, each then mutated
+    // again as text per case, keeps a million cases to seconds.
+    let pool: Vec<String> = (0..POOL)
+        .map(|i| {
+            let valid = valid_frame(&mut rng, i, &imeis);
+            frame(&mut rng, valid, &imeis)
+        })
+        .collect();
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for case in 0..MILLION {
+        let mut text = rng.pick(&pool);
+        for _ in 0..rng.below(3) {
+            text = mutate_text(&mut rng, &text);
+        }
+        let Ok(message) = decode::<PlaneMessage>(&text, DEFAULT_MAX_FRAME_BYTES) else {
+            *kinds.entry("refused").or_default() += 1;
+            continue;
+        };
+        let kind = match message {
+            PlaneMessage::Challenge(c) => match challenge_nonce(&c) {
+                Ok(nonce) => {
+                    assert_eq!(nonce.len(), NONCE_LEN, "case {case}");
+                    "challenge"
+                }
+                Err(_) => "challenge refused",
+            },
+            PlaneMessage::Welcome(w) => {
+                let every = heartbeat_interval(&w);
+                assert!(
+                    (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&every),
+                    "case {case}: heartbeat every {every:?}"
+                );
+                ctx.set_plane_time(w.server_time_ms);
+                let _ = ctx.now_ms();
+                let _ = warnings(&health, w.health_limits);
+                "welcome"
+            }
+            PlaneMessage::Error(e) => {
+                if let Some(s) = e.retry_after_s {
+                    let wait = backoff.retry_after(Duration::from_secs(s));
+                    assert!(wait <= MAX_RETRY_AFTER * 2, "case {case}: waits {wait:?}");
+                }
+                "error"
+            }
+            PlaneMessage::Command(c) => {
+                let now = ctx.now_ms();
+                match validate::command(&c, now) {
+                    Ok(()) => {
+                        assert_box_safe(&c.body, now);
+                        "command"
+                    }
+                    Err(_) => "command refused",
+                }
+            }
+            PlaneMessage::Heartbeat(_) => "heartbeat",
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    println!("{kinds:?}");
+    // Every path was exercised, not just the decoder's refusals.
+    for kind in [
+        "refused",
+        "challenge",
+        "welcome",
+        "error",
+        "command",
+        "command refused",
+    ] {
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) > MILLION / 1000,
+            "{kind}: {kinds:?}"
+        );
+    }
 }

@@ -202,6 +202,75 @@ async fn revoked_agent_stops_with_a_clear_error() {
     assert!(err.to_string().contains("enroll again"), "{err}");
 }
 
+/// A plane gone wrong (or hostile) sends extreme values: the agent clamps each one and
+/// keeps running — no panic (which, built with `panic = "abort"`, would crash-loop it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_values_from_the_plane_are_clamped_and_the_agent_keeps_running() {
+    let Setup {
+        dir,
+        public_key,
+        sim,
+        listener,
+        plane_url,
+    } = setup().await;
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(AgentStatus::new());
+    let agent = tokio::spawn(farmhand_agent::run_with_status(
+        config(dir.path(), &plane_url, &sim),
+        shutdown.clone(),
+        status.clone(),
+    ));
+    // A session with a welcome of extremes: no heartbeat interval, the end of time, limits
+    // no disk can meet.
+    let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
+    let welcome = Welcome {
+        session_id: "s-extreme".into(),
+        heartbeat_interval_s: 0,
+        server_time_ms: u64::MAX,
+        health_limits: Some(HealthLimits {
+            min_disk_free_mb: u64::MAX,
+            min_memory_available_mb: u64::MAX,
+        }),
+    };
+    conn.send(PlaneMessage::Welcome(welcome)).await;
+    let AgentMessage::Inventory(_) = conn.recv().await else {
+        panic!("inventory")
+    };
+    // On a plane clock at the end of time every deadline has passed: refused, not run.
+    let result = conn
+        .command(
+            "c-late",
+            CommandBody::RotateIp(RotateIp {
+                imei: sim.online.clone(),
+            }),
+        )
+        .await;
+    let Outcome::Error { error } = result.outcome else {
+        panic!("{result:?}")
+    };
+    assert_eq!(error.code, CommandErrorCode::DeadlineExceeded);
+    assert_eq!(sim.resets_of(&sim.online), 0);
+    drop(conn);
+
+    // The next connection is told to come back in u64::MAX seconds.
+    let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
+    let error = ProtocolError {
+        code: ProtocolErrorCode::RetryLater,
+        message: "busy".into(),
+        supported: None,
+        retry_after_s: Some(u64::MAX),
+    };
+    conn.send(PlaneMessage::Error(error)).await;
+    wait_until("the agent took the refusal", || {
+        status
+            .last_error()
+            .is_some_and(|e| e.contains("retry_later"))
+    })
+    .await;
+    // It waits (at most an hour and its jitter) and still stops cleanly when asked.
+    stop(&shutdown, agent).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let dir = tempfile::tempdir().unwrap();

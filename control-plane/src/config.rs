@@ -167,6 +167,65 @@ pub struct ServerConfig {
     pub audit: AuditConfig,
     /// What a box must have left to get new orders (`[health]`).
     pub health: HealthConfig,
+    /// Connection caps and deadlines of the HTTP listener (`[http]`).
+    pub http: HttpConfig,
+}
+
+/// The `[http]` section: what any client, authenticated or not, can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Seconds for a request's head, and for the next one on an idle keep-alive connection.
+    pub header_timeout_s: u64,
+    /// Seconds for a request's body once its head arrived.
+    pub body_timeout_s: u64,
+    /// Open connections in all (agent WebSocket sessions are not counted once upgraded).
+    pub max_connections: usize,
+    /// Open connections from one client address (behind a load balancer: raise it, or set it
+    /// to `max_connections`).
+    pub max_connections_per_address: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_s: 10,
+            body_timeout_s: 30,
+            max_connections: 1024,
+            max_connections_per_address: 128,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The limits the accept loop applies.
+    pub fn limits(&self) -> crate::http_server::ConnLimits {
+        crate::http_server::ConnLimits {
+            max_connections: self.max_connections,
+            max_per_address: self.max_connections_per_address,
+            header_timeout: Duration::from_secs(self.header_timeout_s),
+        }
+    }
+
+    /// The body deadline.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ok = (1..=3600).contains(&self.header_timeout_s)
+            && (1..=3600).contains(&self.body_timeout_s)
+            && self.max_connections >= 1
+            && (1..=self.max_connections).contains(&self.max_connections_per_address);
+        if ok {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(
+            "[http]: header_timeout_s and body_timeout_s must be 1..=3600, max_connections at \
+             least 1, max_connections_per_address 1..=max_connections"
+                .into(),
+        ))
+    }
 }
 
 /// The `[health]` section: below either limit a box keeps its allocations but gets no new
@@ -237,6 +296,7 @@ impl Default for ServerConfig {
             webhooks: WebhooksConfig::default(),
             audit: AuditConfig::default(),
             health: HealthConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -462,6 +522,7 @@ impl ServerConfig {
         }
         self.webhooks.validate()?;
         self.audit.validate()?;
+        self.http.validate()?;
         Ok(())
     }
 

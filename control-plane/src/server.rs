@@ -15,7 +15,6 @@ use crate::ratelimit::Limits;
 use crate::retention::Retention;
 use crate::store::{Role, Store, StoreError};
 use crate::tls::ServerTls;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -139,6 +138,11 @@ impl ControlPlane {
         self.tls.as_ref().map(|tls| tls.reloader.clone())
     }
 
+    /// The agent gateway (tests hold handshakes with it).
+    pub fn gateway(&self) -> Gateway {
+        self.state.gateway.clone()
+    }
+
     /// The store (e.g. for creating API keys while serving).
     pub fn store(&self) -> Store {
         self.state.store.clone()
@@ -170,6 +174,7 @@ impl ControlPlane {
             retention,
         } = self;
         log_listening(&listener, tls.as_ref());
+        check_open_files(state.config.http.max_connections);
         let worker = tokio::spawn(state.allocator.clone().run_events(events, sessions.clone()));
         let sweeper = tokio::spawn(retention.run(sessions.clone()));
         let expiry = tokio::spawn(state.allocator.clone().run_expiry(sessions.clone()));
@@ -189,24 +194,15 @@ impl ControlPlane {
             gateway.stop_accepting();
         };
         let grace = state.config.shutdown_grace();
-        let served = match tls {
-            Some(tls) => {
-                let http_stop = CancellationToken::new();
-                let guard = http_stop.clone();
-                tokio::spawn(async move {
-                    stopped.await;
-                    guard.cancel();
-                });
-                let serving = crate::tls::serve(listener, app, tls, http_stop);
-                within_grace(serving, &shutdown, grace).await
-            }
-            None => {
-                // The peer address feeds the per-client rate limits (`ratelimit`).
-                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                let serving = axum::serve(listener, app).with_graceful_shutdown(stopped);
-                within_grace(serving.into_future(), &shutdown, grace).await
-            }
-        };
+        let http_stop = CancellationToken::new();
+        let guard = http_stop.clone();
+        tokio::spawn(async move {
+            stopped.await;
+            guard.cancel();
+        });
+        let serving =
+            crate::http_server::serve(listener, app, tls, state.config.http.limits(), http_stop);
+        let served = within_grace(serving, &shutdown, grace).await;
         sessions.cancel();
         state.gateway.drain().await;
         let _ = worker.await;
@@ -242,6 +238,18 @@ where
         () = deadline => {
             warn!("in-flight requests did not finish within {} s: stopping anyway", grace.as_secs());
             Ok(())
+        }
+    }
+}
+
+/// Raises the open-file limit; warns when connections would run out of descriptors before
+/// `[http] max_connections` can refuse them (agents' sessions and storage need some too).
+fn check_open_files(max_connections: usize) {
+    const HEADROOM: u64 = 256;
+    if let Some(files) = crate::fd_limit::raise() {
+        let wanted = max_connections as u64 + HEADROOM;
+        if files < wanted {
+            warn!(open_files = files, max_connections, "the open-file limit is below [http] max_connections + {HEADROOM}: raise it (LimitNOFILE=, ulimit -n) or lower max_connections");
         }
     }
 }

@@ -250,10 +250,12 @@ impl Executor {
 
     async fn outcome(&self, command: &Command) -> Outcome {
         let op = command.body.op();
-        if let Err(error) = validate::command_id(&command.id) {
+        let now_ms = self.ctx.now_ms();
+        if let Err(error) = validate::command(command, now_ms) {
+            tracing::warn!(op, reason = %error.message, "invalid command refused");
             return Outcome::Error { error };
         }
-        if self.ctx.now_ms() > command.deadline_ms {
+        if now_ms > command.deadline_ms {
             tracing::warn!(command = %command.id, op, "command arrived after its deadline; not started");
             let error = CommandError::new(
                 CommandErrorCode::DeadlineExceeded,

@@ -18,14 +18,12 @@
 //! (they are quick), and not during a reconcile, so two cannot pass the cap together or
 //! pick the same free ports, and reconcile never sees a half-created port.
 
-use super::validate;
 use super::{current_modem, journal_error, port_name, CommandContext, PORT_NAME_PREFIX};
 use crate::ports::{PortLimits, Want};
 use crate::proxysmart::PortEntry;
 use farmhand_protocol::{CommandError, CommandErrorCode, ManagedPort, Provision, Provisioned};
 
 pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisioned, CommandError> {
-    validate::provision(&p, ctx.now_ms())?;
     let _one_at_a_time = ctx.lock_ports().await;
     let previous = ctx.journal.port(&p.allocation_id).map_err(journal_error)?;
     if let Some(port) = previous.clone().filter(|port| port.imei == p.imei) {

@@ -6,16 +6,11 @@
 //! marketplace: they are neither removed nor counted as present (the marketplace cannot
 //! use them, so a desired one is "missing").
 
-use super::validate;
 use super::{journal_error, CommandContext, PORT_NAME_PREFIX};
 use farmhand_protocol::{CommandError, ManagedPort, Reconcile, Reconciled};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled, CommandError> {
-    for d in &r.ports {
-        validate::allocation_id(&d.allocation_id)?;
-        validate::imei(&d.imei)?;
-    }
     let desired: BTreeMap<&str, &str> = r
         .ports
         .iter()

@@ -5,13 +5,11 @@
 //! allocation's port (the journaled one, or without a journal entry one found by name);
 //! a stale copy left there by a move is skipped while the journaled port goes.
 
-use super::validate;
 use super::{journal_error, port_name, CommandContext};
 use crate::policy;
 use farmhand_protocol::{CommandError, Release, Released};
 
 pub(super) async fn run(ctx: &CommandContext, r: Release) -> Result<Released, CommandError> {
-    validate::allocation_id(&r.allocation_id)?;
     let journaled = ctx.journal.port(&r.allocation_id).map_err(journal_error)?;
     let ports = ctx.client.list_ports().await?;
     let name = port_name(&r.allocation_id);

@@ -7,14 +7,11 @@
 //! is re-stored without them, as it always was. A port on a modem the seller excluded from
 //! the marketplace is never touched.
 
-use super::validate;
 use super::{journal_error, port_name, CommandContext};
 use crate::ports::Want;
 use farmhand_protocol::{CommandError, CommandErrorCode, Secret, UpdatePort, Updated};
 
 pub(super) async fn run(ctx: &CommandContext, u: UpdatePort) -> Result<Updated, CommandError> {
-    validate::allocation_id(&u.allocation_id)?;
-    validate::expiry(u.expires_at_ms, ctx.now_ms())?;
     let journaled = ctx.journal.port(&u.allocation_id).map_err(journal_error)?;
     let limits = ctx
         .journal

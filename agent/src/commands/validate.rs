@@ -4,7 +4,7 @@
 //! numbers. Messages name the field, and never echo a password.
 
 use crate::proxysmart::is_imei;
-use farmhand_protocol::{CommandError, CommandErrorCode, Provision};
+use farmhand_protocol::{Command, CommandBody, CommandError, CommandErrorCode, Provision};
 
 /// Longest login, password or allocation id accepted.
 pub const MAX_TOKEN_LEN: usize = 64;
@@ -24,6 +24,25 @@ pub const MAX_TRAFFIC_QUOTA_MB: u64 = 100_000_000;
 pub const MAX_ROTATE_EVERY_S: u64 = 86_400;
 /// Lowest TCP port the agent lets ProxySmart listen on (no privileged ports).
 pub use crate::ports::MIN_TCP_PORT;
+
+/// Every field of `command`, judged at `now_ms` (the plane's clock): the executor's gate,
+/// so no command body reaches a handler (and ProxySmart) unchecked.
+pub fn command(command: &Command, now_ms: u64) -> Result<(), CommandError> {
+    command_id(&command.id)?;
+    match &command.body {
+        CommandBody::Provision(p) => provision(p, now_ms),
+        CommandBody::Release(r) => allocation_id(&r.allocation_id),
+        CommandBody::RotateIp(r) => imei(&r.imei),
+        CommandBody::UpdatePort(u) => {
+            allocation_id(&u.allocation_id)?;
+            expiry(u.expires_at_ms, now_ms)
+        }
+        CommandBody::Reconcile(r) => r.ports.iter().try_for_each(|d| {
+            allocation_id(&d.allocation_id)?;
+            imei(&d.imei)
+        }),
+    }
+}
 
 /// Every field of a `provision`, judged at `now_ms` (the plane's clock).
 pub fn provision(p: &Provision, now_ms: u64) -> Result<(), CommandError> {

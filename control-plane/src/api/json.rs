@@ -1,6 +1,7 @@
 //! Strict extractors: request bodies and query strings that do not parse — malformed JSON,
 //! wrong types, unknown fields — become 422 `invalid_request` in the API's error shape
-//! (never axum's plain-text rejections); bodies over `max_body_bytes` become 413.
+//! (never axum's plain-text rejections); bodies over `max_body_bytes` become 413, and a
+//! body that does not arrive within `[http] body_timeout_s` 408 `request_timeout`.
 
 use super::error::ApiError;
 use super::AppState;
@@ -26,9 +27,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(limit));
         }
-        // Reading stops at the limit, so a body without Content-Length cannot grow past it.
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        // Reading stops at the limit, so a body without Content-Length cannot grow past it,
+        // and at the deadline, so a slow one cannot hold the connection.
+        let deadline = state.config.http.body_timeout();
+        let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(req.into_body(), limit))
             .await
+            .map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        deadline.as_secs()
+                    ),
+                )
+            })?
             .map_err(|_| ApiError::too_large(limit))?;
         serde_json::from_slice(&bytes)
             .map(ApiJson)

@@ -111,7 +111,10 @@ impl Unauthenticated {
             ))),
         };
         let result = match verified {
-            Ok(v) => register(v, ctx),
+            Ok(v) => {
+                ctx.before_register.pass().await;
+                register(v, ctx)
+            }
             Err(refused) => Err(refused),
         };
         match result {
@@ -119,7 +122,8 @@ impl Unauthenticated {
                 Ok(registered.into_session(self.conn, self.client, commands))
             }
             Err(Some(error)) => {
-                info!(client = %self.client, code = ?error.code, "agent handshake refused: {}", error.message);
+                // The message may quote what the client sent (a field name): escaped.
+                info!(client = %self.client, code = ?error.code, message = ?error.message, "agent handshake refused");
                 let counts = counts_against_client(error.code, sent_auth);
                 self.conn.refuse(error).await;
                 Err(Failed { counts })

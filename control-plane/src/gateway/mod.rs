@@ -16,6 +16,7 @@
 mod connection;
 mod dispatch;
 mod handshake;
+mod pause;
 mod registry;
 mod session;
 
@@ -32,6 +33,7 @@ use axum::Router;
 use connection::Connection;
 use farmhand_protocol::CommandResult;
 use handshake::Unauthenticated;
+pub use pause::Paused;
 use registry::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -114,6 +116,8 @@ pub(crate) struct GatewayCtx {
     metrics: Arc<crate::metrics::PlaneMetrics>,
     /// Webhook events: agents connecting and leaving, modems changing state.
     domain_events: crate::events::Events,
+    /// Between a handshake's key check and its registration (tests only arm it).
+    before_register: pause::PausePoint,
 }
 
 /// Handle to the gateway; cheap to clone.
@@ -148,6 +152,7 @@ impl Gateway {
             config,
             metrics,
             domain_events,
+            before_register: pause::PausePoint::default(),
         };
         (Gateway { ctx: Arc::new(ctx) }, rx)
     }
@@ -162,6 +167,13 @@ impl Gateway {
     /// Closes the live session of `agent_id` at once (revocation); false if it had none.
     pub fn kick(&self, agent_id: &str) -> bool {
         self.ctx.registry.kick(agent_id)
+    }
+
+    /// For tests: holds the next handshake after its key check, before it registers (the
+    /// window a revocation must still win), until the returned handle resumes it.
+    #[doc(hidden)]
+    pub fn pause_next_registration(&self) -> Paused {
+        self.ctx.before_register.arm()
     }
 
     /// Whether `agent_id` has a live, authenticated session.

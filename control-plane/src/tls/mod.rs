@@ -1,17 +1,15 @@
 //! HTTPS/WSS for the control plane: loading the certificate and key named in `[tls]` into a
 //! rustls server config (ring provider, HTTP/1.1 only — agent WebSockets are HTTP/1.1
-//! upgrades), the accept loop that serves the app over it (`serve`), replacing the served
-//! certificate while running (`reload`, on SIGHUP), and self-signed certificates for a first
-//! run (`self_signed`).
+//! upgrades; `http_server` accepts and serves over it), replacing the served certificate
+//! while running (`reload`, on SIGHUP), and self-signed certificates for a first run
+//! (`self_signed`).
 
 mod reload;
 pub mod self_signed;
-mod serve;
 mod validity;
 
 pub use reload::{CertSummary, TlsReloader};
 pub use self_signed::{fingerprint, write_self_signed, SelfSignedFiles};
-pub use serve::serve;
 
 use crate::config::TlsConfig;
 use rustls::crypto::CryptoProvider;

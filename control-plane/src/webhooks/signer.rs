@@ -41,7 +41,8 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance_s: i
     let Some(t) = timestamp else {
         return false;
     };
-    if (now - t).abs() > tolerance_s {
+    // abs_diff: an attacker's `t` near i64::MIN must not overflow the subtraction.
+    if now.abs_diff(t) > tolerance_s.unsigned_abs() {
         return false;
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -90,6 +91,50 @@ mod tests {
             "t is signed"
         );
         assert!(!verify(secret, "garbage", body, 1_700_000_000, 300));
+    }
+
+    #[test]
+    fn incomplete_or_malformed_headers_fail() {
+        let secret = b"whsec_test";
+        let body = br#"{"id":"ev_1"}"#;
+        let now = 1_700_000_000;
+        let good = sign(secret, now, body);
+        let tag = good.split_once(",v1=").unwrap().1;
+        assert!(verify(secret, &good, body, now, 300), "the control case");
+        assert!(
+            !verify(secret, &format!("t={now}"), body, now, 300),
+            "only t="
+        );
+        assert!(
+            !verify(secret, &format!("t={now},v1="), body, now, 300),
+            "empty v1"
+        );
+        assert!(
+            !verify(secret, &format!("v1={tag}"), body, now, 300),
+            "only v1"
+        );
+        let bad_hex = format!("t={now},v1=zz{}", &tag[2..]);
+        assert!(!verify(secret, &bad_hex, body, now, 300), "v1 with bad hex");
+        let odd = format!("t={now},v1={}", &tag[1..]);
+        assert!(!verify(secret, &odd, body, now, 300), "v1 of odd length");
+        let future = sign(secret, now + 301, body);
+        assert!(
+            !verify(secret, &future, body, now, 300),
+            "t beyond the tolerance ahead"
+        );
+        let edge = sign(secret, now + 300, body);
+        assert!(
+            verify(secret, &edge, body, now, 300),
+            "t at the tolerance ahead"
+        );
+        for t in [i64::MIN, i64::MAX] {
+            let extreme = sign(secret, t, body);
+            assert!(!verify(secret, &extreme, body, now, 300), "t = {t}");
+        }
+        // A forged second tag next to a valid one does not matter; a valid one among bad
+        // ones (a rotating secret) does.
+        let two = format!("t={now},v1={},v1={tag}", "00".repeat(32));
+        assert!(verify(secret, &two, body, now, 300));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// An agent's key and enrolled id.
+#[derive(Clone)]
 pub struct Identity {
     pub agent_id: String,
     pkcs8: Vec<u8>,

@@ -65,7 +65,17 @@ pub async fn request(
 
 /// Sends raw bytes and parses whatever comes back.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    exchange(TcpStream::connect(addr).await.unwrap(), bytes).await
+}
+
+/// [`raw`] from a chosen local address (any of 127.0.0.0/8 is this host).
+pub async fn raw_from(source: [u8; 4], addr: SocketAddr, bytes: &[u8]) -> Response {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    exchange(socket.connect(addr).await.unwrap(), bytes).await
+}
+
+async fn exchange(mut stream: TcpStream, bytes: &[u8]) -> Response {
     // The server may answer (413) and close before reading everything: ignore write errors.
     let _ = stream.write_all(bytes).await;
     let mut buf = Vec::new();

@@ -10,6 +10,7 @@ pub mod http;
 pub use agent::{modem, FakeAgent, Identity};
 pub use http::Response;
 
+use farmhand_control::gateway::Gateway;
 use farmhand_control::{ControlPlane, Role, ServerConfig, Store};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -36,6 +37,8 @@ pub struct TestPlane {
     pub config: ServerConfig,
     /// Wakes the running plane's expiry sweeper.
     pub expiry: Arc<Notify>,
+    /// The running plane's agent gateway (dropped by `stop`: it holds the store).
+    gateway: Option<Gateway>,
 }
 
 impl TestPlane {
@@ -55,9 +58,11 @@ impl TestPlane {
         let admin = plane.create_key(Role::Admin, "ops").unwrap();
         let market = plane.create_key(Role::Marketplace, "shop").unwrap();
         let expiry = plane.expiry_waker();
+        let gateway = plane.gateway();
         let (addr, store, shutdown, task) = run(plane).await;
         TestPlane {
             expiry,
+            gateway: Some(gateway),
             addr,
             store: Some(store),
             admin,
@@ -74,6 +79,7 @@ impl TestPlane {
         self.stop().await;
         let plane = ControlPlane::open(self.config.clone()).unwrap();
         self.expiry = plane.expiry_waker();
+        self.gateway = Some(plane.gateway());
         let (addr, store, shutdown, task) = run(plane).await;
         (self.addr, self.store, self.shutdown) = (addr, Some(store), shutdown);
         self.task = Some(task);
@@ -82,6 +88,7 @@ impl TestPlane {
     /// Stops the plane and waits until it has flushed and released the database.
     pub async fn stop(&mut self) {
         self.store = None;
+        self.gateway = None;
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(PATIENCE, task)
@@ -89,6 +96,11 @@ impl TestPlane {
                 .expect("plane stops in time")
                 .unwrap();
         }
+    }
+
+    /// The running plane's agent gateway.
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("the plane is running")
     }
 
     /// The running plane's store.
