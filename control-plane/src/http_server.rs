@@ -85,7 +85,7 @@ pub async fn serve(
             peer,
             header_timeout: limits.header_timeout,
             shutdown: shutdown.clone(),
-            _guard: guard,
+            _guard: Some(guard),
         };
         match &tls {
             Some((acceptor, timeout)) => tracker.spawn(conn.tls(tcp, acceptor.clone(), *timeout)),
@@ -96,6 +96,44 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Serves `app` on a Unix socket (the local admin socket) until `shutdown` is cancelled.
+/// Only the socket file's permissions guard it, so there are no caps; requests carry
+/// 127.0.0.1 as their client address.
+pub async fn serve_local(
+    listener: tokio::net::UnixListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on the local admin socket failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        let conn = Conn {
+            app: app.clone(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            header_timeout,
+            shutdown: shutdown.clone(),
+            _guard: None,
+        };
+        tracker.spawn(conn.http(stream));
+    }
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Closes a connection over a cap (plain HTTP: after a 503, without reading the request).
@@ -175,7 +213,8 @@ struct Conn {
     peer: SocketAddr,
     header_timeout: Duration,
     shutdown: CancellationToken,
-    _guard: Guard,
+    /// Its slot under the caps (none on the local socket).
+    _guard: Option<Guard>,
 }
 
 impl Conn {

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod http_server;
 pub mod ids;
 pub mod keys;
+pub mod local_admin;
 pub mod metrics;
 pub mod ratelimit;
 pub mod rekey;

@@ -50,7 +50,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Manage API keys (only while the control plane is stopped).
+    /// Manage API keys: on the database while the plane is stopped, through its local
+    /// admin socket (<data_dir>/admin.sock) while it runs.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -106,6 +107,26 @@ enum KeysCommand {
         /// Who the key is for.
         #[arg(long)]
         name: String,
+        /// Marketplace keys: the tenant the key acts for (default: `default`).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The key stops working after this many days (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (id, role, name, tenant, created, last used, expiry; never the key).
+    List {
+        /// Data directory of the control plane.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Revoke a key by its id (`keys list`): its next request gets 401.
+    Revoke {
+        /// Data directory of the control plane.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The key's id, `key_…`.
+        key_id: String,
     },
 }
 
@@ -121,19 +142,7 @@ fn main() -> Result<()> {
             data_dir,
             config,
         } => serve(listen, data_dir, config, cli.log_format),
-        Command::Keys {
-            command:
-                KeysCommand::Create {
-                    data_dir,
-                    role,
-                    name,
-                },
-        } => {
-            let key = farmhand_control::create_key(&data_dir, role, &name)
-                .with_context(|| format!("cannot create a key in {}", data_dir.display()))?;
-            println!("{key}");
-            Ok(())
-        }
+        Command::Keys { command } => keys(command),
         Command::Tls {
             command: TlsCommand::SelfSigned { out, names },
         } => self_signed(&out, &names),
@@ -146,6 +155,107 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `keys …`: on the database when the plane is stopped, else through its admin socket.
+fn keys(command: KeysCommand) -> Result<()> {
+    use farmhand_control::keys::{open_offline, KeySpec};
+    use farmhand_control::local_admin::call;
+    use reqwest::Method;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    match command {
+        KeysCommand::Create {
+            data_dir,
+            role,
+            name,
+            tenant,
+            expires_in_days,
+        } => {
+            let now = time::OffsetDateTime::now_utc();
+            let spec = KeySpec {
+                role,
+                name,
+                tenant,
+                expires_at: expires_in_days.map(|d| now + time::Duration::days(i64::from(d))),
+            };
+            if let Some(problem) = spec.problem(now) {
+                anyhow::bail!("{problem}");
+            }
+            let context = || format!("cannot create a key in {}", data_dir.display());
+            let key = match open_offline(&data_dir).with_context(context)? {
+                Some(store) => store.issue_key(&spec, "cli").with_context(context)?.0,
+                None => {
+                    let body = serde_json::json!({
+                        "role": spec.role, "name": spec.name, "tenant": spec.tenant,
+                        "expires_at": spec.expires_at.map(farmhand_control::ids::rfc3339),
+                    });
+                    let created = runtime
+                        .block_on(call(&data_dir, Method::POST, "/v1/keys", Some(body)))
+                        .with_context(context)?;
+                    created["key"]
+                        .as_str()
+                        .context("the plane's answer holds no key")?
+                        .to_owned()
+                }
+            };
+            println!("{key}");
+        }
+        KeysCommand::List { data_dir } => {
+            let context = || format!("cannot list the keys in {}", data_dir.display());
+            let keys: Vec<serde_json::Value> =
+                match open_offline(&data_dir).with_context(context)? {
+                    Some(store) => store
+                        .api_keys()
+                        .with_context(context)?
+                        .iter()
+                        .map(farmhand_control::keys::view)
+                        .collect(),
+                    None => runtime
+                        .block_on(call(&data_dir, Method::GET, "/v1/keys", None))
+                        .with_context(context)?["keys"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+            println!("KEY_ID\tROLE\tNAME\tTENANT\tCREATED\tLAST_USED\tEXPIRES");
+            let cell = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+            for k in &keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    cell(&k["key_id"]),
+                    cell(&k["role"]),
+                    cell(&k["name"]),
+                    cell(&k["tenant"]),
+                    cell(&k["created_at"]),
+                    cell(&k["last_used_at"]),
+                    cell(&k["expires_at"])
+                );
+            }
+        }
+        KeysCommand::Revoke { data_dir, key_id } => {
+            let context = || format!("cannot revoke {key_id} in {}", data_dir.display());
+            match open_offline(&data_dir).with_context(context)? {
+                Some(store) => {
+                    if !farmhand_control::keys::revoke(&store, &key_id, "cli")
+                        .with_context(context)?
+                    {
+                        anyhow::bail!("no key {key_id:?} in {}", data_dir.display());
+                    }
+                }
+                None => {
+                    let path = format!("/v1/keys/{key_id}");
+                    runtime
+                        .block_on(call(&data_dir, Method::DELETE, &path, None))
+                        .with_context(context)?;
+                }
+            }
+            eprintln!("revoked {key_id}");
+        }
+    }
+    Ok(())
 }
 
 /// `tls self-signed`: the fingerprint alone on stdout (for scripts), the rest on stderr.

@@ -173,6 +173,20 @@ impl ControlPlane {
             tls,
             retention,
         } = self;
+        let app = api::router(state.clone());
+        // A convenience (the CLI while the plane runs): without it the plane still serves.
+        let local_admin = match crate::local_admin::bind(&state.config.data_dir) {
+            Ok(local) => Some(tokio::spawn(crate::http_server::serve_local(
+                local,
+                crate::local_admin::app(app.clone()),
+                state.config.http.limits().header_timeout,
+                sessions.clone(),
+            ))),
+            Err(e) => {
+                warn!(error = %e, "no local admin socket: the CLI cannot manage keys while the plane runs");
+                None
+            }
+        };
         log_listening(&listener, tls.as_ref());
         check_open_files(state.config.http.max_connections);
         let worker = tokio::spawn(state.allocator.clone().run_events(events, sessions.clone()));
@@ -184,7 +198,6 @@ impl ControlPlane {
         let audit_retention =
             AuditRetention::new(state.store.clone(), state.config.audit.retention());
         let audit_sweeper = tokio::spawn(audit_retention.run(sessions.clone()));
-        let app = api::router(state.clone());
         let stop = shutdown.clone();
         let gateway = state.gateway.clone();
         let stopped = async move {
@@ -212,6 +225,10 @@ impl ControlPlane {
         let _ = deliverer.await;
         let _ = warnings.await;
         let _ = audit_sweeper.await;
+        if let Some(local_admin) = local_admin {
+            let _ = local_admin.await;
+        }
+        let _ = std::fs::remove_file(crate::local_admin::socket_path(&state.config.data_dir));
         state.allocator.finish(grace).await;
         state.store.flush()?;
         info!("control plane stopped");

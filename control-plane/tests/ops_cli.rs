@@ -205,3 +205,85 @@ fn metrics_can_require_an_admin_key() {
     );
     stop(child, lines);
 }
+
+fn keys_cli(args: &[&str], data_dir: &str) -> std::process::Output {
+    let mut all = vec!["keys"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--data-dir", data_dir]);
+    control(&all, &[]).output().unwrap()
+}
+
+#[test]
+fn keys_are_managed_from_the_cli_while_the_plane_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_dir = data.to_str().unwrap();
+    // Offline first: the plane is stopped.
+    let admin = keys_cli(&["create", "--role", "admin", "--name", "ops"], data_dir);
+    assert!(admin.status.success(), "{admin:?}");
+    let mut child = control(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+            "--log-format",
+            "json",
+        ],
+        &[],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (addr, lines) = listening(&mut child);
+    let socket = data.join("admin.sock");
+    assert!(socket.exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // While it runs: created through its admin socket, no stop needed.
+    let created = keys_cli(
+        &[
+            "create",
+            "--role",
+            "marketplace",
+            "--name",
+            "shop-b",
+            "--tenant",
+            "acme",
+            "--expires-in-days",
+            "30",
+        ],
+        data_dir,
+    );
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("fh_"), "{key}");
+    assert_eq!(http_get(&addr, "/v1/modems", Some(&key)).0, 200);
+
+    let list = keys_cli(&["list"], data_dir);
+    assert!(list.status.success(), "{list:?}");
+    let table = String::from_utf8(list.stdout).unwrap();
+    assert!(!table.contains(&key), "a key is never listed");
+    let row = table.lines().find(|l| l.contains("shop-b")).expect(&table);
+    let cells: Vec<&str> = row.split('\t').collect();
+    assert_eq!((cells[1], cells[3]), ("marketplace", "acme"), "{row}");
+    assert_ne!(cells[5], "-", "last used is noted: {row}");
+    assert_ne!(cells[6], "-", "expiry: {row}");
+
+    let revoked = keys_cli(&["revoke", cells[0]], data_dir);
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert_eq!(http_get(&addr, "/v1/modems", Some(&key)).0, 401);
+    let again = keys_cli(&["revoke", cells[0]], data_dir);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("404"),
+        "{again:?}"
+    );
+    stop(child, lines);
+    assert!(!socket.exists(), "the socket goes with the plane");
+}

@@ -1,17 +1,25 @@
 //! Bearer-key authentication and role checks as extractors: [`Admin`] for operator routes,
-//! [`AnyRole`] for routes open to admin and marketplace keys. A missing or unknown key is
-//! 401 `unauthorized`; a known key of the wrong role is 403 `forbidden`.
+//! [`AnyRole`] for routes open to admin and marketplace keys. A missing, unknown, revoked
+//! or expired key is 401 `unauthorized`; a known key of the wrong role is 403 `forbidden`.
+//! Requests on the local admin socket (`local_admin`) are the operator: admin, no key.
 //!
 //! Every 401 spends one event of the client address's failure budget (`ratelimit`); an
 //! address with none left gets 429 `rate_limited` before its key is even looked at.
+//!
+//! A key revoked while its request runs (an allocation waits for an agent for seconds)
+//! does not get the answer: [`recheck`] looks the key up again once the handler is done
+//! and answers 401 instead.
 
 use super::error::ApiError;
 use super::AppState;
 use crate::ratelimit::ClientAddr;
 use crate::store::{AuditAction, Role};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, OnceLock};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +28,20 @@ pub struct Caller {
     pub role: Role,
     /// The key's name.
     pub name: String,
+    /// The key's id (`None`: the operator on the local admin socket).
+    pub key_id: Option<String>,
+    /// The tenant a marketplace key acts for; `None` for admins.
+    pub tenant: Option<String>,
 }
+
+/// Set on requests that came in on the local admin socket (never on a TCP request).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalOperator;
+
+/// Where the extractor leaves the id of the key that authenticated the request, for
+/// [`recheck`].
+#[derive(Debug, Clone, Default)]
+struct AuthenticatedKey(Arc<OnceLock<String>>);
 
 impl Caller {
     /// How the audit log names this caller: `ROLE:NAME`.
@@ -62,6 +83,14 @@ pub struct Admin(pub Caller);
 pub struct AnyRole(pub Caller);
 
 fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    if parts.extensions.get::<LocalOperator>().is_some() {
+        return Ok(Caller {
+            role: Role::Admin,
+            name: "local".into(),
+            key_id: None,
+            tenant: None,
+        });
+    }
     let client = ClientAddr::of(parts);
     check_budget(state, client)?;
     match authenticate(parts, state) {
@@ -84,14 +113,45 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(ApiError::unauthorized)?;
-    let record = state
+    let now = crate::ids::now();
+    let found = state
         .store
-        .find_api_key(key)?
+        .find_api_key(key, now)?
         .ok_or_else(ApiError::unauthorized)?;
+    if let Err(e) = state.store.touch_api_key(&found.key_id, now) {
+        tracing::warn!(error = %e, "cannot note a key's last use");
+    }
+    if let Some(slot) = parts.extensions.get::<AuthenticatedKey>() {
+        let _ = slot.0.set(found.key_id.clone());
+    }
     Ok(Caller {
-        role: record.role,
-        name: record.name,
+        role: found.record.role,
+        tenant: found.record.tenant().map(str::to_owned),
+        name: found.record.name,
+        key_id: Some(found.key_id),
     })
+}
+
+/// Middleware: a request whose key was revoked while it ran gets 401, not
+/// the handler's answer — which may hold buyer credentials.
+pub async fn recheck(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let slot = AuthenticatedKey::default();
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    let Some(key_id) = slot.0.get() else {
+        return response;
+    };
+    match state.store.api_key_exists(key_id) {
+        Ok(true) => response,
+        Ok(false) => {
+            tracing::info!(
+                key_id,
+                "a key was revoked while its request ran: answer withheld"
+            );
+            ApiError::unauthorized().into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 impl FromRequestParts<AppState> for Admin {

@@ -7,11 +7,12 @@
 mod agents;
 mod allocations;
 mod audit;
-mod auth;
+pub(crate) mod auth;
 mod enroll;
 pub mod error;
 mod health;
 mod json;
+mod keys;
 mod modems;
 mod tokens;
 mod webhooks;
@@ -60,7 +61,16 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/agent/enroll", post(enroll::enroll))
-        .route("/v1/enrollment-tokens", post(tokens::create))
+        .route(
+            "/v1/enrollment-tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route(
+            "/v1/enrollment-tokens/{token_id}",
+            axum::routing::delete(tokens::revoke),
+        )
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{key_id}", axum::routing::delete(keys::revoke))
         .route("/v1/audit", get(audit::list))
         .route("/v1/agents", get(agents::list))
         .route(
@@ -100,6 +110,11 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // A key revoked while its request ran does not get the answer.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::recheck,
+        ))
         .with_state(state)
         .merge(gateway)
         // Outermost, so every request is counted by the route it matched.

@@ -1,9 +1,10 @@
-//! `POST /v1/enrollment-tokens` (admin): issues a one-time enrollment token. The token is
-//! returned once; only its hash is stored.
+//! `/v1/enrollment-tokens` (admin): issue a one-time enrollment token (returned once; only
+//! its hash is stored), list them (id, label, created, expiry, used — never the token),
+//! revoke an unused one.
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::json::ApiJson;
+use super::json::{ApiJson, ApiPath};
 use super::AppState;
 use crate::ids::{now, random_bytes, rfc3339};
 use crate::store::{fingerprint, AuditAction, TokenRecord};
@@ -68,6 +69,57 @@ pub async fn create(
     );
     Ok((
         StatusCode::CREATED,
-        Json(json!({"token": token, "expires_at": rfc3339(expires_at), "label": label})),
+        Json(
+            json!({"token": token, "token_id": format!("tok_{}", fingerprint(&token)),
+                    "expires_at": rfc3339(expires_at), "label": label}),
+        ),
     ))
+}
+
+/// 200 `{"tokens":[{"token_id","label","created_at","expires_at","used","expired"}]}`.
+pub async fn list(
+    Admin(_caller): Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let at = now();
+    let tokens: Vec<Value> = state
+        .store
+        .enrollment_tokens()?
+        .into_iter()
+        .map(|(token_id, t)| {
+            json!({"token_id": token_id, "label": t.label, "created_at": rfc3339(t.created_at),
+                   "expires_at": rfc3339(t.expires_at), "used": t.used,
+                   "expired": t.expires_at <= at})
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+/// 204: an unused token can no longer enroll; 404 unknown; 409 `invalid_state` if it was
+/// used (revoke the agent it enrolled instead).
+pub async fn revoke(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    ApiPath(token_id): ApiPath,
+) -> Result<StatusCode, ApiError> {
+    match state.store.revoke_enrollment_token(&token_id)? {
+        None => Err(ApiError::not_found(format!(
+            "no enrollment token {token_id:?}"
+        ))),
+        Some(t) if t.used => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            "this token was already used; revoke the agent it enrolled instead",
+        )),
+        Some(t) => {
+            info!(token_id, label = %t.label, by = %caller.name, "enrollment token revoked");
+            state.store.audit(
+                caller.actor(),
+                AuditAction::EnrollmentTokenRevoked,
+                format!("token:{}", token_id.trim_start_matches("tok_")),
+                json!({"label": t.label}),
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
 }

@@ -20,8 +20,12 @@ use tracing::error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
-    /// An API key was created (CLI or library).
+    /// An API key was created (CLI, API or library).
     KeyCreated,
+    /// An admin revoked an API key.
+    KeyRevoked,
+    /// An admin revoked an unused enrollment token.
+    EnrollmentTokenRevoked,
     /// An admin issued an enrollment token.
     EnrollmentTokenIssued,
     /// An enrollment token was consumed.

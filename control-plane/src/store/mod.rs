@@ -26,7 +26,7 @@ pub use allocations::{
 pub use audit::{AuditAction, AuditEvent};
 pub use audit_page::{AuditCursor, AuditEntry, AuditPage, InvalidCursor};
 pub use commands::PendingCommand;
-pub use keys::{ApiKeyRecord, Role};
+pub use keys::{valid_tenant, ApiKeyRecord, KeyInfo, Role, DEFAULT_TENANT};
 pub use rotations::RotationRecord;
 pub use tokens::{EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};
@@ -61,6 +61,8 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     keys: sled::Tree,
+    /// API-key hash → when it last authenticated a request (see `keys`).
+    key_usage: sled::Tree,
     tokens: sled::Tree,
     agents: sled::Tree,
     allocations: sled::Tree,
@@ -103,6 +105,7 @@ impl Store {
             audit_last: Arc::new(AtomicU64::new(audit::last_key(&audit)?)),
             audit,
             keys: db.open_tree("api_keys")?,
+            key_usage: db.open_tree("api_key_usage")?,
             tokens: db.open_tree("enrollment_tokens")?,
             agents: db.open_tree("agents")?,
             allocations,

@@ -34,7 +34,50 @@ pub enum EnrollError {
     Store(#[from] StoreError),
 }
 
+/// A token's public id: `tok_` + the first 48 bits of its SHA-256, hex (the fingerprint
+/// the audit log names it by).
+fn token_id(hash: &[u8]) -> String {
+    format!("tok_{}", crate::ids::hex(&hash[..hash.len().min(6)]))
+}
+
 impl Store {
+    /// Every stored enrollment token (used and expired ones included), with its id,
+    /// oldest first.
+    pub fn enrollment_tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        let mut tokens = Vec::new();
+        for entry in self.tokens.iter() {
+            let (hash, raw) = entry?;
+            tokens.push((token_id(&hash), decode::<TokenRecord>(&raw)?));
+        }
+        tokens.sort_by_key(|(_, t)| t.created_at);
+        Ok(tokens)
+    }
+
+    /// Deletes the token with this id unless it was used (flushed). `Ok(None)`: unknown;
+    /// `Ok(Some(record))` with `used` set: it was used and stays.
+    pub fn revoke_enrollment_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        for entry in self.tokens.iter() {
+            let (hash, raw) = entry?;
+            if token_id(&hash) != id {
+                continue;
+            }
+            let record: TokenRecord = decode(&raw)?;
+            if !record.used {
+                // Compare-and-swap: an enrollment consuming it right now wins.
+                if self
+                    .tokens
+                    .compare_and_swap(&hash, Some(raw), None::<&[u8]>)?
+                    .is_err()
+                {
+                    return self.revoke_enrollment_token(id);
+                }
+                self.flush()?;
+            }
+            return Ok(Some(record));
+        }
+        Ok(None)
+    }
+
     /// Stores the hash of `token` and flushes.
     pub fn insert_enrollment_token(
         &self,
