@@ -169,6 +169,18 @@ pub struct ServerConfig {
     pub health: HealthConfig,
     /// Connection caps and deadlines of the HTTP listener (`[http]`).
     pub http: HttpConfig,
+    /// How new agents join (`[enroll]`).
+    pub enroll: EnrollConfig,
+}
+
+/// The `[enroll]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollConfig {
+    /// Newly enrolled agents get no orders until an admin approves them
+    /// (`POST /v1/agents/{id}/approve`, audited): a stolen admin key alone cannot then
+    /// draw orders to a box it enrolled without a visible step. Default off.
+    pub require_approval: bool,
 }
 
 /// The `[http]` section: what any client, authenticated or not, can hold.
@@ -297,6 +309,7 @@ impl Default for ServerConfig {
             audit: AuditConfig::default(),
             health: HealthConfig::default(),
             http: HttpConfig::default(),
+            enroll: EnrollConfig::default(),
         }
     }
 }

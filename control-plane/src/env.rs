@@ -34,6 +34,7 @@ const KEYS: &[Key] = &[
     Key::new("log.level", Kind::Str),
     Key::new("log.format", Kind::Str),
     Key::new("metrics.require_admin", Kind::Bool),
+    Key::new("enroll.require_approval", Kind::Bool),
     Key::new("webhooks.expiring_lead_s", Kind::Int),
     Key::new("webhooks.retry_initial_s", Kind::Int),
     Key::new("webhooks.retry_max_s", Kind::Int),

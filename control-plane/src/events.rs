@@ -217,6 +217,7 @@ pub fn allocation_object(record: &AllocationRecord) -> Value {
         "released_at": record.released_at.and_then(rfc3339),
         "release_reason": record.release_reason,
         "failure": record.failure,
+        "tenant": record.tenant,
     })
 }
 

@@ -52,6 +52,8 @@ pub struct LiveAgent {
     /// The resources past the plane's health limits: while any is, the box gets no new
     /// allocation (its existing ones stay).
     pub held_back: Vec<(HealthResource, String)>,
+    /// Enrolled under `[enroll] require_approval` and not approved yet: no orders.
+    pub awaiting_approval: bool,
     session_id: Option<String>,
 }
 
@@ -252,6 +254,14 @@ impl Fleet {
         inner.away_since.remove(agent_id);
         drop(inner);
         self.health.notify_one();
+    }
+
+    /// Whether `agent_id` waits for an admin's approval before it gets orders.
+    pub fn set_awaiting_approval(&self, agent_id: &str, awaiting: bool) {
+        let mut inner = self.write_agent(agent_id);
+        if let Some(agent) = inner.agents.get_mut(agent_id) {
+            agent.awaiting_approval = awaiting;
+        }
     }
 
     /// Session `session_id` of `agent_id` ended (ignored if a newer session took over).
@@ -600,6 +610,7 @@ fn available(agent: &LiveAgent, modem: &Modem, load: u32, capacity: u32) -> bool
         && modem.ext_ip.is_some()
         && modem.unsellable_reason().is_none()
         && agent.held_back.is_empty()
+        && !agent.awaiting_approval
         && agent.site.is_some()
         && load < agent.capacity(capacity)
 }

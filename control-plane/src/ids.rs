@@ -32,6 +32,17 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of lowercase or uppercase hex (`None` for odd length or a non-hex digit).
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The current time in UTC.
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()

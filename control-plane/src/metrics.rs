@@ -12,14 +12,12 @@ use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::fleet::ModemFilter;
 use crate::gateway::DispatchError;
-use crate::store::AllocationState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use farmhand_ops::metrics::{CounterVec, HistogramVec, Text, CONTENT_TYPE, LATENCY_BUCKETS_S};
 use farmhand_protocol::Outcome;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// The counters and histograms; gauges are computed in [`render`].
@@ -220,14 +218,14 @@ fn modem_gauges(text: &mut Text, state: &AppState) {
     );
 }
 
+/// Counted as allocations change state (`Store::allocation_counts`): a scrape costs the
+/// same however many allocations were ever stored.
 fn allocation_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
-    let mut by_state: HashMap<AllocationState, u64> = HashMap::new();
-    for record in state.store.allocations_where(|_| true)? {
-        *by_state.entry(record.state).or_default() += 1;
-    }
-    let series: Vec<([&str; 1], f64)> = AllocationState::ALL
-        .iter()
-        .map(|s| ([s.as_str()], by_state.get(s).copied().unwrap_or(0) as f64))
+    let series: Vec<([&str; 1], f64)> = state
+        .store
+        .allocation_counts()
+        .into_iter()
+        .map(|(s, n)| ([s.as_str()], n as f64))
         .collect();
     text.gauge_vec(
         "farmhand_allocations",

@@ -153,6 +153,7 @@ mod tests {
                 bandwidth_kbit: None,
                 traffic_quota_mb: None,
             },
+            tenant: crate::store::DEFAULT_TENANT.into(),
             replacements: Vec::new(),
         }
     }

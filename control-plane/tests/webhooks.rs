@@ -11,111 +11,19 @@
 
 mod support;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use farmhand_control::ServerConfig;
 use farmhand_protocol::{
     AgentMessage, CommandBody, CommandOutput, ModemsChanged, Outcome, Provisioned, Updated,
 };
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use support::flows::{allocate, reconnect_missing, release};
+use support::receiver::{Received, Receiver};
 use support::{eventually, modem, FakeAgent, TestPlane};
 
 const IMEI: &str = "350000000000777";
 
 /// One delivery as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).unwrap().to_str().unwrap()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-
-    fn event_type(&self) -> String {
-        self.json()["type"].as_str().unwrap().to_string()
-    }
-}
-
-#[derive(Default)]
-struct Script {
-    /// Statuses to answer, in order; 200 once empty (or `fallback`).
-    statuses: VecDeque<u16>,
-    fallback: Option<u16>,
-    got: Vec<Received>,
-}
-
-/// A real HTTP receiver on 127.0.0.1:0.
-#[derive(Clone)]
-struct Receiver {
-    url: String,
-    script: Arc<Mutex<Script>>,
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        let script = Arc::new(Mutex::new(Script::default()));
-        let app = axum::Router::new()
-            .route("/hooks", axum::routing::post(receive))
-            .with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url, script }
-    }
-
-    /// Answers these statuses first.
-    fn answer(&self, statuses: &[u16]) {
-        self.script.lock().unwrap().statuses.extend(statuses);
-    }
-
-    /// Answers `status` to everything from now on (`None`: 200).
-    fn always(&self, status: Option<u16>) {
-        self.script.lock().unwrap().fallback = status;
-    }
-
-    /// Every request received so far (answered 2xx or not).
-    fn got(&self) -> Vec<Received> {
-        self.script.lock().unwrap().got.clone()
-    }
-
-    /// The received requests of `event_type`.
-    fn of(&self, event_type: &str) -> Vec<Received> {
-        self.got()
-            .into_iter()
-            .filter(|r| r.event_type() == event_type)
-            .collect()
-    }
-}
-
-async fn receive(
-    State(script): State<Arc<Mutex<Script>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let mut script = script.lock().unwrap();
-    script.got.push(Received {
-        headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    });
-    let status = script
-        .statuses
-        .pop_front()
-        .or(script.fallback)
-        .unwrap_or(200);
-    StatusCode::from_u16(status).unwrap()
-}
-
 /// Log lines written while the guard lives, at TRACE (the frame-log guard applied as the
 /// binary does). `#[tokio::test]` runs the plane on the test's thread, so a thread-local
 /// subscriber sees its logs without touching the other tests of this binary.
@@ -273,6 +181,28 @@ async fn registration_shows_the_secret_once_and_refuses_bad_input() {
         );
     }
 
+    // A marketplace key registers for its own tenant only, and never sees operators'
+    // endpoints (404, as if unknown).
+    let r = plane
+        .post(
+            "/v1/webhooks",
+            &plane.market,
+            json!({"url": receiver.url, "events": ["agent.connected"]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (422, "invalid_request"),
+        "agent events are operators'"
+    );
+    let r = plane
+        .post(
+            "/v1/webhooks",
+            &plane.market,
+            json!({"url": receiver.url, "events": ["*"], "tenant": "other"}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "another tenant's");
     let r = plane
         .post(
             "/v1/webhooks",
@@ -280,12 +210,35 @@ async fn registration_shows_the_secret_once_and_refuses_bad_input() {
             json!({"url": receiver.url, "events": ["*"]}),
         )
         .await;
-    assert_eq!(r.status, 403, "marketplace keys may not register webhooks");
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["tenant"], "default");
+    let own = r.json()["webhook_id"].as_str().unwrap().to_owned();
+    let listed = plane.get("/v1/webhooks", &plane.market).await.json();
+    let ids: Vec<_> = listed["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["webhook_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(own)]);
+    assert_eq!(
+        plane
+            .get(&format!("/v1/webhooks/{id}/deliveries"), &plane.market)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        plane
+            .get(&format!("/v1/webhooks/{id}"), &plane.market)
+            .await
+            .status,
+        404
+    );
     for path in [
         "/v1/webhooks".to_string(),
         format!("/v1/webhooks/{id}/deliveries"),
     ] {
-        assert_eq!(plane.get(&path, &plane.market).await.status, 403);
         assert_eq!(plane.call("GET", &path, None, None).await.status, 401);
     }
     assert_eq!(
@@ -293,7 +246,14 @@ async fn registration_shows_the_secret_once_and_refuses_bad_input() {
             .delete(&format!("/v1/webhooks/{id}"), &plane.market)
             .await
             .status,
-        403
+        404
+    );
+    assert_eq!(
+        plane
+            .delete(&format!("/v1/webhooks/{own}"), &plane.market)
+            .await
+            .status,
+        204
     );
     let r = plane
         .get(
@@ -501,10 +461,7 @@ async fn an_endpoint_that_hangs_does_not_hold_up_the_others() {
     .await;
     // Accepts connections (the kernel's backlog) and never answers.
     let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stuck = Receiver {
-        url: format!("http://{}/hooks", hanging.local_addr().unwrap()),
-        script: Arc::default(),
-    };
+    let stuck = Receiver::unserved(format!("http://{}/hooks", hanging.local_addr().unwrap()));
     register(&plane, &stuck, &["agent.connected"]).await;
     let healthy = Receiver::start().await;
     register(&plane, &healthy, &["agent.connected"]).await;

@@ -275,7 +275,10 @@ async fn replace_on_demand_moves_to_another_modem_or_says_why_not() {
         n += 1;
         allocate(&stack, &format!("order-fill-{n}"), Some(imei)).await;
     }
-    let full = stack.admin.post(&path, json!({})).await.unwrap();
+    // An admin may not move a buyer (it would send the password to another agent).
+    let by_admin = stack.admin.post(&path, json!({})).await.unwrap();
+    assert_eq!(by_admin.status, 403, "{:?}", by_admin.body);
+    let full = stack.market.post(&path, json!({})).await.unwrap();
     assert_eq!(full.status, 409, "{:?}", full.body);
     assert_eq!(full.error_code(), Some("no_capacity"));
     let unchanged = allocation(&stack, id).await;

@@ -241,14 +241,15 @@ impl Allocator {
         Ok(allocator)
     }
 
-    /// `POST /v1/allocations` on behalf of `actor` (for the audit log).
+    /// `POST /v1/allocations` for `tenant` on behalf of `actor` (for the audit log).
     pub async fn allocate(
         self: &Arc<Self>,
         request: AllocationRequest,
+        tenant: String,
         actor: String,
     ) -> Result<(Created, AllocationRecord), AllocError> {
         let this = self.clone();
-        self.detached(async move { this.allocate_inner(request, &actor).await })
+        self.detached(async move { this.allocate_inner(request, &tenant, &actor).await })
             .await
     }
 

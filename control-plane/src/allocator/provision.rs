@@ -24,12 +24,16 @@ impl Allocator {
     pub(super) async fn allocate_inner(
         &self,
         request: AllocationRequest,
+        tenant: &str,
         actor: &str,
     ) -> Result<(Created, AllocationRecord), AllocError> {
         let request = request::normalize(request)?;
         request::check_rotate_every(request.rotate_every_s, self.config.min_rotate_every_s)?;
-        let _order = self.locks.lock(&request.order_id).await;
-        if let Some(existing) = self.store.allocation_by_order(&request.order_id)? {
+        let _order = self
+            .locks
+            .lock(&format!("{tenant}\0{}", request.order_id))
+            .await;
+        if let Some(existing) = self.store.allocation_by_order(tenant, &request.order_id)? {
             if existing.state != AllocationState::Failed {
                 return same_request(existing, &request);
             }
@@ -44,7 +48,7 @@ impl Allocator {
         };
         let mut slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
         let password = generate_password();
-        let mut record = self.new_record(&request, &slot, &password);
+        let mut record = self.new_record(&request, &slot, &password, tenant);
         match self.store.insert_allocation(&record) {
             Ok(InsertOutcome::Inserted) => {}
             other => {
@@ -106,6 +110,7 @@ impl Allocator {
         request: &AllocationRequest,
         slot: &Reservation,
         password: &Secret,
+        tenant: &str,
     ) -> AllocationRecord {
         let allocation_id = random_id("al");
         let created_at = now();
@@ -131,6 +136,7 @@ impl Allocator {
             failure: None,
             request: request.clone(),
             replacements: Vec::new(),
+            tenant: tenant.to_string(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `GET /v1/agents`, `GET /v1/agents/{id}`, `DELETE /v1/agents/{id}` (admin): the enrolled
 //! agents merged with their live state, and revocation (which closes the live session at
 //! once, refuses every later connection with that key and releases the agent's
-//! allocations: `agent_revoked`).
+//! allocations: `agent_revoked`). `POST /v1/agents/{id}/approve` lets an agent enrolled
+//! under `[enroll] require_approval` get orders (audited).
 
 use super::auth::Admin;
 use super::error::ApiError;
@@ -40,6 +41,8 @@ pub struct AgentView {
     held_back: Vec<HeldBack>,
     enrolled_at: String,
     revoked: bool,
+    /// False while held for an admin's approval (no orders until then).
+    approved: bool,
 }
 
 /// One reason a box gets no new orders.
@@ -75,6 +78,7 @@ fn view(state: &AppState, record: AgentRecord) -> AgentView {
             .collect(),
         enrolled_at: rfc3339(record.enrolled_at),
         revoked: record.revoked,
+        approved: record.approved,
         agent_id: record.agent_id,
         label: record.label,
         hostname: record.hostname,
@@ -98,6 +102,32 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<AgentView>, ApiError> {
+    let record = state
+        .store
+        .agent(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
+    Ok(Json(view(&state, record)))
+}
+
+/// 200 with the agent, which may get orders from now on; 404 unknown. Audited once.
+pub async fn approve(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<AgentView>, ApiError> {
+    let Some(was_held) = state.store.approve_agent(&id)? else {
+        return Err(ApiError::not_found(format!("no agent {id:?}")));
+    };
+    state.fleet.set_awaiting_approval(&id, false);
+    if was_held {
+        info!(agent_id = %id, by = %caller.name, "agent approved for orders");
+        state.store.audit(
+            caller.actor(),
+            AuditAction::AgentApproved,
+            format!("agent:{id}"),
+            json!({}),
+        );
+    }
     let record = state
         .store
         .agent(&id)?

@@ -1,6 +1,15 @@
-//! `/v1/allocations` — create (idempotent by order id), show, list, renew, release, replace,
-//! and the traffic `usage` agents report — for admin or marketplace keys. Buyer `login` and `password` are shown to the marketplace
-//! role only; admin keys see them as `null` (operators do not need buyer credentials).
+//! `/v1/allocations` — create (idempotent by order id), show, list (paged), renew, release,
+//! replace, and the traffic `usage` agents report.
+//!
+//! **Tenants.** An allocation belongs to the tenant of the marketplace key that created it
+//! (admins create in the default tenant). A marketplace key sees only its tenant's
+//! allocations: another tenant's answer 404 as if they did not exist. Admins see every
+//! tenant's.
+//!
+//! **Buyer credentials.** `login` and `password` are shown to the owning marketplace only;
+//! admin keys see them as `null`. `replace` — which sends the buyer's password to another
+//! agent — is the owning marketplace's alone: an admin gets 403 and the attempt is audited
+//! (`privilege_refused`), so an admin key cannot move a buyer onto a box it enrolled.
 //! After the retention period `password` is `null` for everyone and `credentials_purged`
 //! is `true`.
 
@@ -11,7 +20,8 @@ use super::AppState;
 use crate::allocator::{Created, ReleaseStatus};
 use crate::ids::rfc3339;
 use crate::store::{
-    AllocationRecord, AllocationRequest, AllocationState, ReleaseReason, Replacement, Role,
+    AllocationRecord, AllocationRequest, AllocationState, AuditAction, ReleaseReason, Replacement,
+    Role, DEFAULT_TENANT,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -50,6 +60,8 @@ pub struct AllocationView {
     /// not): the buyer's IP may change that often whatever the order asked.
     box_rotation_s: Option<u64>,
     replacements: Vec<ReplacementView>,
+    /// The marketplace tenant it belongs to.
+    tenant: String,
 }
 
 /// One entry of the allocation's `replacements` history.
@@ -81,7 +93,7 @@ fn view(
     caller: &Caller,
     record: AllocationRecord,
 ) -> Result<AllocationView, ApiError> {
-    let (login, password) = if caller.role == Role::Marketplace {
+    let (login, password) = if caller.tenant.as_ref() == Some(&record.tenant) {
         let password = state.allocator.password(&record)?;
         (
             Some(record.login.clone()),
@@ -115,7 +127,18 @@ fn view(
         traffic_quota_mb: record.request.traffic_quota_mb,
         box_rotation_s,
         replacements: record.replacements.into_iter().map(Into::into).collect(),
+        tenant: record.tenant,
     })
+}
+
+/// The allocation `id` if `caller` may see it: 404 when it does not exist or belongs to
+/// another tenant (told apart by nobody, so ids of other tenants cannot be probed).
+fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<AllocationRecord, ApiError> {
+    state
+        .store
+        .allocation(id)?
+        .filter(|r| caller.tenant.as_ref().is_none_or(|t| *t == r.tenant))
+        .ok_or_else(|| ApiError::not_found(format!("no allocation {id:?}")))
 }
 
 /// `POST /v1/allocations`: 201 new, 200 same order again; errors per the contract.
@@ -124,7 +147,14 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<AllocationRequest>,
 ) -> Result<(StatusCode, Json<AllocationView>), ApiError> {
-    let (created, record) = state.allocator.allocate(request, caller.actor()).await?;
+    let tenant = caller
+        .tenant
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TENANT.into());
+    let (created, record) = state
+        .allocator
+        .allocate(request, tenant, caller.actor())
+        .await?;
     let status = if created == Created::New {
         StatusCode::CREATED
     } else {
@@ -139,23 +169,18 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<AllocationView>, ApiError> {
-    let record = state
-        .store
-        .allocation(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no allocation {id:?}")))?;
+    let record = owned(&state, &caller, &id)?;
     Ok(Json(view(&state, &caller, record)?))
 }
 
 /// `GET /v1/allocations/{id}/usage`: the traffic totals its agent(s) reported (monotonic;
 /// zeros and `measured_at: null` before the first report); 404 for an unknown allocation.
 pub async fn usage(
-    AnyRole(_caller): AnyRole,
+    AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<Value>, ApiError> {
-    if state.store.allocation(&id)?.is_none() {
-        return Err(ApiError::not_found(format!("no allocation {id:?}")));
-    }
+    owned(&state, &caller, &id)?;
     let totals = state.store.usage(&id)?;
     let measured_at = totals
         .and_then(|t| i128::from(t.measured_at_ms).checked_mul(1_000_000))
@@ -169,29 +194,80 @@ pub async fn usage(
     })))
 }
 
-/// List filters; unknown parameters are rejected.
+/// Allocations one page holds when `limit` is omitted.
+pub const DEFAULT_PAGE: usize = 100;
+/// Most allocations one page holds.
+pub const MAX_PAGE: usize = 1000;
+/// Index entries one page may read per allocation it can hold: a filter that matches
+/// little gives short pages (with a cursor), never a scan of the table.
+const EXAMINE_PER_ITEM: usize = 10;
+
+/// List filters and paging; unknown parameters are rejected.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     order_id: Option<String>,
     state: Option<AllocationState>,
+    /// Admins: only this tenant's (marketplace keys always see only their own).
+    tenant: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
-/// `GET /v1/allocations?order_id=&state=`, oldest first.
+/// `GET /v1/allocations?order_id=&state=&after=&limit=`: oldest first, a page at a time
+/// (`next_cursor` while more may follow; `null` at the end).
 pub async fn list(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut records = state.store.allocations_where(|a| {
-        q.order_id.as_ref().is_none_or(|o| *o == a.order_id) && q.state.is_none_or(|s| s == a.state)
-    })?;
-    records.sort_by_key(|a| a.created_at);
+    let tenant = match (&caller.tenant, q.tenant) {
+        (Some(own), Some(asked)) if *own != asked => return Err(ApiError::forbidden()),
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let (records, next_cursor) = match &q.order_id {
+        // The order index: one lookup.
+        Some(order_id) => {
+            let tenant = tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+            let found = state.store.allocation_by_order(tenant, order_id)?;
+            let records = found
+                .into_iter()
+                .filter(|a| q.state.is_none_or(|s| s == a.state))
+                .collect();
+            (records, None)
+        }
+        None => {
+            let cursor = q
+                .after
+                .as_deref()
+                .map(|c| {
+                    crate::ids::unhex(c).ok_or_else(|| ApiError::invalid("after: not a cursor"))
+                })
+                .transpose()?;
+            let page = state.store.allocations_page(
+                tenant.as_deref(),
+                cursor.as_deref(),
+                limit,
+                limit * EXAMINE_PER_ITEM,
+                |a| q.state.is_none_or(|s| s == a.state),
+            )?;
+            (page.records, page.next_cursor)
+        }
+    };
     let views = records
         .into_iter()
         .map(|r| view(&state, &caller, r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "allocations": views })))
+    Ok(Json(
+        json!({ "allocations": views, "next_cursor": next_cursor }),
+    ))
 }
 
 /// The renew body.
@@ -208,17 +284,30 @@ pub async fn renew(
     ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> Result<Json<AllocationView>, ApiError> {
+    owned(&state, &caller, &id)?;
     let record = state.allocator.renew(&id, body.duration_s).await?;
     Ok(Json(view(&state, &caller, record)?))
 }
 
 /// `POST /v1/allocations/{id}/replace`: 200 with the allocation moved to another modem
-/// (state `replaced`); 409 `no_capacity` / `invalid_state`; as provisioning otherwise.
+/// (state `replaced`); 409 `no_capacity` / `invalid_state`; as provisioning otherwise. The
+/// owning marketplace only (403 for admins, audited).
 pub async fn replace(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<AllocationView>, ApiError> {
+    if caller.role != Role::Marketplace {
+        tracing::warn!(by = %caller.name, allocation_id = %id, "an admin key tried to move a buyer's allocation: refused");
+        state.store.audit(
+            caller.actor(),
+            AuditAction::PrivilegeRefused,
+            format!("allocation:{id}"),
+            json!({"call": "replace", "why": "sends the buyer's password to another agent"}),
+        );
+        return Err(ApiError::forbidden());
+    }
+    owned(&state, &caller, &id)?;
     let record = state.allocator.replace(&id, caller.actor()).await?;
     Ok(Json(view(&state, &caller, record)?))
 }
@@ -229,6 +318,7 @@ pub async fn release(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<(StatusCode, Json<AllocationView>), ApiError> {
+    owned(&state, &caller, &id)?;
     let (status, record) = state.allocator.release(&id, caller.actor()).await?;
     let code = if status == ReleaseStatus::Done {
         StatusCode::OK

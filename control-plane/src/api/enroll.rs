@@ -65,6 +65,7 @@ pub async fn enroll(
         hostname: hostname.to_string(),
         enrolled_at: now(),
         revoked: false,
+        approved: !state.config.enroll.require_approval,
     };
     match state.store.enroll(&body.token, agent, now()) {
         Ok(agent) => {

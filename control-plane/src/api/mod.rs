@@ -1,8 +1,8 @@
 //! The REST API (`docs/api.md`), one file per resource. Routes are grouped by who may call
-//! them: unauthenticated (health, metrics, enrollment, the agent WebSocket), admin
-//! (enrollment tokens, agents, audit log, webhooks) and admin-or-marketplace (modems,
-//! allocations). Unknown routes and methods answer in the same JSON error shape as
-//! everything else.
+//! them: unauthenticated (health, metrics, enrollment, the agent WebSocket), admin (keys,
+//! enrollment tokens, agents, audit log) and admin-or-marketplace (modems, allocations,
+//! webhooks — a marketplace key sees its own tenant's only). Unknown routes and methods
+//! answer in the same JSON error shape as everything else.
 
 mod agents;
 mod allocations;
@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/agents/{agent_id}",
             get(agents::show).delete(agents::revoke),
         )
+        .route("/v1/agents/{agent_id}/approve", post(agents::approve))
         .route("/v1/modems", get(modems::list))
         .route("/v1/modems/{imei}/rotate", post(modems::rotate))
         .route(

@@ -1,8 +1,12 @@
-//! `/v1/webhooks` (admin): register an endpoint (201, its signing secret shown this once),
-//! list and show endpoints (never the secret), delete one (204; its undelivered events are
-//! dropped) and read its delivery log, newest first (`?limit`, default 50, at most 1000).
+//! `/v1/webhooks`: register an endpoint (201, its signing secret shown this once), list and
+//! show endpoints (never the secret), delete one (204; its undelivered events are dropped)
+//! and read its delivery log, newest first (`?limit`, default 50, at most 1000).
+//!
+//! Admins manage operators' endpoints (every event) and may register one for a tenant;
+//! a marketplace key manages its own tenant's endpoints only (its allocations' events and
+//! modem events; another tenant's endpoints answer 404).
 
-use super::auth::Admin;
+use super::auth::{AnyRole, Caller};
 use super::error::ApiError;
 use super::json::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
@@ -27,6 +31,9 @@ pub const MAX_DELIVERY_LIMIT: usize = 1000;
 pub struct CreateWebhook {
     url: String,
     events: Vec<String>,
+    /// Admins: register it for this tenant (marketplace keys: always their own).
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 /// `GET /v1/webhooks/{id}/deliveries` query.
@@ -52,7 +59,17 @@ fn view(endpoint: &WebhookEndpoint) -> Value {
         "url": endpoint.url,
         "events": endpoint.events,
         "created_at": rfc3339(endpoint.created_at),
+        "tenant": endpoint.tenant,
     })
+}
+
+/// The endpoint `id` if `caller` may manage it (404 otherwise, as if unknown).
+fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<WebhookEndpoint, ApiError> {
+    state
+        .webhooks
+        .endpoint(id)?
+        .filter(|e| caller.tenant.is_none() || e.tenant == caller.tenant)
+        .ok_or_else(|| unknown(id))
 }
 
 fn delivery_view(delivery: &Delivery) -> Value {
@@ -72,17 +89,29 @@ fn delivery_view(delivery: &Delivery) -> Value {
 
 /// 201 with the endpoint and `secret`.
 pub async fn create(
-    Admin(caller): Admin,
+    AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (endpoint, secret) = state.webhooks.register(&body.url, &body.events)?;
+    let tenant = match (&caller.tenant, body.tenant) {
+        (Some(own), Some(asked)) if *own != asked => return Err(ApiError::forbidden()),
+        (Some(own), _) => Some(own.clone()),
+        (None, Some(asked)) if !crate::store::valid_tenant(&asked) => {
+            return Err(ApiError::invalid(
+                "tenant must be 1–64 characters of [a-z0-9._-]",
+            ))
+        }
+        (None, asked) => asked,
+    };
+    let (endpoint, secret) = state
+        .webhooks
+        .register(&body.url, &body.events, tenant.as_deref())?;
     info!(webhook_id = %endpoint.webhook_id, by = %caller.name, "webhook registered");
     state.store.audit(
         caller.actor(),
         AuditAction::WebhookCreated,
         format!("webhook:{}", endpoint.webhook_id),
-        json!({"events": endpoint.events}),
+        json!({"events": endpoint.events, "tenant": endpoint.tenant}),
     );
     let mut answer = view(&endpoint);
     answer["secret"] = json!(secret.expose());
@@ -90,27 +119,36 @@ pub async fn create(
 }
 
 /// 200 `{"webhooks":[...]}`.
-pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let endpoints: Vec<Value> = state.webhooks.endpoints()?.iter().map(view).collect();
+pub async fn list(
+    AnyRole(caller): AnyRole,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let endpoints: Vec<Value> = state
+        .webhooks
+        .endpoints()?
+        .iter()
+        .filter(|e| caller.tenant.is_none() || e.tenant == caller.tenant)
+        .map(view)
+        .collect();
     Ok(Json(json!({ "webhooks": endpoints })))
 }
 
 /// 200 with one endpoint; 404 when unknown.
 pub async fn show(
-    _: Admin,
+    AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<Value>, ApiError> {
-    let endpoint = state.webhooks.endpoint(&id)?.ok_or_else(|| unknown(&id))?;
-    Ok(Json(view(&endpoint)))
+    Ok(Json(view(&visible(&state, &caller, &id)?)))
 }
 
 /// 204; 404 when unknown.
 pub async fn remove(
-    Admin(caller): Admin,
+    AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
+    visible(&state, &caller, &id)?;
     if !state.webhooks.remove(&id)? {
         return Err(unknown(&id));
     }
@@ -126,7 +164,7 @@ pub async fn remove(
 
 /// 200 `{"deliveries":[...]}`, newest first; 404 when the endpoint is unknown.
 pub async fn deliveries(
-    _: Admin,
+    AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
@@ -137,9 +175,7 @@ pub async fn deliveries(
             "limit must be between 1 and {MAX_DELIVERY_LIMIT}"
         )));
     }
-    if state.webhooks.endpoint(&id)?.is_none() {
-        return Err(unknown(&id));
-    }
+    visible(&state, &caller, &id)?;
     let list: Vec<Value> = state
         .webhooks
         .deliveries(&id, limit)?

@@ -86,6 +86,7 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
                "protocol_version": version, "agent_version": agent_version}),
     );
     ctx.fleet.connected(&agent_id, &session_id, &agent_version);
+    ctx.fleet.set_awaiting_approval(&agent_id, !agent.approved);
     let (label, hostname) = (&agent.label, &agent.hostname);
     let object = events::agent_object(&agent_id, label, hostname, &agent_version, None);
     ctx.domain_events.emit(EventType::AgentConnected, object);

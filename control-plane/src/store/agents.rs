@@ -23,6 +23,14 @@ pub struct AgentRecord {
     pub enrolled_at: OffsetDateTime,
     /// Revoked agents can never connect again.
     pub revoked: bool,
+    /// Whether it may get orders: false while held for an admin's approval
+    /// (`[enroll] require_approval`); agents enrolled before approvals existed are.
+    #[serde(default = "approved_by_default")]
+    pub approved: bool,
+}
+
+fn approved_by_default() -> bool {
+    true
 }
 
 fn ser_b64<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -46,6 +54,19 @@ impl Store {
     /// Every enrolled agent, revoked ones included, ordered by id.
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.agents.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Marks an agent approved for orders and flushes; `None` when unknown, else whether
+    /// it was held until now.
+    pub fn approve_agent(&self, agent_id: &str) -> Result<Option<bool>, StoreError> {
+        let Some(mut record) = self.agent(agent_id)? else {
+            return Ok(None);
+        };
+        let was_held = !record.approved;
+        record.approved = true;
+        self.agents.insert(agent_id.as_bytes(), encode(&record)?)?;
+        self.flush()?;
+        Ok(Some(was_held))
     }
 
     /// Marks an agent revoked and flushes; `false` when the agent is unknown.

@@ -1,8 +1,11 @@
-//! The allocation table (allocation id → record) and its order index (order id → the
-//! allocation currently holding that order). A new allocation and its index entry are
-//! written in one transaction, so one order id never gets two live allocations.
+//! The allocation table (allocation id → record), its order index (tenant and order id →
+//! the allocation currently holding that order) and its tenant index (tenant, creation
+//! time, id → nothing: the tenant's allocations oldest first, for paging). A new
+//! allocation and its index entries are written in one transaction, so one order id never
+//! gets two live allocations. Order ids are per tenant: two marketplaces may use the same
+//! one. The default tenant's order keys are the bare order id, as before tenants existed.
 
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, Store, StoreError, DEFAULT_TENANT};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -192,6 +195,53 @@ pub struct AllocationRecord {
     /// Every move to another modem, oldest first (empty when none).
     #[serde(default)]
     pub replacements: Vec<Replacement>,
+    /// The marketplace tenant it belongs to (only that tenant's keys see it).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+fn default_tenant() -> String {
+    DEFAULT_TENANT.to_string()
+}
+
+/// The order index key of `order_id` in `tenant` (order ids are printable: no NUL).
+fn order_key(tenant: &str, order_id: &str) -> Vec<u8> {
+    if tenant == DEFAULT_TENANT {
+        return order_id.as_bytes().to_vec();
+    }
+    [tenant.as_bytes(), b"\0", order_id.as_bytes()].concat()
+}
+
+/// The tenant index key of `record`: tenant, NUL, creation time (big-endian µs), id.
+fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
+    let micros = u64::try_from(record.created_at.unix_timestamp_nanos() / 1000).unwrap_or(0);
+    [
+        record.tenant.as_bytes(),
+        b"\0",
+        &micros.to_be_bytes(),
+        record.allocation_id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// The state of a stored record, decoding nothing else.
+fn stored_state(raw: &[u8]) -> Option<AllocationState> {
+    #[derive(Deserialize)]
+    struct StateOnly {
+        state: AllocationState,
+    }
+    serde_json::from_slice::<StateOnly>(raw)
+        .ok()
+        .map(|s| s.state)
+}
+
+/// One page of a tenant's (or every tenant's) allocations, oldest first.
+#[derive(Debug)]
+pub struct AllocationPage {
+    /// The allocations that matched.
+    pub records: Vec<AllocationRecord>,
+    /// Where the next page starts (opaque hex), while the index goes on.
+    pub next_cursor: Option<String>,
 }
 
 impl AllocationRecord {
@@ -228,9 +278,12 @@ impl Store {
         record: &AllocationRecord,
     ) -> Result<InsertOutcome, StoreError> {
         let value = encode(record)?;
-        let order_key = record.order_id.as_bytes();
+        let order_key = order_key(&record.tenant, &record.order_id);
+        let order_key = order_key.as_slice();
+        let tenant_key = tenant_key(record);
         let mut live = self.live.lock();
-        let result = (&self.allocations, &self.orders).transaction(|(allocations, orders)| {
+        let trees = (&self.allocations, &self.orders, &self.by_tenant);
+        let result = trees.transaction(|(allocations, orders, by_tenant)| {
             if let Some(existing_id) = orders.get(order_key)? {
                 if let Some(raw) = allocations.get(&existing_id)? {
                     let existing: AllocationRecord = decode(&raw).or_else(abort)?;
@@ -242,6 +295,7 @@ impl Store {
             }
             allocations.insert(record.allocation_id.as_bytes(), value.as_slice())?;
             orders.insert(order_key, record.allocation_id.as_bytes())?;
+            by_tenant.insert(tenant_key.as_slice(), &[])?;
             Ok::<_, ConflictableTransactionError<StoreError>>(InsertOutcome::Inserted)
         });
         let outcome = match result {
@@ -251,6 +305,7 @@ impl Store {
         };
         if matches!(outcome, InsertOutcome::Inserted) {
             live.note(record);
+            live.counted(None, record.state);
         }
         Ok(outcome)
     }
@@ -272,9 +327,15 @@ impl Store {
     fn write_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
         let value = encode(record)?;
         let mut live = self.live.lock();
-        self.allocations
+        let previous = self
+            .allocations
             .insert(record.allocation_id.as_bytes(), value)?;
+        if previous.is_none() {
+            // Written without `insert_allocation` (tests, repairs): index it too.
+            self.by_tenant.insert(tenant_key(record), &[])?;
+        }
         live.note(record);
+        live.counted(previous.as_deref().and_then(stored_state), record.state);
         Ok(())
     }
 
@@ -310,12 +371,86 @@ impl Store {
             .transpose()
     }
 
-    /// The allocation currently holding `order_id` (the latest attempt).
+    /// How many allocations are in each state (kept as they change, never a scan).
+    pub fn allocation_counts(&self) -> Vec<(AllocationState, u64)> {
+        self.live.lock().counts()
+    }
+
+    /// Up to `limit` allocations of `tenant` (every tenant: `None`, tenant by tenant) for
+    /// which `keep` is true, oldest first, after `cursor`. At most `examine` index entries
+    /// are read whatever matches, so a page costs the same however large the table: a page
+    /// may come back short (even empty) with a `next_cursor` to go on from.
+    pub fn allocations_page(
+        &self,
+        tenant: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+        examine: usize,
+        mut keep: impl FnMut(&AllocationRecord) -> bool,
+    ) -> Result<AllocationPage, StoreError> {
+        let prefix = tenant
+            .map(|t| [t.as_bytes(), b"\0"].concat())
+            .unwrap_or_default();
+        let start = match cursor {
+            Some(c) => std::ops::Bound::Excluded(c.to_vec()),
+            None => std::ops::Bound::Included(prefix.clone()),
+        };
+        let mut records = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        let entries = self.by_tenant.range((start, std::ops::Bound::Unbounded));
+        for (examined, entry) in entries.enumerate() {
+            let (key, _) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if records.len() == limit || examined == examine {
+                more = true;
+                break;
+            }
+            // Tenant names hold no NUL: the first one ends the tenant; 8 bytes of time follow.
+            let id = key
+                .iter()
+                .position(|b| *b == 0)
+                .and_then(|sep| key.get(sep + 9..))
+                .unwrap_or_default();
+            if let Some(record) = self.allocation(&String::from_utf8_lossy(id))? {
+                if keep(&record) {
+                    records.push(record);
+                }
+            }
+            last = Some(key);
+        }
+        let next_cursor = if more {
+            last.map(|k| crate::ids::hex(&k))
+        } else {
+            None
+        };
+        Ok(AllocationPage {
+            records,
+            next_cursor,
+        })
+    }
+
+    /// Builds the tenant index of a database written before it existed (once, at open).
+    pub(super) fn index_tenants(&self) -> Result<(), StoreError> {
+        if !self.by_tenant.is_empty() || self.allocations.is_empty() {
+            return Ok(());
+        }
+        for value in self.allocations.iter().values() {
+            let record: AllocationRecord = decode(&value?)?;
+            self.by_tenant.insert(tenant_key(&record), &[])?;
+        }
+        Ok(())
+    }
+
+    /// The allocation of `tenant` currently holding `order_id` (the latest attempt).
     pub fn allocation_by_order(
         &self,
+        tenant: &str,
         order_id: &str,
     ) -> Result<Option<AllocationRecord>, StoreError> {
-        match self.orders.get(order_id.as_bytes())? {
+        match self.orders.get(order_key(tenant, order_id))? {
             Some(id) => self.allocations.get(id)?.map(|v| decode(&v)).transpose(),
             None => Ok(None),
         }

@@ -62,6 +62,11 @@ pub enum AuditAction {
     PolicyDenied,
     /// A client used up its budget of failed authentications (once per burst).
     AuthFailureBurst,
+    /// A key tried a call its role may not make because of what it would reveal or move
+    /// (an admin replacing a buyer's allocation).
+    PrivilegeRefused,
+    /// An admin approved an agent held for approval (`[enroll] require_approval`).
+    AgentApproved,
     /// An admin registered a webhook endpoint.
     WebhookCreated,
     /// An admin deleted a webhook endpoint.

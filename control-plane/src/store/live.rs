@@ -28,9 +28,36 @@ pub(super) struct Live {
     by_id: HashMap<String, Entry>,
     by_agent: HashMap<String, BTreeSet<String>>,
     by_expiry: BTreeSet<(OffsetDateTime, String)>,
+    /// How many allocations are in each state (of `AllocationState::ALL`), all of them,
+    /// ended ones included: `/metrics` reads this instead of the table.
+    counts: [u64; AllocationState::ALL.len()],
+}
+
+fn slot(state: AllocationState) -> usize {
+    AllocationState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or(0)
 }
 
 impl Live {
+    /// Counts a record written in `current` state that was in `previous` (`None`: new).
+    pub(super) fn counted(&mut self, previous: Option<AllocationState>, current: AllocationState) {
+        if let Some(previous) = previous {
+            let n = &mut self.counts[slot(previous)];
+            *n = n.saturating_sub(1);
+        }
+        self.counts[slot(current)] += 1;
+    }
+
+    /// How many allocations are in each state.
+    pub(super) fn counts(&self) -> Vec<(AllocationState, u64)> {
+        AllocationState::ALL
+            .iter()
+            .map(|s| (*s, self.counts[slot(*s)]))
+            .collect()
+    }
+
     /// Makes the index agree with `record` as just written.
     pub(super) fn note(&mut self, record: &AllocationRecord) {
         self.forget(&record.allocation_id);
@@ -112,6 +139,7 @@ impl LiveIndex {
         for value in tree.iter().values() {
             let record: AllocationRecord = decode(&value?)?;
             live.note(&record);
+            live.counted(None, record.state);
         }
         Ok(LiveIndex(Mutex::new(live)))
     }
@@ -190,6 +218,11 @@ mod tests {
                 .put_allocation(&record("al_1", "ag_a", AllocationState::Releasing, -1))
                 .unwrap();
             assert!(store.expiring(crate::ids::now()).unwrap().0.is_empty());
+            let counts = store.allocation_counts();
+            let count = |state| counts.iter().find(|(s, _)| *s == state).unwrap().1;
+            assert_eq!(count(AllocationState::Releasing), 2);
+            assert_eq!(count(AllocationState::Active), 1);
+            assert_eq!(count(AllocationState::Pending), 0);
         }
         let store = Store::open(dir.path()).unwrap();
         let of_a = store
@@ -204,5 +237,15 @@ mod tests {
             .agent_allocations("ag_nobody", |_| true)
             .unwrap()
             .is_empty());
+        let counts = store.allocation_counts();
+        let count = |state| counts.iter().find(|(s, _)| *s == state).unwrap().1;
+        assert_eq!(
+            (
+                count(AllocationState::Releasing),
+                count(AllocationState::Released)
+            ),
+            (2, 1),
+            "rebuilt at open"
+        );
     }
 }

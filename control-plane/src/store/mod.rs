@@ -20,8 +20,8 @@ mod webhooks;
 
 pub use agents::AgentRecord;
 pub use allocations::{
-    AllocationRecord, AllocationRequest, AllocationState, InsertOutcome, ReleaseReason,
-    Replacement, ReplacementReason,
+    AllocationPage, AllocationRecord, AllocationRequest, AllocationState, InsertOutcome,
+    ReleaseReason, Replacement, ReplacementReason,
 };
 pub use audit::{AuditAction, AuditEvent};
 pub use audit_page::{AuditCursor, AuditEntry, AuditPage, InvalidCursor};
@@ -67,6 +67,8 @@ pub struct Store {
     agents: sled::Tree,
     allocations: sled::Tree,
     orders: sled::Tree,
+    /// Tenant, creation time, allocation id → nothing: paging (see `allocations`).
+    by_tenant: sled::Tree,
     commands: sled::Tree,
     audit: sled::Tree,
     /// IMEI → the modem's last IP rotation, mirrored in memory (see `rotations`).
@@ -99,7 +101,7 @@ impl Store {
         };
         let audit = db.open_tree("audit")?;
         let allocations = db.open_tree("allocations")?;
-        Ok(Store {
+        let store = Store {
             live: Arc::new(live::LiveIndex::build(&allocations)?),
             commit: Arc::new(durable::GroupCommit::start(db.clone()).map_err(sled::Error::Io)?),
             audit_last: Arc::new(AtomicU64::new(audit::last_key(&audit)?)),
@@ -110,12 +112,15 @@ impl Store {
             agents: db.open_tree("agents")?,
             allocations,
             orders: db.open_tree("allocation_orders")?,
+            by_tenant: db.open_tree("allocations_by_tenant")?,
             commands: db.open_tree("pending_commands")?,
             rotations: Arc::new(rotations::Rotations::open(&db)?),
             usage: db.open_tree("allocation_usage")?,
             webhooks: webhooks::Trees::open(&db)?,
             db,
-        })
+        };
+        store.index_tenants()?;
+        Ok(store)
     }
 
     /// Forces every write so far to disk, blocking: concurrent callers share one flush

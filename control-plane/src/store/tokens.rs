@@ -140,6 +140,7 @@ mod tests {
             hostname: "h".into(),
             enrolled_at: crate::ids::now(),
             revoked: false,
+            approved: true,
         }
     }
 

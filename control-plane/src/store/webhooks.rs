@@ -55,6 +55,10 @@ pub struct WebhookEndpoint {
     /// When it was registered.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The marketplace tenant it serves: its allocation events only, and modem events
+    /// (`None`: an operator's endpoint, which gets every event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl fmt::Debug for WebhookEndpoint {

@@ -83,6 +83,7 @@ fn removed_endpoints_lose_their_deliveries_and_pruning_keeps_the_newest() {
         events: vec!["*".into()],
         secret_sealed: "canary-sealed-value".into(),
         created_at: t0,
+        tenant: None,
     };
     assert!(!format!("{endpoint:?}").contains("canary"));
     store.put_webhook_endpoint(&endpoint).unwrap();

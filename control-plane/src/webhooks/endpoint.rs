@@ -15,6 +15,8 @@ use reqwest::Url;
 pub const MAX_URL_LEN: usize = 2048;
 /// Most endpoints one control plane accepts (each event is stored once per endpoint).
 pub const MAX_ENDPOINTS: usize = 50;
+/// Most endpoints one marketplace tenant may hold, so one cannot take every slot.
+pub const MAX_TENANT_ENDPOINTS: usize = 10;
 /// The event name that subscribes to every type, present and future.
 pub const ALL_EVENTS: &str = "*";
 
@@ -25,18 +27,32 @@ pub fn secret_context(webhook_id: &str) -> String {
 }
 
 impl Webhooks {
-    /// Registers an endpoint; returns it with its signing secret (shown once, never again).
+    /// Registers an endpoint for `tenant` (`None`: an operator's); returns it with its
+    /// signing secret (shown once, never again).
     pub fn register(
         &self,
         url: &str,
         events: &[String],
+        tenant: Option<&str>,
     ) -> Result<(WebhookEndpoint, Secret), WebhookError> {
         let url = check_url(url).map_err(WebhookError::Invalid)?;
         let events = check_events(events).map_err(WebhookError::Invalid)?;
+        if tenant.is_some() && events.iter().any(|e| e.starts_with("agent.")) {
+            return Err(WebhookError::Invalid(
+                "agent events are for operators' endpoints".into(),
+            ));
+        }
         let store = &self.inner.store;
-        if store.webhook_endpoints()?.len() >= MAX_ENDPOINTS {
+        let existing = store.webhook_endpoints()?;
+        if existing.len() >= MAX_ENDPOINTS {
             return Err(WebhookError::Invalid(format!(
                 "at most {MAX_ENDPOINTS} webhooks can be registered; delete one first"
+            )));
+        }
+        let of_tenant = existing.iter().filter(|e| e.tenant.as_deref() == tenant);
+        if tenant.is_some() && of_tenant.count() >= MAX_TENANT_ENDPOINTS {
+            return Err(WebhookError::Invalid(format!(
+                "at most {MAX_TENANT_ENDPOINTS} webhooks per tenant; delete one first"
             )));
         }
         let webhook_id = random_id("wh");
@@ -53,6 +69,7 @@ impl Webhooks {
             url,
             events,
             created_at: now(),
+            tenant: tenant.map(str::to_owned),
         };
         store.put_webhook_endpoint(&endpoint)?;
         self.refresh_subscriptions()?;

@@ -25,6 +25,20 @@ fn wants(endpoint: &WebhookEndpoint, kind: EventType) -> bool {
         .any(|e| e == super::endpoint::ALL_EVENTS || e == kind.as_str())
 }
 
+/// Whether `endpoint` may receive this event: an operator's gets everything; a tenant's
+/// gets its own allocations' events and modem events (what `GET /v1/modems` shows every
+/// marketplace), never another tenant's allocations or the agents' events.
+fn sees(endpoint: &WebhookEndpoint, kind: EventType, object: &Value) -> bool {
+    let Some(tenant) = &endpoint.tenant else {
+        return true;
+    };
+    match kind.as_str().split_once('.').map(|(family, _)| family) {
+        Some("allocation") => object["tenant"].as_str() == Some(tenant.as_str()),
+        Some("modem") => true,
+        _ => false,
+    }
+}
+
 impl Webhooks {
     /// Whether any endpoint subscribes to `kind`.
     pub fn wants(&self, kind: EventType) -> bool {
@@ -52,7 +66,7 @@ impl Webhooks {
         let endpoints: Vec<WebhookEndpoint> = store
             .webhook_endpoints()?
             .into_iter()
-            .filter(|e| wants(e, kind))
+            .filter(|e| wants(e, kind) && sees(e, kind, &object))
             .collect();
         if endpoints.is_empty() {
             return Ok(0);

@@ -34,7 +34,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance_s: i
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
-            Some(("v1", v)) => tags.extend(unhex(v)),
+            Some(("v1", v)) => tags.extend(crate::ids::unhex(v)),
             _ => {}
         }
     }
@@ -55,16 +55,6 @@ fn signed_payload(timestamp: i64, body: &[u8]) -> Vec<u8> {
     let mut payload = format!("{timestamp}.").into_bytes();
     payload.extend_from_slice(body);
     payload
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -88,7 +88,19 @@ pub async fn release_ok(agent: &mut FakeAgent) -> String {
 
 /// Allocates `order_id` (201) with the agent confirming; returns the allocation object.
 pub async fn allocate(plane: &Arc<TestPlane>, agent: &mut FakeAgent, order_id: &str) -> Value {
-    let pending = post_allocation(plane, order(order_id));
+    let key = plane.market.clone();
+    allocate_as(plane, &key, agent, order_id).await
+}
+
+/// [`allocate`] with the API key `key` (another tenant's, an admin's).
+pub async fn allocate_as(
+    plane: &Arc<TestPlane>,
+    key: &str,
+    agent: &mut FakeAgent,
+    order_id: &str,
+) -> Value {
+    let (p, key, body) = (plane.clone(), key.to_owned(), order(order_id));
+    let pending = tokio::spawn(async move { p.post("/v1/allocations", &key, body).await });
     provision_ok(agent).await;
     let r = pending.await.unwrap();
     assert_eq!(r.status, 201, "{}", r.body);

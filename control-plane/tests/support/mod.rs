@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod flows;
 pub mod http;
+pub mod receiver;
 
 pub use agent::{modem, FakeAgent, Identity};
 pub use http::Response;
