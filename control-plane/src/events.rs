@@ -35,6 +35,10 @@ pub enum EventType {
     ModemOffline,
     /// A modem came (back) online.
     ModemOnline,
+    /// An IMEI is reported by more than one agent: no copy is sold until resolved.
+    ModemDuplicateIdentity,
+    /// An admin named the owner of a duplicate IMEI: its copy is sold again.
+    ModemIdentityResolved,
     /// An agent's session was authenticated.
     AgentConnected,
     /// An agent's session ended.
@@ -47,7 +51,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, for validation and docs.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         Self::AllocationActive,
         Self::AllocationReleased,
         Self::AllocationFailed,
@@ -56,6 +60,8 @@ impl EventType {
         Self::AllocationExpiring,
         Self::ModemOffline,
         Self::ModemOnline,
+        Self::ModemDuplicateIdentity,
+        Self::ModemIdentityResolved,
         Self::AgentConnected,
         Self::AgentDisconnected,
         Self::AgentHealthLimited,
@@ -73,6 +79,8 @@ impl EventType {
             Self::AllocationExpiring => "allocation.expiring",
             Self::ModemOffline => "modem.offline",
             Self::ModemOnline => "modem.online",
+            Self::ModemDuplicateIdentity => "modem.duplicate_identity",
+            Self::ModemIdentityResolved => "modem.identity_resolved",
             Self::AgentConnected => "agent.connected",
             Self::AgentDisconnected => "agent.disconnected",
             Self::AgentHealthLimited => "agent.health_limited",

@@ -128,6 +128,9 @@ pub struct ModemView {
     /// The BOX rotates this modem's IP by itself this often, seconds (`null`: unknown,
     /// 0: it does not).
     pub auto_rotation_s: Option<u64>,
+    /// Another agent reports the same IMEI and no admin named this one its owner (or one
+    /// named another): not sold until resolved (`POST /v1/modems/{imei}/resolve`).
+    pub duplicate_identity: bool,
 }
 
 /// A slot reserved on a modem for a new allocation.
@@ -156,36 +159,86 @@ pub struct Outage {
     pub agent_away_since: Option<Instant>,
 }
 
+/// Per-modem state is kept per (agent, IMEI): an IMEI is a claim an agent makes, and two
+/// agents claiming one (a cloned or re-enrolled box, or an impostor) must not share a load,
+/// an offline clock or a sale.
 #[derive(Debug, Default)]
 struct Inner {
     agents: HashMap<String, LiveAgent>,
-    load: HashMap<String, u32>,
+    /// Agent id → IMEI → live allocations on that agent's modem.
+    load: HashMap<String, HashMap<String, u32>>,
     /// Available modems by pool and IMEI holders, for `reserve` and `locate` (see `index`).
     index: index::Index,
-    /// IMEI → since when it is offline or gone from its agent's inventory.
-    offline_since: HashMap<String, Instant>,
+    /// Agent id → IMEI → since when that agent's modem is offline or gone from its
+    /// inventory.
+    offline_since: HashMap<String, HashMap<String, Instant>>,
     /// Agent id → since when it is disconnected.
     away_since: HashMap<String, Instant>,
+    /// IMEI → the agent an admin named its owner (`POST /v1/modems/{imei}/resolve`): only
+    /// that agent's copy is sold, whoever else reports it.
+    owners: HashMap<String, String>,
 }
 
 impl Inner {
     /// Notes a modem's reported state; true when it went offline or came back.
-    fn modem_seen(&mut self, imei: &str, online: bool) -> bool {
+    fn modem_seen(&mut self, agent_id: &str, imei: &str, online: bool) -> bool {
         if online {
-            self.offline_since.remove(imei).is_some()
+            let clocks = self.offline_since.get_mut(agent_id);
+            clocks.is_some_and(|c| c.remove(imei).is_some())
         } else {
-            self.modem_gone(imei)
+            self.modem_gone(agent_id, imei)
         }
     }
 
     /// Starts the modem's offline clock unless it is running; true when it started.
-    fn modem_gone(&mut self, imei: &str) -> bool {
-        if self.offline_since.contains_key(imei) {
+    fn modem_gone(&mut self, agent_id: &str, imei: &str) -> bool {
+        let clocks = self.offline_since.entry(agent_id.to_string()).or_default();
+        if clocks.contains_key(imei) {
             return false;
         }
-        self.offline_since.insert(imei.to_string(), Instant::now());
+        clocks.insert(imei.to_string(), Instant::now());
         true
     }
+
+    fn offline_since(&self, agent_id: &str, imei: &str) -> Option<Instant> {
+        self.offline_since.get(agent_id)?.get(imei).copied()
+    }
+
+    /// Live allocations on `imei` of `agent_id`.
+    pub(super) fn load_of(&self, agent_id: &str, imei: &str) -> u32 {
+        self.load
+            .get(agent_id)
+            .and_then(|m| m.get(imei))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether `agent_id`'s copy of `imei` is contested: another agent reports the same IMEI
+    /// and no admin has named an owner, or an admin named another agent.
+    pub(super) fn contested(&self, agent_id: &str, imei: &str) -> bool {
+        match self.owners.get(imei) {
+            Some(owner) => owner != agent_id,
+            None => self.holders(imei).len() > 1,
+        }
+    }
+}
+
+/// An IMEI reported by more than one agent (`Fleet::replace_inventory`, `apply_changes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The IMEI.
+    pub imei: String,
+    /// Every agent reporting it.
+    pub agent_ids: Vec<String>,
+}
+
+/// Who reports an IMEI (`Fleet::locate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// One agent, or the owner an admin named; whether it is connected.
+    Agent(String, bool),
+    /// Several agents and no owner named: nothing is done to it until an admin resolves.
+    Contested(Vec<String>),
 }
 
 /// A box's health crossed a limit (`Fleet::set_health`).
@@ -284,6 +337,7 @@ impl Fleet {
     pub fn forget(&self, agent_id: &str) {
         let mut inner = self.write_agent(agent_id);
         inner.agents.remove(agent_id);
+        inner.offline_since.remove(agent_id);
         // It will not come back: its allocations are away from now (if not already).
         inner
             .away_since
@@ -298,8 +352,10 @@ impl Fleet {
         }
     }
 
-    /// Replaces everything known about the agent's box.
-    pub fn replace_inventory(&self, agent_id: &str, inventory: Inventory) {
+    /// Replaces everything known about the agent's box; returns the IMEIs it reports that
+    /// another agent reports too, newly so.
+    pub fn replace_inventory(&self, agent_id: &str, inventory: Inventory) -> Vec<Duplicate> {
+        let before = self.duplicates_of(agent_id);
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.site = Some(inventory.site);
@@ -323,19 +379,21 @@ impl Fleet {
             .keys()
             .filter(|imei| !seen.iter().any(|(i, _)| i == *imei))
         {
-            changed |= inner.modem_gone(imei);
+            changed |= inner.modem_gone(agent_id, imei);
         }
         for (imei, online) in seen {
-            changed |= inner.modem_seen(&imei, online);
+            changed |= inner.modem_seen(agent_id, &imei, online);
         }
         drop(inner);
         if changed {
             self.health.notify_one();
         }
+        self.new_duplicates(agent_id, &before)
     }
 
-    /// Applies a change report.
-    pub fn apply_changes(&self, agent_id: &str, changes: ModemsChanged) {
+    /// Applies a change report; returns the IMEIs newly reported by another agent too.
+    pub fn apply_changes(&self, agent_id: &str, changes: ModemsChanged) -> Vec<Duplicate> {
+        let before = self.duplicates_of(agent_id);
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.proxysmart_reachable = changes.proxysmart_reachable;
@@ -352,15 +410,55 @@ impl Fleet {
         }
         let mut changed = false;
         for imei in &changes.removed {
-            changed |= inner.modem_gone(imei);
+            changed |= inner.modem_gone(agent_id, imei);
         }
         for (imei, online) in seen {
-            changed |= inner.modem_seen(&imei, online);
+            changed |= inner.modem_seen(agent_id, &imei, online);
         }
         drop(inner);
         if changed {
             self.health.notify_one();
         }
+        self.new_duplicates(agent_id, &before)
+    }
+
+    /// The IMEIs of `agent_id` that another agent reports too.
+    fn duplicates_of(&self, agent_id: &str) -> Vec<Duplicate> {
+        let inner = self.read();
+        let Some(agent) = inner.agents.get(agent_id) else {
+            return Vec::new();
+        };
+        agent
+            .modems
+            .keys()
+            .filter_map(|imei| {
+                let agent_ids = inner.holders(imei);
+                (agent_ids.len() > 1).then(|| Duplicate {
+                    imei: imei.clone(),
+                    agent_ids,
+                })
+            })
+            .collect()
+    }
+
+    /// The duplicates of `agent_id` now that were not in `before`.
+    fn new_duplicates(&self, agent_id: &str, before: &[Duplicate]) -> Vec<Duplicate> {
+        self.duplicates_of(agent_id)
+            .into_iter()
+            .filter(|d| !before.iter().any(|b| b.imei == d.imei))
+            .collect()
+    }
+
+    /// Names `agent_id` the owner of `imei` (an admin resolved a duplicate): only its copy
+    /// is sold from now on. Loaded from storage at start for every recorded owner.
+    pub fn set_owner(&self, imei: &str, agent_id: &str) {
+        let mut inner = self.write();
+        inner.set_owner(imei, agent_id, self.capacity);
+    }
+
+    /// The agents reporting `imei` now.
+    pub fn holders(&self, imei: &str) -> Vec<String> {
+        self.read().holders(imei)
     }
 
     /// The health limits the plane applies (sent to agents in `welcome`).
@@ -459,7 +557,7 @@ impl Fleet {
         let Some(agent) = inner.agents.get(agent_id) else {
             let away = inner.away_since.get(agent_id).copied();
             return Outage {
-                modem_offline_since: inner.offline_since.get(imei).copied(),
+                modem_offline_since: inner.offline_since(agent_id, imei),
                 agent_away_since: Some(away.unwrap_or(self.started)),
             };
         };
@@ -471,14 +569,14 @@ impl Fleet {
         let modem_offline_since = match listed {
             Some(true) => None,
             Some(false) => {
-                inner.modem_gone(imei);
-                inner.offline_since.get(imei).copied()
+                inner.modem_gone(agent_id, imei);
+                inner.offline_since(agent_id, imei)
             }
             None if has_inventory => {
-                inner.modem_gone(imei);
-                inner.offline_since.get(imei).copied()
+                inner.modem_gone(agent_id, imei);
+                inner.offline_since(agent_id, imei)
             }
-            None => inner.offline_since.get(imei).copied(),
+            None => inner.offline_since(agent_id, imei),
         };
         Outage {
             modem_offline_since,
@@ -529,19 +627,22 @@ impl Fleet {
             .collect()
     }
 
-    /// The agent currently reporting `imei`, preferring a connected one.
-    pub fn locate(&self, imei: &str) -> Option<(String, bool)> {
+    /// The agent to act on `imei` through: its only reporter, or the owner an admin named
+    /// (`None` when that owner does not report it now); contested while several report it
+    /// and none was named.
+    pub fn locate(&self, imei: &str) -> Option<Located> {
         let inner = self.read();
-        let mut found: Vec<(String, bool)> = inner
-            .holders(imei)
-            .into_iter()
-            .filter_map(|id| {
-                let connected = inner.agents.get(&id)?.connected;
-                Some((id, connected))
-            })
-            .collect();
-        found.sort_by_key(|(_, connected)| !connected);
-        found.into_iter().next()
+        let holders = inner.holders(imei);
+        let connected = |id: &str| inner.agents.get(id).is_some_and(|a| a.connected);
+        match (inner.owners.get(imei), holders.as_slice()) {
+            (Some(owner), _) => holders
+                .iter()
+                .find(|h| *h == owner)
+                .map(|h| Located::Agent(h.clone(), connected(h))),
+            (None, []) => None,
+            (None, [only]) => Some(Located::Agent(only.clone(), connected(only))),
+            (None, _) => Some(Located::Contested(holders)),
+        }
     }
 
     /// Picks the least-loaded available modem matching `filter` (then the lowest IMEI) and
@@ -560,25 +661,28 @@ impl Fleet {
             country: Some(site.country.clone()),
             public_host: site.public_host.clone(),
         };
-        inner.change_load(&imei, self.capacity, |n| *n += 1);
+        inner.change_load(&agent_id, &imei, self.capacity, |n| *n += 1);
         Some(chosen)
     }
 
-    /// Counts one more live allocation on `imei` (used when rebuilding from storage).
-    pub fn add_load(&self, imei: &str) {
-        self.write().change_load(imei, self.capacity, |n| *n += 1);
+    /// Counts one more live allocation on `imei` of `agent_id` (used when rebuilding from
+    /// storage).
+    pub fn add_load(&self, agent_id: &str, imei: &str) {
+        self.write()
+            .change_load(agent_id, imei, self.capacity, |n| *n += 1);
     }
 
-    /// One live allocation on `imei` ended (released or failed).
-    pub fn release_load(&self, imei: &str) {
+    /// One live allocation on `imei` of `agent_id` ended (released, failed or moved).
+    pub fn release_load(&self, agent_id: &str, imei: &str) {
         self.write()
-            .change_load(imei, self.capacity, |n| *n = n.saturating_sub(1));
+            .change_load(agent_id, imei, self.capacity, |n| *n = n.saturating_sub(1));
     }
 
     fn view(&self, inner: &Inner, agent_id: &str, agent: &LiveAgent, modem: &Modem) -> ModemView {
-        let load = inner.load.get(&modem.imei).copied().unwrap_or(0);
+        let load = inner.load_of(agent_id, &modem.imei);
         let site = agent.site.as_ref();
-        let available = available(agent, modem, load, self.capacity);
+        let duplicate_identity = inner.contested(agent_id, &modem.imei);
+        let available = available(agent, modem, load, self.capacity) && !duplicate_identity;
         ModemView {
             imei: modem.imei.clone(),
             agent_id: agent_id.to_string(),
@@ -596,6 +700,7 @@ impl Fleet {
             sim_status: modem.sim_status.clone(),
             network_type: modem.network_type.clone(),
             auto_rotation_s: modem.auto_rotation_s,
+            duplicate_identity,
         }
     }
 }
@@ -718,7 +823,7 @@ mod tests {
         };
         assert_eq!(fleet.reserve(&by_country).map(|r| r.imei), Some("2".into()));
         assert_eq!(fleet.reserve(&by_country), None, "modem 3 is offline");
-        fleet.release_load("1");
+        fleet.release_load("a1", "1");
         assert_eq!(
             fleet.reserve(&ModemFilter::default()).map(|r| r.imei),
             Some("1".into())
@@ -748,7 +853,7 @@ mod tests {
         fleet.disconnected("a1", "other-session");
         assert_eq!(
             fleet.locate("1"),
-            Some(("a1".into(), true)),
+            Some(Located::Agent("a1".into(), true)),
             "a stale session id is ignored"
         );
         fleet.disconnected("a1", "s1");
@@ -758,7 +863,7 @@ mod tests {
             1,
             "last known modems stay listed"
         );
-        assert_eq!(fleet.locate("1"), Some(("a1".into(), false)));
+        assert_eq!(fleet.locate("1"), Some(Located::Agent("a1".into(), false)));
     }
 
     #[test]
@@ -773,16 +878,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(fleet.reserve(&quota).map(|r| r.agent_id), Some("a1".into()));
-        fleet.release_load("1");
+        fleet.release_load("a1", "1");
         fleet.learn_refusal("a1", "bw_quota");
         assert_eq!(fleet.reserve(&quota).map(|r| r.agent_id), Some("a2".into()));
-        fleet.release_load("2");
+        fleet.release_load("a2", "2");
         // An order without a quota may still go to a1.
         assert_eq!(
             fleet.reserve(&ModemFilter::default()).map(|r| r.agent_id),
             Some("a1".into())
         );
-        fleet.release_load("1");
+        fleet.release_load("a1", "1");
         // A box that announces it drops speed limits gets no speed-limited order.
         fleet.set_capabilities(
             "a2",

@@ -79,6 +79,9 @@ impl ControlPlane {
             config.modem_capacity,
             config.health.limits(),
         ));
+        for (imei, owner) in store.modem_owners()? {
+            fleet.set_owner(&imei, &owner);
+        }
         let limits = Arc::new(Limits::new(&config));
         let retention = Retention::new(store.clone(), config.credential_retention());
         // Sessions watch this token; `serve` cancels it when its own token is cancelled.

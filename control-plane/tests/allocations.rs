@@ -577,7 +577,12 @@ async fn rotations_the_agent_reports_are_recorded_audited_and_start_the_cooldown
         (&last["new_ip"], &last["changed"]),
         (&json!("198.51.100.42"), &json!(true))
     );
-    assert_eq!(plane.store().last_rotation("359999999999999"), None);
+    assert_eq!(
+        plane
+            .store()
+            .last_rotation(&agent.agent_id, "359999999999999"),
+        None
+    );
     let audit = rotation_audit(&plane).await;
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["actor"], format!("agent:{}", agent.agent_id));

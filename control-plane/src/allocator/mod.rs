@@ -84,6 +84,10 @@ pub enum AllocError {
     /// The agent did not confirm in time.
     #[error("{0}")]
     AgentTimeout(String),
+    /// Several agents report this IMEI and no admin named its owner (409
+    /// `duplicate_identity`).
+    #[error("{0}")]
+    DuplicateIdentity(String),
     /// The agent answered with an error. `code` is the API code (`provision_failed`, …).
     #[error("{message}")]
     AgentRefused {
@@ -212,7 +216,7 @@ impl Allocator {
                 let object = crate::events::allocation_object(&record);
                 events.emit(EventType::AllocationFailed, object);
             } else {
-                fleet.add_load(&record.imei);
+                fleet.add_load(&record.agent_id, &record.imei);
             }
         }
         let purged = store.purge_expired_commands(crate::ids::unix_ms(crate::ids::now()))?;
@@ -355,7 +359,7 @@ impl Allocator {
     /// is audited and announced (`allocation.released`), and credential retention is
     /// woken (its clock starts at `released_at`).
     fn announce_released(&self, record: &AllocationRecord, actor: &str) {
-        self.fleet.release_load(&record.imei);
+        self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit(actor, AuditAction::AllocationReleased, record);
         self.emit(EventType::AllocationReleased, record);
         self.ended.notify_one();

@@ -52,7 +52,7 @@ impl Allocator {
         match self.store.insert_allocation(&record) {
             Ok(InsertOutcome::Inserted) => {}
             other => {
-                self.fleet.release_load(&slot.imei);
+                self.fleet.release_load(&slot.agent_id, &slot.imei);
                 return match other? {
                     InsertOutcome::Existing(existing) => same_request(*existing, &request),
                     InsertOutcome::Inserted => {
@@ -66,7 +66,7 @@ impl Allocator {
             self.fleet.learn_refusal(&slot.agent_id, field);
             if let Some(next) = self.fleet.reserve(&filter) {
                 warn!(allocation_id = %record.allocation_id, agent_id = %slot.agent_id, field, "the box does not keep this limit; placing the order on another box");
-                self.fleet.release_load(&slot.imei);
+                self.fleet.release_load(&slot.agent_id, &slot.imei);
                 record.imei = next.imei.clone();
                 record.agent_id = next.agent_id.clone();
                 record.carrier = next.carrier.clone();
@@ -178,7 +178,7 @@ impl Allocator {
         warn!(allocation_id = %record.allocation_id, "provisioning failed: {error}");
         fail(&mut record, &error.to_string());
         self.store.save_allocation(&record).await?;
-        self.fleet.release_load(&record.imei);
+        self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit(actor, AuditAction::AllocationFailed, &record);
         self.emit(EventType::AllocationFailed, &record);
         self.ended.notify_one();

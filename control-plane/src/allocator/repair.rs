@@ -127,7 +127,7 @@ impl Allocator {
         fail(&mut record, why);
         record.released_at = Some(now());
         self.store.put_allocation(&record)?;
-        self.fleet.release_load(&record.imei);
+        self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit("system", AuditAction::AllocationFailed, &record);
         self.emit(EventType::AllocationFailed, &record);
         self.ended.notify_one();

@@ -172,7 +172,7 @@ impl Allocator {
             Err(e) => Err(AllocError::from_dispatch(e, "the replacement port")),
         };
         if result.is_err() {
-            self.fleet.release_load(&slot.imei);
+            self.fleet.release_load(&slot.agent_id, &slot.imei);
         }
         result
     }
@@ -206,10 +206,11 @@ impl Allocator {
         record.port_id = Some(port.port_id.clone());
         record.replacements.push(from.clone());
         if let Err(e) = self.store.put_allocation(&record) {
-            self.fleet.release_load(&slot.imei);
+            self.fleet.release_load(&slot.agent_id, &slot.imei);
             return Err(e.into());
         }
-        self.fleet.release_load(&from.from_imei);
+        self.fleet
+            .release_load(&from.from_agent_id, &from.from_imei);
         self.replacing.recovered(&record.allocation_id);
         info!(allocation_id = %record.allocation_id, reason = ?reason, to = %record.imei, "allocation replaced");
         self.store.audit(

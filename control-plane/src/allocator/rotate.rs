@@ -10,6 +10,7 @@
 //! rotating the modem right now) is a 409 as well.
 
 use super::{request, AllocError, Allocator};
+use crate::fleet::Located;
 use crate::ids::{now, rfc3339, unix_ms};
 use crate::store::RotationRecord;
 use farmhand_protocol::{CommandBody, CommandErrorCode, CommandOutput, Outcome, RotateIp, Rotated};
@@ -95,10 +96,18 @@ impl Allocator {
     pub(super) async fn rotate_inner(&self, imei: &str) -> Result<Rotation, AllocError> {
         request::check_imei(imei)
             .map_err(|_| AllocError::NotFound(format!("no modem {imei:?}")))?;
-        let (agent_id, connected) = self
-            .fleet
-            .locate(imei)
-            .ok_or_else(|| AllocError::NotFound(format!("no modem {imei:?}")))?;
+        let (agent_id, connected) = match self.fleet.locate(imei) {
+            None => return Err(AllocError::NotFound(format!("no modem {imei:?}"))),
+            Some(Located::Contested(agents)) => {
+                return Err(AllocError::DuplicateIdentity(format!(
+                    "modem {imei} is reported by {} agents ({}); an admin must name its owner \
+                     (POST /v1/modems/{imei}/resolve) before it is rotated",
+                    agents.len(),
+                    agents.join(", ")
+                )))
+            }
+            Some(Located::Agent(agent_id, connected)) => (agent_id, connected),
+        };
         if !connected {
             return Err(AllocError::AgentOffline);
         }
@@ -106,7 +115,7 @@ impl Allocator {
             .rotating
             .claim(imei)
             .ok_or_else(|| self.busy(imei, "a rotation of this modem is under way"))?;
-        self.check_cooldown(imei)?;
+        self.check_cooldown(&agent_id, imei)?;
         let body = CommandBody::RotateIp(RotateIp {
             imei: imei.to_string(),
         });
@@ -117,7 +126,7 @@ impl Allocator {
         {
             Ok(Outcome::Ok {
                 output: CommandOutput::RotateIp(r),
-            }) if r.imei == imei => Ok(self.rotated(r)),
+            }) if r.imei == imei => Ok(self.rotated(&agent_id, r)),
             Ok(Outcome::Ok { .. }) => Err(AllocError::AgentRefused {
                 code: "rotation_failed",
                 message: "the agent answered rotate_ip with an unexpected result".into(),
@@ -137,23 +146,23 @@ impl Allocator {
         }
     }
 
-    /// The last rotation of each of `imeis`, in their order, for the modem view (from
+    /// The last rotation of each (agent, IMEI), in their order, for the modem view (from
     /// memory: see `store::rotations`).
     pub fn last_rotations<'a>(
         &self,
-        imeis: impl IntoIterator<Item = &'a str>,
+        modems: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Vec<Option<LastRotation>> {
         self.store
-            .last_rotations(imeis)
+            .last_rotations(modems)
             .into_iter()
             .map(|last| last.map(LastRotation::from))
             .collect()
     }
 
     /// Refuses while the modem's last rotation is younger than the cooldown.
-    fn check_cooldown(&self, imei: &str) -> Result<(), AllocError> {
+    fn check_cooldown(&self, agent_id: &str, imei: &str) -> Result<(), AllocError> {
         let cooldown_ms = self.config.rotation_cooldown_s.saturating_mul(1000);
-        let Some(last) = self.store.last_rotation(imei) else {
+        let Some(last) = self.store.last_rotation(agent_id, imei) else {
             return Ok(());
         };
         let since_ms = unix_ms(now()).saturating_sub(last.at_ms);
@@ -181,7 +190,7 @@ impl Allocator {
 
     /// Records a finished rotation (the cooldown clock) and builds the answer. A storage
     /// failure is logged, not returned: the modem was rotated all the same.
-    fn rotated(&self, r: Rotated) -> Rotation {
+    fn rotated(&self, agent_id: &str, r: Rotated) -> Rotation {
         let at = now();
         let record = RotationRecord {
             at_ms: unix_ms(at),
@@ -190,7 +199,7 @@ impl Allocator {
             changed: r.changed,
             automatic: false,
         };
-        if let Err(e) = self.store.record_rotation(&r.imei, &record) {
+        if let Err(e) = self.store.record_rotation(agent_id, &r.imei, &record) {
             error!(imei = %r.imei, "cannot record the rotation for the cooldown: {e}");
         }
         Rotation {

@@ -140,6 +140,9 @@ impl From<AllocError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "rotation_cooldown", message)
                     .with_retry_after(retry_after_s)
             }
+            AllocError::DuplicateIdentity(_) => {
+                Self::new(StatusCode::CONFLICT, "duplicate_identity", message)
+            }
             AllocError::AgentOffline => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "agent_offline", message)
             }

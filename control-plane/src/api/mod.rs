@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{agent_id}/approve", post(agents::approve))
         .route("/v1/modems", get(modems::list))
         .route("/v1/modems/{imei}/rotate", post(modems::rotate))
+        .route("/v1/modems/{imei}/resolve", post(modems::resolve))
         .route(
             "/v1/allocations",
             get(allocations::list).post(allocations::create),

@@ -13,9 +13,12 @@
 //! It is compact because it has an entry per modem of the fleet: agents are numbered
 //! (`AgentNo`) instead of repeating their ids, and an IMEI's holders (almost always one
 //! agent) are kept without a heap allocation.
+//!
+//! An IMEI reported by two agents is contested (`Inner::contested`) and neither copy is
+//! available, so a change to one holder's modems also re-indexes the other holders' copy
+//! of the same IMEI — removed as it was computed before the change, added as after.
 
-use super::{available, Inner, LiveAgent, ModemFilter};
-use farmhand_protocol::Modem;
+use super::{available, Inner, ModemFilter};
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::sync::RwLockWriteGuard;
@@ -137,34 +140,61 @@ impl Index {
     }
 }
 
-/// Where `modem` of agent `n` goes in the index, with `loads` as they are now.
-fn candidate(
-    loads: &HashMap<String, u32>,
-    capacity: u32,
-    n: AgentNo,
-    agent: &LiveAgent,
-    modem: &Modem,
-) -> Candidate {
-    let load = loads.get(&modem.imei).copied().unwrap_or(0);
-    let country = agent.site.as_ref().map(|s| s.country.as_str());
-    Candidate {
-        pool: (fold(country), fold(modem.carrier.as_deref())),
-        slot: (load, modem.imei.as_str().into(), n),
-        available: available(agent, modem, load, capacity),
-    }
-}
-
 impl Inner {
+    /// Where `imei` of agent `n` goes in the index, with loads and holders as they are now
+    /// (`None`: the agent does not list it).
+    fn candidate(&self, capacity: u32, n: AgentNo, imei: &str) -> Option<Candidate> {
+        let agent_id = self.index.name(n)?;
+        let agent = self.agents.get(agent_id)?;
+        let modem = agent.modems.get(imei)?;
+        let load = self.load_of(agent_id, imei);
+        let country = agent.site.as_ref().map(|s| s.country.as_str());
+        Some(Candidate {
+            pool: (fold(country), fold(modem.carrier.as_deref())),
+            slot: (load, modem.imei.as_str().into(), n),
+            available: available(agent, modem, load, capacity) && !self.contested(agent_id, imei),
+        })
+    }
+
+    /// The agents other than `n` listing `imei`.
+    fn other_holders(&self, imei: &str, n: AgentNo) -> Vec<AgentNo> {
+        let holders = self.index.holders_of(imei).iter().copied();
+        holders.filter(|m| *m != n).collect()
+    }
+
+    /// Takes the entries of `holders`' copies of `imei` out (before a change of holders).
+    fn unindex_copies(&mut self, imei: &str, holders: &[AgentNo], capacity: u32) {
+        for m in holders {
+            if let Some(c) = self.candidate(capacity, *m, imei) {
+                self.index.remove(&c);
+            }
+        }
+    }
+
+    /// Puts the entries of `holders`' copies of `imei` back (after a change of holders).
+    fn index_copies(&mut self, imei: &str, holders: &[AgentNo], capacity: u32) {
+        for m in holders {
+            if let Some(c) = self.candidate(capacity, *m, imei) {
+                self.index.add(c);
+            }
+        }
+    }
+
     /// Takes every modem of `agent_id` out of the index.
     fn unindex_agent(&mut self, agent_id: &str, capacity: u32) {
         let Some(agent) = self.agents.get(agent_id) else {
             return;
         };
+        let imeis: Vec<String> = agent.modems.keys().cloned().collect();
         let n = self.index.number(agent_id);
-        for modem in agent.modems.values() {
-            self.index
-                .remove(&candidate(&self.load, capacity, n, agent, modem));
-            self.index.unhold(&modem.imei, n);
+        for imei in imeis {
+            if let Some(c) = self.candidate(capacity, n, &imei) {
+                self.index.remove(&c);
+            }
+            let others = self.other_holders(&imei, n);
+            self.unindex_copies(&imei, &others, capacity);
+            self.index.unhold(&imei, n);
+            self.index_copies(&imei, &others, capacity);
         }
     }
 
@@ -173,11 +203,16 @@ impl Inner {
         let Some(agent) = self.agents.get(agent_id) else {
             return;
         };
+        let imeis: Vec<String> = agent.modems.keys().cloned().collect();
         let n = self.index.number(agent_id);
-        for modem in agent.modems.values() {
-            self.index
-                .add(candidate(&self.load, capacity, n, agent, modem));
-            self.index.hold(&modem.imei, n);
+        for imei in imeis {
+            let others = self.other_holders(&imei, n);
+            self.unindex_copies(&imei, &others, capacity);
+            self.index.hold(&imei, n);
+            self.index_copies(&imei, &others, capacity);
+            if let Some(c) = self.candidate(capacity, n, &imei) {
+                self.index.add(c);
+            }
         }
     }
 
@@ -186,26 +221,42 @@ impl Inner {
         self.index
             .holders_of(imei)
             .iter()
-            .filter_map(|n| {
-                let agent = self.agents.get(self.index.name(*n)?)?;
-                let modem = agent.modems.get(imei)?;
-                Some(candidate(&self.load, capacity, *n, agent, modem))
-            })
+            .filter_map(|n| self.candidate(capacity, *n, imei))
             .collect()
     }
 
-    /// Changes the load of `imei` with `change`, keeping the index in step.
-    pub(super) fn change_load(&mut self, imei: &str, capacity: u32, change: impl FnOnce(&mut u32)) {
-        for old in self.imei_candidates(imei, capacity) {
-            self.index.remove(&old);
+    /// Changes the load of `imei` of `agent_id` with `change`, keeping the index in step.
+    pub(super) fn change_load(
+        &mut self,
+        agent_id: &str,
+        imei: &str,
+        capacity: u32,
+        change: impl FnOnce(&mut u32),
+    ) {
+        let n = self.index.number(agent_id);
+        let old = self.candidate(capacity, n, imei);
+        if let Some(old) = &old {
+            self.index.remove(old);
         }
-        change(self.load.entry(imei.to_string()).or_default());
-        if self.load.get(imei) == Some(&0) {
-            self.load.remove(imei);
+        let loads = self.load.entry(agent_id.to_string()).or_default();
+        change(loads.entry(imei.to_string()).or_default());
+        if loads.get(imei) == Some(&0) {
+            loads.remove(imei);
+            if loads.is_empty() {
+                self.load.remove(agent_id);
+            }
         }
-        for new in self.imei_candidates(imei, capacity) {
+        if let Some(new) = self.candidate(capacity, n, imei) {
             self.index.add(new);
         }
+    }
+
+    /// Names `agent_id` the owner of `imei`, re-indexing every holder's copy.
+    pub(super) fn set_owner(&mut self, imei: &str, agent_id: &str, capacity: u32) {
+        let holders = self.index.holders_of(imei).to_vec();
+        self.unindex_copies(imei, &holders, capacity);
+        self.owners.insert(imei.to_string(), agent_id.to_string());
+        self.index_copies(imei, &holders, capacity);
     }
 
     /// The agents listing `imei`.
@@ -312,7 +363,7 @@ fn fold(name: Option<&str>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::fleet::{Fleet, ModemFilter};
-    use farmhand_protocol::{Inventory, ModemsChanged, Site};
+    use farmhand_protocol::{Inventory, Modem, ModemsChanged, Site};
 
     #[test]
     fn holders_stay_compact_and_correct() {
@@ -440,9 +491,9 @@ mod tests {
                     fleet.apply_changes(agent, changes);
                 }
                 4 if !reserved.is_empty() => {
-                    let imei: String =
+                    let (agent, imei): (String, String) =
                         reserved.swap_remove(rng.below(reserved.len() as u64) as usize);
-                    fleet.release_load(&imei);
+                    fleet.release_load(&agent, &imei);
                 }
                 5 if step % 97 == 0 => fleet.forget(agent),
                 _ => {
@@ -458,10 +509,11 @@ mod tests {
                             view.map_or((0, 0), |v| (v.active_allocations, v.capacity));
                         assert!(load <= capacity, "step {step}: {load} > {capacity}");
                         filled_by_cap += usize::from(load == capacity && capacity < 2);
-                        (load - 1, r.imei)
+                        (load - 1, r.imei, r.agent_id)
                     });
-                    assert_eq!(got, expected, "step {step}, filter {filter:?}");
-                    reserved.extend(got.map(|(_, imei)| imei));
+                    let picked = got.clone().map(|(load, imei, _)| (load, imei));
+                    assert_eq!(picked, expected, "step {step}, filter {filter:?}");
+                    reserved.extend(got.map(|(_, imei, agent)| (agent, imei)));
                 }
             }
         }

@@ -256,13 +256,15 @@ impl Session {
         match message {
             AgentMessage::Inventory(inventory) => {
                 let before = self.modems_before();
-                self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
+                let duplicates = self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
                 self.emit_modem_events(before);
+                self.report_duplicates(duplicates);
             }
             AgentMessage::ModemsChanged(changes) => {
                 let before = self.modems_before();
-                self.ctx.fleet.apply_changes(&self.agent_id, changes);
+                let duplicates = self.ctx.fleet.apply_changes(&self.agent_id, changes);
                 self.emit_modem_events(before);
+                self.report_duplicates(duplicates);
             }
             AgentMessage::CommandResult(result) => {
                 self.audit_policy_denial(&result);
@@ -362,8 +364,8 @@ impl Session {
         let ours = self
             .ctx
             .fleet
-            .locate(&report.imei)
-            .is_some_and(|(agent, _)| agent == self.agent_id);
+            .holders(&report.imei)
+            .contains(&self.agent_id);
         if !ours {
             warn!(agent_id = %self.agent_id, imei = %report.imei, "ignored a rotation report for a modem this agent does not report");
             return;
@@ -377,7 +379,11 @@ impl Session {
             automatic: report.automatic,
         };
         info!(agent_id = %self.agent_id, imei = %report.imei, changed = record.changed, "the agent rotated a modem on its own");
-        if let Err(e) = self.ctx.store.record_rotation(&report.imei, &record) {
+        if let Err(e) = self
+            .ctx
+            .store
+            .record_rotation(&self.agent_id, &report.imei, &record)
+        {
             warn!(agent_id = %self.agent_id, imei = %report.imei, "cannot record the rotation: {e}");
         }
         self.ctx.store.audit(
@@ -387,6 +393,40 @@ impl Session {
             json!({"old_ip": record.old_ip, "new_ip": record.new_ip,
                    "changed": record.changed, "automatic": record.automatic}),
         );
+    }
+
+    /// An IMEI this agent reports is reported by another agent too: neither copy is sold
+    /// until an admin names the owner (`fleet`). Logged, audited with the live allocations
+    /// on it (which stay where they are), and `modem.duplicate_identity` is emitted.
+    fn report_duplicates(&self, duplicates: Vec<crate::fleet::Duplicate>) {
+        for duplicate in duplicates {
+            let mut allocations = Vec::new();
+            for agent_id in &duplicate.agent_ids {
+                match self
+                    .ctx
+                    .store
+                    .agent_allocations(agent_id, |r| r.imei == duplicate.imei)
+                {
+                    Ok(found) => allocations.extend(found.into_iter().map(|r| r.allocation_id)),
+                    Err(e) => {
+                        warn!(imei = %duplicate.imei, "cannot list the allocations on a duplicate IMEI: {e}")
+                    }
+                }
+            }
+            warn!(imei = %duplicate.imei, agents = ?duplicate.agent_ids, allocations = allocations.len(),
+                  "one IMEI reported by several agents: not sold until an admin names its owner");
+            self.ctx.store.audit(
+                format!("agent:{}", self.agent_id),
+                AuditAction::ModemDuplicateIdentity,
+                format!("modem:{}", duplicate.imei),
+                json!({"agent_ids": duplicate.agent_ids, "allocations": allocations}),
+            );
+            let object = json!({"imei": duplicate.imei, "agent_ids": duplicate.agent_ids,
+                                "live_allocations": allocations.len(), "resolved": false});
+            self.ctx
+                .domain_events
+                .emit(EventType::ModemDuplicateIdentity, object);
+        }
     }
 
     /// Stores the agent's traffic totals (`store::usage`: only for its own allocations,

@@ -56,6 +56,27 @@ impl Store {
         self.agents.iter().values().map(|v| decode(&v?)).collect()
     }
 
+    /// Records `agent_id` as the owner of `imei` (an admin resolved a duplicate); flushed.
+    pub fn set_modem_owner(&self, imei: &str, agent_id: &str) -> Result<(), StoreError> {
+        self.modem_owners
+            .insert(imei.as_bytes(), agent_id.as_bytes())?;
+        self.flush()
+    }
+
+    /// Every recorded IMEI owner, for the fleet view at start.
+    pub fn modem_owners(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.modem_owners
+            .iter()
+            .map(|entry| {
+                let (imei, agent) = entry?;
+                Ok((
+                    String::from_utf8_lossy(&imei).into_owned(),
+                    String::from_utf8_lossy(&agent).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
     /// Marks an agent approved for orders and flushes; `None` when unknown, else whether
     /// it was held until now.
     pub fn approve_agent(&self, agent_id: &str) -> Result<Option<bool>, StoreError> {

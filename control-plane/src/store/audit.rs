@@ -67,6 +67,10 @@ pub enum AuditAction {
     PrivilegeRefused,
     /// An admin approved an agent held for approval (`[enroll] require_approval`).
     AgentApproved,
+    /// An agent reported an IMEI another agent reports too (neither copy is sold).
+    ModemDuplicateIdentity,
+    /// An admin named the owner of a duplicate IMEI.
+    ModemIdentityResolved,
     /// An admin registered a webhook endpoint.
     WebhookCreated,
     /// An admin deleted a webhook endpoint.

@@ -67,6 +67,8 @@ pub struct Store {
     agents: sled::Tree,
     allocations: sled::Tree,
     orders: sled::Tree,
+    /// IMEI → the agent an admin named its owner (duplicate identities).
+    modem_owners: sled::Tree,
     /// Tenant, creation time, allocation id → nothing: paging (see `allocations`).
     by_tenant: sled::Tree,
     commands: sled::Tree,
@@ -112,6 +114,7 @@ impl Store {
             agents: db.open_tree("agents")?,
             allocations,
             orders: db.open_tree("allocation_orders")?,
+            modem_owners: db.open_tree("modem_owners")?,
             by_tenant: db.open_tree("allocations_by_tenant")?,
             commands: db.open_tree("pending_commands")?,
             rotations: Arc::new(rotations::Rotations::open(&db)?),

@@ -1,4 +1,6 @@
-//! The last IP rotation of each modem (IMEI → record): what `GET /v1/modems` shows as
+//! The last IP rotation of each modem (`agent_id/IMEI` → record; a bare IMEI for records
+//! written before modems were told apart by agent, read as any agent's): what
+//! `GET /v1/modems` shows as
 //! `last_rotation`, and the clock of the rotation cooldown (`allocator::rotate`). Manual
 //! rotations and the automatic ones agents report both land here; a record is only ever
 //! replaced by a later one, so a report delivered late cannot move the clock back. Flushed,
@@ -65,29 +67,52 @@ impl Rotations {
     }
 }
 
+/// The key of `imei` of `agent_id`: two agents reporting one IMEI keep two clocks, so one
+/// cannot put the other's modem in cooldown.
+fn key(agent_id: &str, imei: &str) -> String {
+    format!("{agent_id}/{imei}")
+}
+
+fn lookup(
+    last: &HashMap<String, RotationRecord>,
+    agent_id: &str,
+    imei: &str,
+) -> Option<RotationRecord> {
+    last.get(&key(agent_id, imei))
+        .or_else(|| last.get(imei))
+        .cloned()
+}
+
 impl Store {
-    /// The last rotation recorded for `imei` (from memory).
-    pub fn last_rotation(&self, imei: &str) -> Option<RotationRecord> {
-        self.rotations.read().get(imei).cloned()
+    /// The last rotation recorded for `imei` of `agent_id` (from memory).
+    pub fn last_rotation(&self, agent_id: &str, imei: &str) -> Option<RotationRecord> {
+        lookup(&self.rotations.read(), agent_id, imei)
     }
 
-    /// The last rotation of each of `imeis`, in their order (from memory, one lock for
+    /// The last rotation of each (agent, IMEI), in their order (from memory, one lock for
     /// the whole list).
     pub fn last_rotations<'a>(
         &self,
-        imeis: impl IntoIterator<Item = &'a str>,
+        modems: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Vec<Option<RotationRecord>> {
         let last = self.rotations.read();
-        imeis
+        modems
             .into_iter()
-            .map(|imei| last.get(imei).cloned())
+            .map(|(agent_id, imei)| lookup(&last, agent_id, imei))
             .collect()
     }
 
-    /// Records a rotation of `imei` unless a later one is already recorded; flushed.
-    /// Returns whether it was stored.
-    pub fn record_rotation(&self, imei: &str, record: &RotationRecord) -> Result<bool, StoreError> {
+    /// Records a rotation of `imei` of `agent_id` unless a later one is already recorded;
+    /// flushed. Returns whether it was stored.
+    pub fn record_rotation(
+        &self,
+        agent_id: &str,
+        imei: &str,
+        record: &RotationRecord,
+    ) -> Result<bool, StoreError> {
         let value = encode(record)?;
+        let imei = key(agent_id, imei);
+        let imei = imei.as_str();
         {
             // Held across the sled write: the map and the tree change together.
             let mut last = self
@@ -139,20 +164,58 @@ mod tests {
             .collect()
     }
 
-    /// What the in-memory view answers for every IMEI of `tree`, plus one never rotated.
+    /// What the in-memory view answers for every modem of `tree`, plus one never rotated.
     fn assert_view_matches_tree(store: &Store) {
         let tree = tree_contents(store);
-        let mut imeis: Vec<&str> = tree.keys().map(String::as_str).collect();
-        imeis.push("350000000000999");
-        let view = store.last_rotations(imeis.iter().copied());
-        for (imei, seen) in imeis.iter().zip(view) {
-            assert_eq!(seen.as_ref(), tree.get(*imei), "{imei}");
+        let mut keys: Vec<&str> = tree.keys().map(String::as_str).collect();
+        keys.push("ag/350000000000999");
+        let modems: Vec<(&str, &str)> = keys.iter().map(|k| k.split_once('/').unwrap()).collect();
+        let view = store.last_rotations(modems.iter().copied());
+        for ((key, seen), (agent, imei)) in keys.iter().zip(view).zip(&modems) {
+            assert_eq!(seen.as_ref(), tree.get(*key), "{key}");
             assert_eq!(
-                store.last_rotation(imei).as_ref(),
-                tree.get(*imei),
-                "{imei}"
+                store.last_rotation(agent, imei).as_ref(),
+                tree.get(*key),
+                "{key}"
             );
         }
+    }
+
+    #[test]
+    fn two_agents_reporting_one_imei_keep_their_own_clocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .record_rotation(
+                "impostor",
+                "350000000000018",
+                &record(9000, "198.51.100.66"),
+            )
+            .unwrap();
+        assert_eq!(store.last_rotation("owner", "350000000000018"), None);
+        assert_eq!(
+            store
+                .last_rotation("impostor", "350000000000018")
+                .map(|r| r.at_ms),
+            Some(9000)
+        );
+        // A record from before agents were told apart (a bare IMEI) stands for any agent.
+        store
+            .rotations
+            .tree
+            .insert(
+                "350000000000026",
+                encode(&record(5, "198.51.100.1")).unwrap(),
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .last_rotation("any", "350000000000026")
+                .map(|r| r.at_ms),
+            Some(5)
+        );
     }
 
     #[test]
@@ -160,22 +223,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            assert_eq!(store.last_rotation("350000000000018"), None);
+            assert_eq!(store.last_rotation("ag", "350000000000018"), None);
             assert!(store
-                .record_rotation("350000000000018", &record(2000, "198.51.100.2"))
+                .record_rotation("ag", "350000000000018", &record(2000, "198.51.100.2"))
                 .unwrap());
             // An older report (delivered late) does not move the clock back.
             assert!(!store
-                .record_rotation("350000000000018", &record(1000, "198.51.100.9"))
+                .record_rotation("ag", "350000000000018", &record(1000, "198.51.100.9"))
                 .unwrap());
         }
         let store = Store::open(dir.path()).unwrap();
-        let last = store.last_rotation("350000000000018").unwrap();
+        let last = store.last_rotation("ag", "350000000000018").unwrap();
         assert_eq!(
             (last.at_ms, last.new_ip.as_deref()),
             (2000, Some("198.51.100.2"))
         );
-        assert_eq!(store.last_rotation("350000000000026"), None);
+        assert_eq!(store.last_rotation("ag", "350000000000026"), None);
     }
 
     #[test]
@@ -185,24 +248,25 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             assert_view_matches_tree(&store);
             store
-                .record_rotation("350000000000018", &record(1000, "198.51.100.2"))
+                .record_rotation("ag", "350000000000018", &record(1000, "198.51.100.2"))
                 .unwrap();
             store
-                .record_rotation("350000000000026", &record(1500, "198.51.100.3"))
+                .record_rotation("ag", "350000000000026", &record(1500, "198.51.100.3"))
                 .unwrap();
             // A later rotation replaces the first one, an equal time too, an older one not.
             store
-                .record_rotation("350000000000018", &record(3000, "198.51.100.4"))
+                .record_rotation("ag", "350000000000018", &record(3000, "198.51.100.4"))
                 .unwrap();
             store
-                .record_rotation("350000000000026", &record(1500, "198.51.100.5"))
+                .record_rotation("ag", "350000000000026", &record(1500, "198.51.100.5"))
                 .unwrap();
             store
-                .record_rotation("350000000000026", &record(1499, "198.51.100.6"))
+                .record_rotation("ag", "350000000000026", &record(1499, "198.51.100.6"))
                 .unwrap();
             assert_eq!(tree_contents(&store).len(), 2);
             assert_view_matches_tree(&store);
-            let listed = store.last_rotations(["350000000000026", "350000000000018"]);
+            let listed =
+                store.last_rotations([("ag", "350000000000026"), ("ag", "350000000000018")]);
             let ips: Vec<_> = listed
                 .iter()
                 .map(|r| r.as_ref().unwrap().new_ip.as_deref().unwrap())
@@ -213,12 +277,12 @@ mod tests {
         assert_eq!(tree_contents(&store).len(), 2);
         assert_view_matches_tree(&store);
         store
-            .record_rotation("350000000000034", &record(5000, "198.51.100.7"))
+            .record_rotation("ag", "350000000000034", &record(5000, "198.51.100.7"))
             .unwrap();
         assert_view_matches_tree(&store);
         assert_eq!(
             store
-                .last_rotation("350000000000034")
+                .last_rotation("ag", "350000000000034")
                 .unwrap()
                 .new_ip
                 .as_deref(),
@@ -234,14 +298,14 @@ mod tests {
             store
                 .rotations
                 .tree
-                .insert("350000000000018", &b"not json"[..])
+                .insert("ag/350000000000018", &b"not json"[..])
                 .unwrap();
             store.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.last_rotation("350000000000018"), None);
+        assert_eq!(store.last_rotation("ag", "350000000000018"), None);
         assert!(store
-            .record_rotation("350000000000018", &record(10, "198.51.100.2"))
+            .record_rotation("ag", "350000000000018", &record(10, "198.51.100.2"))
             .unwrap());
         assert_view_matches_tree(&store);
     }
