@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod api;
 pub mod audit_retention;
+pub mod cidr;
 pub mod config;
 pub mod credentials;
 pub mod env;
