@@ -1,6 +1,7 @@
 //! The control plane's configuration: one strict TOML file (`config/control.example.toml`
 //! documents every option), named defaults, validated once at load.
 
+use crate::cidr::{Cidr, CidrError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -395,6 +396,9 @@ pub struct WebhooksConfig {
     /// PEM CA certificates trusted for `https://` endpoints in addition to the system roots
     /// (private endpoints, tests).
     pub ca_file: Option<PathBuf>,
+    /// CIDR blocks webhooks may target although they are not global (loopback, private,
+    /// link-local, …), e.g. `["10.0.0.0/8", "::1/128"]`. Empty: only global addresses.
+    pub allow_private_targets: Vec<String>,
 }
 
 impl Default for WebhooksConfig {
@@ -409,6 +413,7 @@ impl Default for WebhooksConfig {
             endpoint_concurrency: DEFAULT_WEBHOOK_ENDPOINT_CONCURRENCY,
             deliveries_kept: DEFAULT_WEBHOOK_DELIVERIES_KEPT,
             ca_file: None,
+            allow_private_targets: Vec::new(),
         }
     }
 }
@@ -441,7 +446,20 @@ impl WebhooksConfig {
                 "webhooks.retry_max_s must be at least webhooks.retry_initial_s".into(),
             ));
         }
+        self.allowed_targets()?;
         Ok(())
+    }
+
+    /// `allow_private_targets` parsed; an error names the key and the bad block.
+    pub fn allowed_targets(&self) -> Result<Vec<Cidr>, ConfigError> {
+        self.allow_private_targets
+            .iter()
+            .map(|text| {
+                text.parse().map_err(|e: CidrError| {
+                    ConfigError::Invalid(format!("webhooks.allow_private_targets: {e}"))
+                })
+            })
+            .collect()
     }
 }
 
@@ -673,6 +691,46 @@ mod tests {
             let err = ServerConfig::from_toml_str(&format!("[audit]\n{bad}")).unwrap_err();
             assert!(matches!(err, ConfigError::Parse(_)), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn private_webhook_targets_are_cidr_blocks() {
+        let c = ServerConfig::from_toml_str(
+            "[webhooks]\nallow_private_targets = [\"127.0.0.1/32\", \"10.0.0.0/8\", \"::1/128\"]",
+        )
+        .unwrap();
+        let blocks: Vec<String> = c
+            .webhooks
+            .allowed_targets()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(blocks, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        assert!(ServerConfig::default()
+            .webhooks
+            .allow_private_targets
+            .is_empty());
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.1",
+            "localhost/8",
+            "10.1.0.0/8",
+            "::1/200",
+        ] {
+            let text = format!("[webhooks]\nallow_private_targets = [\"127.0.0.0/8\", \"{bad}\"]");
+            let err = ServerConfig::from_toml_str(&text).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+            let message = err.to_string();
+            assert!(
+                message.contains("webhooks.allow_private_targets") && message.contains(bad),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            ServerConfig::from_toml_str("[webhooks]\nallow_private_targets = \"10.0.0.0/8\""),
+            Err(ConfigError::Parse(_))
+        ));
     }
 
     #[test]

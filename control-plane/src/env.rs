@@ -44,6 +44,7 @@ const KEYS: &[Key] = &[
     Key::new("webhooks.endpoint_concurrency", Kind::Int),
     Key::new("webhooks.deliveries_kept", Kind::Int),
     Key::new("webhooks.ca_file", Kind::Str),
+    Key::new("webhooks.allow_private_targets", Kind::StrList),
     Key::new("audit.retention_days", Kind::Int),
     Key::new("health.min_disk_free_mb", Kind::Int),
     Key::new("health.min_memory_available_mb", Kind::Int),
@@ -125,12 +126,17 @@ mod tests {
                 ("FARMHAND_METRICS_REQUIRE_ADMIN", "true"),
                 ("FARMHAND_WEBHOOKS_MAX_AGE_S", "600"),
                 ("FARMHAND_AUDIT_RETENTION_DAYS", "7"),
+                (
+                    "FARMHAND_WEBHOOKS_ALLOW_PRIVATE_TARGETS",
+                    "127.0.0.0/8, ::1/128",
+                ),
                 ("FARMHAND_URL", "http://ignored"),
             ]),
         )
         .unwrap();
         assert_eq!(c.webhooks.max_age_s, 600);
         assert_eq!(c.audit.retention_days, 7);
+        assert_eq!(c.webhooks.allow_private_targets, ["127.0.0.0/8", "::1/128"]);
         assert_eq!(c.heartbeat_interval_s, 5);
         assert_eq!(c.modem_capacity, 2);
         assert_eq!(c.listen.to_string(), "127.0.0.1:9999");
@@ -156,6 +162,17 @@ mod tests {
             .to_string();
         assert!(
             err.contains("unknown environment variable FARMHAND_HEARTBEAT_INTERVAL"),
+            "{err}"
+        );
+        let err = load(
+            None,
+            vars(&[("FARMHAND_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "10.0.0.0/33")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("webhooks.allow_private_targets")
+                && err.contains("FARMHAND_WEBHOOKS_ALLOW_PRIVATE_TARGETS"),
             "{err}"
         );
         let err = load(None, vars(&[("FARMHAND_LOG_FORMAT", "yaml")]))
