@@ -105,7 +105,8 @@ pub async fn create(
     };
     let (endpoint, secret) = state
         .webhooks
-        .register(&body.url, &body.events, tenant.as_deref())?;
+        .register(&body.url, &body.events, tenant.as_deref())
+        .await?;
     info!(webhook_id = %endpoint.webhook_id, by = %caller.name, "webhook registered");
     state.store.audit(
         caller.actor(),

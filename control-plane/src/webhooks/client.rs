@@ -3,8 +3,12 @@
 //! no redirects followed (a 3xx is a failed attempt: the registered URL is the one that
 //! gets the events), a per-attempt timeout, and one POST per attempt. Proxy variables
 //! (`HTTPS_PROXY`, `NO_PROXY`) are honoured, for planes whose egress goes through one.
+//! Every name is resolved through `resolve::Guard` and every attempt passes
+//! `Targets::before_send` first: a forbidden target fails the attempt, naming the address.
 
+use super::resolve::{Blocked, Guard, Targets};
 use super::signer;
+use super::targets::Refused;
 use super::WebhookError;
 use crate::config::WebhooksConfig;
 use rustls::pki_types::pem::PemObject;
@@ -36,8 +40,11 @@ pub(super) struct Failure {
     pub error: String,
 }
 
-/// The client for `config`.
-pub(super) fn build(config: &WebhooksConfig) -> Result<reqwest::Client, WebhookError> {
+/// The client for `config`, resolving names through `guard`.
+pub(super) fn build(
+    config: &WebhooksConfig,
+    guard: Guard,
+) -> Result<reqwest::Client, WebhookError> {
     let mut roots = system_roots();
     if let Some(path) = &config.ca_file {
         add_ca_file(&mut roots, path)?;
@@ -56,6 +63,7 @@ pub(super) fn build(config: &WebhooksConfig) -> Result<reqwest::Client, WebhookE
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(guard)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .timeout(timeout)
         .user_agent(concat!("farmhand-control/", env!("CARGO_PKG_VERSION")))
@@ -85,10 +93,25 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), WebhookErro
     Ok(())
 }
 
-/// POSTs one attempt; `Ok(status)` for a 2xx answer.
-pub(super) async fn post(client: &reqwest::Client, attempt: Attempt<'_>) -> Result<u16, Failure> {
+/// Checks the target, then POSTs one attempt; `Ok(status)` for a 2xx answer.
+pub(super) async fn post(
+    client: &reqwest::Client,
+    targets: &Targets,
+    attempt: Attempt<'_>,
+) -> Result<u16, Failure> {
+    let failure = |error: String| Failure {
+        status: None,
+        error,
+    };
+    // Registration checked the URL's syntax; a stored URL that no longer parses fails here.
+    let url = reqwest::Url::parse(attempt.url)
+        .map_err(|e| failure(format!("the stored url is invalid: {e}")))?;
+    targets
+        .before_send(&url)
+        .await
+        .map_err(|e: Blocked| failure(e.to_string()))?;
     let response = client
-        .post(attempt.url)
+        .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(signer::SIGNATURE_HEADER, attempt.signature)
         .header(signer::EVENT_ID_HEADER, attempt.event_id)
@@ -98,10 +121,7 @@ pub(super) async fn post(client: &reqwest::Client, attempt: Attempt<'_>) -> Resu
         .body(attempt.body.to_string())
         .send()
         .await
-        .map_err(|e| Failure {
-            status: None,
-            error: describe(&e),
-        })?;
+        .map_err(|e| failure(describe(&e)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(status.as_u16());
@@ -112,8 +132,16 @@ pub(super) async fn post(client: &reqwest::Client, attempt: Attempt<'_>) -> Resu
     })
 }
 
-/// The error and its sources in one short line (reqwest hides the root cause otherwise).
+/// The error and its sources in one short line (reqwest hides the root cause otherwise);
+/// a target refused by the resolver is said plainly, without reqwest's wrapping.
 fn describe(error: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<Refused>() {
+            return refused.to_string();
+        }
+        source = s.source();
+    }
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -128,4 +156,112 @@ fn describe(error: &reqwest::Error) -> String {
         source = s.source();
     }
     text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhooks::resolve::{Lookup, LookupFuture};
+    use crate::webhooks::targets::TargetPolicy;
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A name that answers a public address to its first lookup and 127.0.0.1 after:
+    /// DNS rebinding, which real DNS cannot be made to do in a test.
+    #[derive(Debug, Default)]
+    struct Rebinding {
+        lookups: AtomicUsize,
+    }
+
+    impl Lookup for Rebinding {
+        fn lookup(&self, _host: &str) -> LookupFuture {
+            let first = self.lookups.fetch_add(1, Ordering::SeqCst) == 0;
+            let address: IpAddr = if first { "93.184.216.34" } else { "127.0.0.1" }
+                .parse()
+                .unwrap();
+            Box::pin(async move { Ok(vec![address]) })
+        }
+    }
+
+    /// A real receiver on 127.0.0.1:0 that counts the POSTs it answers 200 to.
+    async fn receiver() -> (u16, Arc<AtomicUsize>) {
+        let got = Arc::new(AtomicUsize::new(0));
+        let counter = got.clone();
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, got)
+    }
+
+    fn attempt(url: &str) -> Attempt<'_> {
+        Attempt {
+            url,
+            body: "{}",
+            event_id: "ev_1",
+            event_type: "allocation.active",
+            delivery_id: "dl_1",
+            number: 1,
+            signature: "t=1,v1=00".into(),
+        }
+    }
+
+    async fn send(policy: TargetPolicy, url: &str) -> Result<u16, Failure> {
+        let targets = Targets::new(policy, Arc::new(Rebinding::default()), &[]);
+        let parsed = reqwest::Url::parse(url).unwrap();
+        // Registration sees the public answer and accepts the name.
+        assert_eq!(targets.at_registration(&parsed).await, Ok(()));
+        let client = build(&WebhooksConfig::default(), targets.guard()).unwrap();
+        post(&client, &targets, attempt(url)).await
+    }
+
+    #[tokio::test]
+    async fn a_name_rebound_to_a_forbidden_address_fails_the_attempt_unsent() {
+        let (port, got) = receiver().await;
+        let url = format!("http://hooks.test:{port}/hooks");
+        let failure = send(TargetPolicy::default(), &url).await.unwrap_err();
+        assert_eq!(failure.status, None);
+        assert_eq!(
+            failure.error,
+            "target address 127.0.0.1 is not allowed (loopback address)"
+        );
+        assert_eq!(
+            got.load(Ordering::SeqCst),
+            0,
+            "nothing reached the receiver"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_an_allowed_address_is_delivered() {
+        let (port, got) = receiver().await;
+        let url = format!("http://hooks.test:{port}/hooks");
+        let allowed = TargetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert_eq!(send(allowed, &url).await.unwrap(), 200);
+        assert_eq!(got.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn ip_literals_are_checked_before_sending() {
+        let (port, got) = receiver().await;
+        let targets = Targets::new(TargetPolicy::default(), Arc::new(Rebinding::default()), &[]);
+        let client = build(&WebhooksConfig::default(), targets.guard()).unwrap();
+        for url in [
+            format!("http://127.0.0.1:{port}/hooks"),
+            format!("http://[::ffff:127.0.0.1]:{port}/hooks"),
+        ] {
+            let failure = post(&client, &targets, attempt(&url)).await.unwrap_err();
+            assert_eq!(
+                failure.error, "target address 127.0.0.1 is not allowed (loopback address)",
+                "{url}"
+            );
+        }
+        assert_eq!(got.load(Ordering::SeqCst), 0);
+    }
 }

@@ -272,7 +272,7 @@ impl Webhooks {
             number: delivery.attempts + 1,
             signature,
         };
-        client::post(&self.inner.client, attempt).await
+        client::post(&self.inner.client, &self.inner.targets, attempt).await
     }
 
     fn settle(&self, job: &LeasedDelivery, delivery: &crate::store::Delivery) {

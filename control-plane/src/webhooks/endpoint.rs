@@ -28,20 +28,28 @@ pub fn secret_context(webhook_id: &str) -> String {
 
 impl Webhooks {
     /// Registers an endpoint for `tenant` (`None`: an operator's); returns it with its
-    /// signing secret (shown once, never again).
-    pub fn register(
+    /// signing secret (shown once, never again). A URL whose host is or resolves to an
+    /// address the target policy forbids is refused (`resolve`).
+    pub async fn register(
         &self,
         url: &str,
         events: &[String],
         tenant: Option<&str>,
     ) -> Result<(WebhookEndpoint, Secret), WebhookError> {
-        let url = check_url(url).map_err(WebhookError::Invalid)?;
+        let parsed = check_url(url).map_err(WebhookError::Invalid)?;
         let events = check_events(events).map_err(WebhookError::Invalid)?;
         if tenant.is_some() && events.iter().any(|e| e.starts_with("agent.")) {
             return Err(WebhookError::Invalid(
                 "agent events are for operators' endpoints".into(),
             ));
         }
+        // Last of the checks: it may wait on DNS.
+        self.inner
+            .targets
+            .at_registration(&parsed)
+            .await
+            .map_err(WebhookError::Invalid)?;
+        let url = url.to_string();
         let store = &self.inner.store;
         let existing = store.webhook_endpoints()?;
         if existing.len() >= MAX_ENDPOINTS {
@@ -100,8 +108,8 @@ impl Webhooks {
 }
 
 /// An absolute `http`/`https` URL with a host, no credentials, no fragment, at most
-/// [`MAX_URL_LEN`] characters; returned as given.
-fn check_url(url: &str) -> Result<String, String> {
+/// [`MAX_URL_LEN`] characters; returned parsed (the text as given is what is stored).
+fn check_url(url: &str) -> Result<Url, String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!("url must be at most {MAX_URL_LEN} characters"));
     }
@@ -119,7 +127,7 @@ fn check_url(url: &str) -> Result<String, String> {
     if parsed.fragment().is_some() {
         return Err("url must not contain a fragment".into());
     }
-    Ok(url.to_string())
+    Ok(parsed)
 }
 
 /// At least one known event type (or `*`); duplicates removed, sorted.

@@ -11,6 +11,10 @@
 //! each round of sends, so a burst of events shares one fsync (and a graceful stop flushes
 //! everything).
 //!
+//! Targets (`targets`, `resolve`): only globally routable addresses, plus the blocks of
+//! `[webhooks] allow_private_targets`, checked when an endpoint is registered and again
+//! after DNS at every delivery (SSRF; docs/security.md).
+//!
 //! The signing secret is needed in clear to sign, so it is sealed at rest with the
 //! credential key like buyer passwords, shown once at registration and never logged.
 
@@ -19,7 +23,9 @@ mod client;
 mod deliverer;
 mod endpoint;
 mod outbox;
+mod resolve;
 pub mod signer;
+mod targets;
 
 pub use endpoint::{secret_context, MAX_ENDPOINTS};
 
@@ -27,9 +33,11 @@ use crate::config::WebhooksConfig;
 use crate::credentials::CredentialCipher;
 use crate::metrics::PlaneMetrics;
 use crate::store::{Store, StoreError};
+use resolve::Targets;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tracing::info;
 
 /// Why a webhook operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +65,8 @@ struct Inner {
     cipher: CredentialCipher,
     config: WebhooksConfig,
     client: reqwest::Client,
+    /// Where deliveries may go; the client resolves names through it.
+    targets: Arc<Targets>,
     metrics: Arc<PlaneMetrics>,
     /// Wakes the deliverer: an event was enqueued, or a delivery finished.
     wake: Notify,
@@ -74,13 +84,24 @@ impl Webhooks {
         config: &WebhooksConfig,
         metrics: Arc<PlaneMetrics>,
     ) -> Result<Self, WebhookError> {
-        let client = client::build(config)?;
+        let allowed = config
+            .allowed_targets()
+            .map_err(|e| WebhookError::Setup(e.to_string()))?;
+        if !config.allow_private_targets.is_empty() {
+            info!(
+                blocks = %config.allow_private_targets.join(", "),
+                "webhooks may be sent to these non-global addresses ([webhooks] allow_private_targets)"
+            );
+        }
+        let targets = Targets::from_env(targets::TargetPolicy::new(allowed));
+        let client = client::build(config, targets.guard())?;
         let webhooks = Webhooks {
             inner: Arc::new(Inner {
                 store,
                 cipher,
                 config: config.clone(),
                 client,
+                targets,
                 metrics,
                 wake: Notify::new(),
                 unflushed: AtomicBool::new(false),

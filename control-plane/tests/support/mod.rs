@@ -22,6 +22,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The blocks test planes allow webhooks to target: where test receivers listen.
+pub const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
 /// How long any eventual condition may take on a loaded 2-core box.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -47,13 +50,16 @@ impl TestPlane {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a plane whose config `tweak` may adjust (timeouts, limits).
+    /// Starts a plane whose config `tweak` may adjust (timeouts, limits). Webhooks may
+    /// target loopback (every test receiver is on 127.0.0.1); a test of the default
+    /// target policy clears `webhooks.allow_private_targets` in `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig {
             data_dir: dir.path().to_path_buf(),
             ..ServerConfig::default()
         };
+        config.webhooks.allow_private_targets = LOOPBACK.iter().map(|b| b.to_string()).collect();
         tweak(&mut config);
         let plane = ControlPlane::open(config.clone()).unwrap();
         let admin = plane.create_key(Role::Admin, "ops").unwrap();

@@ -2,6 +2,9 @@
 //! simulator, a control plane and an enrolled agent on 127.0.0.1 — proven by a real `curl`
 //! through the buyer's proxy. With `--once` it releases the port and exits 0 (non-zero if any
 //! step failed); without, it keeps the stack up for people and scripts until Ctrl-C.
+//! Like every harness plane, the demo allows loopback webhook targets
+//! (`harness::LOOPBACK_TARGETS`), so a receiver on this machine can be registered; a
+//! plane's default refuses them.
 
 use anyhow::{bail, Context};
 use clap::Parser;

@@ -30,4 +30,6 @@ pub use raw_agent::{new_key, Heard, RawAgent};
 pub use receiver::{start_receiver, verifies, Inbox, Received};
 pub use relay::Relay;
 pub use scan::files_containing;
-pub use stack::{api_client, proxy_urls, quirks_from_env, Stack, StackOptions, StackTls};
+pub use stack::{
+    api_client, proxy_urls, quirks_from_env, Stack, StackOptions, StackTls, LOOPBACK_TARGETS,
+};

@@ -4,6 +4,7 @@
 
 use super::api::Api;
 use super::eventually::eventually;
+use super::stack::LOOPBACK_TARGETS;
 use anyhow::Context;
 use farmhand_agent::AgentConfig;
 use std::ffi::OsStr;
@@ -49,9 +50,24 @@ impl Proc {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::spawn_with_env(name, args, &[], log)
+    }
+
+    /// [`Proc::spawn`] with `env` variables set for the child.
+    pub fn spawn_with_env<I, S>(
+        name: &str,
+        args: I,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<Proc>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let out = File::options().create(true).append(true).open(log)?;
         let child = Command::new(binary(name)?)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -107,7 +123,8 @@ impl Drop for Proc {
 }
 
 /// A `farmhand-control serve` process on a fixed loopback port (so it can be restarted at
-/// the same address), with an admin and a marketplace key.
+/// the same address), with an admin and a marketplace key; it allows loopback webhook
+/// targets ([`LOOPBACK_TARGETS`]).
 #[derive(Debug)]
 pub struct PlaneProcess {
     /// `http://127.0.0.1:PORT`.
@@ -150,13 +167,16 @@ impl PlaneProcess {
     /// Starts the server again (after [`PlaneProcess::kill9`]) and waits until it serves.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let config = self.dir.join("control.toml");
-        let proc = Proc::spawn(
+        // Through the environment, not the file: `extra` may hold its own `[webhooks]`.
+        let allowed = LOOPBACK_TARGETS.join(",");
+        let proc = Proc::spawn_with_env(
             "farmhand-control",
             [
                 OsStr::new("serve"),
                 OsStr::new("--config"),
                 config.as_os_str(),
             ],
+            &[("FARMHAND_WEBHOOKS_ALLOW_PRIVATE_TARGETS", &allowed)],
             &self.dir.join("control.log"),
         )?;
         self.proc = Some(proc);

@@ -20,6 +20,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// `[webhooks] allow_private_targets` of every plane the harness starts (in process and as
+/// a process): webhook receivers run on loopback, which a plane refuses by default.
+pub const LOOPBACK_TARGETS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -147,6 +151,9 @@ impl Stack {
                 .map(|t| TlsConfig::new(&t.cert_file, &t.key_file)),
             ..ServerConfig::default()
         };
+        // Webhook receivers of tests and the demo run on 127.0.0.1: the harness allows
+        // loopback targets (a plane's default refuses them); `configure_plane` may change it.
+        config.webhooks.allow_private_targets = LOOPBACK_TARGETS.map(String::from).to_vec();
         (options.configure_plane)(&mut config);
         let plane = ControlPlane::open(config).context("opening the control plane")?;
         let admin_key = plane.create_key(Role::Admin, "harness-admin")?;
