@@ -198,6 +198,12 @@ impl ControlPlane {
         let outages = tokio::spawn(state.allocator.clone().run_replacement(sessions.clone()));
         let deliverer = tokio::spawn(state.webhooks.clone().run(sessions.clone()));
         let warnings = tokio::spawn(state.allocator.clone().run_expiring(sessions.clone()));
+        let release_retries = tokio::spawn(
+            state
+                .allocator
+                .clone()
+                .run_release_retries(sessions.clone()),
+        );
         let audit_retention =
             AuditRetention::new(state.store.clone(), state.config.audit.retention());
         let audit_sweeper = tokio::spawn(audit_retention.run(sessions.clone()));
@@ -227,6 +233,7 @@ impl ControlPlane {
         let _ = outages.await;
         let _ = deliverer.await;
         let _ = warnings.await;
+        let _ = release_retries.await;
         let _ = audit_sweeper.await;
         if let Some(local_admin) = local_admin {
             let _ = local_admin.await;

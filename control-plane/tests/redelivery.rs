@@ -3,7 +3,8 @@
 //! clearly past its deadline, and `reconcile`'s `missing` list is repaired with the same
 //! credentials (or the allocation fails when the agent cannot re-create the port). Late
 //! answers to a replacement never move the record (`replace`). A revoked agent's outbox is
-//! emptied at once and what waits on it fails at once.
+//! emptied at once and what waits on it fails at once. A release the agent refuses is sent
+//! again while it stays connected, until it succeeds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -508,4 +509,56 @@ fn provisioned(allocation_id: &str, imei: &str, http_port: u16) -> Outcome {
             socks_port: http_port + 1000,
         }),
     }
+}
+
+#[tokio::test]
+async fn a_release_the_box_refuses_is_retried_while_the_agent_stays_connected() {
+    let plane = Arc::new(TestPlane::start().await);
+    let mut agent = plane.agent_with_modem("350000000000018").await;
+    let session = agent.welcome.session_id.clone();
+    let allocation = allocate(&plane, &mut agent, "o-stubborn").await;
+    let id = allocation["allocation_id"].as_str().unwrap().to_owned();
+    let mut deleting = Some({
+        let (p, path) = (plane.clone(), format!("/v1/allocations/{id}"));
+        tokio::spawn(async move { p.delete(&path, &p.market).await })
+    });
+    // The box refuses twice, then removes the port; the agent never reconnects.
+    for attempt in 1..=3 {
+        let command = tokio::time::timeout(support::PATIENCE, agent.next_command())
+            .await
+            .unwrap_or_else(|_| panic!("release attempt {attempt} never came"));
+        let CommandBody::Release(r) = &command.body else {
+            panic!("expected release, got {command:?}")
+        };
+        assert_eq!(r.allocation_id, id);
+        let outcome = if attempt < 3 {
+            Outcome::Error {
+                error: CommandError::new(CommandErrorCode::ProxysmartUnavailable, "box busy"),
+            }
+        } else {
+            Outcome::Ok {
+                output: CommandOutput::Release(Released {
+                    allocation_id: id.clone(),
+                    existed: true,
+                }),
+            }
+        };
+        agent.answer(&command.id, outcome).await;
+        if let Some(deleting) = deleting.take() {
+            let r = deleting.await.unwrap();
+            assert_eq!((r.status, r.error_code().as_str()), (502, "release_failed"));
+        }
+    }
+    eventually("the release finished", || async {
+        let r = plane
+            .get(&format!("/v1/allocations/{id}"), &plane.market)
+            .await;
+        r.json()["state"] == "released"
+    })
+    .await;
+    assert_eq!(
+        agent.welcome.session_id, session,
+        "the same session throughout"
+    );
+    assert!(plane.gateway().is_connected(&agent.agent_id));
 }

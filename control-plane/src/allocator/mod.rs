@@ -23,6 +23,7 @@ mod locks;
 mod outages;
 mod provision;
 mod release;
+mod release_retry;
 mod renew;
 mod repair;
 mod replace;
@@ -185,6 +186,8 @@ pub struct Allocator {
     warnings: expiring::Warnings,
     /// The outage sweeper's memory: moves running, degraded outages, moves in flight.
     replacing: outages::Tracker,
+    /// Refused releases to send again while their agent stays connected.
+    release_retries: release_retry::Schedule,
 }
 
 impl Allocator {
@@ -240,6 +243,7 @@ impl Allocator {
             tasks: TaskTracker::new(),
             warnings: expiring::Warnings::default(),
             replacing: outages::Tracker::default(),
+            release_retries: release_retry::Schedule::default(),
         };
         allocator.end_revoked_at_start()?;
         Ok(allocator)

@@ -2,7 +2,8 @@
 //! port is gone. When the agent is offline (or slow, or drops mid-release) the allocation
 //! stays `releasing` (202) and is finished when the agent reconnects — by the redelivered
 //! `release` if it is still queued, else by a new one (see `events`) — or when its late
-//! answer arrives. The `releasing` state is durable, so this survives a plane restart.
+//! answer arrives. A release the agent refuses is sent again while it stays connected
+//! (`release_retry`). The `releasing` state is durable, so this survives a plane restart.
 
 use super::{AllocError, Allocator};
 use crate::gateway::DispatchError;
@@ -68,6 +69,7 @@ impl Allocator {
                 output: CommandOutput::Release(_),
             }) => {
                 self.mark_released(&mut record, actor).await?;
+                self.release_retries.forget(&record.allocation_id);
                 info!(allocation_id = %record.allocation_id, "allocation released");
                 Ok((ReleaseStatus::Done, record))
             }
@@ -75,11 +77,15 @@ impl Allocator {
                 code: "release_failed",
                 message: "the agent answered release with an unexpected result".into(),
             }),
-            Ok(Outcome::Error { error }) => Err(AllocError::refused(
-                "release_failed",
-                "release the port",
-                &error,
-            )),
+            Ok(Outcome::Error { error }) => {
+                // Sent again while the agent stays connected (`release_retry`).
+                self.release_retries.refused(&record.allocation_id);
+                Err(AllocError::refused(
+                    "release_failed",
+                    "release the port",
+                    &error,
+                ))
+            }
             Err(DispatchError::Storage) => Err(AllocError::from_dispatch(
                 DispatchError::Storage,
                 "the release",

@@ -52,10 +52,7 @@ impl RetryPolicy {
     }
 }
 
-/// A random number in [0, 1] from the CSPRNG.
-pub(super) fn jitter_unit() -> f64 {
-    f64::from(u32::from_be_bytes(crate::ids::random_bytes::<4>())) / f64::from(u32::MAX)
-}
+pub(super) use crate::ids::jitter_unit;
 
 #[cfg(test)]
 mod tests {
