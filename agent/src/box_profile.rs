@@ -53,6 +53,8 @@ pub struct BoxProfile {
     pub speed_limit: Option<bool>,
     /// The box stores the port expiry.
     pub expiry: Option<bool>,
+    /// The box flags a port `IS_EXPIRED` once its expiry has passed (`ports::expiry_watch`).
+    pub enforces_expiry: Option<bool>,
     /// The longest a write took to show in the port list, ms.
     pub write_visibility_ms: Option<u64>,
     /// How long the last rotation took until the box showed an IP again, ms.
@@ -73,6 +75,7 @@ impl BoxProfile {
             quota: self.quota,
             speed_limit: self.speed_limit,
             expiry: self.expiry,
+            enforces_expiry: self.enforces_expiry,
         }
     }
 }

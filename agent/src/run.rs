@@ -140,6 +140,7 @@ pub async fn run_with_status(
         clock,
         config.proxysmart.ports.clone(),
     );
+    crate::ports::expiry_watch::spawn(ports.clone(), poller_stop.clone());
     let mut commands = CommandContext::new(client, journal, config.proxysmart.rotation_timeout);
     commands.ports = ports;
     commands.inventory = Some(inventory.clone());

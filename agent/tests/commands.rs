@@ -672,3 +672,37 @@ async fn a_manual_rotation_never_overlaps_an_automatic_one() {
     );
     stop.cancel();
 }
+
+/// Whether the box ends a port at its expiry is read from the port list: past the expiry
+/// (and a grace), a box that enforces it shows `IS_EXPIRED: 1`; one that ignores it does not,
+/// and the box profile says so (`enforces_expiry`), which the plane then shows.
+#[tokio::test]
+async fn the_box_profile_notes_whether_the_box_enforces_port_expiry() {
+    let a = agent().await;
+    let imei = a.sim.online.clone();
+    let CommandOutput::Provision(p) =
+        ok(a.exec.execute(cmd("c1", provision("al-exp", &imei))).await)
+    else {
+        panic!("provision output")
+    };
+    let ports = &a.exec.context().ports;
+    let observe = || farmhand_agent::ports::expiry_watch::observe(ports, now_ms());
+    assert_eq!(
+        observe().await.unwrap(),
+        None,
+        "an hour left: nothing to tell yet"
+    );
+    // The expiry passed long ago (the test box is on UTC).
+    a.sim
+        .set_valid_before(&p.port_id, "2026-01-01T00:00")
+        .unwrap();
+    assert_eq!(observe().await.unwrap(), Some(true));
+    assert_eq!(ports.profile().capabilities().enforces_expiry, Some(true));
+    // The same port on a box that ignores expiry: still shown as not expired.
+    a.sim.set_quirks(Quirks {
+        ignores_expiry: true,
+        ..Quirks::default()
+    });
+    assert_eq!(observe().await.unwrap(), Some(false));
+    assert_eq!(ports.profile().capabilities().enforces_expiry, Some(false));
+}

@@ -43,6 +43,10 @@ pub struct BoxCapabilities {
     /// The port expiry (`PROXY_VALID_BEFORE`) is stored.
     #[serde(default)]
     pub expiry: Option<bool>,
+    /// The box flags (and stops) a port once its expiry has passed; `false`: it still
+    /// showed an expired port as not expired, so only the plane's release ends it on time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforces_expiry: Option<bool>,
 }
 
 /// Seller-configured labels.

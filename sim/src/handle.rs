@@ -271,6 +271,15 @@ impl SimHandle {
         Ok(port.snapshot())
     }
 
+    /// Sets a port's expiry as the box shows it (box-local `YYYY-MM-DDTHH:MM[:SS]`): a test
+    /// knob for "this port's expiry has passed" without waiting for it.
+    pub fn set_valid_before(&self, port_id: &str, stamp: &str) -> Result<(), SimError> {
+        let mut state = self.sim.state();
+        let port = state.ports.get_mut(port_id).ok_or(SimError::NoSuchPort)?;
+        port.valid_before = stamp.to_string();
+        Ok(())
+    }
+
     /// Makes a stored port live, as `apply_port` does.
     pub async fn apply_port(&self, port_id: &str) -> Result<(), SimError> {
         listeners::apply_port(&self.sim, port_id).await

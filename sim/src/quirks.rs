@@ -30,7 +30,8 @@ pub struct Quirks {
     pub drops_quota: bool,
     /// `PROXY_VALID_BEFORE` is accepted and ignored: the port never expires on the box.
     pub drops_expiry: bool,
-    /// The expiry is kept and shown (`IS_EXPIRED: 1` after it) but the port keeps serving.
+    /// The expiry is kept and shown, but never enforced: `IS_EXPIRED` stays 0 and the port
+    /// keeps serving after it.
     pub ignores_expiry: bool,
     /// The port list shows the quota as `bw_quota` (a number) while `QUOTA` stays "".
     pub quota_as_bw_quota: bool,

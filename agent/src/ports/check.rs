@@ -75,7 +75,7 @@ pub fn box_expiry(clock: &BoxClock, unix_ms: u64) -> Result<String, CommandError
 }
 
 /// A box timestamp in any form boxes show: seconds, minutes, or a date (its midnight).
-fn parse_stamp(text: &str) -> Option<(PrimitiveDateTime, bool)> {
+pub(super) fn parse_stamp(text: &str) -> Option<(PrimitiveDateTime, bool)> {
     let text = text.trim().replace(' ', "T");
     if let Ok(t) = PrimitiveDateTime::parse(&text, SECONDS) {
         return Some((t, false));

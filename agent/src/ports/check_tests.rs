@@ -46,6 +46,7 @@ fn shown(quota: &str, bw_quota: Option<&str>, limits: Option<(&str, &str)>) -> P
         created_at: String::new(),
         quota: quota.into(),
         over_quota: false,
+        expired: None,
         bandlimin: limits.map(|l| l.0.to_string()),
         bandlimout: limits.map(|l| l.1.to_string()),
         bw_quota: bw_quota.map(str::to_string),

@@ -20,6 +20,7 @@
 //! Every observation lands in the box profile (`crate::box_profile`).
 
 mod check;
+pub mod expiry_watch;
 mod form_path;
 mod listen;
 mod pairs;
@@ -122,8 +123,9 @@ pub struct Want {
     pub limits: PortLimits,
 }
 
-/// The box's ports, written and verified (see the module header).
-#[derive(Debug)]
+/// The box's ports, written and verified (see the module header). Cheap to clone: the
+/// profile and clock are shared.
+#[derive(Debug, Clone)]
 pub struct Ports {
     client: ProxysmartClient,
     profile: Arc<BoxProfileHandle>,

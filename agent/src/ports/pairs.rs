@@ -71,6 +71,7 @@ mod tests {
             created_at: String::new(),
             quota: String::new(),
             over_quota: false,
+            expired: None,
             bandlimin: None,
             bandlimout: None,
             bw_quota: None,

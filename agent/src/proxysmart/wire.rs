@@ -71,6 +71,8 @@ pub struct PortEntry {
     pub quota: String,
     /// `IS_OVER_QUOTA`: the quota is used up.
     pub over_quota: bool,
+    /// `IS_EXPIRED` as the box shows it (`None`: not listed).
+    pub expired: Option<bool>,
     /// The speed limits, when the box lists them (`bandlimin` / `bandlimout`; the
     /// documented port list does not include them, some boxes do).
     pub bandlimin: Option<String>,
@@ -237,6 +239,7 @@ fn port_entry(imei: &str, port: &Value) -> Option<PortEntry> {
         created_at: text(port, "CREATED_AT").unwrap_or_default(),
         quota: text(port, "QUOTA").unwrap_or_default(),
         over_quota: truthy(port.get("IS_OVER_QUOTA")),
+        expired: port.get("IS_EXPIRED").map(|v| truthy(Some(v))),
         bandlimin: text(port, "bandlimin"),
         bandlimout: text(port, "bandlimout"),
         bw_quota: text(port, "bw_quota"),
