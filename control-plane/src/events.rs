@@ -94,19 +94,26 @@ impl EventType {
     }
 }
 
+/// Where emitted events go: the webhook outbox (`webhooks` implements it). A trait so that
+/// this layer, which producers import, does not import the delivery layer above it.
+pub trait EventSink: Send + Sync + std::fmt::Debug {
+    /// Whether any subscriber wants `kind` (cheap: producers ask before building one).
+    fn wants(&self, kind: EventType) -> bool;
+    /// Stores `kind` happening to `object` for delivery.
+    fn enqueue(&self, kind: EventType, object: Value) -> Result<(), String>;
+}
+
 /// The handle producers emit through. Cheap to clone. The default one (no webhooks) only
 /// logs.
 #[derive(Debug, Clone, Default)]
 pub struct Events {
-    sink: Option<crate::webhooks::Webhooks>,
+    sink: Option<std::sync::Arc<dyn EventSink>>,
 }
 
 impl Events {
-    /// Events stored in `webhooks`' outbox.
-    pub fn new(webhooks: crate::webhooks::Webhooks) -> Self {
-        Events {
-            sink: Some(webhooks),
-        }
+    /// Events stored in `sink` (the webhook outbox).
+    pub fn new(sink: std::sync::Arc<dyn EventSink>) -> Self {
+        Events { sink: Some(sink) }
     }
 
     /// Whether any endpoint subscribes to `kind` (one atomic load): producers skip
@@ -118,10 +125,10 @@ impl Events {
     /// Records that `kind` happened to `object` (never a credential in it).
     pub fn emit(&self, kind: EventType, object: Value) {
         tracing::debug!(event = kind.as_str(), "event");
-        let Some(webhooks) = &self.sink else {
+        let Some(sink) = &self.sink else {
             return;
         };
-        if let Err(e) = webhooks.enqueue(kind, object) {
+        if let Err(e) = sink.enqueue(kind, object) {
             tracing::error!(
                 event = kind.as_str(),
                 "cannot store an event for webhooks: {e}"

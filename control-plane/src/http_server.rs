@@ -17,6 +17,7 @@
 //! accepting, open connections finish their request in flight and close, and `serve`
 //! returns once every connection task has ended.
 
+use crate::config::HttpConfig;
 use crate::tls::ServerTls;
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -48,6 +49,16 @@ pub struct ConnLimits {
     pub max_per_address: usize,
     /// Time for a request's head, and for the next one on an idle keep-alive connection.
     pub header_timeout: Duration,
+}
+
+impl From<&HttpConfig> for ConnLimits {
+    fn from(config: &HttpConfig) -> Self {
+        ConnLimits {
+            max_connections: config.max_connections,
+            max_per_address: config.max_connections_per_address,
+            header_timeout: config.header_timeout(),
+        }
+    }
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` is cancelled.

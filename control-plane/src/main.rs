@@ -282,7 +282,7 @@ fn serve(
     log_format: Option<LogFormat>,
 ) -> Result<()> {
     // The file (or the defaults), then the FARMHAND_* variables, then the flags.
-    let mut config = farmhand_control::env::load(file.as_deref(), std::env::vars_os())
+    let mut config = farmhand_control::config::env::load(file.as_deref(), std::env::vars_os())
         .with_context(|| match &file {
             Some(path) => format!("loading {}", path.display()),
             None => "loading the configuration (defaults and FARMHAND_* variables)".into(),

@@ -96,7 +96,7 @@ impl ControlPlane {
             &config.webhooks,
             metrics.clone(),
         )?;
-        let events = crate::events::Events::new(webhooks.clone());
+        let events = crate::events::Events::new(Arc::new(webhooks.clone()));
         let (gateway, gateway_events) = Gateway::new(
             store.clone(),
             fleet.clone(),
@@ -182,7 +182,7 @@ impl ControlPlane {
             Ok(local) => Some(tokio::spawn(crate::http_server::serve_local(
                 local,
                 crate::local_admin::app(app.clone()),
-                state.config.http.limits().header_timeout,
+                state.config.http.header_timeout(),
                 sessions.clone(),
             ))),
             Err(e) => {
@@ -223,7 +223,7 @@ impl ControlPlane {
             guard.cancel();
         });
         let serving =
-            crate::http_server::serve(listener, app, tls, state.config.http.limits(), http_stop);
+            crate::http_server::serve(listener, app, tls, (&state.config.http).into(), http_stop);
         let served = within_grace(serving, &shutdown, grace).await;
         sessions.cancel();
         state.gateway.drain().await;

@@ -5,14 +5,13 @@
 //! `traffic_quota_mb`).
 
 use super::AllocError;
+use crate::config::MAX_ROTATE_EVERY_S;
 use crate::store::AllocationRequest;
 
 /// Shortest allocation, seconds.
 pub const MIN_DURATION_S: u64 = 60;
 /// Longest allocation (365 days), seconds.
 pub const MAX_DURATION_S: u64 = 31_536_000;
-/// Longest automatic rotation interval (one day), seconds.
-pub const MAX_ROTATE_EVERY_S: u64 = 86_400;
 /// Largest speed limit, kbit/s (10 Gbit/s, far above any modem; the agent's own bound).
 pub const MAX_BANDWIDTH_KBIT: u64 = 10_000_000;
 /// Largest traffic quota, MB (100 TB; the agent's own bound).

@@ -5,10 +5,10 @@
 //! under `[enroll] require_approval` get orders (audited).
 
 use super::auth::Admin;
-use super::error::ApiError;
 use super::json::ApiPath;
 use super::AppState;
 use crate::fleet::ModemView;
+use crate::http_error::ApiError;
 use crate::ids::rfc3339;
 use crate::store::{AgentRecord, AuditAction};
 use axum::extract::State;

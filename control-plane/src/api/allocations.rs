@@ -14,10 +14,10 @@
 //! is `true`.
 
 use super::auth::{AnyRole, Caller};
-use super::error::ApiError;
 use super::json::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::allocator::{Created, ReleaseStatus};
+use crate::http_error::ApiError;
 use crate::ids::rfc3339;
 use crate::store::{
     AllocationRecord, AllocationRequest, AllocationState, AuditAction, ReleaseReason, Replacement,

@@ -6,9 +6,9 @@
 //! share one instant, which paging by `since` cannot do.
 
 use super::auth::Admin;
-use super::error::ApiError;
 use super::json::ApiQuery;
 use super::AppState;
+use crate::http_error::ApiError;
 use crate::ids::rfc3339;
 use crate::store::{AuditCursor, AuditEntry};
 use axum::extract::State;

@@ -10,8 +10,8 @@
 //! does not get the answer: [`recheck`] looks the key up again once the handler is done
 //! and answers 401 instead.
 
-use super::error::ApiError;
 use super::AppState;
+use crate::http_error::ApiError;
 use crate::ratelimit::ClientAddr;
 use crate::store::{AuditAction, Role};
 use axum::extract::{FromRequestParts, Request, State};

@@ -4,9 +4,9 @@
 //! own attempt budget (both 429 `rate_limited` when empty).
 
 use super::auth::{check_budget, note_failure};
-use super::error::ApiError;
 use super::json::ApiJson;
 use super::AppState;
+use crate::http_error::ApiError;
 use crate::ids::{now, random_id};
 use crate::ratelimit::ClientAddr;
 use crate::store::{fingerprint, secret_hash, AgentRecord, AuditAction, EnrollError};

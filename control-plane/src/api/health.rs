@@ -2,8 +2,8 @@
 //! accepting) and `GET /metrics` (Prometheus text, see `crate::metrics`).
 
 use super::auth::Admin;
-use super::error::ApiError;
 use super::AppState;
+use crate::http_error::ApiError;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -41,5 +41,5 @@ pub async fn metrics(
     if state.config.metrics.require_admin {
         Admin::from_request_parts(&mut parts, &state).await?;
     }
-    crate::metrics::render(&state).await
+    super::metrics::render(&state).await
 }

@@ -3,8 +3,8 @@
 //! (never axum's plain-text rejections); bodies over `max_body_bytes` become 413, and a
 //! body that does not arrive within `[http] body_timeout_s` 408 `request_timeout`.
 
-use super::error::ApiError;
 use super::AppState;
+use crate::http_error::ApiError;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;

@@ -3,9 +3,9 @@
 //! last used, expiry), revoke one (its next request — and one already running — gets 401).
 
 use super::auth::Admin;
-use super::error::ApiError;
 use super::json::{ApiJson, ApiPath};
 use super::AppState;
+use crate::http_error::ApiError;
 use crate::ids::now;
 use crate::keys::KeySpec;
 use crate::store::Role;

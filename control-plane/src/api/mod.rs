@@ -9,10 +9,11 @@ mod allocations;
 mod audit;
 pub(crate) mod auth;
 mod enroll;
-pub mod error;
+mod error;
 mod health;
 mod json;
 mod keys;
+mod metrics;
 mod modems;
 mod tokens;
 mod webhooks;
@@ -21,12 +22,12 @@ use crate::allocator::Allocator;
 use crate::config::ServerConfig;
 use crate::fleet::Fleet;
 use crate::gateway::Gateway;
+use crate::http_error::ApiError;
 use crate::ratelimit::Limits;
 use crate::store::Store;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use error::ApiError;
 use std::sync::Arc;
 
 /// What every handler can reach.
@@ -122,7 +123,7 @@ pub fn router(state: AppState) -> Router {
         // Outermost, so every request is counted by the route it matched.
         .layer(axum::middleware::from_fn_with_state(
             counted,
-            crate::metrics::track_requests,
+            metrics::track_requests,
         ))
 }
 

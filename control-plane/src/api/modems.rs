@@ -6,12 +6,12 @@
 //! agents report, so its copy is sold again.
 
 use super::auth::{Admin, AnyRole};
-use super::error::ApiError;
 use super::json::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::allocator::{LastRotation, Rotation};
 use crate::events::EventType;
 use crate::fleet::{ModemFilter, ModemView};
+use crate::http_error::ApiError;
 use crate::store::AuditAction;
 use axum::extract::State;
 use axum::Json;

@@ -3,9 +3,9 @@
 //! revoke an unused one.
 
 use super::auth::Admin;
-use super::error::ApiError;
 use super::json::{ApiJson, ApiPath};
 use super::AppState;
+use crate::http_error::ApiError;
 use crate::ids::{now, random_bytes, rfc3339};
 use crate::store::{fingerprint, AuditAction, TokenRecord};
 use axum::extract::State;

@@ -7,9 +7,9 @@
 //! modem events; another tenant's endpoints answer 404).
 
 use super::auth::{AnyRole, Caller};
-use super::error::ApiError;
 use super::json::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
+use crate::http_error::ApiError;
 use crate::ids::rfc3339;
 use crate::store::{AuditAction, Delivery, WebhookEndpoint};
 use crate::webhooks::WebhookError;

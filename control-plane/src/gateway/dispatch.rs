@@ -86,7 +86,14 @@ impl Gateway {
             Wait::UntilDisconnect => session.closed.clone(),
         };
         let result = wait_for(self, agent_id, &id, rx, deadline, &closed).await;
-        ctx.metrics.command_finished(op, &result, started.elapsed());
+        let outcome = match &result {
+            Ok(Outcome::Ok { .. }) => "ok",
+            Ok(Outcome::Error { error }) => error.code.as_str(),
+            Err(e) => e.label(),
+        };
+        let elapsed = started.elapsed();
+        ctx.metrics
+            .command_finished(op, outcome, result.is_ok(), elapsed);
         // A revoked agent's command is dropped here too: one written after `revoked`
         // emptied the outbox (the dispatch had found the session just before the kick).
         if matches!(

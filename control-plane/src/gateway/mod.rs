@@ -20,9 +20,9 @@ mod pause;
 mod registry;
 mod session;
 
-use crate::api::error::ApiError;
 use crate::config::ServerConfig;
 use crate::fleet::Fleet;
+use crate::http_error::ApiError;
 use crate::ratelimit::{ClientAddr, Limits};
 use crate::store::Store;
 use axum::extract::{State, WebSocketUpgrade};
@@ -96,6 +96,19 @@ pub enum DispatchError {
     /// The command could not be recorded in the outbox; nothing was sent.
     #[error("the command could not be stored")]
     Storage,
+}
+
+impl DispatchError {
+    /// The metrics label for a command that ended this way.
+    pub fn label(self) -> &'static str {
+        match self {
+            DispatchError::AgentOffline => "agent_offline",
+            DispatchError::Timeout => "timeout",
+            DispatchError::SessionClosed => "session_closed",
+            DispatchError::AgentRevoked => "agent_revoked",
+            DispatchError::Storage => "storage_error",
+        }
+    }
 }
 
 /// State shared by the gateway's handler, sessions and dispatchers.

@@ -103,3 +103,15 @@ impl Webhooks {
         Ok(deliveries.len())
     }
 }
+
+impl crate::events::EventSink for Webhooks {
+    fn wants(&self, kind: EventType) -> bool {
+        Webhooks::wants(self, kind)
+    }
+
+    fn enqueue(&self, kind: EventType, object: Value) -> Result<(), String> {
+        Webhooks::enqueue(self, kind, object)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,11 +1,17 @@
 //! The control plane's configuration: one strict TOML file (`config/control.example.toml`
 //! documents every option), named defaults, validated once at load.
 
+pub mod env;
+
 use crate::cidr::{Cidr, CidrError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Longest automatic rotation interval and rotation cooldown (one day), seconds: bounds
+/// `min_rotate_every_s` here and each request's `rotate_every_s` (`allocator::request`).
+pub const MAX_ROTATE_EVERY_S: u64 = 86_400;
 
 /// Default address the binary listens on (`listen`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -211,13 +217,9 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    /// The limits the accept loop applies.
-    pub fn limits(&self) -> crate::http_server::ConnLimits {
-        crate::http_server::ConnLimits {
-            max_connections: self.max_connections,
-            max_per_address: self.max_connections_per_address,
-            header_timeout: Duration::from_secs(self.header_timeout_s),
-        }
+    /// How long a client may take to send its request headers.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_s)
     }
 
     /// The body deadline.
@@ -492,9 +494,9 @@ impl ServerConfig {
     }
 
     /// Reads, parses and validates a TOML file, with the process's `FARMHAND_…`
-    /// environment variables applied over it (`crate::env`).
+    /// environment variables applied over it (`env`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        crate::env::load(Some(path), std::env::vars_os())
+        env::load(Some(path), std::env::vars_os())
     }
 
     /// Checks that every value is usable (zero timeouts or limits would break the plane).
@@ -589,7 +591,7 @@ impl ServerConfig {
 
     /// `min_rotate_every_s` is 1 … one day; the cooldown at most one day.
     fn validate_rotation(&self) -> Result<(), ConfigError> {
-        let max = crate::allocator::request::MAX_ROTATE_EVERY_S;
+        let max = MAX_ROTATE_EVERY_S;
         if !(1..=max).contains(&self.min_rotate_every_s) {
             return Err(ConfigError::Invalid(format!(
                 "min_rotate_every_s must be between 1 and {max}"

@@ -4,7 +4,7 @@
 //! read from a file with the `_FILE` suffix. `config/control.example.toml` lists the keys,
 //! and a test keeps [`SCHEMA`] and that file in step.
 
-use crate::config::{ConfigError, ServerConfig};
+use super::{ConfigError, ServerConfig};
 use farmhand_ops::env::{self, Key, Kind, Schema, NON_CONFIG_VARIABLES};
 use std::ffi::OsString;
 use std::path::Path;
