@@ -4,14 +4,9 @@
 //! (`webhooks`) and never waits on the network. A storage error is logged, never returned:
 //! the change the event describes has already happened.
 //!
-//! Modem events fire on transitions only ([`modem_transitions`]): a modem the plane sees for
-//! the first time (an agent's first inventory after connecting, or after a plane restart)
-//! is not a transition, and an agent's disconnect does not turn its modems offline (that
-//! is `agent.disconnected`); when the agent reconnects, its inventory is compared with the
-//! last known state, so only real changes produce events — no storm when 10,000 agents
-//! reconnect.
+//! Modem events fire on transitions only (`fleet::ModemTransition` says which changes are
+//! news).
 
-use crate::fleet::LiveAgent;
 use crate::store::AllocationRecord;
 use farmhand_protocol::{Modem, Site};
 use serde_json::{json, Value};
@@ -175,40 +170,6 @@ pub fn modem_object(agent_id: &str, site: Option<&Site>, modem: &Modem, reason: 
     })
 }
 
-/// The modem events between two states of one agent: a known modem whose `online` flag
-/// flipped, or a known online modem that left the inventory (offline, `removed`). Modems
-/// seen for the first time produce nothing.
-pub fn modem_transitions(
-    agent_id: &str,
-    before: &LiveAgent,
-    after: &LiveAgent,
-) -> Vec<(EventType, Value)> {
-    let site = after.site.as_ref().or(before.site.as_ref());
-    let mut out = Vec::new();
-    for (imei, old) in &before.modems {
-        match after.modems.get(imei) {
-            Some(new) if new.online != old.online => {
-                let kind = if new.online {
-                    EventType::ModemOnline
-                } else {
-                    EventType::ModemOffline
-                };
-                out.push((kind, modem_object(agent_id, site, new, "status_changed")));
-            }
-            None if old.online => {
-                let gone = Modem {
-                    online: false,
-                    ..old.clone()
-                };
-                let object = modem_object(agent_id, site, &gone, "removed");
-                out.push((EventType::ModemOffline, object));
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// The allocation as events show it: the API's allocation object without `login` and
 /// `password` (webhook payloads travel to and are stored by third parties).
 pub fn allocation_object(record: &AllocationRecord) -> Value {
@@ -239,59 +200,6 @@ pub fn allocation_object(record: &AllocationRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn modem(imei: &str, online: bool) -> Modem {
-        Modem {
-            imei: imei.into(),
-            nick: "n".into(),
-            carrier: Some("Vodafone".into()),
-            ext_ip: Some("198.51.100.1".into()),
-            online,
-            rotating: false,
-            signal: Some(20),
-            model: None,
-            ..Modem::default()
-        }
-    }
-
-    fn agent(modems: &[Modem]) -> LiveAgent {
-        let mut agent = LiveAgent::default();
-        agent.modems = modems.iter().map(|m| (m.imei.clone(), m.clone())).collect();
-        agent
-    }
-
-    #[test]
-    fn only_known_modems_that_flip_or_leave_online_make_events() {
-        let empty = agent(&[]);
-        let first = agent(&[modem("1", true), modem("2", false), modem("3", true)]);
-        assert!(
-            modem_transitions("a", &empty, &first).is_empty(),
-            "first sight is not a transition"
-        );
-        assert!(modem_transitions("a", &first, &first).is_empty());
-        let later = agent(&[modem("1", false), modem("2", true), modem("4", true)]);
-        let events: Vec<(EventType, String, String)> = modem_transitions("a", &first, &later)
-            .into_iter()
-            .map(|(kind, o)| {
-                let imei = o["imei"].as_str().unwrap().to_string();
-                (kind, imei, o["reason"].as_str().unwrap().to_string())
-            })
-            .collect();
-        assert_eq!(
-            events,
-            vec![
-                (EventType::ModemOffline, "1".into(), "status_changed".into()),
-                (EventType::ModemOnline, "2".into(), "status_changed".into()),
-                (EventType::ModemOffline, "3".into(), "removed".into()),
-            ]
-        );
-        let gone = agent(&[]);
-        let offline_gone = agent(&[modem("9", false)]);
-        assert!(
-            modem_transitions("a", &offline_gone, &gone).is_empty(),
-            "an offline modem that leaves is not news"
-        );
-    }
 
     #[test]
     fn every_wire_name_parses_back() {

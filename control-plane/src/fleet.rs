@@ -14,6 +14,9 @@
 //! a slot the agent would refuse with `policy_denied` is never listed or reserved.
 
 mod index;
+mod transitions;
+
+pub use transitions::ModemTransition;
 
 use farmhand_protocol::{
     BoxCapabilities, HealthLimits, HealthResource, HostHealth, Inventory, Modem, ModemsChanged,
@@ -232,6 +235,16 @@ pub struct Duplicate {
     pub agent_ids: Vec<String>,
 }
 
+/// What an inventory or change report did beyond updating the view: the news the plane
+/// tells (`Fleet::replace_inventory`, `Fleet::apply_changes`).
+#[derive(Debug, Default)]
+pub struct Update {
+    /// IMEIs newly reported by another agent too.
+    pub duplicates: Vec<Duplicate>,
+    /// Modems that went online or offline.
+    pub transitions: Vec<ModemTransition>,
+}
+
 /// Who reports an IMEI (`Fleet::locate`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Located {
@@ -354,7 +367,7 @@ impl Fleet {
 
     /// Replaces everything known about the agent's box; returns the IMEIs it reports that
     /// another agent reports too, newly so.
-    pub fn replace_inventory(&self, agent_id: &str, inventory: Inventory) -> Vec<Duplicate> {
+    pub fn replace_inventory(&self, agent_id: &str, inventory: Inventory) -> Update {
         let before = self.duplicates_of(agent_id);
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
@@ -369,6 +382,7 @@ impl Fleet {
             .map(|m| (m.imei.clone(), m))
             .collect();
         let old = std::mem::replace(&mut agent.modems, modems);
+        let transitions = transitions::between(&old, &agent.modems, agent.site.as_ref());
         let seen: Vec<(String, bool)> = agent
             .modems
             .values()
@@ -388,17 +402,24 @@ impl Fleet {
         if changed {
             self.health.notify_one();
         }
-        self.new_duplicates(agent_id, &before)
+        Update {
+            duplicates: self.new_duplicates(agent_id, &before),
+            transitions,
+        }
     }
 
-    /// Applies a change report; returns the IMEIs newly reported by another agent too.
-    pub fn apply_changes(&self, agent_id: &str, changes: ModemsChanged) -> Vec<Duplicate> {
+    /// Applies a change report: the modem transitions it makes and the IMEIs newly reported
+    /// by another agent too.
+    pub fn apply_changes(&self, agent_id: &str, changes: ModemsChanged) -> Update {
         let before = self.duplicates_of(agent_id);
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.proxysmart_reachable = changes.proxysmart_reachable;
+        let mut old = BTreeMap::new();
         for imei in &changes.removed {
-            agent.modems.remove(imei);
+            if let Some(modem) = agent.modems.remove(imei) {
+                old.insert(imei.clone(), modem);
+            }
         }
         let seen: Vec<(String, bool)> = changes
             .changed
@@ -406,8 +427,11 @@ impl Fleet {
             .map(|m| (m.imei.clone(), m.online))
             .collect();
         for modem in changes.changed {
-            agent.modems.insert(modem.imei.clone(), modem);
+            if let Some(was) = agent.modems.insert(modem.imei.clone(), modem) {
+                old.insert(was.imei.clone(), was);
+            }
         }
+        let transitions = transitions::between(&old, &agent.modems, agent.site.as_ref());
         let mut changed = false;
         for imei in &changes.removed {
             changed |= inner.modem_gone(agent_id, imei);
@@ -419,7 +443,10 @@ impl Fleet {
         if changed {
             self.health.notify_one();
         }
-        self.new_duplicates(agent_id, &before)
+        Update {
+            duplicates: self.new_duplicates(agent_id, &before),
+            transitions,
+        }
     }
 
     /// The IMEIs of `agent_id` that another agent reports too.

@@ -32,11 +32,6 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// A random number in [0, 1] from the CSPRNG (retry jitter).
-pub fn jitter_unit() -> f64 {
-    f64::from(u32::from_be_bytes(random_bytes::<4>())) / f64::from(u32::MAX)
-}
-
 /// The bytes of lowercase or uppercase hex (`None` for odd length or a non-hex digit).
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {

@@ -104,7 +104,6 @@ impl ControlPlane {
             limits.clone(),
             shutdown.clone(),
             metrics.clone(),
-            events.clone(),
         );
         let allocator = Arc::new(Allocator::new(
             store.clone(),

@@ -94,3 +94,43 @@ async fn an_allocation_expiring_while_its_agent_is_offline_is_released_on_reconn
     .await;
     assert_eq!(plane.allocation(&id).await["release_reason"], "expired");
 }
+
+/// Every live state expires: an allocation moved to another modem (`replaced`) is released
+/// at its `expires_at` exactly like an `active` one.
+#[tokio::test]
+async fn a_replaced_allocation_expires_like_an_active_one() {
+    const FIRST: &str = "350000000000101";
+    const SECOND: &str = "350000000000303";
+    let plane = Arc::new(TestPlane::start_with(|c| c.replacement_grace_s = 0).await);
+    let identity = plane.enroll().await;
+    let mut agent = support::FakeAgent::connect(&plane, &identity)
+        .await
+        .unwrap();
+    let modems = vec![
+        support::modem(FIRST, "Vodafone"),
+        support::modem(SECOND, "Vodafone"),
+    ];
+    agent.send_inventory(modems).await;
+    plane.wait_available(SECOND).await;
+    let pinned = json!({"order_id": "o-moved", "duration_s": 86_400, "imei": FIRST});
+    let created = support::flows::post_allocation(&plane, pinned);
+    support::flows::provision_ok(&mut agent).await;
+    let id = created.await.unwrap().json()["allocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (p, path) = (plane.clone(), format!("/v1/allocations/{id}/replace"));
+    let replacing = tokio::spawn(async move { p.post(&path, &p.market, json!({})).await });
+    let moved = support::flows::provisioned(&mut agent).await;
+    assert_eq!(moved.imei, SECOND);
+    assert_eq!(replacing.await.unwrap().status, 200);
+    assert_eq!(plane.allocation(&id).await["state"], "replaced");
+
+    plane.set_expiry(&id, Span::seconds(-1));
+    assert_eq!(release_ok(&mut agent).await, id);
+    eventually("the expired replaced allocation is released", || async {
+        plane.allocation(&id).await["state"] == "released"
+    })
+    .await;
+    assert_eq!(plane.allocation(&id).await["release_reason"], "expired");
+}

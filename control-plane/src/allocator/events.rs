@@ -1,4 +1,5 @@
-//! The allocator's side of [`GatewayEvent`]s, consumed by one named task:
+//! The allocator's side of [`GatewayEvent`]s, consumed by one named task (reports —
+//! audits, events, usage, rotations — are handled in `reports`, in arrival order):
 //! - an agent came back → redeliver its queued commands (same ids; a `provision` gets its
 //!   password back from the sealed record, and is dropped if its allocation is no longer
 //!   pending or live or has moved to another modem; a `release` of an allocation that is
@@ -33,9 +34,48 @@ impl Allocator {
                 _ = shutdown.cancelled() => return,
                 event = events.recv() => match event { Some(e) => e, None => return },
             };
+            // Reports are a few local writes, handled here in arrival order; what may wait
+            // on an agent runs in its own task so one slow agent does not delay the others.
+            let Some(event) = self.on_report(event) else {
+                continue;
+            };
             let this = self.clone();
             self.spawn(async move { this.on_event(event).await });
         }
+    }
+
+    /// Handles `event` if it is a report (`reports`); gives it back otherwise.
+    fn on_report(&self, event: GatewayEvent) -> Option<GatewayEvent> {
+        match event {
+            GatewayEvent::Opened {
+                session,
+                client,
+                version,
+            } => self.session_opened(&session, &client, version),
+            GatewayEvent::Closed {
+                session,
+                reason,
+                announce,
+            } => self.session_closed(&session, &reason, announce),
+            GatewayEvent::FleetChanged { agent_id, update } => {
+                self.fleet_changed(&agent_id, update)
+            }
+            GatewayEvent::HealthCrossed {
+                agent_id,
+                crossings,
+            } => self.health_crossed(&agent_id, crossings),
+            GatewayEvent::Rotated { agent_id, report } => {
+                self.rotated_on_its_own(&agent_id, report)
+            }
+            GatewayEvent::Usage { agent_id, report } => self.usage(&agent_id, &report),
+            GatewayEvent::PolicyDenied {
+                agent_id,
+                command_id,
+                message,
+            } => self.policy_denied(&agent_id, &command_id, &message),
+            other => return Some(other),
+        }
+        None
     }
 
     async fn on_event(&self, event: GatewayEvent) {
@@ -48,6 +88,8 @@ impl Allocator {
             GatewayEvent::LateResult { agent_id, result } => {
                 self.on_late_result(&agent_id, result).await
             }
+            // Reports never get here (`on_report`).
+            _ => Ok(()),
         };
         if let Err(e) = result {
             warn!("handling a gateway event failed: {e}");

@@ -27,6 +27,7 @@ mod release_retry;
 mod renew;
 mod repair;
 mod replace;
+mod reports;
 pub mod request;
 mod revoked;
 mod rotate;

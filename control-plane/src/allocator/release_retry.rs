@@ -8,6 +8,7 @@
 
 use super::Allocator;
 use crate::store::AllocationState;
+use farmhand_ops::backoff;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,8 +37,8 @@ impl Schedule {
         let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
         let delay = due
             .get(allocation_id)
-            .map_or(FIRST, |(_, d)| d.saturating_mul(2).min(LONGEST));
-        let wait = delay.mul_f64(0.5 + 0.5 * crate::ids::jitter_unit());
+            .map_or(FIRST, |(_, d)| backoff::doubling(*d, LONGEST, 1));
+        let wait = backoff::equal_jitter(delay, backoff::random_unit());
         due.insert(allocation_id.to_string(), (Instant::now() + wait, delay));
         drop(due);
         self.wake.notify_one();

@@ -48,10 +48,46 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// Data written out once this much is buffered (every send is flushed anyway).
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
-/// What the gateway reports to the rest of the plane.
+/// Who a session is for, as the reports about it name it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The agent.
+    pub agent_id: String,
+    /// This session.
+    pub session_id: String,
+    /// The agent's enrollment label and hostname.
+    pub label: String,
+    /// The agent's hostname.
+    pub hostname: String,
+    /// The agent's software version from `hello`.
+    pub agent_version: String,
+}
+
+/// What the gateway reports to the rest of the plane (the allocator consumes them: see
+/// `allocator::Allocator::run_events`). The gateway is transport: it keeps the live fleet
+/// view and its command outbox, and hands everything that means something to the business
+/// — audits, events, usage, rotations — upward through these, in the order they happened.
 #[derive(Debug)]
 pub enum GatewayEvent {
-    /// A session of this agent authenticated (after `welcome` and `reconcile` were sent).
+    /// A session authenticated (before `welcome` is sent).
+    Opened {
+        /// The session.
+        session: SessionInfo,
+        /// The client's address.
+        client: String,
+        /// The protocol version agreed.
+        version: u32,
+    },
+    /// A session ended.
+    Closed {
+        /// The session.
+        session: SessionInfo,
+        /// Why (an error code or a short sentence).
+        reason: String,
+        /// False when the plane closed it because it is stopping (not news).
+        announce: bool,
+    },
+    /// A session of this agent is ready (after `welcome` and `reconcile` were sent).
     Connected {
         /// The agent.
         agent_id: String,
@@ -71,6 +107,43 @@ pub enum GatewayEvent {
         agent_id: String,
         /// The result.
         result: CommandResult,
+    },
+    /// An inventory or change report made news (modem transitions, duplicate IMEIs).
+    FleetChanged {
+        /// The agent that reported.
+        agent_id: String,
+        /// What changed.
+        update: crate::fleet::Update,
+    },
+    /// The box's health crossed a limit, either way.
+    HealthCrossed {
+        /// The agent.
+        agent_id: String,
+        /// The crossings.
+        crossings: Vec<crate::fleet::HealthCrossing>,
+    },
+    /// The agent rotated a modem on its own.
+    Rotated {
+        /// The agent.
+        agent_id: String,
+        /// What it reported.
+        report: farmhand_protocol::RotationReport,
+    },
+    /// The agent's traffic totals.
+    Usage {
+        /// The agent.
+        agent_id: String,
+        /// What it reported.
+        report: farmhand_protocol::UsageReport,
+    },
+    /// The seller's policy refused a command (the agent's short message says which rule).
+    PolicyDenied {
+        /// The agent.
+        agent_id: String,
+        /// The command refused.
+        command_id: String,
+        /// The agent's message.
+        message: String,
     },
 }
 
@@ -127,8 +200,6 @@ pub(crate) struct GatewayCtx {
     handshake_work: Semaphore,
     /// Command counts and round-trip times (`crate::metrics`).
     metrics: Arc<crate::metrics::PlaneMetrics>,
-    /// Webhook events: agents connecting and leaving, modems changing state.
-    domain_events: crate::events::Events,
     /// Between a handshake's key check and its registration (tests only arm it).
     before_register: pause::PausePoint,
 }
@@ -149,7 +220,6 @@ impl Gateway {
         limits: Arc<Limits>,
         shutdown: CancellationToken,
         metrics: Arc<crate::metrics::PlaneMetrics>,
-        domain_events: crate::events::Events,
     ) -> (Self, mpsc::UnboundedReceiver<GatewayEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
         let ctx = GatewayCtx {
@@ -164,7 +234,6 @@ impl Gateway {
             handshake_work: Semaphore::new(config.handshake_concurrency),
             config,
             metrics,
-            domain_events,
             before_register: pause::PausePoint::default(),
         };
         (Gateway { ctx: Arc::new(ctx) }, rx)

@@ -11,24 +11,20 @@
 //! seconds, so a peer that stopped reading (half-open TCP) cannot wedge the session task:
 //! it is closed after three silent intervals like any other.
 //!
-//! The audit log hears when the session opens and ends, every `command_result` whose
-//! error is `policy_denied` (the seller's local policy refused a command), and every
-//! rotation the agent reports having done on its own (`rotated`). Webhooks hear
-//! `agent.connected` / `agent.disconnected` (not for sessions closed by a plane shutdown)
-//! and `modem.online` / `modem.offline` transitions (`crate::events`).
+//! The session updates the live fleet view from what the agent reports and hands the rest
+//! upward as [`GatewayEvent`]s, in arrival order: the session opening and ending, modem
+//! transitions and duplicate IMEIs, health crossings, rotations the agent did on its own,
+//! usage totals, and `policy_denied` results. What they mean (audit entries, webhook
+//! events, stored usage and rotations) is the allocator's business (`allocator::reports`).
 
 use super::connection::{refusal, Connection, RecvError};
 use super::handshake::{revoked, Authenticated};
 use super::registry::Completion;
-use super::{Gateway, GatewayCtx, GatewayEvent};
-use crate::events::{self, EventType};
-use crate::fleet::LiveAgent;
+use super::{Gateway, GatewayCtx, GatewayEvent, SessionInfo};
 use crate::ids::{now, unix_ms};
-use crate::store::{AllocationState, AuditAction, RotationRecord};
 use farmhand_protocol::{
-    AgentMessage, Command, CommandBody, CommandErrorCode, CommandOutput, CommandResult,
-    DesiredPort, Heartbeat, Outcome, PlaneMessage, ProtocolError, ProtocolErrorCode, Reconcile,
-    RotationReport, Welcome,
+    AgentMessage, Command, CommandBody, CommandErrorCode, CommandOutput, CommandResult, Heartbeat,
+    Outcome, PlaneMessage, ProtocolError, ProtocolErrorCode, Reconcile, Welcome,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -78,18 +74,21 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
     } = auth;
     let agent_id = agent.agent_id;
     info!(agent_id = %agent_id, session_id = %session_id, version, "agent session opened");
-    ctx.store.audit(
-        format!("agent:{agent_id}"),
-        AuditAction::AgentConnected,
-        format!("agent:{agent_id}"),
-        json!({"session_id": session_id, "client": client.to_string(),
-               "protocol_version": version, "agent_version": agent_version}),
-    );
     ctx.fleet.connected(&agent_id, &session_id, &agent_version);
     ctx.fleet.set_awaiting_approval(&agent_id, !agent.approved);
-    let (label, hostname) = (&agent.label, &agent.hostname);
-    let object = events::agent_object(&agent_id, label, hostname, &agent_version, None);
-    ctx.domain_events.emit(EventType::AgentConnected, object);
+    let info = SessionInfo {
+        agent_id: agent_id.clone(),
+        session_id: session_id.clone(),
+        label: agent.label,
+        hostname: agent.hostname,
+        agent_version,
+    };
+    let opened = GatewayEvent::Opened {
+        session: info.clone(),
+        client: client.to_string(),
+        version,
+    };
+    let _ = ctx.events.send(opened);
     let now = Instant::now();
     let mut session = Session {
         conn,
@@ -120,18 +119,14 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
         End::Close(why) => (*why).to_string(),
         End::Gone => "connection closed".to_string(),
     };
-    ctx.store.audit(
-        format!("agent:{agent_id}"),
-        AuditAction::AgentDisconnected,
-        format!("agent:{agent_id}"),
-        json!({"session_id": session_id, "reason": reason}),
-    );
     // Sessions the plane closes because it is stopping are not news (no storm at deploys).
-    if !matches!(&end, End::Refuse(e) if e.code == ProtocolErrorCode::ShuttingDown) {
-        let why = Some(reason.as_str());
-        let object = events::agent_object(&agent_id, label, hostname, &agent_version, why);
-        ctx.domain_events.emit(EventType::AgentDisconnected, object);
-    }
+    let announce = !matches!(&end, End::Refuse(e) if e.code == ProtocolErrorCode::ShuttingDown);
+    let closed = GatewayEvent::Closed {
+        session: info,
+        reason,
+        announce,
+    };
+    let _ = ctx.events.send(closed);
     match end {
         End::Refuse(error) => {
             info!(agent_id = %agent_id, code = ?error.code, "closing agent session: {}", error.message);
@@ -165,23 +160,13 @@ impl Session {
 
     async fn send_reconcile(&mut self) -> Result<(), End> {
         let agent_id = self.agent_id.clone();
-        // Pending and live (active, replaced) allocations keep their ports; anything else on
-        // the box that this agent created (failed, releasing, released, or moved to another
-        // agent) is an orphan to remove. Only this agent's live records are read (the
-        // store's live index); the read still queues with the other handshakes in a storm.
+        // Anything on the box that this agent created and that is not desired is an orphan
+        // to remove. The read still queues with the other handshakes in a storm.
         let work = self.ctx.handshake_work.acquire().await;
-        let desired = self.ctx.store.agent_allocations(&agent_id, |a| {
-            a.state == AllocationState::Pending || a.state.is_live()
-        });
+        let desired = self.ctx.store.desired_ports(&agent_id);
         drop(work);
         let ports = match desired {
-            Ok(list) => list
-                .into_iter()
-                .map(|a| DesiredPort {
-                    allocation_id: a.allocation_id,
-                    imei: a.imei,
-                })
-                .collect(),
+            Ok(ports) => ports,
             Err(e) => {
                 warn!(agent_id = %agent_id, "cannot read allocations for reconcile, skipping it: {e}");
                 return Ok(());
@@ -255,19 +240,15 @@ impl Session {
         debug!(agent_id = %self.agent_id, frame = frame_name(&message), "received frame");
         match message {
             AgentMessage::Inventory(inventory) => {
-                let before = self.modems_before();
-                let duplicates = self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
-                self.emit_modem_events(before);
-                self.report_duplicates(duplicates);
+                let update = self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
+                self.fleet_changed(update);
             }
             AgentMessage::ModemsChanged(changes) => {
-                let before = self.modems_before();
-                let duplicates = self.ctx.fleet.apply_changes(&self.agent_id, changes);
-                self.emit_modem_events(before);
-                self.report_duplicates(duplicates);
+                let update = self.ctx.fleet.apply_changes(&self.agent_id, changes);
+                self.fleet_changed(update);
             }
             AgentMessage::CommandResult(result) => {
-                self.audit_policy_denial(&result);
+                self.report_policy_denial(&result);
                 let id = result.id.clone();
                 match self.ctx.registry.complete(&self.agent_id, result) {
                     Completion::Delivered => self.answered(&id),
@@ -290,9 +271,24 @@ impl Session {
                     .fleet
                     .set_capabilities(&self.agent_id, capabilities);
             }
-            AgentMessage::Health(health) => self.on_health(health),
-            AgentMessage::Rotated(report) => self.on_rotated(report),
-            AgentMessage::Usage(report) => self.on_usage(&report),
+            AgentMessage::Health(health) => {
+                let crossings = self.ctx.fleet.set_health(&self.agent_id, health);
+                if !crossings.is_empty() {
+                    let agent_id = self.agent_id.clone();
+                    self.report(GatewayEvent::HealthCrossed {
+                        agent_id,
+                        crossings,
+                    });
+                }
+            }
+            AgentMessage::Rotated(report) => {
+                let agent_id = self.agent_id.clone();
+                self.report(GatewayEvent::Rotated { agent_id, report });
+            }
+            AgentMessage::Usage(report) => {
+                let agent_id = self.agent_id.clone();
+                self.report(GatewayEvent::Usage { agent_id, report });
+            }
             AgentMessage::Hello(_) | AgentMessage::Auth(_) => {
                 let message = "hello and auth are only valid during the handshake";
                 return Err(End::Refuse(refusal(
@@ -304,46 +300,16 @@ impl Session {
         Ok(())
     }
 
-    /// What the plane knew of this agent's modems before a change — only when some webhook
-    /// subscribes to modem events (the copy is skipped otherwise).
-    fn modems_before(&self) -> Option<LiveAgent> {
-        let events = &self.ctx.domain_events;
-        if !events.wants(EventType::ModemOnline) && !events.wants(EventType::ModemOffline) {
-            return None;
-        }
-        self.ctx.fleet.agent(&self.agent_id)
+    /// Hands a report to the allocator (it outlives every session; a send fails only
+    /// while the plane stops).
+    fn report(&self, event: GatewayEvent) {
+        let _ = self.ctx.events.send(event);
     }
 
-    /// `modem.online` / `modem.offline` for every transition since `before`.
-    fn emit_modem_events(&self, before: Option<LiveAgent>) {
-        let Some(before) = before else {
-            return;
-        };
-        let Some(after) = self.ctx.fleet.agent(&self.agent_id) else {
-            return;
-        };
-        for (kind, object) in events::modem_transitions(&self.agent_id, &before, &after) {
-            self.ctx.domain_events.emit(kind, object);
-        }
-    }
-
-    /// The box's health: held back from new orders past a limit; an event (and a log
-    /// line) once per crossing, either way.
-    fn on_health(&self, health: farmhand_protocol::HostHealth) {
-        for crossing in self.ctx.fleet.set_health(&self.agent_id, health) {
-            let kind = if crossing.past {
-                tracing::warn!(agent_id = %self.agent_id, resource = crossing.resource.as_str(), reason = %crossing.reason, "box past a health limit: no new allocations there");
-                EventType::AgentHealthLimited
-            } else {
-                tracing::info!(agent_id = %self.agent_id, resource = crossing.resource.as_str(), "box back within the health limits");
-                EventType::AgentHealthRecovered
-            };
-            let object = serde_json::json!({
-                "agent_id": self.agent_id,
-                "resource": crossing.resource.as_str(),
-                "reason": crossing.reason,
-            });
-            self.ctx.domain_events.emit(kind, object);
+    fn fleet_changed(&self, update: crate::fleet::Update) {
+        if !update.duplicates.is_empty() || !update.transitions.is_empty() {
+            let agent_id = self.agent_id.clone();
+            self.report(GatewayEvent::FleetChanged { agent_id, update });
         }
     }
 
@@ -355,112 +321,18 @@ impl Session {
         gateway.forget_pending(&self.agent_id, id);
     }
 
-    /// Records a rotation the agent did on its own like a manual one: the modem's last
-    /// rotation (which restarts the REST cooldown; the plane's own cooldown is not applied
-    /// to it — the seller's box decides) and an `ip_rotated` audit entry. Only for a modem
-    /// this agent reports, and never later than now, so an agent cannot hold the cooldown
-    /// of someone else's modem or push it into the future.
-    fn on_rotated(&self, report: RotationReport) {
-        let ours = self
-            .ctx
-            .fleet
-            .holders(&report.imei)
-            .contains(&self.agent_id);
-        if !ours {
-            warn!(agent_id = %self.agent_id, imei = %report.imei, "ignored a rotation report for a modem this agent does not report");
-            return;
-        }
-        let clip = |ip: Option<String>| ip.map(|ip| ip.chars().take(64).collect::<String>());
-        let record = RotationRecord {
-            at_ms: report.at_ms.min(unix_ms(now())),
-            old_ip: clip(report.old_ip),
-            new_ip: clip(report.new_ip),
-            changed: report.changed,
-            automatic: report.automatic,
-        };
-        info!(agent_id = %self.agent_id, imei = %report.imei, changed = record.changed, "the agent rotated a modem on its own");
-        if let Err(e) = self
-            .ctx
-            .store
-            .record_rotation(&self.agent_id, &report.imei, &record)
-        {
-            warn!(agent_id = %self.agent_id, imei = %report.imei, "cannot record the rotation: {e}");
-        }
-        self.ctx.store.audit(
-            format!("agent:{}", self.agent_id),
-            AuditAction::IpRotated,
-            format!("modem:{}", report.imei),
-            json!({"old_ip": record.old_ip, "new_ip": record.new_ip,
-                   "changed": record.changed, "automatic": record.automatic}),
-        );
-    }
-
-    /// An IMEI this agent reports is reported by another agent too: neither copy is sold
-    /// until an admin names the owner (`fleet`). Logged, audited with the live allocations
-    /// on it (which stay where they are), and `modem.duplicate_identity` is emitted.
-    fn report_duplicates(&self, duplicates: Vec<crate::fleet::Duplicate>) {
-        for duplicate in duplicates {
-            let mut allocations = Vec::new();
-            for agent_id in &duplicate.agent_ids {
-                match self
-                    .ctx
-                    .store
-                    .agent_allocations(agent_id, |r| r.imei == duplicate.imei)
-                {
-                    Ok(found) => allocations.extend(found.into_iter().map(|r| r.allocation_id)),
-                    Err(e) => {
-                        warn!(imei = %duplicate.imei, "cannot list the allocations on a duplicate IMEI: {e}")
-                    }
-                }
-            }
-            warn!(imei = %duplicate.imei, agents = ?duplicate.agent_ids, allocations = allocations.len(),
-                  "one IMEI reported by several agents: not sold until an admin names its owner");
-            self.ctx.store.audit(
-                format!("agent:{}", self.agent_id),
-                AuditAction::ModemDuplicateIdentity,
-                format!("modem:{}", duplicate.imei),
-                json!({"agent_ids": duplicate.agent_ids, "allocations": allocations}),
-            );
-            let object = json!({"imei": duplicate.imei, "agent_ids": duplicate.agent_ids,
-                                "live_allocations": allocations.len(), "resolved": false});
-            self.ctx
-                .domain_events
-                .emit(EventType::ModemDuplicateIdentity, object);
-        }
-    }
-
-    /// Stores the agent's traffic totals (`store::usage`: only for its own allocations,
-    /// never lowering a stored total).
-    fn on_usage(&self, report: &farmhand_protocol::UsageReport) {
-        match self
-            .ctx
-            .store
-            .record_usage_report(&self.agent_id, report, unix_ms(now()))
-        {
-            Ok(r) if r.ignored > 0 => {
-                debug!(agent_id = %self.agent_id, stored = r.stored, ignored = r.ignored, "usage report: entries for allocations that are not this agent's were ignored")
-            }
-            Ok(_) => {}
-            Err(e) => warn!(agent_id = %self.agent_id, "cannot store a usage report: {e}"),
-        }
-    }
-
-    /// Records a command the seller's policy refused. The agent's message is kept (short)
-    /// because it says which rule refused; agents never put credentials in it.
-    fn audit_policy_denial(&self, result: &CommandResult) {
+    /// A command the seller's policy refused is reported (the allocator audits it).
+    fn report_policy_denial(&self, result: &CommandResult) {
         let Outcome::Error { error } = &result.outcome else {
             return;
         };
-        if error.code != CommandErrorCode::PolicyDenied {
-            return;
+        if error.code == CommandErrorCode::PolicyDenied {
+            self.report(GatewayEvent::PolicyDenied {
+                agent_id: self.agent_id.clone(),
+                command_id: result.id.clone(),
+                message: error.message.clone(),
+            });
         }
-        let message: String = error.message.chars().take(200).collect();
-        self.ctx.store.audit(
-            format!("agent:{}", self.agent_id),
-            AuditAction::PolicyDenied,
-            format!("agent:{}", self.agent_id),
-            json!({"command_id": result.id, "message": message}),
-        );
     }
 
     /// Either the peer has been silent too long, or it is our turn to send a heartbeat.

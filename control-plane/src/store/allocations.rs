@@ -6,6 +6,7 @@
 //! one. The default tenant's order keys are the bare order id, as before tenants existed.
 
 use super::{decode, encode, Store, StoreError, DEFAULT_TENANT};
+use farmhand_protocol::DesiredPort;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -465,6 +466,23 @@ impl Store {
     ) -> Result<Vec<AllocationRecord>, StoreError> {
         let ids = self.live.lock().of_agent(agent_id);
         self.allocations_by_id(ids, keep)
+    }
+
+    /// The ports `agent_id` should have (its `reconcile`): pending and live (active,
+    /// replaced) allocations keep theirs; anything else on the box that this agent created
+    /// (failed, releasing, released, or moved to another agent) is an orphan. Only this
+    /// agent's records in the live index are read.
+    pub fn desired_ports(&self, agent_id: &str) -> Result<Vec<DesiredPort>, StoreError> {
+        let wanted =
+            |a: &AllocationRecord| a.state == AllocationState::Pending || a.state.is_live();
+        Ok(self
+            .agent_allocations(agent_id, wanted)?
+            .into_iter()
+            .map(|a| DesiredPort {
+                allocation_id: a.allocation_id,
+                imei: a.imei,
+            })
+            .collect())
     }
 
     /// Every allocation that holds a port (see `live`).

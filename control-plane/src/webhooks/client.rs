@@ -149,12 +149,10 @@ fn describe(error: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut text = kind.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
+    let text = match std::error::Error::source(error) {
+        Some(source) => format!("{kind}: {}", farmhand_ops::error_chain(source)),
+        None => kind.to_string(),
+    };
     text.chars().take(300).collect()
 }
 

@@ -11,7 +11,7 @@
 //! deliveries rescheduled for now, so they go out first after a restart (the receiver may
 //! then see an event twice — at-least-once).
 
-use super::backoff::{jitter_unit, RetryPolicy};
+use super::backoff::{random_unit, RetryPolicy};
 use super::client::{self, Attempt, Failure};
 use super::{secret_context, signer, Webhooks};
 use crate::ids::{now, unix_ms};
@@ -215,7 +215,7 @@ impl Webhooks {
                     delivery.created_at,
                     delivery.attempts,
                     finished,
-                    jitter_unit(),
+                    random_unit(),
                 );
                 if delivery.next_attempt_at.is_some() {
                     info!(webhook_id = %delivery.webhook_id, event_id = %delivery.event_id, attempts = delivery.attempts, "webhook delivery failed, will retry: {}", delivery.last_error.as_deref().unwrap_or(""));

@@ -1,4 +1,5 @@
-//! Build script: records the git commit the binary is built from in `FARMHAND_GIT_COMMIT`
+//! The build script of both binaries (`build = "../ops/build/git_commit.rs"` in their
+//! manifests): records the git commit the binary is built from in `FARMHAND_GIT_COMMIT`
 //! for `--version`: the `FARMHAND_GIT_COMMIT` environment variable if set (container builds
 //! have no `.git`), else `git rev-parse --short HEAD`, else "unknown". Only std, so it adds
 //! no build dependency.
@@ -16,7 +17,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=FARMHAND_GIT_COMMIT");
     // Rebuild when HEAD moves: HEAD itself (branch switch), the branch's ref (commit) and
     // packed-refs (gc). Paths that do not exist are skipped: cargo would rerun every build.
-    println!("cargo:rerun-if-changed=build.rs");
+    // (Cargo rebuilds when this script itself changes.)
     let branch = git(&["symbolic-ref", "-q", "HEAD"]);
     for name in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
         if let Some(path) = git(&["rev-parse", "--git-path", name]).map(PathBuf::from) {
