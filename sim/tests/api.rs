@@ -392,7 +392,7 @@ async fn rotation_shows_ip_reset_then_a_new_ip() {
         .get_json(&format!("/apix/reset_modem_by_imei?IMEI={imei}"))
         .await;
     assert_eq!(busy["result"], "error", "a second rotation while busy");
-    let after = eventually("a new IP", Duration::from_secs(15), || async {
+    let after = eventually("a new IP", || async {
         let s = b.get_json("/apix/show_status_json").await;
         let ip = modem_entry(&s, &imei)["net_details"]["EXT_IP"]
             .as_str()
@@ -416,7 +416,7 @@ async fn armed_rotation_keeps_the_ip_and_nick_works() {
     b.sim.arm_same_ip_rotation(&imei).unwrap();
     let reply = b.get_json("/apix/reset_modem_by_nick?NICK=DE_2").await;
     assert_eq!(reply["result"], "success");
-    let done = eventually("rotation done", Duration::from_secs(10), || async {
+    let done = eventually("rotation done", || async {
         b.sim
             .modem(&imei)
             .filter(|m| m.rotations == 1 && !m.rotating)

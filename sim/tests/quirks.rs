@@ -73,14 +73,14 @@ async fn late_writes_show_in_the_port_list_after_the_delay() {
     ))
     .await;
     assert!(b.listed().await.is_empty(), "shown at once");
-    eventually("the stored port", Duration::from_secs(5), || async {
+    eventually("the stored port", || async {
         (!b.listed().await.is_empty()).then_some(())
     })
     .await;
     assert!(started.elapsed() >= Duration::from_millis(400));
     b.get("/apix/purge_port?arg=portLate").await;
     assert_eq!(b.listed().await.len(), 1, "a purge shows late too");
-    eventually("the purge", Duration::from_secs(5), || async {
+    eventually("the purge", || async {
         b.listed().await.is_empty().then_some(())
     })
     .await;

@@ -2,7 +2,7 @@
 //! working once it is released. Real simulator, control plane, agent and curl on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_testkit::harness::{curl_via, eventually, proxy_urls, Origin, Stack, StackOptions};
+use farmhand_testkit::harness::{curl_via, proxy_urls, within, Origin, Stack, StackOptions};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +91,7 @@ async fn provision_curl_and_release() {
     assert_eq!(again.body["state"], "released");
 
     // The modem is free again.
-    eventually(Duration::from_secs(5), "modem available again", || async {
+    within(Duration::from_secs(5), "modem available again", || async {
         let r = stack.market.get("/v1/modems?available=true").await.ok()?;
         (r.body["modems"].as_array()?.len() == 4).then_some(())
     })
@@ -190,7 +190,7 @@ async fn agent_too_slow_gives_504_and_the_late_port_is_removed() {
     assert_eq!(listed.body["allocations"][0]["state"], "failed");
 
     // The agent finishes late and creates the port; the plane has it removed: no orphan.
-    eventually(
+    within(
         Duration::from_secs(30),
         "the late port to be created and then removed",
         || async {

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_agent::health::Probe;
-use farmhand_testkit::harness::{eventually, start_receiver, Stack, StackOptions};
+use farmhand_testkit::harness::{start_receiver, within, Stack, StackOptions};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -77,7 +77,7 @@ async fn the_box_reports_its_health_and_a_box_short_of_disk_gets_no_new_orders()
     assert_eq!(hook.status, 201, "{:?}", hook.body);
 
     // Reported end to end, with plausible figures of this very machine.
-    let view = eventually(PATIENCE, "the box's health", || async {
+    let view = within(PATIENCE, "the box's health", || async {
         let view = agent_view(&stack).await;
         (!view["health"].is_null()).then_some(view)
     })
@@ -114,7 +114,7 @@ async fn the_box_reports_its_health_and_a_box_short_of_disk_gets_no_new_orders()
         }
         file.sync_all().unwrap();
     }
-    let held = eventually(PATIENCE, "the box held back", || async {
+    let held = within(PATIENCE, "the box held back", || async {
         let view = agent_view(&stack).await;
         (view["held_back"].as_array().is_some_and(|h| !h.is_empty())).then_some(view)
     })
@@ -149,14 +149,14 @@ async fn the_box_reports_its_health_and_a_box_short_of_disk_gets_no_new_orders()
 
     // Room again: orders come back, and each crossing was one event.
     std::fs::remove_file(&filler).unwrap();
-    eventually(PATIENCE, "the box back", || async {
+    within(PATIENCE, "the box back", || async {
         let view = agent_view(&stack).await;
         (view["held_back"] == json!([])).then_some(())
     })
     .await
     .unwrap();
     assert_eq!(order(&stack, "healthy-2").await, 201);
-    eventually(PATIENCE, "both events", || async {
+    within(PATIENCE, "both events", || async {
         (inbox.of("agent.health_recovered").len() == 1).then_some(())
     })
     .await

@@ -2,7 +2,7 @@
 //! (new IP, modem offline, rotation) reach the control plane within the poll interval + 1 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_testkit::harness::{eventually, Stack, StackOptions};
+use farmhand_testkit::harness::{within, Stack, StackOptions};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ async fn inventory_matches_the_box_and_follows_its_changes() {
     // A new external IP shows up.
     let imei = stack.sim.imeis()[0].clone();
     stack.sim.set_ext_ip(&imei, "203.0.113.250").unwrap();
-    eventually(
+    within(
         CHANGE_VISIBLE_WITHIN,
         "the new IP in GET /v1/modems",
         || async {
@@ -64,7 +64,7 @@ async fn inventory_matches_the_box_and_follows_its_changes() {
     // A modem going offline shows up, and it is no longer available for allocations.
     let other = stack.sim.imeis()[1].clone();
     stack.sim.set_online(&other, false).unwrap();
-    eventually(
+    within(
         CHANGE_VISIBLE_WITHIN,
         "the modem offline in GET /v1/modems",
         || async {
@@ -95,7 +95,7 @@ async fn inventory_matches_the_box_and_follows_its_changes() {
     let carrier = stack.sim.modem(&imei).unwrap().carrier;
     stack.sim.set_carrier(&imei, "Unknown").unwrap();
     stack.sim.set_ext_ip(&imei, "203.0.113.251").unwrap();
-    eventually(CHANGE_VISIBLE_WITHIN, "the next poll", || async {
+    within(CHANGE_VISIBLE_WITHIN, "the next poll", || async {
         let listed = modems(&stack).await;
         (modem(&listed, &imei)?["ext_ip"] == "203.0.113.251").then_some(())
     })
@@ -153,7 +153,7 @@ async fn rotation_reports_the_new_ip_and_inventory_follows() {
         "the box has the reported IP"
     );
 
-    eventually(
+    within(
         CHANGE_VISIBLE_WITHIN,
         "the rotated IP in GET /v1/modems",
         || async {

@@ -5,7 +5,7 @@
 //! limits on a box that forgets what a re-store leaves out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_testkit::harness::{curl_via, eventually, proxy_urls, Origin, Stack, StackOptions};
+use farmhand_testkit::harness::{curl_via, proxy_urls, within, Origin, Stack, StackOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -168,7 +168,7 @@ async fn usage(stack: &Stack, id: &str) -> (u64, u64) {
 /// Waits until the usage shows at least `bytes_in`, checking that it never goes down.
 async fn usage_reaches(stack: &Stack, id: &str, bytes_in: u64, floor: &mut (u64, u64)) {
     let seen = std::cell::Cell::new(*floor);
-    eventually(PATIENCE, "the reported usage", || async {
+    within(PATIENCE, "the reported usage", || async {
         let (now, before) = (usage(stack, id).await, seen.get());
         assert!(
             now.0 >= before.0 && now.1 >= before.1,

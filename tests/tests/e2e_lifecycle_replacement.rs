@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_testkit::harness::{
-    curl_via, enroll_agent, eventually, proxy_urls, Origin, Stack, StackOptions,
+    curl_via, enroll_agent, proxy_urls, within, Origin, Stack, StackOptions,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -55,7 +55,7 @@ async fn allocation(stack: &Stack, id: &str) -> Value {
 
 /// Waits until the allocation has `n` replacements and returns it.
 async fn replaced(stack: &Stack, id: &str, n: usize) -> Value {
-    eventually(WAIT, "the allocation to be replaced", || async {
+    within(WAIT, "the allocation to be replaced", || async {
         let a = allocation(stack, id).await;
         (a["replacements"].as_array()?.len() == n).then_some(a)
     })
@@ -85,7 +85,7 @@ async fn assert_curl_works(alloc: &Value, origin: &Origin) {
 }
 
 async fn wait_modem_online(stack: &Stack, imei: &str, online: bool) {
-    eventually(WAIT, "the plane to see the modem's state", || async {
+    within(WAIT, "the plane to see the modem's state", || async {
         let r = stack
             .market
             .get(&format!("/v1/modems?imei={imei}"))
@@ -218,7 +218,7 @@ async fn without_capacity_the_allocation_stays_and_is_degraded_once() {
     let id = first["allocation_id"].as_str().unwrap();
 
     stack.sim.set_online(&imeis[0], false).unwrap();
-    eventually(WAIT, "allocation_degraded in the audit log", || async {
+    within(WAIT, "allocation_degraded in the audit log", || async {
         (!audited(&stack, "allocation_degraded", id).await.is_empty()).then_some(())
     })
     .await
@@ -366,7 +366,7 @@ async fn a_move_to_another_agent_releases_the_old_port_and_a_lost_agent_is_repla
     assert_eq!(entry["to_agent_id"], second_id.as_str());
     assert_curl_works(&moved, &origin).await;
     // The first agent is connected: it was told to release the old port.
-    eventually(WAIT, "the old port released by the first agent", || async {
+    within(WAIT, "the old port released by the first agent", || async {
         stack
             .sim
             .ports()
@@ -397,7 +397,7 @@ async fn a_move_to_another_agent_releases_the_old_port_and_a_lost_agent_is_repla
 
     // When the second agent returns, its reconcile removes the port it no longer owns.
     let (stop_again, again) = run_second(second);
-    eventually(WAIT, "the orphan removed on reconnect", || async {
+    within(WAIT, "the orphan removed on reconnect", || async {
         stack
             .sim
             .ports()

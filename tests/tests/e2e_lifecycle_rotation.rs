@@ -6,7 +6,7 @@
 //! `last_rotation` and in the audit log, until its port is released.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_testkit::harness::{eventually, Stack, StackOptions};
+use farmhand_testkit::harness::{within, Stack, StackOptions};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -126,7 +126,7 @@ async fn the_agent_rotates_on_schedule_until_the_port_is_released() {
     assert_eq!(reply.body["rotate_every_s"], 1);
     let allocation_id = reply.body["allocation_id"].as_str().unwrap().to_string();
 
-    let last = eventually(PATIENCE, "an automatic rotation of the modem", || async {
+    let last = within(PATIENCE, "an automatic rotation of the modem", || async {
         let last = last_rotation(&stack, &a).await;
         (last["automatic"] == true).then_some(last)
     })
@@ -147,7 +147,7 @@ async fn the_agent_rotates_on_schedule_until_the_port_is_released() {
     let r = rotate(&stack, &a).await;
     assert_eq!(r.status(), 409);
     // ...but the plane's cooldown never holds the agent's schedule back.
-    eventually(PATIENCE, "a second automatic rotation", || async {
+    within(PATIENCE, "a second automatic rotation", || async {
         (rotations(&stack, &a) >= 2).then_some(())
     })
     .await
@@ -167,7 +167,7 @@ async fn the_agent_rotates_on_schedule_until_the_port_is_released() {
         .await
         .unwrap();
     assert_eq!(reply.status, 201, "{:?}", reply.body);
-    eventually(
+    within(
         PATIENCE,
         "two automatic rotations of the other modem",
         || async { (rotations(&stack, &b) >= 2).then_some(()) },

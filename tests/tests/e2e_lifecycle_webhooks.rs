@@ -6,7 +6,7 @@
 //! `allocation.released`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_testkit::harness::{enroll_agent, eventually, start_receiver, verifies, PlaneProcess};
+use farmhand_testkit::harness::{enroll_agent, start_receiver, verifies, within, PlaneProcess};
 use farmhand_testkit::sim::{self, SimConfig};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -73,7 +73,7 @@ async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
         let reply = market.get(&available).await.ok()?;
         (reply.body["modems"].as_array()?.len() == 1).then_some(())
     };
-    eventually(PATIENCE, "the modem is available", modem_is_available)
+    within(PATIENCE, "the modem is available", modem_is_available)
         .await
         .unwrap();
 
@@ -83,7 +83,7 @@ async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
     let reply = plane.market.post("/v1/allocations", order).await.unwrap();
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     let allocation_id = reply.str("/allocation_id").unwrap().to_string();
-    eventually(
+    within(
         PATIENCE,
         "a refused attempt of allocation.active",
         || async { (!inbox.of("allocation.active").is_empty()).then_some(()) },
@@ -95,7 +95,7 @@ async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
     plane.kill9();
     inbox.status.store(200, Ordering::SeqCst);
     plane.restart().await.unwrap();
-    let delivered = eventually(
+    let delivered = within(
         PATIENCE,
         "allocation.active delivered after the restart",
         || async {
@@ -134,14 +134,14 @@ async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
     // The agent reconnects; its first inventory after the restart is no transition. (The
     // plane starts with an empty fleet view: the modem is listed once the agent reports.)
     let online = format!("/v1/modems?imei={imei}&online=true");
-    eventually(PATIENCE, "the agent reports the modem again", || async {
+    within(PATIENCE, "the agent reports the modem again", || async {
         let reply = market.get(&online).await.ok()?;
         (reply.body["modems"].as_array()?.len() == 1).then_some(())
     })
     .await
     .unwrap();
     sim.set_online(&imei, false).unwrap();
-    let offline = eventually(PATIENCE, "modem.offline", || async {
+    let offline = within(PATIENCE, "modem.offline", || async {
         inbox.of("modem.offline").into_iter().next()
     })
     .await
@@ -149,7 +149,7 @@ async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
     assert!(verifies(&offline, &secret));
     assert_eq!(offline.json()["object"]["imei"], json!(imei));
     sim.set_online(&imei, true).unwrap();
-    eventually(PATIENCE, "modem.online", || async {
+    within(PATIENCE, "modem.online", || async {
         inbox.of("modem.online").into_iter().next()
     })
     .await
@@ -163,7 +163,7 @@ async fn undelivered_events_survive_kill_9_and_modem_transitions_arrive() {
         .await
         .unwrap();
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    let released = eventually(PATIENCE, "allocation.released", || async {
+    let released = within(PATIENCE, "allocation.released", || async {
         inbox.of("allocation.released").into_iter().next()
     })
     .await

@@ -4,7 +4,7 @@
 //! ProxySmart calls. Both pages are valid Prometheus text.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_testkit::harness::{eventually, Stack, StackOptions};
+use farmhand_testkit::harness::{within, Stack, StackOptions};
 use std::time::Duration;
 
 async fn scrape(url: &str) -> String {
@@ -88,7 +88,7 @@ async fn a_provision_shows_up_in_both_metrics_pages() {
         "{text}"
     );
 
-    let addr = eventually(
+    let addr = within(
         Duration::from_secs(10),
         "the agent's metrics address",
         || async { stack.agent_status().metrics_addr() },

@@ -9,7 +9,7 @@ use farmhand_agent::cli::doctor::{diagnose, Check, Outcome};
 use farmhand_agent::cli::status;
 use farmhand_agent::status_file::{self, STATUS_FILE};
 use farmhand_agent::AgentConfig;
-use farmhand_testkit::harness::{eventually, Stack, StackOptions, StackTls, TestCa};
+use farmhand_testkit::harness::{within, Stack, StackOptions, StackTls, TestCa};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -150,7 +150,7 @@ async fn doctor_verifies_tls_with_the_agents_trust_settings() {
 async fn status_file_follows_the_running_agent() {
     let mut stack = Stack::start(StackOptions::default()).await.unwrap();
     let path = stack.agent_dir.path().join(STATUS_FILE);
-    let report = eventually(WAIT, "a connected status with 4 modems", || async {
+    let report = within(WAIT, "a connected status with 4 modems", || async {
         let r = status_file::read(&path).ok()?;
         (r.connected && r.modems.len() == 4).then_some(r)
     })
@@ -168,7 +168,7 @@ async fn status_file_follows_the_running_agent() {
         .as_str()
         .unwrap()
         .to_owned();
-    let report = eventually(WAIT, "the new port in the status file", || async {
+    let report = within(WAIT, "the new port in the status file", || async {
         let r = status_file::read(&path).ok()?;
         r.ports.iter().any(|p| p.allocation_id == id).then_some(r)
     })

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_testkit::harness::{
-    curl_via, enroll_agent, eventually, proxy_urls, Origin, Stack, StackOptions,
+    curl_via, enroll_agent, proxy_urls, within, Origin, Stack, StackOptions,
 };
 use farmhand_testkit::sim::{self, Quirks, SimConfig, SimHandle};
 use serde_json::{json, Value};
@@ -83,7 +83,7 @@ async fn lifecycle(name: &str, stack: &Stack, extra: Value, origin: &Origin) {
         .unwrap();
     assert_eq!(released.status, 200, "{name}: release: {:?}", released.body);
     assert_eq!(released.body["state"], "released");
-    eventually(
+    within(
         PATIENCE,
         &format!("{name}: the port is gone from the box"),
         || async { stack.sim.listed_ports().is_empty().then_some(()) },
@@ -209,7 +209,7 @@ async fn refused_cleanly(quirks: Quirks, extra: Value, field: &str) {
     );
     let message = reply.str("/error/message").unwrap_or_default().to_string();
     assert!(message.contains(field), "{message}");
-    eventually(PATIENCE, "no port left on the box", || async {
+    within(PATIENCE, "no port left on the box", || async {
         stack.sim.ports().is_empty().then_some(())
     })
     .await

@@ -10,7 +10,7 @@ use farmhand_agent::{AgentError, ControlPlaneConfig, EnrollError};
 use farmhand_control::config::TlsConfig;
 use farmhand_control::{ControlPlane, ServerConfig};
 use farmhand_testkit::harness::{
-    api_client, curl_via, eventually, proxy_urls, Origin, PlaneTls, Stack, StackOptions, StackTls,
+    api_client, curl_via, proxy_urls, within, Origin, PlaneTls, Stack, StackOptions, StackTls,
     TestCa,
 };
 use serde_json::json;
@@ -49,7 +49,7 @@ async fn plane_says_connected(stack: &Stack) -> bool {
 /// is still running (retrying) and that the plane does not see it.
 async fn refused_with(stack: &Stack, needle: &str) -> String {
     let status = stack.agent_status();
-    let error = eventually(Duration::from_secs(15), "the agent's TLS error", || {
+    let error = within(Duration::from_secs(15), "the agent's TLS error", || {
         let status = status.clone();
         async move { status.last_error().filter(|e| e.contains(needle)) }
     })
@@ -145,7 +145,7 @@ async fn a_certificate_from_another_ca_is_refused_and_retried() {
     let ca = stack.plane_tls.as_ref().unwrap().ca_file.clone();
     stack.agent_control_plane().ca_file = ca;
     stack.start_agent();
-    eventually(
+    within(
         Duration::from_secs(15),
         "the agent reconnecting",
         || async { plane_says_connected(&stack).await.then_some(()) },

@@ -8,7 +8,7 @@
 mod fault_support;
 
 use farmhand_testkit::harness::{
-    eventually, AgentProcess, Origin, PartitionProxy, Stack, StackOptions,
+    within, AgentProcess, Origin, PartitionProxy, Stack, StackOptions,
 };
 use farmhand_testkit::sim::Fault;
 use fault_support::{agent_connected, ports_of, proxy_works, settles_consistently};
@@ -47,7 +47,7 @@ async fn stack_with_agent_process(
     };
     let mut agent = AgentProcess::start(&stack.agent_config()).unwrap();
     let (admin, agent_id) = (stack.admin.clone(), stack.agent_id.clone());
-    eventually(
+    within(
         Duration::from_secs(20),
         "the agent process to connect",
         || async {
@@ -85,7 +85,7 @@ async fn allocation_id(stack: &Stack, order: &str) -> String {
 
 /// Waits until the simulator has seen one more call to `path` than `before`.
 async fn wait_for_call(stack: &Stack, path: &str, before: usize) {
-    eventually(Duration::from_secs(20), path, || async {
+    within(Duration::from_secs(20), path, || async {
         (stack.sim.api_calls(path) > before).then_some(())
     })
     .await
@@ -162,7 +162,7 @@ async fn a_redelivered_command_after_kill_9_is_answered_from_the_journal() {
     proxy.set_partitioned(true);
     stack.sim.set_fault(Fault::None);
     let audit = stack.agent_dir.path().join("audit.jsonl");
-    eventually(
+    within(
         Duration::from_secs(20),
         "the provision in the agent's audit",
         || {
@@ -262,7 +262,7 @@ async fn sigterm_finishes_the_command_in_flight_and_answers_it() {
         Duration::from_secs(20),
     )
     .await;
-    let reasons = eventually(
+    let reasons = within(
         Duration::from_secs(20),
         "the disconnect audited",
         || async {

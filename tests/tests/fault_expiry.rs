@@ -9,7 +9,7 @@
 
 mod fault_support;
 
-use farmhand_testkit::harness::{eventually, Stack, StackOptions};
+use farmhand_testkit::harness::{within, Stack, StackOptions};
 use fault_support::{agent_connected, allocation, ports_of};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -112,7 +112,7 @@ async fn an_allocation_that_expires_while_its_agent_is_offline_is_released_on_re
 
     stack.stop_agent().await;
     agent_connected(&stack.admin, &stack.agent_id, false, Duration::from_secs(5)).await;
-    eventually(
+    within(
         Duration::from_secs(75),
         "the plane to expire the allocation",
         || async {
@@ -131,7 +131,7 @@ async fn an_allocation_that_expires_while_its_agent_is_offline_is_released_on_re
     );
 
     stack.start_agent();
-    eventually(
+    within(
         Duration::from_secs(20),
         "the release on reconnect",
         || async {

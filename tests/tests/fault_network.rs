@@ -6,7 +6,7 @@
 
 mod fault_support;
 
-use farmhand_testkit::harness::{eventually, PartitionProxy, Stack, StackOptions};
+use farmhand_testkit::harness::{within, PartitionProxy, Stack, StackOptions};
 use fault_support::{agent_connected, allocation, ports_of};
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ async fn a_partition_is_detected_on_both_sides_and_a_release_completes_after_it_
             cut.elapsed()
         },
         async {
-            eventually(DETECTION_BOUND, "the agent to see its session die", || {
+            within(DETECTION_BOUND, "the agent to see its session die", || {
                 let status = status.clone();
                 async move { (!status.connected()).then_some(()) }
             })
@@ -74,7 +74,7 @@ async fn a_partition_is_detected_on_both_sides_and_a_release_completes_after_it_
     );
 
     proxy.set_partitioned(false);
-    eventually(
+    within(
         Duration::from_secs(30),
         "the release to complete after healing",
         || async {

@@ -6,7 +6,7 @@
 
 mod fault_support;
 
-use farmhand_testkit::harness::{enroll_agent, eventually, Origin, PlaneProcess};
+use farmhand_testkit::harness::{enroll_agent, within, Origin, PlaneProcess};
 use farmhand_testkit::sim::{self, SimConfig, SimHandle};
 use fault_support::{proxy_works, settles_consistently};
 use serde_json::json;
@@ -70,7 +70,7 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
             .await
             .unwrap();
     let (_agent_dir, _) = start_agent(&plane, &sim, Duration::from_secs(1), &stop).await;
-    eventually(Duration::from_secs(20), "10 available modems", || async {
+    within(Duration::from_secs(20), "10 available modems", || async {
         let reply = plane.market.get("/v1/modems?available=true").await.ok()?;
         (reply.body["modems"].as_array()?.len() == 10).then_some(())
     })
@@ -86,7 +86,7 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
             tokio::spawn(async move { market.post("/v1/allocations", body).await })
         })
         .collect();
-    eventually(
+    within(
         Duration::from_secs(30),
         "the burst to be under way",
         || async { (sim.api_calls("/apix/apply_port") >= 25).then_some(()) },
@@ -113,7 +113,7 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
     );
 
     plane.restart().await.unwrap();
-    eventually(
+    within(
         Duration::from_secs(30),
         "the agent to reconnect",
         || async { (connected_agents(&plane).await == 1).then_some(()) },
@@ -172,7 +172,7 @@ async fn two_hundred_agents_reconnect_after_a_restart_without_refusals() {
     for _ in 0..AGENTS {
         agents.push(start_agent(&plane, &sim, Duration::from_secs(30), &stop).await);
     }
-    eventually(Duration::from_secs(40), "all agents connected", || async {
+    within(Duration::from_secs(40), "all agents connected", || async {
         (connected_agents(&plane).await == AGENTS).then_some(())
     })
     .await
@@ -185,7 +185,7 @@ async fn two_hundred_agents_reconnect_after_a_restart_without_refusals() {
     plane.kill9();
     plane.restart().await.unwrap();
     let restarted = Instant::now();
-    eventually(
+    within(
         Duration::from_secs(45),
         "all agents reconnected",
         || async { (connected_agents(&plane).await == AGENTS).then_some(()) },

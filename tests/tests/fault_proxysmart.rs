@@ -7,7 +7,7 @@
 
 mod fault_support;
 
-use farmhand_testkit::harness::{eventually, Origin, Stack, StackOptions};
+use farmhand_testkit::harness::{within, Origin, Stack, StackOptions};
 use farmhand_testkit::sim::Fault;
 use fault_support::{agent_view, proxy_works};
 use std::time::Duration;
@@ -90,7 +90,7 @@ async fn proxysmart_faults_give_precise_errors_no_orphans_and_recovery() {
     stack.sim.set_fault(Fault::Refuse);
     let admin = stack.admin.clone();
     let agent_id = stack.agent_id.clone();
-    eventually(
+    within(
         Duration::from_secs(15),
         "proxysmart_reachable false",
         || async {

@@ -125,15 +125,11 @@ async fn churned_agents_all_come_back_and_are_counted() {
 
 /// Polls `GET /v1/agents` until all `n` agents show connected.
 async fn all_connected(admin: &Api, n: usize) {
-    farmhand_testkit::harness::eventually(
-        Duration::from_secs(30),
-        "all agents connected",
-        || async {
-            let agents = admin.get("/v1/agents").await.ok()?;
-            let list = agents.body["agents"].as_array()?;
-            (list.len() == n && list.iter().all(|a| a["connected"] == true)).then_some(())
-        },
-    )
+    farmhand_testkit::harness::within(Duration::from_secs(30), "all agents connected", || async {
+        let agents = admin.get("/v1/agents").await.ok()?;
+        let list = agents.body["agents"].as_array()?;
+        (list.len() == n && list.iter().all(|a| a["connected"] == true)).then_some(())
+    })
     .await
     .unwrap();
 }

@@ -24,7 +24,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_has_a_module_header() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for crate_dir in ["protocol", "ops", "agent", "control-plane", "sim", "tests"] {
+    for crate_dir in [
+        "protocol",
+        "ops",
+        "agent",
+        "control-plane",
+        "sim",
+        "test-support",
+        "tests",
+    ] {
         rust_files(&root.join(crate_dir), &mut files);
     }
     assert!(

@@ -8,13 +8,15 @@ pub mod flows;
 pub mod http;
 pub mod receiver;
 
+#[allow(unused_imports)] // not every test binary waits
+pub use farmhand_test_support::eventually;
+
 pub use agent::{modem, FakeAgent, Identity};
 pub use http::Response;
 
 use farmhand_control::gateway::Gateway;
 use farmhand_control::{ControlPlane, Role, ServerConfig, Store};
 use serde_json::{json, Value};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +100,7 @@ impl TestPlane {
         self.gateway = None;
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(PATIENCE, task)
+            tokio::time::timeout(farmhand_test_support::patience(PATIENCE), task)
                 .await
                 .expect("plane stops in time")
                 .unwrap();
@@ -235,22 +237,6 @@ async fn run(plane: ControlPlane) -> (SocketAddr, Store, CancellationToken, Join
 impl Drop for TestPlane {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// Polls `check` until it holds; fails the test after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

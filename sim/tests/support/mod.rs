@@ -5,9 +5,8 @@
 
 use farmhand_sim::{self as sim, SimConfig, SimHandle};
 use serde_json::{json, Value};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -226,21 +225,8 @@ async fn into_reply(resp: reqwest::Response) -> Reply {
     }
 }
 
-/// Polls `check` until it returns `Some` or the deadline passes.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+#[allow(unused_imports)] // not every test binary waits
+pub use farmhand_test_support::eventually;
 
 /// A local HTTP origin: `GET /anything` → "origin saw /anything"; `/big` → 5000 bytes.
 pub async fn start_origin() -> (SocketAddr, DropGuard) {

@@ -1,13 +1,12 @@
 //! Building blocks for end-to-end tests and the demo: the whole stack on 127.0.0.1:0
 //! ([`Stack`]), a REST client ([`Api`]), a local origin server, a real `curl` through the
-//! buyer's proxy, a recording WebSocket relay, and [`eventually`] for waiting without sleeps;
+//! buyer's proxy, a recording WebSocket relay, and [`within`] (the shared `eventually` with an explicit limit) for waiting without sleeps;
 //! for fault injection, the real binaries as processes ([`PlaneProcess`], [`AgentProcess`])
 //! and a TCP proxy that can partition the network ([`PartitionProxy`]).
 
 mod api;
 mod curl;
 mod enrolled;
-mod eventually;
 mod origin;
 mod partition;
 mod pki;
@@ -21,7 +20,7 @@ mod stack;
 pub use api::{Api, Reply};
 pub use curl::{curl_via, CurlOutcome};
 pub use enrolled::enroll_agent;
-pub use eventually::eventually;
+pub use farmhand_test_support::within;
 pub use origin::Origin;
 pub use partition::PartitionProxy;
 pub use pki::{fingerprint_of_pem, PlaneTls, TestCa};

@@ -3,8 +3,8 @@
 //! with its keys, and a `farmhand-agent` process run from an [`AgentConfig`].
 
 use super::api::Api;
-use super::eventually::eventually;
 use super::stack::LOOPBACK_TARGETS;
+use super::within;
 use anyhow::Context;
 use farmhand_agent::AgentConfig;
 use std::ffi::OsStr;
@@ -100,14 +100,15 @@ impl Proc {
         Ok(())
     }
 
-    /// Waits up to `within` for the process to exit.
-    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+    /// Waits up to `limit` for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
         let child = &mut self.child;
-        eventually(within, "the process to exit", || {
+        let status = within(limit, "the process to exit", || {
             let status = child.try_wait().ok().flatten();
             async move { status }
         })
-        .await
+        .await?;
+        Ok(status)
     }
 
     /// What the process printed so far.
@@ -181,7 +182,7 @@ impl PlaneProcess {
         )?;
         self.proc = Some(proc);
         let health = Api::new(&self.url, None);
-        eventually(
+        within(
             Duration::from_secs(20),
             "the control plane's /healthz",
             || {

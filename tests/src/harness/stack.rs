@@ -3,8 +3,8 @@
 //! tests and the demo are built on.
 
 use super::api::Api;
-use super::eventually::eventually;
 use super::pki::PlaneTls;
+use super::within;
 use crate::sim::{self, SimConfig, SimHandle};
 use anyhow::Context;
 use farmhand_agent::tls::{Pin, Trust};
@@ -303,7 +303,7 @@ impl Stack {
 
     /// Waits until `GET /v1/modems` lists `count` modems.
     pub async fn wait_for_modems(&self, count: usize) -> anyhow::Result<Vec<Value>> {
-        eventually(
+        within(
             Duration::from_secs(15),
             "the agent's modems in GET /v1/modems",
             || async {
@@ -313,11 +313,12 @@ impl Stack {
             },
         )
         .await
+        .map_err(Into::into)
     }
 
     /// Waits until every modem is available for a new allocation.
     pub async fn wait_until_available(&self, count: usize) -> anyhow::Result<()> {
-        eventually(
+        within(
             Duration::from_secs(15),
             "modems available for allocation",
             || async {
@@ -326,6 +327,7 @@ impl Stack {
             },
         )
         .await
+        .map_err(Into::into)
     }
 
     /// `POST /v1/allocations` for `order_id`, one day long.

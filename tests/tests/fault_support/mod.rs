@@ -2,7 +2,7 @@
 //! exactly one working port on the box, or ended with no port", and small waits.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use farmhand_testkit::harness::{curl_via, eventually, proxy_urls, Api, Origin};
+use farmhand_testkit::harness::{curl_via, proxy_urls, within, Api, Origin};
 use farmhand_testkit::sim::{SimHandle, SimPort};
 use serde_json::Value;
 use std::time::Duration;
@@ -42,9 +42,9 @@ pub async fn settles_consistently(
     api: &Api,
     sim: &SimHandle,
     id: &str,
-    within: Duration,
+    limit: Duration,
 ) -> anyhow::Result<(Value, Option<SimPort>)> {
-    let settled = eventually(within, "the allocation and the box to agree", || async {
+    let settled = within(limit, "the allocation and the box to agree", || async {
         let alloc = allocation(api, id).await;
         let ports = ports_of(sim, id);
         match (alloc["state"].as_str()?, ports.len()) {
@@ -56,7 +56,8 @@ pub async fn settles_consistently(
     .await;
     settled.map_err(|e| {
         let state = allocation_state_now(api, id);
-        e.context(format!("box ports {:?}", ports_of(sim, id)))
+        anyhow::Error::from(e)
+            .context(format!("box ports {:?}", ports_of(sim, id)))
             .context(format!("allocation {id}: {state:?}"))
     })
 }
@@ -94,8 +95,8 @@ pub async fn agent_view(admin: &Api, agent_id: &str) -> Option<Value> {
 }
 
 /// Waits until the agent's `connected` is `connected`.
-pub async fn agent_connected(admin: &Api, agent_id: &str, connected: bool, within: Duration) {
-    eventually(within, "the agent's connected flag", || async {
+pub async fn agent_connected(admin: &Api, agent_id: &str, connected: bool, limit: Duration) {
+    within(limit, "the agent's connected flag", || async {
         let agent = agent_view(admin, agent_id).await?;
         (agent["connected"] == connected).then_some(())
     })
