@@ -18,6 +18,7 @@ mod transitions;
 
 pub use transitions::ModemTransition;
 
+use crate::clock::Clock;
 use farmhand_protocol::{
     BoxCapabilities, HealthLimits, HealthResource, HostHealth, Inventory, Modem, ModemsChanged,
     Site,
@@ -184,22 +185,22 @@ struct Inner {
 
 impl Inner {
     /// Notes a modem's reported state; true when it went offline or came back.
-    fn modem_seen(&mut self, agent_id: &str, imei: &str, online: bool) -> bool {
+    fn modem_seen(&mut self, agent_id: &str, imei: &str, online: bool, now: Instant) -> bool {
         if online {
             let clocks = self.offline_since.get_mut(agent_id);
             clocks.is_some_and(|c| c.remove(imei).is_some())
         } else {
-            self.modem_gone(agent_id, imei)
+            self.modem_gone(agent_id, imei, now)
         }
     }
 
     /// Starts the modem's offline clock unless it is running; true when it started.
-    fn modem_gone(&mut self, agent_id: &str, imei: &str) -> bool {
+    fn modem_gone(&mut self, agent_id: &str, imei: &str, now: Instant) -> bool {
         let clocks = self.offline_since.entry(agent_id.to_string()).or_default();
         if clocks.contains_key(imei) {
             return false;
         }
-        clocks.insert(imei.to_string(), Instant::now());
+        clocks.insert(imei.to_string(), now);
         true
     }
 
@@ -276,24 +277,32 @@ pub struct Fleet {
     started: Instant,
     /// Notified when a modem goes offline or comes back, or an agent leaves or returns.
     health: Notify,
+    /// The plane's clock (outage clocks run on it; the allocator shares it).
+    clock: Clock,
 }
 
 impl Fleet {
     /// An empty view where each modem takes `capacity` allocations and boxes past the
     /// default health limits get none.
     pub fn new(capacity: u32) -> Self {
-        Self::with_limits(capacity, HealthLimits::DEFAULT)
+        Self::with_limits(capacity, HealthLimits::DEFAULT, Clock::system())
     }
 
-    /// An empty view with these health limits (`[health]`).
-    pub fn with_limits(capacity: u32, limits: HealthLimits) -> Self {
+    /// An empty view with these health limits (`[health]`), on `clock`.
+    pub fn with_limits(capacity: u32, limits: HealthLimits, clock: Clock) -> Self {
         Fleet {
             limits,
             inner: RwLock::default(),
             capacity,
-            started: Instant::now(),
+            started: clock.instant(),
             health: Notify::new(),
+            clock,
         }
+    }
+
+    /// The plane's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -316,7 +325,7 @@ impl Fleet {
         agent.connected = true;
         agent.session_id = Some(session_id.to_string());
         agent.agent_version = Some(agent_version.to_string());
-        agent.last_seen = Some(crate::ids::now());
+        agent.last_seen = Some(self.clock.now());
         inner.away_since.remove(agent_id);
         drop(inner);
         self.health.notify_one();
@@ -337,9 +346,8 @@ impl Fleet {
             if agent.session_id.as_deref() == Some(session_id) {
                 agent.connected = false;
                 agent.session_id = None;
-                inner
-                    .away_since
-                    .insert(agent_id.to_string(), Instant::now());
+                let now = self.clock.instant();
+                inner.away_since.insert(agent_id.to_string(), now);
                 drop(inner);
                 self.health.notify_one();
             }
@@ -352,22 +360,21 @@ impl Fleet {
         inner.agents.remove(agent_id);
         inner.offline_since.remove(agent_id);
         // It will not come back: its allocations are away from now (if not already).
-        inner
-            .away_since
-            .entry(agent_id.to_string())
-            .or_insert_with(Instant::now);
+        let now = self.clock.instant();
+        inner.away_since.entry(agent_id.to_string()).or_insert(now);
     }
 
     /// A frame arrived from `agent_id`.
     pub fn touch(&self, agent_id: &str) {
         if let Some(agent) = self.write().agents.get_mut(agent_id) {
-            agent.last_seen = Some(crate::ids::now());
+            agent.last_seen = Some(self.clock.now());
         }
     }
 
     /// Replaces everything known about the agent's box; returns the IMEIs it reports that
     /// another agent reports too, newly so.
     pub fn replace_inventory(&self, agent_id: &str, inventory: Inventory) -> Update {
+        let now = self.clock.instant();
         let before = self.duplicates_of(agent_id);
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
@@ -393,10 +400,10 @@ impl Fleet {
             .keys()
             .filter(|imei| !seen.iter().any(|(i, _)| i == *imei))
         {
-            changed |= inner.modem_gone(agent_id, imei);
+            changed |= inner.modem_gone(agent_id, imei, now);
         }
         for (imei, online) in seen {
-            changed |= inner.modem_seen(agent_id, &imei, online);
+            changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
         drop(inner);
         if changed {
@@ -411,6 +418,7 @@ impl Fleet {
     /// Applies a change report: the modem transitions it makes and the IMEIs newly reported
     /// by another agent too.
     pub fn apply_changes(&self, agent_id: &str, changes: ModemsChanged) -> Update {
+        let now = self.clock.instant();
         let before = self.duplicates_of(agent_id);
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
@@ -434,10 +442,10 @@ impl Fleet {
         let transitions = transitions::between(&old, &agent.modems, agent.site.as_ref());
         let mut changed = false;
         for imei in &changes.removed {
-            changed |= inner.modem_gone(agent_id, imei);
+            changed |= inner.modem_gone(agent_id, imei, now);
         }
         for (imei, online) in seen {
-            changed |= inner.modem_seen(agent_id, &imei, online);
+            changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
         drop(inner);
         if changed {
@@ -580,6 +588,7 @@ impl Fleet {
     /// dropped it) from when that was first noticed; while ProxySmart is unreachable the
     /// last known state stands (an API outage is not a modem outage).
     pub fn outage(&self, agent_id: &str, imei: &str) -> Outage {
+        let now = self.clock.instant();
         let mut inner = self.write();
         let Some(agent) = inner.agents.get(agent_id) else {
             let away = inner.away_since.get(agent_id).copied();
@@ -596,11 +605,11 @@ impl Fleet {
         let modem_offline_since = match listed {
             Some(true) => None,
             Some(false) => {
-                inner.modem_gone(agent_id, imei);
+                inner.modem_gone(agent_id, imei, now);
                 inner.offline_since(agent_id, imei)
             }
             None if has_inventory => {
-                inner.modem_gone(agent_id, imei);
+                inner.modem_gone(agent_id, imei, now);
                 inner.offline_since(agent_id, imei)
             }
             None => inner.offline_since(agent_id, imei),

@@ -9,6 +9,7 @@ pub mod allocator;
 pub mod api;
 pub mod audit_retention;
 pub mod cidr;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod events;

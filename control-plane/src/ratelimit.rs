@@ -11,6 +11,7 @@
 //!   `X-Forwarded-For` is trusted, so behind a reverse proxy every client shares the
 //!   proxy's budget (see `docs/security.md`).
 
+use crate::clock::Clock;
 use crate::config::{RateLimit, ServerConfig};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -57,16 +58,19 @@ pub struct Limiter<K> {
     capacity: f64,
     per_token: Duration,
     buckets: Mutex<HashMap<K, Bucket>>,
+    clock: Clock,
 }
 
 impl<K: Eq + Hash + Clone> Limiter<K> {
-    /// At most `limit.max` events per `limit.window_s` seconds per key.
-    pub fn new(limit: RateLimit) -> Self {
+    /// At most `limit.max` events per `limit.window_s` seconds per key, refilled as
+    /// `clock` moves.
+    pub fn new(limit: RateLimit, clock: Clock) -> Self {
         let max = limit.max.max(1);
         Limiter {
             capacity: f64::from(max),
             per_token: Duration::from_secs(limit.window_s.max(1)) / max,
             buckets: Mutex::new(HashMap::new()),
+            clock,
         }
     }
 
@@ -92,7 +96,7 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
 
     /// Whether `key` may act now (does not spend anything).
     pub fn check(&self, key: &K) -> Result<(), Limited> {
-        self.check_at(key, Instant::now())
+        self.check_at(key, self.clock.instant())
     }
 
     fn check_at(&self, key: &K, now: Instant) -> Result<(), Limited> {
@@ -112,7 +116,7 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
     /// Spends one event of `key`'s budget. Returns `true` when this event used the last
     /// of it — the start of a burst, which callers record once in the audit log.
     pub fn spend(&self, key: &K) -> bool {
-        self.spend_at(key, Instant::now())
+        self.spend_at(key, self.clock.instant())
     }
 
     fn spend_at(&self, key: &K, now: Instant) -> bool {
@@ -177,12 +181,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits `config` names.
-    pub fn new(config: &ServerConfig) -> Self {
+    /// The limits `config` names, on `clock`.
+    pub fn new(config: &ServerConfig, clock: Clock) -> Self {
         Limits {
-            rest_auth: Limiter::new(config.rest_auth_failure_limit),
-            agent_auth: Limiter::new(config.agent_auth_failure_limit),
-            enroll: Limiter::new(config.enroll_attempt_limit),
+            rest_auth: Limiter::new(config.rest_auth_failure_limit, clock.clone()),
+            agent_auth: Limiter::new(config.agent_auth_failure_limit, clock.clone()),
+            enroll: Limiter::new(config.enroll_attempt_limit, clock),
             rest_window_s: config.rest_auth_failure_limit.window_s,
             agent_window_s: config.agent_auth_failure_limit.window_s,
             handshakes: Arc::new(Semaphore::new(config.max_pending_handshakes)),
@@ -244,7 +248,7 @@ mod tests {
     use super::*;
 
     fn limiter(max: u32, window_s: u64) -> Limiter<&'static str> {
-        Limiter::new(RateLimit { max, window_s })
+        Limiter::new(RateLimit { max, window_s }, Clock::system())
     }
 
     #[test]
@@ -286,10 +290,13 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded() {
-        let l: Limiter<u32> = Limiter::new(RateLimit {
-            max: 5,
-            window_s: 1,
-        });
+        let l: Limiter<u32> = Limiter::new(
+            RateLimit {
+                max: 5,
+                window_s: 1,
+            },
+            Clock::system(),
+        );
         for key in 0..(MAX_TRACKED_KEYS as u32 + 10) {
             l.spend(&key);
         }

@@ -7,7 +7,7 @@
 //! first one), and at least hourly because deadlines are wall-clock times and the wall
 //! clock can jump.
 
-use crate::ids::now;
+use crate::clock::Clock;
 use crate::store::{AuditAction, Store, StoreError};
 use serde_json::json;
 use std::sync::Arc;
@@ -28,15 +28,17 @@ pub struct Retention {
     store: Store,
     period: time::Duration,
     wake: Arc<Notify>,
+    clock: Clock,
 }
 
 impl Retention {
-    /// Purges credentials `period` after their allocation ended.
-    pub fn new(store: Store, period: Duration) -> Self {
+    /// Purges credentials `period` after their allocation ended, as `clock` tells.
+    pub fn new(store: Store, period: Duration, clock: Clock) -> Self {
         Retention {
             store,
             period: time::Duration::try_from(period).unwrap_or(time::Duration::MAX),
             wake: Arc::new(Notify::new()),
+            clock,
         }
     }
 
@@ -55,11 +57,12 @@ impl Retention {
         let mut next = None;
         let mut sweep = true;
         loop {
+            let now = self.clock.now();
             let pause = if sweep {
-                match self.sweep(now()) {
+                match self.sweep(now) {
                     Ok(found) => {
                         next = found;
-                        until(next)
+                        self.until(next, now)
                     }
                     Err(e) => {
                         warn!("credential retention sweep failed: {e}");
@@ -68,13 +71,14 @@ impl Retention {
                     }
                 }
             } else {
-                until(next)
+                self.until(next, now)
             };
             sweep = true;
+            let wake_at = now.saturating_add(time::Duration::try_from(pause).unwrap_or_default());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => sweep = next.is_none(),
-                _ = tokio::time::sleep(pause) => {}
+                _ = self.clock.sleep_until_time(wake_at) => {}
             }
         }
     }
@@ -106,15 +110,15 @@ impl Retention {
         }
         Ok(next)
     }
-}
 
-/// How long to sleep until `deadline` (capped; no deadline sleeps the cap).
-fn until(deadline: Option<OffsetDateTime>) -> Duration {
-    let Some(deadline) = deadline else {
-        return MAX_SLEEP;
-    };
-    let left = deadline - now();
-    Duration::try_from(left).map_or(Duration::ZERO, |d| d.min(MAX_SLEEP))
+    /// How long to sleep until `deadline` (capped; no deadline sleeps the cap).
+    fn until(&self, deadline: Option<OffsetDateTime>, now: OffsetDateTime) -> Duration {
+        let Some(deadline) = deadline else {
+            return MAX_SLEEP;
+        };
+        let left = deadline - now;
+        Duration::try_from(left).map_or(Duration::ZERO, |d| d.min(MAX_SLEEP))
+    }
 }
 
 #[cfg(test)]
@@ -162,7 +166,7 @@ mod tests {
     fn a_sweep_purges_what_is_due_and_names_the_next_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let t = now();
+        let t = crate::ids::now();
         let records = [
             record("old", AllocationState::Released, t - Span::days(2)),
             record("recent", AllocationState::Released, t - Span::hours(1)),
@@ -172,7 +176,8 @@ mod tests {
         for r in &records {
             store.put_allocation(r).unwrap();
         }
-        let retention = Retention::new(store.clone(), Duration::from_secs(24 * 3600));
+        let day = Duration::from_secs(24 * 3600);
+        let retention = Retention::new(store.clone(), day, Clock::system());
         let next = retention.sweep(t).unwrap();
         assert_eq!(next, Some(t - Span::hours(1) + Span::days(1)));
         let sealed = |id: &str| store.allocation(id).unwrap().unwrap().password_sealed;
@@ -189,13 +194,16 @@ mod tests {
 
     #[test]
     fn sleeps_are_capped_and_never_negative() {
-        assert_eq!(until(None), MAX_SLEEP);
-        assert_eq!(
-            until(Some(now() - time::Duration::hours(1))),
-            Duration::ZERO
-        );
-        assert_eq!(until(Some(now() + time::Duration::days(30))), MAX_SLEEP);
-        let soon = until(Some(now() + time::Duration::seconds(10)));
-        assert!(soon > Duration::from_secs(8) && soon <= Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let retention = Retention::new(store, Duration::from_secs(60), Clock::manual());
+        let now = crate::ids::now();
+        assert_eq!(retention.until(None, now), MAX_SLEEP);
+        let past = Some(now - time::Duration::hours(1));
+        assert_eq!(retention.until(past, now), Duration::ZERO);
+        let far = Some(now + time::Duration::days(30));
+        assert_eq!(retention.until(far, now), MAX_SLEEP);
+        let soon = Some(now + time::Duration::seconds(10));
+        assert_eq!(retention.until(soon, now), Duration::from_secs(10));
     }
 }

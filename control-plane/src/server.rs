@@ -7,6 +7,7 @@
 use crate::allocator::Allocator;
 use crate::api::{self, AppState};
 use crate::audit_retention::AuditRetention;
+use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::credentials::{CredentialCipher, CredentialError};
 use crate::fleet::Fleet;
@@ -63,8 +64,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Validates `config`, opens storage in `config.data_dir` and builds every part.
+    /// Validates `config`, opens storage in `config.data_dir` and builds every part, on
+    /// the system clock.
     pub fn open(config: ServerConfig) -> Result<Self, ServeError> {
+        Self::open_with_clock(config, Clock::system())
+    }
+
+    /// [`ControlPlane::open`] on `clock` (tests drive a manual one).
+    pub fn open_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
         config.validate()?;
         // Certificate problems are reported before anything is opened.
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
@@ -78,12 +85,13 @@ impl ControlPlane {
         let fleet = Arc::new(Fleet::with_limits(
             config.modem_capacity,
             config.health.limits(),
+            clock.clone(),
         ));
         for (imei, owner) in store.modem_owners()? {
             fleet.set_owner(&imei, &owner);
         }
-        let limits = Arc::new(Limits::new(&config));
-        let retention = Retention::new(store.clone(), config.credential_retention());
+        let limits = Arc::new(Limits::new(&config, clock.clone()));
+        let retention = Retention::new(store.clone(), config.credential_retention(), clock);
         // Sessions watch this token; `serve` cancels it when its own token is cancelled.
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(crate::metrics::PlaneMetrics::with_tls(
@@ -154,6 +162,11 @@ impl ControlPlane {
     /// expiry was changed directly in the store, e.g. by a test or a maintenance tool).
     pub fn expiry_waker(&self) -> Arc<tokio::sync::Notify> {
         self.state.allocator.expiry_waker()
+    }
+
+    /// What the expiry sweeper has done (tests that move a manual clock wait on it).
+    pub fn expiry_sweeps(&self) -> Arc<crate::allocator::expiry::Sweeps> {
+        self.state.allocator.expiry_sweeps()
     }
 
     /// Creates an API key; returns the key, which is not stored.

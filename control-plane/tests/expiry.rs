@@ -1,12 +1,13 @@
 //! The expiry sweeper: an allocation is released when its `expires_at` passes
-//! (`release_reason: expired`), a renewal moves the deadline the sweeper waits for, and an
-//! allocation of an offline agent goes `releasing` and is finished when the agent comes
-//! back — also across a plane restart. The API's minimum lifetime is 60 s, so the tests
-//! move `expires_at` in the store and wake the sweeper (`TestPlane::set_expiry`).
+//! (`release_reason: expired`) — whether `active` or `replaced` — a renewal moves the
+//! deadline the sweeper waits for, and an allocation of an offline agent goes `releasing`
+//! and is finished when the agent comes back, also across a plane restart. Deadlines are
+//! crossed on the plane's manual clock, to the second.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use farmhand_control::clock::Clock;
 use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Updated};
 use serde_json::json;
 use std::sync::Arc;
@@ -14,21 +15,44 @@ use std::time::Duration;
 use support::flows::{allocate, release_ok};
 use support::{eventually, TestPlane};
 use time::Duration as Span;
+use time::OffsetDateTime;
 
 const IMEI: &str = "350000000000018";
 
+/// Moves the plane's manual clock to `at`, wakes the sweeper and waits until a scan has
+/// looked at that time: what it found is then exact, no waiting for a non-event.
+async fn advance_to(plane: &TestPlane, at: OffsetDateTime) {
+    let by = Duration::try_from(at - plane.clock.now()).expect("the clock only moves forward");
+    assert!(plane.clock.advance(by), "the plane runs on a manual clock");
+    plane.expiry.notify_one();
+    let at_ms = farmhand_control::ids::unix_ms(at);
+    eventually("the sweeper has looked at the new time", || async {
+        plane.sweeps.scanned_to_ms() >= at_ms
+    })
+    .await;
+}
+
+fn expires_at(plane: &TestPlane, id: &str) -> OffsetDateTime {
+    plane.store().allocation(id).unwrap().unwrap().expires_at
+}
+
+/// On a manual clock: an allocation lives exactly its `duration_s` — one second before its
+/// `expires_at` the sweeper finds nothing, at it the allocation is released (`expired`) —
+/// and a renewal moves the deadline the sweeper waits for.
 #[tokio::test]
 async fn an_allocation_is_released_at_its_expiry_and_renewal_moves_the_deadline() {
-    let plane = Arc::new(TestPlane::start().await);
+    let plane = Arc::new(TestPlane::start_on(Clock::manual(), |_| {}).await);
     let mut agent = plane.agent_with_modem(IMEI).await;
     let a = allocate(&plane, &mut agent, "o-expiry").await;
     let id = a["allocation_id"].as_str().unwrap().to_string();
+    let first = expires_at(&plane, &id);
 
-    // Due in 3 s, but renewed at once: the sweeper must wait for the new deadline.
-    plane.set_expiry(&id, Span::seconds(3));
+    // Renewed by a day before its deadline: the old deadline passes without a release.
     let (p, path) = (plane.clone(), format!("/v1/allocations/{id}/renew"));
-    let renewing =
-        tokio::spawn(async move { p.post(&path, &p.market, json!({"duration_s": 60})).await });
+    let renewing = tokio::spawn(async move {
+        p.post(&path, &p.market, json!({"duration_s": 86_400}))
+            .await
+    });
     let update = agent.next_command().await;
     assert!(
         matches!(update.body, CommandBody::UpdatePort(_)),
@@ -39,13 +63,17 @@ async fn an_allocation_is_released_at_its_expiry_and_renewal_moves_the_deadline(
     });
     agent.answer(&update.id, Outcome::Ok { output }).await;
     assert_eq!(renewing.await.unwrap().status, 200);
-    // Past the old deadline nothing is released (bounded wait for a non-event).
-    let quiet = tokio::time::timeout(Duration::from_secs(5), agent.next_command()).await;
-    assert!(quiet.is_err(), "released at the old deadline: {quiet:?}");
-    assert_eq!(plane.allocation(&id).await["state"], "active");
+    let renewed = expires_at(&plane, &id);
+    assert_eq!(renewed - first, Span::days(1));
+    advance_to(&plane, first + Span::seconds(1)).await;
+    assert_eq!(plane.sweeps.expired(), 0, "released at the old deadline");
 
-    // Due in 1 s: the sleeping sweeper wakes and releases it.
-    plane.set_expiry(&id, Span::seconds(1));
+    // One second before the new deadline: still nothing; at it: released.
+    advance_to(&plane, renewed - Span::seconds(1)).await;
+    assert_eq!(plane.sweeps.expired(), 0, "released a second early");
+    assert_eq!(plane.allocation(&id).await["state"], "active");
+    advance_to(&plane, renewed).await;
+    assert!(plane.sweeps.expired() >= 1, "not found at its deadline");
     assert_eq!(release_ok(&mut agent).await, id);
     eventually("the expired allocation is released", || async {
         plane.allocation(&id).await["state"] == "released"
@@ -101,7 +129,7 @@ async fn an_allocation_expiring_while_its_agent_is_offline_is_released_on_reconn
 async fn a_replaced_allocation_expires_like_an_active_one() {
     const FIRST: &str = "350000000000101";
     const SECOND: &str = "350000000000303";
-    let plane = Arc::new(TestPlane::start_with(|c| c.replacement_grace_s = 0).await);
+    let plane = Arc::new(TestPlane::start_on(Clock::manual(), |c| c.replacement_grace_s = 0).await);
     let identity = plane.enroll().await;
     let mut agent = support::FakeAgent::connect(&plane, &identity)
         .await
@@ -126,7 +154,14 @@ async fn a_replaced_allocation_expires_like_an_active_one() {
     assert_eq!(replacing.await.unwrap().status, 200);
     assert_eq!(plane.allocation(&id).await["state"], "replaced");
 
-    plane.set_expiry(&id, Span::seconds(-1));
+    let deadline = expires_at(&plane, &id);
+    advance_to(&plane, deadline - Span::seconds(1)).await;
+    assert_eq!(plane.sweeps.expired(), 0);
+    advance_to(&plane, deadline).await;
+    assert!(
+        plane.sweeps.expired() >= 1,
+        "a replaced allocation expires too"
+    );
     assert_eq!(release_ok(&mut agent).await, id);
     eventually("the expired replaced allocation is released", || async {
         plane.allocation(&id).await["state"] == "released"

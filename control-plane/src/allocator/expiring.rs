@@ -12,7 +12,7 @@
 
 use super::Allocator;
 use crate::events::EventType;
-use crate::ids::{now, unix_ms};
+use crate::ids::unix_ms;
 use crate::store::{AllocationRecord, StoreError};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,17 +62,15 @@ impl Allocator {
         if let Err(e) = self.schedule_live() {
             warn!("cannot schedule expiry warnings of existing allocations: {e}");
         }
+        let longest = time::Duration::try_from(MAX_SLEEP).unwrap_or_default();
         loop {
-            let next = self.warn_due();
-            let sleep = next.map_or(MAX_SLEEP, |at| {
-                Duration::try_from(at - now())
-                    .unwrap_or(Duration::ZERO)
-                    .min(MAX_SLEEP)
-            });
+            let now = self.clock.now();
+            let latest = now.saturating_add(longest);
+            let wake_at = self.warn_due(now).map_or(latest, |at| at.min(latest));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.warnings.wake.notified() => {}
-                () = tokio::time::sleep(sleep) => {}
+                () = self.clock.sleep_until_time(wake_at) => {}
             }
         }
     }
@@ -89,8 +87,7 @@ impl Allocator {
     }
 
     /// Emits the warnings whose time has come; returns the next warning time.
-    fn warn_due(&self) -> Option<OffsetDateTime> {
-        let now = now();
+    fn warn_due(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         loop {
             let (at, id) = {
                 let mut queue = self

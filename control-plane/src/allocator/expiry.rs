@@ -9,8 +9,8 @@
 //! goes to `releasing` and is finished when the agent reconnects (see `events`).
 
 use super::Allocator;
-use crate::ids::now;
 use crate::store::{AllocationState, AuditAction, ReleaseReason, StoreError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -21,6 +21,29 @@ use tracing::{info, warn};
 /// Longest sleep between two scans, whatever the next deadline.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// Counts of the sweeper's work: a test that moves the clock waits until a scan has seen
+/// the new time, then knows exactly what it found — no waiting for a non-event.
+#[derive(Debug, Default)]
+pub struct Sweeps {
+    /// The clock time (Unix ms) the last finished scan looked at.
+    scanned_to_ms: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl Sweeps {
+    /// The clock time (Unix ms) the last finished scan looked at: once it is at or past a
+    /// time, everything due by then has been found.
+    pub fn scanned_to_ms(&self) -> u64 {
+        self.scanned_to_ms.load(Ordering::SeqCst)
+    }
+
+    /// Allocations scans found past their expiry (one may be counted by more than one scan
+    /// until its release has started; it is released once).
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::SeqCst)
+    }
+}
+
 impl Allocator {
     /// Wakes the expiry sweeper so it re-reads the deadlines (for an expiry changed
     /// outside the allocator, e.g. by a test or a maintenance tool).
@@ -28,27 +51,42 @@ impl Allocator {
         self.expiry.clone()
     }
 
+    /// What the sweeper has done so far.
+    pub fn expiry_sweeps(&self) -> Arc<Sweeps> {
+        self.expiry_sweeps.clone()
+    }
+
     /// The sweeper task; runs until `shutdown`.
     pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = self.expire_due().unwrap_or_else(|e| {
+            let now = self.clock.now();
+            let next = self.expire_due(now).unwrap_or_else(|e| {
                 warn!("expiry sweep failed, retrying: {e}");
                 None
             });
-            let sleep = next.map_or(MAX_SLEEP, |at| until(at).min(MAX_SLEEP));
+            let latest =
+                now.saturating_add(time::Duration::try_from(MAX_SLEEP).unwrap_or_default());
+            let wake_at = next.map_or(latest, |at| at.min(latest));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.expiry.notified() => {}
-                () = tokio::time::sleep(sleep) => {}
+                () = self.clock.sleep_until_time(wake_at) => {}
             }
         }
     }
 
     /// Starts the release of every active allocation past its expiry (each in its own
     /// task: one slow agent must not hold up the others) and returns the next deadline.
-    fn expire_due(self: &Arc<Self>) -> Result<Option<OffsetDateTime>, StoreError> {
+    fn expire_due(
+        self: &Arc<Self>,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
         // The store's expiry index: only the due records are read, not the whole table.
-        let (due, next) = self.store.expiring(now())?;
+        let (due, next) = self.store.expiring(now)?;
+        let sweeps = &self.expiry_sweeps;
+        sweeps.expired.fetch_add(due.len() as u64, Ordering::SeqCst);
+        let scanned_to = crate::ids::unix_ms(now);
+        sweeps.scanned_to_ms.fetch_max(scanned_to, Ordering::SeqCst);
         for record in due {
             let (this, id) = (self.clone(), record.allocation_id);
             self.spawn(async move { this.expire_one(&id).await });
@@ -63,7 +101,7 @@ impl Allocator {
             let order_id = self.find(allocation_id)?.order_id;
             let _order = self.locks.lock(&order_id).await;
             let mut record = self.find(allocation_id)?;
-            if !record.state.is_live() || record.expires_at > now() {
+            if !record.state.is_live() || record.expires_at > self.clock.now() {
                 return Ok(());
             }
             info!(allocation_id, "allocation expired: releasing it");
@@ -77,9 +115,4 @@ impl Allocator {
             warn!(allocation_id, "releasing an expired allocation failed: {e}");
         }
     }
-}
-
-/// Time from now until `at` (zero when it has passed).
-fn until(at: OffsetDateTime) -> Duration {
-    Duration::try_from(at - now()).unwrap_or(Duration::ZERO)
 }

@@ -18,7 +18,7 @@
 
 mod events;
 mod expiring;
-mod expiry;
+pub mod expiry;
 mod locks;
 mod outages;
 mod provision;
@@ -35,6 +35,7 @@ mod rotate;
 pub use release::ReleaseStatus;
 pub use rotate::{LastRotation, Rotation};
 
+use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::credentials::{CredentialCipher, CredentialError};
 use crate::events::{EventType, Events};
@@ -178,6 +179,8 @@ pub struct Allocator {
     ended: Arc<Notify>,
     /// Wakes the expiry sweeper (an allocation became active or was renewed).
     expiry: Arc<Notify>,
+    /// What the expiry sweeper has done (tests wait on it instead of on time).
+    expiry_sweeps: Arc<expiry::Sweeps>,
     /// Where allocation events go (webhooks).
     events: Events,
     /// Every task the allocator starts, so shutdown can wait for them (they hold the
@@ -189,6 +192,8 @@ pub struct Allocator {
     replacing: outages::Tracker,
     /// Refused releases to send again while their agent stays connected.
     release_retries: release_retry::Schedule,
+    /// The plane's clock (the fleet's: one for every rule that decides by time).
+    clock: Clock,
 }
 
 impl Allocator {
@@ -223,7 +228,8 @@ impl Allocator {
                 fleet.add_load(&record.agent_id, &record.imei);
             }
         }
-        let purged = store.purge_expired_commands(crate::ids::unix_ms(crate::ids::now()))?;
+        let clock = fleet.clock().clone();
+        let purged = store.purge_expired_commands(crate::ids::unix_ms(clock.now()))?;
         if purged > 0 {
             warn!(
                 purged,
@@ -240,11 +246,13 @@ impl Allocator {
             rotating: rotate::InFlight::default(),
             ended,
             expiry: Arc::new(Notify::new()),
+            expiry_sweeps: Arc::default(),
             events,
             tasks: TaskTracker::new(),
             warnings: expiring::Warnings::default(),
             replacing: outages::Tracker::default(),
             release_retries: release_retry::Schedule::default(),
+            clock,
         };
         allocator.end_revoked_at_start()?;
         Ok(allocator)
@@ -354,7 +362,7 @@ impl Allocator {
         record: &mut AllocationRecord,
         actor: &str,
     ) -> Result<(), StoreError> {
-        released(record);
+        released(record, self.clock.now());
         self.store.save_allocation(record).await?;
         self.announce_released(record, actor);
         Ok(())
@@ -412,9 +420,9 @@ fn audit(store: &Store, actor: &str, action: AuditAction, record: &AllocationRec
 
 /// Marks a record released now, `cancelled` unless it already has a reason (the caller
 /// persists it, then calls `announce_released`).
-fn released(record: &mut AllocationRecord) {
+fn released(record: &mut AllocationRecord, now: time::OffsetDateTime) {
     record.state = AllocationState::Released;
-    record.released_at = Some(crate::ids::now());
+    record.released_at = Some(now);
     record
         .release_reason
         .get_or_insert(ReleaseReason::Cancelled);

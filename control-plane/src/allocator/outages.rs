@@ -102,13 +102,13 @@ impl Tracker {
     }
 
     /// The move ended; `retry` when it should be tried again after `after`.
-    fn finish(&self, allocation_id: &str, retry: Option<Duration>) {
+    fn finish(&self, allocation_id: &str, retry: Option<Duration>, now: Instant) {
         let mut inner = self.lock();
         inner.running.remove(allocation_id);
         if let Some(after) = retry {
             inner
                 .retry_at
-                .insert(allocation_id.to_string(), Instant::now() + after);
+                .insert(allocation_id.to_string(), now + after);
         }
         drop(inner);
         self.wake.notify_one();
@@ -130,7 +130,8 @@ impl Allocator {
         };
         loop {
             let scanned = tokio::time::Instant::now();
-            let sleep = self.replace_due(grace).unwrap_or_else(|e| {
+            let now = self.clock.instant();
+            let sleep = self.replace_due(grace, now).unwrap_or_else(|e| {
                 warn!("replacement sweep failed, retrying: {e}");
                 retry_interval(grace)
             });
@@ -138,7 +139,7 @@ impl Allocator {
                 () = shutdown.cancelled() => return,
                 () = self.fleet.health_changes().notified() => {}
                 () = self.replacing.wake.notified() => {}
-                () = tokio::time::sleep(sleep) => {}
+                () = self.clock.sleep_until(now + sleep) => {}
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -149,9 +150,12 @@ impl Allocator {
 
     /// Starts a move for every due live allocation (each in its own task) and returns how
     /// long to sleep until the next one is due.
-    fn replace_due(self: &Arc<Self>, grace: Duration) -> Result<Duration, StoreError> {
-        let now = Instant::now();
-        let expired_by = crate::ids::now();
+    fn replace_due(
+        self: &Arc<Self>,
+        grace: Duration,
+        now: Instant,
+    ) -> Result<Duration, StoreError> {
+        let expired_by = self.clock.now();
         let mut next = MAX_SLEEP;
         let live = self.store.live_allocations()?;
         for record in live
@@ -191,7 +195,7 @@ impl Allocator {
             outage,
             grace,
             self.config.agent_lost_window(),
-            Instant::now(),
+            self.clock.instant(),
         ) {
             Due::Now(reason) => Some(reason),
             Due::Healthy | Due::In(_) => None,
@@ -226,7 +230,8 @@ impl Allocator {
                 Some(retry_interval(grace))
             }
         };
-        self.replacing.finish(allocation_id, retry);
+        self.replacing
+            .finish(allocation_id, retry, self.clock.instant());
     }
 
     /// Nothing could take the allocation: audit and emit `allocation.degraded` once per
@@ -358,7 +363,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(tracker.start("a", now), Ok(()));
         assert_eq!(tracker.start("a", now), Err(None), "already running");
-        tracker.finish("a", Some(Duration::from_secs(5)));
+        tracker.finish("a", Some(Duration::from_secs(5)), now);
         assert!(
             matches!(tracker.start("a", now), Err(Some(_))),
             "retry not due"

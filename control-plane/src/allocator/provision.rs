@@ -12,7 +12,7 @@ use crate::credentials::{generate_login, generate_password};
 use crate::events::EventType;
 use crate::fleet::{ModemFilter, Reservation};
 use crate::gateway::DispatchError;
-use crate::ids::{now, random_id, unix_ms};
+use crate::ids::{random_id, unix_ms};
 use crate::store::{
     AllocationRecord, AllocationRequest, AllocationState, AuditAction, InsertOutcome,
 };
@@ -113,7 +113,7 @@ impl Allocator {
         tenant: &str,
     ) -> AllocationRecord {
         let allocation_id = random_id("al");
-        let created_at = now();
+        let created_at = self.clock.now();
         let lifetime = Duration::seconds(i64::try_from(request.duration_s).unwrap_or(i64::MAX));
         AllocationRecord {
             password_sealed: Some(self.cipher.seal(password, &allocation_id)),

@@ -79,7 +79,8 @@ impl Allocator {
             }),
             Ok(Outcome::Error { error }) => {
                 // Sent again while the agent stays connected (`release_retry`).
-                self.release_retries.refused(&record.allocation_id);
+                let now = self.clock.instant();
+                self.release_retries.refused(&record.allocation_id, now);
                 Err(AllocError::refused(
                     "release_failed",
                     "release the port",

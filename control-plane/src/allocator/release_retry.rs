@@ -12,8 +12,8 @@ use farmhand_ops::backoff;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -33,13 +33,13 @@ pub(super) struct Schedule {
 impl Schedule {
     /// The release of `allocation_id` was refused: try again later (each refusal doubles
     /// the wait).
-    pub(super) fn refused(&self, allocation_id: &str) {
+    pub(super) fn refused(&self, allocation_id: &str, now: Instant) {
         let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
         let delay = due
             .get(allocation_id)
             .map_or(FIRST, |(_, d)| backoff::doubling(*d, LONGEST, 1));
         let wait = backoff::equal_jitter(delay, backoff::random_unit());
-        due.insert(allocation_id.to_string(), (Instant::now() + wait, delay));
+        due.insert(allocation_id.to_string(), (now + wait, delay));
         drop(due);
         self.wake.notify_one();
     }
@@ -67,7 +67,7 @@ impl Allocator {
     /// Sends the refused releases again when they are due, until `shutdown`.
     pub async fn run_release_retries(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let (ready, next) = self.release_retries.take_due(Instant::now());
+            let (ready, next) = self.release_retries.take_due(self.clock.instant());
             for allocation_id in ready {
                 if shutdown.is_cancelled() {
                     return;
@@ -76,7 +76,7 @@ impl Allocator {
             }
             let sleep = async {
                 match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                    Some(at) => self.clock.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -106,7 +106,7 @@ impl Allocator {
             .has_pending_for(&record.agent_id, allocation_id)
         {
             // One is on its way already; look again later.
-            schedule.refused(allocation_id);
+            schedule.refused(allocation_id, self.clock.instant());
             return;
         }
         let _order = self.locks.lock(&record.order_id).await;
@@ -134,7 +134,7 @@ mod tests {
         let start = Instant::now();
         let mut expected = FIRST;
         for _ in 0..12 {
-            schedule.refused("al_1");
+            schedule.refused("al_1", start);
             let (at, delay) = schedule.due.lock().unwrap()["al_1"];
             assert_eq!(delay, expected);
             let wait = at - start;

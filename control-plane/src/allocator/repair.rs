@@ -9,7 +9,7 @@
 
 use super::{fail, AllocError, Allocator};
 use crate::events::EventType;
-use crate::ids::{now, unix_ms};
+use crate::ids::unix_ms;
 use crate::store::{AllocationRecord, AuditAction};
 use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Provision, Provisioned};
 use tracing::{info, warn};
@@ -34,7 +34,10 @@ impl Allocator {
         let _order = self.locks.lock(&record.order_id).await;
         let record = self.find(allocation_id)?;
         // Pending ones have their `provision` redelivered; expired ones are the sweeper's.
-        if record.agent_id != agent_id || !record.state.is_live() || record.expires_at <= now() {
+        if record.agent_id != agent_id
+            || !record.state.is_live()
+            || record.expires_at <= self.clock.now()
+        {
             return Ok(());
         }
         let Some(password) = self.password(&record)? else {
@@ -125,7 +128,7 @@ impl Allocator {
     fn fail_repair(&self, mut record: AllocationRecord, why: &str) -> Result<(), AllocError> {
         warn!(allocation_id = %record.allocation_id, "allocation failed: {why}");
         fail(&mut record, why);
-        record.released_at = Some(now());
+        record.released_at = Some(self.clock.now());
         self.store.put_allocation(&record)?;
         self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit("system", AuditAction::AllocationFailed, &record);

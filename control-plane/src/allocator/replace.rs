@@ -18,7 +18,7 @@
 use super::{AllocError, Allocator};
 use crate::fleet::{ModemFilter, Reservation};
 use crate::gateway::DispatchError;
-use crate::ids::{now, unix_ms};
+use crate::ids::unix_ms;
 use crate::store::{
     AllocationRecord, AllocationState, AuditAction, Replacement, ReplacementReason,
 };
@@ -62,7 +62,7 @@ impl Allocator {
         let _order = self.locks.lock(&order_id).await;
         let record = self.find(allocation_id)?;
         let revoked = self.is_revoked(&record.agent_id)?;
-        let why = not_movable(&record).or_else(|| {
+        let why = not_movable(&record, self.clock.now()).or_else(|| {
             // Its allocations are being released (`revoked`), not moved.
             revoked.then(|| "the allocation's agent was revoked: it is being released".into())
         });
@@ -188,7 +188,7 @@ impl Allocator {
         actor: &str,
     ) -> Result<AllocationRecord, AllocError> {
         let from = Replacement {
-            at: now(),
+            at: self.clock.now(),
             reason,
             from_imei: record.imei.clone(),
             from_agent_id: record.agent_id.clone(),
@@ -309,14 +309,14 @@ impl Allocator {
 }
 
 /// Why `record` cannot be moved now; `None` when it can.
-fn not_movable(record: &AllocationRecord) -> Option<String> {
+fn not_movable(record: &AllocationRecord, now: time::OffsetDateTime) -> Option<String> {
     if !record.state.is_live() {
         return Some(format!(
             "only active or replaced allocations can be replaced; this one is {}",
             record.state.as_str()
         ));
     }
-    (record.expires_at <= now()).then(|| "the allocation has expired".to_string())
+    (record.expires_at <= now).then(|| "the allocation has expired".to_string())
 }
 
 impl Allocator {

@@ -22,7 +22,7 @@ use super::Allocator;
 use crate::events::{self, EventType};
 use crate::fleet::{Duplicate, HealthCrossing, Update};
 use crate::gateway::SessionInfo;
-use crate::ids::{now, unix_ms};
+use crate::ids::unix_ms;
 use crate::store::{AuditAction, RotationRecord};
 use farmhand_protocol::{RotationReport, UsageReport};
 use serde_json::json;
@@ -127,7 +127,7 @@ impl Allocator {
         }
         let clip = |ip: Option<String>| ip.map(|ip| ip.chars().take(64).collect::<String>());
         let record = RotationRecord {
-            at_ms: report.at_ms.min(unix_ms(now())),
+            at_ms: report.at_ms.min(unix_ms(self.clock.now())),
             old_ip: clip(report.old_ip),
             new_ip: clip(report.new_ip),
             changed: report.changed,
@@ -149,7 +149,7 @@ impl Allocator {
     pub(super) fn usage(&self, agent_id: &str, report: &UsageReport) {
         match self
             .store
-            .record_usage_report(agent_id, report, unix_ms(now()))
+            .record_usage_report(agent_id, report, unix_ms(self.clock.now()))
         {
             Ok(r) if r.ignored > 0 => {
                 debug!(

@@ -135,7 +135,7 @@ impl Allocator {
             }
             warn!(allocation_id = %record.allocation_id, agent_id = %record.agent_id, "releasing an allocation left on a revoked agent by a restart");
             set_reason(&mut record);
-            released(&mut record);
+            released(&mut record, self.clock.now());
             self.store.put_allocation(&record)?;
             self.announce_released(&record, "system");
         }

@@ -11,7 +11,7 @@
 
 use super::{request, AllocError, Allocator};
 use crate::fleet::Located;
-use crate::ids::{now, rfc3339, unix_ms};
+use crate::ids::{rfc3339, unix_ms};
 use crate::store::RotationRecord;
 use farmhand_protocol::{CommandBody, CommandErrorCode, CommandOutput, Outcome, RotateIp, Rotated};
 use serde::Serialize;
@@ -165,7 +165,7 @@ impl Allocator {
         let Some(last) = self.store.last_rotation(agent_id, imei) else {
             return Ok(());
         };
-        let since_ms = unix_ms(now()).saturating_sub(last.at_ms);
+        let since_ms = unix_ms(self.clock.now()).saturating_sub(last.at_ms);
         if since_ms >= cooldown_ms {
             return Ok(());
         }
@@ -191,7 +191,7 @@ impl Allocator {
     /// Records a finished rotation (the cooldown clock) and builds the answer. A storage
     /// failure is logged, not returned: the modem was rotated all the same.
     fn rotated(&self, agent_id: &str, r: Rotated) -> Rotation {
-        let at = now();
+        let at = self.clock.now();
         let record = RotationRecord {
             at_ms: unix_ms(at),
             old_ip: r.old_ip.clone(),

@@ -14,6 +14,8 @@ pub use farmhand_test_support::eventually;
 pub use agent::{modem, FakeAgent, Identity};
 pub use http::Response;
 
+use farmhand_control::allocator::expiry::Sweeps;
+use farmhand_control::clock::Clock;
 use farmhand_control::gateway::Gateway;
 use farmhand_control::{ControlPlane, Role, ServerConfig, Store};
 use serde_json::{json, Value};
@@ -45,6 +47,10 @@ pub struct TestPlane {
     pub expiry: Arc<Notify>,
     /// The running plane's agent gateway (dropped by `stop`: it holds the store).
     gateway: Option<Gateway>,
+    /// The plane's clock: the system's, or a manual one the test moves (`start_on`).
+    pub clock: Clock,
+    /// What the running plane's expiry sweeper has done.
+    pub sweeps: Arc<Sweeps>,
 }
 
 impl TestPlane {
@@ -56,6 +62,11 @@ impl TestPlane {
     /// target loopback (every test receiver is on 127.0.0.1); a test of the default
     /// target policy clears `webhooks.allow_private_targets` in `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_on(Clock::system(), tweak).await
+    }
+
+    /// [`TestPlane::start_with`] on `clock` (a manual one makes time a test input).
+    pub async fn start_on(clock: Clock, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig {
             data_dir: dir.path().to_path_buf(),
@@ -63,13 +74,16 @@ impl TestPlane {
         };
         config.webhooks.allow_private_targets = LOOPBACK.iter().map(|b| b.to_string()).collect();
         tweak(&mut config);
-        let plane = ControlPlane::open(config.clone()).unwrap();
+        let plane = ControlPlane::open_with_clock(config.clone(), clock.clone()).unwrap();
         let admin = plane.create_key(Role::Admin, "ops").unwrap();
         let market = plane.create_key(Role::Marketplace, "shop").unwrap();
         let expiry = plane.expiry_waker();
+        let sweeps = plane.expiry_sweeps();
         let gateway = plane.gateway();
         let (addr, store, shutdown, task) = run(plane).await;
         TestPlane {
+            clock,
+            sweeps,
             expiry,
             gateway: Some(gateway),
             addr,
@@ -86,8 +100,9 @@ impl TestPlane {
     /// Stops the plane and starts it again on the same data directory (new port).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let plane = ControlPlane::open(self.config.clone()).unwrap();
+        let plane = ControlPlane::open_with_clock(self.config.clone(), self.clock.clone()).unwrap();
         self.expiry = plane.expiry_waker();
+        self.sweeps = plane.expiry_sweeps();
         self.gateway = Some(plane.gateway());
         let (addr, store, shutdown, task) = run(plane).await;
         (self.addr, self.store, self.shutdown) = (addr, Some(store), shutdown);
@@ -194,7 +209,7 @@ impl TestPlane {
     /// store — the API's minimum lifetime is 60 s — and wakes the expiry sweeper.
     pub fn set_expiry(&self, allocation_id: &str, from_now: time::Duration) {
         let mut record = self.store().allocation(allocation_id).unwrap().unwrap();
-        record.expires_at = farmhand_control::ids::now() + from_now;
+        record.expires_at = self.clock.now() + from_now;
         self.store().put_allocation(&record).unwrap();
         self.expiry.notify_one();
     }
