@@ -138,11 +138,11 @@ impl BoxProfileHandle {
         if *current == before {
             return;
         }
-        current.updated_at_ms = crate::journal::now_ms();
+        current.updated_at_ms = crate::base::clock::now_ms();
         if let Some(path) = &self.path {
             let written = serde_json::to_vec_pretty(&*current)
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| crate::files::write_atomic(path, &bytes, 0o600));
+                .and_then(|bytes| crate::base::files::write_atomic(path, &bytes, 0o600));
             if let Err(e) = written {
                 tracing::warn!(path = %path.display(), error = %e, "cannot save the box profile; it is kept in memory");
             }

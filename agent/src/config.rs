@@ -6,7 +6,7 @@
 //! form the rest of the agent uses. Tests build an `AgentConfig` directly (all fields are
 //! public) and pass the password as a value instead of a file.
 
-use crate::masked::Masked;
+use crate::base::masked::Masked;
 use crate::policy::{FilePolicy, Policy};
 use crate::ports::{PortSettings, PortWrite};
 use crate::proxysmart::BoxUtcOffset;

@@ -99,7 +99,7 @@ pub async fn enroll(
         .transpose()?;
     let server = plane.url.as_str();
     let url = format!("{}{ENROLL_PATH}", server.trim_end_matches('/'));
-    let client = crate::http_client_trusting(ENROLL_TIMEOUT, trust.as_ref()).map_err(|detail| {
+    let client = http_client_trusting(ENROLL_TIMEOUT, trust.as_ref()).map_err(|detail| {
         EnrollError::Unreachable {
             url: url.clone(),
             detail,
@@ -140,7 +140,7 @@ fn unreachable(url: &str, trust: Option<&Trust>, error: reqwest::Error) -> Enrol
     }
     EnrollError::Unreachable {
         url: url.to_string(),
-        detail: crate::error_chain(&error.without_url()),
+        detail: crate::base::error_chain::error_chain(&error.without_url()),
     }
 }
 
@@ -198,6 +198,22 @@ pub fn hostname() -> String {
         .map(|s| s.trim().to_string())
         .find(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// An HTTP client for the control plane (honours HTTPS_PROXY/NO_PROXY), verifying HTTPS
+/// servers with `trust` (the agent's CA/pin settings).
+fn http_client_trusting(
+    timeout: Duration,
+    trust: Option<&Trust>,
+) -> Result<reqwest::Client, String> {
+    crate::base::crypto::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .timeout(timeout);
+    if let Some(trust) = trust {
+        builder = builder.tls_backend_preconfigured(trust.client_config().as_ref().clone());
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

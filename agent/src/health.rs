@@ -128,7 +128,7 @@ impl Probe {
         let load = System::load_average().ok();
         let centi = |v: f64| (v * 100.0).round().clamp(0.0, f64::from(u32::MAX)) as u32;
         HostHealth {
-            measured_at_ms: crate::journal::now_ms(),
+            measured_at_ms: crate::base::clock::now_ms(),
             load_centi: load.map_or([0; 3], |l| [centi(l.one), centi(l.five), centi(l.fifteen)]),
             cpus: std::thread::available_parallelism()
                 .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),

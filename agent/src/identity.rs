@@ -189,7 +189,7 @@ fn read_existing(path: &Path) -> Result<Vec<u8>, IdentityError> {
 
 /// Writes `path` atomically, created 0600.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    crate::files::write_atomic(path, bytes, 0o600).map_err(|source| IdentityError::Io {
+    crate::base::files::write_atomic(path, bytes, 0o600).map_err(|source| IdentityError::Io {
         path: path.to_path_buf(),
         source,
     })

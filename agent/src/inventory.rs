@@ -8,7 +8,7 @@
 //! Modems the seller excluded from the marketplace (`[policy] excluded_imeis`) are dropped
 //! here, at the source, so neither the inventory nor a change report can ever name them.
 
-use crate::backoff::{Backoff, BackoffPolicy};
+use crate::base::backoff::{Backoff, BackoffPolicy};
 use crate::proxysmart::{normalize_modems, ProxysmartClient};
 use farmhand_protocol::{Modem, ModemsChanged};
 use std::collections::BTreeSet;

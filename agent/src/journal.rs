@@ -9,11 +9,12 @@
 //! the recorded result and ProxySmart is not touched twice. Old command records are pruned on
 //! open; port records live until the port is released.
 
+use crate::base::clock::now_ms;
 use crate::usage::MeterState;
 use farmhand_protocol::{CommandResult, ManagedPort};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// sled's page cache: the journal is small, keep the agent's memory footprint small too.
 const CACHE_CAPACITY_BYTES: u64 = 2 * 1024 * 1024;
@@ -296,13 +297,6 @@ impl Journal {
         }
         Ok(removed)
     }
-}
-
-/// Unix milliseconds now (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

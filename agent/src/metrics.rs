@@ -98,7 +98,10 @@ impl AgentMetrics {
     /// The text exposition, with the gauges read from `status` and `inventory`.
     pub fn render(&self, status: &AgentStatus, inventory: &InventoryHandle) -> String {
         let mut t = Text::new();
-        let info = [crate::AGENT_VERSION, crate::GIT_COMMIT];
+        let info = [
+            crate::base::version::AGENT_VERSION,
+            crate::base::version::GIT_COMMIT,
+        ];
         t.gauge_vec(
             "farmhand_agent_info",
             "The agent's version and commit.",

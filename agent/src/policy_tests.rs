@@ -2,8 +2,8 @@
 //! denial, and the rotation gate's timing.
 
 use super::*;
+use crate::base::masked::Masked;
 use crate::config::FileConfig;
-use crate::masked::Masked;
 use farmhand_protocol::{DesiredPort, Provision, Reconcile, Release, RotateIp, Secret, UpdatePort};
 use std::path::Path;
 

@@ -6,7 +6,7 @@
 
 use crate::audit::{AuditError, AuditLog};
 use crate::autorotate;
-use crate::backoff::{Backoff, RECONNECT};
+use crate::base::backoff::{Backoff, RECONNECT};
 use crate::box_profile::BoxProfileHandle;
 use crate::commands::{CommandContext, Executor};
 use crate::config::{AgentConfig, ConfigError, ControlPlaneConfig};

@@ -10,13 +10,13 @@
 //! A session silent for three heartbeat intervals is stale and ends, so the caller
 //! reconnects instead of trusting an open-but-dead socket.
 
+use crate::base::version::AGENT_VERSION;
 use crate::commands::Executor;
 use crate::connection::{Connection, ConnectionError};
 use crate::identity::Identity;
 use crate::inventory::{self, InventoryHandle, Snapshot};
 use crate::status::AgentStatus;
 use crate::usage::{LatestUsage, UsageHandle};
-use crate::AGENT_VERSION;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use farmhand_protocol::{
@@ -463,7 +463,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
         }
         if now >= self.last_sent + self.interval {
             self.send(AgentMessage::Heartbeat(Heartbeat {
-                time_ms: crate::journal::now_ms(),
+                time_ms: crate::base::clock::now_ms(),
             }))
             .await?;
         }

@@ -1,11 +1,11 @@
 //! Handshake and session-loop tests over an in-memory pipe with a scripted fake plane.
 
 use super::*;
+use crate::base::masked::Masked;
 use crate::commands::CommandContext;
 use crate::config::ProxysmartConfig;
 use crate::identity::{self, IdentityFile};
 use crate::journal::Journal;
-use crate::masked::Masked;
 use crate::proxysmart::ProxysmartClient;
 use farmhand_protocol::{
     decode, encode, verify_auth, Challenge, Command, CommandBody, CommandErrorCode, Modem, Outcome,
@@ -87,7 +87,7 @@ impl Plane {
         let welcome = Welcome {
             session_id: "s1".into(),
             heartbeat_interval_s: heartbeat_s,
-            server_time_ms: crate::journal::now_ms(),
+            server_time_ms: crate::base::clock::now_ms(),
             health_limits: None,
         };
         self.send(PlaneMessage::Welcome(welcome)).await;
@@ -321,7 +321,7 @@ async fn commands_are_answered_and_redeliveries_come_from_the_journal() {
     let f = fixture();
     let (mut plane, _task) = running(&f, 30).await;
     plane.recv().await; // inventory
-    let far = crate::journal::now_ms() + 60_000;
+    let far = crate::base::clock::now_ms() + 60_000;
     plane.send(release("c1", far)).await;
     let AgentMessage::CommandResult(first) = plane.recv_skipping_heartbeats().await else {
         panic!("result")

@@ -4,7 +4,7 @@
 //!
 //! "Connected" means "a frame arrived recently", not "the socket is open".
 
-use crate::journal::now_ms;
+use crate::base::clock::now_ms;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,8 +5,9 @@
 //! mode 0644 so an unprivileged user can read it, and holds nothing secret: no key, no
 //! ProxySmart credential, no buyer password. It is removed when the agent stops cleanly.
 
+use crate::base::clock::now_ms;
 use crate::inventory::InventoryHandle;
-use crate::journal::{now_ms, Journal};
+use crate::journal::Journal;
 use crate::status::AgentStatus;
 use farmhand_protocol::{HealthLimits, HostHealth, ManagedPort, Modem};
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,7 @@ impl StatusSource {
         StatusReport {
             updated_at_ms: now_ms(),
             pid: std::process::id(),
-            agent_version: crate::LONG_VERSION.to_string(),
+            agent_version: crate::base::version::LONG_VERSION.to_string(),
             agent_id: self.agent_id.clone(),
             control_plane_url: self.control_plane_url.clone(),
             connected: self.status.connected(),
@@ -143,7 +144,7 @@ async fn write_loop(path: PathBuf, source: StatusSource, shutdown: CancellationT
 /// Writes `report` to `path` atomically with mode 0644 (whatever the umask).
 pub fn write_atomic(path: &Path, report: &StatusReport) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-    crate::files::write_atomic(path, &bytes, 0o644)
+    crate::base::files::write_atomic(path, &bytes, 0o644)
 }
 
 /// Reads and parses a status file.

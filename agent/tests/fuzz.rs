@@ -19,11 +19,12 @@ mod support;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use farmhand_agent::audit::{read_recent, AuditLog};
-use farmhand_agent::backoff::{Backoff, MAX_RETRY_AFTER};
+use farmhand_agent::base::backoff::{Backoff, MAX_RETRY_AFTER};
+use farmhand_agent::base::clock::now_ms;
 use farmhand_agent::commands::{port_name, validate};
 use farmhand_agent::commands::{CommandContext, Executor};
 use farmhand_agent::health::{warnings, Probe};
-use farmhand_agent::journal::{now_ms, Journal};
+use farmhand_agent::journal::Journal;
 use farmhand_agent::policy::Policy;
 use farmhand_agent::proxysmart::ProxysmartClient;
 use farmhand_agent::session::{challenge_nonce, heartbeat_interval};
@@ -476,7 +477,7 @@ fn a_million_plane_frames_never_panic_and_every_value_is_clamped() {
         Duration::from_secs(1),
     );
     let health = Probe::new(dir.path().into(), dir.path().into()).measure();
-    let mut backoff = Backoff::new(farmhand_agent::backoff::RECONNECT);
+    let mut backoff = Backoff::new(farmhand_agent::base::backoff::RECONNECT);
     let imeis = Imeis {
         online: "350000000000018".into(),
         offline: "350000000000026".into(),

@@ -8,9 +8,10 @@
 
 mod support;
 
-use farmhand_agent::backoff::PROXYSMART_READ_ATTEMPTS;
+use farmhand_agent::base::backoff::PROXYSMART_READ_ATTEMPTS;
+use farmhand_agent::base::clock::now_ms;
 use farmhand_agent::commands::{CommandContext, Executor};
-use farmhand_agent::journal::{now_ms, Journal};
+use farmhand_agent::journal::Journal;
 use farmhand_agent::proxysmart::ProxysmartClient;
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;

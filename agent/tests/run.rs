@@ -136,12 +136,12 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
         imei: sim.online.clone(),
         login: "buyer".into(),
         password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
+        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
         bandwidth_kbit: None,
         traffic_quota_mb: None,
         rotate_every_s: None,
     };
-    let deadline_ms = farmhand_agent::journal::now_ms() + 30_000;
+    let deadline_ms = farmhand_agent::base::clock::now_ms() + 30_000;
     conn.send(PlaneMessage::Command(Command {
         id: "c1".into(),
         deadline_ms,
@@ -361,7 +361,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
         imei: sim.online.clone(),
         login: "buyer".into(),
         password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
+        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
         bandwidth_kbit: Some(800),
         traffic_quota_mb: Some(5),
         rotate_every_s: None,

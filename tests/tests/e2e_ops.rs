@@ -174,7 +174,7 @@ async fn status_file_follows_the_running_agent() {
     })
     .await
     .unwrap();
-    let now = farmhand_agent::journal::now_ms();
+    let now = farmhand_agent::base::clock::now_ms();
     let text = status::render(&report, &path, now);
     assert!(
         text.contains(&id) && text.contains("connected (session"),

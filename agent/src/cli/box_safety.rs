@@ -5,8 +5,8 @@
 //! warnings with the fix, from `doctor` and `selftest`.
 
 use super::doctor::Outcome;
+use crate::base::masked::Masked;
 use crate::config::AgentConfig;
-use crate::masked::Masked;
 use crate::proxysmart::{ProxysmartClient, ProxysmartError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

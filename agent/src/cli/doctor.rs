@@ -87,7 +87,7 @@ pub const CHECKS: [&str; 15] = [
 
 /// Runs every check against the config at `config_path`.
 pub async fn diagnose(config_path: &Path) -> Vec<Check> {
-    crate::install_crypto_provider();
+    crate::base::crypto::install_crypto_provider();
     let config = match AgentConfig::load(config_path) {
         Ok(config) => config,
         Err(e) => return config_failed(config_path, &e),
@@ -138,7 +138,7 @@ fn check(name: &'static str, outcome: Outcome) -> Check {
     Check { name, outcome }
 }
 
-fn config_failed(path: &Path, error: &crate::ConfigError) -> Vec<Check> {
+fn config_failed(path: &Path, error: &crate::config::ConfigError) -> Vec<Check> {
     let first = check("config", checks::config_error(path, error));
     let skipped = CHECKS[1..]
         .iter()

@@ -56,7 +56,7 @@ impl Report {
 
 /// Runs the command: prints the report (text or JSON), returns the exit code.
 pub async fn run(config_path: &Path, rotate: bool, as_json: bool, stop: CancellationToken) -> i32 {
-    crate::install_crypto_provider();
+    crate::base::crypto::install_crypto_provider();
     let config = match AgentConfig::load(config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -319,13 +319,16 @@ async fn unsold_modem(config: &AgentConfig, ports: &Ports, modems: &[Modem]) -> 
 /// The scratch port for `imei`: random credentials, an hour's expiry, no limits (those are
 /// probed on the existing port afterwards).
 fn scratch(imei: &str) -> Want {
-    let id = format!("{:012x}", crate::backoff::random_u64() & 0xffff_ffff_ffff);
+    let id = format!(
+        "{:012x}",
+        crate::base::backoff::random_u64() & 0xffff_ffff_ffff
+    );
     Want {
         imei: imei.to_string(),
         name: format!("{SCRATCH_PREFIX}{id}"),
         login: format!("fhst{}", &id[..8]),
         password: Secret::new(format!("fhst{id}")),
-        expires_at_ms: crate::journal::now_ms() + SCRATCH_LIFETIME_MS,
+        expires_at_ms: crate::base::clock::now_ms() + SCRATCH_LIFETIME_MS,
         limits: PortLimits::default(),
     }
 }
@@ -480,7 +483,7 @@ pub fn to_json(report: &Report) -> String {
         })
         .collect();
     json!({
-        "agent_version": crate::LONG_VERSION,
+        "agent_version": crate::base::version::LONG_VERSION,
         "checks": checks,
         "box_profile": report.profile,
     })

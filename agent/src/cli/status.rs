@@ -3,8 +3,8 @@
 //! connected, so scripts and container health checks can use it. It needs no root: the
 //! file is world-readable and holds nothing secret.
 
+use crate::base::clock::now_ms;
 use crate::config::FileConfig;
-use crate::journal::now_ms;
 use crate::status_file::{self, StatusReport, STALE_AFTER, STATUS_FILE};
 use anyhow::Context;
 use std::fmt::Write;

@@ -19,8 +19,9 @@ mod update_port;
 pub mod validate;
 
 use crate::audit::{AuditEntry, AuditLog};
+use crate::base::clock::now_ms;
 use crate::inventory::InventoryHandle;
-use crate::journal::{now_ms, Journal};
+use crate::journal::Journal;
 use crate::policy::{Policy, RotationGate, RotationGuard};
 use crate::ports::Ports;
 use crate::proxysmart::ProxysmartClient;

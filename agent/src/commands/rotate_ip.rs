@@ -35,7 +35,7 @@ pub(crate) async fn rotate(ctx: &CommandContext, imei: &str) -> Result<Rotated, 
     let _running = ctx.start_rotation(imei)?;
     if let Err(e) = ctx
         .journal
-        .put_last_rotation(imei, crate::journal::now_ms())
+        .put_last_rotation(imei, crate::base::clock::now_ms())
         .await
     {
         tracing::warn!(imei, error = %e, "cannot journal the rotation; the spacing will not survive a restart");

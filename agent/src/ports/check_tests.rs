@@ -2,7 +2,7 @@
 //! box shows them, credentials and pairs.
 
 use super::*;
-use crate::masked::Masked;
+use crate::base::masked::Masked;
 use crate::ports::Want;
 use crate::proxysmart::BoxUtcOffset;
 use farmhand_protocol::Secret;

@@ -29,7 +29,7 @@ pub fn spawn(ports: Ports, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            if let Err(e) = observe(&ports, crate::journal::now_ms()).await {
+            if let Err(e) = observe(&ports, crate::base::clock::now_ms()).await {
                 tracing::debug!(error = %e, "cannot read the port list to check expiry");
             }
         }
@@ -82,7 +82,7 @@ fn judge(listed: &[PortEntry], offset_s: i64, now_ms: u64) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Masked;
+    use crate::base::masked::Masked;
 
     fn port(name: &str, valid_before: &str, expired: Option<bool>) -> PortEntry {
         PortEntry {

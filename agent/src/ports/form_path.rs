@@ -20,7 +20,7 @@ pub async fn create(ports: &Ports, want: &Want) -> Result<PortEntry, CommandErro
     let offered_id = form::get(&fields, "portID").unwrap_or_default().to_string();
     let expiry = check::box_expiry(ports.clock(), want.expires_at_ms)?;
     fill(&mut fields, want, &expiry);
-    let before_ms = crate::journal::now_ms();
+    let before_ms = crate::base::clock::now_ms();
     ports
         .client()
         .save_add_port_form(&want.imei, &fields)
@@ -36,7 +36,7 @@ pub async fn create(ports: &Ports, want: &Want) -> Result<PortEntry, CommandErro
         p.write_path = Some(WritePath::Form);
         p.write_visibility_ms = Some(p.write_visibility_ms.unwrap_or(0).max(waited));
     });
-    let after_ms = crate::journal::now_ms();
+    let after_ms = crate::base::clock::now_ms();
     if let Some(offset) = ports.clock().learn(&port.created_at, before_ms, after_ms) {
         ports.profile().update(|p| p.utc_offset_s = Some(offset));
         return update(ports, &port, want).await;

@@ -31,7 +31,7 @@ pub use check::{
 };
 pub use listen::{handshake, Handshake, Kind as ProxyKind};
 
-use crate::backoff::random_u64;
+use crate::base::backoff::random_u64;
 use crate::box_profile::{BoxProfileHandle, WritePath};
 use crate::proxysmart::{BoxClock, PortEntry, ProxysmartClient, ProxysmartError, StorePort};
 use farmhand_protocol::{CommandError, CommandErrorCode, Secret};
@@ -205,7 +205,7 @@ impl Ports {
         self.profile
             .update(|p| p.port_pools = Some(pairs::pooled(&free)));
         let mut store = self.store_request(want, new_port_id(), pair)?;
-        let before_ms = crate::journal::now_ms();
+        let before_ms = crate::base::clock::now_ms();
         match self.client.store_port(&store).await {
             Ok(form) => self.profile.saw_reply(form),
             Err(ProxysmartError::NotFound { .. }) => {
@@ -279,7 +279,7 @@ impl Ports {
         port: PortEntry,
         before_ms: u64,
     ) -> Result<PortEntry, CommandError> {
-        let after_ms = crate::journal::now_ms();
+        let after_ms = crate::base::clock::now_ms();
         let Some(offset) = self.clock.learn(&port.created_at, before_ms, after_ms) else {
             return Ok(port);
         };

@@ -56,7 +56,7 @@ pub fn pick(free: &[u16], existing: &[PortEntry]) -> Result<(u16, u16), CommandE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::masked::Masked;
+    use crate::base::masked::Masked;
 
     fn entry(http: u16, socks: u16) -> PortEntry {
         PortEntry {

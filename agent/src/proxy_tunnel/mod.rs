@@ -30,7 +30,7 @@ mod tests;
 
 pub use connect::MAX_RESPONSE_HEAD;
 
-use crate::masked::Masked;
+use crate::base::masked::Masked;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use no_proxy::NoProxy;

@@ -17,9 +17,9 @@
 use super::error::ProxysmartError;
 use super::form;
 use super::wire::{self, PortEntry, ReplyForm};
-use crate::backoff::{Backoff, PROXYSMART_READ, PROXYSMART_READ_ATTEMPTS};
+use crate::base::backoff::{Backoff, PROXYSMART_READ, PROXYSMART_READ_ATTEMPTS};
+use crate::base::masked::Masked;
 use crate::config::ProxysmartConfig;
-use crate::masked::Masked;
 use crate::metrics::AgentMetrics;
 use farmhand_protocol::Secret;
 use reqwest::{Client, RequestBuilder, StatusCode, Url};
@@ -84,7 +84,7 @@ pub struct ProxysmartClient {
 impl ProxysmartClient {
     /// Builds a client from the config (the URL was validated at load).
     pub fn new(config: &ProxysmartConfig) -> Result<Self, ProxysmartError> {
-        crate::install_crypto_provider();
+        crate::base::crypto::install_crypto_provider();
         let base = Url::parse(&config.url).map_err(|e| ProxysmartError::Unavailable {
             detail: format!("bad URL: {e}"),
         })?;
@@ -494,7 +494,7 @@ fn transport_error(e: reqwest::Error) -> ProxysmartError {
         return ProxysmartError::Timeout;
     }
     // Strip the URL: it is harmless, but keeps messages short and free of query values.
-    let detail = crate::error_chain(&e.without_url());
+    let detail = crate::base::error_chain::error_chain(&e.without_url());
     ProxysmartError::Unavailable { detail }
 }
 

@@ -6,7 +6,7 @@
 //! strings or numbers are accepted as either.
 
 use super::error::ProxysmartError;
-use crate::masked::Masked;
+use crate::base::masked::Masked;
 use farmhand_protocol::Modem;
 use serde_json::{Map, Value};
 use std::net::IpAddr;

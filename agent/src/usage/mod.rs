@@ -13,7 +13,8 @@ pub mod parse;
 
 pub use meter::{Meter, MeterState, UnreadableCounters};
 
-use crate::journal::{now_ms, Journal, JournalError};
+use crate::base::clock::now_ms;
+use crate::journal::{Journal, JournalError};
 use crate::proxysmart::{ProxysmartClient, ProxysmartError};
 use farmhand_protocol::UsageReport;
 use parse::PortCounters;

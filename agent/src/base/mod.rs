@@ -1,0 +1,14 @@
+//! The bottom layer: small helpers every other layer may use, and that use nothing of the
+//! agent's own. `backoff` (named retry and reconnect policies, jitter, randomness),
+//! `clock` (Unix milliseconds now), `files` (atomic writes of small state files),
+//! `masked` (a string whose `Debug` hides it), `version` (what `hello` and `--version`
+//! report), `crypto` (rustls' process-wide provider) and `error_chain` (an error with all
+//! its sources, for log lines).
+
+pub mod backoff;
+pub mod clock;
+pub mod crypto;
+pub mod error_chain;
+pub(crate) mod files;
+pub mod masked;
+pub mod version;
