@@ -19,8 +19,8 @@
 
 use crate::audit::AuditEntry;
 use crate::commands::{rotate_ip, CommandContext};
+use crate::config::policy::Policy;
 use crate::journal::RotationSchedule;
-use crate::policy::Policy;
 use farmhand_protocol::{
     Command, CommandBody, CommandError, CommandOutput, Outcome, RotateIp, Rotated, RotationReport,
 };

@@ -9,6 +9,7 @@
 //! (the limits from the last `welcome`) — or at least hourly, so a quiet box sends next to
 //! nothing. The session sends the latest report at its start and each new one.
 
+use crate::config::HealthConfig;
 use farmhand_protocol::{DiskHealth, HealthLimits, HostHealth};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,28 +18,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Default of `[health] interval_s`.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// A report is sent at least this often, moved or not.
 const REFRESH: Duration = Duration::from_secs(3600);
-
-/// Where the agent looks (`[health]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthConfig {
-    /// How often to measure.
-    pub interval: Duration,
-    /// A path on ProxySmart's volume (its files), watched beside the state directory.
-    pub proxysmart_dir: PathBuf,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            interval: DEFAULT_INTERVAL,
-            proxysmart_dir: PathBuf::from("/"),
-        }
-    }
-}
 
 /// The latest published report (`None` before the first measurement).
 #[derive(Debug, Clone)]

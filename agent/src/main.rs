@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use farmhand_agent::config::pin::Pin;
 use farmhand_agent::config::FileConfig;
-use farmhand_agent::tls::Pin;
 use farmhand_agent::{AgentConfig, ControlPlaneConfig};
 use farmhand_ops::logging::{self, LogFormat};
 use std::path::PathBuf;

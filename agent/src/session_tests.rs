@@ -122,11 +122,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    fixture_with(crate::policy::Policy::default())
+    fixture_with(crate::config::policy::Policy::default())
 }
 
 /// A fixture whose commands run under the seller's `policy`.
-fn fixture_with(policy: crate::policy::Policy) -> Fixture {
+fn fixture_with(policy: crate::config::policy::Policy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let public_key = identity::generate_key(dir.path()).unwrap();
     identity::write_identity(
@@ -249,7 +249,7 @@ async fn session_sends_inventory_first_then_changes() {
 
 #[tokio::test]
 async fn the_inventory_of_every_session_carries_the_sellers_port_cap() {
-    let f = fixture_with(crate::policy::Policy {
+    let f = fixture_with(crate::config::policy::Policy {
         max_ports_per_modem: Some(2),
         ..Default::default()
     });

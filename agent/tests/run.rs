@@ -8,17 +8,18 @@
 
 mod support;
 
+use farmhand_agent::config::pin::Pin;
 use farmhand_agent::connection::{self, ConnectionError};
 use farmhand_agent::identity::Identity;
 use farmhand_agent::proxy_tunnel::{ProxyEnv, ProxyError};
 use farmhand_agent::session::{self, HandshakeError};
-use farmhand_agent::tls::{Pin, Trust};
+use farmhand_agent::tls::Trust;
 use futures_util::{FutureExt, StreamExt};
 use support::proxy::{Mode, TestProxy};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use farmhand_agent::policy::Policy;
+use farmhand_agent::config::policy::Policy;
 use farmhand_agent::{
     AgentConfig, AgentError, AgentStatus, ControlPlaneConfig, EnrollError, Masked, ProxysmartConfig,
 };

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_agent::audit::read_recent;
-use farmhand_agent::policy::Policy;
+use farmhand_agent::config::policy::Policy;
 use farmhand_testkit::harness::{Stack, StackOptions};
 use serde_json::json;
 

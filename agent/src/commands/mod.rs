@@ -15,20 +15,22 @@ mod provision;
 mod reconcile;
 mod release;
 pub(crate) mod rotate_ip;
+mod rotation_gate;
 mod update_port;
 pub mod validate;
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::base::clock::now_ms;
+use crate::config::policy::Policy;
 use crate::inventory::InventoryHandle;
 use crate::journal::Journal;
-use crate::policy::{Policy, RotationGate, RotationGuard};
 use crate::ports::Ports;
 use crate::proxysmart::ProxysmartClient;
 use farmhand_protocol::{
     Command, CommandBody, CommandError, CommandErrorCode, CommandId, CommandOutput, CommandResult,
     Outcome,
 };
+use rotation_gate::{RotationGate, RotationGuard};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,7 +87,7 @@ impl CommandContext {
             client.clone(),
             Arc::new(crate::box_profile::BoxProfileHandle::in_memory()),
             Arc::default(),
-            crate::ports::PortSettings::default(),
+            crate::config::proxysmart::PortSettings::default(),
         );
         CommandContext {
             client,

@@ -6,7 +6,7 @@
 //! a stale copy left there by a move is skipped while the journaled port goes.
 
 use super::{journal_error, port_name, CommandContext};
-use crate::policy;
+use crate::config::policy;
 use farmhand_protocol::{CommandError, Release, Released};
 
 pub(super) async fn run(ctx: &CommandContext, r: Release) -> Result<Released, CommandError> {

@@ -31,7 +31,7 @@ pub(super) async fn run(ctx: &CommandContext, u: UpdatePort) -> Result<Updated, 
         ));
     };
     if ctx.policy.excludes(&port.imei) {
-        return Err(crate::policy::excluded(&port.imei));
+        return Err(crate::config::policy::excluded(&port.imei));
     }
     let want = Want {
         imei: port.imei.clone(),

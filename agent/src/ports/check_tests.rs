@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::base::masked::Masked;
+use crate::config::proxysmart::BoxUtcOffset;
 use crate::ports::Want;
-use crate::proxysmart::BoxUtcOffset;
 use farmhand_protocol::Secret;
 
 fn store(kbit: Option<u64>, mb: Option<u64>) -> StorePort {

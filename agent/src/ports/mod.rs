@@ -33,6 +33,7 @@ pub use listen::{handshake, Handshake, Kind as ProxyKind};
 
 use crate::base::backoff::random_u64;
 use crate::box_profile::{BoxProfileHandle, WritePath};
+use crate::config::proxysmart::{PortSettings, PortWrite};
 use crate::proxysmart::{BoxClock, PortEntry, ProxysmartClient, ProxysmartError, StorePort};
 use farmhand_protocol::{CommandError, CommandErrorCode, Secret};
 use std::sync::Arc;
@@ -52,58 +53,6 @@ pub struct FieldVerdicts {
     pub quota: Option<bool>,
     /// The speed limit (`None`: none asked for, or the box does not list limits).
     pub speed_limit: Option<bool>,
-}
-
-/// Default of `[proxysmart] write_visibility_s`: operators re-read ~0.5 s after a write and
-/// over ~1.5 s after apply; a JSON write that never shows and the form tried after it must
-/// still fit the plane's 10 s provisioning timeout.
-pub const DEFAULT_WRITE_VISIBILITY: Duration = Duration::from_secs(3);
-
-/// Which write path ports are created through (`[proxysmart] port_write`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PortWrite {
-    /// JSON (`/crud/store_port`) first; the form when the box refuses or drops it, and the
-    /// form straight away once the profile says JSON does not work here.
-    #[default]
-    Auto,
-    /// Only `/crud/store_port`.
-    Json,
-    /// Only the `/conf/add_port` form.
-    Form,
-}
-
-impl PortWrite {
-    /// "auto", "json" or "form".
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "auto" => Ok(PortWrite::Auto),
-            "json" => Ok(PortWrite::Json),
-            "form" => Ok(PortWrite::Form),
-            other => Err(format!("{other:?} is not \"auto\", \"json\" or \"form\"")),
-        }
-    }
-}
-
-/// How ports are written and checked on this box.
-#[derive(Debug, Clone)]
-pub struct PortSettings {
-    /// How long a write may take to show in the port list.
-    pub write_visibility: Duration,
-    /// The write path.
-    pub port_write: PortWrite,
-    /// Where the box's proxies are reached from the agent to check an applied port
-    /// accepts the buyer's credentials; `None` skips that check.
-    pub proxy_host: Option<String>,
-}
-
-impl Default for PortSettings {
-    fn default() -> Self {
-        PortSettings {
-            write_visibility: DEFAULT_WRITE_VISIBILITY,
-            port_write: PortWrite::Auto,
-            proxy_host: Some("127.0.0.1".to_string()),
-        }
-    }
 }
 
 /// A port as it must be on the box.
@@ -487,13 +436,5 @@ mod tests {
         assert_eq!(id.len(), 14);
         assert!(id.starts_with("port") && id[4..].chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(new_port_id(), new_port_id());
-    }
-
-    #[test]
-    fn write_modes_parse() {
-        assert_eq!(PortWrite::parse("auto"), Ok(PortWrite::Auto));
-        assert_eq!(PortWrite::parse("form"), Ok(PortWrite::Form));
-        assert_eq!(PortWrite::parse("json"), Ok(PortWrite::Json));
-        assert!(PortWrite::parse("html").is_err());
     }
 }

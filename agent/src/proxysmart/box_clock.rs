@@ -11,6 +11,7 @@
 //! or 0. A wrong guess is corrected at once: `provision` re-stores the port's expiry when
 //! the learned offset differs from the one it used.
 
+use crate::config::proxysmart::{is_zone_offset, BoxUtcOffset};
 use std::sync::atomic::{AtomicI64, Ordering};
 use time::format_description::FormatItem;
 use time::macros::format_description;
@@ -21,58 +22,10 @@ const STAMP: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 /// Real zones are whole quarter hours.
 const QUARTER_HOUR_S: i64 = 15 * 60;
-/// UTC−12:00 … UTC+14:00.
-const MIN_OFFSET_S: i64 = -12 * 3600;
-const MAX_OFFSET_S: i64 = 14 * 3600;
 /// A learning window wider than this (a very slow store) cannot be rounded reliably.
 const MAX_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// "No offset learned yet".
 const UNKNOWN: i64 = i64::MIN;
-
-/// The `box_utc_offset` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BoxUtcOffset {
-    /// Learn it from the box (`CREATED_AT` of a port just stored).
-    #[default]
-    Auto,
-    /// This many seconds east of UTC.
-    Fixed(i64),
-}
-
-impl BoxUtcOffset {
-    /// Parses "auto", "UTC", "Z" or "±HH:MM" (a multiple of 15 minutes, −12:00…+14:00).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        match text.to_ascii_lowercase().as_str() {
-            "auto" => return Ok(BoxUtcOffset::Auto),
-            "utc" | "z" => return Ok(BoxUtcOffset::Fixed(0)),
-            _ => {}
-        }
-        let bad = || format!("{text:?} is not \"auto\", \"UTC\" or an offset like \"+02:00\"");
-        let (sign, rest) = match text.as_bytes().first() {
-            Some(b'+') => (1, &text[1..]),
-            Some(b'-') => (-1, &text[1..]),
-            _ => return Err(bad()),
-        };
-        let (h_text, m_text) = rest.split_once(':').ok_or_else(bad)?;
-        if h_text.len() != 2 || m_text.len() != 2 {
-            return Err(bad());
-        }
-        let (h, m): (i64, i64) = (
-            h_text.parse().map_err(|_| bad())?,
-            m_text.parse().map_err(|_| bad())?,
-        );
-        let seconds = sign * (h * 3600 + m * 60);
-        if !(0..60).contains(&m) || !valid(seconds) {
-            return Err(bad());
-        }
-        Ok(BoxUtcOffset::Fixed(seconds))
-    }
-}
-
-fn valid(seconds: i64) -> bool {
-    (MIN_OFFSET_S..=MAX_OFFSET_S).contains(&seconds) && seconds % QUARTER_HOUR_S == 0
-}
 
 /// The box's offset in use: configured, learned, or 0.
 #[derive(Debug)]
@@ -90,7 +43,7 @@ impl Default for BoxClock {
 impl BoxClock {
     /// A clock with `configured`, starting from `remembered` (a previously learned offset).
     pub fn new(configured: BoxUtcOffset, remembered: Option<i64>) -> Self {
-        let learned = remembered.filter(|s| valid(*s)).unwrap_or(UNKNOWN);
+        let learned = remembered.filter(|s| is_zone_offset(*s)).unwrap_or(UNKNOWN);
         BoxClock {
             configured,
             learned: AtomicI64::new(learned),
@@ -153,7 +106,7 @@ fn observed_offset(created_at: &str, before_ms: u64, after_ms: u64) -> Option<i6
     let raw = created_s - mid_s;
     // Nearest quarter hour (floor of x + ½, which also rounds negative offsets right).
     let rounded = (raw + QUARTER_HOUR_S / 2).div_euclid(QUARTER_HOUR_S) * QUARTER_HOUR_S;
-    valid(rounded).then_some(rounded)
+    is_zone_offset(rounded).then_some(rounded)
 }
 
 #[cfg(test)]
@@ -162,26 +115,6 @@ mod tests {
 
     // 2026-02-10T14:14:26Z
     const T_MS: u64 = 1_770_732_866_000;
-
-    #[test]
-    fn parses_the_setting() {
-        assert_eq!(BoxUtcOffset::parse("auto"), Ok(BoxUtcOffset::Auto));
-        assert_eq!(BoxUtcOffset::parse("UTC"), Ok(BoxUtcOffset::Fixed(0)));
-        assert_eq!(BoxUtcOffset::parse("+02:00"), Ok(BoxUtcOffset::Fixed(7200)));
-        assert_eq!(
-            BoxUtcOffset::parse("-03:30"),
-            Ok(BoxUtcOffset::Fixed(-12_600))
-        );
-        assert_eq!(
-            BoxUtcOffset::parse("+05:45"),
-            Ok(BoxUtcOffset::Fixed(20_700))
-        );
-        for bad in [
-            "", "2", "+2", "+02:07", "+15:00", "-13:00", "+02:60", "+002:00", "x",
-        ] {
-            assert!(BoxUtcOffset::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn stamps_in_box_local_time() {

@@ -7,7 +7,7 @@ mod error;
 pub mod form;
 mod wire;
 
-pub use box_clock::{BoxClock, BoxUtcOffset};
+pub use box_clock::BoxClock;
 pub use client::{ProxysmartClient, StorePort};
 pub use error::ProxysmartError;
 pub use wire::{

@@ -8,8 +8,9 @@
 
 pub mod pin;
 
-pub use pin::{Pin, PinMismatch};
+pub use pin::PinMismatch;
 
+use crate::config::pin::Pin;
 use crate::config::ControlPlaneConfig;
 use pin::PinVerifier;
 use rustls::client::danger::ServerCertVerifier;

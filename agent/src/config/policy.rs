@@ -10,10 +10,8 @@
 
 use farmhand_protocol::{CommandBody, CommandError, CommandErrorCode};
 use serde::Deserialize;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Longest `min_rotation_interval_s` accepted (one day).
 pub const MAX_MIN_ROTATION_INTERVAL_S: u64 = 86_400;
@@ -102,7 +100,7 @@ impl Policy {
         if let Some(bad) = self
             .excluded_imeis
             .iter()
-            .find(|i| !crate::proxysmart::is_imei(i))
+            .find(|i| !farmhand_protocol::is_imei(i))
         {
             let problem = format!("{bad:?} is not a 15-digit IMEI");
             return Err(("policy.excluded_imeis", problem));
@@ -173,104 +171,6 @@ pub fn excluded(imei: &str) -> CommandError {
     denied(format!(
         "modem {imei} is excluded from the marketplace by this box's policy"
     ))
-}
-
-/// Per modem: when its last rotation started and whether one is running. Shared by the
-/// `rotate_ip` command and the automatic scheduler (`autorotate`), so the two never rotate
-/// one modem at once (`rotation_in_progress`) and the seller's spacing counts both. The
-/// start times are also journaled and seeded back at startup ([`RotationGate::seed`]), so
-/// restarting the agent does not forget the spacing.
-#[derive(Debug, Default)]
-pub struct RotationGate {
-    modems: Mutex<HashMap<String, ModemRotation>>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct ModemRotation {
-    last_start: Option<Instant>,
-    running: bool,
-}
-
-/// A running rotation of one modem; dropping it lets the next one start.
-#[derive(Debug)]
-pub struct RotationGuard<'a> {
-    gate: &'a RotationGate,
-    imei: String,
-}
-
-impl RotationGate {
-    /// Records a rotation of `imei` starting at `now`, or refuses it: `rotation_in_progress`
-    /// while another one runs, `policy_denied` if the previous one started less than
-    /// `min_interval` ago. Check and record are one step, so two concurrent rotations of
-    /// one modem cannot both pass.
-    pub fn try_start(
-        &self,
-        imei: &str,
-        min_interval: Duration,
-        now: Instant,
-    ) -> Result<RotationGuard<'_>, CommandError> {
-        let Ok(mut modems) = self.modems.lock() else {
-            return Err(poisoned());
-        };
-        let modem = modems.entry(imei.to_string()).or_default();
-        if modem.running {
-            return Err(CommandError::new(
-                CommandErrorCode::RotationInProgress,
-                format!("modem {imei} is being rotated right now"),
-            ));
-        }
-        if let Some(previous) = modem.last_start.filter(|_| !min_interval.is_zero()) {
-            let since = now.saturating_duration_since(previous);
-            if since < min_interval {
-                return Err(denied(format!(
-                    "modem {imei} was rotated {}s ago; this box's policy allows one rotation every {}s",
-                    since.as_secs(),
-                    min_interval.as_secs()
-                )));
-            }
-        }
-        *modem = ModemRotation {
-            last_start: Some(now),
-            running: true,
-        };
-        Ok(RotationGuard {
-            gate: self,
-            imei: imei.to_string(),
-        })
-    }
-
-    /// When the last rotation of `imei` started, if one did since the agent started (or
-    /// was seeded from the journal).
-    pub fn last_start(&self, imei: &str) -> Option<Instant> {
-        let modems = self.modems.lock().ok()?;
-        modems.get(imei).and_then(|m| m.last_start)
-    }
-
-    /// Remembers a rotation of `imei` that started at `at` (from the journal), unless a
-    /// later one is known.
-    pub fn seed(&self, imei: &str, at: Instant) {
-        if let Ok(mut modems) = self.modems.lock() {
-            let modem = modems.entry(imei.to_string()).or_default();
-            if modem.last_start.is_none_or(|known| known < at) {
-                modem.last_start = Some(at);
-            }
-        }
-    }
-}
-
-impl Drop for RotationGuard<'_> {
-    fn drop(&mut self) {
-        // A poisoned lock cannot be repaired here; the process state is lost anyway.
-        if let Ok(mut modems) = self.gate.modems.lock() {
-            if let Some(modem) = modems.get_mut(&self.imei) {
-                modem.running = false;
-            }
-        }
-    }
-}
-
-fn poisoned() -> CommandError {
-    CommandError::new(CommandErrorCode::Internal, "rotation state poisoned")
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Unit tests for `config`: defaults, strictness, validation messages, shipped examples.
 
+use super::plane::websocket_url;
+use super::proxysmart::DEFAULT_TIMEOUT_S;
 use super::*;
 use std::io::Write;
 

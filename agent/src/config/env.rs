@@ -4,8 +4,9 @@
 //! `agent.toml`; any key can be read from a file with the `_FILE` suffix.
 //! `config/agent.example.toml` lists the keys, and a test keeps [`SCHEMA`] and it in step.
 
-use crate::config::{ConfigError, FileConfig};
+use super::ConfigError;
 use farmhand_ops::env::{self, Applied, Key, Kind, Schema, NON_CONFIG_VARIABLES};
+use serde::de::DeserializeOwned;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -55,11 +56,11 @@ pub const SCHEMA: Schema = Schema {
 
 /// Parses `text` with the `FARMHAND_…` variables among `vars` applied; `path` names the
 /// file in errors.
-pub fn parse(
+pub fn parse<T: DeserializeOwned>(
     path: &Path,
     text: &str,
     vars: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Result<(FileConfig, Applied), ConfigError> {
+) -> Result<(T, Applied), ConfigError> {
     env::load(text, &SCHEMA, vars).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -1,5 +1,5 @@
-//! Unit tests for `policy`: defaults, parsing through the real config loader, each rule's
-//! denial, and the rotation gate's timing.
+//! Unit tests for `policy`: defaults, parsing through the real config loader, and each
+//! rule's denial.
 
 use super::*;
 use crate::base::masked::Masked;
@@ -173,56 +173,6 @@ fn port_cap_counts_existing_ports() {
     let e = p.check_port_count(IMEI, 2).unwrap_err();
     assert_eq!(e.code, CommandErrorCode::PolicyDenied);
     assert!(e.message.contains("allows 2"), "{e:?}");
-}
-
-#[test]
-fn rotation_gate_spaces_rotations_per_modem() {
-    let gate = RotationGate::default();
-    let t0 = Instant::now();
-    let min = Duration::from_secs(60);
-    gate.try_start(IMEI, min, t0).unwrap();
-    let e = gate
-        .try_start(IMEI, min, t0 + Duration::from_secs(59))
-        .unwrap_err();
-    assert_eq!(e.code, CommandErrorCode::PolicyDenied);
-    assert!(e.message.contains("59s ago"), "{e:?}");
-    gate.try_start(OWN, min, t0 + Duration::from_secs(1))
-        .unwrap();
-    gate.try_start(IMEI, min, t0 + Duration::from_secs(60))
-        .unwrap();
-    assert!(gate
-        .try_start(IMEI, min, t0 + Duration::from_secs(61))
-        .is_err());
-    // No interval: never refused for spacing.
-    let free = RotationGate::default();
-    for _ in 0..3 {
-        free.try_start(IMEI, Duration::ZERO, t0).unwrap();
-    }
-}
-
-#[test]
-fn rotation_gate_runs_one_rotation_per_modem_at_a_time() {
-    let gate = RotationGate::default();
-    let t0 = Instant::now();
-    assert_eq!(gate.last_start(IMEI), None);
-    let running = gate.try_start(IMEI, Duration::ZERO, t0).unwrap();
-    let e = gate.try_start(IMEI, Duration::ZERO, t0).unwrap_err();
-    assert_eq!(e.code, CommandErrorCode::RotationInProgress);
-    gate.try_start(OWN, Duration::ZERO, t0).unwrap();
-    drop(running);
-    gate.try_start(IMEI, Duration::ZERO, t0 + Duration::from_secs(1))
-        .unwrap();
-    assert_eq!(gate.last_start(IMEI), Some(t0 + Duration::from_secs(1)));
-    // A start seeded from the journal counts for the spacing, an older one is ignored.
-    let restarted = RotationGate::default();
-    restarted.seed(IMEI, t0);
-    restarted.seed(IMEI, t0 - Duration::from_secs(30));
-    assert_eq!(restarted.last_start(IMEI), Some(t0));
-    let min = Duration::from_secs(60);
-    let e = restarted
-        .try_start(IMEI, min, t0 + Duration::from_secs(10))
-        .unwrap_err();
-    assert_eq!(e.code, CommandErrorCode::PolicyDenied);
 }
 
 #[test]
