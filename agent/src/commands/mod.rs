@@ -40,9 +40,6 @@ use tokio_util::task::TaskTracker;
 
 /// Commands executing at once; more wait for a slot.
 pub const MAX_CONCURRENT_COMMANDS: usize = 16;
-/// Prefix of the `portName` of every port this agent manages; ports without it are never
-/// touched.
-pub const PORT_NAME_PREFIX: &str = "farmhand-";
 
 /// What commands need: ProxySmart, the journal, timings, and the poller to nudge.
 #[derive(Debug)]
@@ -126,11 +123,6 @@ impl CommandContext {
             .saturating_sub(now_ms() as i64);
         self.clock_offset_ms.store(offset, Ordering::Relaxed);
     }
-}
-
-/// The `portName` of an allocation's port.
-pub fn port_name(allocation_id: &str) -> String {
-    format!("{PORT_NAME_PREFIX}{allocation_id}")
 }
 
 /// Runs commands: dedupes by id, bounds concurrency, journals every result.

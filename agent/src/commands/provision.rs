@@ -18,8 +18,9 @@
 //! (they are quick), and not during a reconcile, so two cannot pass the cap together or
 //! pick the same free ports, and reconcile never sees a half-created port.
 
-use super::{current_modem, journal_error, port_name, CommandContext, PORT_NAME_PREFIX};
-use crate::ports::{PortLimits, Want};
+use super::{current_modem, journal_error, CommandContext};
+use crate::journal::PortLimits;
+use crate::ports::{port_name, Want, PORT_NAME_PREFIX};
 use crate::proxysmart::PortEntry;
 use farmhand_protocol::{CommandError, CommandErrorCode, ManagedPort, Provision, Provisioned};
 

@@ -6,7 +6,8 @@
 //! marketplace: they are neither removed nor counted as present (the marketplace cannot
 //! use them, so a desired one is "missing").
 
-use super::{journal_error, CommandContext, PORT_NAME_PREFIX};
+use super::{journal_error, CommandContext};
+use crate::ports::PORT_NAME_PREFIX;
 use farmhand_protocol::{CommandError, ManagedPort, Reconcile, Reconciled};
 use std::collections::{BTreeMap, BTreeSet};
 

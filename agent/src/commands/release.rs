@@ -5,8 +5,9 @@
 //! allocation's port (the journaled one, or without a journal entry one found by name);
 //! a stale copy left there by a move is skipped while the journaled port goes.
 
-use super::{journal_error, port_name, CommandContext};
+use super::{journal_error, CommandContext};
 use crate::config::policy;
+use crate::ports::port_name;
 use farmhand_protocol::{CommandError, Release, Released};
 
 pub(super) async fn run(ctx: &CommandContext, r: Release) -> Result<Released, CommandError> {

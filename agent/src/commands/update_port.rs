@@ -7,7 +7,8 @@
 //! is re-stored without them, as it always was. A port on a modem the seller excluded from
 //! the marketplace is never touched.
 
-use super::{journal_error, port_name, CommandContext};
+use super::{journal_error, CommandContext};
+use crate::ports::port_name;
 use crate::ports::Want;
 use farmhand_protocol::{CommandError, CommandErrorCode, Secret, UpdatePort, Updated};
 

@@ -125,10 +125,10 @@ pub fn imei(value: &str) -> Result<(), CommandError> {
 /// within the 64 characters a box takes (it silently drops a port with a longer name).
 pub fn allocation_id(value: &str) -> Result<(), CommandError> {
     token("allocation_id", value)?;
-    if super::PORT_NAME_PREFIX.len() + value.len() > MAX_TOKEN_LEN {
+    if crate::ports::PORT_NAME_PREFIX.len() + value.len() > MAX_TOKEN_LEN {
         return Err(invalid(format!(
             "allocation_id must be at most {} characters (its port name must fit the box's {MAX_TOKEN_LEN})",
-            MAX_TOKEN_LEN - super::PORT_NAME_PREFIX.len()
+            MAX_TOKEN_LEN - crate::ports::PORT_NAME_PREFIX.len()
         )));
     }
     Ok(())

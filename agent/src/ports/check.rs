@@ -11,10 +11,10 @@
 //! - speed limits (`bandlimin`/`bandlimout`, kbit/s) are compared when the box lists them;
 //!   the listings seen on live boxes never do, and then they cannot be checked.
 
+use crate::journal::PortLimits;
+use crate::proxysmart::counters::human_bytes;
 use crate::proxysmart::{BoxClock, PortEntry, StorePort};
-use crate::usage::parse::human_bytes;
 use farmhand_protocol::{CommandError, CommandErrorCode};
-use serde::{Deserialize, Serialize};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{Date, PrimitiveDateTime};
@@ -36,25 +36,6 @@ const SECONDS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 const MINUTES: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]");
 const DATE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]");
-
-/// A port's limits: what `provision` asked for, journaled so a renewal sends them again
-/// (a box may clear what a re-store leaves out).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortLimits {
-    /// Speed limit both ways, kbit/s (`provision.bandwidth_kbit`).
-    #[serde(default)]
-    pub bandwidth_kbit: Option<u64>,
-    /// Traffic quota, MB (`provision.traffic_quota_mb`).
-    #[serde(default)]
-    pub traffic_quota_mb: Option<u64>,
-}
-
-impl PortLimits {
-    /// Whether there is no limit at all (then nothing is journaled).
-    pub fn is_empty(&self) -> bool {
-        self.bandwidth_kbit.is_none() && self.traffic_quota_mb.is_none()
-    }
-}
 
 /// Sets the limits on `store` (speed both ways; the quota with its type and direction).
 pub fn apply_limits(store: &mut StorePort, limits: &PortLimits) {

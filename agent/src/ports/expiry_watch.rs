@@ -8,8 +8,7 @@
 //! release at the allocation's expiry is what ends those ports.
 
 use super::check::parse_stamp;
-use super::Ports;
-use crate::commands::PORT_NAME_PREFIX;
+use super::{Ports, PORT_NAME_PREFIX};
 use crate::proxysmart::{PortEntry, ProxysmartError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

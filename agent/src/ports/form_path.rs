@@ -6,9 +6,10 @@
 //! password blank — so a renewal fills it in from the listing, or the buyer's password
 //! would be wiped.
 
-use super::check::{self, PortLimits, QUOTA_DIRECTION, QUOTA_TYPE};
+use super::check::{self, QUOTA_DIRECTION, QUOTA_TYPE};
 use super::{visible, Ports, Want};
 use crate::box_profile::WritePath;
+use crate::journal::PortLimits;
 use crate::proxysmart::form;
 use crate::proxysmart::PortEntry;
 use farmhand_protocol::CommandError;

@@ -26,18 +26,26 @@ mod listen;
 mod pairs;
 mod visible;
 
-pub use check::{
-    expiry_matches, pair as pair_of, PortLimits, MIN_TCP_PORT, QUOTA_DIRECTION, QUOTA_TYPE,
-};
+pub use check::{expiry_matches, pair as pair_of, MIN_TCP_PORT, QUOTA_DIRECTION, QUOTA_TYPE};
 pub use listen::{handshake, Handshake, Kind as ProxyKind};
 
 use crate::base::backoff::random_u64;
 use crate::box_profile::{BoxProfileHandle, WritePath};
 use crate::config::proxysmart::{PortSettings, PortWrite};
+use crate::journal::PortLimits;
 use crate::proxysmart::{BoxClock, PortEntry, ProxysmartClient, ProxysmartError, StorePort};
 use farmhand_protocol::{CommandError, CommandErrorCode, Secret};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Prefix of the `portName` of every port this agent manages; ports without it are never
+/// touched.
+pub const PORT_NAME_PREFIX: &str = "farmhand-";
+
+/// The `portName` of an allocation's port.
+pub fn port_name(allocation_id: &str) -> String {
+    format!("{PORT_NAME_PREFIX}{allocation_id}")
+}
 
 /// The name prefix of `selftest`'s scratch ports; any port so named is the selftest's and
 /// is removed by the next selftest or agent start (and, being `farmhand-…` without a

@@ -147,7 +147,7 @@ impl ProxysmartClient {
     }
 
     /// `GET /apix/bandwidth_report_all`: every port's traffic counters, raw (keyed by
-    /// port id; see `usage::parse` for the values).
+    /// port id; see `counters` for the values).
     pub async fn bandwidth_report_all(
         &self,
     ) -> Result<serde_json::Map<String, Value>, ProxysmartError> {

@@ -1,8 +1,10 @@
 //! The local ProxySmart API: the HTTP client (the only code that talks to ProxySmart), the
-//! tolerant parsers for its string-typed JSON, its typed errors, and its zone-less clock.
+//! tolerant parsers for its string-typed JSON (`wire`, and `counters` for the traffic
+//! counters it prints for people), its typed errors, and its zone-less clock.
 
 pub mod box_clock;
 mod client;
+pub mod counters;
 mod error;
 pub mod form;
 mod wire;

@@ -247,7 +247,7 @@ fn port_entry(imei: &str, port: &Value) -> Option<PortEntry> {
 }
 
 /// `bandwidth_report_all`: an object keyed by port id (`[]` when the box has no ports).
-/// The entries are returned raw: `usage::parse` reads their counters one by one, so one odd
+/// The entries are returned raw: `counters` reads their counters one by one, so one odd
 /// value costs that value, not the report.
 pub fn parse_bandwidth_report(body: &str) -> Result<Map<String, Value>, ProxysmartError> {
     match parse_json(body)? {

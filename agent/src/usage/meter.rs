@@ -5,7 +5,7 @@
 //! `total = base + last`. A reading lower than the last one is a reset — the new reading is
 //! ADDED (the traffic since the reset), never the difference; a new port id is a reset too.
 //!
-//! The states live in the journal (`usage` tree), written and flushed before a report is
+//! The states ([`MeterState`], a journal record) live in the journal (`usage_meters` tree), written and flushed before a report is
 //! published, so a restarted agent continues from where it was and never reports less than
 //! it did. What cannot be seen is lost: traffic between the last reading and a reset, and,
 //! across an agent restart, a reset followed by more traffic than the last reading.
@@ -14,71 +14,27 @@
 //! so one that stays unreadable is logged when it becomes so and when it reads again, not
 //! every round.
 
-use super::parse::{BadCounter, PortCounters, COUNTER_KEYS};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, MeterState};
+use crate::proxysmart::counters::{BadCounter, PortCounters, COUNTER_KEYS};
 use farmhand_protocol::{AllocationUsage, ManagedPort, UsageReport};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
 /// How long the state of an allocation without a port is kept (its port may come back:
 /// a repair re-creates it under the same allocation id).
 pub const STATE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// The meter's memory of one allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MeterState {
-    /// The allocation.
-    pub allocation_id: String,
-    /// The port whose counters `last_*` are.
-    pub port_id: String,
-    /// The last reading of that port's download counter.
-    pub last_in: u64,
-    /// The last reading of that port's upload counter.
-    pub last_out: u64,
-    /// Downloads counted before the counter's last reset (or before the port changed).
-    pub base_in: u64,
-    /// Uploads counted before the last reset.
-    pub base_out: u64,
-    /// When the allocation last had a port (Unix ms), for pruning.
-    pub seen_at_ms: u64,
-}
-
-impl MeterState {
-    /// A state for a port not read yet.
-    pub fn new(allocation_id: &str, port_id: &str, now_ms: u64) -> Self {
-        MeterState {
-            allocation_id: allocation_id.to_string(),
-            port_id: port_id.to_string(),
-            last_in: 0,
-            last_out: 0,
-            base_in: 0,
-            base_out: 0,
-            seen_at_ms: now_ms,
-        }
+/// Folds a reading of `port_id` into `state` (a missing value leaves its direction as it
+/// was; a new port id is a reset).
+pub fn advance(state: &mut MeterState, port_id: &str, reading: PortCounters, now_ms: u64) {
+    if port_id != state.port_id {
+        state.base_in = state.total_in();
+        state.base_out = state.total_out();
+        (state.last_in, state.last_out) = (0, 0);
+        state.port_id = port_id.to_string();
     }
-
-    /// Downloads so far.
-    pub fn total_in(&self) -> u64 {
-        self.base_in.saturating_add(self.last_in)
-    }
-
-    /// Uploads so far.
-    pub fn total_out(&self) -> u64 {
-        self.base_out.saturating_add(self.last_out)
-    }
-
-    /// Folds in a reading of `port_id` (a missing value leaves its direction as it was).
-    pub fn advance(&mut self, port_id: &str, reading: PortCounters, now_ms: u64) {
-        if port_id != self.port_id {
-            self.base_in = self.total_in();
-            self.base_out = self.total_out();
-            (self.last_in, self.last_out) = (0, 0);
-            self.port_id = port_id.to_string();
-        }
-        fold(&mut self.base_in, &mut self.last_in, reading.bytes_in);
-        fold(&mut self.base_out, &mut self.last_out, reading.bytes_out);
-        self.seen_at_ms = now_ms;
-    }
+    fold(&mut state.base_in, &mut state.last_in, reading.bytes_in);
+    fold(&mut state.base_out, &mut state.last_out, reading.bytes_out);
+    state.seen_at_ms = now_ms;
 }
 
 /// A lower reading means the counter restarted from zero: what it had counted goes into
@@ -133,7 +89,7 @@ impl Meter {
             };
             let mut state = state
                 .unwrap_or_else(|| MeterState::new(&port.allocation_id, &port.port_id, now_ms));
-            state.advance(&port.port_id, *reading, now_ms);
+            advance(&mut state, &port.port_id, *reading, now_ms);
             allocations.push(usage(&state));
             changed.push(state);
         }

@@ -2,7 +2,7 @@
 //! agent restart on the same state directory).
 
 use super::*;
-use crate::usage::parse::{IN_KEY, OUT_KEY};
+use crate::proxysmart::counters::{IN_KEY, OUT_KEY};
 
 fn read(bytes_in: u64, bytes_out: u64) -> PortCounters {
     PortCounters {
@@ -18,26 +18,27 @@ fn totals(state: &MeterState) -> (u64, u64) {
 #[test]
 fn readings_grow_the_totals_and_a_reset_adds_the_new_reading() {
     let mut s = MeterState::new("al", "p1", 0);
-    s.advance("p1", read(1_000, 100), 1);
-    s.advance("p1", read(5_000, 300), 2);
+    advance(&mut s, "p1", read(1_000, 100), 1);
+    advance(&mut s, "p1", read(5_000, 300), 2);
     assert_eq!(totals(&s), (5_000, 300));
     // Midnight: the counters restart; 200 bytes came in since.
-    s.advance("p1", read(200, 0), 3);
+    advance(&mut s, "p1", read(200, 0), 3);
     assert_eq!(totals(&s), (5_200, 300));
-    s.advance("p1", read(700, 50), 4);
+    advance(&mut s, "p1", read(700, 50), 4);
     assert_eq!(totals(&s), (5_700, 350));
     // A reset to exactly zero (the number 0 around the nightly reset).
-    s.advance("p1", read(0, 0), 5);
+    advance(&mut s, "p1", read(0, 0), 5);
     assert_eq!(totals(&s), (5_700, 350));
-    s.advance("p1", read(10, 10), 6);
+    advance(&mut s, "p1", read(10, 10), 6);
     assert_eq!(totals(&s), (5_710, 360));
 }
 
 #[test]
 fn a_missing_value_changes_nothing_in_its_direction() {
     let mut s = MeterState::new("al", "p1", 0);
-    s.advance("p1", read(1_000, 100), 1);
-    s.advance(
+    advance(&mut s, "p1", read(1_000, 100), 1);
+    advance(
+        &mut s,
         "p1",
         PortCounters {
             bytes_in: None,
@@ -47,17 +48,17 @@ fn a_missing_value_changes_nothing_in_its_direction() {
     );
     assert_eq!(totals(&s), (1_000, 150));
     // null is not a reset: the next reading continues from 1,000.
-    s.advance("p1", read(1_200, 150), 3);
+    advance(&mut s, "p1", read(1_200, 150), 3);
     assert_eq!(totals(&s), (1_200, 150));
 }
 
 #[test]
 fn a_new_port_starts_a_new_counter() {
     let mut s = MeterState::new("al", "p1", 0);
-    s.advance("p1", read(9_000, 900), 1);
+    advance(&mut s, "p1", read(9_000, 900), 1);
     // Re-created (repair or move): the new port's counter starts at zero but may already
     // be past the old reading; both are kept.
-    s.advance("p2", read(20_000, 10), 2);
+    advance(&mut s, "p2", read(20_000, 10), 2);
     assert_eq!(totals(&s), (29_000, 910));
     assert_eq!(s.port_id, "p2");
 }
@@ -68,7 +69,7 @@ fn totals_never_decrease_whatever_the_readings() {
     let mut previous = (0, 0);
     for (i, r) in [5, 3, 3, 9, 0, 1, 100, 2, 2, 50].into_iter().enumerate() {
         let port = if i == 6 { "p2" } else { "p1" };
-        s.advance(port, read(r, r / 2), i as u64);
+        advance(&mut s, port, read(r, r / 2), i as u64);
         let now = totals(&s);
         assert!(
             now.0 >= previous.0 && now.1 >= previous.1,

@@ -1,5 +1,6 @@
 //! Traffic metering: one task reads ProxySmart's per-port counters
-//! (`bandwidth_report_all`) every `[usage] interval_s`, turns them into bytes (`parse`),
+//! (`bandwidth_report_all`) every `[usage] interval_s`, turns them into bytes
+//! (`proxysmart::counters`),
 //! folds them into monotonic per-allocation totals that survive counter resets and agent
 //! restarts (`meter`, state in the journal), and publishes each round's [`UsageReport`]
 //! for the session to send to the plane (`usage` message).
@@ -9,15 +10,14 @@
 //! manages no port.
 
 pub mod meter;
-pub mod parse;
 
-pub use meter::{Meter, MeterState, UnreadableCounters};
+pub use meter::{Meter, UnreadableCounters};
 
 use crate::base::clock::now_ms;
 use crate::journal::{Journal, JournalError};
+use crate::proxysmart::counters::{self, PortCounters};
 use crate::proxysmart::{ProxysmartClient, ProxysmartError};
 use farmhand_protocol::UsageReport;
-use parse::PortCounters;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,7 +149,7 @@ async fn round(
         .iter()
         .filter_map(|p| {
             let entry = raw.get(&p.port_id)?;
-            let (counters, bad) = parse::port_counters(entry);
+            let (counters, bad) = counters::port_counters(entry);
             unreadable.observe(&p.port_id, &bad);
             Some((p.port_id.clone(), counters))
         })

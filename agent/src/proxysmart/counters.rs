@@ -3,8 +3,9 @@
 //! `"1.2KB"`, `"3 mb"`, binary units (`"1.5 MiB"`), a decimal comma (`"21,1 GB"`), a plain
 //! number of bytes (`12345` or `"12345"`), `null`, or the number `0` around the nightly
 //! reset. Everything that is not one of those is an error for that one value: it is skipped,
-//! and the caller decides when to log it (the value, never the body; `meter::Unreadable`
-//! logs a counter when it becomes unreadable, not every round it stays so).
+//! and the caller decides when to log it (the value, never the body;
+//! `usage::meter::UnreadableCounters` logs a counter when it becomes unreadable, not every
+//! round it stays so). `ports` reads a port's quota with the same [`human_bytes`].
 
 use serde_json::Value;
 
@@ -169,5 +170,5 @@ fn to_bytes(value: f64) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[path = "parse_tests.rs"]
+#[path = "counters_tests.rs"]
 mod tests;

@@ -9,8 +9,11 @@
 //! the recorded result and ProxySmart is not touched twice. Old command records are pruned on
 //! open; port records live until the port is released.
 
+mod records;
+
 use crate::base::clock::now_ms;
-use crate::usage::MeterState;
+pub use records::{MeterState, PortLimits, RotationSchedule};
+
 use farmhand_protocol::{CommandResult, ManagedPort};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -32,23 +35,6 @@ pub enum JournalError {
     /// A record could not be encoded or decoded.
     #[error("journal record: {0}")]
     Record(#[from] serde_json::Error),
-}
-
-/// An allocation's speed limit and traffic quota as provisioned are journaled with its
-/// port and removed with it: a renewal re-stores the port, and a box may clear the limits a
-/// re-store leaves out (the buyer would get unlimited traffic), so `update_port` re-sends
-/// them. Ports journaled before limits were kept have no record: renewed without limits.
-pub use crate::ports::PortLimits;
-
-/// An allocation's automatic rotation, journaled with its port and removed with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RotationSchedule {
-    /// The allocation that asked for it.
-    pub allocation_id: String,
-    /// The modem its port is on.
-    pub imei: String,
-    /// Rotate at least this often, seconds (`provision.rotate_every_s`).
-    pub every_s: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -300,5 +286,5 @@ impl Journal {
 }
 
 #[cfg(test)]
-#[path = "journal_tests.rs"]
+#[path = "tests.rs"]
 mod tests;
