@@ -29,10 +29,9 @@ pub mod ports;
 pub mod proxy_tunnel;
 pub mod proxysmart;
 pub mod rotation;
-mod run;
+pub mod run;
 pub mod session;
 pub mod status;
-pub mod status_file;
 pub mod tls;
 pub mod usage;
 

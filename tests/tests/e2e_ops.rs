@@ -7,7 +7,7 @@
 
 use farmhand_agent::cli::doctor::{diagnose, Check, Outcome};
 use farmhand_agent::cli::status;
-use farmhand_agent::status_file::{self, STATUS_FILE};
+use farmhand_agent::run::status_file::{self, STATUS_FILE};
 use farmhand_agent::AgentConfig;
 use farmhand_testkit::harness::{eventually, Stack, StackOptions, StackTls, TestCa};
 use std::os::unix::fs::PermissionsExt;

@@ -24,9 +24,10 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Past this size the file is renamed to `audit.jsonl.1` (replacing an older one) and a new
 /// file is started, so the audit cannot fill the disk; the reader reads both.
 pub const MAX_AUDIT_BYTES: u64 = 16 * 1024 * 1024;
-/// Longest id, allocation id or IMEI kept in an entry (the longest valid command id): they
-/// come from the plane, and a malformed one must not bloat the audit.
-const MAX_FIELD_CHARS: usize = crate::commands::validate::MAX_COMMAND_ID_LEN;
+/// Longest id, allocation id or IMEI kept in an entry: they come from the plane, and a
+/// malformed one must not bloat the audit. As long as the longest valid command id
+/// (`commands::validate` checks that it never exceeds this), so valid ones are kept whole.
+pub const MAX_FIELD_CHARS: usize = 128;
 /// Longest detail kept in an entry.
 const MAX_DETAIL_CHARS: usize = 240;
 

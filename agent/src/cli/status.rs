@@ -5,7 +5,7 @@
 
 use crate::base::clock::now_ms;
 use crate::config::FileConfig;
-use crate::status_file::{self, StatusReport, STALE_AFTER, STATUS_FILE};
+use crate::run::status_file::{self, StatusReport, STALE_AFTER, STATUS_FILE};
 use anyhow::Context;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};

@@ -182,6 +182,12 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_keeps_every_valid_id_whole() {
+        assert!(MAX_COMMAND_ID_LEN <= crate::audit::MAX_FIELD_CHARS);
+        assert!(MAX_TOKEN_LEN <= crate::audit::MAX_FIELD_CHARS);
+    }
+
+    #[test]
     fn allocation_ids_leave_room_for_the_port_name() {
         assert!(allocation_id(&"a".repeat(55)).is_ok());
         let e = allocation_id(&"a".repeat(56)).unwrap_err();

@@ -108,8 +108,10 @@ impl ProxysmartClient {
         })
     }
 
-    /// The same client, counting its calls in `metrics`.
+    /// The same client, counting its calls in `metrics` (every error kind shows from the
+    /// start, at zero).
     pub fn with_metrics(mut self, metrics: Arc<AgentMetrics>) -> Self {
+        metrics.expect_proxysmart_errors(&ProxysmartError::KINDS);
         self.metrics = metrics;
         self
     }
@@ -391,7 +393,10 @@ impl ProxysmartClient {
             Ok(form::classify(status.as_u16(), &location, body))
         }
         .await;
-        self.metrics.proxysmart_call(started.elapsed(), &result);
+        self.metrics.proxysmart_call(
+            started.elapsed(),
+            result.as_ref().err().map(ProxysmartError::kind),
+        );
         result
     }
 
@@ -423,7 +428,10 @@ impl ProxysmartClient {
     async fn fetch(&self, request: RequestBuilder, what: &str) -> Result<String, ProxysmartError> {
         let started = std::time::Instant::now();
         let result = self.fetch_once(request, what).await;
-        self.metrics.proxysmart_call(started.elapsed(), &result);
+        self.metrics.proxysmart_call(
+            started.elapsed(),
+            result.as_ref().err().map(ProxysmartError::kind),
+        );
         result
     }
 

@@ -44,6 +44,28 @@ pub enum ProxysmartError {
 }
 
 impl ProxysmartError {
+    /// Every [`ProxysmartError::kind`], so the metrics can show each series from the start.
+    pub const KINDS: [&'static str; 6] = [
+        "unauthorized",
+        "unavailable",
+        "timeout",
+        "refused",
+        "not_found",
+        "malformed",
+    ];
+
+    /// The kind, as the metrics label it (`farmhand_agent_proxysmart_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxysmartError::Unauthorized { .. } => "unauthorized",
+            ProxysmartError::Unavailable { .. } => "unavailable",
+            ProxysmartError::Timeout => "timeout",
+            ProxysmartError::Refused { .. } => "refused",
+            ProxysmartError::NotFound { .. } => "not_found",
+            ProxysmartError::Malformed { .. } => "malformed",
+        }
+    }
+
     /// Builds a `Malformed` error.
     pub fn malformed(detail: impl Into<String>) -> Self {
         ProxysmartError::Malformed {
@@ -74,6 +96,22 @@ impl From<ProxysmartError> for CommandError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_is_listed() {
+        let all = [
+            ProxysmartError::Unauthorized { status: 401 },
+            ProxysmartError::Unavailable { detail: "x".into() },
+            ProxysmartError::Timeout,
+            ProxysmartError::Refused {
+                message: "x".into(),
+            },
+            ProxysmartError::NotFound { what: "x".into() },
+            ProxysmartError::malformed("x"),
+        ];
+        let kinds: Vec<&str> = all.iter().map(ProxysmartError::kind).collect();
+        assert_eq!(kinds, ProxysmartError::KINDS);
+    }
 
     #[test]
     fn every_error_maps_to_its_code() {

@@ -4,6 +4,9 @@
 //! unreachable; it logs why and retries. It stops on cancellation (after the commands in
 //! flight are finished and journaled) or when the plane says its key was revoked.
 
+mod metrics_page;
+pub mod status_file;
+
 use crate::audit::{AuditError, AuditLog};
 use crate::autorotate;
 use crate::base::backoff::{Backoff, RECONNECT};
@@ -14,15 +17,16 @@ use crate::connection;
 use crate::identity::{Identity, IdentityError};
 use crate::inventory;
 use crate::journal::{Journal, JournalError};
-use crate::metrics::{AgentMetrics, MetricsSource};
+use crate::metrics::AgentMetrics;
 use crate::ports::Ports;
 use crate::proxy_tunnel::{ProxyEnv, Route};
 use crate::proxysmart::{BoxClock, ProxysmartClient, ProxysmartError};
 use crate::session::{self, HandshakeError, SessionContext, SessionEnd};
 use crate::status::AgentStatus;
-use crate::status_file::{self, StatusSource};
 use crate::tls::{Trust, TrustError};
 use farmhand_protocol::{ProtocolError, ProtocolErrorCode};
+use metrics_page::MetricsSource;
+use status_file::StatusSource;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -156,7 +160,7 @@ pub async fn run_with_status(
         status: status.clone(),
         inventory: inventory.clone(),
     };
-    crate::metrics::start(&config.metrics, source, poller_stop.clone()).await?;
+    metrics_page::start(&config.metrics, source, poller_stop.clone()).await?;
     let ctx = SessionContext {
         site: config.site.clone(),
         inventory,
