@@ -12,12 +12,14 @@
 //!   switches automatic rotation off too, and excluded modems are never touched.
 //! - A rotation uses the same code and the same per-modem gate as `rotate_ip`
 //!   (`commands::rotate_ip::rotate`), so it never overlaps a manual rotation of the modem.
+//! - It sits above `commands`: a provision wakes it through
+//!   `CommandContext::schedules_changed`, and it hands its reports to the session through
+//!   the [`RotationReports`] that [`spawn`] returns.
 //! - It stops when the port is released: schedules live in the journal with their port
 //!   and are read again before every round. A failed attempt is retried after
 //!   [`RETRY_AFTER_FAILURE`] (or the interval, if shorter).
 //! - Every attempt is written to the seller's local audit (command id `auto-rotate`).
 
-use crate::audit::AuditEntry;
 use crate::commands::{rotate_ip, CommandContext};
 use crate::config::policy::Policy;
 use crate::journal::RotationSchedule;
@@ -27,7 +29,7 @@ use farmhand_protocol::{
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Mutex, MutexGuard, Notify};
+use tokio::sync::{mpsc, Mutex, MutexGuard};
 use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,50 +43,39 @@ const JOURNAL_RETRY: Duration = Duration::from_secs(30);
 /// The command id automatic rotations are audited under.
 const AUDIT_ID: &str = "auto-rotate";
 
-/// What the scheduler shares with the commands (a new schedule wakes it) and the session
-/// (the reports to send).
-#[derive(Debug)]
-pub struct AutoRotation {
-    changed: Notify,
-    tx: mpsc::Sender<RotationReport>,
-    rx: Mutex<mpsc::Receiver<RotationReport>>,
+/// The reports of automatic rotations waiting for the plane. The session that holds them
+/// sends them; those made while no session is open wait (up to [`REPORT_BACKLOG`]).
+#[derive(Debug, Clone)]
+pub struct RotationReports {
+    rx: Arc<Mutex<mpsc::Receiver<RotationReport>>>,
 }
 
-impl Default for AutoRotation {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::channel(REPORT_BACKLOG);
-        AutoRotation {
-            changed: Notify::new(),
-            tx,
-            rx: Mutex::new(rx),
+impl RotationReports {
+    /// Reports that never come (tests, and agents without the scheduler).
+    pub fn none() -> Self {
+        let (_tx, rx) = mpsc::channel(1);
+        RotationReports {
+            rx: Arc::new(Mutex::new(rx)),
         }
     }
-}
 
-impl AutoRotation {
-    /// Wakes the scheduler: a port with a rotation schedule was journaled.
-    pub fn schedules_changed(&self) {
-        self.changed.notify_one();
-    }
-
-    /// The reports waiting for the plane; `None` while another session holds them.
-    pub fn reports(&self) -> Option<MutexGuard<'_, mpsc::Receiver<RotationReport>>> {
+    /// The reports; `None` while another session holds them.
+    pub fn take(&self) -> Option<MutexGuard<'_, mpsc::Receiver<RotationReport>>> {
         self.rx.try_lock().ok()
-    }
-
-    fn report(&self, report: RotationReport) {
-        if self.tx.try_send(report).is_err() {
-            tracing::warn!(
-                "{REPORT_BACKLOG} rotation reports wait for the control plane; dropping a new one"
-            );
-        }
     }
 }
 
 /// Starts the scheduler on `ctx`; it stops when `shutdown` is cancelled (a rotation in
-/// flight is abandoned: the modem finishes it on its own).
-pub fn spawn(ctx: Arc<CommandContext>, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(Scheduler::new(ctx).run(shutdown))
+/// flight is abandoned: the modem finishes it on its own). Returns where its reports wait.
+pub fn spawn(
+    ctx: Arc<CommandContext>,
+    shutdown: CancellationToken,
+) -> (RotationReports, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(REPORT_BACKLOG);
+    let reports = RotationReports {
+        rx: Arc::new(Mutex::new(rx)),
+    };
+    (reports, tokio::spawn(Scheduler::new(ctx, tx).run(shutdown)))
 }
 
 /// Per modem, the interval to keep: the shortest asked, clamped up to the policy's floor.
@@ -116,6 +107,8 @@ type Finished = (String, Result<Rotated, CommandError>);
 
 struct Scheduler {
     ctx: Arc<CommandContext>,
+    /// Where reports go, for the session.
+    reports: mpsc::Sender<RotationReport>,
     /// When each scheduled modem's schedule was first seen: its clock starts there.
     since: HashMap<String, Instant>,
     /// The earliest next attempt after a failure.
@@ -132,9 +125,10 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(ctx: Arc<CommandContext>) -> Self {
+    fn new(ctx: Arc<CommandContext>, reports: mpsc::Sender<RotationReport>) -> Self {
         Scheduler {
             ctx,
+            reports,
             since: HashMap::new(),
             retry_at: HashMap::new(),
             running: JoinSet::new(),
@@ -157,7 +151,7 @@ impl Scheduler {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = ctx.autorotation.changed.notified() => {}
+                _ = ctx.schedules_changed() => {}
                 _ = sleep => {}
                 Some(done) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                     self.finished(done).await;
@@ -169,18 +163,18 @@ impl Scheduler {
 
     /// Starts every rotation that is due; returns when the next one will be.
     fn tick(&mut self, now: Instant) -> Option<Instant> {
-        let schedules = match self.ctx.journal.rotation_schedules() {
+        let schedules = match self.ctx.journal().rotation_schedules() {
             Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read rotation schedules from the journal");
                 return Some(now + JOURNAL_RETRY);
             }
         };
-        let plan = intervals(&schedules, &self.ctx.policy);
+        let plan = intervals(&schedules, self.ctx.policy());
         self.since.retain(|imei, _| plan.contains_key(imei));
         self.retry_at.retain(|imei, _| plan.contains_key(imei));
         self.plan = plan.clone();
-        if !self.ctx.policy.allow.rotate_ip {
+        if !self.ctx.policy().allow.rotate_ip {
             if !plan.is_empty() && !self.told_disabled {
                 self.told_disabled = true;
                 tracing::warn!("allocations ask for automatic IP rotation, but this box's policy does not allow rotate_ip: not rotating");
@@ -254,7 +248,7 @@ impl Scheduler {
         let at_ms = self.ctx.now_ms();
         self.audit(&imei, &result).await;
         match result {
-            Ok(r) => self.ctx.autorotation.report(RotationReport {
+            Ok(r) => self.report(RotationReport {
                 imei: r.imei,
                 old_ip: r.old_ip,
                 new_ip: r.new_ip,
@@ -269,6 +263,14 @@ impl Scheduler {
         }
     }
 
+    fn report(&self, report: RotationReport) {
+        if self.reports.try_send(report).is_err() {
+            tracing::warn!(
+                "{REPORT_BACKLOG} rotation reports wait for the control plane; dropping a new one"
+            );
+        }
+    }
+
     fn retry_later(&mut self, imei: &str) {
         let interval = self
             .plan
@@ -280,9 +282,6 @@ impl Scheduler {
 
     /// One line in the seller's local audit, as for a `rotate_ip` command.
     async fn audit(&self, imei: &str, result: &Result<Rotated, CommandError>) {
-        let Some(audit) = &self.ctx.audit else {
-            return;
-        };
         let command = Command {
             id: AUDIT_ID.into(),
             deadline_ms: 0,
@@ -294,9 +293,7 @@ impl Scheduler {
             },
             Err(e) => Outcome::Error { error: e.clone() },
         };
-        if let Err(e) = audit.append(&AuditEntry::new(&command, &outcome)).await {
-            tracing::error!(imei, error = %e, "cannot write the local audit");
-        }
+        self.ctx.audit(&command, &outcome).await;
     }
 }
 

@@ -10,11 +10,15 @@
 //! A session silent for three heartbeat intervals is stale and ends, so the caller
 //! reconnects instead of trusting an open-but-dead socket.
 
+use crate::autorotate::RotationReports;
 use crate::base::version::AGENT_VERSION;
+use crate::box_profile::BoxProfileHandle;
 use crate::commands::Executor;
+use crate::config::policy::Policy;
 use crate::connection::{Connection, ConnectionError};
 use crate::identity::Identity;
 use crate::inventory::{self, InventoryHandle, Snapshot};
+use crate::journal::Journal;
 use crate::status::AgentStatus;
 use crate::usage::{LatestUsage, UsageHandle};
 use base64::engine::general_purpose::STANDARD;
@@ -107,6 +111,14 @@ pub struct SessionContext {
     pub usage: Option<UsageHandle>,
     /// The box's health reports.
     pub health: crate::health::HealthHandle,
+    /// The managed ports, reported with the inventory.
+    pub journal: Journal,
+    /// The seller's policy: ports on excluded modems are never reported; its port cap is.
+    pub policy: Policy,
+    /// What the box was seen to do; its capabilities are announced when they change.
+    pub profile: Arc<BoxProfileHandle>,
+    /// The automatic rotations to report.
+    pub rotations: RotationReports,
 }
 
 /// Authenticates `conn` as `identity`.
@@ -232,9 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends the inventory and serves the session until it ends.
     pub async fn run(self, ctx: &SessionContext) -> SessionEnd {
         let interval = heartbeat_interval(&self.welcome);
-        ctx.executor
-            .context()
-            .set_plane_time(self.welcome.server_time_ms);
+        ctx.executor.set_plane_time(self.welcome.server_time_ms);
         let now = Instant::now();
         let mut state = LoopState {
             conn: self.conn,
@@ -262,10 +272,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut health_open = true;
         let (reply_tx, mut reply_rx) = mpsc::channel(64);
         let mut inventory_open = true;
-        let mut capabilities = ctx.executor.context().ports.profile().subscribe();
+        let mut capabilities = ctx.profile.subscribe();
         capabilities.mark_unchanged();
         let mut capabilities_open = true;
-        let mut reports = ctx.executor.context().autorotation.reports();
+        let mut reports = ctx.rotations.take();
         loop {
             let deadline = state.next_deadline();
             let event = tokio::select! {
@@ -361,13 +371,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
     ) -> Result<(), ConnectionError> {
         let _ = tokio::time::timeout(FIRST_POLL_WAIT, inv_rx.wait_for(|s| s.polled)).await;
         let snapshot = inv_rx.borrow_and_update().clone();
-        let commands = ctx.executor.context();
-        let mut ports = commands.journal.ports().unwrap_or_else(|e| {
+        let mut ports = ctx.journal.ports().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read managed ports from the journal");
             Vec::new()
         });
         // A port made before the seller excluded its modem must not name that modem.
-        ports.retain(|p| !commands.policy.excludes(&p.imei));
+        ports.retain(|p| !ctx.policy.excludes(&p.imei));
         let inventory = Inventory {
             site: ctx.site.clone(),
             proxysmart_reachable: snapshot.reachable,
@@ -375,8 +384,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
             ports,
             // The policy is read once at start, so every session's inventory carries the
             // same cap; a runtime reload would have to send a new inventory.
-            max_ports_per_modem: commands.policy.max_ports_per_modem,
-            capabilities: Some(commands.ports.profile().capabilities()),
+            max_ports_per_modem: ctx.policy.max_ports_per_modem,
+            capabilities: Some(ctx.profile.capabilities()),
         };
         self.conn.send(&AgentMessage::Inventory(inventory)).await?;
         self.last_sent = Instant::now();

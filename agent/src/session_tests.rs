@@ -146,8 +146,10 @@ fn fixture_with(policy: crate::config::policy::Policy) -> Fixture {
     ))
     .unwrap();
     let journal = Journal::open(dir.path()).unwrap();
-    let mut commands = CommandContext::new(client, journal, Duration::from_secs(5));
-    commands.policy = policy;
+    let commands = CommandContext::builder(client, journal.clone(), Duration::from_secs(5))
+        .policy(policy.clone())
+        .build();
+    let profile = commands.ports().profile().clone();
     let executor = Executor::new(Arc::new(commands));
     let snapshot = Snapshot {
         polled: true,
@@ -170,6 +172,10 @@ fn fixture_with(policy: crate::config::policy::Policy) -> Fixture {
         shutdown: CancellationToken::new(),
         usage: Some(usage),
         health: crate::health::HealthHandle::none(),
+        journal,
+        policy,
+        profile,
+        rotations: crate::autorotate::RotationReports::none(),
     };
     Fixture {
         _dir: dir,

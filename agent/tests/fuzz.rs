@@ -278,14 +278,16 @@ async fn executor(sim: &TestBox, excluded: &str, dir: &std::path::Path) -> Execu
     let mut config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     config.rotation_timeout = Duration::from_secs(2);
     let client = ProxysmartClient::new(&config).unwrap();
-    let mut ctx = CommandContext::new(client, Journal::open(dir).unwrap(), config.rotation_timeout);
-    ctx.policy = Policy {
+    let policy = Policy {
         excluded_imeis: [excluded.to_string()].into(),
         // After its first rotation a modem is refused quickly, which keeps the run short.
         min_rotation_interval: Duration::from_secs(3600),
         ..Policy::default()
     };
-    ctx.audit = Some(AuditLog::open(dir).unwrap());
+    let ctx = CommandContext::builder(client, Journal::open(dir).unwrap(), config.rotation_timeout)
+        .policy(policy)
+        .audit(AuditLog::open(dir).unwrap())
+        .build();
     Executor::new(Arc::new(ctx))
 }
 
@@ -472,11 +474,12 @@ fn a_million_plane_frames_never_panic_and_every_value_is_clamped() {
     let dir = tempfile::tempdir().unwrap();
     let config = ProxysmartConfig::new("http://127.0.0.1:9", USER, Masked::new(PASSWORD));
     let client = ProxysmartClient::new(&config).unwrap();
-    let ctx = CommandContext::new(
+    let ctx = CommandContext::builder(
         client,
         Journal::open(dir.path()).unwrap(),
         Duration::from_secs(1),
-    );
+    )
+    .build();
     let health = Probe::new(dir.path().into(), dir.path().into()).measure();
     let mut backoff = Backoff::new(farmhand_agent::base::backoff::RECONNECT);
     let imeis = Imeis {

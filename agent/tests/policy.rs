@@ -38,9 +38,10 @@ async fn agent(policy: Policy) -> Agent {
     let config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     let client = ProxysmartClient::new(&config).unwrap();
     let journal = Journal::open(dir.path()).unwrap();
-    let mut ctx = CommandContext::new(client, journal, Duration::from_secs(10));
-    ctx.policy = policy;
-    ctx.audit = Some(AuditLog::open(dir.path()).unwrap());
+    let ctx = CommandContext::builder(client, journal, Duration::from_secs(10))
+        .policy(policy)
+        .audit(AuditLog::open(dir.path()).unwrap())
+        .build();
     Agent {
         imei_1: sim.online.clone(),
         imei_3,

@@ -44,11 +44,12 @@ fn executor(url: &str) -> (Executor, tempfile::TempDir) {
         timeout: Duration::from_secs(1),
         ..ProxysmartConfig::new(url, USER, Masked::new(PASSWORD))
     };
-    let ctx = CommandContext::new(
+    let ctx = CommandContext::builder(
         ProxysmartClient::new(&config).unwrap(),
         Journal::open(dir.path()).unwrap(),
         Duration::from_secs(10),
-    );
+    )
+    .build();
     (Executor::new(Arc::new(ctx)), dir)
 }
 

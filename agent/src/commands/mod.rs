@@ -1,70 +1,68 @@
-//! Command execution: the journal check, the deadline, dispatch to one file per command,
-//! journaling the result, and running commands concurrently (bounded) without ever running
-//! the same command id twice at once.
+//! Commands from the plane, carried out on the box: [`CommandContext`] (everything a command
+//! needs, built once with [`CommandContext::builder`]), the `executor` (the journal check,
+//! the gates, dispatch, journaling, bounded concurrency) and one file per command, each
+//! owning its validation, ProxySmart calls and answer: `provision`, `release`, `rotate_ip`,
+//! `update_port`, `reconcile`. `validate` checks every field before any of it reaches the
+//! box; `rotation_gate` keeps one rotation per modem at a time and the seller's spacing.
 //!
-//! A command's effects survive the session that delivered it: commands run on a task
-//! tracker owned by the executor, and a result that could not be sent is in the journal
-//! for the redelivery.
-//!
-//! Before a command reaches its file, the executor checks its id and the seller's policy
-//! (`policy_denied`); every executed command, denials included, is written to the local
-//! audit, after its result is journaled (so an audit line means the answer is durable).
-//! Redeliveries answered from the journal are not executed again, so not audited.
+//! The box side below (`ports`, `rotation`, `proxysmart`) does the writing and reading;
+//! this layer decides what to write. Upward it only signals: a provision with a rotation
+//! schedule wakes whoever waits on [`CommandContext::schedules_changed`] (`autorotate`).
 
+mod executor;
 mod provision;
 mod reconcile;
 mod release;
-pub(crate) mod rotate_ip;
+pub mod rotate_ip;
 mod rotation_gate;
 mod update_port;
 pub mod validate;
 
+pub use executor::{Executor, MAX_CONCURRENT_COMMANDS};
+
 use crate::audit::{AuditEntry, AuditLog};
 use crate::base::clock::now_ms;
+use crate::box_profile::BoxProfileHandle;
 use crate::config::policy::Policy;
+use crate::config::proxysmart::PortSettings;
 use crate::inventory::InventoryHandle;
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalError};
+use crate::metrics::AgentMetrics;
 use crate::ports::Ports;
 use crate::proxysmart::ProxysmartClient;
-use farmhand_protocol::{
-    Command, CommandBody, CommandError, CommandErrorCode, CommandId, CommandOutput, CommandResult,
-    Outcome,
-};
+use farmhand_protocol::{Command, CommandError, CommandErrorCode, Outcome};
 use rotation_gate::{RotationGate, RotationGuard};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_util::task::TaskTracker;
+use tokio::sync::Notify;
 
-/// Commands executing at once; more wait for a slot.
-pub const MAX_CONCURRENT_COMMANDS: usize = 16;
-
-/// What commands need: ProxySmart, the journal, timings, and the poller to nudge.
+/// What commands need: ProxySmart, the journal, the seller's policy, timings, and where to
+/// report. Built once, complete ([`CommandContext::builder`]); shared behind an `Arc` by
+/// the executor and the automatic rotation scheduler.
 #[derive(Debug)]
 pub struct CommandContext {
     /// The only way to ProxySmart.
-    pub client: ProxysmartClient,
+    client: ProxysmartClient,
     /// Durable results and managed ports.
-    pub journal: Journal,
+    journal: Journal,
     /// How long `rotate_ip` waits for the new IP.
-    pub rotation_timeout: Duration,
-    /// Asked for a fresh poll after a command changed modems.
-    pub inventory: Option<InventoryHandle>,
+    rotation_timeout: Duration,
+    /// Asked for a fresh poll after a command changed modems; `None`: nothing to nudge.
+    inventory: Option<InventoryHandle>,
     /// The seller's policy (default: everything allowed).
-    pub policy: Policy,
+    policy: Policy,
     /// Where executed commands are recorded for the seller; `None` records nothing.
-    pub audit: Option<AuditLog>,
+    audit: Option<AuditLog>,
     /// Writes ports on the box and checks they took (and the box's clock and profile).
-    pub ports: Ports,
+    ports: Ports,
     /// Where executed commands are counted (`farmhand_agent_commands_total`).
-    pub metrics: Arc<crate::metrics::AgentMetrics>,
+    metrics: Arc<AgentMetrics>,
     /// When each modem last started a rotation and whether one runs (for
     /// `policy.min_rotation_interval`; shared with the automatic scheduler).
     rotations: RotationGate,
-    /// The automatic rotation scheduler's wake-up and its reports for the plane.
-    pub autorotation: crate::autorotate::AutoRotation,
+    /// Woken when a port with a rotation schedule was journaled (`autorotate` waits).
+    schedules: Notify,
     /// Held by `provision` (count → create → journal) and `reconcile` (list → remove):
     /// two provisions cannot both pass the per-modem cap or pick the same free TCP ports,
     /// and reconcile never mistakes a port being created for an orphan.
@@ -74,37 +72,128 @@ pub struct CommandContext {
     clock_offset_ms: AtomicI64,
 }
 
-impl CommandContext {
-    /// A context with no clock offset. The rotation spacing starts from the last rotations
-    /// the journal remembers.
-    pub fn new(client: ProxysmartClient, journal: Journal, rotation_timeout: Duration) -> Self {
+/// Builds a [`CommandContext`]; what is not given has a default (everything allowed, no
+/// audit, no poller to nudge, ports checked with default settings and an in-memory box
+/// profile, a private metrics registry).
+#[derive(Debug)]
+pub struct CommandContextBuilder {
+    client: ProxysmartClient,
+    journal: Journal,
+    rotation_timeout: Duration,
+    inventory: Option<InventoryHandle>,
+    policy: Policy,
+    audit: Option<AuditLog>,
+    ports: Option<Ports>,
+    metrics: Arc<AgentMetrics>,
+}
+
+impl CommandContextBuilder {
+    /// The poller to ask for a fresh reading after a command changed modems.
+    pub fn inventory(mut self, inventory: InventoryHandle) -> Self {
+        self.inventory = Some(inventory);
+        self
+    }
+
+    /// The seller's policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Where executed commands are recorded for the seller.
+    pub fn audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// How ports are written on this box (its profile, clock and settings).
+    pub fn ports(mut self, ports: Ports) -> Self {
+        self.ports = Some(ports);
+        self
+    }
+
+    /// Where executed commands are counted.
+    pub fn metrics(mut self, metrics: Arc<AgentMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The context, with no clock offset; the rotation spacing starts from the last
+    /// rotations the journal remembers.
+    pub fn build(self) -> CommandContext {
         let rotations = RotationGate::default();
-        seed_rotations(&rotations, &journal);
-        let ports = Ports::new(
-            client.clone(),
-            Arc::new(crate::box_profile::BoxProfileHandle::in_memory()),
-            Arc::default(),
-            crate::config::proxysmart::PortSettings::default(),
-        );
+        seed_rotations(&rotations, &self.journal);
+        let client = self.client;
+        let ports = self.ports.unwrap_or_else(|| {
+            Ports::new(
+                client.clone(),
+                Arc::new(BoxProfileHandle::in_memory()),
+                Arc::default(),
+                PortSettings::default(),
+            )
+        });
         CommandContext {
+            client,
+            journal: self.journal,
+            rotation_timeout: self.rotation_timeout,
+            inventory: self.inventory,
+            policy: self.policy,
+            audit: self.audit,
+            ports,
+            metrics: self.metrics,
+            rotations,
+            schedules: Notify::new(),
+            ports_lock: tokio::sync::Mutex::new(()),
+            clock_offset_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+impl CommandContext {
+    /// A builder over ProxySmart, the journal and the time `rotate_ip` waits for a new IP.
+    pub fn builder(
+        client: ProxysmartClient,
+        journal: Journal,
+        rotation_timeout: Duration,
+    ) -> CommandContextBuilder {
+        CommandContextBuilder {
             client,
             journal,
             rotation_timeout,
             inventory: None,
             policy: Policy::default(),
             audit: None,
-            ports,
+            ports: None,
             metrics: Arc::default(),
-            rotations,
-            autorotation: crate::autorotate::AutoRotation::default(),
-            ports_lock: tokio::sync::Mutex::new(()),
-            clock_offset_ms: AtomicI64::new(0),
         }
     }
 
     /// The plane's idea of now, Unix ms.
     pub fn now_ms(&self) -> u64 {
         now_ms().saturating_add_signed(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Records the plane's clock from `welcome`.
+    pub fn set_plane_time(&self, server_time_ms: u64) {
+        let offset = i64::try_from(server_time_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(now_ms() as i64);
+        self.clock_offset_ms.store(offset, Ordering::Relaxed);
+    }
+
+    /// The journal the commands write.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The seller's policy the commands obey.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The box's ports, as the commands write them.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
     }
 
     /// This box's rotations, with the context's client, profile and timeout.
@@ -116,126 +205,20 @@ impl CommandContext {
         }
     }
 
-    /// Records the plane's clock from `welcome`.
-    pub fn set_plane_time(&self, server_time_ms: u64) {
-        let offset = i64::try_from(server_time_ms)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(now_ms() as i64);
-        self.clock_offset_ms.store(offset, Ordering::Relaxed);
-    }
-}
-
-/// Runs commands: dedupes by id, bounds concurrency, journals every result.
-#[derive(Debug, Clone)]
-pub struct Executor {
-    ctx: Arc<CommandContext>,
-    inflight: Arc<Mutex<HashMap<CommandId, watch::Receiver<Option<CommandResult>>>>>,
-    slots: Arc<Semaphore>,
-    tracker: TaskTracker,
-}
-
-impl Executor {
-    /// An executor over `ctx`.
-    pub fn new(ctx: Arc<CommandContext>) -> Self {
-        Executor {
-            ctx,
-            inflight: Arc::default(),
-            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_COMMANDS)),
-            tracker: TaskTracker::new(),
-        }
+    /// Completes when a port with a rotation schedule was journaled since the last call.
+    pub async fn schedules_changed(&self) {
+        self.schedules.notified().await;
     }
 
-    /// The shared context.
-    pub fn context(&self) -> &Arc<CommandContext> {
-        &self.ctx
+    /// When the last rotation of `imei` started, if known.
+    pub fn last_rotation_start(&self, imei: &str) -> Option<tokio::time::Instant> {
+        self.rotations.last_start(imei)
     }
 
-    /// Runs `command` in the background and sends its result to `reply` (if still open).
-    pub fn submit(&self, command: Command, reply: mpsc::Sender<CommandResult>) {
-        let this = self.clone();
-        self.tracker.spawn(async move {
-            let result = this.execute(command).await;
-            let _ = reply.send(result).await;
-        });
-    }
-
-    /// Waits until every submitted command has finished.
-    pub async fn drain(&self) {
-        self.tracker.close();
-        self.tracker.wait().await;
-        self.tracker.reopen();
-    }
-
-    /// Runs one delivery; a delivery of an id already running waits for that run's result.
-    pub async fn execute(&self, command: Command) -> CommandResult {
-        let id = command.id.clone();
-        let (tx, existing) = {
-            let Ok(mut map) = self.inflight.lock() else {
-                return internal(&id, "executor state poisoned");
-            };
-            match map.get(&id) {
-                Some(rx) => (None, Some(rx.clone())),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    map.insert(id.clone(), rx);
-                    (Some(tx), None)
-                }
-            }
-        };
-        if let Some(mut rx) = existing {
-            return match rx.wait_for(Option::is_some).await {
-                Ok(result) => result.clone().unwrap_or_else(|| internal(&id, "no result")),
-                Err(_) => internal(&id, "the first delivery of this command failed"),
-            };
-        }
-        let result = self.run_once(command).await;
-        if let Some(tx) = tx {
-            let _ = tx.send(Some(result.clone()));
-        }
-        if let Ok(mut map) = self.inflight.lock() {
-            map.remove(&id);
-        }
-        result
-    }
-
-    async fn run_once(&self, command: Command) -> CommandResult {
-        let id = command.id.clone();
-        match self.ctx.journal.result(&id) {
-            Ok(Some(recorded)) => {
-                tracing::info!(command = %id, "redelivered command; answering from the journal");
-                return recorded;
-            }
-            Ok(None) => {}
-            Err(e) => return internal(&id, &format!("cannot read the journal: {e}")),
-        }
-        let outcome = match self.slots.acquire().await {
-            Ok(_permit) => self.outcome(&command).await,
-            Err(_) => Outcome::Error {
-                error: CommandError::new(CommandErrorCode::Internal, "executor closed"),
-            },
-        };
-        let result = CommandResult {
-            id: id.clone(),
-            outcome,
-        };
-        // Journal first, then audit: an audit line then also says the answer is durable.
-        // The audit records what was done on the box even when the journal write failed.
-        let journaled = self.ctx.journal.record_result(&result).await;
-        self.audit(&command, &result.outcome).await;
-        self.ctx
-            .metrics
-            .command_done(command.body.op(), &result.outcome);
-        if let Err(e) = journaled {
-            tracing::error!(command = %id, error = %e, "cannot journal the command result");
-            return internal(&id, &format!("cannot journal the result: {e}"));
-        }
-        result
-    }
-
-    /// Records the command for the seller. A failing audit does not undo what was done on
-    /// the box, so it is logged loudly and the result is still answered.
-    async fn audit(&self, command: &Command, outcome: &Outcome) {
-        let Some(audit) = &self.ctx.audit else {
+    /// Writes `command` with `outcome` to the seller's audit (if there is one). A failing
+    /// audit does not undo what was done on the box, so it is logged loudly, not returned.
+    pub async fn audit(&self, command: &Command, outcome: &Outcome) {
+        let Some(audit) = &self.audit else {
             return;
         };
         if let Err(e) = audit.append(&AuditEntry::new(command, outcome)).await {
@@ -243,73 +226,21 @@ impl Executor {
         }
     }
 
-    async fn outcome(&self, command: &Command) -> Outcome {
-        let op = command.body.op();
-        let now_ms = self.ctx.now_ms();
-        if let Err(error) = validate::command(command, now_ms) {
-            tracing::warn!(op, reason = %error.message, "invalid command refused");
-            return Outcome::Error { error };
-        }
-        if now_ms > command.deadline_ms {
-            tracing::warn!(command = %command.id, op, "command arrived after its deadline; not started");
-            let error = CommandError::new(
-                CommandErrorCode::DeadlineExceeded,
-                "the command's deadline had passed when it arrived",
-            );
-            return Outcome::Error { error };
-        }
-        if let Err(error) = self.ctx.policy.check(&command.body) {
-            tracing::warn!(command = %command.id, op, reason = %error.message, "command refused by the local policy");
-            return Outcome::Error { error };
-        }
-        tracing::info!(command = %command.id, op, "executing command");
-        match dispatch(&self.ctx, command.body.clone()).await {
-            Ok(output) => Outcome::Ok { output },
-            Err(error) => {
-                tracing::warn!(command = %command.id, op, code = error.code.as_str(), message = %error.message, "command failed");
-                Outcome::Error { error }
-            }
-        }
+    /// Wakes the automatic rotation scheduler: a schedule was journaled.
+    fn notify_schedules_changed(&self) {
+        self.schedules.notify_one();
     }
-}
 
-async fn dispatch(ctx: &CommandContext, body: CommandBody) -> Result<CommandOutput, CommandError> {
-    match body {
-        CommandBody::Provision(p) => provision::run(ctx, p).await.map(CommandOutput::Provision),
-        CommandBody::Release(r) => release::run(ctx, r).await.map(CommandOutput::Release),
-        CommandBody::RotateIp(r) => rotate_ip::run(ctx, r).await.map(CommandOutput::RotateIp),
-        CommandBody::UpdatePort(u) => update_port::run(ctx, u)
-            .await
-            .map(CommandOutput::UpdatePort),
-        CommandBody::Reconcile(r) => reconcile::run(ctx, r).await.map(CommandOutput::Reconcile),
-    }
-}
-
-fn internal(id: &str, message: &str) -> CommandResult {
-    CommandResult {
-        id: id.to_string(),
-        outcome: Outcome::Error {
-            error: CommandError::new(CommandErrorCode::Internal, message),
-        },
-    }
-}
-
-impl CommandContext {
     /// Starts a rotation of `imei` if none is running and the policy's minimum interval
     /// allows it; the rotation counts as running until the guard is dropped.
-    pub(crate) fn start_rotation(&self, imei: &str) -> Result<RotationGuard<'_>, CommandError> {
+    fn start_rotation(&self, imei: &str) -> Result<RotationGuard<'_>, CommandError> {
         let min = self.policy.min_rotation_interval;
         self.rotations
             .try_start(imei, min, tokio::time::Instant::now())
     }
 
-    /// When the last rotation of `imei` started, if known.
-    pub(crate) fn last_rotation_start(&self, imei: &str) -> Option<tokio::time::Instant> {
-        self.rotations.last_start(imei)
-    }
-
     /// Serialises changes to the set of ports (see `ports_lock`).
-    pub(crate) async fn lock_ports(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    async fn lock_ports(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.ports_lock.lock().await
     }
 }
@@ -333,12 +264,12 @@ fn seed_rotations(gate: &RotationGate, journal: &Journal) {
 }
 
 /// Maps a journal failure to an `internal` command error.
-pub(crate) fn journal_error(e: crate::journal::JournalError) -> CommandError {
+fn journal_error(e: JournalError) -> CommandError {
     CommandError::new(CommandErrorCode::Internal, format!("journal: {e}"))
 }
 
 /// The modem `imei` as ProxySmart reports it now; `unknown_imei` if it is not there.
-pub(crate) async fn current_modem(
+async fn current_modem(
     ctx: &CommandContext,
     imei: &str,
 ) -> Result<farmhand_protocol::Modem, CommandError> {

@@ -72,7 +72,7 @@ pub(super) async fn run(ctx: &CommandContext, p: Provision) -> Result<Provisione
         return Err(journal_error(e));
     }
     if p.rotate_every_s.is_some() {
-        ctx.autorotation.schedules_changed();
+        ctx.notify_schedules_changed();
     }
     tracing::info!(allocation = %p.allocation_id, port = %managed.port_id, http_port = managed.http_port, socks_port = managed.socks_port, "port provisioned");
     if let Some(old) = previous {

@@ -145,18 +145,21 @@ pub async fn run_with_status(
         config.proxysmart.ports.clone(),
     );
     crate::ports::expiry_watch::spawn(ports.clone(), poller_stop.clone());
-    let mut commands = CommandContext::new(client, journal, config.proxysmart.rotation_timeout);
-    commands.ports = ports;
-    commands.inventory = Some(inventory.clone());
-    commands.policy = config.policy.clone();
-    commands.audit = Some(AuditLog::open(&config.state_dir)?);
-    commands.metrics = metrics.clone();
-    let executor = Executor::new(Arc::new(commands));
-    remove_scratch_ports(executor.context().clone(), poller_stop.clone());
+    let commands =
+        CommandContext::builder(client, journal.clone(), config.proxysmart.rotation_timeout)
+            .ports(ports.clone())
+            .inventory(inventory.clone())
+            .policy(config.policy.clone())
+            .audit(AuditLog::open(&config.state_dir)?)
+            .metrics(metrics.clone())
+            .build();
+    let commands = Arc::new(commands);
+    let executor = Executor::new(commands.clone());
+    remove_scratch_ports(ports, poller_stop.clone());
     let rotator_stop = shutdown.child_token();
-    let rotator = autorotate::spawn(executor.context().clone(), rotator_stop.clone());
+    let (rotations, rotator) = autorotate::spawn(commands, rotator_stop.clone());
     let source = MetricsSource {
-        metrics,
+        metrics: metrics.clone(),
         status: status.clone(),
         inventory: inventory.clone(),
     };
@@ -169,6 +172,10 @@ pub async fn run_with_status(
         shutdown,
         usage: Some(usage),
         health,
+        journal,
+        policy: config.policy.clone(),
+        profile,
+        rotations,
     };
     tracing::info!(agent_id = %identity.agent_id, %url, "agent starting");
     let dial = Dial {
@@ -176,7 +183,7 @@ pub async fn run_with_status(
         trust: trust.as_ref(),
         proxies: &proxies,
     };
-    let result = connect_forever(&dial, &identity, &ctx).await;
+    let result = connect_forever(&dial, &identity, &ctx, &metrics).await;
     rotator_stop.cancel();
     let _ = rotator.await;
     executor.drain().await;
@@ -190,10 +197,10 @@ pub async fn run_with_status(
 
 /// A selftest killed half-way left its scratch port: remove it once ProxySmart answers
 /// (best effort; `reconcile` removes it too).
-fn remove_scratch_ports(ctx: Arc<CommandContext>, stop: CancellationToken) {
+fn remove_scratch_ports(ports: Ports, stop: CancellationToken) {
     tokio::spawn(async move {
         tokio::select! {
-            result = ctx.ports.remove_scratch() => match result {
+            result = ports.remove_scratch() => match result {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed the scratch ports of an interrupted selftest"),
                 Err(e) => tracing::debug!(error = %e.message, "could not look for selftest scratch ports"),
@@ -242,15 +249,16 @@ async fn connect_forever(
     dial: &Dial<'_>,
     identity: &Identity,
     ctx: &SessionContext,
+    metrics: &AgentMetrics,
 ) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(RECONNECT);
     while !ctx.shutdown.is_cancelled() {
-        let delay = attempt(dial, identity, ctx, &mut backoff).await?;
+        let delay = attempt(dial, identity, ctx, metrics, &mut backoff).await?;
         if ctx.shutdown.is_cancelled() {
             break;
         }
         tracing::info!(retry_in = ?delay, "reconnecting to the control plane");
-        ctx.executor.context().metrics.reconnecting();
+        metrics.reconnecting();
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
@@ -264,6 +272,7 @@ async fn attempt(
     dial: &Dial<'_>,
     identity: &Identity,
     ctx: &SessionContext,
+    metrics: &AgentMetrics,
     backoff: &mut Backoff,
 ) -> Result<Duration, AgentError> {
     let handshake = async {
@@ -298,7 +307,7 @@ async fn attempt(
     };
     tracing::info!(session_id = %session.welcome.session_id, version = session.version, "connected to the control plane");
     ctx.status.session_opened(&session.welcome.session_id);
-    ctx.executor.context().metrics.session_opened();
+    metrics.session_opened();
     let started = Instant::now();
     let end = session.run(ctx).await;
     backoff.session_ended(started.elapsed());
