@@ -5,7 +5,8 @@
 //! a new port) and disappears when it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_agent::cli::doctor::{diagnose, Check, Outcome};
+use farmhand_agent::cli::check::{Check, Outcome};
+use farmhand_agent::cli::doctor::diagnose;
 use farmhand_agent::cli::status;
 use farmhand_agent::run::status_file::{self, STATUS_FILE};
 use farmhand_agent::AgentConfig;

@@ -4,7 +4,7 @@
 //! seller should fix: anyone who reaches it can create ports on the box's modems. Both are
 //! warnings with the fix, from `doctor` and `selftest`.
 
-use super::doctor::Outcome;
+use super::check::Outcome;
 use crate::base::masked::Masked;
 use crate::config::AgentConfig;
 use crate::proxysmart::{ProxysmartClient, ProxysmartError};

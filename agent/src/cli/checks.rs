@@ -2,7 +2,7 @@
 //! DNS, and ProxySmart with the configured credentials. Each returns an [`Outcome`] whose
 //! fix hint says what to run. The control-plane checks are in `plane_checks`.
 
-use super::doctor::Outcome;
+use super::check::Outcome;
 use crate::config::{AgentConfig, ConfigError};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
 use crate::proxy_tunnel::{self, ProxyEnv, Route};

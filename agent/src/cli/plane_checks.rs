@@ -8,8 +8,8 @@
 //! header comes with it. Both go through the HTTP proxy the environment names for the
 //! plane, as the daemon's connection does (`proxy_tunnel`).
 
+use super::check::Outcome;
 use super::checks::host_port;
-use super::doctor::Outcome;
 use crate::config::{AgentConfig, ControlPlaneConfig};
 use crate::connection::{self, ConnectionError};
 use crate::proxy_tunnel::{self, ProxyEnv, Route};

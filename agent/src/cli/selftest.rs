@@ -16,7 +16,7 @@
 //! profile so far) is also part of `doctor`.
 
 use super::box_safety;
-use super::doctor::{Check, Outcome};
+use super::check::{check, Check, Outcome};
 use crate::box_profile::{BoxProfile, BoxProfileHandle, WritePath};
 use crate::config::AgentConfig;
 use crate::journal::PortLimits;
@@ -453,13 +453,9 @@ fn error_text(e: &farmhand_protocol::CommandError) -> String {
     }
 }
 
-fn check(name: &'static str, outcome: Outcome) -> Check {
-    Check { name, outcome }
-}
-
 /// The report as printed, in `doctor`'s form, with where the profile went.
 pub fn render(report: &Report) -> String {
-    let mut out = super::doctor::render(&report.checks);
+    let mut out = super::check::render(&report.checks);
     let _ = writeln!(
         out,
         "box profile: {}",
