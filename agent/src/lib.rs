@@ -11,34 +11,18 @@
 //! allocations ask for; `usage` meters each allocation's traffic. ProxySmart credentials
 //! live in `config` and `proxysmart` only and never reach a protocol message.
 
-pub mod audit;
-pub mod autorotate;
 pub mod base;
-pub mod box_profile;
+pub mod boxside;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod connection;
-pub mod enroll;
-pub mod health;
-pub mod identity;
-pub mod inventory;
-pub mod journal;
-pub mod metrics;
-pub mod ports;
-pub mod proxy_tunnel;
-pub mod proxysmart;
-pub mod rotation;
+pub mod local;
+pub mod plane;
 pub mod run;
-pub mod session;
-pub mod status;
-pub mod tls;
-pub mod usage;
 
 pub use base::crypto::install_crypto_provider;
 pub use base::masked::Masked;
 pub use base::version::{AGENT_VERSION, GIT_COMMIT, LONG_VERSION};
 pub use config::{AgentConfig, ConfigError, ControlPlaneConfig, ProxysmartConfig};
-pub use enroll::{enroll, EnrollError};
+pub use local::status::AgentStatus;
+pub use plane::enroll::{enroll, EnrollError};
 pub use run::{run, run_with_status, AgentError};
-pub use status::AgentStatus;

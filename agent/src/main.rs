@@ -301,9 +301,9 @@ fn audit(
 ) -> anyhow::Result<()> {
     let dir = match state_dir {
         Some(dir) => dir,
-        None => farmhand_agent::audit::state_dir_of(config)?,
+        None => farmhand_agent::local::audit::state_dir_of(config)?,
     };
-    let (out, note) = farmhand_agent::audit::show(&dir, limit, json)?;
+    let (out, note) = farmhand_agent::local::audit::show(&dir, limit, json)?;
     print!("{out}");
     if let Some(note) = note {
         eprintln!("{note}");

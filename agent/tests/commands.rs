@@ -7,9 +7,9 @@
 mod support;
 
 use farmhand_agent::base::clock::now_ms;
-use farmhand_agent::commands::{CommandContext, Executor};
-use farmhand_agent::journal::Journal;
-use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
+use farmhand_agent::local::journal::Journal;
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use farmhand_sim::{Fault, Quirks, WriteFault};
@@ -604,7 +604,8 @@ async fn automatic_rotation_runs_while_the_port_lives_and_is_reported() {
     let imei_3 = a.sim.plug_in_third();
     let ip_before = a.sim.modem(&imei_1).unwrap().ext_ip;
     let stop = tokio_util::sync::CancellationToken::new();
-    let (reports, scheduler) = farmhand_agent::autorotate::spawn(a.ctx.clone(), stop.clone());
+    let (reports, scheduler) =
+        farmhand_agent::boxside::autorotate::spawn(a.ctx.clone(), stop.clone());
     ok(a.exec
         .execute(cmd("c1", provision_rotating("al-1", &imei_1, 1)))
         .await);
@@ -660,7 +661,7 @@ async fn a_manual_rotation_never_overlaps_an_automatic_one() {
     // Rotations never settle: the automatic one holds the modem for the whole timeout.
     a.sim.set_rotation_delay(Duration::from_secs(3600));
     let stop = tokio_util::sync::CancellationToken::new();
-    let _scheduler = farmhand_agent::autorotate::spawn(a.ctx.clone(), stop.clone());
+    let _scheduler = farmhand_agent::boxside::autorotate::spawn(a.ctx.clone(), stop.clone());
     ok(a.exec
         .execute(cmd("c1", provision_rotating("al-1", &imei, 1)))
         .await);
@@ -691,7 +692,7 @@ async fn the_box_profile_notes_whether_the_box_enforces_port_expiry() {
         panic!("provision output")
     };
     let ports = a.ctx.ports();
-    let observe = || farmhand_agent::ports::expiry_watch::observe(ports, now_ms());
+    let observe = || farmhand_agent::boxside::ports::expiry_watch::observe(ports, now_ms());
     assert_eq!(
         observe().await.unwrap(),
         None,

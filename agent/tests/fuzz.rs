@@ -18,17 +18,17 @@ mod support;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use farmhand_agent::audit::{read_recent, AuditLog};
 use farmhand_agent::base::backoff::{Backoff, MAX_RETRY_AFTER};
 use farmhand_agent::base::clock::now_ms;
-use farmhand_agent::commands::validate;
-use farmhand_agent::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::commands::validate;
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::health::{warnings, Probe};
+use farmhand_agent::boxside::ports::port_name;
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
 use farmhand_agent::config::policy::Policy;
-use farmhand_agent::health::{warnings, Probe};
-use farmhand_agent::journal::Journal;
-use farmhand_agent::ports::port_name;
-use farmhand_agent::proxysmart::ProxysmartClient;
-use farmhand_agent::session::{challenge_nonce, heartbeat_interval};
+use farmhand_agent::local::audit::{read_recent, AuditLog};
+use farmhand_agent::local::journal::Journal;
+use farmhand_agent::plane::session::{challenge_nonce, heartbeat_interval};
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::{
     decode, is_imei, Challenge, CommandBody, CommandResult, HealthLimits, Heartbeat, Outcome,

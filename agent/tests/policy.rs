@@ -6,12 +6,12 @@
 
 mod support;
 
-use farmhand_agent::audit::{read_recent, AuditLog};
 use farmhand_agent::base::clock::now_ms;
-use farmhand_agent::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
 use farmhand_agent::config::policy::Policy;
-use farmhand_agent::journal::Journal;
-use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::local::audit::{read_recent, AuditLog};
+use farmhand_agent::local::journal::Journal;
 use farmhand_agent::{AgentConfig, ControlPlaneConfig, Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use std::sync::Arc;

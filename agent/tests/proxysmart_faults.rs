@@ -10,9 +10,9 @@ mod support;
 
 use farmhand_agent::base::backoff::PROXYSMART_READ_ATTEMPTS;
 use farmhand_agent::base::clock::now_ms;
-use farmhand_agent::commands::{CommandContext, Executor};
-use farmhand_agent::journal::Journal;
-use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
+use farmhand_agent::local::journal::Journal;
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use farmhand_sim::{Fault, WriteFault};

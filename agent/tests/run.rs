@@ -9,11 +9,11 @@
 mod support;
 
 use farmhand_agent::config::pin::Pin;
-use farmhand_agent::connection::{self, ConnectionError};
-use farmhand_agent::identity::Identity;
-use farmhand_agent::proxy_tunnel::{ProxyEnv, ProxyError};
-use farmhand_agent::session::{self, HandshakeError};
-use farmhand_agent::tls::Trust;
+use farmhand_agent::plane::connection::{self, ConnectionError};
+use farmhand_agent::plane::identity::Identity;
+use farmhand_agent::plane::proxy_tunnel::{ProxyEnv, ProxyError};
+use farmhand_agent::plane::session::{self, HandshakeError};
+use farmhand_agent::plane::tls::Trust;
 use futures_util::{FutureExt, StreamExt};
 use support::proxy::{Mode, TestProxy};
 
@@ -61,7 +61,9 @@ async fn enrolled(dir: &std::path::Path) -> Vec<u8> {
         .unwrap_err();
     assert!(matches!(err, EnrollError::InvalidToken { .. }), "{err}");
     assert_eq!(
-        farmhand_agent::enroll(&server, "good", dir).await.unwrap(),
+        farmhand_agent::enroll(&server, "good", dir)
+            .await
+            .unwrap(),
         "ag-42"
     );
     let key = key.lock().unwrap().clone();

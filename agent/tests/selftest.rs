@@ -6,7 +6,7 @@
 
 mod support;
 
-use farmhand_agent::box_profile::{self, BoxProfile, WritePath};
+use farmhand_agent::boxside::box_profile::{self, BoxProfile, WritePath};
 use farmhand_agent::cli::check::{Check, Outcome};
 use farmhand_agent::cli::selftest::{selftest, to_json, Report};
 use farmhand_agent::AgentConfig;

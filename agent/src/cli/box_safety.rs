@@ -6,8 +6,8 @@
 
 use super::check::Outcome;
 use crate::base::masked::Masked;
+use crate::boxside::proxysmart::{ProxysmartClient, ProxysmartError};
 use crate::config::AgentConfig;
-use crate::proxysmart::{ProxysmartClient, ProxysmartError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The installer's default admin login.

@@ -58,7 +58,7 @@ pub async fn diagnose(config_path: &Path) -> Vec<Check> {
 /// the box profile says so far.
 async fn box_checks(config: &AgentConfig) -> Vec<Check> {
     let mut found = Vec::new();
-    if let Ok(client) = crate::proxysmart::ProxysmartClient::new(&config.proxysmart) {
+    if let Ok(client) = crate::boxside::proxysmart::ProxysmartClient::new(&config.proxysmart) {
         selftest::read_only(config, &client, &mut found).await;
     }
     let mut out: Vec<Check> = ["modems", "ports", "default login", "admin exposure"]

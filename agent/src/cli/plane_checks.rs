@@ -11,9 +11,9 @@
 use super::check::Outcome;
 use super::checks::host_port;
 use crate::config::{AgentConfig, ControlPlaneConfig};
-use crate::connection::{self, ConnectionError};
-use crate::proxy_tunnel::{self, ProxyEnv, Route};
-use crate::tls::Trust;
+use crate::plane::connection::{self, ConnectionError};
+use crate::plane::proxy_tunnel::{self, ProxyEnv, Route};
+use crate::plane::tls::Trust;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

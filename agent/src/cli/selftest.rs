@@ -4,7 +4,7 @@
 //!
 //! It reads the status and the port list, then, on an online modem that has no marketplace
 //! port, creates a scratch port (`farmhand-selftest-…`) exactly as a provision would
-//! (`crate::ports`: pair, write path, read-back, adoption, apply, a proxy handshake with the
+//! (`crate::boxside::ports`: pair, write path, read-back, adoption, apply, a proxy handshake with the
 //! port's credentials against the box itself — no internet needed), re-stores it with an
 //! expiry, a quota and a speed limit to see which the box keeps, removes it and checks it
 //! is gone, and with `--rotate` times one rotation of that modem. One verdict per
@@ -17,12 +17,12 @@
 
 use super::box_safety;
 use super::check::{check, Check, Outcome};
-use crate::box_profile::{BoxProfile, BoxProfileHandle, WritePath};
+use crate::boxside::box_profile::{BoxProfile, BoxProfileHandle, WritePath};
+use crate::boxside::ports::{Ports, Want, SCRATCH_PREFIX};
+use crate::boxside::proxysmart::{normalize_modems, BoxClock, PortEntry, ProxysmartClient};
+use crate::boxside::rotation::Rotation;
 use crate::config::AgentConfig;
-use crate::journal::PortLimits;
-use crate::ports::{Ports, Want, SCRATCH_PREFIX};
-use crate::proxysmart::{normalize_modems, BoxClock, PortEntry, ProxysmartClient};
-use crate::rotation::Rotation;
+use crate::local::journal::PortLimits;
 use farmhand_protocol::{Modem, Secret};
 use serde_json::json;
 use std::fmt::Write;
@@ -210,8 +210,8 @@ pub fn sellable(modems: &[Modem]) -> Outcome {
 
 /// The box profile so far, for `doctor`.
 pub fn profile_summary(state_dir: &Path) -> Outcome {
-    let path = state_dir.join(crate::box_profile::PROFILE_FILE);
-    match crate::box_profile::read(&path) {
+    let path = state_dir.join(crate::boxside::box_profile::PROFILE_FILE);
+    match crate::boxside::box_profile::read(&path) {
         None => Outcome::Skip(
             "nothing learned about this box yet: run `farmhand-agent selftest` once".into(),
         ),

@@ -169,10 +169,10 @@ fn render_health(out: &mut String, r: &StatusReport) {
         return;
     };
     let _ = writeln!(out, "box health:");
-    for line in crate::health::describe(health) {
+    for line in crate::boxside::health::describe(health) {
         let _ = writeln!(out, "  {line}");
     }
-    for warning in crate::health::warnings(health, r.health_limits) {
+    for warning in crate::boxside::health::warnings(health, r.health_limits) {
         let _ = writeln!(out, "  WARNING: {warning}");
     }
 }

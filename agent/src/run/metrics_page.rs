@@ -7,10 +7,10 @@
 //! agent needs no HTTP server dependency for one read-only page.
 
 use super::AgentError;
+use crate::boxside::inventory::InventoryHandle;
 use crate::config::MetricsConfig;
-use crate::inventory::InventoryHandle;
-use crate::metrics::{AgentMetrics, Gauges};
-use crate::status::AgentStatus;
+use crate::local::metrics::{AgentMetrics, Gauges};
+use crate::local::status::AgentStatus;
 use farmhand_ops::metrics::CONTENT_TYPE;
 use std::sync::Arc;
 use std::time::Duration;

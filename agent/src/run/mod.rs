@@ -7,23 +7,23 @@
 mod metrics_page;
 pub mod status_file;
 
-use crate::audit::{AuditError, AuditLog};
-use crate::autorotate;
 use crate::base::backoff::{Backoff, RECONNECT};
-use crate::box_profile::BoxProfileHandle;
-use crate::commands::{CommandContext, Executor};
+use crate::boxside::autorotate;
+use crate::boxside::box_profile::BoxProfileHandle;
+use crate::boxside::commands::{CommandContext, Executor};
+use crate::boxside::inventory;
+use crate::boxside::ports::Ports;
+use crate::boxside::proxysmart::{BoxClock, ProxysmartClient, ProxysmartError};
 use crate::config::{AgentConfig, ConfigError, ControlPlaneConfig};
-use crate::connection;
-use crate::identity::{Identity, IdentityError};
-use crate::inventory;
-use crate::journal::{Journal, JournalError};
-use crate::metrics::AgentMetrics;
-use crate::ports::Ports;
-use crate::proxy_tunnel::{ProxyEnv, Route};
-use crate::proxysmart::{BoxClock, ProxysmartClient, ProxysmartError};
-use crate::session::{self, HandshakeError, SessionContext, SessionEnd};
-use crate::status::AgentStatus;
-use crate::tls::{Trust, TrustError};
+use crate::local::audit::{AuditError, AuditLog};
+use crate::local::journal::{Journal, JournalError};
+use crate::local::metrics::AgentMetrics;
+use crate::local::status::AgentStatus;
+use crate::plane::connection;
+use crate::plane::identity::{Identity, IdentityError};
+use crate::plane::proxy_tunnel::{ProxyEnv, Route};
+use crate::plane::session::{self, HandshakeError, SessionContext, SessionEnd};
+use crate::plane::tls::{Trust, TrustError};
 use farmhand_protocol::{ProtocolError, ProtocolErrorCode};
 use metrics_page::MetricsSource;
 use status_file::StatusSource;
@@ -102,7 +102,7 @@ pub async fn run_with_status(
         poller_stop.clone(),
     );
     let heard = status.clone();
-    let (health, health_task) = crate::health::spawn(
+    let (health, health_task) = crate::boxside::health::spawn(
         config.state_dir.clone(),
         config.health.clone(),
         move || heard.health_limits(),
@@ -120,7 +120,7 @@ pub async fn run_with_status(
         },
         poller_stop.clone(),
     );
-    let (usage, meter) = crate::usage::spawn(
+    let (usage, meter) = crate::boxside::usage::spawn(
         client.clone(),
         journal.clone(),
         config.usage.interval,
@@ -144,7 +144,7 @@ pub async fn run_with_status(
         clock,
         config.proxysmart.ports.clone(),
     );
-    crate::ports::expiry_watch::spawn(ports.clone(), poller_stop.clone());
+    crate::boxside::ports::expiry_watch::spawn(ports.clone(), poller_stop.clone());
     let commands =
         CommandContext::builder(client, journal.clone(), config.proxysmart.rotation_timeout)
             .ports(ports.clone())

@@ -6,9 +6,9 @@
 //! ProxySmart credential, no buyer password. It is removed when the agent stops cleanly.
 
 use crate::base::clock::now_ms;
-use crate::inventory::InventoryHandle;
-use crate::journal::Journal;
-use crate::status::AgentStatus;
+use crate::boxside::inventory::InventoryHandle;
+use crate::local::journal::Journal;
+use crate::local::status::AgentStatus;
 use farmhand_protocol::{HealthLimits, HostHealth, ManagedPort, Modem};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ pub struct StatusSource {
     /// Managed ports.
     pub journal: Journal,
     /// The box's health.
-    pub health: crate::health::HealthHandle,
+    pub health: crate::boxside::health::HealthHandle,
 }
 
 impl StatusSource {
@@ -157,7 +157,7 @@ pub fn read(path: &Path) -> std::io::Result<StatusReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Snapshot;
+    use crate::boxside::inventory::Snapshot;
     use std::os::unix::fs::MetadataExt;
 
     fn source(dir: &Path) -> (tokio::sync::watch::Sender<Snapshot>, StatusSource) {
@@ -168,7 +168,7 @@ mod tests {
             status: Arc::new(AgentStatus::new()),
             inventory,
             journal: Journal::open(dir).unwrap(),
-            health: crate::health::HealthHandle::none(),
+            health: crate::boxside::health::HealthHandle::none(),
         };
         (tx, source)
     }

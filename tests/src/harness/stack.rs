@@ -8,7 +8,7 @@ use super::pki::PlaneTls;
 use crate::sim::{self, SimConfig, SimHandle};
 use anyhow::Context;
 use farmhand_agent::config::pin::Pin;
-use farmhand_agent::tls::Trust;
+use farmhand_agent::plane::tls::Trust;
 use farmhand_agent::{AgentConfig, AgentStatus, ControlPlaneConfig, Masked, ProxysmartConfig};
 use farmhand_control::config::TlsConfig;
 use farmhand_control::{ControlPlane, Role, ServerConfig};
@@ -184,7 +184,8 @@ impl Stack {
             .str("/token")
             .context("no enrollment token in reply")?
             .to_owned();
-        let agent_id = farmhand_agent::enroll(&control_plane, &token, agent_dir.path()).await?;
+        let agent_id =
+            farmhand_agent::enroll(&control_plane, &token, agent_dir.path()).await?;
         let agent_config = AgentConfig {
             state_dir: agent_dir.path().to_path_buf(),
             control_plane: ControlPlaneConfig {
