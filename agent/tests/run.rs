@@ -61,9 +61,7 @@ async fn enrolled(dir: &std::path::Path) -> Vec<u8> {
         .unwrap_err();
     assert!(matches!(err, EnrollError::InvalidToken { .. }), "{err}");
     assert_eq!(
-        farmhand_agent::enroll(&server, "good", dir)
-            .await
-            .unwrap(),
+        farmhand_agent::enroll(&server, "good", dir).await.unwrap(),
         "ag-42"
     );
     let key = key.lock().unwrap().clone();

@@ -4,11 +4,11 @@
 //! quota, speed limits and expiry, whether it wants matched port pairs or assigns port ids
 //! itself, how late writes show, how long a rotation takes.
 //!
-//! Written by the running agent (`crate::boxside::ports` records what each write showed) and by
+//! Written by the running agent (`boxside::ports` records what each write showed) and by
 //! `farmhand-agent selftest`, possibly at the same time, so every update re-reads the file
-//! and changes only what it observed: `<state_dir>/box_profile.json` (0600, no secrets). The
-//! capabilities the plane places orders by ([`BoxCapabilities`]) are derived from it, and
-//! announced again when they change.
+//! and changes only what it observed: `<state_dir>/box_profile.json` (0600, no secrets).
+//! The capabilities the plane places orders by ([`BoxCapabilities`]) are derived from it,
+//! and announced again when they change.
 
 use crate::boxside::proxysmart::ReplyForm;
 use farmhand_protocol::BoxCapabilities;

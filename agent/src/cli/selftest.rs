@@ -1,13 +1,13 @@
-//! `farmhand-agent selftest`: what this seller's real box does when the agent writes a port,
-//! checked on the box itself — the first thing to run after installing, and what to send
-//! support (`--json`).
+//! `farmhand-agent selftest`: what this seller's real box does when the agent writes a
+//! port, checked on the box itself — the first thing to run after installing, and what to
+//! send support (`--json`).
 //!
 //! It reads the status and the port list, then, on an online modem that has no marketplace
 //! port, creates a scratch port (`farmhand-selftest-…`) exactly as a provision would
-//! (`crate::boxside::ports`: pair, write path, read-back, adoption, apply, a proxy handshake with the
-//! port's credentials against the box itself — no internet needed), re-stores it with an
-//! expiry, a quota and a speed limit to see which the box keeps, removes it and checks it
-//! is gone, and with `--rotate` times one rotation of that modem. One verdict per
+//! (`boxside::ports`: pair, write path, read-back, adoption, apply, a proxy handshake with
+//! the port's credentials against the box itself — no internet needed), re-stores it with
+//! an expiry, a quota and a speed limit to see which the box keeps, removes it and checks
+//! it is gone, and with `--rotate` times one rotation of that modem. One verdict per
 //! capability; everything learned goes into the box profile the running agent uses.
 //!
 //! It never leaves a port behind: the scratch port is removed on every path out, Ctrl-C

@@ -2,11 +2,11 @@
 //! `[policy]` section of the agent's config file, which the control plane cannot change.
 //!
 //! Rules: which commands are allowed (each on its own switch, so refusing `provision` never
-//! refuses the `release` that cleans up after it), IMEIs excluded from the marketplace (never
-//! reported, never touched), a cap on marketplace ports per modem, and a minimum time
-//! between two rotations of one modem (manual or automatic; also the floor of every
-//! automatic rotation schedule, see `autorotate`). A command outside the policy is answered with
-//! `policy_denied` and audited like any other.
+//! refuses the `release` that cleans up after it), IMEIs excluded from the marketplace
+//! (never reported, never touched), a cap on marketplace ports per modem, and a minimum
+//! time between two rotations of one modem (manual or automatic; also the floor of every
+//! automatic rotation schedule, see `autorotate`). A command outside the policy is answered
+//! with `policy_denied` and audited like any other.
 
 use farmhand_protocol::{CommandBody, CommandError, CommandErrorCode};
 use serde::Deserialize;

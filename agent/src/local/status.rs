@@ -1,6 +1,6 @@
 //! Live status shared between the running agent and whoever asks (tests, and the status
-//! file behind `farmhand-agent status`, see `status_file`): whether a session is open and
-//! how old the last frame is.
+//! file behind `farmhand-agent status`, see `run::status_file`): whether a session is open
+//! and how old the last frame is.
 //!
 //! "Connected" means "a frame arrived recently", not "the socket is open".
 

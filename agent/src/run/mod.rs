@@ -1,8 +1,13 @@
 //! The agent's main loop: load the identity and journal, start the inventory poller, the
-//! automatic rotation scheduler and the traffic meter, then connect → handshake → session, forever, with
-//! backoff between attempts. The agent never exits because the plane or ProxySmart is
-//! unreachable; it logs why and retries. It stops on cancellation (after the commands in
-//! flight are finished and journaled) or when the plane says its key was revoked.
+//! automatic rotation scheduler and the traffic meter, then connect → handshake → session,
+//! forever, with backoff between attempts. The agent never exits because the plane or
+//! ProxySmart is unreachable; it logs why and retries. It stops on cancellation (after the
+//! commands in flight are finished and journaled) or when the plane says its key was
+//! revoked.
+//!
+//! The top of the daemon: it builds every part once (the [`CommandContext`] complete, with
+//! its builder) and hands each task the handles it needs. It also publishes locally:
+//! `status_file` (behind `farmhand-agent status`) and `metrics_page` (`GET /metrics`).
 
 mod metrics_page;
 pub mod status_file;

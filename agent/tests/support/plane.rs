@@ -44,9 +44,7 @@ pub async fn enroll_ok(dir: &std::path::Path) -> Vec<u8> {
     let key = Arc::new(Mutex::new(Vec::new()));
     let server = enroll_server(key.clone()).await;
     let server = farmhand_agent::ControlPlaneConfig::plaintext(server);
-    let id = farmhand_agent::enroll(&server, "good", dir)
-        .await
-        .unwrap();
+    let id = farmhand_agent::enroll(&server, "good", dir).await.unwrap();
     assert_eq!(id, "ag-42");
     let key = key.lock().unwrap().clone();
     key

@@ -1,9 +1,10 @@
-//! Commands from the plane, carried out on the box: [`CommandContext`] (everything a command
-//! needs, built once with [`CommandContext::builder`]), the `executor` (the journal check,
-//! the gates, dispatch, journaling, bounded concurrency) and one file per command, each
-//! owning its validation, ProxySmart calls and answer: `provision`, `release`, `rotate_ip`,
-//! `update_port`, `reconcile`. `validate` checks every field before any of it reaches the
-//! box; `rotation_gate` keeps one rotation per modem at a time and the seller's spacing.
+//! Commands from the plane, carried out on the box: [`CommandContext`] (everything a
+//! command needs, built once with [`CommandContext::builder`]), the `executor` (the journal
+//! check, the gates, dispatch, journaling, bounded concurrency) and one file per command,
+//! each owning its validation, ProxySmart calls and answer: `provision`, `release`,
+//! `rotate_ip`, `update_port`, `reconcile`. `validate` checks every field before any of it
+//! reaches the box; `rotation_gate` keeps one rotation per modem at a time and the seller's
+//! spacing.
 //!
 //! The box side below (`ports`, `rotation`, `proxysmart`) does the writing and reading;
 //! this layer decides what to write. Upward it only signals: a provision with a rotation
@@ -13,7 +14,7 @@ mod executor;
 mod provision;
 mod reconcile;
 mod release;
-pub mod rotate_ip;
+pub(crate) mod rotate_ip;
 mod rotation_gate;
 mod update_port;
 pub mod validate;

@@ -3,7 +3,7 @@
 //! Steps: validate; return the journaled port if the allocation already has one on this
 //! modem; check the modem is known, online and sellable; remove a half-created leftover of
 //! ours; enforce the seller's cap on marketplace ports per modem; create the port through
-//! `crate::boxside::ports` (which picks a pair the box accepts, writes it, reads it back until it
+//! `boxside::ports` (which picks a pair the box accepts, writes it, reads it back until it
 //! shows, adopts what the box made, checks every field — the limits included — applies it
 //! and checks the proxy takes the buyer's credentials, and removes it on any failure);
 //! journal it (with the automatic rotation interval, waking `autorotate`, and the limits,

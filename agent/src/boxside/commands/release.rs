@@ -1,5 +1,5 @@
 //! `release`: remove an allocation's port and confirm it is gone from the box's list
-//! (`crate::boxside::ports`). A port already gone is success with `existed: false`; the journal
+//! (`boxside::ports`). A port already gone is success with `existed: false`; the journal
 //! entry goes either way. A port on a modem the seller
 //! excluded from the marketplace is never touched: `policy_denied` when it is the
 //! allocation's port (the journaled one, or without a journal entry one found by name);

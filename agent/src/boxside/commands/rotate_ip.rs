@@ -1,6 +1,6 @@
-//! `rotate_ip`: ask a modem for a new external IP and wait (bounded by the rotation timeout)
-//! until ProxySmart shows a real address again (`crate::boxside::rotation`). The automatic scheduler
-//! (`autorotate`) rotates through the same [`rotate`].
+//! `rotate_ip`: ask a modem for a new external IP and wait (bounded by the rotation
+//! timeout) until ProxySmart shows a real address again (`boxside::rotation`). The
+//! automatic scheduler (`autorotate`) rotates through the same [`rotate`].
 //!
 //! The answer is truthful about what was read back: `changed: false` with `new_ip` equal to
 //! `old_ip` when the carrier handed back the same address, and `new_ip: None`

@@ -3,9 +3,9 @@
 //! `list_ports_json`, so the agent never keeps buyer passwords) and the limits it was
 //! provisioned with (from the journal: a box may clear the limits a re-store leaves out,
 //! and the buyer would get unlimited traffic), applied, and read back until the box shows
-//! the new expiry and the limits (`crate::boxside::ports`). A port journaled before limits were kept
-//! is re-stored without them, as it always was. A port on a modem the seller excluded from
-//! the marketplace is never touched.
+//! the new expiry and the limits (`boxside::ports`). A port journaled before limits were
+//! kept is re-stored without them, as it always was. A port on a modem the seller excluded
+//! from the marketplace is never touched.
 
 use super::{journal_error, CommandContext};
 use crate::boxside::ports::port_name;

@@ -4,9 +4,9 @@
 //! Success is what the box shows, not what it says. Real boxes answer a write with
 //! `{"result":"success"}`, `{"result":true}`, `OK` or an empty body, show it in
 //! `list_ports_json` late, store a port under an id of their own, want matched HTTP/SOCKS
-//! pairs, keep their own credentials, or drop the quota (spec "Second look"). So every write
-//! is followed by reading the port list back, retried for `write_visibility` (`visible`),
-//! and compared field by field (`check`):
+//! pairs, keep their own credentials, or drop the quota (spec "Second look"). So every
+//! write is followed by reading the port list back, retried for `write_visibility`
+//! (`visible`), and compared field by field (`check`):
 //! - `create` picks a matched pair where the box has pools (`pairs`), stores the port with
 //!   an id of ours, then finds it by that id — or by IMEI and name when the box assigned
 //!   its own — and adopts what the box made when the buyer's credentials work on it. Where
@@ -17,7 +17,7 @@
 //!   removed first: nothing half-made is left.
 //! - `remove` purges and confirms the port is gone (and tries the form's delete if not).
 //!
-//! Every observation lands in the box profile (`crate::boxside::box_profile`).
+//! Every observation lands in the box profile (`boxside::box_profile`).
 
 mod check;
 pub mod expiry_watch;

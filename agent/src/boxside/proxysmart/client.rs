@@ -7,7 +7,7 @@
 //! timeout is not retried (it already spent the time budget), and no write is ever retried
 //! here: a `store_port` whose outcome is unknown is settled by re-reading the port list.
 //! A write's reply says only how the box worded it ([`ReplyForm`]); whether it took is for
-//! the caller to read back (`crate::boxside::ports`).
+//! the caller to read back (`boxside::ports`).
 //!
 //! The HTML form path (`/conf/*`, `form`) may sit behind the web-panel login: a redirect to
 //! `/modem/login` is answered by logging in with the same admin credentials and keeping
@@ -59,10 +59,10 @@ pub struct StorePort {
     /// Optional traffic quota, MB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bw_quota: Option<u64>,
-    /// What kind of quota `bw_quota` is (sent with it; see `commands::limits`).
+    /// What kind of quota `bw_quota` is (sent with it; see `ports::check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub QUOTA_TYPE: Option<&'static str>,
-    /// What `bw_quota` counts (sent with it; see `commands::limits`).
+    /// What `bw_quota` counts (sent with it; see `ports::check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub QUOTA_DIRECTION: Option<&'static str>,
 }

@@ -5,10 +5,11 @@
 //! `total = base + last`. A reading lower than the last one is a reset — the new reading is
 //! ADDED (the traffic since the reset), never the difference; a new port id is a reset too.
 //!
-//! The states ([`MeterState`], a journal record) live in the journal (`usage_meters` tree), written and flushed before a report is
-//! published, so a restarted agent continues from where it was and never reports less than
-//! it did. What cannot be seen is lost: traffic between the last reading and a reset, and,
-//! across an agent restart, a reset followed by more traffic than the last reading.
+//! The states ([`MeterState`], a journal record) live in the journal (`usage_meters` tree),
+//! written and flushed before a report is published, so a restarted agent continues from
+//! where it was and never reports less than it did. What cannot be seen is lost: traffic
+//! between the last reading and a reset, and, across an agent restart, a reset followed by
+//! more traffic than the last reading.
 //!
 //! [`UnreadableCounters`] remembers (in memory) which counters the box prints as garbage,
 //! so one that stays unreadable is logged when it becomes so and when it reads again, not

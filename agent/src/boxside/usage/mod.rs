@@ -1,9 +1,8 @@
 //! Traffic metering: one task reads ProxySmart's per-port counters
 //! (`bandwidth_report_all`) every `[usage] interval_s`, turns them into bytes
-//! (`proxysmart::counters`),
-//! folds them into monotonic per-allocation totals that survive counter resets and agent
-//! restarts (`meter`, state in the journal), and publishes each round's [`UsageReport`]
-//! for the session to send to the plane (`usage` message).
+//! (`proxysmart::counters`), folds them into monotonic per-allocation totals that survive
+//! counter resets and agent restarts (`meter`, state in the journal), and publishes each
+//! round's [`UsageReport`] for the session to send to the plane (`usage` message).
 //!
 //! A round is skipped — nothing published, nothing lost — while ProxySmart cannot be read
 //! (warned once per outage, and its end logged); no ProxySmart call is made while the agent
