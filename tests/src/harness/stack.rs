@@ -184,8 +184,7 @@ impl Stack {
             .str("/token")
             .context("no enrollment token in reply")?
             .to_owned();
-        let agent_id =
-            farmhand_agent::enroll(&control_plane, &token, agent_dir.path()).await?;
+        let agent_id = farmhand_agent::enroll(&control_plane, &token, agent_dir.path()).await?;
         let agent_config = AgentConfig {
             state_dir: agent_dir.path().to_path_buf(),
             control_plane: ControlPlaneConfig {
