@@ -9,6 +9,11 @@
 //! deadline, and shutdown.
 //! A session silent for three heartbeat intervals is stale and ends, so the caller
 //! reconnects instead of trusting an open-but-dead socket.
+//!
+//! The session reads only what it is handed in [`SessionContext`] (the executor, the
+//! journal and policy for the inventory, the box profile, the report channels); it reaches
+//! into no other module's state. About 500 lines: the handshake and the loop stay together
+//! because the loop's tests run over the real handshake.
 
 use crate::base::version::AGENT_VERSION;
 use crate::boxside::autorotate::RotationReports;
