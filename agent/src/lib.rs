@@ -2,93 +2,42 @@
 //! outbound WebSocket to the control plane, reports the box's inventory and executes the
 //! plane's commands.
 //!
-//! Data path: `config` → `identity` → `connection` (frames over a socket) → `session`
-//! (handshake + one select loop) → `commands/` (one file per command) → `proxysmart/` (the
-//! only code that talks to ProxySmart). `inventory` polls ProxySmart; `journal` makes
-//! command results and managed ports durable; `backoff` paces reconnects; `run` ties it
-//! together. `policy` is the seller's local say over what the plane may do, and `audit` the
-//! local record of what it did; `autorotate` carries out the automatic IP rotations
-//! allocations ask for; `usage` meters each allocation's traffic. ProxySmart credentials
-//! live in `config` and `proxysmart` only and never reach a protocol message.
+//! The modules are grouped by where data flows, in one-way layers, top to bottom: a module
+//! imports only its own layer and the layers below, and no modules import each other in a
+//! circle, siblings in a directory included (ARCHITECTURE.md states the order).
+//!
+//! - `cli` — the operator's subcommands (`doctor`, `selftest`, `status`, enrollment help).
+//! - `run` — the daemon: wires everything, dials the plane forever with backoff, and
+//!   publishes locally (the status file, the `/metrics` page).
+//! - `plane` — the control-plane side: identity, enrollment, TLS trust, the HTTP proxy
+//!   tunnel, one WebSocket `connection`, and the `session` (handshake + one select loop).
+//! - `boxside` — the seller's box: the ProxySmart client (the only code that talks to it),
+//!   the box profile, port writes, rotations, the modem poller, the traffic meter, the
+//!   box's health, the `commands` the plane sends and the automatic rotations.
+//! - `local` — the agent's own records: the journal, the seller's audit, live status, the
+//!   metrics counters.
+//! - `config` — the validated configuration and the value types of every setting.
+//! - `base` — small helpers: backoff, clock, atomic files, masked strings, version.
+//!
+//! A lower layer reports upward through channels, never by importing: the box side
+//! publishes the inventory, usage, health and automatic rotations, and the session sends
+//! them. Data path of a command: `plane::connection` → `plane::session` →
+//! `boxside::commands` (executor, then one file per command) → `boxside::ports` /
+//! `boxside::rotation` → `boxside::proxysmart`. ProxySmart credentials live in `config`
+//! and `boxside::proxysmart` only and never reach a protocol message.
 
-pub mod audit;
-pub mod autorotate;
-pub mod backoff;
-pub mod box_profile;
+pub mod base;
+pub mod boxside;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod connection;
-pub mod enroll;
-pub mod env;
-pub(crate) mod files;
-pub mod health;
-pub mod identity;
-pub mod inventory;
-pub mod journal;
-pub mod masked;
-pub mod metrics;
-pub mod policy;
-pub mod ports;
-pub mod proxy_tunnel;
-pub mod proxysmart;
-pub mod rotation;
-mod run;
-pub mod session;
-pub mod status;
-pub mod status_file;
-pub mod tls;
-pub mod usage;
+pub mod local;
+pub mod plane;
+pub mod run;
 
+pub use base::crypto::install_crypto_provider;
+pub use base::masked::Masked;
+pub use base::version::{AGENT_VERSION, GIT_COMMIT, LONG_VERSION};
 pub use config::{AgentConfig, ConfigError, ControlPlaneConfig, ProxysmartConfig};
-pub use enroll::{enroll, EnrollError};
-pub use masked::Masked;
+pub use local::status::AgentStatus;
+pub use plane::enroll::{enroll, EnrollError};
 pub use run::{run, run_with_status, AgentError};
-pub use status::AgentStatus;
-
-use std::time::Duration;
-
-/// The agent's version, reported in `hello`.
-pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The git commit the binary was built from (`build.rs`), or "unknown".
-pub const GIT_COMMIT: &str = env!("FARMHAND_GIT_COMMIT");
-/// What `--version` prints after the program name: `0.1.0 (commit abc1234)`.
-pub const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("FARMHAND_GIT_COMMIT"),
-    ")"
-);
-
-/// Installs ring as rustls' process-wide crypto provider (reqwest is built without one).
-/// Idempotent: a provider installed earlier (by us or the embedding process) is kept.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// An error and all its sources, joined with ": " (reqwest hides the root cause otherwise).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
-}
-
-/// An HTTP client for the control plane (honours HTTPS_PROXY/NO_PROXY), verifying HTTPS
-/// servers with `trust` (the agent's CA/pin settings).
-pub(crate) fn http_client_trusting(
-    timeout: Duration,
-    trust: Option<&tls::Trust>,
-) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10).min(timeout))
-        .timeout(timeout);
-    if let Some(trust) = trust {
-        builder = builder.tls_backend_preconfigured(trust.client_config().as_ref().clone());
-    }
-    builder.build().map_err(|e| e.to_string())
-}

@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use farmhand_agent::config::pin::Pin;
 use farmhand_agent::config::FileConfig;
-use farmhand_agent::tls::Pin;
 use farmhand_agent::{AgentConfig, ControlPlaneConfig};
 use farmhand_ops::logging::{self, LogFormat};
 use std::path::PathBuf;
@@ -301,9 +301,9 @@ fn audit(
 ) -> anyhow::Result<()> {
     let dir = match state_dir {
         Some(dir) => dir,
-        None => farmhand_agent::audit::state_dir_of(config)?,
+        None => farmhand_agent::local::audit::state_dir_of(config)?,
     };
-    let (out, note) = farmhand_agent::audit::show(&dir, limit, json)?;
+    let (out, note) = farmhand_agent::local::audit::show(&dir, limit, json)?;
     print!("{out}");
     if let Some(note) = note {
         eprintln!("{note}");

@@ -76,7 +76,7 @@ fn provision(imei: &str) -> CommandBody {
         imei: imei.into(),
         login: "buyer".into(),
         password: Secret::new(BUYER_PASSWORD),
-        expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
+        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
         bandwidth_kbit: None,
         traffic_quota_mb: None,
         rotate_every_s: None,

@@ -6,19 +6,22 @@
 
 mod support;
 
-use farmhand_agent::commands::{CommandContext, Executor};
-use farmhand_agent::journal::{now_ms, Journal};
-use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::base::clock::now_ms;
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
+use farmhand_agent::local::journal::Journal;
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use farmhand_sim::{Fault, Quirks, WriteFault};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{wait_until, TestBox, PASSWORD, USER};
+use support::{eventually, TestBox, PASSWORD, USER};
 
 struct Agent {
     sim: TestBox,
     exec: Executor,
+    /// What the executor runs commands with (the scheduler and the box checks share it).
+    ctx: Arc<CommandContext>,
     _dir: tempfile::TempDir,
 }
 
@@ -36,10 +39,13 @@ async fn agent_with(rotation_timeout: Duration) -> Agent {
         Masked::new(PASSWORD),
     ))
     .unwrap();
-    let ctx = CommandContext::new(client, Journal::open(dir.path()).unwrap(), rotation_timeout);
+    let ctx = CommandContext::builder(client, Journal::open(dir.path()).unwrap(), rotation_timeout)
+        .build();
+    let ctx = Arc::new(ctx);
     Agent {
         sim,
-        exec: Executor::new(Arc::new(ctx)),
+        exec: Executor::new(ctx.clone()),
+        ctx,
         _dir: dir,
     }
 }
@@ -284,11 +290,14 @@ async fn proxysmart_faults_map_to_precise_codes() {
         Masked::new("wrong"),
     ))
     .unwrap();
-    let exec = Executor::new(Arc::new(CommandContext::new(
-        wrong,
-        Journal::open(dir.path()).unwrap(),
-        Duration::from_secs(5),
-    )));
+    let exec = Executor::new(Arc::new(
+        CommandContext::builder(
+            wrong,
+            Journal::open(dir.path()).unwrap(),
+            Duration::from_secs(5),
+        )
+        .build(),
+    ));
     let e = err(exec.execute(cmd("c3", provision("al-1", &imei))).await);
     assert_eq!(e.code, CommandErrorCode::ProxysmartUnauthorized);
 }
@@ -594,16 +603,13 @@ async fn automatic_rotation_runs_while_the_port_lives_and_is_reported() {
     let imei_1 = a.sim.online.clone();
     let imei_3 = a.sim.plug_in_third();
     let ip_before = a.sim.modem(&imei_1).unwrap().ext_ip;
-    let ctx = a.exec.context().clone();
     let stop = tokio_util::sync::CancellationToken::new();
-    let scheduler = farmhand_agent::autorotate::spawn(ctx.clone(), stop.clone());
+    let (reports, scheduler) =
+        farmhand_agent::boxside::autorotate::spawn(a.ctx.clone(), stop.clone());
     ok(a.exec
         .execute(cmd("c1", provision_rotating("al-1", &imei_1, 1)))
         .await);
-    let mut reports = ctx
-        .autorotation
-        .reports()
-        .expect("no session holds the reports");
+    let mut reports = reports.take().expect("no session holds the reports");
     let first = next_report(&mut reports).await;
     assert_eq!(first.imei, imei_1);
     assert!(first.automatic);
@@ -655,12 +661,12 @@ async fn a_manual_rotation_never_overlaps_an_automatic_one() {
     // Rotations never settle: the automatic one holds the modem for the whole timeout.
     a.sim.set_rotation_delay(Duration::from_secs(3600));
     let stop = tokio_util::sync::CancellationToken::new();
-    let _scheduler = farmhand_agent::autorotate::spawn(a.exec.context().clone(), stop.clone());
+    let _scheduler = farmhand_agent::boxside::autorotate::spawn(a.ctx.clone(), stop.clone());
     ok(a.exec
         .execute(cmd("c1", provision_rotating("al-1", &imei, 1)))
         .await);
-    wait_until("the automatic rotation starts", || {
-        a.sim.resets_of(&imei) == 1
+    eventually("the automatic rotation starts", || {
+        std::future::ready(a.sim.resets_of(&imei) == 1)
     })
     .await;
     let e = err(a.exec.execute(cmd("c2", rotate(&imei))).await);
@@ -685,8 +691,8 @@ async fn the_box_profile_notes_whether_the_box_enforces_port_expiry() {
     else {
         panic!("provision output")
     };
-    let ports = &a.exec.context().ports;
-    let observe = || farmhand_agent::ports::expiry_watch::observe(ports, now_ms());
+    let ports = a.ctx.ports();
+    let observe = || farmhand_agent::boxside::ports::expiry_watch::observe(ports, now_ms());
     assert_eq!(
         observe().await.unwrap(),
         None,

@@ -18,15 +18,17 @@ mod support;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use farmhand_agent::audit::{read_recent, AuditLog};
-use farmhand_agent::backoff::{Backoff, MAX_RETRY_AFTER};
-use farmhand_agent::commands::{port_name, validate};
-use farmhand_agent::commands::{CommandContext, Executor};
-use farmhand_agent::health::{warnings, Probe};
-use farmhand_agent::journal::{now_ms, Journal};
-use farmhand_agent::policy::Policy;
-use farmhand_agent::proxysmart::ProxysmartClient;
-use farmhand_agent::session::{challenge_nonce, heartbeat_interval};
+use farmhand_agent::base::backoff::{Backoff, MAX_RETRY_AFTER};
+use farmhand_agent::base::clock::now_ms;
+use farmhand_agent::boxside::commands::validate;
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::health::{warnings, Probe};
+use farmhand_agent::boxside::ports::port_name;
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
+use farmhand_agent::config::policy::Policy;
+use farmhand_agent::local::audit::{read_recent, AuditLog};
+use farmhand_agent::local::journal::Journal;
+use farmhand_agent::plane::session::{challenge_nonce, heartbeat_interval};
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::{
     decode, is_imei, Challenge, CommandBody, CommandResult, HealthLimits, Heartbeat, Outcome,
@@ -276,14 +278,16 @@ async fn executor(sim: &TestBox, excluded: &str, dir: &std::path::Path) -> Execu
     let mut config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     config.rotation_timeout = Duration::from_secs(2);
     let client = ProxysmartClient::new(&config).unwrap();
-    let mut ctx = CommandContext::new(client, Journal::open(dir).unwrap(), config.rotation_timeout);
-    ctx.policy = Policy {
+    let policy = Policy {
         excluded_imeis: [excluded.to_string()].into(),
         // After its first rotation a modem is refused quickly, which keeps the run short.
         min_rotation_interval: Duration::from_secs(3600),
         ..Policy::default()
     };
-    ctx.audit = Some(AuditLog::open(dir).unwrap());
+    let ctx = CommandContext::builder(client, Journal::open(dir).unwrap(), config.rotation_timeout)
+        .policy(policy)
+        .audit(AuditLog::open(dir).unwrap())
+        .build();
     Executor::new(Arc::new(ctx))
 }
 
@@ -470,13 +474,14 @@ fn a_million_plane_frames_never_panic_and_every_value_is_clamped() {
     let dir = tempfile::tempdir().unwrap();
     let config = ProxysmartConfig::new("http://127.0.0.1:9", USER, Masked::new(PASSWORD));
     let client = ProxysmartClient::new(&config).unwrap();
-    let ctx = CommandContext::new(
+    let ctx = CommandContext::builder(
         client,
         Journal::open(dir.path()).unwrap(),
         Duration::from_secs(1),
-    );
+    )
+    .build();
     let health = Probe::new(dir.path().into(), dir.path().into()).measure();
-    let mut backoff = Backoff::new(farmhand_agent::backoff::RECONNECT);
+    let mut backoff = Backoff::new(farmhand_agent::base::backoff::RECONNECT);
     let imeis = Imeis {
         online: "350000000000018".into(),
         offline: "350000000000026".into(),

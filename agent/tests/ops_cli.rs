@@ -7,7 +7,7 @@
 
 mod support;
 
-use farmhand_agent::identity::{generate_key, write_identity, IdentityFile};
+use farmhand_agent::plane::identity::{generate_key, write_identity, IdentityFile};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -253,7 +253,7 @@ async fn run_reaches_the_plane_through_the_proxy_named_by_http_proxy() {
     let sim = TestBox::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (config, password) = setup(dir.path(), &sim.url());
-    let public_key = farmhand_agent::identity::Identity::load(&dir.path().join("state"))
+    let public_key = farmhand_agent::plane::identity::Identity::load(&dir.path().join("state"))
         .unwrap()
         .public_key()
         .to_vec();

@@ -6,11 +6,12 @@
 
 mod support;
 
-use farmhand_agent::audit::{read_recent, AuditLog};
-use farmhand_agent::commands::{CommandContext, Executor};
-use farmhand_agent::journal::{now_ms, Journal};
-use farmhand_agent::policy::Policy;
-use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::base::clock::now_ms;
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
+use farmhand_agent::config::policy::Policy;
+use farmhand_agent::local::audit::{read_recent, AuditLog};
+use farmhand_agent::local::journal::Journal;
 use farmhand_agent::{AgentConfig, ControlPlaneConfig, Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use std::sync::Arc;
@@ -37,9 +38,10 @@ async fn agent(policy: Policy) -> Agent {
     let config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
     let client = ProxysmartClient::new(&config).unwrap();
     let journal = Journal::open(dir.path()).unwrap();
-    let mut ctx = CommandContext::new(client, journal, Duration::from_secs(10));
-    ctx.policy = policy;
-    ctx.audit = Some(AuditLog::open(dir.path()).unwrap());
+    let ctx = CommandContext::builder(client, journal, Duration::from_secs(10))
+        .policy(policy)
+        .audit(AuditLog::open(dir.path()).unwrap())
+        .build();
     Agent {
         imei_1: sim.online.clone(),
         imei_3,

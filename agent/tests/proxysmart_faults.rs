@@ -8,10 +8,11 @@
 
 mod support;
 
-use farmhand_agent::backoff::PROXYSMART_READ_ATTEMPTS;
-use farmhand_agent::commands::{CommandContext, Executor};
-use farmhand_agent::journal::{now_ms, Journal};
-use farmhand_agent::proxysmart::ProxysmartClient;
+use farmhand_agent::base::backoff::PROXYSMART_READ_ATTEMPTS;
+use farmhand_agent::base::clock::now_ms;
+use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::proxysmart::ProxysmartClient;
+use farmhand_agent::local::journal::Journal;
 use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use farmhand_sim::{Fault, WriteFault};
@@ -43,11 +44,12 @@ fn executor(url: &str) -> (Executor, tempfile::TempDir) {
         timeout: Duration::from_secs(1),
         ..ProxysmartConfig::new(url, USER, Masked::new(PASSWORD))
     };
-    let ctx = CommandContext::new(
+    let ctx = CommandContext::builder(
         ProxysmartClient::new(&config).unwrap(),
         Journal::open(dir.path()).unwrap(),
         Duration::from_secs(10),
-    );
+    )
+    .build();
     (Executor::new(Arc::new(ctx)), dir)
 }
 

@@ -8,17 +8,18 @@
 
 mod support;
 
-use farmhand_agent::connection::{self, ConnectionError};
-use farmhand_agent::identity::Identity;
-use farmhand_agent::proxy_tunnel::{ProxyEnv, ProxyError};
-use farmhand_agent::session::{self, HandshakeError};
-use farmhand_agent::tls::{Pin, Trust};
+use farmhand_agent::config::pin::Pin;
+use farmhand_agent::plane::connection::{self, ConnectionError};
+use farmhand_agent::plane::identity::Identity;
+use farmhand_agent::plane::proxy_tunnel::{ProxyEnv, ProxyError};
+use farmhand_agent::plane::session::{self, HandshakeError};
+use farmhand_agent::plane::tls::Trust;
 use futures_util::{FutureExt, StreamExt};
 use support::proxy::{Mode, TestProxy};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use farmhand_agent::policy::Policy;
+use farmhand_agent::config::policy::Policy;
 use farmhand_agent::{
     AgentConfig, AgentError, AgentStatus, ControlPlaneConfig, EnrollError, Masked, ProxysmartConfig,
 };
@@ -27,7 +28,7 @@ use farmhand_sim::Fault;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::plane::{enroll_server, PlaneConn, WAIT};
-use support::{wait_until, TestBox, PASSWORD, USER};
+use support::{eventually, TestBox, PASSWORD, USER};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -136,12 +137,12 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
         imei: sim.online.clone(),
         login: "buyer".into(),
         password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
+        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
         bandwidth_kbit: None,
         traffic_quota_mb: None,
         rotate_every_s: None,
     };
-    let deadline_ms = farmhand_agent::journal::now_ms() + 30_000;
+    let deadline_ms = farmhand_agent::base::clock::now_ms() + 30_000;
     conn.send(PlaneMessage::Command(Command {
         id: "c1".into(),
         deadline_ms,
@@ -261,10 +262,12 @@ async fn extreme_values_from_the_plane_are_clamped_and_the_agent_keeps_running()
         retry_after_s: Some(u64::MAX),
     };
     conn.send(PlaneMessage::Error(error)).await;
-    wait_until("the agent took the refusal", || {
-        status
-            .last_error()
-            .is_some_and(|e| e.contains("retry_later"))
+    eventually("the agent took the refusal", || {
+        std::future::ready({
+            status
+                .last_error()
+                .is_some_and(|e| e.contains("retry_later"))
+        })
     })
     .await;
     // It waits (at most an hour and its jitter) and still stops cleanly when asked.
@@ -288,8 +291,8 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
         shutdown.clone(),
         status.clone(),
     ));
-    wait_until("a connection attempt is recorded", || {
-        status.last_error().is_some()
+    eventually("a connection attempt is recorded", || {
+        std::future::ready(status.last_error().is_some())
     })
     .await;
     assert!(!agent.is_finished(), "the agent keeps retrying");
@@ -361,7 +364,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
         imei: sim.online.clone(),
         login: "buyer".into(),
         password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::journal::now_ms() + 3_600_000,
+        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
         bandwidth_kbit: Some(800),
         traffic_quota_mb: Some(5),
         rotate_every_s: None,

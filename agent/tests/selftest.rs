@@ -6,15 +6,15 @@
 
 mod support;
 
-use farmhand_agent::box_profile::{self, BoxProfile, WritePath};
-use farmhand_agent::cli::doctor::{Check, Outcome};
+use farmhand_agent::boxside::box_profile::{self, BoxProfile, WritePath};
+use farmhand_agent::cli::check::{Check, Outcome};
 use farmhand_agent::cli::selftest::{selftest, to_json, Report};
 use farmhand_agent::AgentConfig;
 use farmhand_sim::{Quirks, SimConfig};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{agent_config, wait_until, TestBox};
+use support::{agent_config, eventually, TestBox};
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_farmhand-agent");
@@ -195,11 +195,17 @@ async fn a_selftest_killed_half_way_leaves_its_port_to_the_next_run() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until("the scratch port is stored", || scratch_ports(&box_) == 1).await;
+    eventually("the scratch port is stored", || {
+        std::future::ready(scratch_ports(&box_) == 1)
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(scratch_ports(&box_), 1, "SIGKILL ran no cleanup");
-    wait_until("the box lists the port", || box_.listed_ports().len() == 1).await;
+    eventually("the box lists the port", || {
+        std::future::ready(box_.listed_ports().len() == 1)
+    })
+    .await;
 
     box_.set_quirks(Quirks::default());
     let mut again = Command::new(BIN);

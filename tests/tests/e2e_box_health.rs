@@ -5,7 +5,7 @@
 //! event per crossing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_agent::health::Probe;
+use farmhand_agent::boxside::health::Probe;
 use farmhand_testkit::harness::{start_receiver, within, Stack, StackOptions};
 use serde_json::{json, Value};
 use std::io::Write;

@@ -5,9 +5,10 @@
 //! a new port) and disappears when it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_agent::cli::doctor::{diagnose, Check, Outcome};
+use farmhand_agent::cli::check::{Check, Outcome};
+use farmhand_agent::cli::doctor::diagnose;
 use farmhand_agent::cli::status;
-use farmhand_agent::status_file::{self, STATUS_FILE};
+use farmhand_agent::run::status_file::{self, STATUS_FILE};
 use farmhand_agent::AgentConfig;
 use farmhand_testkit::harness::{within, Stack, StackOptions, StackTls, TestCa};
 use std::os::unix::fs::PermissionsExt;
@@ -174,7 +175,7 @@ async fn status_file_follows_the_running_agent() {
     })
     .await
     .unwrap();
-    let now = farmhand_agent::journal::now_ms();
+    let now = farmhand_agent::base::clock::now_ms();
     let text = status::render(&report, &path, now);
     assert!(
         text.contains(&id) && text.contains("connected (session"),

@@ -6,8 +6,8 @@
 //! offered, so an order the agent would refuse is answered `no_capacity` by the plane.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_agent::audit::read_recent;
-use farmhand_agent::policy::Policy;
+use farmhand_agent::config::policy::Policy;
+use farmhand_agent::local::audit::read_recent;
 use farmhand_testkit::harness::{Stack, StackOptions};
 use serde_json::json;
 

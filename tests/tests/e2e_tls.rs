@@ -5,7 +5,7 @@
 //! handshake neither blocks other clients nor survives the handshake timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_agent::tls::Pin;
+use farmhand_agent::config::pin::Pin;
 use farmhand_agent::{AgentError, ControlPlaneConfig, EnrollError};
 use farmhand_control::config::TlsConfig;
 use farmhand_control::{ControlPlane, ServerConfig};

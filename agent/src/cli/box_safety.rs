@@ -4,10 +4,10 @@
 //! seller should fix: anyone who reaches it can create ports on the box's modems. Both are
 //! warnings with the fix, from `doctor` and `selftest`.
 
-use super::doctor::Outcome;
+use super::check::Outcome;
+use crate::base::masked::Masked;
+use crate::boxside::proxysmart::{ProxysmartClient, ProxysmartError};
 use crate::config::AgentConfig;
-use crate::masked::Masked;
-use crate::proxysmart::{ProxysmartClient, ProxysmartError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The installer's default admin login.

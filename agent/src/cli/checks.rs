@@ -2,11 +2,11 @@
 //! DNS, and ProxySmart with the configured credentials. Each returns an [`Outcome`] whose
 //! fix hint says what to run. The control-plane checks are in `plane_checks`.
 
-use super::doctor::Outcome;
+use super::check::Outcome;
+use crate::boxside::proxysmart::{normalize_modems, ProxysmartClient, ProxysmartError};
 use crate::config::{AgentConfig, ConfigError};
-use crate::identity::{Identity, IdentityError, KEY_FILE};
-use crate::proxy_tunnel::{self, ProxyEnv, Route};
-use crate::proxysmart::{normalize_modems, ProxysmartClient, ProxysmartError};
+use crate::plane::identity::{Identity, IdentityError, KEY_FILE};
+use crate::plane::proxy_tunnel::{self, ProxyEnv, Route};
 use reqwest::Url;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -6,65 +6,10 @@
 //! checks run only when the config loaded. The checks themselves live in `checks` (the box)
 //! and `plane_checks` (the control plane).
 
+use super::check::{check, render, Check, Outcome};
 use super::{checks, plane_checks, selftest};
 use crate::config::AgentConfig;
-use std::fmt::Write;
 use std::path::Path;
-
-/// What one check found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Passed; what was found.
-    Ok(String),
-    /// Failed: what is wrong and how to fix it.
-    Fail {
-        /// What is wrong.
-        detail: String,
-        /// What to do about it.
-        fix: String,
-    },
-    /// Works, but something should be fixed before it bites: what and how.
-    Warn {
-        /// What is wrong.
-        detail: String,
-        /// What to do about it.
-        fix: String,
-    },
-    /// Not applicable or not possible (e.g. after the config failed); why.
-    Skip(String),
-}
-
-impl Outcome {
-    /// A failure with a fix hint.
-    pub fn fail(detail: impl Into<String>, fix: impl Into<String>) -> Outcome {
-        Outcome::Fail {
-            detail: detail.into(),
-            fix: fix.into(),
-        }
-    }
-
-    /// A warning with a fix hint.
-    pub fn warn(detail: impl Into<String>, fix: impl Into<String>) -> Outcome {
-        Outcome::Warn {
-            detail: detail.into(),
-            fix: fix.into(),
-        }
-    }
-
-    /// Whether this is a failure.
-    pub fn failed(&self) -> bool {
-        matches!(self, Outcome::Fail { .. })
-    }
-}
-
-/// One named check and its outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    /// Short name, e.g. `proxysmart`.
-    pub name: &'static str,
-    /// What it found.
-    pub outcome: Outcome,
-}
 
 /// The names of the checks, in the order they run.
 pub const CHECKS: [&str; 15] = [
@@ -87,7 +32,7 @@ pub const CHECKS: [&str; 15] = [
 
 /// Runs every check against the config at `config_path`.
 pub async fn diagnose(config_path: &Path) -> Vec<Check> {
-    crate::install_crypto_provider();
+    crate::base::crypto::install_crypto_provider();
     let config = match AgentConfig::load(config_path) {
         Ok(config) => config,
         Err(e) => return config_failed(config_path, &e),
@@ -113,7 +58,7 @@ pub async fn diagnose(config_path: &Path) -> Vec<Check> {
 /// the box profile says so far.
 async fn box_checks(config: &AgentConfig) -> Vec<Check> {
     let mut found = Vec::new();
-    if let Ok(client) = crate::proxysmart::ProxysmartClient::new(&config.proxysmart) {
+    if let Ok(client) = crate::boxside::proxysmart::ProxysmartClient::new(&config.proxysmart) {
         selftest::read_only(config, &client, &mut found).await;
     }
     let mut out: Vec<Check> = ["modems", "ports", "default login", "admin exposure"]
@@ -134,39 +79,12 @@ async fn box_checks(config: &AgentConfig) -> Vec<Check> {
     out
 }
 
-fn check(name: &'static str, outcome: Outcome) -> Check {
-    Check { name, outcome }
-}
-
-fn config_failed(path: &Path, error: &crate::ConfigError) -> Vec<Check> {
+fn config_failed(path: &Path, error: &crate::config::ConfigError) -> Vec<Check> {
     let first = check("config", checks::config_error(path, error));
     let skipped = CHECKS[1..]
         .iter()
         .map(|name| check(name, Outcome::Skip("the config did not load".into())));
     std::iter::once(first).chain(skipped).collect()
-}
-
-/// The report as printed.
-pub fn render(checks: &[Check]) -> String {
-    let mut out = String::new();
-    for c in checks {
-        let _ = match &c.outcome {
-            Outcome::Ok(what) => writeln!(out, "OK    {:<15} {what}", c.name),
-            Outcome::Skip(why) => writeln!(out, "SKIP  {:<15} {why}", c.name),
-            Outcome::Fail { detail, fix } => {
-                writeln!(out, "FAIL  {:<15} {detail}\n      fix: {fix}", c.name)
-            }
-            Outcome::Warn { detail, fix } => {
-                writeln!(out, "WARN  {:<15} {detail}\n      fix: {fix}", c.name)
-            }
-        };
-    }
-    let failed = checks.iter().filter(|c| c.outcome.failed()).count();
-    let _ = match failed {
-        0 => writeln!(out, "all checks passed"),
-        n => writeln!(out, "{n} check(s) failed"),
-    };
-    out
 }
 
 /// Runs the command: prints the report, returns the exit code.
@@ -179,19 +97,6 @@ pub async fn run(config_path: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renders_each_outcome_and_a_summary() {
-        let text = render(&[
-            check("config", Outcome::Ok("parses".into())),
-            check("identity", Outcome::fail("not enrolled", "run enroll")),
-            check("clock", Outcome::Skip("no Date header".into())),
-        ]);
-        assert!(text.contains("OK    config          parses"), "{text}");
-        assert!(text.contains("FAIL  identity        not enrolled\n      fix: run enroll"));
-        assert!(text.contains("SKIP  clock           no Date header"));
-        assert!(text.ends_with("1 check(s) failed\n"), "{text}");
-    }
 
     #[tokio::test]
     async fn a_missing_config_fails_first_and_skips_the_rest() {

@@ -3,7 +3,7 @@
 //! directory owned by the service user, hand the new files to that user so the service can
 //! read them.
 
-use crate::identity::{IDENTITY_FILE, KEY_FILE};
+use crate::plane::identity::{IDENTITY_FILE, KEY_FILE};
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

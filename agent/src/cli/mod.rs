@@ -5,6 +5,7 @@
 //! ownership when run as root). `main.rs` parses the command line and calls these.
 
 pub mod box_safety;
+pub mod check;
 pub mod checks;
 pub mod doctor;
 pub mod enroll;

@@ -8,12 +8,12 @@
 //! header comes with it. Both go through the HTTP proxy the environment names for the
 //! plane, as the daemon's connection does (`proxy_tunnel`).
 
+use super::check::Outcome;
 use super::checks::host_port;
-use super::doctor::Outcome;
 use crate::config::{AgentConfig, ControlPlaneConfig};
-use crate::connection::{self, ConnectionError};
-use crate::proxy_tunnel::{self, ProxyEnv, Route};
-use crate::tls::Trust;
+use crate::plane::connection::{self, ConnectionError};
+use crate::plane::proxy_tunnel::{self, ProxyEnv, Route};
+use crate::plane::tls::Trust;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

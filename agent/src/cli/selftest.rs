@@ -1,13 +1,13 @@
-//! `farmhand-agent selftest`: what this seller's real box does when the agent writes a port,
-//! checked on the box itself — the first thing to run after installing, and what to send
-//! support (`--json`).
+//! `farmhand-agent selftest`: what this seller's real box does when the agent writes a
+//! port, checked on the box itself — the first thing to run after installing, and what to
+//! send support (`--json`).
 //!
 //! It reads the status and the port list, then, on an online modem that has no marketplace
 //! port, creates a scratch port (`farmhand-selftest-…`) exactly as a provision would
-//! (`crate::ports`: pair, write path, read-back, adoption, apply, a proxy handshake with the
-//! port's credentials against the box itself — no internet needed), re-stores it with an
-//! expiry, a quota and a speed limit to see which the box keeps, removes it and checks it
-//! is gone, and with `--rotate` times one rotation of that modem. One verdict per
+//! (`boxside::ports`: pair, write path, read-back, adoption, apply, a proxy handshake with
+//! the port's credentials against the box itself — no internet needed), re-stores it with
+//! an expiry, a quota and a speed limit to see which the box keeps, removes it and checks
+//! it is gone, and with `--rotate` times one rotation of that modem. One verdict per
 //! capability; everything learned goes into the box profile the running agent uses.
 //!
 //! It never leaves a port behind: the scratch port is removed on every path out, Ctrl-C
@@ -16,12 +16,13 @@
 //! profile so far) is also part of `doctor`.
 
 use super::box_safety;
-use super::doctor::{Check, Outcome};
-use crate::box_profile::{BoxProfile, BoxProfileHandle, WritePath};
+use super::check::{check, Check, Outcome};
+use crate::boxside::box_profile::{BoxProfile, BoxProfileHandle, WritePath};
+use crate::boxside::ports::{Ports, Want, SCRATCH_PREFIX};
+use crate::boxside::proxysmart::{normalize_modems, BoxClock, PortEntry, ProxysmartClient};
+use crate::boxside::rotation::Rotation;
 use crate::config::AgentConfig;
-use crate::ports::{PortLimits, Ports, Want, SCRATCH_PREFIX};
-use crate::proxysmart::{normalize_modems, BoxClock, PortEntry, ProxysmartClient};
-use crate::rotation::Rotation;
+use crate::local::journal::PortLimits;
 use farmhand_protocol::{Modem, Secret};
 use serde_json::json;
 use std::fmt::Write;
@@ -56,7 +57,7 @@ impl Report {
 
 /// Runs the command: prints the report (text or JSON), returns the exit code.
 pub async fn run(config_path: &Path, rotate: bool, as_json: bool, stop: CancellationToken) -> i32 {
-    crate::install_crypto_provider();
+    crate::base::crypto::install_crypto_provider();
     let config = match AgentConfig::load(config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -209,8 +210,8 @@ pub fn sellable(modems: &[Modem]) -> Outcome {
 
 /// The box profile so far, for `doctor`.
 pub fn profile_summary(state_dir: &Path) -> Outcome {
-    let path = state_dir.join(crate::box_profile::PROFILE_FILE);
-    match crate::box_profile::read(&path) {
+    let path = state_dir.join(crate::boxside::box_profile::PROFILE_FILE);
+    match crate::boxside::box_profile::read(&path) {
         None => Outcome::Skip(
             "nothing learned about this box yet: run `farmhand-agent selftest` once".into(),
         ),
@@ -319,13 +320,16 @@ async fn unsold_modem(config: &AgentConfig, ports: &Ports, modems: &[Modem]) -> 
 /// The scratch port for `imei`: random credentials, an hour's expiry, no limits (those are
 /// probed on the existing port afterwards).
 fn scratch(imei: &str) -> Want {
-    let id = format!("{:012x}", crate::backoff::random_u64() & 0xffff_ffff_ffff);
+    let id = format!(
+        "{:012x}",
+        crate::base::backoff::random_u64() & 0xffff_ffff_ffff
+    );
     Want {
         imei: imei.to_string(),
         name: format!("{SCRATCH_PREFIX}{id}"),
         login: format!("fhst{}", &id[..8]),
         password: Secret::new(format!("fhst{id}")),
-        expires_at_ms: crate::journal::now_ms() + SCRATCH_LIFETIME_MS,
+        expires_at_ms: crate::base::clock::now_ms() + SCRATCH_LIFETIME_MS,
         limits: PortLimits::default(),
     }
 }
@@ -449,13 +453,9 @@ fn error_text(e: &farmhand_protocol::CommandError) -> String {
     }
 }
 
-fn check(name: &'static str, outcome: Outcome) -> Check {
-    Check { name, outcome }
-}
-
 /// The report as printed, in `doctor`'s form, with where the profile went.
 pub fn render(report: &Report) -> String {
-    let mut out = super::doctor::render(&report.checks);
+    let mut out = super::check::render(&report.checks);
     let _ = writeln!(
         out,
         "box profile: {}",
@@ -480,7 +480,7 @@ pub fn to_json(report: &Report) -> String {
         })
         .collect();
     json!({
-        "agent_version": crate::LONG_VERSION,
+        "agent_version": crate::base::version::LONG_VERSION,
         "checks": checks,
         "box_profile": report.profile,
     })

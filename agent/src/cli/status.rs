@@ -3,9 +3,9 @@
 //! connected, so scripts and container health checks can use it. It needs no root: the
 //! file is world-readable and holds nothing secret.
 
+use crate::base::clock::now_ms;
 use crate::config::FileConfig;
-use crate::journal::now_ms;
-use crate::status_file::{self, StatusReport, STALE_AFTER, STATUS_FILE};
+use crate::run::status_file::{self, StatusReport, STALE_AFTER, STATUS_FILE};
 use anyhow::Context;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -169,10 +169,10 @@ fn render_health(out: &mut String, r: &StatusReport) {
         return;
     };
     let _ = writeln!(out, "box health:");
-    for line in crate::health::describe(health) {
+    for line in crate::boxside::health::describe(health) {
         let _ = writeln!(out, "  {line}");
     }
-    for warning in crate::health::warnings(health, r.health_limits) {
+    for warning in crate::boxside::health::warnings(health, r.health_limits) {
         let _ = writeln!(out, "  WARNING: {warning}");
     }
 }

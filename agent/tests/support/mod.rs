@@ -218,11 +218,5 @@ pub fn agent_config(
     config
 }
 
-/// Polls `check` every 20 ms until it holds; panics after a generous deadline.
-pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
+#[allow(unused_imports)] // not every test binary waits
+pub use farmhand_test_support::eventually;

@@ -90,7 +90,7 @@ impl PlaneConn {
         let w = Welcome {
             session_id: "sess".into(),
             heartbeat_interval_s: 15,
-            server_time_ms: farmhand_agent::journal::now_ms(),
+            server_time_ms: farmhand_agent::base::clock::now_ms(),
             health_limits: None,
         };
         self.send(PlaneMessage::Welcome(w)).await;
@@ -164,7 +164,7 @@ impl PlaneConn {
     pub async fn command(&mut self, id: &str, body: CommandBody) -> CommandResult {
         self.send(PlaneMessage::Command(Command {
             id: id.into(),
-            deadline_ms: farmhand_agent::journal::now_ms() + 30_000,
+            deadline_ms: farmhand_agent::base::clock::now_ms() + 30_000,
             body,
         }))
         .await;

@@ -275,8 +275,8 @@ pub fn write_agent_config(config: &AgentConfig) -> anyhow::Result<PathBuf> {
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600))?;
     let (p, cp, site) = (&config.proxysmart, &config.control_plane, &config.site);
     let offset = match p.box_utc_offset {
-        farmhand_agent::proxysmart::BoxUtcOffset::Auto => "auto".to_string(),
-        farmhand_agent::proxysmart::BoxUtcOffset::Fixed(s) => {
+        farmhand_agent::config::proxysmart::BoxUtcOffset::Auto => "auto".to_string(),
+        farmhand_agent::config::proxysmart::BoxUtcOffset::Fixed(s) => {
             let sign = if s < 0 { '-' } else { '+' };
             format!("{sign}{:02}:{:02}", s.abs() / 3600, s.abs() % 3600 / 60)
         }

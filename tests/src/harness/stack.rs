@@ -7,7 +7,8 @@ use super::pki::PlaneTls;
 use super::within;
 use crate::sim::{self, SimConfig, SimHandle};
 use anyhow::Context;
-use farmhand_agent::tls::{Pin, Trust};
+use farmhand_agent::config::pin::Pin;
+use farmhand_agent::plane::tls::Trust;
 use farmhand_agent::{AgentConfig, AgentStatus, ControlPlaneConfig, Masked, ProxysmartConfig};
 use farmhand_control::config::TlsConfig;
 use farmhand_control::{ControlPlane, Role, ServerConfig};
@@ -43,7 +44,7 @@ pub struct StackOptions {
     pub tls: StackTls,
     /// The agent's local `[policy]` (default: everything allowed). Excluded IMEIs are not
     /// counted among the modems `start` waits for.
-    pub agent_policy: farmhand_agent::policy::Policy,
+    pub agent_policy: farmhand_agent::config::policy::Policy,
     /// The control plane's heartbeat interval, seconds (a peer silent for 3 is dead).
     pub heartbeat_interval_s: u64,
     /// The simulated box's zone, seconds east of UTC (its `CREATED_AT` is local time).
@@ -89,7 +90,7 @@ impl Default for StackOptions {
             provisioning_timeout_s: 10,
             agent_server_url: None,
             tls: StackTls::Off,
-            agent_policy: farmhand_agent::policy::Policy::default(),
+            agent_policy: farmhand_agent::config::policy::Policy::default(),
             heartbeat_interval_s: ServerConfig::default().heartbeat_interval_s,
             box_utc_offset_s: 0,
             configure_plane: |_| {},
@@ -217,7 +218,7 @@ impl Stack {
                 interval: options.usage_interval,
             },
             // Measured every second, so a test sees a box's health change at once.
-            health: farmhand_agent::health::HealthConfig {
+            health: farmhand_agent::config::HealthConfig {
                 interval: Duration::from_secs(1),
                 ..Default::default()
             },
