@@ -5,268 +5,15 @@
 //! gets two live allocations. Order ids are per tenant: two marketplaces may use the same
 //! one. The default tenant's order keys are the bare order id, as before tenants existed.
 
-use super::{decode, encode, Store, StoreError, DEFAULT_TENANT};
+use super::{
+    decode, encode, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, Store,
+    StoreError, DEFAULT_TENANT,
+};
 use farmhand_protocol::DesiredPort;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use time::OffsetDateTime;
-
-/// Lifecycle of an allocation: `pending → active → releasing → released`, `pending → failed`,
-/// `active → failed` (a lost port could not be re-created), and `active → replaced` (moved
-/// to another modem; `replaced` is live like `active` and follows the same paths).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AllocationState {
-    /// Provision sent, not yet confirmed.
-    Pending,
-    /// The agent confirmed the port.
-    Active,
-    /// Release requested, not yet confirmed by the agent.
-    Releasing,
-    /// The port is gone.
-    Released,
-    /// Provisioning failed, or a lost port could not be re-created; no port exists (a late
-    /// one is released).
-    Failed,
-    /// Moved to another modem (same id and credentials, new host and ports); live, exactly
-    /// like `active`.
-    Replaced,
-}
-
-impl AllocationState {
-    /// Every state, for metrics.
-    pub const ALL: [AllocationState; 6] = [
-        Self::Pending,
-        Self::Active,
-        Self::Releasing,
-        Self::Released,
-        Self::Failed,
-        Self::Replaced,
-    ];
-
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Active => "active",
-            Self::Releasing => "releasing",
-            Self::Released => "released",
-            Self::Failed => "failed",
-            Self::Replaced => "replaced",
-        }
-    }
-
-    /// Whether a port may exist on the modem (it counts against the modem's capacity).
-    pub fn holds_port(self) -> bool {
-        matches!(
-            self,
-            Self::Pending | Self::Active | Self::Releasing | Self::Replaced
-        )
-    }
-
-    /// Whether the buyer's port is confirmed and in service (`active` or `replaced`): it can
-    /// be renewed, released, replaced, and expires.
-    pub fn is_live(self) -> bool {
-        matches!(self, Self::Active | Self::Replaced)
-    }
-}
-
-/// Why an allocation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseReason {
-    /// The marketplace released it.
-    Cancelled,
-    /// Its lifetime ended.
-    Expired,
-    /// Its agent was revoked.
-    AgentRevoked,
-    /// It was replaced by another allocation.
-    Replaced,
-    /// Provisioning failed.
-    Failed,
-}
-
-/// Why an allocation was moved to another modem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplacementReason {
-    /// Its modem was offline (or no longer listed by ProxySmart) for longer than the grace
-    /// period.
-    ModemOffline,
-    /// Its agent was disconnected for longer than the lost window.
-    AgentOffline,
-    /// `POST /v1/allocations/{id}/replace`.
-    Requested,
-}
-
-/// One move of an allocation, kept in its `replacements` history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replacement {
-    /// When the new port was confirmed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    /// Why it moved.
-    pub reason: ReplacementReason,
-    /// The modem it left.
-    pub from_imei: String,
-    /// The agent of the modem it left.
-    pub from_agent_id: String,
-    /// The modem it moved to.
-    pub to_imei: String,
-    /// The agent of the modem it moved to.
-    pub to_agent_id: String,
-}
-
-/// The request that created an allocation, normalised; compared for idempotency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllocationRequest {
-    /// The marketplace's idempotency key.
-    pub order_id: String,
-    /// Lifetime in seconds.
-    pub duration_s: u64,
-    /// ISO 3166-1 alpha-2 filter.
-    #[serde(default)]
-    pub country: Option<String>,
-    /// Carrier filter (case-insensitive).
-    #[serde(default)]
-    pub carrier: Option<String>,
-    /// IMEI filter.
-    #[serde(default)]
-    pub imei: Option<String>,
-    /// Automatic IP rotation of the allocation's modem, every this many seconds (carried
-    /// out by the agent; see `allocator::request::check_rotate_every`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotate_every_s: Option<u64>,
-    /// Speed limit of the port, kbit/s, each direction (see `allocator::request`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bandwidth_kbit: Option<u64>,
-    /// Traffic quota of the port, MB (10^6 bytes), downloads and uploads together.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_quota_mb: Option<u64>,
-}
-
-/// One allocation as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllocationRecord {
-    /// Its id.
-    pub allocation_id: String,
-    /// The marketplace's order id.
-    pub order_id: String,
-    /// Where it is in its lifecycle.
-    pub state: AllocationState,
-    /// The modem.
-    pub imei: String,
-    /// The agent of the modem.
-    pub agent_id: String,
-    /// The modem's carrier when it was chosen.
-    pub carrier: Option<String>,
-    /// The site's country.
-    pub country: Option<String>,
-    /// Where buyers connect (set when active).
-    pub host: Option<String>,
-    /// HTTP proxy port (set when active).
-    pub http_port: Option<u16>,
-    /// SOCKS5 proxy port (set when active).
-    pub socks_port: Option<u16>,
-    /// ProxySmart's port id (set when active).
-    pub port_id: Option<String>,
-    /// The buyer's proxy login.
-    pub login: String,
-    /// The buyer's proxy password, sealed with AES-256-GCM (see `credentials`); `None`
-    /// once the retention period after release has passed (see `retention`).
-    pub password_sealed: Option<String>,
-    /// When it was requested.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// When the port stops working.
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-    /// When the agent confirmed the port gone.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub released_at: Option<OffsetDateTime>,
-    /// Why it ended (set when release starts or provisioning fails).
-    pub release_reason: Option<ReleaseReason>,
-    /// Why provisioning failed, for operators.
-    pub failure: Option<String>,
-    /// The normalised request, for idempotency checks.
-    pub request: AllocationRequest,
-    /// Every move to another modem, oldest first (empty when none).
-    #[serde(default)]
-    pub replacements: Vec<Replacement>,
-    /// The marketplace tenant it belongs to (only that tenant's keys see it).
-    #[serde(default = "default_tenant")]
-    pub tenant: String,
-}
-
-fn default_tenant() -> String {
-    DEFAULT_TENANT.to_string()
-}
-
-/// The order index key of `order_id` in `tenant` (order ids are printable: no NUL).
-fn order_key(tenant: &str, order_id: &str) -> Vec<u8> {
-    if tenant == DEFAULT_TENANT {
-        return order_id.as_bytes().to_vec();
-    }
-    [tenant.as_bytes(), b"\0", order_id.as_bytes()].concat()
-}
-
-/// The tenant index key of `record`: tenant, NUL, creation time (big-endian µs), id.
-fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
-    let micros = u64::try_from(record.created_at.unix_timestamp_nanos() / 1000).unwrap_or(0);
-    [
-        record.tenant.as_bytes(),
-        b"\0",
-        &micros.to_be_bytes(),
-        record.allocation_id.as_bytes(),
-    ]
-    .concat()
-}
-
-/// The state of a stored record, decoding nothing else.
-fn stored_state(raw: &[u8]) -> Option<AllocationState> {
-    #[derive(Deserialize)]
-    struct StateOnly {
-        state: AllocationState,
-    }
-    serde_json::from_slice::<StateOnly>(raw)
-        .ok()
-        .map(|s| s.state)
-}
-
-/// One page of a tenant's (or every tenant's) allocations, oldest first.
-#[derive(Debug)]
-pub struct AllocationPage {
-    /// The allocations that matched.
-    pub records: Vec<AllocationRecord>,
-    /// Where the next page starts (opaque hex), while the index goes on.
-    pub next_cursor: Option<String>,
-}
-
-impl AllocationRecord {
-    /// When the allocation ended — released, or failed (a provisioning failure ends where
-    /// it began; a failed repair when it failed) — which is when its credential retention
-    /// period starts; `None` while live.
-    pub fn ended_at(&self) -> Option<OffsetDateTime> {
-        match self.state {
-            AllocationState::Released | AllocationState::Failed => {
-                Some(self.released_at.unwrap_or(self.created_at))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Result of inserting a new allocation.
-#[derive(Debug)]
-pub enum InsertOutcome {
-    /// Stored, with its order index entry.
-    Inserted,
-    /// The order id already has a live (not failed) allocation: this one.
-    Existing(Box<AllocationRecord>),
-}
 
 impl Store {
     /// Inserts a new allocation unless its order id already has a live one. **Not
@@ -532,4 +279,35 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The order index key of `order_id` in `tenant` (order ids are printable: no NUL).
+fn order_key(tenant: &str, order_id: &str) -> Vec<u8> {
+    if tenant == DEFAULT_TENANT {
+        return order_id.as_bytes().to_vec();
+    }
+    [tenant.as_bytes(), b"\0", order_id.as_bytes()].concat()
+}
+
+/// The tenant index key of `record`: tenant, NUL, creation time (big-endian µs), id.
+fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
+    let micros = u64::try_from(record.created_at.unix_timestamp_nanos() / 1000).unwrap_or(0);
+    [
+        record.tenant.as_bytes(),
+        b"\0",
+        &micros.to_be_bytes(),
+        record.allocation_id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// The state of a stored record, decoding nothing else.
+fn stored_state(raw: &[u8]) -> Option<AllocationState> {
+    #[derive(Deserialize)]
+    struct StateOnly {
+        state: AllocationState,
+    }
+    serde_json::from_slice::<StateOnly>(raw)
+        .ok()
+        .map(|s| s.state)
 }

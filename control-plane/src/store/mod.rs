@@ -5,6 +5,7 @@
 //! pending commands). Only hashes of API keys and enrollment tokens are stored.
 
 mod agents;
+mod allocation_record;
 mod allocations;
 mod audit;
 mod audit_page;
@@ -19,7 +20,7 @@ mod usage;
 mod webhooks;
 
 pub use agents::AgentRecord;
-pub use allocations::{
+pub use allocation_record::{
     AllocationPage, AllocationRecord, AllocationRequest, AllocationState, InsertOutcome,
     ReleaseReason, Replacement, ReplacementReason,
 };
