@@ -28,11 +28,13 @@ use farmhand_agent::boxside::proxysmart::ProxysmartClient;
 use farmhand_agent::config::policy::Policy;
 use farmhand_agent::local::audit::{read_recent, AuditLog};
 use farmhand_agent::local::journal::Journal;
-use farmhand_agent::plane::session::{challenge_nonce, heartbeat_interval};
+use farmhand_agent::plane::session::heartbeat_interval;
 use farmhand_agent::{Masked, ProxysmartConfig};
+use farmhand_protocol::handshake::{ClientHandshake, Step};
 use farmhand_protocol::{
     decode, is_imei, Challenge, CommandBody, CommandResult, HealthLimits, Heartbeat, Outcome,
     PlaneMessage, ProtocolError, ProtocolErrorCode, Welcome, DEFAULT_MAX_FRAME_BYTES, NONCE_LEN,
+    SUPPORTED_VERSIONS,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -507,13 +509,29 @@ fn a_million_plane_frames_never_panic_and_every_value_is_clamped() {
             continue;
         };
         let kind = match message {
-            PlaneMessage::Challenge(c) => match challenge_nonce(&c) {
-                Ok(nonce) => {
-                    assert_eq!(nonce.len(), NONCE_LEN, "case {case}");
-                    "challenge"
+            PlaneMessage::Challenge(c) => {
+                let (mut handshake, _) = ClientHandshake::start("ag_fuzz", "0", SUPPORTED_VERSIONS);
+                let mut signed = 0;
+                let step = handshake.receive(PlaneMessage::Challenge(c), |transcript| {
+                    // The nonce is the transcript's tail: only a well-formed one is signed.
+                    assert!(transcript.len() > NONCE_LEN, "case {case}");
+                    signed += 1;
+                    vec![0; 64]
+                });
+                match step {
+                    Ok(Step::Send(_)) => {
+                        assert_eq!(signed, 1, "case {case}");
+                        "challenge"
+                    }
+                    Ok(Step::Open { .. }) => {
+                        panic!("case {case}: a challenge cannot open a session")
+                    }
+                    Err(_) => {
+                        assert_eq!(signed, 0, "case {case}: signed a refused challenge");
+                        "challenge refused"
+                    }
                 }
-                Err(_) => "challenge refused",
-            },
+            }
             PlaneMessage::Welcome(w) => {
                 let every = heartbeat_interval(&w);
                 assert!(

@@ -1,5 +1,7 @@
 //! The agent ↔ control-plane wire protocol: every message, its fields, and the rules both
-//! sides share (version range, frame size limit, the authentication transcript).
+//! sides share (version range, frame size limit, the authentication transcript), and the
+//! agent's side of the handshake as a state machine without I/O (`handshake`), which the
+//! agent, the load generator and every test peer drive.
 //!
 //! This crate does no I/O and knows nothing of tokio, sockets or storage. Messages are named
 //! by direction: [`AgentMessage`] travels agent → plane, [`PlaneMessage`] plane → agent. Each
@@ -11,6 +13,7 @@ mod agent_msg;
 mod auth;
 mod codec;
 mod command;
+pub mod handshake;
 mod health;
 mod inventory;
 mod logging;

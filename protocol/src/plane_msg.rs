@@ -20,6 +20,19 @@ pub enum PlaneMessage {
     Heartbeat(Heartbeat),
 }
 
+impl PlaneMessage {
+    /// The message's type as on the wire (`challenge`, `welcome`, …), for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlaneMessage::Challenge(_) => "challenge",
+            PlaneMessage::Welcome(_) => "welcome",
+            PlaneMessage::Error(_) => "error",
+            PlaneMessage::Command(_) => "command",
+            PlaneMessage::Heartbeat(_) => "heartbeat",
+        }
+    }
+}
+
 /// The challenge the agent must sign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -26,12 +26,10 @@ use crate::local::journal::Journal;
 use crate::local::status::AgentStatus;
 use crate::plane::connection::{Connection, ConnectionError};
 use crate::plane::identity::Identity;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use farmhand_protocol::handshake::{self, ClientHandshake, Step};
 use farmhand_protocol::{
-    auth_transcript, AgentMessage, Auth, Challenge, CommandResult, Heartbeat, Hello, Inventory,
-    PlaneMessage, ProtocolError, RotationReport, Site, UsageReport, Welcome, MAX_USAGE_ENTRIES,
-    NONCE_LEN, SUPPORTED_VERSIONS,
+    AgentMessage, CommandResult, Heartbeat, Inventory, PlaneMessage, ProtocolError, RotationReport,
+    Site, UsageReport, Welcome, MAX_USAGE_ENTRIES, SUPPORTED_VERSIONS,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +62,15 @@ pub enum HandshakeError {
     /// The plane sent something out of order or invalid.
     #[error("unexpected handshake message: {0}")]
     Unexpected(String),
+}
+
+impl From<handshake::HandshakeError> for HandshakeError {
+    fn from(e: handshake::HandshakeError) -> Self {
+        match e {
+            handshake::HandshakeError::Refused(e) => HandshakeError::Refused(e),
+            handshake::HandshakeError::Unexpected(why) => HandshakeError::Unexpected(why),
+        }
+    }
 }
 
 /// The wire name of a protocol error code (`revoked`, `retry_later`, …), for log lines.
@@ -140,51 +147,22 @@ async fn handshake_steps<S: AsyncRead + AsyncWrite + Unpin>(
     mut conn: Connection<S>,
     identity: &Identity,
 ) -> Result<Session<S>, HandshakeError> {
-    let hello = Hello {
-        versions: SUPPORTED_VERSIONS,
-        agent_id: identity.agent_id.clone(),
-        agent_version: AGENT_VERSION.to_string(),
-    };
-    conn.send(&AgentMessage::Hello(hello)).await?;
-    let challenge = match conn.recv().await? {
-        PlaneMessage::Challenge(c) => c,
-        other => return Err(unexpected(other, "challenge")),
-    };
-    let nonce = challenge_nonce(&challenge)?;
-    let signature = identity.sign(&auth_transcript(
-        challenge.version,
-        &identity.agent_id,
-        &nonce,
-    ));
-    conn.send(&AgentMessage::Auth(Auth {
-        signature: STANDARD.encode(signature),
-    }))
-    .await?;
-    match conn.recv().await? {
-        PlaneMessage::Welcome(welcome) => Ok(Session {
-            conn,
-            welcome,
-            version: challenge.version,
-        }),
-        other => Err(unexpected(other, "welcome")),
+    let (mut handshake, hello) =
+        ClientHandshake::start(&identity.agent_id, AGENT_VERSION, SUPPORTED_VERSIONS);
+    conn.send(&hello).await?;
+    loop {
+        let message = conn.recv().await?;
+        match handshake.receive(message, |transcript| identity.sign(transcript))? {
+            Step::Send(reply) => conn.send(&reply).await?,
+            Step::Open { welcome, version } => {
+                return Ok(Session {
+                    conn,
+                    welcome,
+                    version,
+                })
+            }
+        }
     }
-}
-
-/// The nonce to sign, if the plane chose a version we speak and sent a well-formed nonce.
-pub fn challenge_nonce(challenge: &Challenge) -> Result<Vec<u8>, HandshakeError> {
-    if challenge.version < SUPPORTED_VERSIONS.min || challenge.version > SUPPORTED_VERSIONS.max {
-        return Err(HandshakeError::Unexpected(format!(
-            "plane chose unsupported version {}",
-            challenge.version
-        )));
-    }
-    STANDARD
-        .decode(&challenge.nonce)
-        .ok()
-        .filter(|n| n.len() == NONCE_LEN)
-        .ok_or_else(|| {
-            HandshakeError::Unexpected(format!("nonce is not base64 of {NONCE_LEN} bytes"))
-        })
 }
 
 /// The heartbeat interval the plane asked for in `welcome`; outside 1..=3600 s (a plane
@@ -193,23 +171,6 @@ pub fn heartbeat_interval(welcome: &Welcome) -> Duration {
     match welcome.heartbeat_interval_s {
         1..=3600 => Duration::from_secs(welcome.heartbeat_interval_s),
         _ => FALLBACK_HEARTBEAT,
-    }
-}
-
-fn unexpected(message: PlaneMessage, wanted: &str) -> HandshakeError {
-    match message {
-        PlaneMessage::Error(e) => HandshakeError::Refused(e),
-        other => HandshakeError::Unexpected(format!("expected {wanted}, got {}", kind(&other))),
-    }
-}
-
-fn kind(message: &PlaneMessage) -> &'static str {
-    match message {
-        PlaneMessage::Challenge(_) => "challenge",
-        PlaneMessage::Welcome(_) => "welcome",
-        PlaneMessage::Error(_) => "error",
-        PlaneMessage::Command(_) => "command",
-        PlaneMessage::Heartbeat(_) => "heartbeat",
     }
 }
 
@@ -462,7 +423,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
             PlaneMessage::Heartbeat(_) => Ok(()),
             PlaneMessage::Error(e) => Err(SessionEnd::PlaneError(e)),
             other => {
-                let why = format!("unexpected {} after welcome", kind(&other));
+                let why = format!("unexpected {} after welcome", other.kind());
                 tracing::warn!(%why, "protocol violation by the control plane; closing");
                 Err(SessionEnd::ProtocolViolation(why))
             }

@@ -7,6 +7,9 @@ use crate::boxside::proxysmart::ProxysmartClient;
 use crate::config::ProxysmartConfig;
 use crate::local::journal::Journal;
 use crate::plane::identity::{self, IdentityFile};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use farmhand_protocol::NONCE_LEN;
 use farmhand_protocol::{
     decode, encode, verify_auth, Challenge, Command, CommandBody, CommandErrorCode, Modem, Outcome,
     ProtocolErrorCode, Release, DEFAULT_MAX_FRAME_BYTES,

@@ -6,10 +6,11 @@
 use super::{TestPlane, PATIENCE};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use farmhand_protocol::handshake::{ClientHandshake, HandshakeError, Step};
 use farmhand_protocol::{
-    auth_transcript, decode, encode, AgentMessage, Auth, Command, CommandBody, CommandOutput,
-    CommandResult, Hello, Inventory, Modem, Outcome, PlaneMessage, ProtocolError,
-    ProtocolErrorCode, Reconciled, Site, VersionRange, Welcome, SUPPORTED_VERSIONS,
+    decode, encode, AgentMessage, Command, CommandBody, CommandOutput, CommandResult, Hello,
+    Inventory, Modem, Outcome, PlaneMessage, ProtocolError, ProtocolErrorCode, Reconciled, Site,
+    VersionRange, Welcome, SUPPORTED_VERSIONS,
 };
 use futures_util::{SinkExt, StreamExt};
 use ring::rand::SystemRandom;
@@ -51,13 +52,9 @@ impl Identity {
         STANDARD.encode(self.pair().public_key().as_ref())
     }
 
-    pub fn sign(&self, version: u32, nonce_b64: &str) -> String {
-        let nonce = STANDARD.decode(nonce_b64).unwrap();
-        STANDARD.encode(
-            self.pair()
-                .sign(&auth_transcript(version, &self.agent_id, &nonce))
-                .as_ref(),
-        )
+    /// Signs a handshake transcript with the agent's key.
+    pub fn sign(&self, transcript: &[u8]) -> Vec<u8> {
+        self.pair().sign(transcript).as_ref().to_vec()
     }
 }
 
@@ -154,22 +151,26 @@ impl FakeAgent {
 
     /// Performs the handshake on an open socket.
     pub async fn handshake(mut ws: Ws, identity: &Identity) -> Result<FakeAgent, ProtocolError> {
-        send(&mut ws, &hello(&identity.agent_id, SUPPORTED_VERSIONS)).await;
-        let challenge = match recv(&mut ws).await {
-            Some(PlaneMessage::Challenge(c)) => c,
-            Some(PlaneMessage::Error(e)) => return Err(e),
-            other => panic!("expected challenge, got {other:?}"),
-        };
-        let signature = identity.sign(challenge.version, &challenge.nonce);
-        send(&mut ws, &AgentMessage::Auth(Auth { signature })).await;
-        match recv(&mut ws).await {
-            Some(PlaneMessage::Welcome(welcome)) => Ok(FakeAgent {
-                ws,
-                agent_id: identity.agent_id.clone(),
-                welcome,
-            }),
-            Some(PlaneMessage::Error(e)) => Err(e),
-            other => panic!("expected welcome, got {other:?}"),
+        let (mut handshake, hello) =
+            ClientHandshake::start(&identity.agent_id, "test", SUPPORTED_VERSIONS);
+        send(&mut ws, &hello).await;
+        loop {
+            let message = recv(&mut ws)
+                .await
+                .expect("the plane answers the handshake");
+            match handshake.receive(message, |t| identity.sign(t)) {
+                Ok(Step::Send(reply)) => send(&mut ws, &reply).await,
+                Ok(Step::Open { welcome, .. }) => {
+                    let agent_id = identity.agent_id.clone();
+                    return Ok(FakeAgent {
+                        ws,
+                        agent_id,
+                        welcome,
+                    });
+                }
+                Err(HandshakeError::Refused(e)) => return Err(e),
+                Err(e) => panic!("{e}"),
+            }
         }
     }
 

@@ -1,11 +1,9 @@
 //! A hand-driven protocol peer for tests that must say things a real agent never would:
 //! unenrolled keys, garbage frames, oversized frames.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use farmhand_protocol::handshake::{ClientHandshake, Step};
 use farmhand_protocol::{
-    auth_transcript, decode, encode, AgentMessage, Auth, Hello, PlaneMessage, VersionRange,
-    DEFAULT_MAX_FRAME_BYTES,
+    decode, encode, AgentMessage, PlaneMessage, DEFAULT_MAX_FRAME_BYTES, SUPPORTED_VERSIONS,
 };
 use futures_util::{SinkExt, StreamExt};
 use ring::rand::SystemRandom;
@@ -87,24 +85,18 @@ impl RawAgent {
         agent_id: &str,
         key: &Ed25519KeyPair,
     ) -> anyhow::Result<Heard> {
-        self.send(&AgentMessage::Hello(Hello {
-            versions: VersionRange { min: 1, max: 1 },
-            agent_id: agent_id.to_owned(),
-            agent_version: "raw-test".into(),
-        }))
-        .await?;
+        let (mut handshake, hello) =
+            ClientHandshake::start(agent_id, "raw-test", SUPPORTED_VERSIONS);
+        self.send(&hello).await?;
         let Heard::Message(msg) = self.hear().await? else {
             return Ok(Heard::Closed);
         };
-        let PlaneMessage::Challenge(challenge) = *msg else {
+        let signed = handshake.receive((*msg).clone(), |t| key.sign(t).as_ref().to_vec());
+        let Ok(Step::Send(auth)) = signed else {
+            // Not a challenge we would answer: the test sees what the plane sent.
             return Ok(Heard::Message(msg));
         };
-        let nonce = STANDARD.decode(&challenge.nonce)?;
-        let signature = key.sign(&auth_transcript(challenge.version, agent_id, &nonce));
-        self.send(&AgentMessage::Auth(Auth {
-            signature: STANDARD.encode(signature.as_ref()),
-        }))
-        .await?;
+        self.send(&auth).await?;
         self.hear().await
     }
 }

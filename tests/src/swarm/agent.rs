@@ -8,11 +8,10 @@ use super::answer::{answer, inventory};
 use super::enroll::Identity;
 use super::fleet::{Fleet, Online};
 use anyhow::{bail, Context};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use farmhand_protocol::handshake::{ClientHandshake, Step};
 use farmhand_protocol::{
-    auth_transcript, decode, encode, AgentMessage, Auth, Heartbeat, Hello, PlaneMessage,
-    ProtocolErrorCode, VersionRange, DEFAULT_MAX_FRAME_BYTES,
+    decode, encode, AgentMessage, Heartbeat, PlaneMessage, ProtocolErrorCode,
+    DEFAULT_MAX_FRAME_BYTES, SUPPORTED_VERSIONS,
 };
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
@@ -166,22 +165,19 @@ async fn session(
         }
         Err(e) => return Err(anyhow::Error::new(e).context("connecting")),
     };
-    send(&mut ws, &hello(&me.agent_id)).await?;
-    let challenge = match next(&mut ws).await? {
-        Some(PlaneMessage::Challenge(c)) => c,
-        other => return ended(fleet, other, false),
-    };
-    let nonce = STANDARD.decode(&challenge.nonce).context("nonce")?;
-    let signature = me
-        .key
-        .sign(&auth_transcript(challenge.version, &me.agent_id, &nonce));
-    let auth = AgentMessage::Auth(Auth {
-        signature: STANDARD.encode(signature.as_ref()),
-    });
-    send(&mut ws, &auth).await?;
-    let welcome = match next(&mut ws).await? {
-        Some(PlaneMessage::Welcome(w)) => w,
-        other => return ended(fleet, other, false),
+    let (mut handshake, hello) =
+        ClientHandshake::start(&me.agent_id, "farmhand-swarm", SUPPORTED_VERSIONS);
+    send(&mut ws, &hello).await?;
+    let welcome = loop {
+        let Some(message) = next(&mut ws).await? else {
+            return ended(fleet, None, false);
+        };
+        let seen = message.clone();
+        match handshake.receive(message, |t| me.key.sign(t).as_ref().to_vec()) {
+            Ok(Step::Send(reply)) => send(&mut ws, &reply).await?,
+            Ok(Step::Open { welcome, .. }) => break welcome,
+            Err(_) => return ended(fleet, Some(seen), false),
+        }
     };
     send(
         &mut ws,
@@ -280,14 +276,6 @@ async fn next(ws: &mut Ws) -> anyhow::Result<Option<PlaneMessage>> {
 
 async fn send(ws: &mut Ws, msg: &AgentMessage) -> anyhow::Result<()> {
     Ok(ws.send(Message::text(encode(msg))).await?)
-}
-
-fn hello(agent_id: &str) -> AgentMessage {
-    AgentMessage::Hello(Hello {
-        versions: VersionRange { min: 1, max: 1 },
-        agent_id: agent_id.to_owned(),
-        agent_version: "farmhand-swarm".into(),
-    })
 }
 
 fn now_ms() -> u64 {
