@@ -8,6 +8,7 @@
 //! Transport timing (heartbeats, HTTP and command timeouts) stays on tokio's clock: it is
 //! about real peers, not business rules.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -107,6 +108,36 @@ impl Manual {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// A sweeper's progress: the clock time its last finished scan looked at, and how many
+/// items scans found due. A test that moves a manual clock waits until a scan has seen
+/// the new time, then knows exactly what was found — no waiting for a non-event.
+#[derive(Debug, Default)]
+pub struct Sweeps {
+    scanned_to_ms: AtomicU64,
+    found: AtomicU64,
+}
+
+impl Sweeps {
+    /// The clock time (Unix ms) the last finished scan looked at: once it is at or past a
+    /// time, everything due by then has been found.
+    pub fn scanned_to_ms(&self) -> u64 {
+        self.scanned_to_ms.load(Ordering::SeqCst)
+    }
+
+    /// Items scans found due (one may be counted by more than one scan until the work it
+    /// needs has started; the work is done once).
+    pub fn found(&self) -> u64 {
+        self.found.load(Ordering::SeqCst)
+    }
+
+    /// A scan at `now` found `due` items.
+    pub(crate) fn record(&self, now: OffsetDateTime, due: usize) {
+        self.found.fetch_add(due as u64, Ordering::SeqCst);
+        let ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        self.scanned_to_ms.fetch_max(ms, Ordering::SeqCst);
     }
 }
 

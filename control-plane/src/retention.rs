@@ -190,6 +190,13 @@ mod tests {
             ("fhlogin", Some(8001))
         );
         assert_eq!(retention.sweep(t).unwrap(), next, "idempotent");
+
+        // The boundary, to the second: a day after it ended, not a second before.
+        let deadline = next.unwrap();
+        assert_eq!(retention.sweep(deadline - Span::seconds(1)).unwrap(), next);
+        assert!(sealed("recent").is_some(), "purged a second early");
+        assert_eq!(retention.sweep(deadline).unwrap(), None);
+        assert_eq!(sealed("recent"), None, "kept past its period");
     }
 
     #[test]

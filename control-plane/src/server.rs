@@ -165,8 +165,14 @@ impl ControlPlane {
     }
 
     /// What the expiry sweeper has done (tests that move a manual clock wait on it).
-    pub fn expiry_sweeps(&self) -> Arc<crate::allocator::expiry::Sweeps> {
+    pub fn expiry_sweeps(&self) -> Arc<crate::clock::Sweeps> {
         self.state.allocator.expiry_sweeps()
+    }
+
+    /// What the outage sweeper has done (`found`: moves started), and how to make it scan
+    /// now (tests that move a manual clock).
+    pub fn outage_sweeps(&self) -> (Arc<crate::clock::Sweeps>, Arc<tokio::sync::Notify>) {
+        self.state.allocator.outage_sweeps()
     }
 
     /// Creates an API key; returns the key, which is not stored.

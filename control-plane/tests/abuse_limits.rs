@@ -6,6 +6,7 @@
 
 mod support;
 
+use farmhand_control::clock::Clock;
 use farmhand_control::config::RateLimit;
 use farmhand_protocol::{PlaneMessage, ProtocolErrorCode, SUPPORTED_VERSIONS};
 use serde_json::json;
@@ -47,13 +48,20 @@ async fn audit_actions(plane: &TestPlane, action: &str) -> Vec<serde_json::Value
 
 #[tokio::test]
 async fn failed_rest_authentications_are_limited_per_address_and_recover() {
-    let plane = TestPlane::start_with(|c| c.rest_auth_failure_limit = limit(3, 2)).await;
+    // Three failures per 3 s: one refills each second of the plane's (manual) clock.
+    let clock = Clock::manual();
+    let plane =
+        TestPlane::start_on(clock.clone(), |c| c.rest_auth_failure_limit = limit(3, 3)).await;
     for _ in 0..3 {
         let r = plane.get("/v1/agents", "fh_wrong-key").await;
         assert_eq!((r.status, r.error_code().as_str()), (401, "unauthorized"));
     }
     let r = plane.get("/v1/agents", "fh_wrong-key").await;
-    assert!(assert_rate_limited(&r) <= 2);
+    assert_eq!(
+        assert_rate_limited(&r),
+        1,
+        "one failure refills in a second"
+    );
     // The whole address is refused while limited, valid key or not, enrollment included.
     assert_rate_limited(&plane.get("/v1/agents", &plane.admin).await);
     let body = json!({"token": "fht_x", "public_key": "AAAA", "hostname": "h"}).to_string();
@@ -61,11 +69,11 @@ async fn failed_rest_authentications_are_limited_per_address_and_recover() {
         .call("POST", "/v1/agent/enroll", None, Some(&body))
         .await;
     assert_rate_limited(&r);
-    // The budget refills (one failure per 2/3 s): the valid key works again.
-    eventually("the address may authenticate again", || async {
-        plane.get("/v1/agents", &plane.admin).await.status == 200
-    })
-    .await;
+    // A millisecond short of a refill: still refused; at it, the valid key works again.
+    clock.advance(Duration::from_millis(999));
+    assert_rate_limited(&plane.get("/v1/agents", &plane.admin).await);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(plane.get("/v1/agents", &plane.admin).await.status, 200);
     let bursts = audit_actions(&plane, "auth_failure_burst").await;
     assert_eq!(bursts.len(), 1, "one audit record per burst: {bursts:?}");
     assert_eq!(bursts[0]["actor"], "client:127.0.0.1");

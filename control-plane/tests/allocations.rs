@@ -507,6 +507,39 @@ async fn one_rotation_per_modem_at_a_time_then_a_cooldown_without_the_agent() {
     assert_eq!(audit[0]["details"]["automatic"], false);
 }
 
+/// On a manual clock the cooldown ends to the second: a rotation one second before it is
+/// refused (`Retry-After: 1`), one at it reaches the agent.
+#[tokio::test]
+async fn the_rotation_cooldown_ends_exactly_when_it_says() {
+    let clock = farmhand_control::clock::Clock::manual();
+    let plane = TestPlane::start_on(clock.clone(), |c| c.rotation_cooldown_s = 60).await;
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let first = rotate_modem(&plane, IMEI);
+    let agent_side = async {
+        let command = agent.next_command().await;
+        agent
+            .answer(&command.id, rotated("198.51.100.11", "198.51.100.12"))
+            .await;
+    };
+    let (first, ()) = tokio::join!(first, agent_side);
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    clock.advance(std::time::Duration::from_secs(59));
+    let early = rotate_modem(&plane, IMEI).await;
+    assert_eq!(assert_cooldown(&early, 60), 1, "one second is left");
+    clock.advance(std::time::Duration::from_secs(1));
+    let on_time = rotate_modem(&plane, IMEI);
+    let agent_side = async {
+        let command = agent.next_command().await;
+        assert!(matches!(&command.body, CommandBody::RotateIp(r) if r.imei == IMEI));
+        agent
+            .answer(&command.id, rotated("198.51.100.12", "198.51.100.13"))
+            .await;
+    };
+    let (on_time, ()) = tokio::join!(on_time, agent_side);
+    assert_eq!(on_time.status, 200, "{}", on_time.body);
+}
+
 #[tokio::test]
 async fn the_rotation_cooldown_survives_a_restart() {
     let mut plane = TestPlane::start_with(|c| c.rotation_cooldown_s = 3600).await;

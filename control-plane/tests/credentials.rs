@@ -67,7 +67,10 @@ async fn buyer_passwords_never_reach_the_disk_in_clear_across_a_restart() {
 
 #[tokio::test]
 async fn credentials_are_purged_after_the_retention_period() {
-    let plane = Arc::new(TestPlane::start_with(|c| c.credential_retention_s = 1).await);
+    // An hour's retention, crossed on the plane's manual clock.
+    let clock = farmhand_control::clock::Clock::manual();
+    let plane =
+        Arc::new(TestPlane::start_on(clock.clone(), |c| c.credential_retention_s = 3600).await);
     let imeis = ["350000000000018", "350000000000026", "350000000000034"];
     let mut agent = agent_with_modems(&plane, &imeis).await;
     let kept = allocate(&plane, &mut agent, "o-kept").await;
@@ -88,6 +91,7 @@ async fn credentials_are_purged_after_the_retention_period() {
     agent.answer(&command.id, Outcome::Error { error }).await;
     assert_eq!(failing.await.unwrap().status, 502);
 
+    clock.advance(std::time::Duration::from_secs(3600));
     for id in [&gone_id, &p.allocation_id] {
         eventually("the credentials are purged", || async {
             show(&plane, id).await["credentials_purged"] == true

@@ -66,14 +66,14 @@ async fn an_allocation_is_released_at_its_expiry_and_renewal_moves_the_deadline(
     let renewed = expires_at(&plane, &id);
     assert_eq!(renewed - first, Span::days(1));
     advance_to(&plane, first + Span::seconds(1)).await;
-    assert_eq!(plane.sweeps.expired(), 0, "released at the old deadline");
+    assert_eq!(plane.sweeps.found(), 0, "released at the old deadline");
 
     // One second before the new deadline: still nothing; at it: released.
     advance_to(&plane, renewed - Span::seconds(1)).await;
-    assert_eq!(plane.sweeps.expired(), 0, "released a second early");
+    assert_eq!(plane.sweeps.found(), 0, "released a second early");
     assert_eq!(plane.allocation(&id).await["state"], "active");
     advance_to(&plane, renewed).await;
-    assert!(plane.sweeps.expired() >= 1, "not found at its deadline");
+    assert!(plane.sweeps.found() >= 1, "not found at its deadline");
     assert_eq!(release_ok(&mut agent).await, id);
     eventually("the expired allocation is released", || async {
         plane.allocation(&id).await["state"] == "released"
@@ -156,10 +156,10 @@ async fn a_replaced_allocation_expires_like_an_active_one() {
 
     let deadline = expires_at(&plane, &id);
     advance_to(&plane, deadline - Span::seconds(1)).await;
-    assert_eq!(plane.sweeps.expired(), 0);
+    assert_eq!(plane.sweeps.found(), 0);
     advance_to(&plane, deadline).await;
     assert!(
-        plane.sweeps.expired() >= 1,
+        plane.sweeps.found() >= 1,
         "a replaced allocation expires too"
     );
     assert_eq!(release_ok(&mut agent).await, id);

@@ -6,13 +6,14 @@
 
 mod support;
 
+use farmhand_control::clock::Clock;
 use farmhand_protocol::{
     AgentMessage, CommandBody, CommandOutput, Modem, ModemsChanged, Outcome, Provisioned, RotateIp,
     Rotated,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::flows::{order, provision_ok};
 use support::receiver::Receiver;
 use support::{eventually, modem, FakeAgent, TestPlane, PATIENCE};
@@ -199,11 +200,24 @@ async fn a_duplicate_imei_is_flagged_not_sold_until_an_admin_names_the_owner() {
     drop(impostor);
 }
 
+/// Waits until a scan of the outage sweeper has looked at the plane's present (manual)
+/// time; returns how many moves scans have started so far.
+async fn outages_scanned(plane: &TestPlane) -> u64 {
+    let now = farmhand_control::ids::unix_ms(plane.clock.now());
+    plane.outage_scan.notify_one();
+    eventually("the outage sweeper has looked at the present", || async {
+        plane.outages.scanned_to_ms() >= now
+    })
+    .await;
+    plane.outages.found()
+}
+
 #[tokio::test]
 async fn an_impostors_reports_do_not_start_the_owners_offline_clock() {
-    const GRACE_S: u64 = 2;
+    const GRACE_S: u64 = 300;
+    let clock = Clock::manual();
     let plane = Arc::new(
-        TestPlane::start_with(|c| {
+        TestPlane::start_on(clock.clone(), |c| {
             c.modem_capacity = 2;
             c.replacement_grace_s = GRACE_S;
         })
@@ -225,15 +239,15 @@ async fn an_impostors_reports_do_not_start_the_owners_offline_clock() {
     let allocation_id = provision_ok(&mut owner).await;
     assert_eq!(pending.await.unwrap().status, 201);
 
-    // The impostor claims X and says it is offline, and keeps saying so.
+    // The impostor claims X and says it is offline, and keeps saying so past the grace
+    // period (on the plane's clock). Were the offline clock the IMEI's, it would have been
+    // running all along.
     let impostor_identity = plane.enroll().await;
     let mut impostor = FakeAgent::connect(&plane, &impostor_identity)
         .await
         .unwrap();
     impostor.send_inventory(vec![offline(X)]).await;
-    // Scenario time, not a wait for a condition: the impostor's report ages past the grace
-    // period. Were the offline clock the IMEI's, it would have been running all along.
-    tokio::time::sleep(Duration::from_millis(GRACE_S * 1000 + 500)).await;
+    clock.advance(Duration::from_secs(GRACE_S + 1));
     impostor
         .send(&AgentMessage::ModemsChanged(ModemsChanged {
             proxysmart_reachable: true,
@@ -241,10 +255,10 @@ async fn an_impostors_reports_do_not_start_the_owners_offline_clock() {
             removed: vec![],
         }))
         .await;
+    assert_eq!(outages_scanned(&plane).await, 0);
 
     // Now the owner's modem really goes offline: its allocation is moved a full grace
-    // period later, not at once.
-    let went_offline = Instant::now();
+    // period later — not a second before — not at once.
     owner
         .send(&AgentMessage::ModemsChanged(ModemsChanged {
             proxysmart_reachable: true,
@@ -252,20 +266,34 @@ async fn an_impostors_reports_do_not_start_the_owners_offline_clock() {
             removed: vec![],
         }))
         .await;
+    eventually("the owner's modem is seen offline", || async {
+        let modems = plane
+            .get(&format!("/v1/modems?imei={X}"), &plane.market)
+            .await
+            .json();
+        modems["modems"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["agent_id"] == owner_identity.agent_id && m["online"] == false)
+        })
+    })
+    .await;
+    assert_eq!(
+        outages_scanned(&plane).await,
+        0,
+        "moved at once: the impostor's report started the clock"
+    );
+    clock.advance(Duration::from_secs(GRACE_S - 1));
+    assert_eq!(outages_scanned(&plane).await, 0, "moved a second early");
+    clock.advance(Duration::from_secs(1));
     let command = tokio::time::timeout(PATIENCE, owner.next_command())
         .await
         .expect("a replacement");
-    let waited = went_offline.elapsed();
     let CommandBody::Provision(p) = &command.body else {
         panic!("expected the replacement's provision, got {command:?}")
     };
     assert_eq!(
         (p.allocation_id.as_str(), p.imei.as_str()),
         (allocation_id.as_str(), Y)
-    );
-    assert!(
-        waited >= Duration::from_millis(GRACE_S * 1000 - 300),
-        "moved {waited:?} after the owner's modem went offline: the impostor's report started the clock"
     );
     let output = CommandOutput::Provision(Provisioned {
         allocation_id: p.allocation_id.clone(),

@@ -9,8 +9,8 @@
 //! goes to `releasing` and is finished when the agent reconnects (see `events`).
 
 use super::Allocator;
+use crate::clock::Sweeps;
 use crate::store::{AllocationState, AuditAction, ReleaseReason, StoreError};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -20,29 +20,6 @@ use tracing::{info, warn};
 
 /// Longest sleep between two scans, whatever the next deadline.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
-
-/// Counts of the sweeper's work: a test that moves the clock waits until a scan has seen
-/// the new time, then knows exactly what it found — no waiting for a non-event.
-#[derive(Debug, Default)]
-pub struct Sweeps {
-    /// The clock time (Unix ms) the last finished scan looked at.
-    scanned_to_ms: AtomicU64,
-    expired: AtomicU64,
-}
-
-impl Sweeps {
-    /// The clock time (Unix ms) the last finished scan looked at: once it is at or past a
-    /// time, everything due by then has been found.
-    pub fn scanned_to_ms(&self) -> u64 {
-        self.scanned_to_ms.load(Ordering::SeqCst)
-    }
-
-    /// Allocations scans found past their expiry (one may be counted by more than one scan
-    /// until its release has started; it is released once).
-    pub fn expired(&self) -> u64 {
-        self.expired.load(Ordering::SeqCst)
-    }
-}
 
 impl Allocator {
     /// Wakes the expiry sweeper so it re-reads the deadlines (for an expiry changed
@@ -83,10 +60,7 @@ impl Allocator {
     ) -> Result<Option<OffsetDateTime>, StoreError> {
         // The store's expiry index: only the due records are read, not the whole table.
         let (due, next) = self.store.expiring(now)?;
-        let sweeps = &self.expiry_sweeps;
-        sweeps.expired.fetch_add(due.len() as u64, Ordering::SeqCst);
-        let scanned_to = crate::ids::unix_ms(now);
-        sweeps.scanned_to_ms.fetch_max(scanned_to, Ordering::SeqCst);
+        self.expiry_sweeps.record(now, due.len());
         for record in due {
             let (this, id) = (self.clone(), record.allocation_id);
             self.spawn(async move { this.expire_one(&id).await });

@@ -18,7 +18,7 @@
 
 mod events;
 mod expiring;
-pub mod expiry;
+mod expiry;
 mod locks;
 mod outages;
 mod provision;
@@ -35,7 +35,7 @@ mod rotate;
 pub use release::ReleaseStatus;
 pub use rotate::{LastRotation, Rotation};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Sweeps};
 use crate::config::ServerConfig;
 use crate::credentials::{CredentialCipher, CredentialError};
 use crate::events::{EventType, Events};
@@ -180,7 +180,9 @@ pub struct Allocator {
     /// Wakes the expiry sweeper (an allocation became active or was renewed).
     expiry: Arc<Notify>,
     /// What the expiry sweeper has done (tests wait on it instead of on time).
-    expiry_sweeps: Arc<expiry::Sweeps>,
+    expiry_sweeps: Arc<Sweeps>,
+    /// What the outage sweeper has done (moves started, in `found`).
+    outage_sweeps: Arc<Sweeps>,
     /// Where allocation events go (webhooks).
     events: Events,
     /// Every task the allocator starts, so shutdown can wait for them (they hold the
@@ -247,6 +249,7 @@ impl Allocator {
             ended,
             expiry: Arc::new(Notify::new()),
             expiry_sweeps: Arc::default(),
+            outage_sweeps: Arc::default(),
             events,
             tasks: TaskTracker::new(),
             warnings: expiring::Warnings::default(),

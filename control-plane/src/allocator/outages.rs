@@ -16,6 +16,7 @@
 
 use super::replace::Trigger;
 use super::{AllocError, Allocator};
+use crate::clock::Sweeps;
 use crate::events::EventType;
 use crate::fleet::Outage;
 use crate::store::{AllocationRecord, AuditAction, ReplacementReason, StoreError};
@@ -38,7 +39,7 @@ const MIN_GAP: Duration = Duration::from_secs(1);
 pub(super) struct Tracker {
     inner: Mutex<TrackerInner>,
     /// Wakes the sweeper when a move ended (its retry time may be the next deadline).
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +122,11 @@ impl Tracker {
 }
 
 impl Allocator {
+    /// What the outage sweeper has done (`found`: moves started), and its waker.
+    pub fn outage_sweeps(&self) -> (Arc<Sweeps>, Arc<Notify>) {
+        (self.outage_sweeps.clone(), self.replacing.wake.clone())
+    }
+
     /// The sweeper task; runs until `shutdown` (returns at once when automatic replacement
     /// is off: `replacement_grace_s = 0`).
     pub async fn run_replacement(self: Arc<Self>, shutdown: CancellationToken) {
@@ -131,7 +137,8 @@ impl Allocator {
         loop {
             let scanned = tokio::time::Instant::now();
             let now = self.clock.instant();
-            let sleep = self.replace_due(grace, now).unwrap_or_else(|e| {
+            let wall = self.clock.now();
+            let sleep = self.replace_due(grace, now, wall).unwrap_or_else(|e| {
                 warn!("replacement sweep failed, retrying: {e}");
                 retry_interval(grace)
             });
@@ -154,8 +161,9 @@ impl Allocator {
         self: &Arc<Self>,
         grace: Duration,
         now: Instant,
+        expired_by: time::OffsetDateTime,
     ) -> Result<Duration, StoreError> {
-        let expired_by = self.clock.now();
+        let mut started = 0;
         let mut next = MAX_SLEEP;
         let live = self.store.live_allocations()?;
         for record in live
@@ -176,6 +184,7 @@ impl Allocator {
             };
             match self.replacing.start(&record.allocation_id, now) {
                 Ok(()) => {
+                    started += 1;
                     let (this, id) = (self.clone(), record.allocation_id);
                     self.spawn(async move { this.replace_outage(&id, reason, grace).await });
                 }
@@ -183,6 +192,7 @@ impl Allocator {
                 Err(None) => {}
             }
         }
+        self.outage_sweeps.record(expired_by, started);
         // A move in progress or failed is looked at again after the retry interval.
         Ok(next.max(Duration::from_millis(100)))
     }

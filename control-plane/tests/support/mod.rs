@@ -14,8 +14,7 @@ pub use farmhand_test_support::eventually;
 pub use agent::{modem, FakeAgent, Identity};
 pub use http::Response;
 
-use farmhand_control::allocator::expiry::Sweeps;
-use farmhand_control::clock::Clock;
+use farmhand_control::clock::{Clock, Sweeps};
 use farmhand_control::gateway::Gateway;
 use farmhand_control::{ControlPlane, Role, ServerConfig, Store};
 use serde_json::{json, Value};
@@ -51,6 +50,10 @@ pub struct TestPlane {
     pub clock: Clock,
     /// What the running plane's expiry sweeper has done.
     pub sweeps: Arc<Sweeps>,
+    /// What the running plane's outage sweeper has done (`found`: moves started).
+    pub outages: Arc<Sweeps>,
+    /// Makes the running plane's outage sweeper scan now.
+    pub outage_scan: Arc<Notify>,
 }
 
 impl TestPlane {
@@ -79,11 +82,14 @@ impl TestPlane {
         let market = plane.create_key(Role::Marketplace, "shop").unwrap();
         let expiry = plane.expiry_waker();
         let sweeps = plane.expiry_sweeps();
+        let (outages, outage_scan) = plane.outage_sweeps();
         let gateway = plane.gateway();
         let (addr, store, shutdown, task) = run(plane).await;
         TestPlane {
             clock,
             sweeps,
+            outages,
+            outage_scan,
             expiry,
             gateway: Some(gateway),
             addr,
@@ -103,6 +109,7 @@ impl TestPlane {
         let plane = ControlPlane::open_with_clock(self.config.clone(), self.clock.clone()).unwrap();
         self.expiry = plane.expiry_waker();
         self.sweeps = plane.expiry_sweeps();
+        (self.outages, self.outage_scan) = plane.outage_sweeps();
         self.gateway = Some(plane.gateway());
         let (addr, store, shutdown, task) = run(plane).await;
         (self.addr, self.store, self.shutdown) = (addr, Some(store), shutdown);
