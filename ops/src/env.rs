@@ -35,33 +35,47 @@ pub enum Kind {
 }
 
 /// One config key: its dotted path and kind.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
     /// Dotted path, e.g. `proxysmart.url`.
-    pub path: &'static str,
+    pub path: String,
     /// What it holds.
     pub kind: Kind,
 }
 
 impl Key {
     /// A key.
-    pub const fn new(path: &'static str, kind: Kind) -> Self {
-        Key { path, kind }
+    pub fn new(path: impl Into<String>, kind: Kind) -> Self {
+        Key {
+            path: path.into(),
+            kind,
+        }
     }
 
     /// Its variable: `FARMHAND_` + the path with `.` as `_`, upper case.
     pub fn var(&self) -> String {
-        var_name(self.path)
+        var_name(&self.path)
     }
 }
 
 /// The keys a binary accepts, and the `FARMHAND_…` variables it uses for other things.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Schema {
     /// Every config key.
-    pub keys: &'static [Key],
+    pub keys: Vec<Key>,
     /// Variables that are not config keys (e.g. `FARMHAND_ENROLL_TOKEN`); never errors.
     pub allowed: &'static [&'static str],
+}
+
+impl Schema {
+    /// The keys of the config type `T`, read from its `Deserialize` impl
+    /// ([`crate::config_keys`]); structs named in `inline` are set whole, as inline tables.
+    pub fn of<T: for<'de> serde::Deserialize<'de>>(inline: &[&str]) -> Self {
+        Schema {
+            keys: crate::config_keys::keys_of::<T>(inline),
+            allowed: NON_CONFIG_VARIABLES,
+        }
+    }
 }
 
 /// The `FARMHAND_…` variables that are not config keys, the same for every binary: the
@@ -90,7 +104,7 @@ pub enum EnvError {
         /// The variable.
         var: String,
         /// The key it sets.
-        key: &'static str,
+        key: String,
         /// What is wrong.
         problem: String,
     },
@@ -110,7 +124,7 @@ pub enum EnvError {
 
 /// The overrides that were applied, in variable order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied(Vec<(String, &'static str)>);
+pub struct Applied(Vec<(String, String)>);
 
 impl Applied {
     /// Whether nothing was overridden.
@@ -184,7 +198,7 @@ pub fn apply(
     let mut seen = BTreeSet::new();
     for (var, raw) in ours {
         let (key, from_file) = resolve(schema, &var)?;
-        if !seen.insert(key.path) {
+        if !seen.insert(key.path.as_str()) {
             return Err(invalid(
                 &var,
                 key,
@@ -197,15 +211,15 @@ pub fn apply(
         let text = if from_file { read_file(&raw) } else { Ok(raw) };
         let value = text.and_then(|t| convert(key.kind, &t));
         let value = value.map_err(|problem| invalid(&var, key, problem))?;
-        set(table, key.path, value).map_err(|problem| invalid(&var, key, problem))?;
-        applied.0.push((var, key.path));
+        set(table, &key.path, value).map_err(|problem| invalid(&var, key, problem))?;
+        applied.0.push((var, key.path.clone()));
     }
     Ok(applied)
 }
 
 /// The key `var` sets, and whether through its `_FILE` form.
-fn resolve(schema: &Schema, var: &str) -> Result<(Key, bool), EnvError> {
-    let find = |name: &str| schema.keys.iter().find(|k| k.var() == name).copied();
+fn resolve<'s>(schema: &'s Schema, var: &str) -> Result<(&'s Key, bool), EnvError> {
+    let find = |name: &str| schema.keys.iter().find(|k| k.var() == name);
     if let Some(key) = find(var) {
         return Ok((key, false));
     }
@@ -222,10 +236,10 @@ fn resolve(schema: &Schema, var: &str) -> Result<(Key, bool), EnvError> {
     })
 }
 
-fn invalid(var: &str, key: Key, problem: impl Into<String>) -> EnvError {
+fn invalid(var: &str, key: &Key, problem: impl Into<String>) -> EnvError {
     EnvError::Invalid {
         var: var.to_owned(),
-        key: key.path,
+        key: key.path.clone(),
         problem: problem.into(),
     }
 }

@@ -3,18 +3,20 @@
 use super::*;
 use serde::Deserialize;
 
-const KEYS: &[Key] = &[
-    Key::new("listen", Kind::Str),
-    Key::new("proxysmart.timeout_s", Kind::Int),
-    Key::new("proxysmart.password_file", Kind::Str),
-    Key::new("policy.allow.rotate_ip", Kind::Bool),
-    Key::new("policy.excluded_imeis", Kind::StrList),
-    Key::new("limit", Kind::Inline),
-];
-const SCHEMA: Schema = Schema {
-    keys: KEYS,
-    allowed: &["FARMHAND_ENROLL_TOKEN"],
-};
+fn schema() -> Schema {
+    let keys = [
+        ("listen", Kind::Str),
+        ("proxysmart.timeout_s", Kind::Int),
+        ("proxysmart.password_file", Kind::Str),
+        ("policy.allow.rotate_ip", Kind::Bool),
+        ("policy.excluded_imeis", Kind::StrList),
+        ("limit", Kind::Inline),
+    ];
+    Schema {
+        keys: keys.iter().map(|(p, k)| Key::new(*p, *k)).collect(),
+        allowed: &["FARMHAND_ENROLL_TOKEN"],
+    }
+}
 
 fn vars(list: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
     list.iter()
@@ -49,7 +51,7 @@ fn values_are_converted_by_kind_and_sections_created() {
     let mut t = Table::new();
     let applied = apply(
         &mut t,
-        &SCHEMA,
+        &schema(),
         vars(&[
             ("FARMHAND_LISTEN", "0.0.0.0:7000"),
             ("FARMHAND_PROXYSMART_TIMEOUT_S", " 30 "),
@@ -74,7 +76,7 @@ fn values_are_converted_by_kind_and_sections_created() {
 fn type_errors_and_unknown_variables_name_the_variable() {
     let err = apply(
         &mut Table::new(),
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_PROXYSMART_TIMEOUT_S", "soon")]),
     )
     .unwrap_err()
@@ -87,7 +89,7 @@ fn type_errors_and_unknown_variables_name_the_variable() {
     );
     let err = apply(
         &mut Table::new(),
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_PROXYSMART_TIMEOUT", "3")]),
     )
     .unwrap_err();
@@ -95,13 +97,18 @@ fn type_errors_and_unknown_variables_name_the_variable() {
         matches!(&err, EnvError::Unknown { var, .. } if var == "FARMHAND_PROXYSMART_TIMEOUT"),
         "{err}"
     );
-    let err = apply(&mut Table::new(), &SCHEMA, vars(&[("FARMHAND_LIMIT", "3")])).unwrap_err();
+    let err = apply(
+        &mut Table::new(),
+        &schema(),
+        vars(&[("FARMHAND_LIMIT", "3")]),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("inline TOML table"), "{err}");
     // A scalar where a section is needed.
     let mut t: Table = toml::from_str("proxysmart = 3").unwrap();
     let err = apply(
         &mut t,
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_PROXYSMART_TIMEOUT_S", "3")]),
     )
     .unwrap_err();
@@ -117,7 +124,7 @@ fn file_form_reads_the_value_and_conflicts_with_the_plain_form() {
     let mut t = Table::new();
     apply(
         &mut t,
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_PROXYSMART_TIMEOUT_S_FILE", path)]),
     )
     .unwrap();
@@ -125,18 +132,18 @@ fn file_form_reads_the_value_and_conflicts_with_the_plain_form() {
     // The key `password_file` itself wins over the `_FILE` reading of `password`.
     apply(
         &mut t,
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_PROXYSMART_PASSWORD_FILE", path)]),
     )
     .unwrap();
     assert_eq!(t["proxysmart"]["password_file"].as_str(), Some(path));
     let both = vars(&[("FARMHAND_LISTEN", "a"), ("FARMHAND_LISTEN_FILE", path)]);
-    assert!(apply(&mut Table::new(), &SCHEMA, both)
+    assert!(apply(&mut Table::new(), &schema(), both)
         .unwrap_err()
         .to_string()
         .contains("set twice"));
     let missing = vars(&[("FARMHAND_LISTEN_FILE", "/nonexistent/x")]);
-    let err = apply(&mut Table::new(), &SCHEMA, missing)
+    let err = apply(&mut Table::new(), &schema(), missing)
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot read /nonexistent/x"), "{err}");
@@ -145,11 +152,11 @@ fn file_form_reads_the_value_and_conflicts_with_the_plain_form() {
 #[test]
 fn load_reports_strict_errors_with_the_variables_applied() {
     let text = "listen = \"a\"\n[proxysmart]\ntimeout_s = 5\n";
-    let (c, applied): (Config, _) = load(text, &SCHEMA, vars(&[])).unwrap();
+    let (c, applied): (Config, _) = load(text, &schema(), vars(&[])).unwrap();
     assert!(applied.is_empty() && c.proxysmart.timeout_s == 5 && c.listen == "a");
     let (c, _): (Config, _) = load(
         text,
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_PROXYSMART_TIMEOUT_S", "9")]),
     )
     .unwrap();
@@ -157,7 +164,7 @@ fn load_reports_strict_errors_with_the_variables_applied() {
     // Negative where the struct wants u64: serde's message plus the variable's name.
     let err = load::<Config>(
         text,
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_PROXYSMART_TIMEOUT_S", "-1")]),
     )
     .unwrap_err()
@@ -169,7 +176,7 @@ fn load_reports_strict_errors_with_the_variables_applied() {
     // A key the schema knows but the struct does not: deny_unknown_fields still applies.
     let err = load::<Config>(
         text,
-        &SCHEMA,
+        &schema(),
         vars(&[("FARMHAND_POLICY_ALLOW_ROTATE_IP", "true")]),
     )
     .unwrap_err()

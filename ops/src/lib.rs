@@ -3,6 +3,7 @@
 //!
 //! - `backoff` — the doubling delay and the jitters both binaries' retries use;
 //! - `error_chain` — an error and its sources in one line;
+//! - `config_keys` — a config type's keys, read from its own `Deserialize` impl;
 //! - `env` — `FARMHAND_<SECTION>_<KEY>` environment variables override the config file
 //!   (applied to the parsed TOML before the strict structs see it; unknown variables are
 //!   errors), and `*_FILE` variables read a value from a file;
@@ -14,6 +15,7 @@
 //! no tokio.
 
 pub mod backoff;
+pub mod config_keys;
 pub mod env;
 mod error_chain;
 pub use error_chain::error_chain;

@@ -1,67 +1,21 @@
 //! The control plane's `FARMHAND_…` environment variables: every config key, named by the
 //! rule in `farmhand_ops::env` (`heartbeat_interval_s` → `FARMHAND_HEARTBEAT_INTERVAL_S`,
 //! `tls.cert_file` → `FARMHAND_TLS_CERT_FILE`), overriding the config file; any key can be
-//! read from a file with the `_FILE` suffix. `config/control.example.toml` lists the keys,
-//! and a test keeps [`SCHEMA`] and that file in step.
+//! read from a file with the `_FILE` suffix. The keys are [`ServerConfig`]'s own, read from
+//! its `Deserialize` impl (`farmhand_ops::config_keys`): adding a field adds its variable.
+//! `config/control.example.toml` documents them (a test checks it misses none).
 
 use super::{ConfigError, ServerConfig};
-use farmhand_ops::env::{self, Key, Kind, Schema, NON_CONFIG_VARIABLES};
+use farmhand_ops::env::{self, Schema};
 use std::ffi::OsString;
 use std::path::Path;
 
-/// Every key of `control.toml` and its kind.
-const KEYS: &[Key] = &[
-    Key::new("listen", Kind::Str),
-    Key::new("data_dir", Kind::Str),
-    Key::new("heartbeat_interval_s", Kind::Int),
-    Key::new("handshake_timeout_s", Kind::Int),
-    Key::new("provisioning_timeout_s", Kind::Int),
-    Key::new("command_timeout_s", Kind::Int),
-    Key::new("max_frame_bytes", Kind::Int),
-    Key::new("modem_capacity", Kind::Int),
-    Key::new("max_body_bytes", Kind::Int),
-    Key::new("rest_auth_failure_limit", Kind::Inline),
-    Key::new("agent_auth_failure_limit", Kind::Inline),
-    Key::new("enroll_attempt_limit", Kind::Inline),
-    Key::new("max_pending_handshakes", Kind::Int),
-    Key::new("handshake_concurrency", Kind::Int),
-    Key::new("shutdown_grace_s", Kind::Int),
-    Key::new("credential_retention_s", Kind::Int),
-    Key::new("rotation_cooldown_s", Kind::Int),
-    Key::new("min_rotate_every_s", Kind::Int),
-    Key::new("replacement_grace_s", Kind::Int),
-    Key::new("agent_lost_window_s", Kind::Int),
-    Key::new("log.level", Kind::Str),
-    Key::new("log.format", Kind::Str),
-    Key::new("metrics.require_admin", Kind::Bool),
-    Key::new("enroll.require_approval", Kind::Bool),
-    Key::new("webhooks.expiring_lead_s", Kind::Int),
-    Key::new("webhooks.retry_initial_s", Kind::Int),
-    Key::new("webhooks.retry_max_s", Kind::Int),
-    Key::new("webhooks.max_age_s", Kind::Int),
-    Key::new("webhooks.attempt_timeout_s", Kind::Int),
-    Key::new("webhooks.concurrency", Kind::Int),
-    Key::new("webhooks.endpoint_concurrency", Kind::Int),
-    Key::new("webhooks.deliveries_kept", Kind::Int),
-    Key::new("webhooks.ca_file", Kind::Str),
-    Key::new("webhooks.allow_private_targets", Kind::StrList),
-    Key::new("audit.retention_days", Kind::Int),
-    Key::new("health.min_disk_free_mb", Kind::Int),
-    Key::new("health.min_memory_available_mb", Kind::Int),
-    Key::new("http.header_timeout_s", Kind::Int),
-    Key::new("http.body_timeout_s", Kind::Int),
-    Key::new("http.max_connections", Kind::Int),
-    Key::new("http.max_connections_per_address", Kind::Int),
-    Key::new("tls.cert_file", Kind::Str),
-    Key::new("tls.key_file", Kind::Str),
-    Key::new("tls.handshake_timeout_s", Kind::Int),
-];
-
-/// The keys, and the variables that are not config ([`NON_CONFIG_VARIABLES`]).
-pub const SCHEMA: Schema = Schema {
-    keys: KEYS,
-    allowed: NON_CONFIG_VARIABLES,
-};
+/// The keys of [`ServerConfig`], read from its `Deserialize` impl (a rate limit is set
+/// whole, as an inline table), and the variables that are not config.
+pub fn schema() -> &'static Schema {
+    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| Schema::of::<ServerConfig>(&["RateLimit"]))
+}
 
 /// The config from `file` (none: the defaults) with the `FARMHAND_…` variables among
 /// `vars` applied, validated. Errors name the file, the key and the variable.
@@ -77,7 +31,7 @@ pub fn load(
         None => String::new(),
     };
     let (config, applied): (ServerConfig, _) =
-        env::load(&text, &SCHEMA, vars).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        env::load(&text, schema(), vars).map_err(|e| ConfigError::Parse(e.to_string()))?;
     config
         .validate()
         .map_err(|e| match (e, applied.is_empty()) {
@@ -101,14 +55,15 @@ mod tests {
     }
 
     #[test]
-    fn schema_matches_the_example_config() {
+    fn the_example_config_documents_every_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control.example.toml");
         let documented = env::documented_keys(&std::fs::read_to_string(path).unwrap());
-        let schema: std::collections::BTreeSet<String> =
-            KEYS.iter().map(|k| k.path.to_owned()).collect();
+        let keys: std::collections::BTreeSet<String> =
+            schema().keys.iter().map(|k| k.path.clone()).collect();
+        assert!(keys.len() > 40, "the walk found only {keys:?}");
         assert_eq!(
-            schema, documented,
-            "SCHEMA and control.example.toml disagree"
+            keys, documented,
+            "control.example.toml must document every key of ServerConfig, and only those"
         );
     }
 
