@@ -21,15 +21,12 @@ use base64::Engine;
 use farmhand_agent::base::backoff::{Backoff, MAX_RETRY_AFTER};
 use farmhand_agent::base::clock::now_ms;
 use farmhand_agent::boxside::commands::validate;
-use farmhand_agent::boxside::commands::{CommandContext, Executor};
+use farmhand_agent::boxside::commands::Executor;
 use farmhand_agent::boxside::health::{warnings, Probe};
 use farmhand_agent::boxside::ports::port_name;
-use farmhand_agent::boxside::proxysmart::ProxysmartClient;
 use farmhand_agent::config::policy::Policy;
-use farmhand_agent::local::audit::{read_recent, AuditLog};
-use farmhand_agent::local::journal::Journal;
+use farmhand_agent::local::audit::read_recent;
 use farmhand_agent::plane::session::heartbeat_interval;
-use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::handshake::{ClientHandshake, Step};
 use farmhand_protocol::{
     decode, is_imei, Challenge, CommandBody, CommandResult, HealthLimits, Heartbeat, Outcome,
@@ -38,9 +35,9 @@ use farmhand_protocol::{
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
-use support::{TestBox, PASSWORD, USER};
+use support::executor::Setup;
+use support::TestBox;
 use tokio::sync::mpsc;
 
 const FRAMES: usize = 4000;
@@ -277,20 +274,17 @@ fn frame(rng: &mut Rng, mut value: Value, imeis: &Imeis) -> String {
 }
 
 async fn executor(sim: &TestBox, excluded: &str, dir: &std::path::Path) -> Executor {
-    let mut config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
-    config.rotation_timeout = Duration::from_secs(2);
-    let client = ProxysmartClient::new(&config).unwrap();
     let policy = Policy {
         excluded_imeis: [excluded.to_string()].into(),
         // After its first rotation a modem is refused quickly, which keeps the run short.
         min_rotation_interval: Duration::from_secs(3600),
         ..Policy::default()
     };
-    let ctx = CommandContext::builder(client, Journal::open(dir).unwrap(), config.rotation_timeout)
+    Setup::default()
+        .rotation_timeout(Duration::from_secs(2))
         .policy(policy)
-        .audit(AuditLog::open(dir).unwrap())
-        .build();
-    Executor::new(Arc::new(ctx))
+        .audited()
+        .executor(&sim.url(), dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,14 +468,9 @@ fn assert_box_safe(body: &CommandBody, now: u64) {
 #[test]
 fn a_million_plane_frames_never_panic_and_every_value_is_clamped() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ProxysmartConfig::new("http://127.0.0.1:9", USER, Masked::new(PASSWORD));
-    let client = ProxysmartClient::new(&config).unwrap();
-    let ctx = CommandContext::builder(
-        client,
-        Journal::open(dir.path()).unwrap(),
-        Duration::from_secs(1),
-    )
-    .build();
+    let ctx = Setup::default()
+        .rotation_timeout(Duration::from_secs(1))
+        .context("http://127.0.0.1:9", dir.path());
     let health = Probe::new(dir.path().into(), dir.path().into()).measure();
     let mut backoff = Backoff::new(farmhand_agent::base::backoff::RECONNECT);
     let imeis = Imeis {

@@ -19,38 +19,16 @@ use support::proxy::{Mode, TestProxy};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use farmhand_agent::config::policy::Policy;
-use farmhand_agent::{
-    AgentConfig, AgentError, AgentStatus, ControlPlaneConfig, EnrollError, Masked, ProxysmartConfig,
-};
+use farmhand_agent::{AgentConfig, AgentError, AgentStatus, ControlPlaneConfig, EnrollError};
 use farmhand_protocol::*;
 use farmhand_sim::Fault;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::executor::{cmd, provision, provision_with};
 use support::plane::{enroll_server, PlaneConn, WAIT};
-use support::{eventually, TestBox, PASSWORD, USER};
+use support::{eventually, run_config, TestBox, PASSWORD};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-fn config(dir: &std::path::Path, plane: &str, sim: &TestBox) -> AgentConfig {
-    let mut proxysmart = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
-    proxysmart.poll_interval = Duration::from_secs(1);
-    AgentConfig {
-        state_dir: dir.to_path_buf(),
-        control_plane: ControlPlaneConfig::plaintext(plane),
-        proxysmart,
-        site: Site {
-            public_host: "203.0.113.7".into(),
-            country: "DE".into(),
-            city: Some("Berlin".into()),
-        },
-        policy: Policy::default(),
-        metrics: Default::default(),
-        log: Default::default(),
-        usage: Default::default(),
-        health: Default::default(),
-    }
-}
 
 async fn enrolled(dir: &std::path::Path) -> Vec<u8> {
     let key = Arc::new(Mutex::new(Vec::new()));
@@ -118,7 +96,7 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -132,22 +110,10 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
     assert_eq!(inv.site.city.as_deref(), Some("Berlin"));
     assert!(inv.modems.iter().any(|m| m.imei == sim.online && m.online));
     assert!(status.connected());
-    let provision = Provision {
-        allocation_id: "al-1".into(),
-        imei: sim.online.clone(),
-        login: "buyer".into(),
-        password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
-        bandwidth_kbit: None,
-        traffic_quota_mb: None,
-        rotate_every_s: None,
-    };
-    let deadline_ms = farmhand_agent::base::clock::now_ms() + 30_000;
-    conn.send(PlaneMessage::Command(Command {
-        id: "c1".into(),
-        deadline_ms,
-        body: CommandBody::Provision(provision),
-    }))
+    conn.send(PlaneMessage::Command(cmd(
+        "c1",
+        provision("al-1", &sim.online),
+    )))
     .await;
     let AgentMessage::CommandResult(result) = conn.recv().await else {
         panic!("result")
@@ -183,7 +149,7 @@ async fn revoked_agent_stops_with_a_clear_error() {
         plane_url,
     } = setup().await;
     let agent = tokio::spawn(farmhand_agent::run(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         CancellationToken::new(),
     ));
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
@@ -217,7 +183,7 @@ async fn extreme_values_from_the_plane_are_clamped_and_the_agent_keeps_running()
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -287,7 +253,7 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -304,7 +270,7 @@ async fn run_without_enrollment_fails_fast_with_a_hint() {
     let dir = tempfile::tempdir().unwrap();
     let sim = TestBox::start().await;
     let err = farmhand_agent::run(
-        config(dir.path(), "http://127.0.0.1:1", &sim),
+        run_config(dir.path(), "http://127.0.0.1:1", &sim),
         CancellationToken::new(),
     )
     .await
@@ -344,7 +310,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
         listener,
         plane_url,
     } = setup().await;
-    let mut cfg = config(dir.path(), &plane_url, &sim);
+    let mut cfg = run_config(dir.path(), &plane_url, &sim);
     cfg.usage.interval = Duration::from_millis(200);
     let start = |cfg: AgentConfig| {
         let shutdown = CancellationToken::new();
@@ -359,17 +325,11 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     let AgentMessage::Inventory(_) = conn.recv().await else {
         panic!("inventory")
     };
-    let provision = Provision {
-        allocation_id: "al-u".into(),
-        imei: sim.online.clone(),
-        login: "buyer".into(),
-        password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
-        bandwidth_kbit: Some(800),
-        traffic_quota_mb: Some(5),
-        rotate_every_s: None,
-    };
-    let result = conn.command("c1", CommandBody::Provision(provision)).await;
+    let limited = provision_with("al-u", &sim.online, |p| {
+        p.bandwidth_kbit = Some(800);
+        p.traffic_quota_mb = Some(5);
+    });
+    let result = conn.command("c1", limited).await;
     let Outcome::Ok {
         output: CommandOutput::Provision(port),
     } = result.outcome
@@ -406,7 +366,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
 /// Dials the fake plane with the proxy variables `proxies` and authenticates; the plane
 /// side runs concurrently and sends `welcome`. Returns the session id the agent got.
 async fn session_via(s: &Setup, proxies: &ProxyEnv) -> Result<String, HandshakeError> {
-    let url = config(s.dir.path(), &s.plane_url, &s.sim)
+    let url = run_config(s.dir.path(), &s.plane_url, &s.sim)
         .connect_url()
         .unwrap();
     let identity = Identity::load(s.dir.path()).unwrap();
