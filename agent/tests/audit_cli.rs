@@ -11,13 +11,13 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
+use support::executor::{provision, release, rotate, BUYER_PASSWORD};
 use support::plane::{enroll_ok, PlaneConn};
 use support::{TestBox, PASSWORD};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_farmhand-agent");
-const BUYER_PASSWORD: &str = "Audit-Buyer-Pass-4242";
 
 /// Kills the agent process when the test ends, pass or fail.
 struct Running(Child);
@@ -70,19 +70,6 @@ async fn audit(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn provision(imei: &str) -> CommandBody {
-    CommandBody::Provision(Provision {
-        allocation_id: "al-1".into(),
-        imei: imei.into(),
-        login: "buyer".into(),
-        password: Secret::new(BUYER_PASSWORD),
-        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
-        bandwidth_kbit: None,
-        traffic_quota_mb: None,
-        rotate_every_s: None,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seller_reads_the_audit_while_the_agent_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,20 +95,14 @@ async fn a_seller_reads_the_audit_while_the_agent_runs() {
     let AgentMessage::Inventory(_) = conn.recv().await else {
         panic!("inventory")
     };
-    let rotate = CommandBody::RotateIp(RotateIp {
-        imei: sim.online.clone(),
-    });
-    let r = conn.command("cmd-1", rotate).await;
+    let r = conn.command("cmd-1", rotate(&sim.online)).await;
     assert!(
         matches!(&r.outcome, Outcome::Error { error } if error.code == CommandErrorCode::PolicyDenied),
         "{r:?}"
     );
-    let r = conn.command("cmd-2", provision(&sim.online)).await;
+    let r = conn.command("cmd-2", provision("al-1", &sim.online)).await;
     assert!(matches!(r.outcome, Outcome::Ok { .. }), "{r:?}");
-    let release = CommandBody::Release(Release {
-        allocation_id: "al-1".into(),
-    });
-    let r = conn.command("cmd-3", release).await;
+    let r = conn.command("cmd-3", release("al-1")).await;
     assert!(matches!(r.outcome, Outcome::Ok { .. }), "{r:?}");
 
     // The agent still runs (and holds its sled lock) while a second process reads.

@@ -6,127 +6,24 @@
 
 mod support;
 
-use farmhand_agent::base::clock::now_ms;
-use farmhand_agent::boxside::commands::{CommandContext, Executor};
-use farmhand_agent::boxside::proxysmart::ProxysmartClient;
 use farmhand_agent::config::policy::Policy;
-use farmhand_agent::local::audit::{read_recent, AuditLog};
 use farmhand_agent::local::journal::Journal;
-use farmhand_agent::{AgentConfig, ControlPlaneConfig, Masked, ProxysmartConfig};
+use farmhand_agent::AgentConfig;
 use farmhand_protocol::*;
 use std::sync::Arc;
 use std::time::Duration;
+use support::executor::{provision, reconcile, release, renew, rotate, Agent, Setup};
 use support::plane::{enroll_ok, PlaneConn, WAIT};
-use support::{imei_3, TestBox, PASSWORD, USER};
+use support::{imei_3, run_config, TestBox};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-struct Agent {
-    sim: TestBox,
-    /// The online modem the box starts with.
-    imei_1: String,
-    /// The online modem plugged in at start (the one policies exclude).
-    imei_3: String,
-    exec: Executor,
-    dir: tempfile::TempDir,
-}
-
+/// An audited agent under `policy` on a box with two online modems: the one it starts
+/// with (`sim.online`) and [`imei_3`], plugged in at start (the one policies exclude).
 async fn agent(policy: Policy) -> Agent {
-    let sim = TestBox::start().await;
-    let imei_3 = sim.plug_in_third();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
-    let client = ProxysmartClient::new(&config).unwrap();
-    let journal = Journal::open(dir.path()).unwrap();
-    let ctx = CommandContext::builder(client, journal, Duration::from_secs(10))
-        .policy(policy)
-        .audit(AuditLog::open(dir.path()).unwrap())
-        .build();
-    Agent {
-        imei_1: sim.online.clone(),
-        imei_3,
-        sim,
-        exec: Executor::new(Arc::new(ctx)),
-        dir,
-    }
-}
-
-impl Agent {
-    async fn run(&self, id: &str, body: CommandBody) -> Outcome {
-        let command = Command {
-            id: id.into(),
-            deadline_ms: now_ms() + 60_000,
-            body,
-        };
-        self.exec.execute(command).await.outcome
-    }
-
-    async fn denied(&self, id: &str, body: CommandBody) -> String {
-        match self.run(id, body).await {
-            Outcome::Error { error } if error.code == CommandErrorCode::PolicyDenied => {
-                error.message
-            }
-            other => panic!("{id}: expected policy_denied, got {other:?}"),
-        }
-    }
-
-    async fn ok(&self, id: &str, body: CommandBody) -> CommandOutput {
-        match self.run(id, body).await {
-            Outcome::Ok { output } => output,
-            Outcome::Error { error } => panic!("{id}: expected success, got {error:?}"),
-        }
-    }
-
-    /// The audit's outcome for each command id, in order.
-    fn audited(&self) -> Vec<(String, String)> {
-        let read = read_recent(self.dir.path(), 0).unwrap();
-        assert_eq!(read.skipped, 0);
-        read.entries
-            .into_iter()
-            .map(|e| (e.command_id, e.outcome))
-            .collect()
-    }
-}
-
-fn provision(allocation: &str, imei: &str) -> CommandBody {
-    CommandBody::Provision(Provision {
-        allocation_id: allocation.into(),
-        imei: imei.into(),
-        login: "buyer_1".into(),
-        password: Secret::new("Buyer-Pass-123456789"),
-        expires_at_ms: now_ms() + 86_400_000,
-        bandwidth_kbit: None,
-        traffic_quota_mb: None,
-        rotate_every_s: None,
-    })
-}
-
-fn release(allocation: &str) -> CommandBody {
-    CommandBody::Release(Release {
-        allocation_id: allocation.into(),
-    })
-}
-
-fn rotate(imei: &str) -> CommandBody {
-    CommandBody::RotateIp(RotateIp { imei: imei.into() })
-}
-
-fn update(allocation: &str) -> CommandBody {
-    CommandBody::UpdatePort(UpdatePort {
-        allocation_id: allocation.into(),
-        expires_at_ms: now_ms() + 2 * 86_400_000,
-    })
-}
-
-fn reconcile(desired: &[(&str, &str)]) -> CommandBody {
-    let ports = desired
-        .iter()
-        .map(|(a, i)| DesiredPort {
-            allocation_id: a.to_string(),
-            imei: i.to_string(),
-        })
-        .collect();
-    CommandBody::Reconcile(Reconcile { ports })
+    let a = Setup::default().policy(policy).audited().start().await;
+    a.sim.plug_in_third();
+    a
 }
 
 /// No write named `imei`: no `store_port` for it, no rotation of it.
@@ -149,16 +46,18 @@ async fn each_disallowed_command_is_denied_audited_and_never_reaches_proxysmart(
     policy.allow.rotate_ip = false;
     policy.allow.update_port = false;
     let a = agent(policy).await;
-    a.sim.add_foreign_port(&a.imei_1, "farmhand-old").unwrap();
+    a.sim
+        .add_foreign_port(&a.sim.online, "farmhand-old")
+        .unwrap();
     assert!(a
-        .denied("c1", provision("al-1", &a.imei_1))
+        .denied("c1", provision("al-1", &a.sim.online))
         .await
         .contains("provision"));
     assert!(a
-        .denied("c2", rotate(&a.imei_1))
+        .denied("c2", rotate(&a.sim.online))
         .await
         .contains("rotate_ip"));
-    assert!(a.denied("c3", update("old")).await.contains("update_port"));
+    assert!(a.denied("c3", renew("old")).await.contains("update_port"));
     assert!(
         a.sim.calls().is_empty(),
         "a denied command makes no ProxySmart call"
@@ -199,8 +98,8 @@ async fn a_moved_allocation_leaves_its_stale_copy_on_an_excluded_modem_alone() {
     };
     let a = agent(policy).await;
     // A copy of al-1's port on a modem the seller excluded (left there by a move).
-    let stale = a.sim.add_foreign_port(&a.imei_3, "farmhand-al-1").unwrap();
-    let CommandOutput::Provision(p) = a.ok("c1", provision("al-1", &a.imei_1)).await else {
+    let stale = a.sim.add_foreign_port(&imei_3(), "farmhand-al-1").unwrap();
+    let CommandOutput::Provision(p) = a.ok("c1", provision("al-1", &a.sim.online)).await else {
         panic!()
     };
     assert_eq!(
@@ -217,7 +116,7 @@ async fn a_moved_allocation_leaves_its_stale_copy_on_an_excluded_modem_alone() {
         a.sim.port(&stale.port_id).is_some(),
         "the excluded copy stays"
     );
-    assert_untouched(&a, &a.imei_3);
+    assert_untouched(&a, &imei_3());
 }
 
 #[tokio::test]
@@ -229,17 +128,17 @@ async fn excluded_modems_and_their_ports_are_never_touched() {
     let a = agent(policy).await;
     // A marketplace port made before the seller excluded the modem, and the seller's own.
     a.sim
-        .add_foreign_port(&a.imei_3, "farmhand-before")
+        .add_foreign_port(&imei_3(), "farmhand-before")
         .unwrap();
-    a.sim.add_foreign_port(&a.imei_3, "my own port").unwrap();
+    a.sim.add_foreign_port(&imei_3(), "my own port").unwrap();
     assert!(a
-        .denied("c1", provision("al-1", &a.imei_3))
+        .denied("c1", provision("al-1", &imei_3()))
         .await
         .contains("excluded"));
-    a.denied("c2", rotate(&a.imei_3)).await;
+    a.denied("c2", rotate(&imei_3())).await;
     a.denied("c3", release("before")).await;
-    a.denied("c4", update("before")).await;
-    let CommandOutput::Reconcile(r) = a.ok("c5", reconcile(&[("before", &a.imei_3)])).await else {
+    a.denied("c4", renew("before")).await;
+    let CommandOutput::Reconcile(r) = a.ok("c5", reconcile(&[("before", &imei_3())])).await else {
         panic!()
     };
     assert!(r.removed.is_empty(), "{r:?}");
@@ -263,7 +162,7 @@ async fn excluded_modems_and_their_ports_are_never_touched() {
         0
     );
     // Other modems work as usual.
-    a.ok("c7", provision("al-2", &a.imei_1)).await;
+    a.ok("c7", provision("al-2", &a.sim.online)).await;
     let outcomes: Vec<String> = a.audited().into_iter().map(|(_, o)| o).collect();
     assert_eq!(
         outcomes,
@@ -286,19 +185,19 @@ async fn rotations_of_one_modem_are_spaced_but_other_modems_are_not_held_up() {
         ..Policy::default()
     };
     let a = agent(policy).await;
-    a.ok("c1", rotate(&a.imei_1)).await;
-    let message = a.denied("c2", rotate(&a.imei_1)).await;
+    a.ok("c1", rotate(&a.sim.online)).await;
+    let message = a.denied("c2", rotate(&a.sim.online)).await;
     assert!(message.contains("3600s"), "{message}");
-    a.ok("c3", rotate(&a.imei_3)).await;
+    a.ok("c3", rotate(&imei_3())).await;
     // An offline modem's refused rotation does not start its clock.
-    let e = a.run("c4", rotate(&a.sim.offline)).await;
+    let e = a.run("c4", rotate(&a.sim.offline)).await.outcome;
     assert!(
         matches!(&e, Outcome::Error { error } if error.code == CommandErrorCode::ModemOffline),
         "{e:?}"
     );
     assert_eq!(
         a.sim.reset_imeis(),
-        [a.imei_1.clone(), a.imei_3.clone()],
+        [a.sim.online.clone(), imei_3()],
         "one reset per modem"
     );
     assert!(a.sim.stored_imeis().is_empty());
@@ -320,11 +219,14 @@ async fn the_port_cap_counts_marketplace_ports_on_the_modem_even_under_concurren
         ..Policy::default()
     };
     let a = agent(policy).await;
-    a.sim.add_foreign_port(&a.imei_1, "my own port").unwrap();
+    a.sim
+        .add_foreign_port(&a.sim.online, "my own port")
+        .unwrap();
     let (r1, r2) = tokio::join!(
-        a.run("c1", provision("al-1", &a.imei_1)),
-        a.run("c2", provision("al-2", &a.imei_1))
+        a.run("c1", provision("al-1", &a.sim.online)),
+        a.run("c2", provision("al-2", &a.sim.online))
     );
+    let (r1, r2) = (r1.outcome, r2.outcome);
     let oks = [&r1, &r2]
         .iter()
         .filter(|r| matches!(r, Outcome::Ok { .. }))
@@ -335,15 +237,15 @@ async fn the_port_cap_counts_marketplace_ports_on_the_modem_even_under_concurren
         _ => ("al-2", "al-1"),
     };
     // The same allocation again is the same port, not a second one.
-    a.ok("c3", provision(winner, &a.imei_1)).await;
+    a.ok("c3", provision(winner, &a.sim.online)).await;
     assert!(a
-        .denied("c4", provision(loser, &a.imei_1))
+        .denied("c4", provision(loser, &a.sim.online))
         .await
         .contains("allows 1"));
     // Another modem has its own cap; a release frees the slot.
-    a.ok("c5", provision(loser, &a.imei_3)).await;
+    a.ok("c5", provision(loser, &imei_3())).await;
     a.ok("c6", release(winner)).await;
-    a.ok("c7", provision("al-3", &a.imei_1)).await;
+    a.ok("c7", provision("al-3", &a.sim.online)).await;
     assert_eq!(a.sim.ports().len(), 3, "mine + al-3 + loser on imei_3");
     let denials = a
         .audited()
@@ -351,26 +253,6 @@ async fn the_port_cap_counts_marketplace_ports_on_the_modem_even_under_concurren
         .filter(|(_, o)| o == "policy_denied")
         .count();
     assert_eq!(denials, 2);
-}
-
-fn agent_config(dir: &std::path::Path, plane: &str, sim: &TestBox, policy: Policy) -> AgentConfig {
-    let mut proxysmart = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
-    proxysmart.poll_interval = Duration::from_secs(1);
-    AgentConfig {
-        state_dir: dir.to_path_buf(),
-        control_plane: ControlPlaneConfig::plaintext(plane),
-        proxysmart,
-        site: Site {
-            public_host: "203.0.113.7".into(),
-            country: "DE".into(),
-            city: None,
-        },
-        policy,
-        metrics: Default::default(),
-        log: Default::default(),
-        usage: Default::default(),
-        health: Default::default(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,7 +283,10 @@ async fn excluded_modems_never_reach_the_plane() {
     };
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(farmhand_agent::run(
-        agent_config(dir.path(), &plane_url, &sim, policy),
+        AgentConfig {
+            policy,
+            ..run_config(dir.path(), &plane_url, &sim)
+        },
         shutdown.clone(),
     ));
     let frames = Arc::default();

@@ -2,79 +2,25 @@
 //! transient 5xx on reads are retried (bounded), a persistent one is `proxysmart_unavailable`
 //! after exactly the bounded attempts, a `store_port` whose outcome is unknown (timeout) is
 //! never retried and leaves no port, a refused connection fails fast, and a modem that
-//! vanished between the poll and the command is `unknown_imei`; and what reconcile does
-//! with the half-created port a crash leaves behind.
+//! vanished between the poll and the command is `unknown_imei`; each fault's precise error
+//! code; and what reconcile does with the half-created port a crash leaves behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use farmhand_agent::base::backoff::PROXYSMART_READ_ATTEMPTS;
-use farmhand_agent::base::clock::now_ms;
-use farmhand_agent::boxside::commands::{CommandContext, Executor};
-use farmhand_agent::boxside::proxysmart::ProxysmartClient;
-use farmhand_agent::local::journal::Journal;
-use farmhand_agent::{Masked, ProxysmartConfig};
 use farmhand_protocol::*;
 use farmhand_sim::{Fault, WriteFault};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{TestBox, PASSWORD, USER};
-
-struct Agent {
-    sim: TestBox,
-    exec: Executor,
-    _dir: tempfile::TempDir,
-}
+use support::executor::{cmd, err, provision, reconcile, Agent, Setup};
 
 /// An executor whose ProxySmart calls time out after 1 s.
+fn setup() -> Setup {
+    Setup::default().call_timeout(Duration::from_secs(1))
+}
+
 async fn agent() -> Agent {
-    let sim = TestBox::start().await;
-    let exec = executor(&sim.url());
-    Agent {
-        sim,
-        exec: exec.0,
-        _dir: exec.1,
-    }
-}
-
-fn executor(url: &str) -> (Executor, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ProxysmartConfig {
-        connect_timeout: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        ..ProxysmartConfig::new(url, USER, Masked::new(PASSWORD))
-    };
-    let ctx = CommandContext::builder(
-        ProxysmartClient::new(&config).unwrap(),
-        Journal::open(dir.path()).unwrap(),
-        Duration::from_secs(10),
-    )
-    .build();
-    (Executor::new(Arc::new(ctx)), dir)
-}
-
-fn provision(id: &str, allocation: &str, imei: &str) -> Command {
-    Command {
-        id: id.into(),
-        deadline_ms: now_ms() + 60_000,
-        body: CommandBody::Provision(Provision {
-            allocation_id: allocation.into(),
-            imei: imei.into(),
-            login: "buyer_1".into(),
-            password: Secret::new("Buyer-Pass-123456789"),
-            expires_at_ms: now_ms() + 86_400_000,
-            bandwidth_kbit: None,
-            traffic_quota_mb: None,
-            rotate_every_s: None,
-        }),
-    }
-}
-
-fn error_of(result: CommandResult) -> CommandError {
-    match result.outcome {
-        Outcome::Error { error } => error,
-        Outcome::Ok { output } => panic!("expected an error, got {output:?}"),
-    }
+    setup().start().await
 }
 
 #[tokio::test]
@@ -82,7 +28,10 @@ async fn transient_server_errors_on_reads_are_retried() {
     let a = agent().await;
     a.sim
         .set_fault(Fault::FailNext(PROXYSMART_READ_ATTEMPTS - 1));
-    let result = a.exec.execute(provision("c1", "al-1", &a.sim.online)).await;
+    let result = a
+        .exec
+        .execute(cmd("c1", provision("al-1", &a.sim.online)))
+        .await;
     assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
     assert_eq!(
         a.sim.api_calls("/apix/show_status_json"),
@@ -97,7 +46,10 @@ async fn a_persistent_server_error_fails_after_bounded_retries() {
     let a = agent().await;
     a.sim.set_fault(Fault::Status500);
     let started = Instant::now();
-    let e = error_of(a.exec.execute(provision("c1", "al-1", &a.sim.online)).await);
+    let e = err(a
+        .exec
+        .execute(cmd("c1", provision("al-1", &a.sim.online)))
+        .await);
     assert_eq!(e.code, CommandErrorCode::ProxysmartUnavailable, "{e:?}");
     assert!(e.message.contains("HTTP 500"), "{e:?}");
     assert_eq!(
@@ -115,7 +67,10 @@ async fn a_persistent_server_error_fails_after_bounded_retries() {
 async fn a_store_port_with_unknown_outcome_is_not_retried_and_leaves_no_port() {
     let a = agent().await;
     a.sim.set_write_fault(Some(WriteFault::StoreThenHang));
-    let e = error_of(a.exec.execute(provision("c1", "al-1", &a.sim.online)).await);
+    let e = err(a
+        .exec
+        .execute(cmd("c1", provision("al-1", &a.sim.online)))
+        .await);
     assert_eq!(e.code, CommandErrorCode::ProxysmartTimeout, "{e:?}");
     assert_eq!(
         a.sim.api_calls("/crud/store_port"),
@@ -131,7 +86,10 @@ async fn a_store_port_with_unknown_outcome_is_not_retried_and_leaves_no_port() {
     assert!(ports.is_empty(), "no half-created port: {ports:?}");
     // The box recovers: a new attempt for the allocation creates exactly one port.
     a.sim.set_write_fault(None);
-    let result = a.exec.execute(provision("c2", "al-1", &a.sim.online)).await;
+    let result = a
+        .exec
+        .execute(cmd("c2", provision("al-1", &a.sim.online)))
+        .await;
     assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
     assert_eq!(a.sim.ports().len(), 1);
 }
@@ -141,12 +99,12 @@ async fn a_refused_connection_fails_fast_as_unavailable() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let (exec, _dir) = executor(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let exec = setup().executor(&url, dir.path());
     let started = Instant::now();
-    let e = error_of(
-        exec.execute(provision("c1", "al-1", &farmhand_sim::imei(1)))
-            .await,
-    );
+    let e = err(exec
+        .execute(cmd("c1", provision("al-1", &farmhand_sim::imei(1))))
+        .await);
     assert_eq!(e.code, CommandErrorCode::ProxysmartUnavailable, "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -156,26 +114,35 @@ async fn a_modem_gone_between_poll_and_command_is_unknown_imei() {
     let a = agent().await;
     let imei = a.sim.online.clone();
     a.sim.remove_modem(&imei).unwrap();
-    let e = error_of(a.exec.execute(provision("c1", "al-1", &imei)).await);
+    let e = err(a.exec.execute(cmd("c1", provision("al-1", &imei))).await);
     assert_eq!(e.code, CommandErrorCode::UnknownImei, "{e:?}");
     assert!(e.message.contains(&imei));
     assert_eq!(a.sim.api_calls("/crud/store_port"), 0);
 }
 
-fn reconcile(id: &str, imei: &str, allocations: &[&str]) -> Command {
-    Command {
-        id: id.into(),
-        deadline_ms: now_ms() + 60_000,
-        body: CommandBody::Reconcile(Reconcile {
-            ports: allocations
-                .iter()
-                .map(|a| DesiredPort {
-                    allocation_id: (*a).into(),
-                    imei: imei.into(),
-                })
-                .collect(),
-        }),
-    }
+#[tokio::test]
+async fn proxysmart_faults_map_to_precise_codes() {
+    let a = Agent::start().await;
+    let imei = a.sim.online.clone();
+    a.sim.set_fault(Fault::Html);
+    assert_eq!(
+        err(a.exec.execute(cmd("c1", provision("al-1", &imei))).await).code,
+        CommandErrorCode::ProxysmartMalformed
+    );
+    a.sim.set_fault(Fault::Status500);
+    assert_eq!(
+        err(a.exec.execute(cmd("c2", provision("al-1", &imei))).await).code,
+        CommandErrorCode::ProxysmartUnavailable
+    );
+    // A faulted box answers everyone alike: heal it so the wrong password is what fails.
+    a.sim.set_fault(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Setup::default()
+        .password("wrong")
+        .rotation_timeout(Duration::from_secs(5))
+        .executor(&a.sim.url(), dir.path());
+    let e = err(exec.execute(cmd("c3", provision("al-1", &imei))).await);
+    assert_eq!(e.code, CommandErrorCode::ProxysmartUnauthorized);
 }
 
 /// A crash between `store_port` and `apply_port` leaves a stored, dead port; when the plane
@@ -187,7 +154,10 @@ async fn reconcile_applies_a_half_created_port_before_adopting_it() {
     let imei = a.sim.online.clone();
     // Stored, never applied.
     let half = a.sim.add_foreign_port(&imei, "farmhand-al-1").unwrap();
-    let result = a.exec.execute(reconcile("r1", &imei, &["al-1"])).await;
+    let result = a
+        .exec
+        .execute(cmd("r1", reconcile(&[("al-1", &imei)])))
+        .await;
     let Outcome::Ok {
         output: CommandOutput::Reconcile(r),
     } = result.outcome
@@ -197,7 +167,7 @@ async fn reconcile_applies_a_half_created_port_before_adopting_it() {
     assert!(r.missing.is_empty() && r.removed.is_empty(), "{r:?}");
     assert!(a.sim.port(&half.port_id).unwrap().applied);
     let stores = a.sim.api_calls("/crud/store_port");
-    let again = a.exec.execute(provision("p1", "al-1", &imei)).await;
+    let again = a.exec.execute(cmd("p1", provision("al-1", &imei))).await;
     let Outcome::Ok {
         output: CommandOutput::Provision(p),
     } = again.outcome
@@ -214,7 +184,7 @@ async fn reconcile_applies_a_half_created_port_before_adopting_it() {
 async fn reconcile_removes_a_duplicate_and_keeps_the_journaled_port() {
     let a = agent().await;
     let imei = a.sim.online.clone();
-    let first = a.exec.execute(provision("p1", "al-1", &imei)).await;
+    let first = a.exec.execute(cmd("p1", provision("al-1", &imei))).await;
     let Outcome::Ok {
         output: CommandOutput::Provision(p),
     } = first.outcome
@@ -222,7 +192,10 @@ async fn reconcile_removes_a_duplicate_and_keeps_the_journaled_port() {
         panic!("{first:?}")
     };
     let dup = a.sim.add_foreign_port(&imei, "farmhand-al-1").unwrap();
-    let result = a.exec.execute(reconcile("r1", &imei, &["al-1"])).await;
+    let result = a
+        .exec
+        .execute(cmd("r1", reconcile(&[("al-1", &imei)])))
+        .await;
     assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
     assert!(a.sim.port(&p.port_id).is_some(), "the journaled port stays");
     assert!(a.sim.port(&dup.port_id).is_none(), "the duplicate is gone");
@@ -242,7 +215,10 @@ async fn reconcile_reports_an_unusable_leftover_missing() {
     let imei = a.sim.online.clone();
     a.sim.add_foreign_port(&imei, "farmhand-al-1").unwrap();
     a.sim.set_write_fault(Some(WriteFault::ApplyRefused));
-    let result = a.exec.execute(reconcile("r1", &imei, &["al-1"])).await;
+    let result = a
+        .exec
+        .execute(cmd("r1", reconcile(&[("al-1", &imei)])))
+        .await;
     let Outcome::Ok {
         output: CommandOutput::Reconcile(r),
     } = result.outcome

@@ -1,97 +1,22 @@
 //! The whole agent in-process: enroll against a fake enrollment endpoint, then `run` against
 //! a fake control plane (real WebSockets on 127.0.0.1:0) and the ProxySmart simulator.
 //! Checks the handshake, inventory, a command round trip, reconnection, revocation, clean
-//! shutdown, and that the ProxySmart password never appears in any frame. The WebSocket dial through a
-//! real HTTP CONNECT proxy (plain and TLS, credentials, refusals, `NO_PROXY`) is tested with
-//! the proxy variables passed in, never set on this process.
+//! shutdown, usage totals across restarts, and that the ProxySmart password never appears
+//! in any frame. The dial through an HTTP proxy is in `plane_proxy.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use farmhand_agent::config::pin::Pin;
-use farmhand_agent::plane::connection::{self, ConnectionError};
-use farmhand_agent::plane::identity::Identity;
-use farmhand_agent::plane::proxy_tunnel::{ProxyEnv, ProxyError};
-use farmhand_agent::plane::session::{self, HandshakeError};
-use farmhand_agent::plane::tls::Trust;
-use futures_util::{FutureExt, StreamExt};
-use support::proxy::{Mode, TestProxy};
-
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use farmhand_agent::config::policy::Policy;
-use farmhand_agent::{
-    AgentConfig, AgentError, AgentStatus, ControlPlaneConfig, EnrollError, Masked, ProxysmartConfig,
-};
+use farmhand_agent::{AgentConfig, AgentError, AgentStatus};
 use farmhand_protocol::*;
 use farmhand_sim::Fault;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::plane::{enroll_server, PlaneConn, WAIT};
-use support::{eventually, TestBox, PASSWORD, USER};
+use support::executor::{cmd, provision, provision_with};
+use support::plane::{enroll_ok, PlaneConn, Stage, WAIT};
+use support::{eventually, run_config, TestBox, PASSWORD};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-fn config(dir: &std::path::Path, plane: &str, sim: &TestBox) -> AgentConfig {
-    let mut proxysmart = ProxysmartConfig::new(sim.url(), USER, Masked::new(PASSWORD));
-    proxysmart.poll_interval = Duration::from_secs(1);
-    AgentConfig {
-        state_dir: dir.to_path_buf(),
-        control_plane: ControlPlaneConfig::plaintext(plane),
-        proxysmart,
-        site: Site {
-            public_host: "203.0.113.7".into(),
-            country: "DE".into(),
-            city: Some("Berlin".into()),
-        },
-        policy: Policy::default(),
-        metrics: Default::default(),
-        log: Default::default(),
-        usage: Default::default(),
-        health: Default::default(),
-    }
-}
-
-async fn enrolled(dir: &std::path::Path) -> Vec<u8> {
-    let key = Arc::new(Mutex::new(Vec::new()));
-    let server = enroll_server(key.clone()).await;
-    let server = ControlPlaneConfig::plaintext(server);
-    let err = farmhand_agent::enroll(&server, "bad", dir)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, EnrollError::InvalidToken { .. }), "{err}");
-    assert_eq!(
-        farmhand_agent::enroll(&server, "good", dir).await.unwrap(),
-        "ag-42"
-    );
-    let key = key.lock().unwrap().clone();
-    assert_eq!(key.len(), 32);
-    key
-}
-
-/// An enrolled state dir, the ProxySmart simulator and the fake plane's listener.
-struct Setup {
-    dir: tempfile::TempDir,
-    public_key: Vec<u8>,
-    sim: TestBox,
-    listener: TcpListener,
-    plane_url: String,
-}
-
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let public_key = enrolled(dir.path()).await;
-    let sim = TestBox::start().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let plane_url = format!("http://{}", listener.local_addr().unwrap());
-    Setup {
-        dir,
-        public_key,
-        sim,
-        listener,
-        plane_url,
-    }
-}
 
 /// Cancels `shutdown` and waits for the agent to return `Ok`.
 async fn stop(
@@ -108,17 +33,17 @@ async fn stop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_password() {
-    let Setup {
+    let Stage {
         dir,
         public_key,
         sim,
         listener,
         plane_url,
-    } = setup().await;
+    } = Stage::start().await;
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -132,22 +57,10 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
     assert_eq!(inv.site.city.as_deref(), Some("Berlin"));
     assert!(inv.modems.iter().any(|m| m.imei == sim.online && m.online));
     assert!(status.connected());
-    let provision = Provision {
-        allocation_id: "al-1".into(),
-        imei: sim.online.clone(),
-        login: "buyer".into(),
-        password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
-        bandwidth_kbit: None,
-        traffic_quota_mb: None,
-        rotate_every_s: None,
-    };
-    let deadline_ms = farmhand_agent::base::clock::now_ms() + 30_000;
-    conn.send(PlaneMessage::Command(Command {
-        id: "c1".into(),
-        deadline_ms,
-        body: CommandBody::Provision(provision),
-    }))
+    conn.send(PlaneMessage::Command(cmd(
+        "c1",
+        provision("al-1", &sim.online),
+    )))
     .await;
     let AgentMessage::CommandResult(result) = conn.recv().await else {
         panic!("result")
@@ -175,15 +88,15 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_agent_stops_with_a_clear_error() {
-    let Setup {
+    let Stage {
         dir,
         public_key,
         sim,
         listener,
         plane_url,
-    } = setup().await;
+    } = Stage::start().await;
     let agent = tokio::spawn(farmhand_agent::run(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         CancellationToken::new(),
     ));
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
@@ -207,17 +120,17 @@ async fn revoked_agent_stops_with_a_clear_error() {
 /// keeps running — no panic (which, built with `panic = "abort"`, would crash-loop it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extreme_values_from_the_plane_are_clamped_and_the_agent_keeps_running() {
-    let Setup {
+    let Stage {
         dir,
         public_key,
         sim,
         listener,
         plane_url,
-    } = setup().await;
+    } = Stage::start().await;
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -277,7 +190,7 @@ async fn extreme_values_from_the_plane_are_clamped_and_the_agent_keeps_running()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let dir = tempfile::tempdir().unwrap();
-    enrolled(dir.path()).await;
+    enroll_ok(dir.path()).await;
     let sim = TestBox::start().await;
     sim.set_fault(Fault::Status500);
     // A port nothing listens on.
@@ -287,7 +200,7 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let shutdown = CancellationToken::new();
     let status = Arc::new(AgentStatus::new());
     let agent = tokio::spawn(farmhand_agent::run_with_status(
-        config(dir.path(), &plane_url, &sim),
+        run_config(dir.path(), &plane_url, &sim),
         shutdown.clone(),
         status.clone(),
     ));
@@ -304,7 +217,7 @@ async fn run_without_enrollment_fails_fast_with_a_hint() {
     let dir = tempfile::tempdir().unwrap();
     let sim = TestBox::start().await;
     let err = farmhand_agent::run(
-        config(dir.path(), "http://127.0.0.1:1", &sim),
+        run_config(dir.path(), "http://127.0.0.1:1", &sim),
         CancellationToken::new(),
     )
     .await
@@ -337,14 +250,14 @@ async fn usage_reaches(conn: &mut PlaneConn, allocation_id: &str, want: (u64, u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
-    let Setup {
+    let Stage {
         dir,
         public_key,
         sim,
         listener,
         plane_url,
-    } = setup().await;
-    let mut cfg = config(dir.path(), &plane_url, &sim);
+    } = Stage::start().await;
+    let mut cfg = run_config(dir.path(), &plane_url, &sim);
     cfg.usage.interval = Duration::from_millis(200);
     let start = |cfg: AgentConfig| {
         let shutdown = CancellationToken::new();
@@ -359,17 +272,11 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     let AgentMessage::Inventory(_) = conn.recv().await else {
         panic!("inventory")
     };
-    let provision = Provision {
-        allocation_id: "al-u".into(),
-        imei: sim.online.clone(),
-        login: "buyer".into(),
-        password: Secret::new("BuyerPassword12345678"),
-        expires_at_ms: farmhand_agent::base::clock::now_ms() + 3_600_000,
-        bandwidth_kbit: Some(800),
-        traffic_quota_mb: Some(5),
-        rotate_every_s: None,
-    };
-    let result = conn.command("c1", CommandBody::Provision(provision)).await;
+    let limited = provision_with("al-u", &sim.online, |p| {
+        p.bandwidth_kbit = Some(800);
+        p.traffic_quota_mb = Some(5);
+    });
+    let result = conn.command("c1", limited).await;
     let Outcome::Ok {
         output: CommandOutput::Provision(port),
     } = result.outcome
@@ -401,214 +308,4 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     usage_reaches(&mut conn, "al-u", (1_900_000, 25_000)).await;
     sim.assert_no_violations();
     stop(&shutdown, agent).await;
-}
-
-/// Dials the fake plane with the proxy variables `proxies` and authenticates; the plane
-/// side runs concurrently and sends `welcome`. Returns the session id the agent got.
-async fn session_via(s: &Setup, proxies: &ProxyEnv) -> Result<String, HandshakeError> {
-    let url = config(s.dir.path(), &s.plane_url, &s.sim)
-        .connect_url()
-        .unwrap();
-    let identity = Identity::load(s.dir.path()).unwrap();
-    let agent = async {
-        let conn = connection::connect_via(&url, None, WAIT, proxies).await?;
-        session::handshake(conn, &identity).await
-    };
-    let plane = async {
-        let mut conn = PlaneConn::accept(&s.listener, &s.public_key, Arc::default()).await;
-        conn.welcome().await;
-        conn
-    };
-    tokio::pin!(agent);
-    // The plane side runs only while the agent gets through: a refused agent never arrives.
-    tokio::select! {
-        result = &mut agent => result.map(|s| s.welcome.session_id),
-        _conn = plane => agent.await.map(|s| s.welcome.session_id),
-    }
-}
-
-/// The plane host as the CONNECT line names it.
-fn plane_authority(s: &Setup) -> String {
-    s.plane_url.trim_start_matches("http://").to_string()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_websocket_goes_through_the_http_proxy_unless_no_proxy_names_the_plane() {
-    let s = setup().await;
-    let proxy = TestProxy::start(Mode::Tunnel).await;
-    let via_proxy = ProxyEnv::from_vars([("HTTP_PROXY", proxy.url.as_str())]);
-    assert_eq!(session_via(&s, &via_proxy).await.unwrap(), "sess");
-    assert_eq!(proxy.tunnels(), 1);
-    let requests = proxy.requests();
-    let target = plane_authority(&s);
-    assert!(
-        requests[0].starts_with(&format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n")),
-        "{requests:?}"
-    );
-    assert!(!requests[0].contains("Proxy-Authorization"), "{requests:?}");
-
-    // NO_PROXY names the plane: straight to it. ALL_PROXY is the fallback for ws:// too.
-    for no_proxy in ["127.0.0.1", "127.0.0.0/8", "*"] {
-        let bypass =
-            ProxyEnv::from_vars([("ALL_PROXY", proxy.url.as_str()), ("no_proxy", no_proxy)]);
-        assert_eq!(session_via(&s, &bypass).await.unwrap(), "sess");
-    }
-    // HTTPS_PROXY is for wss:// only: a ws:// plane does not use it.
-    let wrong_scheme = ProxyEnv::from_vars([("HTTPS_PROXY", proxy.url.as_str())]);
-    assert_eq!(session_via(&s, &wrong_scheme).await.unwrap(), "sess");
-    assert_eq!(proxy.tunnels(), 1, "no further tunnel");
-    assert_eq!(proxy.requests().len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_that_wants_credentials_gets_them_from_the_url_and_a_407_is_a_clear_error() {
-    let s = setup().await;
-    let expected = format!("Basic {}", STANDARD.encode("agent:s:cret"));
-    let proxy = TestProxy::start(Mode::RequireAuth(expected.clone())).await;
-
-    let without = ProxyEnv::from_vars([("HTTP_PROXY", proxy.url.as_str())]);
-    let err = session_via(&s, &without).await.unwrap_err();
-    let HandshakeError::Connection(ConnectionError::Proxy(ProxyError::Refused { status, .. })) =
-        &err
-    else {
-        panic!("{err:?}")
-    };
-    assert_eq!(*status, 407);
-    let text = err.to_string();
-    assert!(
-        text.contains(&proxy.url) && text.contains("HTTP 407") && text.contains("credentials"),
-        "{text}"
-    );
-    assert_eq!(proxy.tunnels(), 0);
-    assert!(
-        s.listener.accept().now_or_never().is_none(),
-        "nothing reached the plane"
-    );
-
-    let with = ProxyEnv::from_vars([("HTTP_PROXY", proxy.url_with("agent:s%3Acret"))]);
-    assert_eq!(session_via(&s, &with).await.unwrap(), "sess");
-    assert_eq!(proxy.tunnels(), 1);
-    let requests = proxy.requests();
-    assert!(
-        requests[1].contains(&format!("\r\nProxy-Authorization: {expected}\r\n")),
-        "{requests:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusing_closing_and_unusable_proxies_are_typed_errors() {
-    let s = setup().await;
-    let forbidden = TestProxy::start(Mode::Answer("403 Forbidden")).await;
-    let env = ProxyEnv::from_vars([("http_proxy", forbidden.url.as_str())]);
-    let err = session_via(&s, &env).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HandshakeError::Connection(ConnectionError::Proxy(ProxyError::Refused {
-                status: 403,
-                ..
-            }))
-        ),
-        "{err:?}"
-    );
-    let closing = TestProxy::start(Mode::Close).await;
-    let env = ProxyEnv::from_vars([("HTTP_PROXY", closing.url.as_str())]);
-    let err = session_via(&s, &env).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HandshakeError::Connection(ConnectionError::Proxy(ProxyError::Closed { .. }))
-        ),
-        "{err:?}"
-    );
-    let env = ProxyEnv::from_vars([("ALL_PROXY", "socks5h://127.0.0.1:1080")]);
-    let err = session_via(&s, &env).await.unwrap_err();
-    assert!(err.to_string().contains("only http:// proxies"), "{err}");
-    assert!(s.listener.accept().now_or_never().is_none());
-}
-
-/// A TLS WebSocket server for `localhost` only, signed by a throwaway CA written to `dir`;
-/// records the server name each client asked for.
-async fn tls_plane(dir: &std::path::Path) -> (String, std::path::PathBuf, Arc<Mutex<Vec<String>>>) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, issuer.pem()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key.into())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "wss://localhost:{}/v1/agent/connect",
-        listener.local_addr().unwrap().port()
-    );
-    let names = Arc::new(Mutex::new(Vec::new()));
-    let seen = names.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let name = tls
-                    .get_ref()
-                    .1
-                    .server_name()
-                    .unwrap_or("(none)")
-                    .to_string();
-                seen.lock().unwrap().push(name);
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                    return;
-                };
-                while let Some(Ok(_)) = ws.next().await {}
-            });
-        }
-    });
-    (url, ca_file, names)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wss_runs_tls_inside_the_tunnel_with_the_planes_name_and_the_same_verification() {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, ca_file, names) = tls_plane(dir.path()).await;
-    let proxy = TestProxy::start(Mode::Tunnel).await;
-    let env = ProxyEnv::from_vars([("HTTPS_PROXY", proxy.url.as_str())]);
-    let trust = Trust::new(Some(&ca_file), None).unwrap();
-    let conn = connection::connect_via(&url, Some(&trust), WAIT, &env)
-        .await
-        .unwrap();
-    conn.close().await;
-    assert_eq!(proxy.tunnels(), 1);
-    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap();
-    assert!(
-        proxy.requests()[0].starts_with(&format!("CONNECT localhost:{port} HTTP/1.1\r\n")),
-        "{:?}",
-        proxy.requests()
-    );
-    assert_eq!(*names.lock().unwrap(), vec!["localhost".to_string()]);
-
-    // Verification is unchanged inside the tunnel: a wrong pin is still refused.
-    let wrong = Trust::new(None, Some(Pin::of(b"not the plane's certificate"))).unwrap();
-    let err = connection::connect_via(&url, Some(&wrong), WAIT, &env)
-        .await
-        .unwrap_err();
-    let ConnectionError::Tls { reason } = &err else {
-        panic!("{err:?}")
-    };
-    assert!(reason.contains("pin mismatch for localhost"), "{reason}");
-    assert_eq!(proxy.tunnels(), 2);
 }

@@ -6,10 +6,12 @@
 //! The simulator judges what it receives — every `store_port` document, every IMEI and port
 //! id in a query, any path the real API does not have — and [`TestBox::assert_no_violations`]
 //! adds the Farmhand conventions a box does not judge: the agent must never send
-//! unvalidated input. `plane` is a fake control plane for tests that run the whole agent,
-//! `proxy` a real HTTP CONNECT proxy in front of it.
+//! unvalidated input. `executor` runs commands against it without the rest of the agent,
+//! `plane` is a fake control plane for tests that run the whole agent, `proxy` a real HTTP
+//! CONNECT proxy in front of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod executor;
 pub mod plane;
 pub mod proxy;
 
@@ -216,6 +218,36 @@ pub fn agent_config(
     );
     std::fs::write(&config, text).unwrap();
     config
+}
+
+/// The typed config of an agent run in-process against `box_` and the plane at `plane`,
+/// with its state in `dir`: a poll every second, a site in Berlin, the default policy.
+pub fn run_config(
+    dir: &std::path::Path,
+    plane: &str,
+    box_: &TestBox,
+) -> farmhand_agent::AgentConfig {
+    let mut proxysmart = farmhand_agent::ProxysmartConfig::new(
+        box_.url(),
+        USER,
+        farmhand_agent::Masked::new(PASSWORD),
+    );
+    proxysmart.poll_interval = Duration::from_secs(1);
+    farmhand_agent::AgentConfig {
+        state_dir: dir.to_path_buf(),
+        control_plane: farmhand_agent::ControlPlaneConfig::plaintext(plane),
+        proxysmart,
+        site: farmhand_protocol::Site {
+            public_host: "203.0.113.7".into(),
+            country: "DE".into(),
+            city: Some("Berlin".into()),
+        },
+        policy: Default::default(),
+        metrics: Default::default(),
+        log: Default::default(),
+        usage: Default::default(),
+        health: Default::default(),
+    }
 }
 
 #[allow(unused_imports)] // not every test binary waits

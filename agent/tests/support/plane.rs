@@ -1,6 +1,7 @@
 //! A fake control plane for tests that run the whole agent: an enrollment endpoint
 //! (token "good" → agent "ag-42") and one accepted agent WebSocket at a time, driven by the
-//! test frame by frame (challenge, welcome, commands), with every frame recorded.
+//! test frame by frame (challenge, welcome, commands), with every frame recorded; and the
+//! [`Stage`] such tests start from (an enrolled state dir, a test box, the plane's listener).
 
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -39,15 +40,51 @@ pub async fn enroll_server(seen_key: Arc<Mutex<Vec<u8>>>) -> String {
     url
 }
 
-/// Enrolls the agent state in `dir` against a fresh fake endpoint; returns its public key.
+/// Enrolls the agent state in `dir` against a fresh fake endpoint (a bad token first, which
+/// must be refused as such); returns its public key.
 pub async fn enroll_ok(dir: &std::path::Path) -> Vec<u8> {
     let key = Arc::new(Mutex::new(Vec::new()));
     let server = enroll_server(key.clone()).await;
     let server = farmhand_agent::ControlPlaneConfig::plaintext(server);
+    let err = farmhand_agent::enroll(&server, "bad", dir)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, farmhand_agent::EnrollError::InvalidToken { .. }),
+        "{err}"
+    );
     let id = farmhand_agent::enroll(&server, "good", dir).await.unwrap();
     assert_eq!(id, "ag-42");
     let key = key.lock().unwrap().clone();
+    assert_eq!(key.len(), 32);
     key
+}
+
+/// An enrolled state dir, the ProxySmart simulator and the fake plane's listener: what a
+/// test needs to run the whole agent, or just its dial, against the fake plane.
+pub struct Stage {
+    pub dir: tempfile::TempDir,
+    pub public_key: Vec<u8>,
+    pub sim: super::TestBox,
+    pub listener: TcpListener,
+    pub plane_url: String,
+}
+
+impl Stage {
+    pub async fn start() -> Stage {
+        let dir = tempfile::tempdir().unwrap();
+        let public_key = enroll_ok(dir.path()).await;
+        let sim = super::TestBox::start().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plane_url = format!("http://{}", listener.local_addr().unwrap());
+        Stage {
+            dir,
+            public_key,
+            sim,
+            listener,
+            plane_url,
+        }
+    }
 }
 
 /// One agent connection, authenticated against `public_key`.

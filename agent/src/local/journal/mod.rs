@@ -258,7 +258,7 @@ impl Journal {
     /// Flushes to disk on tokio's blocking pool. Not `sled::Db::flush_async`: that runs the
     /// flush on sled's own I/O pool, and concurrent flushes can occupy every pool thread
     /// waiting for a buffer write that is queued behind them on the same pool — a deadlock
-    /// the agent's fuzz test (`agent/tests/fuzz.rs`) hit with 16 commands in flight.
+    /// the agent's fuzz test (`agent/tests/fuzz/`) hit with 16 commands in flight.
     async fn flush(&self) -> Result<(), JournalError> {
         let db = self.db.clone();
         match tokio::task::spawn_blocking(move || db.flush()).await {
