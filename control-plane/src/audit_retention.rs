@@ -9,7 +9,7 @@
 //! what is deleted follows from the configuration alone. Each pass that removed something
 //! logs the count at INFO.
 
-use crate::ids::now;
+use crate::clock::Clock;
 use crate::store::{Store, StoreError};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -29,13 +29,18 @@ pub struct AuditRetention {
     store: Store,
     /// `None`: keep every entry (`retention_days = 0`).
     period: Option<time::Duration>,
+    clock: Clock,
 }
 
 impl AuditRetention {
-    /// Deletes entries older than `period`; `None` keeps them forever.
-    pub fn new(store: Store, period: Option<Duration>) -> Self {
+    /// Deletes entries older than `period` as `clock` tells; `None` keeps them forever.
+    pub fn new(store: Store, period: Option<Duration>, clock: Clock) -> Self {
         let period = period.map(|p| time::Duration::try_from(p).unwrap_or(time::Duration::MAX));
-        AuditRetention { store, period }
+        AuditRetention {
+            store,
+            period,
+            clock,
+        }
     }
 
     /// The task: a pass now, then one every hour, until `shutdown`.
@@ -45,7 +50,8 @@ impl AuditRetention {
             return;
         }
         loop {
-            let pause = match self.sweep(now(), &shutdown).await {
+            let now = self.clock.now();
+            let pause = match self.sweep(now, &shutdown).await {
                 Ok(_) => PASS_INTERVAL,
                 Err(e) => {
                     warn!("audit retention pass failed: {e}");
@@ -54,7 +60,7 @@ impl AuditRetention {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
+                _ = self.clock.sleep_until_time(now + pause) => {}
             }
         }
     }
@@ -100,7 +106,7 @@ mod tests {
     /// A store with `old` entries from 400 days ago, then `young` from now.
     fn store_with(dir: &std::path::Path, old: usize, young: usize) -> Store {
         let store = Store::open(dir).unwrap();
-        let t = now();
+        let t = crate::ids::now();
         let ages =
             std::iter::repeat_n(Span::days(400), old).chain(std::iter::repeat_n(Span::ZERO, young));
         for (i, age) in ages.enumerate() {
@@ -136,9 +142,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with(dir.path(), 2 * BATCH + 7, 5);
         let year = Some(Duration::from_secs(365 * 86_400));
-        let retention = AuditRetention::new(store.clone(), year);
+        let retention = AuditRetention::new(store.clone(), year, Clock::system());
         let token = CancellationToken::new();
-        assert_eq!(retention.sweep(now(), &token).await.unwrap(), 2 * BATCH + 7);
+        assert_eq!(
+            retention.sweep(crate::ids::now(), &token).await.unwrap(),
+            2 * BATCH + 7
+        );
         assert_eq!(count(&store), 5);
         let first = store
             .audit_page(None, OffsetDateTime::UNIX_EPOCH, 1)
@@ -148,7 +157,7 @@ mod tests {
             format!("modem:{}", 2 * BATCH + 7)
         );
         assert_eq!(
-            retention.sweep(now(), &token).await.unwrap(),
+            retention.sweep(crate::ids::now(), &token).await.unwrap(),
             0,
             "idempotent"
         );
@@ -158,10 +167,17 @@ mod tests {
     async fn a_cancelled_pass_stops_after_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with(dir.path(), 2 * BATCH + 7, 1);
-        let retention = AuditRetention::new(store.clone(), Some(Duration::from_secs(86_400)));
+        let retention = AuditRetention::new(
+            store.clone(),
+            Some(Duration::from_secs(86_400)),
+            Clock::system(),
+        );
         let token = CancellationToken::new();
         token.cancel();
-        assert_eq!(retention.sweep(now(), &token).await.unwrap(), BATCH);
+        assert_eq!(
+            retention.sweep(crate::ids::now(), &token).await.unwrap(),
+            BATCH
+        );
         assert_eq!(count(&store), BATCH + 8);
     }
 
@@ -169,13 +185,40 @@ mod tests {
     async fn retention_zero_keeps_everything() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with(dir.path(), 30, 2);
-        let forever = AuditRetention::new(store.clone(), None);
+        let forever = AuditRetention::new(store.clone(), None, Clock::system());
         let token = CancellationToken::new();
-        assert_eq!(forever.sweep(now(), &token).await.unwrap(), 0);
+        assert_eq!(forever.sweep(crate::ids::now(), &token).await.unwrap(), 0);
         // The task returns at once rather than waking every hour for nothing.
         tokio::time::timeout(Duration::from_secs(30), forever.run(token))
             .await
             .unwrap();
         assert_eq!(count(&store), 32);
+    }
+
+    #[tokio::test]
+    async fn an_entry_stays_one_second_inside_its_window_and_goes_one_second_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = crate::ids::now();
+        // The newest entry is never pruned (it anchors the keys' order): one comes later.
+        for (i, at) in [t, t + Span::days(2)].into_iter().enumerate() {
+            let event = AuditEvent {
+                at,
+                actor: "system".into(),
+                action: AuditAction::IpRotated,
+                target: format!("modem:{i}"),
+                details: json!({}),
+            };
+            store.append_audit(&event).unwrap();
+        }
+        let day = Duration::from_secs(86_400);
+        let retention = AuditRetention::new(store.clone(), Some(day), Clock::system());
+        let token = CancellationToken::new();
+        let inside = t + Span::days(1) - Span::seconds(1);
+        assert_eq!(retention.sweep(inside, &token).await.unwrap(), 0);
+        assert_eq!(count(&store), 2, "deleted a second early");
+        let outside = t + Span::days(1) + Span::seconds(1);
+        assert_eq!(retention.sweep(outside, &token).await.unwrap(), 1);
+        assert_eq!(count(&store), 1, "kept a second late");
     }
 }

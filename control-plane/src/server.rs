@@ -222,8 +222,11 @@ impl ControlPlane {
                 .clone()
                 .run_release_retries(sessions.clone()),
         );
-        let audit_retention =
-            AuditRetention::new(state.store.clone(), state.config.audit.retention());
+        let audit_retention = AuditRetention::new(
+            state.store.clone(),
+            state.config.audit.retention(),
+            state.fleet.clock().clone(),
+        );
         let audit_sweeper = tokio::spawn(audit_retention.run(sessions.clone()));
         let stop = shutdown.clone();
         let gateway = state.gateway.clone();
