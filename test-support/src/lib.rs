@@ -1,6 +1,7 @@
 //! What every Farmhand test suite shares (dev-dependency of each crate, dependency of the
 //! testkit): [`eventually`], the one way a test waits — poll a condition until it holds or
-//! a deadline passes, never a bare sleep.
+//! a deadline passes, never a bare sleep — and [`data_map`], the privacy data map the
+//! storage-walking tests check against.
 //!
 //! The deadline is the caller's (or [`PATIENCE`]) times `FARMHAND_TEST_PATIENCE` (a
 //! number, default 1): a slow or loaded machine stretches every wait at once instead of
@@ -106,6 +107,25 @@ where
         Ok(value) => value,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// The locations `docs/privacy.md`'s data map lists in the section headed `heading`: each
+/// table row's first cell, `` `tree NAME` `` or `` `file NAME` ``, as `tree NAME` /
+/// `file NAME`. The map is read by the tests that walk each binary's storage.
+pub fn data_map(heading: &str) -> std::collections::BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/privacy.md");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or("");
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|cell| cell.starts_with("tree ") || cell.starts_with("file "))
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

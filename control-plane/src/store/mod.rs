@@ -90,6 +90,22 @@ pub struct Store {
 }
 
 impl Store {
+    /// The names of the tables (sled trees) this store keeps: what `docs/privacy.md` maps.
+    /// The default tree counts as `default` when it holds anything.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .db
+            .tree_names()
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .filter(|n| n != "__sled__default")
+            .collect();
+        if !self.db.is_empty() {
+            names.push("default".into());
+        }
+        names
+    }
+
     /// Opens (or creates) the database in `<data_dir>/db`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("db");

@@ -60,6 +60,22 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// The names of the tables (sled trees) the journal keeps: what `docs/privacy.md` maps.
+    /// The default tree counts as `default` when it holds anything.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .db
+            .tree_names()
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .filter(|n| n != "__sled__default")
+            .collect();
+        if !self.db.is_empty() {
+            names.push("default".into());
+        }
+        names
+    }
+
     /// Opens (or creates) the journal in `<state_dir>/db` and prunes old command records.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
         let db = sled::Config::new()

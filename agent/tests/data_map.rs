@@ -1,0 +1,104 @@
+//! The privacy data map cannot drift: while a real agent runs (enrolled, connected, a port
+//! provisioned on the simulator) and after it stops, every file of its state directory and
+//! every table of its journal is listed in `docs/privacy.md`, and every journal table the
+//! map lists exists.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use farmhand_agent::local::journal::Journal;
+use farmhand_agent::AgentStatus;
+use farmhand_protocol::{AgentMessage, Outcome, PlaneMessage};
+use farmhand_test_support::data_map;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use support::executor::{cmd, provision};
+use support::plane::{PlaneConn, Stage, WAIT};
+use support::{eventually, run_config};
+use tokio_util::sync::CancellationToken;
+
+fn unmapped_files(dir: &Path, map: &BTreeSet<String>) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| format!("file {}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|f| !map.contains(f))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_and_table_of_the_agent_is_in_the_data_map() {
+    let map = data_map("Agent");
+    assert!(map.len() > 10, "the map was not read: {map:?}");
+    let Stage {
+        dir,
+        public_key,
+        sim,
+        listener,
+        plane_url,
+    } = Stage::start().await;
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(AgentStatus::new());
+    let agent = tokio::spawn(farmhand_agent::run_with_status(
+        run_config(dir.path(), &plane_url, &sim),
+        shutdown.clone(),
+        status.clone(),
+    ));
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let mut conn = PlaneConn::accept(&listener, &public_key, frames).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(_) = conn.recv().await else {
+        panic!("inventory")
+    };
+    conn.send(PlaneMessage::Command(cmd(
+        "c1",
+        provision("al-1", &sim.online),
+    )))
+    .await;
+    let AgentMessage::CommandResult(result) = conn.recv().await else {
+        panic!("result")
+    };
+    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
+    let state = dir.path().to_path_buf();
+    eventually("the status file is written", || {
+        std::future::ready(state.join("status.json").exists())
+    })
+    .await;
+    let running = unmapped_files(dir.path(), &map);
+    assert!(
+        running.is_empty(),
+        "files the data map does not list: {running:?}"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("agent stops")
+        .unwrap()
+        .unwrap();
+    let stopped = unmapped_files(dir.path(), &map);
+    assert!(
+        stopped.is_empty(),
+        "files the data map does not list: {stopped:?}"
+    );
+    let journal = Journal::open(dir.path()).unwrap();
+    let tables: BTreeSet<String> = journal
+        .table_names()
+        .into_iter()
+        .map(|t| format!("tree {t}"))
+        .collect();
+    assert!(tables.contains("tree ports"), "{tables:?}");
+    let unmapped: Vec<&String> = tables.iter().filter(|t| !map.contains(*t)).collect();
+    assert!(
+        unmapped.is_empty(),
+        "journal tables the map does not list: {unmapped:?}"
+    );
+    let missing: Vec<&String> = map
+        .iter()
+        .filter(|m| m.starts_with("tree ") && *m != "tree default" && !tables.contains(*m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the map lists tables the journal lacks: {missing:?}"
+    );
+}
