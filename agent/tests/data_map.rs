@@ -7,16 +7,14 @@
 mod support;
 
 use farmhand_agent::local::journal::Journal;
-use farmhand_agent::AgentStatus;
 use farmhand_protocol::{AgentMessage, Outcome, PlaneMessage};
 use farmhand_test_support::data_map;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use support::executor::{cmd, provision};
-use support::plane::{PlaneConn, Stage, WAIT};
+use support::plane::{PlaneConn, RunningAgent, Stage};
 use support::{eventually, run_config};
-use tokio_util::sync::CancellationToken;
 
 fn unmapped_files(dir: &Path, map: &BTreeSet<String>) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -37,13 +35,7 @@ async fn every_file_and_table_of_the_agent_is_in_the_data_map() {
         listener,
         plane_url,
     } = Stage::start().await;
-    let shutdown = CancellationToken::new();
-    let status = Arc::new(AgentStatus::new());
-    let agent = tokio::spawn(farmhand_agent::run_with_status(
-        run_config(dir.path(), &plane_url, &sim),
-        shutdown.clone(),
-        status.clone(),
-    ));
+    let agent = RunningAgent::start(run_config(dir.path(), &plane_url, &sim));
     let frames = Arc::new(Mutex::new(Vec::new()));
     let mut conn = PlaneConn::accept(&listener, &public_key, frames).await;
     conn.welcome().await;
@@ -70,12 +62,7 @@ async fn every_file_and_table_of_the_agent_is_in_the_data_map() {
         "files the data map does not list: {running:?}"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, agent)
-        .await
-        .expect("agent stops")
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
     let stopped = unmapped_files(dir.path(), &map);
     assert!(
         stopped.is_empty(),

@@ -7,29 +7,16 @@
 
 mod support;
 
-use farmhand_agent::{AgentConfig, AgentError, AgentStatus};
+use farmhand_agent::AgentError;
 use farmhand_protocol::*;
 use farmhand_sim::Fault;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::executor::{cmd, provision, provision_with};
-use support::plane::{enroll_ok, PlaneConn, Stage, WAIT};
+use support::plane::{enroll_ok, PlaneConn, RunningAgent, Stage, WAIT};
 use support::{eventually, run_config, TestBox, PASSWORD};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// Cancels `shutdown` and waits for the agent to return `Ok`.
-async fn stop(
-    shutdown: &CancellationToken,
-    agent: tokio::task::JoinHandle<Result<(), AgentError>>,
-) {
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, agent)
-        .await
-        .expect("agent stops")
-        .unwrap()
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_password() {
@@ -40,13 +27,8 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
         listener,
         plane_url,
     } = Stage::start().await;
-    let shutdown = CancellationToken::new();
-    let status = Arc::new(AgentStatus::new());
-    let agent = tokio::spawn(farmhand_agent::run_with_status(
-        run_config(dir.path(), &plane_url, &sim),
-        shutdown.clone(),
-        status.clone(),
-    ));
+    let agent = RunningAgent::start(run_config(dir.path(), &plane_url, &sim));
+    let status = agent.status.clone();
     let frames = Arc::new(Mutex::new(Vec::new()));
 
     let mut conn = PlaneConn::accept(&listener, &public_key, frames.clone()).await;
@@ -76,7 +58,7 @@ async fn agent_serves_a_session_reconnects_and_never_leaks_the_proxysmart_passwo
     assert_eq!(inv.ports.len(), 1, "managed ports survive the reconnect");
     assert_eq!(inv.ports[0].allocation_id, "al-1");
 
-    stop(&shutdown, agent).await;
+    agent.stop().await;
     assert!(!status.connected());
     let frames = frames.lock().unwrap();
     assert!(frames.len() >= 6);
@@ -127,13 +109,8 @@ async fn extreme_values_from_the_plane_are_clamped_and_the_agent_keeps_running()
         listener,
         plane_url,
     } = Stage::start().await;
-    let shutdown = CancellationToken::new();
-    let status = Arc::new(AgentStatus::new());
-    let agent = tokio::spawn(farmhand_agent::run_with_status(
-        run_config(dir.path(), &plane_url, &sim),
-        shutdown.clone(),
-        status.clone(),
-    ));
+    let agent = RunningAgent::start(run_config(dir.path(), &plane_url, &sim));
+    let status = agent.status.clone();
     // A session with a welcome of extremes: no heartbeat interval, the end of time, limits
     // no disk can meet.
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
@@ -184,7 +161,7 @@ async fn extreme_values_from_the_plane_are_clamped_and_the_agent_keeps_running()
     })
     .await;
     // It waits (at most an hour and its jitter) and still stops cleanly when asked.
-    stop(&shutdown, agent).await;
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,19 +174,14 @@ async fn unreachable_plane_and_proxysmart_do_not_stop_the_agent() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plane_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let shutdown = CancellationToken::new();
-    let status = Arc::new(AgentStatus::new());
-    let agent = tokio::spawn(farmhand_agent::run_with_status(
-        run_config(dir.path(), &plane_url, &sim),
-        shutdown.clone(),
-        status.clone(),
-    ));
+    let agent = RunningAgent::start(run_config(dir.path(), &plane_url, &sim));
+    let status = agent.status.clone();
     eventually("a connection attempt is recorded", || {
         std::future::ready(status.last_error().is_some())
     })
     .await;
     assert!(!agent.is_finished(), "the agent keeps retrying");
-    stop(&shutdown, agent).await;
+    agent.stop().await;
 }
 
 #[tokio::test]
@@ -259,14 +231,7 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     } = Stage::start().await;
     let mut cfg = run_config(dir.path(), &plane_url, &sim);
     cfg.usage.interval = Duration::from_millis(200);
-    let start = |cfg: AgentConfig| {
-        let shutdown = CancellationToken::new();
-        (
-            shutdown.clone(),
-            tokio::spawn(farmhand_agent::run(cfg, shutdown)),
-        )
-    };
-    let (shutdown, agent) = start(cfg.clone());
+    let agent = RunningAgent::start(cfg.clone());
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
     conn.welcome().await;
     let AgentMessage::Inventory(_) = conn.recv().await else {
@@ -299,13 +264,13 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     usage_reaches(&mut conn, "al-u", (1_800_000, 25_000)).await;
 
     // The agent stops; the box counts on meanwhile; the agent comes back on the same state.
-    stop(&shutdown, agent).await;
+    agent.stop().await;
     drop(conn);
     counters("400 KB".into(), "5 KB".into());
-    let (shutdown, agent) = start(cfg);
+    let agent = RunningAgent::start(cfg);
     let mut conn = PlaneConn::accept(&listener, &public_key, Arc::default()).await;
     conn.welcome().await;
     usage_reaches(&mut conn, "al-u", (1_900_000, 25_000)).await;
     sim.assert_no_violations();
-    stop(&shutdown, agent).await;
+    agent.stop().await;
 }

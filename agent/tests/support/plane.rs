@@ -211,3 +211,46 @@ impl PlaneConn {
         }
     }
 }
+
+/// A whole agent running in-process (`farmhand_agent::run_with_status`) until [`stop`].
+///
+/// [`stop`]: RunningAgent::stop
+pub struct RunningAgent {
+    /// Its live status.
+    pub status: Arc<farmhand_agent::AgentStatus>,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), farmhand_agent::AgentError>>,
+}
+
+impl RunningAgent {
+    /// Starts the agent with `config`.
+    pub fn start(config: farmhand_agent::AgentConfig) -> RunningAgent {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let status = Arc::new(farmhand_agent::AgentStatus::new());
+        let task = tokio::spawn(farmhand_agent::run_with_status(
+            config,
+            shutdown.clone(),
+            status.clone(),
+        ));
+        RunningAgent {
+            status,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Whether it has returned (it should keep running through any outage).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Asks it to stop and waits until it returned `Ok`.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("agent stops")
+            .unwrap()
+            .unwrap();
+    }
+}
