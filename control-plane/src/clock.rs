@@ -136,7 +136,7 @@ impl Sweeps {
     /// A scan at `now` found `due` items.
     pub(crate) fn record(&self, now: OffsetDateTime, due: usize) {
         self.found.fetch_add(due as u64, Ordering::SeqCst);
-        let ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let ms = crate::ids::unix_ms(now);
         self.scanned_to_ms.fetch_max(ms, Ordering::SeqCst);
     }
 }

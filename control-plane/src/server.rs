@@ -169,10 +169,14 @@ impl ControlPlane {
         self.state.allocator.expiry_sweeps()
     }
 
-    /// What the outage sweeper has done (`found`: moves started), and how to make it scan
-    /// now (tests that move a manual clock).
-    pub fn outage_sweeps(&self) -> (Arc<crate::clock::Sweeps>, Arc<tokio::sync::Notify>) {
+    /// What the outage sweeper has done (`found`: moves started).
+    pub fn outage_sweeps(&self) -> Arc<crate::clock::Sweeps> {
         self.state.allocator.outage_sweeps()
+    }
+
+    /// Wakes the outage sweeper so it scans now (tests that move a manual clock).
+    pub fn outage_waker(&self) -> Arc<tokio::sync::Notify> {
+        self.state.allocator.outage_waker()
     }
 
     /// Creates an API key; returns the key, which is not stored.

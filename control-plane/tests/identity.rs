@@ -14,7 +14,7 @@ use farmhand_protocol::{
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use support::flows::{order, provision_ok};
+use support::flows::{order, post_allocation, provision_ok};
 use support::receiver::Receiver;
 use support::{eventually, modem, FakeAgent, TestPlane, PATIENCE};
 
@@ -50,13 +50,7 @@ async fn a_duplicate_imei_is_flagged_not_sold_until_an_admin_names_the_owner() {
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let mut owner = plane.agent_with_modem(X).await;
-    let pending = {
-        let p = plane.clone();
-        tokio::spawn(async move {
-            p.post("/v1/allocations", &p.market, pinned("o-real", X))
-                .await
-        })
-    };
+    let pending = post_allocation(&plane, pinned("o-real", X));
     let allocation_id = provision_ok(&mut owner).await;
     assert_eq!(pending.await.unwrap().status, 201);
 
@@ -162,13 +156,7 @@ async fn a_duplicate_imei_is_flagged_not_sold_until_an_admin_names_the_owner() {
     );
     assert_eq!(of(&impostor.agent_id)["duplicate_identity"], true);
     assert_eq!(of(&impostor.agent_id)["available"], false);
-    let pending = {
-        let p = plane.clone();
-        tokio::spawn(async move {
-            p.post("/v1/allocations", &p.market, pinned("o-after", X))
-                .await
-        })
-    };
+    let pending = post_allocation(&plane, pinned("o-after", X));
     provision_ok(&mut owner).await;
     let r = pending.await.unwrap();
     assert_eq!(
@@ -229,13 +217,7 @@ async fn an_impostors_reports_do_not_start_the_owners_offline_clock() {
         .send_inventory(vec![modem(X, "Vodafone"), modem(Y, "Vodafone")])
         .await;
     plane.wait_available(X).await;
-    let pending = {
-        let p = plane.clone();
-        tokio::spawn(async move {
-            p.post("/v1/allocations", &p.market, pinned("o-real", X))
-                .await
-        })
-    };
+    let pending = post_allocation(&plane, pinned("o-real", X));
     let allocation_id = provision_ok(&mut owner).await;
     assert_eq!(pending.await.unwrap().status, 201);
 

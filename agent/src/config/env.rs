@@ -8,7 +8,6 @@
 
 use super::ConfigError;
 use farmhand_ops::env::{self, Applied, Schema};
-use serde::de::DeserializeOwned;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -19,13 +18,13 @@ pub fn schema() -> &'static Schema {
     SCHEMA.get_or_init(|| Schema::of::<super::FileConfig>(&[]))
 }
 
-/// Parses `text` with the `FARMHAND_…` variables among `vars` applied; `path` names the
-/// file in errors.
-pub fn parse<T: DeserializeOwned>(
+/// Parses `text` into the file form whose keys [`schema`] lists, with the `FARMHAND_…`
+/// variables among `vars` applied; `path` names the file in errors.
+pub(super) fn parse(
     path: &Path,
     text: &str,
     vars: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Result<(T, Applied), ConfigError> {
+) -> Result<(super::FileConfig, Applied), ConfigError> {
     env::load(text, schema(), vars).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -122,9 +122,14 @@ impl Tracker {
 }
 
 impl Allocator {
-    /// What the outage sweeper has done (`found`: moves started), and its waker.
-    pub fn outage_sweeps(&self) -> (Arc<Sweeps>, Arc<Notify>) {
-        (self.outage_sweeps.clone(), self.replacing.wake.clone())
+    /// What the outage sweeper has done (`found`: moves started).
+    pub fn outage_sweeps(&self) -> Arc<Sweeps> {
+        self.outage_sweeps.clone()
+    }
+
+    /// Wakes the outage sweeper so it scans now (after a test moved a manual clock).
+    pub fn outage_waker(&self) -> Arc<Notify> {
+        self.replacing.wake.clone()
     }
 
     /// The sweeper task; runs until `shutdown` (returns at once when automatic replacement

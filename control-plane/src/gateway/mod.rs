@@ -55,7 +55,7 @@ pub struct SessionInfo {
     pub agent_id: String,
     /// This session.
     pub session_id: String,
-    /// The agent's enrollment label and hostname.
+    /// The agent's enrollment label.
     pub label: String,
     /// The agent's hostname.
     pub hostname: String,

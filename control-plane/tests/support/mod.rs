@@ -82,7 +82,7 @@ impl TestPlane {
         let market = plane.create_key(Role::Marketplace, "shop").unwrap();
         let expiry = plane.expiry_waker();
         let sweeps = plane.expiry_sweeps();
-        let (outages, outage_scan) = plane.outage_sweeps();
+        let (outages, outage_scan) = (plane.outage_sweeps(), plane.outage_waker());
         let gateway = plane.gateway();
         let (addr, store, shutdown, task) = run(plane).await;
         TestPlane {
@@ -109,7 +109,7 @@ impl TestPlane {
         let plane = ControlPlane::open_with_clock(self.config.clone(), self.clock.clone()).unwrap();
         self.expiry = plane.expiry_waker();
         self.sweeps = plane.expiry_sweeps();
-        (self.outages, self.outage_scan) = plane.outage_sweeps();
+        (self.outages, self.outage_scan) = (plane.outage_sweeps(), plane.outage_waker());
         self.gateway = Some(plane.gateway());
         let (addr, store, shutdown, task) = run(plane).await;
         (self.addr, self.store, self.shutdown) = (addr, Some(store), shutdown);
