@@ -13,7 +13,7 @@
 //! - a late `release` success from the allocation's current agent → mark it released.
 
 use super::Allocator;
-use crate::gateway::GatewayEvent;
+use crate::gateway::{GatewayEvent, Report, Work};
 use crate::store::AllocationState;
 use farmhand_protocol::{CommandBody, CommandOutput, CommandResult, Outcome, Provisioned, Release};
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 impl Allocator {
-    /// Consumes gateway events until `shutdown`; each event is handled in its own task so
-    /// one slow agent does not delay the others.
+    /// Consumes gateway events until `shutdown`: reports in arrival order, work each in its
+    /// own task.
     pub async fn run_events(
         self: Arc<Self>,
         mut events: mpsc::UnboundedReceiver<GatewayEvent>,
@@ -34,62 +34,54 @@ impl Allocator {
                 _ = shutdown.cancelled() => return,
                 event = events.recv() => match event { Some(e) => e, None => return },
             };
-            // Reports are a few local writes, handled here in arrival order; what may wait
-            // on an agent runs in its own task so one slow agent does not delay the others.
-            let Some(event) = self.on_report(event) else {
-                continue;
-            };
-            let this = self.clone();
-            self.spawn(async move { this.on_event(event).await });
+            match event {
+                // A few local writes, handled here in arrival order.
+                GatewayEvent::Report(report) => self.on_report(report),
+                // What may wait on an agent runs in its own task, so one slow agent does not
+                // delay the others.
+                GatewayEvent::Work(work) => {
+                    let this = self.clone();
+                    self.spawn(async move { this.on_work(work).await });
+                }
+            }
         }
     }
 
-    /// Handles `event` if it is a report (`reports`); gives it back otherwise.
-    fn on_report(&self, event: GatewayEvent) -> Option<GatewayEvent> {
-        match event {
-            GatewayEvent::Opened {
+    fn on_report(&self, report: Report) {
+        match report {
+            Report::Opened {
                 session,
                 client,
                 version,
             } => self.session_opened(&session, &client, version),
-            GatewayEvent::Closed {
+            Report::Closed {
                 session,
                 reason,
                 announce,
             } => self.session_closed(&session, &reason, announce),
-            GatewayEvent::FleetChanged { agent_id, update } => {
-                self.fleet_changed(&agent_id, update)
-            }
-            GatewayEvent::HealthCrossed {
+            Report::FleetChanged { agent_id, update } => self.fleet_changed(&agent_id, update),
+            Report::HealthCrossed {
                 agent_id,
                 crossings,
             } => self.health_crossed(&agent_id, crossings),
-            GatewayEvent::Rotated { agent_id, report } => {
-                self.rotated_on_its_own(&agent_id, report)
-            }
-            GatewayEvent::Usage { agent_id, report } => self.usage(&agent_id, &report),
-            GatewayEvent::PolicyDenied {
+            Report::Rotated { agent_id, report } => self.rotated_on_its_own(&agent_id, report),
+            Report::Usage { agent_id, report } => self.usage(&agent_id, &report),
+            Report::PolicyDenied {
                 agent_id,
                 command_id,
                 message,
             } => self.policy_denied(&agent_id, &command_id, &message),
-            other => return Some(other),
         }
-        None
     }
 
-    async fn on_event(&self, event: GatewayEvent) {
-        let result = match event {
-            GatewayEvent::Connected { agent_id } => self.on_connected(&agent_id).await,
-            GatewayEvent::Reconciled { agent_id, missing } => {
+    async fn on_work(&self, work: Work) {
+        let result = match work {
+            Work::Connected { agent_id } => self.on_connected(&agent_id).await,
+            Work::Reconciled { agent_id, missing } => {
                 self.repair_missing(&agent_id, missing).await;
                 Ok(())
             }
-            GatewayEvent::LateResult { agent_id, result } => {
-                self.on_late_result(&agent_id, result).await
-            }
-            // Reports never get here (`on_report`).
-            _ => Ok(()),
+            Work::LateResult { agent_id, result } => self.on_late_result(&agent_id, result).await,
         };
         if let Err(e) = result {
             warn!("handling a gateway event failed: {e}");

@@ -1,5 +1,5 @@
 //! What agents report, given its meaning: the gateway updates the live fleet view and hands
-//! the rest up ([`GatewayEvent`](crate::gateway::GatewayEvent)); here it becomes audit
+//! the rest up as [`Report`](crate::gateway::Report)s; here they become audit
 //! entries, webhook events, stored usage totals and rotation records. Handled in arrival
 //! order by the one events task (each is a few local writes), so an agent's
 //! `agent.connected` never follows its `agent.disconnected`.

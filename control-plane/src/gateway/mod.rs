@@ -63,12 +63,22 @@ pub struct SessionInfo {
     pub agent_version: String,
 }
 
-/// What the gateway reports to the rest of the plane (the allocator consumes them: see
+/// What the gateway hands the rest of the plane (the allocator consumes them: see
 /// `allocator::Allocator::run_events`). The gateway is transport: it keeps the live fleet
 /// view and its command outbox, and hands everything that means something to the business
-/// — audits, events, usage, rotations — upward through these, in the order they happened.
+/// upward: [`Report`]s (audits, events, usage, rotations — a few local writes each,
+/// handled in the order they happened) and [`Work`] (what may wait on an agent).
 #[derive(Debug)]
 pub enum GatewayEvent {
+    /// Something an agent's session reported.
+    Report(Report),
+    /// Something the allocator must act on, possibly waiting on the agent.
+    Work(Work),
+}
+
+/// What an agent's session reported, in arrival order.
+#[derive(Debug)]
+pub enum Report {
     /// A session authenticated (before `welcome` is sent).
     Opened {
         /// The session.
@@ -86,27 +96,6 @@ pub enum GatewayEvent {
         reason: String,
         /// False when the plane closed it because it is stopping (not news).
         announce: bool,
-    },
-    /// A session of this agent is ready (after `welcome` and `reconcile` were sent).
-    Connected {
-        /// The agent.
-        agent_id: String,
-    },
-    /// The agent answered the session's `reconcile`: these desired allocations have no
-    /// port on the box.
-    Reconciled {
-        /// The agent.
-        agent_id: String,
-        /// Allocation ids the agent reported `missing`.
-        missing: Vec<String>,
-    },
-    /// A result arrived after its dispatcher stopped waiting (or for a command redelivered
-    /// after a plane restart).
-    LateResult {
-        /// The agent that sent it.
-        agent_id: String,
-        /// The result.
-        result: CommandResult,
     },
     /// An inventory or change report made news (modem transitions, duplicate IMEIs).
     FleetChanged {
@@ -144,6 +133,32 @@ pub enum GatewayEvent {
         command_id: String,
         /// The agent's message.
         message: String,
+    },
+}
+
+/// What the allocator must act on for an agent; each is handled in its own task.
+#[derive(Debug)]
+pub enum Work {
+    /// A session of this agent is ready (after `welcome` and `reconcile` were sent).
+    Connected {
+        /// The agent.
+        agent_id: String,
+    },
+    /// The agent answered the session's `reconcile`: these desired allocations have no
+    /// port on the box.
+    Reconciled {
+        /// The agent.
+        agent_id: String,
+        /// Allocation ids the agent reported `missing`.
+        missing: Vec<String>,
+    },
+    /// A result arrived after its dispatcher stopped waiting (or for a command redelivered
+    /// after a plane restart).
+    LateResult {
+        /// The agent that sent it.
+        agent_id: String,
+        /// The result.
+        result: CommandResult,
     },
 }
 

@@ -12,7 +12,7 @@
 //! it is closed after three silent intervals like any other.
 //!
 //! The session updates the live fleet view from what the agent reports and hands the rest
-//! upward as [`GatewayEvent`]s, in arrival order: the session opening and ending, modem
+//! upward as [`Report`]s, in arrival order: the session opening and ending, modem
 //! transitions and duplicate IMEIs, health crossings, rotations the agent did on its own,
 //! usage totals, and `policy_denied` results. What they mean (audit entries, webhook
 //! events, stored usage and rotations) is the allocator's business (`allocator::reports`).
@@ -20,7 +20,7 @@
 use super::connection::{refusal, Connection, RecvError};
 use super::handshake::{revoked, Authenticated};
 use super::registry::Completion;
-use super::{Gateway, GatewayCtx, GatewayEvent, SessionInfo};
+use super::{Gateway, GatewayCtx, GatewayEvent, Report, SessionInfo, Work};
 use crate::ids::{now, unix_ms};
 use farmhand_protocol::{
     AgentMessage, Command, CommandBody, CommandErrorCode, CommandOutput, CommandResult, Heartbeat,
@@ -83,12 +83,12 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
         hostname: agent.hostname,
         agent_version,
     };
-    let opened = GatewayEvent::Opened {
+    let opened = Report::Opened {
         session: info.clone(),
         client: client.to_string(),
         version,
     };
-    let _ = ctx.events.send(opened);
+    let _ = ctx.events.send(GatewayEvent::Report(opened));
     let now = Instant::now();
     let mut session = Session {
         conn,
@@ -121,12 +121,12 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
     };
     // Sessions the plane closes because it is stopping are not news (no storm at deploys).
     let announce = !matches!(&end, End::Refuse(e) if e.code == ProtocolErrorCode::ShuttingDown);
-    let closed = GatewayEvent::Closed {
+    let closed = Report::Closed {
         session: info,
         reason,
         announce,
     };
-    let _ = ctx.events.send(closed);
+    let _ = ctx.events.send(GatewayEvent::Report(closed));
     match end {
         End::Refuse(error) => {
             info!(agent_id = %agent_id, code = ?error.code, "closing agent session: {}", error.message);
@@ -152,9 +152,11 @@ impl Session {
         };
         self.send(PlaneMessage::Welcome(welcome)).await?;
         self.send_reconcile().await?;
-        let _ = self.ctx.events.send(GatewayEvent::Connected {
-            agent_id: self.agent_id.clone(),
-        });
+        let agent_id = self.agent_id.clone();
+        let _ = self
+            .ctx
+            .events
+            .send(GatewayEvent::Work(Work::Connected { agent_id }));
         Ok(())
     }
 
@@ -254,11 +256,11 @@ impl Session {
                     Completion::Delivered => self.answered(&id),
                     Completion::Late(result) => {
                         self.answered(&id);
-                        let event = GatewayEvent::LateResult {
+                        let event = Work::LateResult {
                             agent_id: self.agent_id.clone(),
                             result,
                         };
-                        let _ = self.ctx.events.send(event);
+                        let _ = self.ctx.events.send(GatewayEvent::Work(event));
                     }
                     Completion::Unknown => {
                         debug!(agent_id = %self.agent_id, "ignored a result for an unknown command")
@@ -275,7 +277,7 @@ impl Session {
                 let crossings = self.ctx.fleet.set_health(&self.agent_id, health);
                 if !crossings.is_empty() {
                     let agent_id = self.agent_id.clone();
-                    self.report(GatewayEvent::HealthCrossed {
+                    self.report(Report::HealthCrossed {
                         agent_id,
                         crossings,
                     });
@@ -283,11 +285,11 @@ impl Session {
             }
             AgentMessage::Rotated(report) => {
                 let agent_id = self.agent_id.clone();
-                self.report(GatewayEvent::Rotated { agent_id, report });
+                self.report(Report::Rotated { agent_id, report });
             }
             AgentMessage::Usage(report) => {
                 let agent_id = self.agent_id.clone();
-                self.report(GatewayEvent::Usage { agent_id, report });
+                self.report(Report::Usage { agent_id, report });
             }
             AgentMessage::Hello(_) | AgentMessage::Auth(_) => {
                 let message = "hello and auth are only valid during the handshake";
@@ -302,14 +304,14 @@ impl Session {
 
     /// Hands a report to the allocator (it outlives every session; a send fails only
     /// while the plane stops).
-    fn report(&self, event: GatewayEvent) {
-        let _ = self.ctx.events.send(event);
+    fn report(&self, report: Report) {
+        let _ = self.ctx.events.send(GatewayEvent::Report(report));
     }
 
     fn fleet_changed(&self, update: crate::fleet::Update) {
         if !update.duplicates.is_empty() || !update.transitions.is_empty() {
             let agent_id = self.agent_id.clone();
-            self.report(GatewayEvent::FleetChanged { agent_id, update });
+            self.report(Report::FleetChanged { agent_id, update });
         }
     }
 
@@ -327,7 +329,7 @@ impl Session {
             return;
         };
         if error.code == CommandErrorCode::PolicyDenied {
-            self.report(GatewayEvent::PolicyDenied {
+            self.report(Report::PolicyDenied {
                 agent_id: self.agent_id.clone(),
                 command_id: result.id.clone(),
                 message: error.message.clone(),
@@ -389,11 +391,11 @@ fn on_reconciled(
         }) => {
             info!(agent_id = %agent_id, removed = r.removed.len(), missing = r.missing.len(), "reconcile answered");
             if !r.missing.is_empty() {
-                let event = GatewayEvent::Reconciled {
+                let event = Work::Reconciled {
                     agent_id,
                     missing: r.missing,
                 };
-                let _ = ctx.events.send(event);
+                let _ = ctx.events.send(GatewayEvent::Work(event));
             }
         }
         Ok(Outcome::Ok { .. }) => warn!(agent_id = %agent_id, "reconcile answered with another op"),
