@@ -82,24 +82,24 @@ fn code_only(text: &str) -> String {
 /// Every path a file names starting at `crate::` or `super::` (as absolute module paths,
 /// up to seven segments), `crate::{a, b::c}` groups expanded.
 fn named_paths(code: &str, here: &[String]) -> Vec<Vec<String>> {
-    // Reads `a::b::{c, d}` after a prefix into paths (at most three segments each).
+    // Reads `a::b::{c, d}` after a prefix into paths (nested groups included).
     fn expand(rest: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>, depth: usize) {
         let rest = rest.trim_start();
         if let Some(group) = rest.strip_prefix('{') {
             // Split the group's top level at commas.
             let (mut level, mut start) = (0usize, 0usize);
-            let bytes: Vec<char> = group.chars().collect();
-            for (i, c) in bytes.iter().enumerate() {
+            let chars: Vec<char> = group.chars().collect();
+            for (i, c) in chars.iter().enumerate() {
                 match c {
                     '{' => level += 1,
                     '}' if level == 0 => {
-                        let item: String = bytes[start..i].iter().collect();
+                        let item: String = chars[start..i].iter().collect();
                         expand(&item, prefix.clone(), out, depth);
                         return;
                     }
                     '}' => level -= 1,
                     ',' if level == 0 => {
-                        let item: String = bytes[start..i].iter().collect();
+                        let item: String = chars[start..i].iter().collect();
                         expand(&item, prefix.clone(), out, depth);
                         start = i + 1;
                     }
