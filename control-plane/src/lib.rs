@@ -7,7 +7,6 @@
 
 pub mod allocator;
 pub mod api;
-pub mod audit_retention;
 pub mod cidr;
 pub mod clock;
 pub mod config;

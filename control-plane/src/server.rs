@@ -6,7 +6,6 @@
 
 use crate::allocator::Allocator;
 use crate::api::{self, AppState};
-use crate::audit_retention::AuditRetention;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::credentials::{CredentialCipher, CredentialError};
@@ -91,7 +90,7 @@ impl ControlPlane {
             fleet.set_owner(&imei, &owner);
         }
         let limits = Arc::new(Limits::new(&config, clock.clone()));
-        let retention = Retention::new(store.clone(), config.credential_retention(), clock);
+        let retention = Retention::new(store.clone(), config.retention.clone(), clock);
         // Sessions watch this token; `serve` cancels it when its own token is cancelled.
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(crate::metrics::PlaneMetrics::with_tls(
@@ -226,12 +225,6 @@ impl ControlPlane {
                 .clone()
                 .run_release_retries(sessions.clone()),
         );
-        let audit_retention = AuditRetention::new(
-            state.store.clone(),
-            state.config.audit.retention(),
-            state.fleet.clock().clone(),
-        );
-        let audit_sweeper = tokio::spawn(audit_retention.run(sessions.clone()));
         let stop = shutdown.clone();
         let gateway = state.gateway.clone();
         let stopped = async move {
@@ -259,7 +252,6 @@ impl ControlPlane {
         let _ = deliverer.await;
         let _ = warnings.await;
         let _ = release_retries.await;
-        let _ = audit_sweeper.await;
         if let Some(local_admin) = local_admin {
             let _ = local_admin.await;
         }

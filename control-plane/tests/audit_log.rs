@@ -251,7 +251,7 @@ async fn paging_by_cursor_returns_every_event_once_in_order() {
 async fn the_retention_sweeper_deletes_old_entries_at_start() {
     let now = farmhand_control::ids::now();
     let plane = TestPlane::start_with(|config| {
-        config.audit.retention_days = 30;
+        config.retention.audit_days = 30;
         // Written before the plane opens the database: 2,100 entries 31 days old (more
         // than two batches), then 3 from a day ago, which must stay.
         let store = Store::open(&config.data_dir).unwrap();

@@ -70,7 +70,7 @@ async fn credentials_are_purged_after_the_retention_period() {
     // An hour's retention, crossed on the plane's manual clock.
     let clock = farmhand_control::clock::Clock::manual();
     let plane =
-        Arc::new(TestPlane::start_on(clock.clone(), |c| c.credential_retention_s = 3600).await);
+        Arc::new(TestPlane::start_on(clock.clone(), |c| c.retention.credentials_s = 3600).await);
     let imeis = ["350000000000018", "350000000000026", "350000000000034"];
     let mut agent = agent_with_modems(&plane, &imeis).await;
     let kept = allocate(&plane, &mut agent, "o-kept").await;

@@ -9,7 +9,7 @@
 //!
 //! Every state change is written to the audit log with the caller that caused it
 //! (`ROLE:NAME`, or `system` for what happens on its own), and every allocation that ends
-//! wakes the credential-retention task (`retention`). Webhook events (`crate::events`) go
+//! wakes the retention task (`retention`). Webhook events (`crate::events`) go
 //! out next to the audit entries: `allocation.active`, `.released`, `.failed` here, and
 //! `.expiring` from its own task (`expiring`).
 //!

@@ -137,6 +137,7 @@ impl Allocator {
             request: request.clone(),
             replacements: Vec::new(),
             tenant: tenant.to_string(),
+            detail_purged: false,
         }
     }
 

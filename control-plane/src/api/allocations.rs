@@ -11,7 +11,8 @@
 //! agent — is the owning marketplace's alone: an admin gets 403 and the attempt is audited
 //! (`privilege_refused`), so an admin key cannot move a buyer onto a box it enrolled.
 //! After the retention period `password` is `null` for everyone and `credentials_purged`
-//! is `true`.
+//! is `true`; after the detail window `detail_purged` is `true` and `imei`/`login` are
+//! empty, `host` and ports `null` (`[retention]`).
 
 use super::auth::{AnyRole, Caller};
 use super::json::{ApiJson, ApiPath, ApiQuery};
@@ -45,6 +46,9 @@ pub struct AllocationView {
     login: Option<String>,
     password: Option<String>,
     credentials_purged: bool,
+    /// The operational detail (modem, host, ports, login) was cleared at the end of its
+    /// retention window; the financial core stays.
+    detail_purged: bool,
     created_at: String,
     expires_at: String,
     released_at: Option<String>,
@@ -118,6 +122,7 @@ fn view(
         login,
         password,
         credentials_purged,
+        detail_purged: record.detail_purged,
         created_at: rfc3339(record.created_at),
         expires_at: rfc3339(record.expires_at),
         released_at: record.released_at.map(rfc3339),

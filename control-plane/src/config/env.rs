@@ -31,7 +31,7 @@ pub fn load(
         None => String::new(),
     };
     let (config, applied): (ServerConfig, _) =
-        env::load(&text, schema(), vars).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        env::load(&text, schema(), vars).map_err(|e| ConfigError::parse(e.to_string()))?;
     config
         .validate()
         .map_err(|e| match (e, applied.is_empty()) {
@@ -80,7 +80,7 @@ mod tests {
                 ("FARMHAND_ENROLL_ATTEMPT_LIMIT", "{ max = 2, window_s = 9 }"),
                 ("FARMHAND_METRICS_REQUIRE_ADMIN", "true"),
                 ("FARMHAND_WEBHOOKS_MAX_AGE_S", "600"),
-                ("FARMHAND_AUDIT_RETENTION_DAYS", "7"),
+                ("FARMHAND_RETENTION_AUDIT_DAYS", "7"),
                 (
                     "FARMHAND_WEBHOOKS_ALLOW_PRIVATE_TARGETS",
                     "127.0.0.0/8, ::1/128",
@@ -90,7 +90,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.webhooks.max_age_s, 600);
-        assert_eq!(c.audit.retention_days, 7);
+        assert_eq!(c.retention.audit_days, 7);
         assert_eq!(c.webhooks.allow_private_targets, ["127.0.0.0/8", "::1/128"]);
         assert_eq!(c.heartbeat_interval_s, 5);
         assert_eq!(c.modem_capacity, 2);

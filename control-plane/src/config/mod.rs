@@ -2,8 +2,10 @@
 //! documents every option), named defaults, validated once at load.
 
 pub mod env;
+mod retention;
 mod webhooks;
 
+pub use retention::*;
 pub use webhooks::*;
 
 use serde::Deserialize;
@@ -50,8 +52,6 @@ pub const DEFAULT_ENROLL_ATTEMPT_LIMIT: RateLimit = RateLimit {
 };
 /// Default bound on agent connections that have not finished their handshake.
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
-/// Default time buyer credentials are kept after an allocation ends, seconds (30 days).
-pub const DEFAULT_CREDENTIAL_RETENTION_S: u64 = 30 * 24 * 3600;
 /// Default number of handshakes whose storage work (agent lookup, reconcile set) runs at
 /// once; more queue (within the handshake timeout) rather than being refused.
 pub const DEFAULT_HANDSHAKE_CONCURRENCY: usize = 32;
@@ -149,8 +149,6 @@ pub struct ServerConfig {
     pub enroll_attempt_limit: RateLimit,
     /// Agent connections allowed mid-handshake at once (503 `retry_later` above it).
     pub max_pending_handshakes: usize,
-    /// Seconds buyer credentials are kept after an allocation is released or failed.
-    pub credential_retention_s: u64,
     /// Handshakes doing their storage work at once; the rest queue (reconnect storms).
     pub handshake_concurrency: usize,
     /// Seconds in-flight REST requests may take to finish once shutdown starts.
@@ -172,8 +170,8 @@ pub struct ServerConfig {
     pub metrics: MetricsConfig,
     /// Webhook delivery (`[webhooks]`).
     pub webhooks: WebhooksConfig,
-    /// The audit log's retention (`[audit]`).
-    pub audit: AuditConfig,
+    /// How long each kind of record is kept (`[retention]`).
+    pub retention: RetentionConfig,
     /// What a box must have left to get new orders (`[health]`).
     pub health: HealthConfig,
     /// Connection caps and deadlines of the HTTP listener (`[http]`).
@@ -301,7 +299,6 @@ impl Default for ServerConfig {
             agent_auth_failure_limit: DEFAULT_AGENT_AUTH_FAILURE_LIMIT,
             enroll_attempt_limit: DEFAULT_ENROLL_ATTEMPT_LIMIT,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
-            credential_retention_s: DEFAULT_CREDENTIAL_RETENTION_S,
             handshake_concurrency: DEFAULT_HANDSHAKE_CONCURRENCY,
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
             replacement_grace_s: DEFAULT_REPLACEMENT_GRACE_S,
@@ -311,50 +308,11 @@ impl Default for ServerConfig {
             log: farmhand_ops::logging::LogConfig::default(),
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
-            audit: AuditConfig::default(),
+            retention: RetentionConfig::default(),
             health: HealthConfig::default(),
             http: HttpConfig::default(),
             enroll: EnrollConfig::default(),
         }
-    }
-}
-
-/// Default number of days audit entries are kept (`[audit] retention_days`).
-pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
-/// Longest audit retention accepted, days (100 years; 0 keeps entries forever).
-pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
-
-/// The `[audit]` section: how long the audit log keeps its entries (see
-/// `audit_retention`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Days an entry is kept before the sweeper deletes it; 0 = forever.
-    pub retention_days: u64,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
-        }
-    }
-}
-
-impl AuditConfig {
-    /// How long entries are kept; `None` = forever.
-    pub fn retention(&self) -> Option<Duration> {
-        (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400))
-    }
-
-    /// At most [`MAX_AUDIT_RETENTION_DAYS`], which also keeps the arithmetic in range.
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.retention_days > MAX_AUDIT_RETENTION_DAYS {
-            return Err(ConfigError::Invalid(format!(
-                "audit.retention_days must be at most {MAX_AUDIT_RETENTION_DAYS} (0 keeps entries forever)"
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -377,11 +335,24 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl ConfigError {
+    /// A parse error; one naming a key that moved says where it went.
+    pub fn parse(message: String) -> Self {
+        let moved = MOVED_KEYS
+            .iter()
+            .find(|(old, _)| message.contains(&format!("unknown field `{old}`")));
+        match moved {
+            Some((old, new)) => ConfigError::Parse(format!("`{old}` moved to {new}: {message}")),
+            None => ConfigError::Parse(message),
+        }
+    }
+}
+
 impl ServerConfig {
     /// Parses and validates a TOML document.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let config: ServerConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError::parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -401,7 +372,6 @@ impl ServerConfig {
             ("command_timeout_s", self.command_timeout_s),
             ("modem_capacity", u64::from(self.modem_capacity)),
             ("max_pending_handshakes", self.max_pending_handshakes as u64),
-            ("credential_retention_s", self.credential_retention_s),
             ("handshake_concurrency", self.handshake_concurrency as u64),
             ("shutdown_grace_s", self.shutdown_grace_s),
         ];
@@ -447,7 +417,7 @@ impl ServerConfig {
             ));
         }
         self.webhooks.validate()?;
-        self.audit.validate()?;
+        self.retention.validate()?;
         self.http.validate()?;
         Ok(())
     }
@@ -465,11 +435,6 @@ impl ServerConfig {
     /// The provisioning timeout as a duration.
     pub fn provisioning_timeout(&self) -> Duration {
         Duration::from_secs(self.provisioning_timeout_s)
-    }
-
-    /// The credential retention period as a duration.
-    pub fn credential_retention(&self) -> Duration {
-        Duration::from_secs(self.credential_retention_s)
     }
 
     /// The shutdown grace period as a duration.

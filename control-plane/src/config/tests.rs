@@ -48,32 +48,35 @@ fn example_documents_the_defaults() {
 }
 
 #[test]
-fn audit_retention_is_validated() {
-    let c = ServerConfig::from_toml_str("[audit]\nretention_days = 30").unwrap();
-    assert_eq!(c.audit.retention(), Some(Duration::from_secs(30 * 86_400)));
-    let forever = ServerConfig::from_toml_str("[audit]\nretention_days = 0").unwrap();
-    assert_eq!(forever.audit.retention(), None, "0 keeps entries forever");
+fn retention_is_one_section_and_old_keys_say_where_they_went() {
+    let c =
+        ServerConfig::from_toml_str("[retention]\naudit_days = 30\ncredentials_s = 60").unwrap();
+    assert_eq!(c.retention.audit_days, 30);
+    assert_eq!(c.retention.credentials(), Duration::from_secs(60));
     assert_eq!(
-        ServerConfig::default().audit.retention_days,
-        DEFAULT_AUDIT_RETENTION_DAYS
+        ServerConfig::default().retention,
+        RetentionConfig::default()
     );
-    for bad in [
-        "retention_days = 36501",
-        "retention_days = 9223372036854775807",
-    ] {
-        let err = ServerConfig::from_toml_str(&format!("[audit]\n{bad}")).unwrap_err();
+    for bad in ["audit_days = 36501", "financial_days = 9223372036854775807"] {
+        let err = ServerConfig::from_toml_str(&format!("[retention]\n{bad}")).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
-        assert!(err.to_string().contains("audit.retention_days"), "{err}");
+        assert!(err.to_string().contains("retention."), "{err}");
     }
-    for bad in [
-        "retention_days = -1",
-        "retention_days = \"1y\"",
-        "retention_days = 1.5",
-        "retention_dayz = 7",
-    ] {
-        let err = ServerConfig::from_toml_str(&format!("[audit]\n{bad}")).unwrap_err();
+    for bad in ["audit_days = -1", "audit_days = \"1y\"", "audit_dayz = 7"] {
+        let err = ServerConfig::from_toml_str(&format!("[retention]\n{bad}")).unwrap_err();
         assert!(matches!(err, ConfigError::Parse(_)), "{bad}: {err}");
     }
+    let err = ServerConfig::from_toml_str("credential_retention_s = 60").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("moved to [retention] credentials_s"),
+        "{err}"
+    );
+    let err = ServerConfig::from_toml_str("[audit]\nretention_days = 30").unwrap_err();
+    assert!(
+        err.to_string().contains("moved to [retention] audit_days"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -160,7 +163,7 @@ fn unknown_keys_and_zero_values_are_rejected() {
         Err(ConfigError::Parse(_))
     ));
     let tuned = ServerConfig::from_toml_str(
-        "agent_auth_failure_limit = { max = 3, window_s = 5 }\ncredential_retention_s = 60",
+        "agent_auth_failure_limit = { max = 3, window_s = 5 }\n[retention]\ncredentials_s = 60",
     )
     .unwrap();
     assert_eq!(

@@ -193,6 +193,11 @@ pub struct AllocationRecord {
     /// The marketplace tenant it belongs to (only that tenant's keys see it).
     #[serde(default = "default_tenant")]
     pub tenant: String,
+    /// Set when the operational detail was cleared at the end of its retention window
+    /// (`[retention] allocation_detail_days`): modem, host, ports, port id, login and
+    /// failure text are gone; the financial core stays (see `forget`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detail_purged: bool,
 }
 
 fn default_tenant() -> String {

@@ -82,8 +82,15 @@ impl Store {
             // Written without `insert_allocation` (tests, repairs): index it too.
             self.by_tenant.insert(tenant_key(record), &[])?;
         }
+        let before = previous.as_deref().and_then(stored_state);
         live.note(record);
-        live.counted(previous.as_deref().and_then(stored_state), record.state);
+        live.counted(before, record.state);
+        drop(live);
+        if !before.is_some_and(|s| matches!(s, AllocationState::Released | AllocationState::Failed))
+        {
+            // It ends now (or was written ended): its retention windows start.
+            self.queue_ended(record)?;
+        }
         Ok(())
     }
 
@@ -282,7 +289,7 @@ impl Store {
 }
 
 /// The order index key of `order_id` in `tenant` (order ids are printable: no NUL).
-fn order_key(tenant: &str, order_id: &str) -> Vec<u8> {
+pub(super) fn order_key(tenant: &str, order_id: &str) -> Vec<u8> {
     if tenant == DEFAULT_TENANT {
         return order_id.as_bytes().to_vec();
     }
@@ -290,7 +297,7 @@ fn order_key(tenant: &str, order_id: &str) -> Vec<u8> {
 }
 
 /// The tenant index key of `record`: tenant, NUL, creation time (big-endian µs), id.
-fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
+pub(super) fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
     let micros = u64::try_from(record.created_at.unix_timestamp_nanos() / 1000).unwrap_or(0);
     [
         record.tenant.as_bytes(),

@@ -1,4 +1,4 @@
-//! Deleting old audit entries (`[audit] retention_days`, driven by `audit_retention`).
+//! Deleting old audit entries (`[retention] audit_days`, driven by `retention`).
 //!
 //! Keys are microsecond timestamps that never run behind their event's clock and only
 //! grow, so "older than the cutoff" is a key range at the front of the tree: a batch reads

@@ -50,6 +50,12 @@ impl Live {
         self.counts[slot(current)] += 1;
     }
 
+    /// Uncounts a deleted record that was in `state`.
+    pub(super) fn forgotten(&mut self, state: AllocationState) {
+        let n = &mut self.counts[slot(state)];
+        *n = n.saturating_sub(1);
+    }
+
     /// How many allocations are in each state.
     pub(super) fn counts(&self) -> Vec<(AllocationState, u64)> {
         AllocationState::ALL

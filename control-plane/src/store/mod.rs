@@ -12,8 +12,10 @@ mod audit_page;
 mod audit_prune;
 mod commands;
 mod durable;
+mod forget;
 mod keys;
 mod live;
+mod retention_queue;
 mod rotations;
 mod tokens;
 mod usage;
@@ -28,6 +30,7 @@ pub use audit::{AuditAction, AuditEvent};
 pub use audit_page::{AuditCursor, AuditEntry, AuditPage, InvalidCursor};
 pub use commands::PendingCommand;
 pub use keys::{valid_tenant, ApiKeyRecord, KeyInfo, Role, DEFAULT_TENANT};
+pub use retention_queue::{Queued, RetentionKind};
 pub use rotations::RotationRecord;
 pub use tokens::{EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};
@@ -87,6 +90,8 @@ pub struct Store {
     /// Webhook endpoints, deliveries (log and outbox), their schedule, and expiry warnings
     /// sent (see `webhooks`).
     webhooks: webhooks::Trees,
+    /// Records by retention window start (see `retention_queue`).
+    retention_queue: sled::Tree,
 }
 
 impl Store {
@@ -104,6 +109,12 @@ impl Store {
             names.push("default".into());
         }
         names
+    }
+
+    /// How many rows table `name` holds (tests: what a deletion left behind).
+    #[cfg(test)]
+    pub(crate) fn rows(&self, name: &str) -> usize {
+        self.db.open_tree(name).map_or(0, |t| t.len())
     }
 
     /// Opens (or creates) the database in `<data_dir>/db`.
@@ -137,9 +148,11 @@ impl Store {
             rotations: Arc::new(rotations::Rotations::open(&db)?),
             usage: db.open_tree("allocation_usage")?,
             webhooks: webhooks::Trees::open(&db)?,
+            retention_queue: db.open_tree("retention_queue")?,
             db,
         };
         store.index_tenants()?;
+        store.backfill_retention()?;
         Ok(store)
     }
 

@@ -12,7 +12,7 @@
 //! record is logged and skipped at open (no `last_rotation`, no cooldown for that modem
 //! until its next rotation) rather than stopping the plane.
 
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, RetentionKind, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -36,9 +36,9 @@ pub struct RotationRecord {
 /// The rotations tree and its in-memory mirror (see the module docs).
 #[derive(Debug)]
 pub(super) struct Rotations {
-    tree: sled::Tree,
+    pub(super) tree: sled::Tree,
     /// IMEI → the record stored in `tree`.
-    last: RwLock<HashMap<String, RotationRecord>>,
+    pub(super) last: RwLock<HashMap<String, RotationRecord>>,
 }
 
 impl Rotations {
@@ -128,6 +128,8 @@ impl Store {
             }
             self.rotations.tree.insert(imei.as_bytes(), value)?;
             last.insert(imei.to_string(), record.clone());
+            let at = super::retention_queue::from_ms(record.at_ms);
+            self.queue_retention(RetentionKind::Rotation, at, imei.as_bytes())?;
         }
         self.flush()?;
         Ok(true)

@@ -85,6 +85,7 @@ impl Store {
         record: &TokenRecord,
     ) -> Result<(), StoreError> {
         self.tokens.insert(secret_hash(token), encode(record)?)?;
+        self.queue_token(token, record)?;
         self.flush()
     }
 

@@ -25,9 +25,9 @@ use time::OffsetDateTime;
 #[derive(Debug, Clone)]
 pub(super) struct Trees {
     endpoints: sled::Tree,
-    deliveries: sled::Tree,
-    due: sled::Tree,
-    expiring: sled::Tree,
+    pub(super) deliveries: sled::Tree,
+    pub(super) due: sled::Tree,
+    pub(super) expiring: sled::Tree,
 }
 
 impl Trees {
@@ -260,7 +260,12 @@ impl Store {
                 due.insert(due_at.as_slice(), IVec::default())?;
             }
             Ok(())
-        }))
+        }))?;
+        for delivery in deliveries {
+            let kind = super::RetentionKind::WebhookDelivery;
+            self.queue_retention(kind, delivery.created_at, &delivery.key())?;
+        }
+        Ok(())
     }
 
     /// When the earliest pending delivery is due (unix ms), if any.
