@@ -221,6 +221,7 @@ async fn enrollment_tokens_are_single_use_and_expire() {
         created_at: past,
         expires_at: past + time::Duration::hours(1),
         used: false,
+        agent_id: None,
     };
     plane
         .store()

@@ -113,19 +113,43 @@ where
 /// table row's first cell, `` `tree NAME` `` or `` `file NAME` ``, as `tree NAME` /
 /// `file NAME`. The map is read by the tests that walk each binary's storage.
 pub fn data_map(heading: &str) -> std::collections::BTreeSet<String> {
+    data_map_exports(heading).into_keys().collect()
+}
+
+/// [`data_map`]'s locations with the last cell of their row, the export part the record
+/// kind lands in: `` `NAME` `` gives `Some("NAME")`; anything else (`—` and a reason) `None`.
+pub fn data_map_exports(heading: &str) -> std::collections::BTreeMap<String, Option<String>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/privacy.md");
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let section = text
         .split("\n## ")
         .find(|s| s.starts_with(heading))
         .unwrap_or("");
-    section
-        .lines()
-        .filter_map(|line| line.strip_prefix("| `"))
-        .filter_map(|rest| rest.split('`').next())
-        .filter(|cell| cell.starts_with("tree ") || cell.starts_with("file "))
-        .map(str::to_string)
-        .collect()
+    let mut rows = std::collections::BTreeMap::new();
+    for line in section.lines() {
+        let Some(rest) = line.strip_prefix("| `") else {
+            continue;
+        };
+        let Some(location) = rest.split('`').next() else {
+            continue;
+        };
+        if !(location.starts_with("tree ") || location.starts_with("file ")) {
+            continue;
+        }
+        let last = line
+            .trim_end()
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap_or("");
+        let part = last
+            .trim()
+            .strip_prefix('`')
+            .and_then(|p| p.strip_suffix('`'))
+            .map(str::to_string);
+        rows.insert(location.to_string(), part);
+    }
+    rows
 }
 
 #[cfg(test)]

@@ -69,6 +69,25 @@ impl Allocator {
         Ok(())
     }
 
+    /// Seller erasure's first step, after the agent was revoked: like
+    /// [`Allocator::agent_revoked`], but each allocation is ended before this returns, so
+    /// the store can erase what is left.
+    pub async fn end_for_erasure(
+        self: &Arc<Self>,
+        agent_id: &str,
+        actor: &str,
+    ) -> Result<usize, AllocError> {
+        self.gateway.revoked(agent_id).await?;
+        let records = self
+            .store
+            .agent_allocations(agent_id, |r| r.state.holds_port())?;
+        for record in &records {
+            self.end_revoked_one(&record.allocation_id, agent_id, actor)
+                .await?;
+        }
+        Ok(records.len())
+    }
+
     /// Ends `allocation_id` under its order lock if it is still on `agent_id`.
     async fn end_revoked_one(
         &self,

@@ -4,12 +4,26 @@
 
 use crate::allocator::AllocError;
 use crate::http_error::ApiError;
-use crate::store::StoreError;
+use crate::store::{EraseError, StoreError};
 use axum::http::StatusCode;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::internal(&e)
+    }
+}
+
+impl From<EraseError> for ApiError {
+    fn from(e: EraseError) -> Self {
+        let message = e.to_string();
+        match e {
+            EraseError::Unknown(_) => Self::not_found(message),
+            // A `pending` allocation fails within its provisioning timeout: try again then.
+            EraseError::Live(_) => {
+                Self::new(StatusCode::CONFLICT, "invalid_state", message).with_retry_after(5)
+            }
+            EraseError::Store(e) => Self::internal(&e),
+        }
     }
 }
 

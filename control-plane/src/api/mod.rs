@@ -8,6 +8,7 @@ mod agents;
 mod allocations;
 mod audit;
 pub(crate) mod auth;
+mod csv;
 mod enroll;
 mod error;
 mod health;
@@ -15,6 +16,7 @@ mod json;
 mod keys;
 mod metrics;
 mod modems;
+mod seller_data;
 mod tokens;
 mod webhooks;
 
@@ -79,6 +81,8 @@ pub fn router(state: AppState) -> Router {
             get(agents::show).delete(agents::revoke),
         )
         .route("/v1/agents/{agent_id}/approve", post(agents::approve))
+        .route("/v1/agents/{agent_id}/export", get(seller_data::export))
+        .route("/v1/agents/{agent_id}/erase", post(seller_data::erase))
         .route("/v1/modems", get(modems::list))
         .route("/v1/modems/{imei}/rotate", post(modems::rotate))
         .route("/v1/modems/{imei}/resolve", post(modems::resolve))

@@ -58,6 +58,7 @@ pub async fn create(
         created_at,
         expires_at,
         used: false,
+        agent_id: None,
     };
     state.store.insert_enrollment_token(&token, &record)?;
     info!(label, ttl_s, by = %caller.name, "enrollment token issued");

@@ -200,6 +200,7 @@ async fn rotations_deliveries_and_tokens_end_at_their_window() {
         created_at: t - DAY,
         expires_at: t,
         used: true,
+        agent_id: None,
     };
     store
         .insert_enrollment_token("secret-token", &token)

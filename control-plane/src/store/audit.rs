@@ -75,6 +75,10 @@ pub enum AuditAction {
     WebhookCreated,
     /// An admin deleted a webhook endpoint.
     WebhookDeleted,
+    /// An admin exported what the plane holds about a seller's box.
+    SellerExported,
+    /// An admin erased a seller's box (details: counts only, never the erased data).
+    SellerErased,
 }
 
 /// One entry of the audit log.

@@ -133,7 +133,7 @@ impl Store {
 
 /// Clears what only operating the port needed: which modem, where buyers connected, the
 /// login and password, ProxySmart's port id, the failure text.
-fn clear_detail(record: &mut AllocationRecord) {
+pub(super) fn clear_detail(record: &mut AllocationRecord) {
     record.imei.clear();
     record.request.imei = None;
     record.host = None;

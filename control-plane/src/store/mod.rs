@@ -12,11 +12,13 @@ mod audit_page;
 mod audit_prune;
 mod commands;
 mod durable;
+mod erase;
 mod forget;
 mod keys;
 mod live;
 mod retention_queue;
 mod rotations;
+mod seller;
 mod tokens;
 mod usage;
 mod webhooks;
@@ -29,9 +31,11 @@ pub use allocation_record::{
 pub use audit::{AuditAction, AuditEvent};
 pub use audit_page::{AuditCursor, AuditEntry, AuditPage, InvalidCursor};
 pub use commands::PendingCommand;
+pub use erase::{EraseError, Erased};
 pub use keys::{valid_tenant, ApiKeyRecord, KeyInfo, Role, DEFAULT_TENANT};
 pub use retention_queue::{Queued, RetentionKind};
 pub use rotations::RotationRecord;
+pub use seller::SellerRecords;
 pub use tokens::{EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};
 pub use webhooks::{Delivery, DeliveryState, Lease, LeasedDelivery, WebhookEndpoint};
@@ -109,6 +113,24 @@ impl Store {
             names.push("default".into());
         }
         names
+    }
+
+    /// The tables with `needle` in a key or a value (privacy tests: where a piece of data
+    /// ended up). Reads every row.
+    pub fn tables_containing(&self, needle: &[u8]) -> Result<Vec<String>, StoreError> {
+        let has = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        let mut found = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            for row in tree.iter() {
+                let (key, value) = row?;
+                if has(&key) || has(&value) {
+                    found.push(String::from_utf8_lossy(&name).into_owned());
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// How many rows table `name` holds (tests: what a deletion left behind).

@@ -116,6 +116,17 @@ impl Store {
         Ok(())
     }
 
+    /// Removes `record`'s entry under `kind` (the record was deleted by other means).
+    pub(super) fn unqueue_retention(
+        &self,
+        kind: RetentionKind,
+        started: OffsetDateTime,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        self.retention_queue.remove(entry(kind, started, record))?;
+        Ok(())
+    }
+
     /// Up to `max` records of `kind` whose window started at or before `cutoff`, oldest
     /// first (keys only are read; the walk stops at the first younger entry).
     pub fn retention_due(

@@ -21,6 +21,9 @@ pub struct TokenRecord {
     pub expires_at: OffsetDateTime,
     /// Set when an agent enrolled with it.
     pub used: bool,
+    /// The agent it enrolled (seller erasure deletes the token with its agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
 }
 
 /// Why an enrollment did not happen.
@@ -107,6 +110,7 @@ impl Store {
                 return abort(EnrollError::InvalidToken);
             }
             record.used = true;
+            record.agent_id = Some(agent.agent_id.clone());
             let updated = encode(&record).or_else(|e| abort(EnrollError::Store(e)))?;
             let agent = AgentRecord {
                 label: record.label,
@@ -155,6 +159,7 @@ mod tests {
             created_at: now,
             expires_at: now + Duration::hours(1),
             used: false,
+            agent_id: None,
         };
         store.insert_enrollment_token("tok-1", &rec).unwrap();
         assert_eq!(store.enroll("tok-1", agent("a1"), now).unwrap().label, "s");

@@ -1,0 +1,280 @@
+//! A seller's data (admin): export and erasure.
+//!
+//! `GET /v1/agents/{id}/export`: everything the plane holds about one seller's box,
+//! as one JSON document — or, with `?format=csv&part=NAME`, one of its tabular parts as
+//! CSV. The parts follow docs/privacy.md's data map (its "export" column names the part
+//! each record kind lands in; a test checks every one appears). Buyer and marketplace data
+//! stay out: an allocation shows what ran on the seller's box (modem, ports, times, terms,
+//! usage), never the order id, the tenant or the buyer's login and password (audit entries
+//! lose their `order_id` and `tenant` details). The export is audited (`seller_exported`).
+//!
+//! `POST /v1/agents/{id}/erase`: the agent is revoked (its session closed, no more
+//! orders), its live allocations are ended as revocation ends them (`agent_revoked`; the
+//! buyers' marketplaces get `allocation.released`), then the store erases everything about
+//! it but the financial core of the allocations its box served, which now names a
+//! tombstone id (`store::erase`). Audited as `seller_erased` on `agent:<tombstone>` with
+//! counts only. 200 with the counts; 404 unknown; 409 while an allocation is still being
+//! provisioned on it (it fails within the provisioning timeout: call again).
+
+use super::auth::Admin;
+use super::json::{ApiPath, ApiQuery};
+use super::AppState;
+use crate::fleet::ModemView;
+use crate::http_error::ApiError;
+use crate::ids::{random_id, rfc3339, unix_ms};
+use crate::store::{AllocationRecord, AuditAction, SellerRecords};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tracing::info;
+
+/// The document's format name; a new one comes with any change that is not an addition.
+pub const FORMAT: &str = "farmhand.seller-export.v1";
+
+/// The parts `?format=csv&part=` can name: the document's arrays.
+pub const TABULAR_PARTS: [&str; 7] = [
+    "modems",
+    "allocations",
+    "usage",
+    "rotations",
+    "modem_owners",
+    "pending_commands",
+    "audit",
+];
+
+/// Audit details that belong to the marketplace, not the seller: left out of the export.
+const MARKETPLACE_KEYS: [&str; 2] = ["order_id", "tenant"];
+
+/// The query; unknown parameters are rejected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    format: Option<String>,
+    part: Option<String>,
+}
+
+/// The seller export document.
+#[derive(Debug, Serialize)]
+struct SellerExport {
+    format: &'static str,
+    exported_at: String,
+    agent: Value,
+    modems: Vec<ModemView>,
+    allocations: Vec<Value>,
+    usage: Vec<Value>,
+    rotations: Vec<Value>,
+    modem_owners: Vec<Value>,
+    pending_commands: Vec<Value>,
+    audit: Vec<Value>,
+}
+
+/// 200 the document (JSON) or one part (CSV); 404 unknown agent; 422 a bad query.
+pub async fn export(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let csv_part = match (q.format.as_deref(), q.part.as_deref()) {
+        (None | Some("json"), None) => None,
+        (Some("csv"), Some(part)) if TABULAR_PARTS.contains(&part) => Some(part.to_string()),
+        (Some("csv"), _) => {
+            return Err(ApiError::invalid(format!(
+                "format=csv needs part=, one of {}",
+                TABULAR_PARTS.join(", ")
+            )))
+        }
+        (None | Some("json"), Some(_)) => {
+            return Err(ApiError::invalid("part= goes with format=csv"))
+        }
+        (Some(other), _) => {
+            return Err(ApiError::invalid(format!(
+                "format must be json or csv, not {other:?}"
+            )))
+        }
+    };
+    let records = state
+        .store
+        .seller_records(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
+    let document = document(&state, records);
+    state.store.audit(
+        caller.actor(),
+        AuditAction::SellerExported,
+        format!("agent:{id}"),
+        json!({"format": q.format.as_deref().unwrap_or("json"), "part": q.part}),
+    );
+    let Some(part) = csv_part else {
+        return Ok(Json(document).into_response());
+    };
+    let value = serde_json::to_value(&document).map_err(|e| ApiError::internal(&e))?;
+    let rows = value[part.as_str()].as_array().cloned().unwrap_or_default();
+    let disposition = format!("attachment; filename=\"{id}-{part}.csv\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        super::csv::to_csv(&rows),
+    )
+        .into_response())
+}
+
+/// 200 `{"tombstone_id", counts…}`: the seller is erased (see the module docs).
+pub async fn erase(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<Value>, ApiError> {
+    if state.store.agent(&id)?.is_none() {
+        return Err(ApiError::not_found(format!("no agent {id:?}")));
+    }
+    // Revoked first, and durably: whatever happens next, the box gets no more orders.
+    state.store.revoke_agent(&id)?;
+    state.gateway.kick(&id);
+    state.fleet.forget(&id);
+    let ended = state
+        .allocator
+        .end_for_erasure(&id, &caller.actor())
+        .await?;
+    let tombstone = random_id("erased");
+    let erased = state.store.erase_seller(&id, &tombstone)?;
+    let mut details = serde_json::to_value(&erased).map_err(|e| ApiError::internal(&e))?;
+    details["allocations_ended"] = json!(ended);
+    state.store.audit(
+        caller.actor(),
+        AuditAction::SellerErased,
+        format!("agent:{tombstone}"),
+        details.clone(),
+    );
+    info!(tombstone_id = %tombstone, by = %caller.name, "seller erased");
+    Ok(Json(details))
+}
+
+fn document(state: &AppState, records: SellerRecords) -> SellerExport {
+    let agent = &records.agent;
+    let agent_id = agent.agent_id.clone();
+    SellerExport {
+        format: FORMAT,
+        exported_at: rfc3339(state.fleet.clock().now()),
+        agent: json!({
+            "agent_id": agent.agent_id,
+            "label": agent.label,
+            "hostname": agent.hostname,
+            "public_key": base64_key(&agent.public_key),
+            "enrolled_at": rfc3339(agent.enrolled_at),
+            "approved": agent.approved,
+            "revoked": agent.revoked,
+        }),
+        modems: state.fleet.agent_modems(&agent_id),
+        allocations: records
+            .allocations
+            .iter()
+            .map(|a| seller_allocation(a, &agent_id))
+            .collect(),
+        usage: records
+            .usage
+            .iter()
+            .map(|(allocation_id, u)| {
+                json!({
+                    "allocation_id": allocation_id,
+                    "bytes_in": u.bytes_in,
+                    "bytes_out": u.bytes_out,
+                    "measured_at_ms": u.measured_at_ms,
+                })
+            })
+            .collect(),
+        rotations: records
+            .rotations
+            .iter()
+            .map(|(imei, r)| {
+                json!({
+                    "imei": imei,
+                    "at_ms": r.at_ms,
+                    "old_ip": r.old_ip,
+                    "new_ip": r.new_ip,
+                    "changed": r.changed,
+                    "automatic": r.automatic,
+                })
+            })
+            .collect(),
+        modem_owners: records
+            .modem_owners
+            .iter()
+            .map(|imei| json!({ "imei": imei }))
+            .collect(),
+        pending_commands: records
+            .pending_commands
+            .iter()
+            .map(|c| {
+                json!({
+                    "command_id": c.command_id,
+                    "op": c.body.op(),
+                    "allocation_id": c.allocation_id(),
+                    "deadline_ms": c.deadline_ms,
+                })
+            })
+            .collect(),
+        audit: records
+            .audit
+            .into_iter()
+            .map(|e| {
+                let mut details = e.event.details;
+                if let Some(map) = details.as_object_mut() {
+                    for key in MARKETPLACE_KEYS {
+                        map.remove(key);
+                    }
+                }
+                json!({
+                    "at": rfc3339(e.event.at),
+                    "actor": e.event.actor,
+                    "action": e.event.action,
+                    "target": e.event.target,
+                    "details": details,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// An allocation as its seller sees it: what ran on the box, no buyer or marketplace data.
+fn seller_allocation(a: &AllocationRecord, agent_id: &str) -> Value {
+    let on_this_box = a.agent_id == agent_id;
+    json!({
+        "allocation_id": a.allocation_id,
+        "state": a.state,
+        "on_this_box": on_this_box,
+        "imei": a.imei,
+        "carrier": a.carrier,
+        "country": a.country,
+        "host": a.host,
+        "http_port": a.http_port,
+        "socks_port": a.socks_port,
+        "port_id": a.port_id,
+        "created_at": rfc3339(a.created_at),
+        "expires_at": rfc3339(a.expires_at),
+        "released_at": a.released_at.map(rfc3339),
+        "release_reason": a.release_reason,
+        "duration_s": a.request.duration_s,
+        "bandwidth_kbit": a.request.bandwidth_kbit,
+        "traffic_quota_mb": a.request.traffic_quota_mb,
+        "rotate_every_s": a.request.rotate_every_s,
+        "replacements": a.replacements.iter().map(|r| json!({
+            "at_ms": unix_ms(r.at),
+            "reason": r.reason,
+            "from_agent_id": r.from_agent_id,
+            "from_imei": r.from_imei,
+            "to_agent_id": r.to_agent_id,
+            "to_imei": r.to_imei,
+        })).collect::<Vec<_>>(),
+        "detail_purged": a.detail_purged,
+    })
+}
+
+fn base64_key(key: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
