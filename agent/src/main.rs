@@ -118,6 +118,41 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write everything this agent keeps about the box (identity, journal, audit, box
+    /// profile, status) as one JSON document. Needs the agent stopped.
+    Export {
+        /// The agent's state directory (default: the state_dir of --config).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Read state_dir from this config (only state_dir is read).
+        #[arg(
+            long,
+            conflicts_with = "state_dir",
+            default_value = "/etc/farmhand/agent.toml"
+        )]
+        config: PathBuf,
+        /// Write to this file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Delete everything this agent keeps (key, identity, journal, audit, box profile,
+    /// status) after you type ERASE. Needs the agent stopped; the box must be enrolled
+    /// again to sell. Ports already on the box stay until their expiry.
+    Erase {
+        /// The agent's state directory (default: the state_dir of --config).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Read state_dir from this config (only state_dir is read).
+        #[arg(
+            long,
+            conflicts_with = "state_dir",
+            default_value = "/etc/farmhand/agent.toml"
+        )]
+        config: PathBuf,
+        /// Do not ask (scripts).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// TLS flags of `enroll`; each overrides the `--config` value.
@@ -225,6 +260,16 @@ fn main() -> anyhow::Result<()> {
                 limit,
                 json,
             } => audit(state_dir, &config, limit, json),
+            Cmd::Export {
+                state_dir,
+                config,
+                out,
+            } => export(state_dir, &config, out),
+            Cmd::Erase {
+                state_dir,
+                config,
+                yes,
+            } => erase(state_dir, &config, yes),
         }
     })
 }
@@ -308,6 +353,59 @@ fn audit(
     if let Some(note) = note {
         eprintln!("{note}");
     }
+    Ok(())
+}
+
+fn export(
+    state_dir: Option<PathBuf>,
+    config: &std::path::Path,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = match state_dir {
+        Some(dir) => dir,
+        None => farmhand_agent::local::audit::state_dir_of(config)?,
+    };
+    let doc = farmhand_agent::cli::seller_data::export(&dir)?;
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    match out {
+        None => print!("{text}"),
+        Some(path) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("exported to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn erase(state_dir: Option<PathBuf>, config: &std::path::Path, yes: bool) -> anyhow::Result<()> {
+    use farmhand_agent::cli::seller_data::{self, CONFIRMATION};
+    let dir = match state_dir {
+        Some(dir) => dir,
+        None => farmhand_agent::local::audit::state_dir_of(config)?,
+    };
+    let deleted = if yes {
+        seller_data::erase(&dir, std::io::Cursor::new(CONFIRMATION))?
+    } else {
+        eprintln!(
+            "This deletes the agent's key, identity, journal and audit in {}.\nType {CONFIRMATION} to go on:",
+            dir.display()
+        );
+        seller_data::erase(&dir, std::io::stdin().lock())?
+    };
+    for path in &deleted {
+        println!("deleted {}", path.display());
+    }
+    println!("erased: enroll this box again to sell");
     Ok(())
 }
 

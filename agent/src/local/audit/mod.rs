@@ -36,6 +36,11 @@ pub fn audit_path(state_dir: &Path) -> PathBuf {
     state_dir.join(AUDIT_FILE)
 }
 
+/// The previous audit file in `state_dir` (`audit.jsonl.1`, see `writer`).
+pub fn previous_audit_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(format!("{AUDIT_FILE}.1"))
+}
+
 /// One audited command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

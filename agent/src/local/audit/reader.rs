@@ -2,7 +2,7 @@
 //! `audit.jsonl.1` and `audit.jsonl`, oldest first, as a table or as JSON lines. Reading
 //! needs no lock, so it works while the agent runs.
 
-use super::{audit_path, AuditEntry, AuditError};
+use super::{audit_path, previous_audit_path, AuditEntry, AuditError};
 use crate::config::{ConfigError, FileConfig};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -59,11 +59,10 @@ pub fn state_dir_of(config: &Path) -> Result<PathBuf, ConfigError> {
 /// The newest `limit` entries in `state_dir` (all of them when `limit` is 0).
 pub fn read_recent(state_dir: &Path, limit: usize) -> Result<AuditRead, AuditError> {
     let current = audit_path(state_dir);
-    let mut previous = current.clone().into_os_string();
-    previous.push(".1");
+    let previous = previous_audit_path(state_dir);
     let mut read = AuditRead::default();
     let mut newest = VecDeque::new();
-    for path in [PathBuf::from(previous), current] {
+    for path in [previous, current] {
         read_file(&path, limit, &mut newest, &mut read)?;
     }
     read.entries = newest.into();

@@ -9,6 +9,7 @@
 //! the recorded result and ProxySmart is not touched twice. Old command records are pruned on
 //! open; port records live until the port is released.
 
+mod dump;
 mod records;
 
 use crate::base::clock::now_ms;
