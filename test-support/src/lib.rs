@@ -109,47 +109,62 @@ where
     }
 }
 
-/// The locations `docs/privacy.md`'s data map lists in the section headed `heading`: each
-/// table row's first cell, `` `tree NAME` `` or `` `file NAME` ``, as `tree NAME` /
-/// `file NAME`. The map is read by the tests that walk each binary's storage.
-pub fn data_map(heading: &str) -> std::collections::BTreeSet<String> {
-    data_map_exports(heading).into_keys().collect()
+/// One row of `docs/privacy.md`'s data map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMapRow {
+    /// The first cell: `tree NAME` or `file NAME`.
+    pub location: String,
+    /// The second cell: what the record holds (its fields).
+    pub what: String,
+    /// The last cell as an export part: `` `NAME` `` gives `Some("NAME")`; anything else
+    /// (`—` and a reason) `None`.
+    pub export: Option<String>,
 }
 
-/// [`data_map`]'s locations with the last cell of their row, the export part the record
-/// kind lands in: `` `NAME` `` gives `Some("NAME")`; anything else (`—` and a reason) `None`.
-pub fn data_map_exports(heading: &str) -> std::collections::BTreeMap<String, Option<String>> {
+/// The rows of the data map's section headed `heading` (the map is read by the tests that
+/// walk each binary's storage, its exports and where data ends up).
+pub fn data_map_rows(heading: &str) -> Vec<DataMapRow> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/privacy.md");
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let section = text
         .split("\n## ")
         .find(|s| s.starts_with(heading))
         .unwrap_or("");
-    let mut rows = std::collections::BTreeMap::new();
-    for line in section.lines() {
-        let Some(rest) = line.strip_prefix("| `") else {
-            continue;
-        };
-        let Some(location) = rest.split('`').next() else {
-            continue;
-        };
+    let mut rows = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.trim().trim_matches('|').split(" | ").collect();
+        let location = cells.first().map_or("", |c| c.trim().trim_matches('`'));
         if !(location.starts_with("tree ") || location.starts_with("file ")) {
             continue;
         }
-        let last = line
-            .trim_end()
-            .trim_end_matches('|')
-            .rsplit('|')
-            .next()
-            .unwrap_or("");
-        let part = last
-            .trim()
-            .strip_prefix('`')
-            .and_then(|p| p.strip_suffix('`'))
-            .map(str::to_string);
-        rows.insert(location.to_string(), part);
+        let last = cells.last().map_or("", |c| c.trim());
+        rows.push(DataMapRow {
+            location: location.to_string(),
+            what: cells.get(1).map_or("", |c| c.trim()).to_string(),
+            export: last
+                .strip_prefix('`')
+                .and_then(|p| p.strip_suffix('`'))
+                .map(str::to_string),
+        });
     }
     rows
+}
+
+/// The locations the data map lists in the section headed `heading`, as `tree NAME` /
+/// `file NAME`.
+pub fn data_map(heading: &str) -> std::collections::BTreeSet<String> {
+    data_map_rows(heading)
+        .into_iter()
+        .map(|r| r.location)
+        .collect()
+}
+
+/// [`data_map`]'s locations with the export part each lands in.
+pub fn data_map_exports(heading: &str) -> std::collections::BTreeMap<String, Option<String>> {
+    data_map_rows(heading)
+        .into_iter()
+        .map(|r| (r.location, r.export))
+        .collect()
 }
 
 #[cfg(test)]
