@@ -50,6 +50,15 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Create or upgrade the PostgreSQL schema of `[store]` (backend = "postgres"): applies
+    /// every migration this release has that the database lacks, under a lock (safe to run
+    /// from several nodes at once), and prints the schema version.
+    Migrate {
+        /// TOML config file (see config/control.example.toml); FARMHAND_STORE_URL etc.
+        /// apply over it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Manage API keys: on the database while the plane is stopped, through its local
     /// admin socket (<data_dir>/admin.sock) while it runs.
     Keys {
@@ -142,6 +151,7 @@ fn main() -> Result<()> {
             data_dir,
             config,
         } => serve(listen, data_dir, config, cli.log_format),
+        Command::Migrate { config } => migrate(config),
         Command::Keys { command } => keys(command),
         Command::Tls {
             command: TlsCommand::SelfSigned { out, names },
@@ -296,6 +306,35 @@ fn serve(
         .build()
         .context("starting tokio")?;
     runtime.block_on(run(config))
+}
+
+fn migrate(file: Option<PathBuf>) -> Result<()> {
+    use farmhand_control::config::Backend;
+    use farmhand_control::pg;
+    let config = farmhand_control::config::env::load(file.as_deref(), std::env::vars_os())
+        .context("loading the configuration")?;
+    anyhow::ensure!(
+        config.store.backend == Backend::Postgres,
+        "migrate needs [store] backend = \"postgres\" (sled needs no migration)"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async {
+        let pool = pg::connect(&config.store)
+            .await
+            .context("connecting to PostgreSQL")?;
+        let done = pg::migrations::migrate(&pool)
+            .await
+            .context("migrating the schema")?;
+        if done.from == done.to {
+            println!("schema version {}: up to date", done.to);
+        } else {
+            println!("schema version {} → {}", done.from, done.to);
+        }
+        Ok(())
+    })
 }
 
 async fn run(config: ServerConfig) -> Result<()> {

@@ -72,6 +72,16 @@ impl ControlPlane {
     /// [`ControlPlane::open`] on `clock` (tests drive a manual one).
     pub fn open_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
         config.validate()?;
+        if config.store.backend == crate::config::Backend::Postgres {
+            // The schema and `migrate` exist; the store seam that serves from PostgreSQL
+            // does not yet (docs/operations.md "PostgreSQL"). Never fall back to sled.
+            return Err(crate::config::ConfigError::Invalid(
+                "store.backend = \"postgres\": this release can prepare the database \
+                 (`farmhand-control migrate`) but serves from sled only"
+                    .into(),
+            )
+            .into());
+        }
         // Certificate problems are reported before anything is opened.
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {

@@ -1,11 +1,14 @@
 //! What every Farmhand test suite shares (dev-dependency of each crate, dependency of the
 //! testkit): [`eventually`], the one way a test waits — poll a condition until it holds or
 //! a deadline passes, never a bare sleep — and [`data_map`], the privacy data map the
-//! storage-walking tests check against.
+//! storage-walking tests check against, and [`postgres::PgCluster`], a throw-away
+//! PostgreSQL for the tests of the plane's postgres backend.
 //!
 //! The deadline is the caller's (or [`PATIENCE`]) times `FARMHAND_TEST_PATIENCE` (a
 //! number, default 1): a slow or loaded machine stretches every wait at once instead of
 //! every test growing its own margin.
+
+pub mod postgres;
 
 use std::future::Future;
 use std::time::Duration;

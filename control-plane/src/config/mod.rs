@@ -3,9 +3,11 @@
 
 pub mod env;
 mod retention;
+mod store;
 mod webhooks;
 
 pub use retention::*;
+pub use store::*;
 pub use webhooks::*;
 
 use serde::Deserialize;
@@ -172,6 +174,8 @@ pub struct ServerConfig {
     pub webhooks: WebhooksConfig,
     /// How long each kind of record is kept (`[retention]`).
     pub retention: RetentionConfig,
+    /// Which storage backend (`[store]`).
+    pub store: StoreConfig,
     /// What a box must have left to get new orders (`[health]`).
     pub health: HealthConfig,
     /// Connection caps and deadlines of the HTTP listener (`[http]`).
@@ -309,6 +313,7 @@ impl Default for ServerConfig {
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             retention: RetentionConfig::default(),
+            store: StoreConfig::default(),
             health: HealthConfig::default(),
             http: HttpConfig::default(),
             enroll: EnrollConfig::default(),
@@ -418,6 +423,7 @@ impl ServerConfig {
         }
         self.webhooks.validate()?;
         self.retention.validate()?;
+        self.store.validate()?;
         self.http.validate()?;
         Ok(())
     }

@@ -2,13 +2,15 @@
 //! rustls server config (ring provider, HTTP/1.1 only — agent WebSockets are HTTP/1.1
 //! upgrades; `http_server` accepts and serves over it), replacing the served certificate
 //! while running (`reload`, on SIGHUP), and self-signed certificates for a first run
-//! (`self_signed`).
+//! (`self_signed`); and the roots the plane trusts as a client (`roots`).
 
 mod reload;
+mod roots;
 pub mod self_signed;
 mod validity;
 
 pub use reload::{CertSummary, TlsReloader};
+pub use roots::client_roots;
 pub use self_signed::{fingerprint, write_self_signed, SelfSignedFiles};
 
 use crate::config::TlsConfig;

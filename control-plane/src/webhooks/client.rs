@@ -11,10 +11,7 @@ use super::signer;
 use super::targets::Refused;
 use super::WebhookError;
 use crate::config::WebhooksConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
-use std::path::Path;
+use rustls::ClientConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -45,10 +42,7 @@ pub(super) fn build(
     config: &WebhooksConfig,
     guard: Guard,
 ) -> Result<reqwest::Client, WebhookError> {
-    let mut roots = system_roots();
-    if let Some(path) = &config.ca_file {
-        add_ca_file(&mut roots, path)?;
-    }
+    let roots = crate::tls::client_roots(config.ca_file.as_deref()).map_err(WebhookError::Setup)?;
     if roots.is_empty() {
         warn!("no system root certificates and no [webhooks] ca_file: deliveries to https:// endpoints will fail");
     }
@@ -69,28 +63,6 @@ pub(super) fn build(
         .user_agent(concat!("farmhand-control/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| WebhookError::Setup(format!("HTTP client: {e}")))
-}
-
-fn system_roots() -> RootCertStore {
-    let loaded = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(loaded.certs);
-    roots
-}
-
-fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), WebhookError> {
-    let fail = |detail: String| {
-        WebhookError::Setup(format!("cannot use ca_file {}: {detail}", path.display()))
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(fail("no usable PEM certificate in the file".into()));
-    }
-    Ok(())
 }
 
 /// Checks the target, then POSTs one attempt; `Ok(status)` for a 2xx answer.
