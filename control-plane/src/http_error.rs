@@ -8,7 +8,27 @@ use crate::ratelimit::Limited;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` object.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// snake_case, for programs: `unauthorized`, `forbidden`, `not_found`,
+    /// `invalid_request`, `payload_too_large`, `rate_limited`, `order_conflict`,
+    /// `no_capacity`, `invalid_state`, `rotation_cooldown`, `duplicate_identity`,
+    /// `agent_offline`, `agent_timeout`, `provision_failed`, `not_ready`, `internal`, …
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// A sentence for people; never a secret or an internal detail.
+    #[schema(example = "no allocation \"al_…\"")]
+    pub message: String,
+}
 
 /// An API error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +123,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        });
         let mut response = (self.status, body).into_response();
         let retry_after = match self.retry_after_s {
             Some(seconds) => Some(HeaderValue::from(seconds)),

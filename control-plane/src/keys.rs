@@ -49,17 +49,46 @@ pub fn revoke(store: &Store, key_id: &str, actor: &str) -> Result<bool, StoreErr
     Ok(true)
 }
 
-/// A key as the API and the CLI list it (never the key).
-pub fn view(info: &KeyInfo) -> serde_json::Value {
-    serde_json::json!({
-        "key_id": info.key_id,
-        "role": info.record.role,
-        "name": info.record.name,
-        "tenant": info.record.tenant(),
-        "created_at": crate::ids::rfc3339(info.record.created_at),
-        "last_used_at": info.last_used_at.map(crate::ids::rfc3339),
-        "expires_at": info.record.expires_at.map(crate::ids::rfc3339),
-    })
+/// An API key as the API and the CLI show it (never the key, except `key` right after
+/// creation).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    /// `key_` + 12 hex digits.
+    #[schema(example = "key_3f2a9c1b7d4e")]
+    pub key_id: String,
+    /// What it may do.
+    pub role: Role,
+    /// Who it is for.
+    pub name: String,
+    /// Marketplace keys: their tenant.
+    pub tenant: Option<String>,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// RFC 3339, to the minute; `null`: never used.
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+    /// RFC 3339; `null`: never expires.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    /// The key itself: in the answer to its creation only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl From<&KeyInfo> for KeyView {
+    fn from(info: &KeyInfo) -> Self {
+        KeyView {
+            key_id: info.key_id.clone(),
+            role: info.record.role,
+            name: info.record.name.clone(),
+            tenant: info.record.tenant().map(str::to_string),
+            created_at: crate::ids::rfc3339(info.record.created_at),
+            last_used_at: info.last_used_at.map(crate::ids::rfc3339),
+            expires_at: info.record.expires_at.map(crate::ids::rfc3339),
+            key: None,
+        }
+    }
 }
 
 /// Opens the store in `data_dir`, creates a key for `role`, flushes, returns the key.

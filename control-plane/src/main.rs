@@ -59,6 +59,13 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the REST API's OpenAPI 3.1 document (what GET /v1/openapi.json serves), or
+    /// write it to a file (docs/openapi.json is written this way).
+    Openapi {
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Manage API keys: on the database while the plane is stopped, through its local
     /// admin socket (<data_dir>/admin.sock) while it runs.
     Keys {
@@ -152,6 +159,15 @@ fn main() -> Result<()> {
             config,
         } => serve(listen, data_dir, config, cli.log_format),
         Command::Migrate { config } => migrate(config),
+        Command::Openapi { out } => {
+            let doc = farmhand_control::api::openapi::json();
+            match out {
+                None => print!("{doc}"),
+                Some(path) => std::fs::write(&path, doc)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+            }
+            Ok(())
+        }
         Command::Keys { command } => keys(command),
         Command::Tls {
             command: TlsCommand::SelfSigned { out, names },
@@ -221,7 +237,10 @@ fn keys(command: KeysCommand) -> Result<()> {
                         .api_keys()
                         .with_context(context)?
                         .iter()
-                        .map(farmhand_control::keys::view)
+                        .map(|k| {
+                            serde_json::to_value(farmhand_control::keys::KeyView::from(k))
+                                .unwrap_or_default()
+                        })
                         .collect(),
                     None => runtime
                         .block_on(call(&data_dir, Method::GET, "/v1/keys", None))

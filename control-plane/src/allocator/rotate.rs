@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use tracing::error;
 
 /// The answer of `POST /v1/modems/{imei}/rotate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rotation {
     /// The modem.
     pub imei: String,
@@ -38,7 +38,7 @@ pub struct Rotation {
 }
 
 /// A modem's last rotation as `GET /v1/modems` shows it (`last_rotation`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LastRotation {
     /// The IP before, if known.
     pub old_ip: Option<String>,

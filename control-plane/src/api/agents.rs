@@ -15,11 +15,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tracing::info;
 
 /// One agent as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
     agent_id: String,
     label: String,
@@ -34,8 +34,10 @@ pub struct AgentView {
     proxysmart_reachable: bool,
     /// What the box was seen to keep (`null` = not known yet): orders that need a limit
     /// the box drops are placed elsewhere.
+    #[schema(value_type = Object)]
     capabilities: farmhand_protocol::BoxCapabilities,
     /// The box's own health as last reported (`null` before the first report).
+    #[schema(value_type = Option<Object>)]
     health: Option<farmhand_protocol::HostHealth>,
     /// Why the box gets no new orders now, if it does not: a resource past its limit.
     held_back: Vec<HeldBack>,
@@ -45,8 +47,14 @@ pub struct AgentView {
     approved: bool,
 }
 
+/// `{"agents": [...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentList {
+    agents: Vec<AgentView>,
+}
+
 /// One reason a box gets no new orders.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HeldBack {
     resource: &'static str,
     reason: String,
@@ -86,17 +94,25 @@ fn view(state: &AppState, record: AgentRecord) -> AgentView {
 }
 
 /// 200 `{"agents":[...]}`.
-pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let agents: Vec<AgentView> = state
+#[utoipa::path(get, operation_id = "list_agents", path = "/v1/agents", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "Every enrolled agent with its live state.", body = AgentList)))]
+pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<AgentList>, ApiError> {
+    let agents = state
         .store
         .agents()?
         .into_iter()
         .map(|a| view(&state, a))
         .collect();
-    Ok(Json(json!({ "agents": agents })))
+    Ok(Json(AgentList { agents }))
 }
 
 /// 200 with one agent and its modems; 404 when unknown.
+#[utoipa::path(get, operation_id = "get_agent", path = "/v1/agents/{agent_id}", tag = "admin", security(("admin" = [])),
+    params(("agent_id" = String, Path, description = "`ag_…`")),
+    responses(
+        (status = 200, description = "The agent and its modems.", body = AgentView),
+        (status = 404, description = "No such agent (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn show(
     _: Admin,
     State(state): State<AppState>,
@@ -110,6 +126,12 @@ pub async fn show(
 }
 
 /// 200 with the agent, which may get orders from now on; 404 unknown. Audited once.
+#[utoipa::path(post, operation_id = "approve_agent", path = "/v1/agents/{agent_id}/approve", tag = "admin",
+    security(("admin" = [])), params(("agent_id" = String, Path, description = "`ag_…`")),
+    responses(
+        (status = 200, description = "Approved: it may get orders.", body = AgentView),
+        (status = 404, description = "No such agent (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn approve(
     Admin(caller): Admin,
     State(state): State<AppState>,
@@ -136,6 +158,12 @@ pub async fn approve(
 }
 
 /// 204: revoked, and its live session (if any) closed now.
+#[utoipa::path(delete, operation_id = "revoke_agent", path = "/v1/agents/{agent_id}", tag = "admin", security(("admin" = [])),
+    params(("agent_id" = String, Path, description = "`ag_…`")),
+    responses(
+        (status = 204, description = "Revoked; its allocations end right after (`agent_revoked`)."),
+        (status = 404, description = "No such agent (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn revoke(
     Admin(caller): Admin,
     State(state): State<AppState>,

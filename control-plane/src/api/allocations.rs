@@ -28,10 +28,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The allocation object of the contract.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AllocationView {
     allocation_id: String,
     order_id: String,
@@ -69,7 +69,7 @@ pub struct AllocationView {
 }
 
 /// One entry of the allocation's `replacements` history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplacementView {
     at: String,
     reason: crate::store::ReplacementReason,
@@ -147,6 +147,16 @@ fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<AllocationRecord
 }
 
 /// `POST /v1/allocations`: 201 new, 200 same order again; errors per the contract.
+#[utoipa::path(post, operation_id = "create_allocation", path = "/v1/allocations", tag = "allocations", security(("admin" = []), ("marketplace" = [])),
+    request_body = AllocationRequest,
+    responses(
+        (status = 201, description = "A new port, `active`: deliver it.", body = AllocationView),
+        (status = 200, description = "This order id's allocation already (the same body again).", body = AllocationView),
+        (status = 409, description = "`order_conflict` (the order id was used with another body) or `no_capacity` (nothing matching is free).", body = crate::http_error::ErrorBody),
+        (status = 502, description = "The box failed the port (`provision_failed`); the attempt is `failed`, retry the order id.", body = crate::http_error::ErrorBody),
+        (status = 503, description = "The chosen box went away (`agent_offline`); retry the order id.", body = crate::http_error::ErrorBody),
+        (status = 504, description = "The box did not confirm in time (`agent_timeout`); retry the order id.", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn create(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
@@ -169,6 +179,11 @@ pub async fn create(
 }
 
 /// `GET /v1/allocations/{id}`.
+#[utoipa::path(get, operation_id = "get_allocation", path = "/v1/allocations/{allocation_id}", tag = "allocations", security(("admin" = []), ("marketplace" = [])), params(("allocation_id" = String, Path, description = "`al_…`")),
+    responses(
+        (status = 200, description = "The allocation.", body = AllocationView),
+        (status = 404, description = "No such allocation for this key (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn show(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
@@ -180,23 +195,49 @@ pub async fn show(
 
 /// `GET /v1/allocations/{id}/usage`: the traffic totals its agent(s) reported (monotonic;
 /// zeros and `measured_at: null` before the first report); 404 for an unknown allocation.
+#[utoipa::path(get, operation_id = "get_allocation_usage", path = "/v1/allocations/{allocation_id}/usage", tag = "allocations", security(("admin" = []), ("marketplace" = [])), params(("allocation_id" = String, Path, description = "`al_…`")),
+    responses(
+        (status = 200, description = "The traffic its box measured.", body = Usage),
+        (status = 404, description = "No such allocation for this key (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn usage(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Usage>, ApiError> {
     owned(&state, &caller, &id)?;
     let totals = state.store.usage(&id)?;
     let measured_at = totals
         .and_then(|t| i128::from(t.measured_at_ms).checked_mul(1_000_000))
         .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
         .map(rfc3339);
-    Ok(Json(json!({
-        "allocation_id": id,
-        "bytes_in": totals.map_or(0, |t| t.bytes_in),
-        "bytes_out": totals.map_or(0, |t| t.bytes_out),
-        "measured_at": measured_at,
-    })))
+    Ok(Json(Usage {
+        allocation_id: id,
+        bytes_in: totals.map_or(0, |t| t.bytes_in),
+        bytes_out: totals.map_or(0, |t| t.bytes_out),
+        measured_at,
+    }))
+}
+
+/// An allocation's traffic, monotonic.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    allocation_id: String,
+    /// Bytes towards the buyer (downloads).
+    bytes_in: u64,
+    /// Bytes from the buyer (uploads).
+    bytes_out: u64,
+    /// When the box read its counters (RFC 3339); `null` before the first report.
+    #[schema(format = DateTime)]
+    measured_at: Option<String>,
+}
+
+/// One page of allocations, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AllocationPageView {
+    allocations: Vec<AllocationView>,
+    /// Where the next page starts (`?after=`) while more may follow; `null` at the end.
+    next_cursor: Option<String>,
 }
 
 /// Allocations one page holds when `limit` is omitted.
@@ -208,24 +249,33 @@ pub const MAX_PAGE: usize = 1000;
 const EXAMINE_PER_ITEM: usize = 10;
 
 /// List filters and paging; unknown parameters are rejected.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The allocation of this order id (one lookup; no paging).
     order_id: Option<String>,
+    /// Only allocations in this state.
     state: Option<AllocationState>,
     /// Admins: only this tenant's (marketplace keys always see only their own).
     tenant: Option<String>,
+    /// A `next_cursor` from an earlier page.
+    #[param(pattern = "^([0-9a-f]{2})*$")]
     after: Option<String>,
+    /// Allocations per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /v1/allocations?order_id=&state=&after=&limit=`: oldest first, a page at a time
 /// (`next_cursor` while more may follow; `null` at the end).
+#[utoipa::path(get, operation_id = "list_allocations", path = "/v1/allocations", tag = "allocations", security(("admin" = []), ("marketplace" = [])), params(ListQuery),
+    responses((status = 200, description = "A page of allocations, oldest first.", body = AllocationPageView)))]
 pub async fn list(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AllocationPageView>, ApiError> {
     let tenant = match (&caller.tenant, q.tenant) {
         (Some(own), Some(asked)) if *own != asked => return Err(ApiError::forbidden()),
         (Some(own), _) => Some(own.clone()),
@@ -270,19 +320,31 @@ pub async fn list(
         .into_iter()
         .map(|r| view(&state, &caller, r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(
-        json!({ "allocations": views, "next_cursor": next_cursor }),
-    ))
+    Ok(Json(AllocationPageView {
+        allocations: views,
+        next_cursor,
+    }))
 }
 
 /// The renew body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
+    /// Seconds to add to `expires_at`.
+    #[schema(minimum = 60, maximum = 31_536_000, example = 2_592_000)]
     duration_s: u64,
 }
 
 /// `POST /v1/allocations/{id}/renew`: 200 with the later `expires_at`.
+#[utoipa::path(post, operation_id = "renew_allocation", path = "/v1/allocations/{allocation_id}/renew", tag = "allocations", security(("admin" = []), ("marketplace" = [])), params(("allocation_id" = String, Path, description = "`al_…`")),
+    request_body = RenewRequest,
+    responses(
+        (status = 200, description = "Renewed: the later `expires_at`.", body = AllocationView),
+        (status = 404, description = "No such allocation for this key (`not_found`).", body = crate::http_error::ErrorBody),
+        (status = 409, description = "It is not live (`invalid_state`).", body = crate::http_error::ErrorBody),
+        (status = 502, description = "The box refused the new expiry.", body = crate::http_error::ErrorBody),
+        (status = 504, description = "The box did not answer in time (`agent_timeout`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn renew(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
@@ -297,6 +359,15 @@ pub async fn renew(
 /// `POST /v1/allocations/{id}/replace`: 200 with the allocation moved to another modem
 /// (state `replaced`); 409 `no_capacity` / `invalid_state`; as provisioning otherwise. The
 /// owning marketplace only (403 for admins, audited).
+#[utoipa::path(post, operation_id = "replace_allocation", path = "/v1/allocations/{allocation_id}/replace", tag = "allocations",
+    security(("marketplace" = [])), params(("allocation_id" = String, Path, description = "`al_…`")),
+    responses(
+        (status = 200, description = "Moved to another modem, same credentials (`replaced`).", body = AllocationView),
+        (status = 404, description = "No such allocation for this key (`not_found`).", body = crate::http_error::ErrorBody),
+        (status = 409, description = "`no_capacity` or `invalid_state`.", body = crate::http_error::ErrorBody),
+        (status = 502, description = "The new box failed the port (`provision_failed`).", body = crate::http_error::ErrorBody),
+        (status = 504, description = "The new box did not confirm in time (`agent_timeout`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn replace(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
@@ -318,6 +389,12 @@ pub async fn replace(
 }
 
 /// `DELETE /v1/allocations/{id}`: 200 `released`, 202 `releasing` while the agent is away.
+#[utoipa::path(delete, operation_id = "release_allocation", path = "/v1/allocations/{allocation_id}", tag = "allocations", security(("admin" = []), ("marketplace" = [])), params(("allocation_id" = String, Path, description = "`al_…`")),
+    responses(
+        (status = 200, description = "Released: the port is gone.", body = AllocationView),
+        (status = 202, description = "`releasing`: the box is away; it goes when it is back.", body = AllocationView),
+        (status = 404, description = "No such allocation for this key (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn release(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,

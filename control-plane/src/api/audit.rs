@@ -14,7 +14,7 @@ use crate::store::{AuditCursor, AuditEntry};
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -24,23 +24,44 @@ pub const DEFAULT_AUDIT_LIMIT: usize = 100;
 pub const MAX_AUDIT_LIMIT: usize = 1000;
 
 /// The query; unknown parameters are rejected.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// RFC 3339, inclusive (write the offset as `Z` or `%2B`).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// A `cursor` from an earlier answer: the events after that one.
+    #[param(pattern = "^[0-9a-f]{16}$")]
     after: Option<String>,
+    /// Events per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// One event as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EventView {
+    /// Where it is in the log (opaque; page with `after`).
     cursor: String,
+    #[schema(format = DateTime)]
     at: String,
+    /// `key:…`, `agent:…`, `client:…` or `system`.
     actor: String,
     action: crate::store::AuditAction,
+    /// What it was done to: `allocation:…`, `agent:…`, `modem:…`, `key:…`, `webhook:…`, …
     target: String,
+    /// Ids, labels, codes and counts; never a secret.
+    #[schema(value_type = Object)]
     details: Value,
+}
+
+/// One page of the log, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPageView {
+    events: Vec<EventView>,
+    /// The last event's cursor while more follow; `null` at the end.
+    next_cursor: Option<String>,
 }
 
 impl From<AuditEntry> for EventView {
@@ -58,11 +79,14 @@ impl From<AuditEntry> for EventView {
 
 /// 200 `{"events":[{"cursor","at","actor","action","target","details"}],"next_cursor"}`;
 /// 422 for a bad query.
+#[utoipa::path(get, operation_id = "list_audit_events", path = "/v1/audit", tag = "admin", security(("admin" = [])),
+    params(AuditQuery),
+    responses((status = 200, description = "A page of the audit log.", body = AuditPageView)))]
 pub async fn list(
     _: Admin,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPageView>, ApiError> {
     let since = match q.since.as_deref() {
         // An unencoded `+` in a query string arrives as a space: take it back.
         Some(text) => OffsetDateTime::parse(&text.replace(' ', "+"), &Rfc3339)
@@ -89,7 +113,8 @@ pub async fn list(
         .then(|| page.entries.last().map(|e| e.cursor.to_string()))
         .flatten();
     let events: Vec<EventView> = page.entries.into_iter().map(EventView::from).collect();
-    Ok(Json(
-        json!({ "events": events, "next_cursor": next_cursor }),
-    ))
+    Ok(Json(AuditPageView {
+        events,
+        next_cursor,
+    }))
 }

@@ -16,25 +16,42 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use farmhand_protocol::PUBLIC_KEY_LEN;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tracing::info;
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    /// The one-time enrollment token (`fht_…`).
     token: String,
+    /// Base64 of the agent's 32-byte Ed25519 public key.
+    #[schema(example = "MCowBQYDK2VwAyEA…")]
     public_key: String,
+    /// The box's hostname: 1–253 printable characters.
+    #[schema(min_length = 1, max_length = 253, example = "box-1")]
     hostname: String,
 }
 
+/// The enrolled agent's id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Enrolled {
+    /// `ag_…`: the agent's identity from now on.
+    agent_id: String,
+}
+
 /// 201 `{"agent_id"}`; 401 `invalid_enrollment_token`; 422 for a bad key or hostname.
+#[utoipa::path(post, operation_id = "enroll_agent", path = "/v1/agent/enroll", tag = "enrollment", request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "Enrolled.", body = Enrolled),
+        (status = 401, description = "The token is unknown, used or expired (`invalid_enrollment_token`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn enroll(
     State(state): State<AppState>,
     client: ClientAddr,
     ApiJson(body): ApiJson<EnrollRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
     check_budget(&state, client)?;
     state
         .limits
@@ -73,7 +90,9 @@ pub async fn enroll(
             audit_enrollment(&state, client, &body.token, &agent);
             Ok((
                 StatusCode::CREATED,
-                Json(json!({"agent_id": agent.agent_id})),
+                Json(Enrolled {
+                    agent_id: agent.agent_id.clone(),
+                }),
             ))
         }
         Err(EnrollError::InvalidToken) => {

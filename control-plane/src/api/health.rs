@@ -9,19 +9,33 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+
+/// `{"status": …}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` (healthz) or `ready` (readyz).
+    #[schema(example = "ok")]
+    status: &'static str,
+}
 
 /// 200 `{"status":"ok"}`.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process serves.", body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// 200 `{"status":"ready"}`, or 503 `not_ready`.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Storage open and the agent gateway accepting.", body = Status),
+    (status = 503, description = "Not ready (`not_ready`).", body = crate::http_error::ErrorBody),
+))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     let storage = state.store.agents().is_ok();
     let gateway = state.gateway.is_accepting();
     if storage && gateway {
-        Ok(Json(json!({"status": "ready"})))
+        Ok(Json(Status { status: "ready" }))
     } else {
         let message = format!("storage ok: {storage}, agent gateway accepting: {gateway}");
         Err(ApiError::new(
@@ -34,6 +48,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 /// Prometheus text exposition (`crate::metrics`); admin keys only when
 /// `[metrics] require_admin = true`.
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "health", security((), ("admin" = [])),
+    responses((status = 200, description = "Prometheus text format 0.0.4 (an admin key is needed \
+        when `[metrics] require_admin = true`).", content_type = "text/plain", body = String)))]
 pub async fn metrics(
     State(state): State<AppState>,
     mut parts: Parts,

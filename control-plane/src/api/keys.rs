@@ -8,34 +8,48 @@ use super::AppState;
 use crate::http_error::ApiError;
 use crate::ids::now;
 use crate::keys::KeySpec;
+use crate::keys::KeyView;
 use crate::store::Role;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// `POST /v1/keys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequest {
+    /// What the key may do.
     role: Role,
+    /// Who it is for: 1–64 printable characters (not personal data: docs/privacy.md).
+    #[schema(min_length = 1, max_length = 64, example = "shop-backend")]
     name: String,
-    /// Marketplace keys: the tenant (default: `default`).
+    /// Marketplace keys: the tenant (default: `default`); 1–64 of `[a-z0-9._-]`.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$", example = "shop-eu")]
     tenant: Option<String>,
     /// When the key stops working (RFC 3339; default: never).
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<OffsetDateTime>,
 }
 
+/// `{"keys": [...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    keys: Vec<KeyView>,
+}
+
 /// 201 with the key object and `key` (the only time it is shown).
+#[utoipa::path(post, operation_id = "create_key", path = "/v1/keys", tag = "admin", security(("admin" = [])),
+    request_body = KeyRequest,
+    responses((status = 201, description = "Created; `key` is shown this once.", body = KeyView)))]
 pub async fn create(
     Admin(caller): Admin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<KeyRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<KeyView>), ApiError> {
     let spec = KeySpec {
         role: body.role,
         name: body.name,
@@ -47,26 +61,29 @@ pub async fn create(
     }
     let (key, info) = state.store.issue_key(&spec, &caller.actor())?;
     tracing::info!(key_id = %info.key_id, role = spec.role.as_str(), by = %caller.name, "API key created");
-    let mut answer = crate::keys::view(&info);
-    answer["key"] = json!(key);
+    let mut answer = KeyView::from(&info);
+    answer.key = Some(key);
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// 200 `{"keys":[…]}`.
+#[utoipa::path(get, operation_id = "list_keys", path = "/v1/keys", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "Every key (never the key itself).", body = KeyList)))]
 pub async fn list(
     Admin(_caller): Admin,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
-    let keys: Vec<Value> = state
-        .store
-        .api_keys()?
-        .iter()
-        .map(crate::keys::view)
-        .collect();
-    Ok(Json(json!({ "keys": keys })))
+) -> Result<Json<KeyList>, ApiError> {
+    let keys = state.store.api_keys()?.iter().map(KeyView::from).collect();
+    Ok(Json(KeyList { keys }))
 }
 
 /// 204; 404 for an unknown id.
+#[utoipa::path(delete, operation_id = "revoke_key", path = "/v1/keys/{key_id}", tag = "admin", security(("admin" = [])),
+    params(("key_id" = String, Path, description = "`key_…`")),
+    responses(
+        (status = 204, description = "Revoked: it authenticates nothing from now on."),
+        (status = 404, description = "No such key (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn revoke(
     Admin(caller): Admin,
     State(state): State<AppState>,

@@ -16,6 +16,7 @@ mod json;
 mod keys;
 mod metrics;
 mod modems;
+pub mod openapi;
 mod seller_data;
 mod tokens;
 mod webhooks;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
     let counted = state.clone();
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/agent/enroll", post(enroll::enroll))

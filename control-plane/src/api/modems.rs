@@ -20,26 +20,32 @@ use serde_json::json;
 use tracing::info;
 
 /// Query filters; unknown parameters are rejected.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ModemQuery {
+    /// ISO 3166-1 alpha-2, e.g. `DE`.
     country: Option<String>,
+    /// Carrier name, case-insensitive.
     carrier: Option<String>,
+    /// One modem.
     imei: Option<String>,
+    /// Only modems ProxySmart reports online (or offline).
     online: Option<bool>,
+    /// Only modems a new allocation could be placed on now (or not).
     available: Option<bool>,
 }
 
 /// The body of `GET /v1/modems`, serialised straight to bytes: going through a
 /// `serde_json::Value` built a map per modem, ~2 KiB each — 160 MB of short-lived heap for
 /// 80,000 modems, which the allocator then kept.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModemList {
     modems: Vec<ModemWithRotation>,
 }
 
 /// A modem of the fleet view with its last IP rotation (`null` when none is recorded).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ModemWithRotation {
     #[serde(flatten)]
     modem: ModemView,
@@ -48,6 +54,9 @@ struct ModemWithRotation {
 
 /// 200 `{"modems":[...]}`. The rotations come from memory (`store::rotations`): a full
 /// listing does no storage lookup per modem.
+#[utoipa::path(get, operation_id = "list_modems", path = "/v1/modems", tag = "modems",
+    security(("admin" = []), ("marketplace" = [])), params(ModemQuery),
+    responses((status = 200, description = "The fleet's modems that match.", body = ModemList)))]
 pub async fn list(
     _: AnyRole,
     State(state): State<AppState>,
@@ -80,6 +89,17 @@ pub async fn list(
 
 /// 200 `{"imei","old_ip","new_ip","changed","rotated_at"}`; 404; 503 `agent_offline`; 409
 /// `rotation_cooldown` with `Retry-After`; 502 `rotation_failed`; 504 `agent_timeout`.
+#[utoipa::path(post, operation_id = "rotate_modem", path = "/v1/modems/{imei}/rotate", tag = "modems",
+    security(("admin" = []), ("marketplace" = [])),
+    params(("imei" = String, Path, description = "The modem's IMEI.")),
+    responses(
+        (status = 200, description = "Rotated (`changed`: the IP is known to be new).", body = Rotation),
+        (status = 404, description = "No such modem (`not_found`).", body = crate::http_error::ErrorBody),
+        (status = 409, description = "`rotation_cooldown` (with `Retry-After`) or `duplicate_identity`.", body = crate::http_error::ErrorBody),
+        (status = 502, description = "The box failed the rotation (`rotation_failed`).", body = crate::http_error::ErrorBody),
+        (status = 503, description = "Its agent is not connected (`agent_offline`).", body = crate::http_error::ErrorBody),
+        (status = 504, description = "Its agent did not answer in time (`agent_timeout`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn rotate(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
@@ -98,7 +118,7 @@ pub async fn rotate(
 }
 
 /// `POST /v1/modems/{imei}/resolve` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     /// The agent whose copy of the IMEI is the real modem.
@@ -109,12 +129,19 @@ pub struct ResolveRequest {
 /// reporter's never (until resolved again); 404 when no agent reports the IMEI; 422 when
 /// `agent_id` does not. Stored, audited (`modem_identity_resolved`), and
 /// `modem.identity_resolved` is emitted.
+#[utoipa::path(post, operation_id = "resolve_modem", path = "/v1/modems/{imei}/resolve", tag = "modems",
+    security(("admin" = [])), request_body = ResolveRequest,
+    params(("imei" = String, Path, description = "The IMEI several agents report.")),
+    responses(
+        (status = 200, description = "`owner`'s copy is sold again.", body = Resolved),
+        (status = 404, description = "No agent reports it (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn resolve(
     Admin(caller): Admin,
     State(state): State<AppState>,
     ApiPath(imei): ApiPath,
     ApiJson(body): ApiJson<ResolveRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Resolved>, ApiError> {
     let holders = state.fleet.holders(&imei);
     if holders.is_empty() {
         return Err(ApiError::not_found(format!(
@@ -137,9 +164,23 @@ pub async fn resolve(
         format!("modem:{imei}"),
         json!({"owner": body.agent_id, "agent_ids": holders}),
     );
-    let answer = json!({"imei": imei, "owner": body.agent_id, "agent_ids": holders});
-    let mut object = answer.clone();
+    let answer = Resolved {
+        imei,
+        owner: body.agent_id,
+        agent_ids: holders,
+    };
+    let mut object = serde_json::to_value(&answer).map_err(|e| ApiError::internal(&e))?;
     object["resolved"] = json!(true);
     state.events.emit(EventType::ModemIdentityResolved, object);
     Ok(Json(answer))
+}
+
+/// Who owns a duplicate IMEI now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Resolved {
+    imei: String,
+    /// The agent whose copy is sold.
+    owner: String,
+    /// Every agent that reports it.
+    agent_ids: Vec<String>,
 }

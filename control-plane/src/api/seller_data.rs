@@ -22,7 +22,7 @@ use super::AppState;
 use crate::fleet::ModemView;
 use crate::http_error::ApiError;
 use crate::ids::{random_id, rfc3339, unix_ms};
-use crate::store::{AllocationRecord, AuditAction, SellerRecords};
+use crate::store::{AllocationRecord, AuditAction, Erased, SellerRecords};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -49,29 +49,61 @@ pub const TABULAR_PARTS: [&str; 7] = [
 const MARKETPLACE_KEYS: [&str; 2] = ["order_id", "tenant"];
 
 /// The query; unknown parameters are rejected.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// `json` (default) or `csv` (with `part`).
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
+    /// With `format=csv`: `modems`, `allocations`, `usage`, `rotations`, `modem_owners`,
+    /// `pending_commands` or `audit`.
     part: Option<String>,
 }
 
-/// The seller export document.
-#[derive(Debug, Serialize)]
+/// The seller export document (`farmhand.seller-export.v1`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SellerExport {
+    #[schema(example = "farmhand.seller-export.v1")]
     format: &'static str,
+    #[schema(format = DateTime)]
     exported_at: String,
+    /// `agent_id`, `label`, `hostname`, `public_key`, `enrolled_at`, `approved`, `revoked`.
+    #[schema(value_type = Object)]
     agent: Value,
     modems: Vec<ModemView>,
+    /// What ran on the box (no order id, tenant or buyer credentials).
+    #[schema(value_type = Vec<Object>)]
     allocations: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     usage: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     rotations: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     modem_owners: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     pending_commands: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     audit: Vec<Value>,
 }
 
+/// What an erasure did: counts only.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErasedView {
+    #[serde(flatten)]
+    erased: Erased,
+    /// Live allocations ended first (`agent_revoked`).
+    allocations_ended: usize,
+}
+
 /// 200 the document (JSON) or one part (CSV); 404 unknown agent; 422 a bad query.
+#[utoipa::path(get, operation_id = "export_seller", path = "/v1/agents/{agent_id}/export", tag = "admin", security(("admin" = [])),
+    params(("agent_id" = String, Path, description = "`ag_…`"), ExportQuery),
+    responses(
+        (status = 200, description = "Everything held about the seller's box.",
+            content((SellerExport = "application/json"), (String = "text/csv"))),
+        (status = 404, description = "No such agent (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn export(
     Admin(caller): Admin,
     State(state): State<AppState>,
@@ -124,11 +156,18 @@ pub async fn export(
 }
 
 /// 200 `{"tombstone_id", counts…}`: the seller is erased (see the module docs).
+#[utoipa::path(post, operation_id = "erase_seller", path = "/v1/agents/{agent_id}/erase", tag = "admin", security(("admin" = [])),
+    params(("agent_id" = String, Path, description = "`ag_…`")),
+    responses(
+        (status = 200, description = "Erased; only the tombstoned financial core is left.", body = ErasedView),
+        (status = 404, description = "No such agent (`not_found`).", body = crate::http_error::ErrorBody),
+        (status = 409, description = "An allocation is still being provisioned on it (`invalid_state`, `Retry-After`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn erase(
     Admin(caller): Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ErasedView>, ApiError> {
     if state.store.agent(&id)?.is_none() {
         return Err(ApiError::not_found(format!("no agent {id:?}")));
     }
@@ -141,17 +180,19 @@ pub async fn erase(
         .end_for_erasure(&id, &caller.actor())
         .await?;
     let tombstone = random_id("erased");
-    let erased = state.store.erase_seller(&id, &tombstone)?;
-    let mut details = serde_json::to_value(&erased).map_err(|e| ApiError::internal(&e))?;
-    details["allocations_ended"] = json!(ended);
+    let erased = ErasedView {
+        erased: state.store.erase_seller(&id, &tombstone)?,
+        allocations_ended: ended,
+    };
+    let details = serde_json::to_value(&erased).map_err(|e| ApiError::internal(&e))?;
     state.store.audit(
         caller.actor(),
         AuditAction::SellerErased,
         format!("agent:{tombstone}"),
-        details.clone(),
+        details,
     );
     info!(tombstone_id = %tombstone, by = %caller.name, "seller erased");
-    Ok(Json(details))
+    Ok(Json(erased))
 }
 
 fn document(state: &AppState, records: SellerRecords) -> SellerExport {

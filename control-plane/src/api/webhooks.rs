@@ -16,8 +16,8 @@ use crate::webhooks::WebhookError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tracing::info;
 
 /// Deliveries listed when `limit` is omitted.
@@ -26,22 +26,79 @@ pub const DEFAULT_DELIVERY_LIMIT: usize = 50;
 pub const MAX_DELIVERY_LIMIT: usize = 1000;
 
 /// `POST /v1/webhooks` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    /// `https://…` (`http://` only for `[webhooks] allow_private_targets`); its host must
+    /// not be a private address unless allowed.
+    #[schema(example = "https://shop.example.com/farmhand/events")]
     url: String,
+    /// Event types, or `["*"]` for every one.
+    #[schema(example = json!(["allocation.active", "allocation.released"]))]
     events: Vec<String>,
     /// Admins: register it for this tenant (marketplace keys: always their own).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     tenant: Option<String>,
 }
 
 /// `GET /v1/webhooks/{id}/deliveries` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
+    /// Deliveries to list, newest first (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+}
+
+/// An endpoint (its secret only in the answer to its creation).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookView {
+    #[schema(example = "wh_…")]
+    webhook_id: String,
+    url: String,
+    events: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// The tenant whose events it gets; `null`: an operator's endpoint (every event).
+    tenant: Option<String>,
+    /// The signing secret (`whsec_…`): in the answer to its creation only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+/// `{"webhooks": [...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    webhooks: Vec<WebhookView>,
+}
+
+/// One delivery of one event to the endpoint.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    #[schema(example = "dl_…")]
+    delivery_id: String,
+    event_id: String,
+    event_type: String,
+    /// `pending`, `delivered` or `failed` (given up).
+    state: &'static str,
+    attempts: u32,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
+    finished_at: Option<String>,
+    last_status: Option<u16>,
+    last_error: Option<String>,
+}
+
+/// `{"deliveries": [...]}`, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryList {
+    deliveries: Vec<DeliveryView>,
 }
 
 impl From<WebhookError> for ApiError {
@@ -53,14 +110,15 @@ impl From<WebhookError> for ApiError {
     }
 }
 
-fn view(endpoint: &WebhookEndpoint) -> Value {
-    json!({
-        "webhook_id": endpoint.webhook_id,
-        "url": endpoint.url,
-        "events": endpoint.events,
-        "created_at": rfc3339(endpoint.created_at),
-        "tenant": endpoint.tenant,
-    })
+fn view(endpoint: &WebhookEndpoint) -> WebhookView {
+    WebhookView {
+        webhook_id: endpoint.webhook_id.clone(),
+        url: endpoint.url.clone(),
+        events: endpoint.events.clone(),
+        created_at: rfc3339(endpoint.created_at),
+        tenant: endpoint.tenant.clone(),
+        secret: None,
+    }
 }
 
 /// The endpoint `id` if `caller` may manage it (404 otherwise, as if unknown).
@@ -72,27 +130,30 @@ fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<WebhookEndpoin
         .ok_or_else(|| unknown(id))
 }
 
-fn delivery_view(delivery: &Delivery) -> Value {
-    json!({
-        "delivery_id": delivery.delivery_id(),
-        "event_id": delivery.event_id,
-        "event_type": delivery.event_type,
-        "state": delivery.state.as_str(),
-        "attempts": delivery.attempts,
-        "created_at": rfc3339(delivery.created_at),
-        "next_attempt_at": delivery.next_attempt_at.map(rfc3339),
-        "finished_at": delivery.finished_at.map(rfc3339),
-        "last_status": delivery.last_status,
-        "last_error": delivery.last_error,
-    })
+fn delivery_view(delivery: &Delivery) -> DeliveryView {
+    DeliveryView {
+        delivery_id: delivery.delivery_id(),
+        event_id: delivery.event_id.clone(),
+        event_type: delivery.event_type.clone(),
+        state: delivery.state.as_str(),
+        attempts: delivery.attempts,
+        created_at: rfc3339(delivery.created_at),
+        next_attempt_at: delivery.next_attempt_at.map(rfc3339),
+        finished_at: delivery.finished_at.map(rfc3339),
+        last_status: delivery.last_status,
+        last_error: delivery.last_error.clone(),
+    }
 }
 
 /// 201 with the endpoint and `secret`.
+#[utoipa::path(post, operation_id = "create_webhook", path = "/v1/webhooks", tag = "webhooks",
+    security(("admin" = []), ("marketplace" = [])), request_body = CreateWebhook,
+    responses((status = 201, description = "Registered; `secret` is shown this once.", body = WebhookView)))]
 pub async fn create(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateWebhook>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     let tenant = match (&caller.tenant, body.tenant) {
         (Some(own), Some(asked)) if *own != asked => return Err(ApiError::forbidden()),
         (Some(own), _) => Some(own.clone()),
@@ -115,35 +176,52 @@ pub async fn create(
         json!({"events": endpoint.events, "tenant": endpoint.tenant}),
     );
     let mut answer = view(&endpoint);
-    answer["secret"] = json!(secret.expose());
+    answer.secret = Some(secret.expose().to_string());
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// 200 `{"webhooks":[...]}`.
+#[utoipa::path(get, operation_id = "list_webhooks", path = "/v1/webhooks", tag = "webhooks",
+    security(("admin" = []), ("marketplace" = [])),
+    responses((status = 200, description = "The endpoints the key may manage.", body = WebhookList)))]
 pub async fn list(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
-    let endpoints: Vec<Value> = state
+) -> Result<Json<WebhookList>, ApiError> {
+    let webhooks = state
         .webhooks
         .endpoints()?
         .iter()
         .filter(|e| caller.tenant.is_none() || e.tenant == caller.tenant)
         .map(view)
         .collect();
-    Ok(Json(json!({ "webhooks": endpoints })))
+    Ok(Json(WebhookList { webhooks }))
 }
 
 /// 200 with one endpoint; 404 when unknown.
+#[utoipa::path(get, operation_id = "get_webhook", path = "/v1/webhooks/{webhook_id}", tag = "webhooks",
+    security(("admin" = []), ("marketplace" = [])),
+    params(("webhook_id" = String, Path, description = "`wh_…`")),
+    responses(
+        (status = 200, description = "The endpoint.", body = WebhookView),
+        (status = 404, description = "No such endpoint for this key (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn show(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     Ok(Json(view(&visible(&state, &caller, &id)?)))
 }
 
 /// 204; 404 when unknown.
+#[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{webhook_id}", tag = "webhooks",
+    security(("admin" = []), ("marketplace" = [])),
+    params(("webhook_id" = String, Path, description = "`wh_…`")),
+    responses(
+        (status = 204, description = "Deleted; its undelivered events are dropped."),
+        (status = 404, description = "No such endpoint for this key (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn remove(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
@@ -164,12 +242,19 @@ pub async fn remove(
 }
 
 /// 200 `{"deliveries":[...]}`, newest first; 404 when the endpoint is unknown.
+#[utoipa::path(get, operation_id = "list_webhook_deliveries", path = "/v1/webhooks/{webhook_id}/deliveries", tag = "webhooks",
+    security(("admin" = []), ("marketplace" = [])),
+    params(("webhook_id" = String, Path, description = "`wh_…`"), DeliveriesQuery),
+    responses(
+        (status = 200, description = "The delivery log, newest first.", body = DeliveryList),
+        (status = 404, description = "No such endpoint for this key (`not_found`).", body = crate::http_error::ErrorBody),
+    ))]
 pub async fn deliveries(
     AnyRole(caller): AnyRole,
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryList>, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_DELIVERY_LIMIT);
     if !(1..=MAX_DELIVERY_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!(
@@ -177,13 +262,13 @@ pub async fn deliveries(
         )));
     }
     visible(&state, &caller, &id)?;
-    let list: Vec<Value> = state
+    let deliveries = state
         .webhooks
         .deliveries(&id, limit)?
         .iter()
         .map(delivery_view)
         .collect();
-    Ok(Json(json!({ "deliveries": list })))
+    Ok(Json(DeliveryList { deliveries }))
 }
 
 fn unknown(id: &str) -> ApiError {

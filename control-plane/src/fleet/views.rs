@@ -75,7 +75,7 @@ pub struct ModemFilter {
 }
 
 /// One modem as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ModemView {
     /// IMEI.
     pub imei: String,

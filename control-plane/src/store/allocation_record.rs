@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 /// Lifecycle of an allocation: `pending → active → releasing → released`, `pending → failed`,
 /// `active → failed` (a lost port could not be re-created), and `active → replaced` (moved
 /// to another modem; `replaced` is live like `active` and follows the same paths).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AllocationState {
     /// Provision sent, not yet confirmed.
@@ -67,7 +67,7 @@ impl AllocationState {
 }
 
 /// Why an allocation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseReason {
     /// The marketplace released it.
@@ -83,7 +83,7 @@ pub enum ReleaseReason {
 }
 
 /// Why an allocation was moved to another modem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplacementReason {
     /// Its modem was offline (or no longer listed by ProxySmart) for longer than the grace
@@ -114,31 +114,42 @@ pub struct Replacement {
 }
 
 /// The request that created an allocation, normalised; compared for idempotency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"order_id": "shop-order-1234", "duration_s": 2_592_000, "country": "DE", "carrier": "Vodafone"}))]
 pub struct AllocationRequest {
-    /// The marketplace's idempotency key.
+    /// The marketplace's idempotency key: 1–128 printable characters, opaque (your order
+    /// number; never personal data). The same body again answers 200 with the same
+    /// allocation; a different body under a used order id 409 `order_conflict`.
+    #[schema(min_length = 1, max_length = 128)]
     pub order_id: String,
     /// Lifetime in seconds.
+    #[schema(minimum = 60, maximum = 31_536_000)]
     pub duration_s: u64,
     /// ISO 3166-1 alpha-2 filter.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z]{2}$", example = "DE")]
     pub country: Option<String>,
     /// Carrier filter (case-insensitive).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub carrier: Option<String>,
     /// IMEI filter.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{14,16}$")]
     pub imei: Option<String>,
     /// Automatic IP rotation of the allocation's modem, every this many seconds (carried
     /// out by the agent; see `allocator::request::check_rotate_every`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400)]
     pub rotate_every_s: Option<u64>,
     /// Speed limit of the port, kbit/s, each direction (see `allocator::request`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub bandwidth_kbit: Option<u64>,
     /// Traffic quota of the port, MB (10^6 bytes), downloads and uploads together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub traffic_quota_mb: Option<u64>,
 }
 

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::PoisonError;
 
 /// What an erasure did, by kind (counts only: the erased data is not repeated anywhere).
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Erased {
     /// The id that replaces the agent's in what stays.
     pub tombstone_id: String,

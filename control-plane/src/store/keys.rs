@@ -15,7 +15,7 @@ pub const DEFAULT_TENANT: &str = "default";
 const LAST_USED_RESOLUTION_S: i64 = 60;
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Operators: keys, enrollment tokens, agents, revocation, the audit log, webhooks;
