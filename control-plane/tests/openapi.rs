@@ -62,6 +62,28 @@ fn every_route_of_the_router_is_documented() {
     }
 }
 
+#[test]
+fn every_reference_resolves() {
+    fn walk(value: &Value, doc: &Value, refs: &mut usize) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    let pointer = target.strip_prefix('#').unwrap_or(target);
+                    assert!(doc.pointer(pointer).is_some(), "dangling $ref {target}");
+                    *refs += 1;
+                }
+                map.values().for_each(|v| walk(v, doc, refs));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, doc, refs)),
+            _ => {}
+        }
+    }
+    let doc = generated();
+    let mut refs = 0;
+    walk(&doc, &doc, &mut refs);
+    assert!(refs > 30, "only {refs} references: the walk is broken");
+}
+
 #[tokio::test]
 async fn the_document_is_served_without_a_key() {
     let plane = TestPlane::start().await;

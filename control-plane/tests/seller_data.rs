@@ -169,7 +169,7 @@ async fn the_export_holds_every_mapped_kind_and_no_buyer_or_other_seller() {
 #[tokio::test]
 async fn tabular_parts_come_as_csv_and_bad_queries_are_refused() {
     let m = market().await;
-    let r = export(&m.plane, &m.a, "?format=csv&part=allocations").await;
+    let r = export(&m.plane, &m.a, "?part=allocations").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
     let lines: Vec<&str> = r.body.split("\r\n").filter(|l| !l.is_empty()).collect();
@@ -182,10 +182,9 @@ async fn tabular_parts_come_as_csv_and_bad_queries_are_refused() {
     assert!(r.body.contains(m.live["allocation_id"].as_str().unwrap()));
 
     for (query, status) in [
+        ("?part=agent", 422),
+        ("?part=", 422),
         ("?format=csv", 422),
-        ("?format=csv&part=agent", 422),
-        ("?format=xml", 422),
-        ("?part=audit", 422),
         ("?limit=5", 422),
     ] {
         let r = export(&m.plane, &m.a, query).await;

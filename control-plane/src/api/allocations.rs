@@ -287,6 +287,12 @@ pub async fn list(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
+    // Checked whether or not it is used: a malformed cursor is a client bug to report.
+    let cursor = q
+        .after
+        .as_deref()
+        .map(|c| crate::ids::unhex(c).ok_or_else(|| ApiError::invalid("after: not a cursor")))
+        .transpose()?;
     let (records, next_cursor) = match &q.order_id {
         // The order index: one lookup.
         Some(order_id) => {
@@ -299,13 +305,6 @@ pub async fn list(
             (records, None)
         }
         None => {
-            let cursor = q
-                .after
-                .as_deref()
-                .map(|c| {
-                    crate::ids::unhex(c).ok_or_else(|| ApiError::invalid("after: not a cursor"))
-                })
-                .transpose()?;
             let page = state.store.allocations_page(
                 tenant.as_deref(),
                 cursor.as_deref(),

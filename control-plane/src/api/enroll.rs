@@ -26,11 +26,19 @@ use tracing::info;
 pub struct EnrollRequest {
     /// The one-time enrollment token (`fht_…`).
     token: String,
-    /// Base64 of the agent's 32-byte Ed25519 public key.
-    #[schema(example = "MCowBQYDK2VwAyEA…")]
+    /// Base64 (standard alphabet, padded) of the agent's 32-byte Ed25519 public key.
+    #[schema(
+        pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
+        example = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
+    )]
     public_key: String,
     /// The box's hostname: 1–253 printable characters.
-    #[schema(min_length = 1, max_length = 253, example = "box-1")]
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "box-1"
+    )]
     hostname: String,
 }
 

@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// A JSON body parsed strictly.
 #[derive(Debug)]
@@ -43,9 +44,42 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 )
             })?
             .map_err(|_| ApiError::too_large(limit))?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+        match serde_json::from_slice(&bytes) {
+            Ok(body) => Ok(ApiJson(body)),
+            // JSON has one number type: `60.0` is the integer 60 to any JSON Schema reader
+            // (and to our OpenAPI document), so it is taken as one. Only a failed parse pays.
+            Err(e) if e.is_data() => serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .map(integral_floats_as_integers)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .map(ApiJson)
+                .ok_or_else(|| ApiError::invalid(format!("invalid JSON body: {e}"))),
+            Err(e) => Err(ApiError::invalid(format!("invalid JSON body: {e}"))),
+        }
+    }
+}
+
+/// `value` with every number that has no fractional part written as an integer.
+fn integral_floats_as_integers(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Exactly representable integers only (|f| < 2^53).
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                Value::from(f as i64)
+            } else {
+                Value::Number(n)
+            }
+        }
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(integral_floats_as_integers).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, integral_floats_as_integers(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -82,5 +116,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
                 e.body_text()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integral_floats_become_integers_and_others_stay() {
+        let value = json!({"a": 60.0, "b": [1.5, 2.0, -3.0], "c": {"d": 1e300}, "e": "60.0"});
+        let fixed = integral_floats_as_integers(value);
+        assert_eq!(fixed, json!({"a": 60, "b": [1.5, 2, -3], "c": {"d": 1e300}, "e": "60.0"}));
+        assert!(fixed["a"].is_u64());
     }
 }

@@ -16,23 +16,67 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// `POST /v1/keys` body.
+/// `POST /v1/keys` body, by `role`: only a marketplace key has a tenant.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyRequest {
-    /// What the key may do.
-    role: Role,
-    /// Who it is for: 1–64 printable characters (not personal data: docs/privacy.md).
-    #[schema(min_length = 1, max_length = 64, example = "shop-backend")]
-    name: String,
-    /// Marketplace keys: the tenant (default: `default`); 1–64 of `[a-z0-9._-]`.
-    #[serde(default)]
-    #[schema(pattern = "^[a-z0-9._-]{1,64}$", example = "shop-eu")]
-    tenant: Option<String>,
-    /// When the key stops working (RFC 3339; default: never).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    expires_at: Option<OffsetDateTime>,
+#[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeyRequest {
+    /// An operator's key: every tenant.
+    Admin {
+        /// Who it is for: 1–64 printable characters (not personal data: docs/privacy.md).
+        #[schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+            example = "ops-alice"
+        )]
+        name: String,
+        /// When the key stops working (RFC 3339; default: never).
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        expires_at: Option<OffsetDateTime>,
+    },
+    /// A shop backend's key: one tenant.
+    Marketplace {
+        /// Who it is for: 1–64 printable characters (not personal data: docs/privacy.md).
+        #[schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+            example = "shop-backend"
+        )]
+        name: String,
+        /// The tenant (default: `default`); 1–64 of `[a-z0-9._-]`.
+        #[serde(default)]
+        #[schema(pattern = "^[a-z0-9._-]{1,64}$", example = "shop-eu")]
+        tenant: Option<String>,
+        /// When the key stops working (RFC 3339; default: never).
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        expires_at: Option<OffsetDateTime>,
+    },
+}
+
+impl From<KeyRequest> for KeySpec {
+    fn from(request: KeyRequest) -> Self {
+        match request {
+            KeyRequest::Admin { name, expires_at } => KeySpec {
+                role: Role::Admin,
+                name,
+                tenant: None,
+                expires_at,
+            },
+            KeyRequest::Marketplace {
+                name,
+                tenant,
+                expires_at,
+            } => KeySpec {
+                role: Role::Marketplace,
+                name,
+                tenant,
+                expires_at,
+            },
+        }
+    }
 }
 
 /// `{"keys": [...]}`.
@@ -50,12 +94,7 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<KeyRequest>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
-    let spec = KeySpec {
-        role: body.role,
-        name: body.name,
-        tenant: body.tenant,
-        expires_at: body.expires_at,
-    };
+    let spec = KeySpec::from(body);
     if let Some(problem) = spec.problem(now()) {
         return Err(ApiError::invalid(problem));
     }

@@ -5,8 +5,8 @@
 //! differs), validated and fuzzed in CI (`.ci/run`).
 //!
 //! What the attributes do not say is added here once for every operation ([`Conventions`]):
-//! the error answers every call can give (401/403 for a keyed call, 413/422 for one with a
-//! body or parameters, 429, 500, 503), all with the one error body.
+//! the error answers every call can give (401/403 for a keyed call, 408/413 for one with a
+//! body, 422 for one with a body or parameters, 429, 500, 503), all with the one error body.
 
 use super::webhooks;
 use super::{agents, allocations, audit, enroll, health, keys, modems, seller_data, tokens};
@@ -146,6 +146,10 @@ impl Modify for Conventions {
                     add(
                         "413",
                         "The body is over `max_body_bytes` (`payload_too_large`).",
+                    );
+                    add(
+                        "408",
+                        "The body did not arrive in time (`request_timeout`).",
                     );
                 }
                 add("429", "Too many failed authentications from this client (`rate_limited`; `Retry-After`).");

@@ -1,8 +1,7 @@
 //! A seller's data (admin): export and erasure.
 //!
 //! `GET /v1/agents/{id}/export`: everything the plane holds about one seller's box,
-//! as one JSON document — or, with `?format=csv&part=NAME`, one of its tabular parts as
-//! CSV. The parts follow docs/privacy.md's data map (its "export" column names the part
+//! as one JSON document — or, with `?part=NAME`, one of its tabular parts as CSV. The parts follow docs/privacy.md's data map (its "export" column names the part
 //! each record kind lands in; a test checks every one appears). Buyer and marketplace data
 //! stay out: an allocation shows what ran on the seller's box (modem, ports, times, terms,
 //! usage), never the order id, the tenant or the buyer's login and password (audit entries
@@ -34,16 +33,40 @@ use tracing::info;
 /// The document's format name; a new one comes with any change that is not an addition.
 pub const FORMAT: &str = "farmhand.seller-export.v1";
 
-/// The parts `?format=csv&part=` can name: the document's arrays.
-pub const TABULAR_PARTS: [&str; 7] = [
-    "modems",
-    "allocations",
-    "usage",
-    "rotations",
-    "modem_owners",
-    "pending_commands",
-    "audit",
-];
+/// A tabular part of the document, for `?part=` (CSV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The box's modems.
+    Modems,
+    /// What ran on the box.
+    Allocations,
+    /// Traffic totals the box reported.
+    Usage,
+    /// Its modems' last rotations.
+    Rotations,
+    /// IMEIs it was named the owner of.
+    ModemOwners,
+    /// Commands waiting for it.
+    PendingCommands,
+    /// Audit entries about it.
+    Audit,
+}
+
+impl Part {
+    /// Its key in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Modems => "modems",
+            Part::Allocations => "allocations",
+            Part::Usage => "usage",
+            Part::Rotations => "rotations",
+            Part::ModemOwners => "modem_owners",
+            Part::PendingCommands => "pending_commands",
+            Part::Audit => "audit",
+        }
+    }
+}
 
 /// Audit details that belong to the marketplace, not the seller: left out of the export.
 const MARKETPLACE_KEYS: [&str; 2] = ["order_id", "tenant"];
@@ -53,12 +76,9 @@ const MARKETPLACE_KEYS: [&str; 2] = ["order_id", "tenant"];
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
-    /// `json` (default) or `csv` (with `part`).
-    #[param(pattern = "^(json|csv)$")]
-    format: Option<String>,
-    /// With `format=csv`: `modems`, `allocations`, `usage`, `rotations`, `modem_owners`,
-    /// `pending_commands` or `audit`.
-    part: Option<String>,
+    /// One tabular part as CSV instead of the whole document as JSON.
+    #[param(inline)]
+    part: Option<Part>,
 }
 
 /// The seller export document (`farmhand.seller-export.v1`).
@@ -110,24 +130,6 @@ pub async fn export(
     ApiPath(id): ApiPath,
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let csv_part = match (q.format.as_deref(), q.part.as_deref()) {
-        (None | Some("json"), None) => None,
-        (Some("csv"), Some(part)) if TABULAR_PARTS.contains(&part) => Some(part.to_string()),
-        (Some("csv"), _) => {
-            return Err(ApiError::invalid(format!(
-                "format=csv needs part=, one of {}",
-                TABULAR_PARTS.join(", ")
-            )))
-        }
-        (None | Some("json"), Some(_)) => {
-            return Err(ApiError::invalid("part= goes with format=csv"))
-        }
-        (Some(other), _) => {
-            return Err(ApiError::invalid(format!(
-                "format must be json or csv, not {other:?}"
-            )))
-        }
-    };
     let records = state
         .store
         .seller_records(&id)?
@@ -137,13 +139,13 @@ pub async fn export(
         caller.actor(),
         AuditAction::SellerExported,
         format!("agent:{id}"),
-        json!({"format": q.format.as_deref().unwrap_or("json"), "part": q.part}),
+        json!({"part": q.part.map(Part::as_str)}),
     );
-    let Some(part) = csv_part else {
+    let Some(part) = q.part.map(Part::as_str) else {
         return Ok(Json(document).into_response());
     };
     let value = serde_json::to_value(&document).map_err(|e| ApiError::internal(&e))?;
-    let rows = value[part.as_str()].as_array().cloned().unwrap_or_default();
+    let rows = value[part].as_array().cloned().unwrap_or_default();
     let disposition = format!("attachment; filename=\"{id}-{part}.csv\"");
     Ok((
         [

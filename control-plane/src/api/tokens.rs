@@ -29,7 +29,12 @@ pub const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 pub struct TokenRequest {
     /// The operator's label, copied to the agent it enrolls: 1–128 printable characters
     /// (an opaque seller id, not personal data: docs/privacy.md).
-    #[schema(min_length = 1, max_length = 128, example = "seller-42")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "seller-42"
+    )]
     label: String,
     /// Lifetime in seconds (default 3600, at most 30 days).
     #[serde(default)]

@@ -31,16 +31,40 @@ pub const MAX_DELIVERY_LIMIT: usize = 1000;
 pub struct CreateWebhook {
     /// `https://…` (`http://` only for `[webhooks] allow_private_targets`); its host must
     /// not be a private address unless allowed.
-    #[schema(example = "https://shop.example.com/farmhand/events")]
+    #[schema(
+        pattern = r"^https?://[^\s/?#@]+([/?#]\S*)?$",
+        example = "https://shop.example.com/farmhand/events"
+    )]
     url: String,
     /// Event types, or `["*"]` for every one.
-    #[schema(example = json!(["allocation.active", "allocation.released"]))]
+    #[schema(value_type = Vec<EventName>, min_items = 1,
+        example = json!(["allocation.active", "allocation.released"]))]
     events: Vec<String>,
     /// Admins: register it for this tenant (marketplace keys: always their own).
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     tenant: Option<String>,
 }
+
+/// An event type's wire name, or `*` (every type): the schema lists them from
+/// [`crate::events::EventType::ALL`].
+#[derive(Debug)]
+pub struct EventName;
+
+impl utoipa::PartialSchema for EventName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = crate::events::EventType::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .chain(["*"]);
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventName {}
 
 /// `GET /v1/webhooks/{id}/deliveries` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

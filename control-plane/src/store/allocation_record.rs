@@ -121,7 +121,11 @@ pub struct AllocationRequest {
     /// The marketplace's idempotency key: 1–128 printable characters, opaque (your order
     /// number; never personal data). The same body again answers 200 with the same
     /// allocation; a different body under a used order id 409 `order_conflict`.
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub order_id: String,
     /// Lifetime in seconds.
     #[schema(minimum = 60, maximum = 31_536_000)]
@@ -132,7 +136,11 @@ pub struct AllocationRequest {
     pub country: Option<String>,
     /// Carrier filter (case-insensitive).
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub carrier: Option<String>,
     /// IMEI filter.
     #[serde(default)]
@@ -140,8 +148,9 @@ pub struct AllocationRequest {
     pub imei: Option<String>,
     /// Automatic IP rotation of the allocation's modem, every this many seconds (carried
     /// out by the agent; see `allocator::request::check_rotate_every`).
+    /// At least the plane's `min_rotate_every_s` (60 unless its operator changed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 86_400)]
+    #[schema(minimum = 60, maximum = 86_400)]
     pub rotate_every_s: Option<u64>,
     /// Speed limit of the port, kbit/s, each direction (see `allocator::request`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

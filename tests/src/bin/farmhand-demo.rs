@@ -27,6 +27,25 @@ struct Cli {
     modems: u16,
 }
 
+/// The plane's abuse limits from `FARMHAND_REST_AUTH_FAILURE_LIMIT` and
+/// `FARMHAND_ENROLL_ATTEMPT_LIMIT` (as `farmhand-control serve` reads them): an API fuzzer
+/// (CI's Schemathesis run) sends hundreds of unauthenticated requests on purpose, which the
+/// default limits rightly answer with 429.
+fn abuse_limits_from_env(config: &mut farmhand_control::ServerConfig) {
+    const KEYS: [&str; 2] = [
+        "FARMHAND_REST_AUTH_FAILURE_LIMIT",
+        "FARMHAND_ENROLL_ATTEMPT_LIMIT",
+    ];
+    let vars = std::env::vars_os().filter(|(k, _)| KEYS.iter().any(|key| k == key));
+    match farmhand_control::config::env::load(None, vars) {
+        Ok(env) => {
+            config.rest_auth_failure_limit = env.rest_auth_failure_limit;
+            config.enroll_attempt_limit = env.enroll_attempt_limit;
+        }
+        Err(e) => eprintln!("ignoring the abuse limits in the environment: {e}"),
+    }
+}
+
 fn step(text: &str) {
     println!("==> {text}");
     let _ = std::io::stdout().flush();
@@ -47,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let stack = Stack::start(StackOptions {
         modems,
+        configure_plane: abuse_limits_from_env,
         ..StackOptions::default()
     })
     .await
