@@ -9,7 +9,8 @@
 
 use crate::store::AllocationRecord;
 use farmhand_protocol::{Modem, Site};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Every event type, with its wire name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,6 +133,21 @@ impl Events {
     }
 }
 
+/// An agent as `agent.connected` / `agent.disconnected` show it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentEvent {
+    agent_id: String,
+    /// The label of the token that enrolled it.
+    label: String,
+    hostname: String,
+    agent_version: String,
+    /// True for `agent.connected`.
+    connected: bool,
+    /// Why the session ended (`agent.disconnected` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// An agent as events show it; `reason` says why a session ended.
 pub fn agent_object(
     agent_id: &str,
@@ -140,61 +156,142 @@ pub fn agent_object(
     agent_version: &str,
     reason: Option<&str>,
 ) -> Value {
-    let mut object = json!({
-        "agent_id": agent_id,
-        "label": label,
-        "hostname": hostname,
-        "agent_version": agent_version,
-        "connected": reason.is_none(),
-    });
-    if let Some(reason) = reason {
-        object["reason"] = json!(reason);
-    }
-    object
+    to_object(&AgentEvent {
+        agent_id: agent_id.to_string(),
+        label: label.to_string(),
+        hostname: hostname.to_string(),
+        agent_version: agent_version.to_string(),
+        connected: reason.is_none(),
+        reason: reason.map(str::to_string),
+    })
+}
+
+/// A modem as `modem.online` / `modem.offline` show it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModemEvent {
+    imei: String,
+    agent_id: String,
+    carrier: Option<String>,
+    country: Option<String>,
+    city: Option<String>,
+    ext_ip: Option<String>,
+    online: bool,
+    signal: Option<i32>,
+    model: Option<String>,
+    /// `status_changed`, or `removed` (no longer in its agent's inventory).
+    reason: String,
 }
 
 /// A modem as events show it; `reason` is `status_changed` or `removed` (no longer in its
 /// agent's inventory).
 pub fn modem_object(agent_id: &str, site: Option<&Site>, modem: &Modem, reason: &str) -> Value {
-    json!({
-        "imei": modem.imei,
-        "agent_id": agent_id,
-        "carrier": modem.carrier,
-        "country": site.map(|s| &s.country),
-        "city": site.and_then(|s| s.city.as_ref()),
-        "ext_ip": modem.ext_ip,
-        "online": modem.online,
-        "signal": modem.signal,
-        "model": modem.model,
-        "reason": reason,
+    to_object(&ModemEvent {
+        imei: modem.imei.clone(),
+        agent_id: agent_id.to_string(),
+        carrier: modem.carrier.clone(),
+        country: site.map(|s| s.country.clone()),
+        city: site.and_then(|s| s.city.clone()),
+        ext_ip: modem.ext_ip.clone(),
+        online: modem.online,
+        signal: modem.signal,
+        model: modem.model.clone(),
+        reason: reason.to_string(),
     })
+}
+
+/// An IMEI several agents report (`modem.duplicate_identity`), or its resolution
+/// (`modem.identity_resolved`, with `owner`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IdentityEvent {
+    pub(crate) imei: String,
+    /// Every agent that reports it.
+    pub(crate) agent_ids: Vec<String>,
+    /// The agent an admin named its owner (`modem.identity_resolved` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) owner: Option<String>,
+    /// Allocations on its copies (`modem.duplicate_identity` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) live_allocations: Option<usize>,
+    pub(crate) resolved: bool,
+}
+
+/// A box crossing a health limit (`agent.health_limited` / `agent.health_recovered`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthEvent {
+    pub(crate) agent_id: String,
+    /// `disk`, `memory`, …
+    pub(crate) resource: String,
+    pub(crate) reason: String,
 }
 
 /// The allocation as events show it: the API's allocation object without `login` and
 /// `password` (webhook payloads travel to and are stored by third parties).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AllocationEvent {
+    allocation_id: String,
+    order_id: String,
+    state: crate::store::AllocationState,
+    imei: String,
+    agent_id: String,
+    carrier: Option<String>,
+    country: Option<String>,
+    host: Option<String>,
+    http_port: Option<u16>,
+    socks_port: Option<u16>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(format = DateTime)]
+    released_at: Option<String>,
+    release_reason: Option<crate::store::ReleaseReason>,
+    failure: Option<String>,
+    tenant: String,
+}
+
+/// The allocation as events show it (see [`AllocationEvent`]).
 pub fn allocation_object(record: &AllocationRecord) -> Value {
-    let rfc3339 = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    };
-    json!({
-        "allocation_id": record.allocation_id,
-        "order_id": record.order_id,
-        "state": record.state.as_str(),
-        "imei": record.imei,
-        "agent_id": record.agent_id,
-        "carrier": record.carrier,
-        "country": record.country,
-        "host": record.host,
-        "http_port": record.http_port,
-        "socks_port": record.socks_port,
-        "created_at": rfc3339(record.created_at),
-        "expires_at": rfc3339(record.expires_at),
-        "released_at": record.released_at.and_then(rfc3339),
-        "release_reason": record.release_reason,
-        "failure": record.failure,
-        "tenant": record.tenant,
+    to_object(&AllocationEvent {
+        allocation_id: record.allocation_id.clone(),
+        order_id: record.order_id.clone(),
+        state: record.state,
+        imei: record.imei.clone(),
+        agent_id: record.agent_id.clone(),
+        carrier: record.carrier.clone(),
+        country: record.country.clone(),
+        host: record.host.clone(),
+        http_port: record.http_port,
+        socks_port: record.socks_port,
+        created_at: crate::ids::rfc3339(record.created_at),
+        expires_at: crate::ids::rfc3339(record.expires_at),
+        released_at: record.released_at.map(crate::ids::rfc3339),
+        release_reason: record.release_reason,
+        failure: record.failure.clone(),
+        tenant: record.tenant.clone(),
     })
+}
+
+/// An event object as the JSON it is sent as (our own types always serialise).
+pub fn to_object(object: &impl Serialize) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+impl EventType {
+    /// The name of the schema of this type's `object` (the OpenAPI document's webhooks).
+    pub fn object_schema(self) -> &'static str {
+        match self {
+            Self::AllocationActive
+            | Self::AllocationReleased
+            | Self::AllocationFailed
+            | Self::AllocationReplaced
+            | Self::AllocationDegraded
+            | Self::AllocationExpiring => "AllocationEvent",
+            Self::ModemOffline | Self::ModemOnline => "ModemEvent",
+            Self::ModemDuplicateIdentity | Self::ModemIdentityResolved => "IdentityEvent",
+            Self::AgentConnected | Self::AgentDisconnected => "AgentEvent",
+            Self::AgentHealthLimited | Self::AgentHealthRecovered => "HealthEvent",
+        }
+    }
 }
 
 #[cfg(test)]

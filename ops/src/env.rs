@@ -79,8 +79,9 @@ impl Schema {
 }
 
 /// The `FARMHAND_…` variables that are not config keys, the same for every binary: the
-/// agent's enrollment token, the build-time commit, and what `farmhand-demo` prints for
-/// scripts. A shell that exports them for one binary must not trip the other's check.
+/// agent's enrollment token, the build-time commit, what `farmhand-demo` prints for
+/// scripts, and the test suites' knobs (CI exports them for every process it starts). A
+/// shell that exports them for one program must not trip a binary's check.
 pub const NON_CONFIG_VARIABLES: &[&str] = &[
     "FARMHAND_ENROLL_TOKEN",
     "FARMHAND_ENROLL_TOKEN_FILE",
@@ -88,6 +89,8 @@ pub const NON_CONFIG_VARIABLES: &[&str] = &[
     "FARMHAND_URL",
     "FARMHAND_ADMIN_KEY",
     "FARMHAND_MARKETPLACE_KEY",
+    "FARMHAND_TEST_PATIENCE",
+    "FARMHAND_REQUIRE_POSTGRES",
 ];
 
 /// `FARMHAND_` + `path` with `.` as `_`, upper case.

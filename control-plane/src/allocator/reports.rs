@@ -94,8 +94,13 @@ impl Allocator {
             format!("modem:{}", duplicate.imei),
             json!({"agent_ids": duplicate.agent_ids, "allocations": allocations}),
         );
-        let object = json!({"imei": duplicate.imei, "agent_ids": duplicate.agent_ids,
-                            "live_allocations": allocations.len(), "resolved": false});
+        let object = events::to_object(&events::IdentityEvent {
+            imei: duplicate.imei,
+            agent_ids: duplicate.agent_ids,
+            owner: None,
+            live_allocations: Some(allocations.len()),
+            resolved: false,
+        });
         self.events.emit(EventType::ModemDuplicateIdentity, object);
     }
 
@@ -109,8 +114,11 @@ impl Allocator {
                 info!(agent_id, resource, "box back within the health limits");
                 EventType::AgentHealthRecovered
             };
-            let object = json!({"agent_id": agent_id, "resource": resource,
-                                "reason": crossing.reason});
+            let object = events::to_object(&events::HealthEvent {
+                agent_id: agent_id.to_string(),
+                resource: resource.to_string(),
+                reason: crossing.reason,
+            });
             self.events.emit(kind, object);
         }
     }

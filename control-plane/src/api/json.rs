@@ -128,7 +128,10 @@ mod tests {
     fn integral_floats_become_integers_and_others_stay() {
         let value = json!({"a": 60.0, "b": [1.5, 2.0, -3.0], "c": {"d": 1e300}, "e": "60.0"});
         let fixed = integral_floats_as_integers(value);
-        assert_eq!(fixed, json!({"a": 60, "b": [1.5, 2, -3], "c": {"d": 1e300}, "e": "60.0"}));
+        assert_eq!(
+            fixed,
+            json!({"a": 60, "b": [1.5, 2, -3], "c": {"d": 1e300}, "e": "60.0"})
+        );
         assert!(fixed["a"].is_u64());
     }
 }

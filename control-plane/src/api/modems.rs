@@ -169,8 +169,13 @@ pub async fn resolve(
         owner: body.agent_id,
         agent_ids: holders,
     };
-    let mut object = serde_json::to_value(&answer).map_err(|e| ApiError::internal(&e))?;
-    object["resolved"] = json!(true);
+    let object = crate::events::to_object(&crate::events::IdentityEvent {
+        imei: answer.imei.clone(),
+        agent_ids: answer.agent_ids.clone(),
+        owner: Some(answer.owner.clone()),
+        live_allocations: None,
+        resolved: true,
+    });
     state.events.emit(EventType::ModemIdentityResolved, object);
     Ok(Json(answer))
 }

@@ -10,7 +10,10 @@
 
 use super::webhooks;
 use super::{agents, allocations, audit, enroll, health, keys, modems, seller_data, tokens};
+use crate::events::ModemEvent;
+use crate::events::{AgentEvent, AllocationEvent, EventType, HealthEvent, IdentityEvent};
 use crate::http_error::ErrorBody;
+use crate::webhooks::Envelope;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr};
@@ -38,7 +41,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
         webhooks::create, webhooks::list, webhooks::show, webhooks::remove,
         webhooks::deliveries,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(
+        ErrorBody, Envelope, AllocationEvent, ModemEvent, IdentityEvent, AgentEvent, HealthEvent,
+    )),
     modifiers(&Conventions),
     tags(
         (name = "health", description = "Liveness and readiness (no key)."),
@@ -90,8 +95,73 @@ fn error(description: &str) -> RefOr<Response> {
     )
 }
 
+/// How a receiver checks a delivery (the same words as docs/integrating.md).
+const SIGNATURE: &str = "`t=<unix seconds>,v1=<hex>`: `v1` is HMAC-SHA256, keyed with the \
+    endpoint's secret (`whsec_…`), of `<t>.<raw body>`, in lowercase hex. Compare in constant \
+    time, refuse a `t` more than 5 minutes away from now, and de-duplicate on the body's `id` \
+    (a delivery is retried until a 2xx answer or `[webhooks] max_age_s`).";
+
+/// The OpenAPI 3.1 `webhooks`: one POST per event type, its body the signed envelope with
+/// that type's object.
+fn webhooks() -> utoipa::openapi::path::Paths {
+    use utoipa::openapi::path::{
+        HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
+    };
+    use utoipa::openapi::request_body::RequestBodyBuilder;
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::{Ref, Required};
+    let mut paths = PathsBuilder::new();
+    for kind in EventType::ALL {
+        let body = AllOfBuilder::new()
+            .item(Ref::from_schema_name("Envelope"))
+            .item(
+                ObjectBuilder::new()
+                    .property(
+                        "type",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some([kind.as_str()])),
+                    )
+                    .property("object", Ref::from_schema_name(kind.object_schema())),
+            );
+        let signature = ParameterBuilder::new()
+            .name("Farmhand-Signature")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::True)
+            .description(Some(SIGNATURE))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)));
+        let operation = OperationBuilder::new()
+            .operation_id(Some(format!("on_{}", kind.as_str().replace('.', "_"))))
+            .summary(Some(format!("`{}`", kind.as_str())))
+            .description(Some(
+                "Sent to every endpoint subscribed to this type (a marketplace's endpoint only \
+                 for its own allocations). Answer 2xx once it is stored; anything else is \
+                 retried with backoff.",
+            ))
+            .parameter(signature)
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(body)).build(),
+                    )
+                    .required(Some(Required::True))
+                    .build(),
+            ))
+            .response(
+                "2XX",
+                ResponseBuilder::new()
+                    .description("Received; not sent again.")
+                    .build(),
+            );
+        paths = paths.path(kind.as_str(), PathItem::new(HttpMethod::Post, operation));
+    }
+    paths.build()
+}
+
 impl Modify for Conventions {
     fn modify(&self, doc: &mut Document) {
+        doc.webhooks = Some(webhooks());
         let components = doc.components.get_or_insert_with(Default::default);
         let _ = ErrorBody::schema();
         for (name, role) in [

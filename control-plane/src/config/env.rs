@@ -86,6 +86,9 @@ mod tests {
                     "127.0.0.0/8, ::1/128",
                 ),
                 ("FARMHAND_URL", "http://ignored"),
+                // What CI exports for the test suites reaches the binaries they start.
+                ("FARMHAND_REQUIRE_POSTGRES", "1"),
+                ("FARMHAND_TEST_PATIENCE", "2"),
             ]),
         )
         .unwrap();

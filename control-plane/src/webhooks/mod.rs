@@ -28,6 +28,7 @@ pub mod signer;
 mod targets;
 
 pub use endpoint::{secret_context, MAX_ENDPOINTS};
+pub use outbox::Envelope;
 
 use crate::config::WebhooksConfig;
 use crate::credentials::CredentialCipher;

@@ -10,7 +10,7 @@ use super::Webhooks;
 use crate::events::EventType;
 use crate::ids::{now, random_id, rfc3339};
 use crate::store::{Delivery, DeliveryState, StoreError, WebhookEndpoint};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::Ordering;
 
 fn bit(kind: EventType) -> u32 {
@@ -37,6 +37,22 @@ fn sees(endpoint: &WebhookEndpoint, kind: EventType, object: &Value) -> bool {
         Some("modem") => true,
         _ => false,
     }
+}
+
+/// The body every endpoint receives for one event, exactly as signed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Envelope<'a> {
+    /// `ev_…`: the same for every endpoint and every retry (de-duplicate on it).
+    pub id: String,
+    /// The event type, e.g. `allocation.active`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it happened (RFC 3339).
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// What it happened to; its shape depends on `type`.
+    #[schema(value_type = Object)]
+    pub object: &'a serde_json::Value,
 }
 
 impl Webhooks {
@@ -73,13 +89,13 @@ impl Webhooks {
         }
         let event_id = random_id("ev");
         let created_at = now();
-        let body = json!({
-            "id": event_id,
-            "type": kind.as_str(),
-            "created_at": rfc3339(created_at),
-            "object": object,
+        let body = serde_json::to_string(&Envelope {
+            id: event_id.clone(),
+            kind: kind.as_str(),
+            created_at: rfc3339(created_at),
+            object: &object,
         })
-        .to_string();
+        .unwrap_or_default();
         let mut deliveries = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             deliveries.push(Delivery {
