@@ -22,6 +22,8 @@ use tracing::error;
 
 /// The answer of `POST /v1/modems/{imei}/rotate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"imei": "350000000000018", "old_ip": "198.51.100.23",
+    "new_ip": "198.51.100.87", "changed": true, "rotated_at": "2026-12-07T10:05:12Z"}))]
 pub struct Rotation {
     /// The modem.
     pub imei: String,

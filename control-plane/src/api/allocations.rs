@@ -32,6 +32,17 @@ use serde_json::json;
 
 /// The allocation object of the contract.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "allocation_id": "al_9f3c2a41d6b84e0f9a7c5e1b2d3f4a5b", "order_id": "shop-order-1234",
+    "state": "active", "imei": "350000000000018", "agent_id": "ag_4b1e…", "carrier": "Vodafone",
+    "country": "DE", "host": "203.0.113.7", "http_port": 8001, "socks_port": 5001,
+    "login": "fh7d2k9q", "password": "s3cr3t-shown-to-its-marketplace-only",
+    "credentials_purged": false, "detail_purged": false,
+    "created_at": "2026-12-07T10:00:00Z", "expires_at": "2027-01-06T10:00:00Z",
+    "released_at": null, "release_reason": null, "rotate_every_s": null,
+    "bandwidth_kbit": null, "traffic_quota_mb": null, "box_rotation_s": 0,
+    "replacements": [], "tenant": "default"
+}))]
 pub struct AllocationView {
     allocation_id: String,
     order_id: String,
@@ -221,6 +232,8 @@ pub async fn usage(
 
 /// An allocation's traffic, monotonic.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"allocation_id": "al_9f3c…", "bytes_in": 73400320,
+    "bytes_out": 1048576, "measured_at": "2026-12-07T11:00:00Z"}))]
 pub struct Usage {
     allocation_id: String,
     /// Bytes towards the buyer (downloads).

@@ -79,6 +79,9 @@ pub struct DeliveriesQuery {
 
 /// An endpoint (its secret only in the answer to its creation).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"webhook_id": "wh_5d2e…", "url": "https://shop.example.com/farmhand/events",
+    "events": ["allocation.active", "allocation.released"], "created_at": "2026-12-07T09:00:00Z",
+    "tenant": null, "secret": "whsec_… (in the answer to its creation only)"}))]
 pub struct WebhookView {
     #[schema(example = "wh_…")]
     webhook_id: String,
