@@ -6,7 +6,8 @@ CREATE TABLE api_keys (
     key_hash     bytea PRIMARY KEY,
     key_id       text NOT NULL UNIQUE,
     record       jsonb NOT NULL,
-    last_used_at timestamptz
+    -- Unix seconds of the last authentication (to the minute).
+    last_used_s  bigint
 );
 
 CREATE TABLE enrollment_tokens (
@@ -163,7 +164,8 @@ CREATE INDEX audit_by_time ON audit (at);
 
 CREATE TABLE webhook_endpoints (
     webhook_id text PRIMARY KEY,
-    tenant     text NOT NULL,
+    -- NULL: an operator's endpoint (every event).
+    tenant     text,
     record     jsonb NOT NULL
 );
 
@@ -191,7 +193,8 @@ CREATE INDEX webhook_deliveries_log ON webhook_deliveries (webhook_id, seq);
 
 CREATE TABLE webhook_expiring (
     allocation_id text PRIMARY KEY,
-    expires_at    timestamptz NOT NULL
+    -- The expiry (Unix ms) an `allocation.expiring` was sent for.
+    expires_at_ms bigint NOT NULL
 );
 
 -- Cluster membership: who holds each agent's session. A new session takes the row with a

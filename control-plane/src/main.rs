@@ -66,6 +66,11 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Storage backends.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Manage API keys: on the database while the plane is stopped, through its local
     /// admin socket (<data_dir>/admin.sock) while it runs.
     Keys {
@@ -107,6 +112,30 @@ enum TlsCommand {
         /// and 127.0.0.1).
         #[arg(long = "name")]
         names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy every table of a stopped plane's sled store into PostgreSQL (migrating its
+    /// schema first), verified by row counts and checksums, in one transaction. Refuses a
+    /// database that holds anything unless --replace.
+    Copy {
+        /// The stopped plane's data directory (its sled store is <DIR>/db).
+        #[arg(long)]
+        from: PathBuf,
+        /// postgres://user:password@host:port/database (default: FARMHAND_STORE_URL).
+        #[arg(long, env = "FARMHAND_STORE_URL", hide_env_values = true)]
+        to: String,
+        /// TLS to PostgreSQL: verify-full (default) or disable.
+        #[arg(long, default_value = "verify-full")]
+        tls: String,
+        /// PEM file of CAs PostgreSQL's certificate may chain to.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Empty the target first (its rows are lost).
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -168,6 +197,16 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Store {
+            command:
+                StoreCommand::Copy {
+                    from,
+                    to,
+                    tls,
+                    ca_file,
+                    replace,
+                },
+        } => store_copy(&from, to, &tls, ca_file, replace),
         Command::Keys { command } => keys(command),
         Command::Tls {
             command: TlsCommand::SelfSigned { out, names },
@@ -325,6 +364,50 @@ fn serve(
         .build()
         .context("starting tokio")?;
     runtime.block_on(run(config))
+}
+
+fn store_copy(
+    from: &std::path::Path,
+    url: String,
+    tls: &str,
+    ca_file: Option<PathBuf>,
+    replace: bool,
+) -> Result<()> {
+    use farmhand_control::config::{Backend, PgTls, StoreConfig};
+    let tls = match tls {
+        "verify-full" => PgTls::VerifyFull,
+        "disable" => PgTls::Disable,
+        other => anyhow::bail!("--tls must be verify-full or disable, not {other:?}"),
+    };
+    let target = StoreConfig {
+        backend: Backend::Postgres,
+        url: Some(url),
+        tls,
+        ca_file,
+        ..StoreConfig::default()
+    };
+    let store = farmhand_control::Store::open(from)
+        .with_context(|| format!("opening the sled store in {}", from.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let copied = runtime.block_on(async {
+        let pool = farmhand_control::pg::connect(&target)
+            .await
+            .context("connecting to PostgreSQL")?;
+        farmhand_control::pg::copy::copy(&store, &pool, replace)
+            .await
+            .context("copying")
+    })?;
+    for table in &copied {
+        println!(
+            "{:<20} {:>9} rows  sha256:{}",
+            table.table, table.rows, table.checksum
+        );
+    }
+    println!("copied and verified: {} tables", copied.len());
+    Ok(())
 }
 
 fn migrate(file: Option<PathBuf>) -> Result<()> {

@@ -5,6 +5,7 @@
 //! verified like libpq's `sslmode=verify-full`, and the schema's migrations
 //! (`migrations`).
 
+pub mod copy;
 pub mod migrations;
 
 use crate::config::{PgTls, StoreConfig};

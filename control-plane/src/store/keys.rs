@@ -101,7 +101,7 @@ pub fn valid_tenant(tenant: &str) -> bool {
         })
 }
 
-fn key_id(hash: &[u8]) -> String {
+pub(crate) fn key_id(hash: &[u8]) -> String {
     format!("key_{}", crate::ids::hex(&hash[..hash.len().min(6)]))
 }
 

@@ -32,10 +32,12 @@ pub use audit::{AuditAction, AuditEvent};
 pub use audit_page::{AuditCursor, AuditEntry, AuditPage, InvalidCursor};
 pub use commands::PendingCommand;
 pub use erase::{EraseError, Erased};
+pub(crate) use keys::key_id;
 pub use keys::{valid_tenant, ApiKeyRecord, KeyInfo, Role, DEFAULT_TENANT};
 pub use retention_queue::{Queued, RetentionKind};
 pub use rotations::RotationRecord;
 pub use seller::SellerRecords;
+pub(crate) use tokens::token_id;
 pub use tokens::{EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};
 pub use webhooks::{Delivery, DeliveryState, Lease, LeasedDelivery, WebhookEndpoint};
@@ -46,6 +48,9 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+
+/// A row as stored: key and value bytes.
+pub type RawRow = (Vec<u8>, Vec<u8>);
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +136,26 @@ impl Store {
             }
         }
         Ok(found)
+    }
+
+    /// Every row of table `name`, in key order, as stored (`pg::copy` reads the whole store
+    /// this way). An unknown name reads as an empty table.
+    pub fn raw_rows(&self, name: &str) -> Result<Vec<RawRow>, StoreError> {
+        let exists = self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes());
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let tree = self.db.open_tree(name)?;
+        tree.iter()
+            .map(|row| {
+                let (k, v) = row?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
     }
 
     /// How many rows table `name` holds (tests: what a deletion left behind).

@@ -39,7 +39,7 @@ pub enum EnrollError {
 
 /// A token's public id: `tok_` + the first 48 bits of its SHA-256, hex (the fingerprint
 /// the audit log names it by).
-fn token_id(hash: &[u8]) -> String {
+pub(crate) fn token_id(hash: &[u8]) -> String {
     format!("tok_{}", crate::ids::hex(&hash[..hash.len().min(6)]))
 }
 
