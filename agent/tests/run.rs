@@ -274,3 +274,50 @@ async fn usage_totals_survive_counter_resets_garbage_and_an_agent_restart() {
     sim.assert_no_violations();
     agent.stop().await;
 }
+
+/// Accepts the agent's connection on whichever of `listeners` it dials; returns the
+/// session and which listener took it.
+async fn accept_any(listeners: &[&TcpListener], public_key: &[u8]) -> (PlaneConn, usize) {
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    tokio::select! {
+        conn = PlaneConn::accept(listeners[0], public_key, frames.clone()) => (conn, 0),
+        conn = PlaneConn::accept(listeners[1], public_key, frames) => (conn, 1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_nodes_the_agent_fails_over_to_another_when_its_node_goes() {
+    let Stage {
+        dir,
+        public_key,
+        sim,
+        listener,
+        plane_url,
+    } = Stage::start().await;
+    let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = run_config(dir.path(), &plane_url, &sim);
+    config.control_plane.other_urls = vec![format!("http://{}", second.local_addr().unwrap())];
+    let agent = RunningAgent::start(config);
+
+    let (mut conn, first) = accept_any(&[&listener, &second], &public_key).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(_) = conn.recv().await else {
+        panic!("inventory")
+    };
+    // Its node goes away for good: the session, and the listener with it.
+    drop(conn);
+    let survivor = if first == 0 {
+        drop(listener);
+        second
+    } else {
+        drop(second);
+        listener
+    };
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let mut conn = PlaneConn::accept(&survivor, &public_key, frames).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(_) = conn.recv().await else {
+        panic!("inventory on the other node")
+    };
+    agent.stop().await;
+}

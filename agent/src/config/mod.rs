@@ -241,6 +241,18 @@ impl AgentConfig {
         plane::websocket_url(&self.control_plane.url)
             .map_err(|problem| invalid(Path::new("<config>"), "control_plane.url", problem))
     }
+
+    /// The agent endpoint of every node (`url` first, then `urls`' others).
+    pub fn connect_urls(&self) -> Result<Vec<String>, ConfigError> {
+        self.control_plane
+            .all_urls()
+            .map(|url| {
+                plane::websocket_url(url).map_err(|problem| {
+                    invalid(Path::new("<config>"), "control_plane.urls", problem)
+                })
+            })
+            .collect()
+    }
 }
 
 impl FileConfig {

@@ -22,6 +22,10 @@ pub struct ControlPlaneConfig {
     pub ca_file: Option<PathBuf>,
     /// SHA-256 of the plane's leaf certificate (see `tls::pin` for how it combines).
     pub pin_sha256: Option<Pin>,
+    /// The other nodes of a clustered plane (`urls` in the file, after the first): the
+    /// agent tries all of them in a shuffled order, with the usual backoff between tries.
+    /// They share `url`'s scheme and trust settings.
+    pub other_urls: Vec<String>,
 }
 
 impl ControlPlaneConfig {
@@ -32,6 +36,7 @@ impl ControlPlaneConfig {
             insecure_plaintext: false,
             ca_file: None,
             pin_sha256: None,
+            other_urls: Vec::new(),
         }
     }
 
@@ -48,6 +53,11 @@ impl ControlPlaneConfig {
         check_control_plane(Path::new("<control-plane settings>"), self)
     }
 
+    /// Every node's base URL: `url`, then the others.
+    pub fn all_urls(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.url).chain(&self.other_urls)
+    }
+
     /// Whether the URL asks for TLS (`https://` or `wss://`).
     pub fn uses_tls(&self) -> bool {
         websocket_url(&self.url).is_ok_and(|u| u.starts_with("wss://"))
@@ -57,7 +67,12 @@ impl ControlPlaneConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileControlPlane {
-    url: String,
+    /// One node (or a load balancer in front of several).
+    #[serde(default)]
+    url: Option<String>,
+    /// Several nodes, tried in a shuffled order: instead of `url`.
+    #[serde(default)]
+    urls: Vec<String>,
     #[serde(default)]
     insecure_plaintext: bool,
     #[serde(default)]
@@ -75,11 +90,30 @@ impl FileControlPlane {
             .map(Pin::parse)
             .transpose()
             .map_err(|problem| invalid(path, "control_plane.pin_sha256", problem))?;
+        let (url, other_urls) = match (&self.url, self.urls.split_first()) {
+            (Some(url), None) => (url.clone(), Vec::new()),
+            (None, Some((first, rest))) => (first.clone(), rest.to_vec()),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    path,
+                    "control_plane.urls",
+                    "set url (one node) or urls (several), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    path,
+                    "control_plane.url",
+                    "the control plane's URL is required (url, or urls for several nodes)",
+                ))
+            }
+        };
         Ok(ControlPlaneConfig {
-            url: self.url.clone(),
+            url,
             insecure_plaintext: self.insecure_plaintext,
             ca_file: self.ca_file.clone(),
             pin_sha256,
+            other_urls,
         })
     }
 }
@@ -87,6 +121,24 @@ impl FileControlPlane {
 /// Checks the URL, and that a URL without TLS is asked for and carries no trust settings.
 pub(super) fn check_control_plane(path: &Path, cp: &ControlPlaneConfig) -> Result<(), ConfigError> {
     websocket_url(&cp.url).map_err(|p| invalid(path, "control_plane.url", p))?;
+    let mut seen = std::collections::HashSet::new();
+    for url in cp.all_urls() {
+        let ws = websocket_url(url).map_err(|p| invalid(path, "control_plane.urls", p))?;
+        if ws.starts_with("wss://") != cp.uses_tls() {
+            return Err(invalid(
+                path,
+                "control_plane.urls",
+                "every node must use the same scheme (all https://, or all http://)",
+            ));
+        }
+        if !seen.insert(ws) {
+            return Err(invalid(
+                path,
+                "control_plane.urls",
+                format!("{url:?} is listed twice"),
+            ));
+        }
+    }
     if cp.uses_tls() {
         return Ok(());
     }

@@ -218,3 +218,42 @@ fn plaintext_needs_insecure_plaintext_and_trust_settings_need_https() {
         .check()
         .is_ok());
 }
+
+#[test]
+fn several_nodes_are_one_list_of_one_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = MINIMAL.replace(
+        "url = \"http://127.0.0.1:7000\"",
+        "urls = [\"http://127.0.0.1:7000\", \"http://127.0.0.1:7001/\"]",
+    );
+    let c = AgentConfig::load(&write_config(dir.path(), &nodes)).unwrap();
+    assert_eq!(c.control_plane.url, "http://127.0.0.1:7000");
+    assert_eq!(
+        c.connect_urls().unwrap(),
+        [
+            "ws://127.0.0.1:7000/v1/agent/connect",
+            "ws://127.0.0.1:7001/v1/agent/connect"
+        ]
+    );
+    for (bad, says) in [
+        (
+            "url = \"http://127.0.0.1:7000\"\nurls = [\"http://127.0.0.1:7001\"]",
+            "not both",
+        ),
+        (
+            "urls = [\"http://127.0.0.1:7000\", \"https://b.example\"]",
+            "same scheme",
+        ),
+        (
+            "urls = [\"http://127.0.0.1:7000\", \"http://127.0.0.1:7000/\"]",
+            "twice",
+        ),
+        ("urls = []", "required"),
+    ] {
+        let text = MINIMAL.replace("url = \"http://127.0.0.1:7000\"", bad);
+        let err = AgentConfig::load(&write_config(dir.path(), &text))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}

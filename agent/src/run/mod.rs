@@ -32,6 +32,7 @@ use crate::plane::tls::{Trust, TrustError};
 use farmhand_protocol::{ProtocolError, ProtocolErrorCode};
 use metrics_page::MetricsSource;
 use status_file::StatusSource;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -92,6 +93,7 @@ pub async fn run_with_status(
 ) -> Result<(), AgentError> {
     config.validate()?;
     let url = config.connect_url()?;
+    let urls = shuffled(config.connect_urls()?);
     let trust = transport_trust(&config.control_plane)?;
     let proxies = ProxyEnv::from_process();
     announce_proxy(&url, &proxies);
@@ -182,9 +184,10 @@ pub async fn run_with_status(
         profile,
         rotations,
     };
-    tracing::info!(agent_id = %identity.agent_id, %url, "agent starting");
+    tracing::info!(agent_id = %identity.agent_id, %url, nodes = urls.len(), "agent starting");
     let dial = Dial {
-        url: &url,
+        urls: &urls,
+        next: AtomicUsize::new(0),
         trust: trust.as_ref(),
         proxies: &proxies,
     };
@@ -243,11 +246,32 @@ fn announce_proxy(url: &str, proxies: &ProxyEnv) {
     }
 }
 
-/// Where and how to dial the plane.
+/// Where and how to dial the plane: its nodes in turn (one, or a cluster's), so a node
+/// that is gone costs one attempt and the next goes to another.
 struct Dial<'a> {
-    url: &'a str,
+    urls: &'a [String],
+    next: AtomicUsize,
     trust: Option<&'a Trust>,
     proxies: &'a ProxyEnv,
+}
+
+impl Dial<'_> {
+    /// The node to try now; the next call gives the one after it.
+    fn url(&self) -> &str {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.urls
+            .get(i % self.urls.len().max(1))
+            .map_or("", String::as_str)
+    }
+}
+
+/// `urls` in a random order, so a cluster's agents spread over its nodes.
+fn shuffled(mut urls: Vec<String>) -> Vec<String> {
+    for i in (1..urls.len()).rev() {
+        let j = (crate::base::backoff::random_u64() % (i as u64 + 1)) as usize;
+        urls.swap(i, j);
+    }
+    urls
 }
 
 async fn connect_forever(
@@ -281,8 +305,9 @@ async fn attempt(
     backoff: &mut Backoff,
 ) -> Result<Duration, AgentError> {
     let handshake = async {
-        let conn =
-            connection::connect_via(dial.url, dial.trust, CONNECT_TIMEOUT, dial.proxies).await?;
+        let url = dial.url();
+        tracing::debug!(%url, "dialling the control plane");
+        let conn = connection::connect_via(url, dial.trust, CONNECT_TIMEOUT, dial.proxies).await?;
         session::handshake(conn, identity).await
     };
     let session = tokio::select! {
