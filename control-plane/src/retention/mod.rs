@@ -146,6 +146,7 @@ impl Retention {
                             self.audit_purge(&queued.record);
                         }
                     }
+                    self.store.retention_next(kind, queued)?;
                     self.store.retention_done(queued)?;
                 }
                 if due.len() < BATCH || shutdown.is_cancelled() {

@@ -2,7 +2,8 @@
 //! applies to, the records of that kind in the order their window started — key
 //! `[kind][start, Unix ms, big-endian][record key]` → nothing. A record is queued by the
 //! write that starts its window (an allocation ending, a rotation, a delivery, a token
-//! issued); the sweeper (`retention`) walks each kind from the front up to "now minus the
+//! issued; an ended allocation's later windows are queued as the earlier ones end); the
+//! sweeper (`retention`) walks each kind from the front up to "now minus the
 //! window", acts on each record and removes its entry, so a pass stops at the first young
 //! entry and never rescans what it keeps. The audit log needs no entry here: its keys are
 //! already times (`audit_prune`).
@@ -205,19 +206,33 @@ impl Store {
         self.flush()
     }
 
-    /// Queues an ended allocation's three windows (nothing while it is live).
+    /// Queues an ended allocation for the first of its three windows still ahead (nothing
+    /// while it is live). One entry per release, on the release's path: the sweeper queues
+    /// the next window when it ends one ([`Store::retention_next`]); the windows are
+    /// ordered (credentials, then detail, then the record), so none is reached late.
     pub(super) fn queue_ended(&self, record: &AllocationRecord) -> Result<(), StoreError> {
         let Some(ended) = record.ended_at() else {
             return Ok(());
         };
-        let id = record.allocation_id.as_bytes();
-        if record.password_sealed.is_some() {
-            self.queue_retention(RetentionKind::Credentials, ended, id)?;
-        }
-        if !record.detail_purged {
-            self.queue_retention(RetentionKind::AllocationDetail, ended, id)?;
-        }
-        self.queue_retention(RetentionKind::AllocationRecord, ended, id)
+        let kind = if record.password_sealed.is_some() {
+            RetentionKind::Credentials
+        } else if !record.detail_purged {
+            RetentionKind::AllocationDetail
+        } else {
+            RetentionKind::AllocationRecord
+        };
+        self.queue_retention(kind, ended, record.allocation_id.as_bytes())
+    }
+
+    /// After `kind`'s window ended for `queued`: queues the record's next window, from the
+    /// same start (an allocation's credentials, then its detail, then the record).
+    pub fn retention_next(&self, kind: RetentionKind, queued: &Queued) -> Result<(), StoreError> {
+        let next = match kind {
+            RetentionKind::Credentials => RetentionKind::AllocationDetail,
+            RetentionKind::AllocationDetail => RetentionKind::AllocationRecord,
+            _ => return Ok(()),
+        };
+        self.queue_retention(next, queued.started, &queued.record)
     }
 
     /// Queues a new enrollment token (its window starts at its expiry).
