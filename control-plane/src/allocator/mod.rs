@@ -388,8 +388,11 @@ impl Allocator {
     /// Emits `kind` about `record` (see `events`). An allocation that ended no longer
     /// needs its `allocation.expiring` bookkeeping (`expiring`).
     fn emit(&self, kind: EventType, record: &AllocationRecord) {
-        self.events
-            .emit(kind, crate::events::allocation_object(record));
+        // Building the object costs allocations; with no endpoint for `kind`, skip it.
+        if self.events.wants(kind) {
+            self.events
+                .emit(kind, crate::events::allocation_object(record));
+        }
         if kind == EventType::AllocationActive {
             self.schedule_expiring(record);
         }
