@@ -253,10 +253,13 @@ fn keys(command: KeysCommand) -> Result<()> {
             let key = match open_offline(&data_dir).with_context(context)? {
                 Some(store) => store.issue_key(&spec, "cli").with_context(context)?.0,
                 None => {
-                    let body = serde_json::json!({
-                        "role": spec.role, "name": spec.name, "tenant": spec.tenant,
+                    let mut body = serde_json::json!({
+                        "role": spec.role, "name": spec.name,
                         "expires_at": spec.expires_at.map(farmhand_control::ids::rfc3339),
                     });
+                    if let Some(tenant) = &spec.tenant {
+                        body["tenant"] = serde_json::json!(tenant);
+                    }
                     let created = runtime
                         .block_on(call(&data_dir, Method::POST, "/v1/keys", Some(body)))
                         .with_context(context)?;

@@ -296,3 +296,26 @@ async fn enrollment_tokens_are_listed_and_unused_ones_revoked() {
         .await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn an_admin_key_takes_a_null_tenant_and_refuses_a_real_one() {
+    let plane = TestPlane::start().await;
+    let r = plane
+        .post(
+            "/v1/keys",
+            &plane.admin,
+            json!({"role": "admin", "name": "ops", "tenant": null, "expires_at": null}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["tenant"], Value::Null);
+    let r = plane
+        .post(
+            "/v1/keys",
+            &plane.admin,
+            json!({"role": "admin", "name": "ops", "tenant": "acme"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("admin keys have no tenant"), "{}", r.body);
+}

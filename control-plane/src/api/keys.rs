@@ -22,6 +22,10 @@ use time::OffsetDateTime;
 pub enum KeyRequest {
     /// An operator's key: every tenant.
     Admin {
+        /// Always absent or `null`: admin keys see every tenant.
+        #[serde(default)]
+        #[schema(schema_with = null_only)]
+        tenant: Option<NoTenant>,
         /// Who it is for: 1–64 printable characters (not personal data: docs/privacy.md).
         #[schema(
             min_length = 1,
@@ -56,10 +60,31 @@ pub enum KeyRequest {
     },
 }
 
+/// What an admin key's `tenant` may be: nothing. `null` reads as absent (as it always did);
+/// any value is refused with the reason.
+#[derive(Debug)]
+pub struct NoTenant;
+
+impl<'de> Deserialize<'de> for NoTenant {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "admin keys have no tenant: they see every tenant",
+        ))
+    }
+}
+
+fn null_only() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .build()
+}
+
 impl From<KeyRequest> for KeySpec {
     fn from(request: KeyRequest) -> Self {
         match request {
-            KeyRequest::Admin { name, expires_at } => KeySpec {
+            KeyRequest::Admin {
+                name, expires_at, ..
+            } => KeySpec {
                 role: Role::Admin,
                 name,
                 tenant: None,
