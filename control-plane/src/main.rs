@@ -58,6 +58,11 @@ enum Command {
         /// apply over it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Change nothing: print the database's schema version against this release's and
+        /// exit 0 when they match, 1 when migrations are pending, 2 when the database is
+        /// newer (for deploy scripts and health checks).
+        #[arg(long)]
+        check: bool,
     },
     /// Print the REST API's OpenAPI 3.1 document (what GET /v1/openapi.json serves), or
     /// write it to a file (docs/openapi.json is written this way).
@@ -187,7 +192,7 @@ fn main() -> Result<()> {
             data_dir,
             config,
         } => serve(listen, data_dir, config, cli.log_format),
-        Command::Migrate { config } => migrate(config),
+        Command::Migrate { config, check } => migrate(config, check),
         Command::Openapi { out } => {
             let doc = farmhand_control::api::openapi::json();
             match out {
@@ -413,7 +418,7 @@ fn store_copy(
     Ok(())
 }
 
-fn migrate(file: Option<PathBuf>) -> Result<()> {
+fn migrate(file: Option<PathBuf>, check: bool) -> Result<()> {
     use farmhand_control::config::Backend;
     use farmhand_control::pg;
     let config = farmhand_control::config::env::load(file.as_deref(), std::env::vars_os())
@@ -430,6 +435,30 @@ fn migrate(file: Option<PathBuf>) -> Result<()> {
         let pool = pg::connect(&config.store)
             .await
             .context("connecting to PostgreSQL")?;
+        if check {
+            let found = pg::migrations::schema_version(&pool)
+                .await
+                .context("reading the schema version")?;
+            let wanted = pg::migrations::latest();
+            println!("schema version {found}; this release's {wanted}");
+            let code = match found.cmp(&wanted) {
+                std::cmp::Ordering::Equal => 0,
+                std::cmp::Ordering::Less => {
+                    println!("migrations pending: run `farmhand-control migrate`");
+                    1
+                }
+                std::cmp::Ordering::Greater => {
+                    println!("the database is newer than this release: upgrade this node");
+                    2
+                }
+            };
+            // Flush what was printed before exiting with the verdict.
+            if code != 0 {
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                std::process::exit(code);
+            }
+            return Ok(());
+        }
         let done = pg::migrations::migrate(&pool)
             .await
             .context("migrating the schema")?;

@@ -228,6 +228,15 @@ fn migrate_runs_from_the_command_line_and_serve_refuses_postgres() {
             .output()
             .unwrap()
     };
+    // Before: pending (exit 1); after: up to date (exit 0).
+    let out = run(&["migrate", "--check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations pending"));
     let out = run(&["migrate"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -241,6 +250,14 @@ fn migrate_runs_from_the_command_line_and_serve_refuses_postgres() {
     );
     let out = run(&["migrate"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    let out = run(&["migrate", "--check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "schema version {0}; this release's {0}",
+        migrations::latest()
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
     let dir = tempfile::tempdir().unwrap();
     let out = run(&[
         "serve",
