@@ -94,28 +94,49 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the sealed password of an ended allocation, keeping every other field;
-    /// `false` when there was nothing to purge. Compare-and-swap, so a concurrent write to
-    /// the record is never lost.
-    pub fn purge_credentials(&self, allocation_id: &str) -> Result<bool, StoreError> {
+    /// Rewrites allocation `id` with `change`, which says whether it changed anything;
+    /// returns whether a change was written. Compare-and-swap: on a concurrent write
+    /// `change` runs again on the newer record, so that write is never lost. For changes
+    /// that keep the record's state and modem (the live index is not touched). Not flushed.
+    pub(super) fn rewrite_allocation(
+        &self,
+        allocation_id: &str,
+        mut change: impl FnMut(&mut AllocationRecord) -> bool,
+    ) -> Result<bool, StoreError> {
         let key = allocation_id.as_bytes();
         loop {
             let Some(old) = self.allocations.get(key)? else {
                 return Ok(false);
             };
             let mut record: AllocationRecord = decode(&old)?;
-            if record.ended_at().is_none() || record.password_sealed.is_none() {
+            if !change(&mut record) {
                 return Ok(false);
             }
-            record.password_sealed = None;
-            let swapped =
-                self.allocations
-                    .compare_and_swap(key, Some(old), Some(encode(&record)?))?;
-            if swapped.is_ok() {
-                self.flush()?;
+            let new = encode(&record)?;
+            if self
+                .allocations
+                .compare_and_swap(key, Some(old), Some(new))?
+                .is_ok()
+            {
                 return Ok(true);
             }
         }
+    }
+
+    /// Deletes the sealed password of an ended allocation, keeping every other field;
+    /// `false` when there was nothing to purge. Flushed.
+    pub fn purge_credentials(&self, allocation_id: &str) -> Result<bool, StoreError> {
+        let purged = self.rewrite_allocation(allocation_id, |record| {
+            if record.ended_at().is_none() || record.password_sealed.is_none() {
+                return false;
+            }
+            record.password_sealed = None;
+            true
+        })?;
+        if purged {
+            self.flush()?;
+        }
+        Ok(purged)
     }
 
     /// One allocation.

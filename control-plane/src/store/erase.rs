@@ -143,14 +143,9 @@ impl Store {
         agent_id: &str,
         tombstone: &str,
     ) -> Result<bool, StoreError> {
-        let key = allocation_id.as_bytes();
-        loop {
-            let Some(old) = self.allocations.get(key)? else {
-                return Ok(false);
-            };
-            let mut record: AllocationRecord = decode(&old)?;
-            if !served_by(&record, agent_id) {
-                return Ok(false);
+        self.rewrite_allocation(allocation_id, |record| {
+            if !served_by(record, agent_id) {
+                return false;
             }
             for moved in &mut record.replacements {
                 if moved.from_agent_id == agent_id {
@@ -164,17 +159,10 @@ impl Store {
             }
             if record.agent_id == agent_id {
                 record.agent_id = tombstone.to_string();
-                clear_detail(&mut record);
+                clear_detail(record);
             }
-            let new = encode(&record)?;
-            if self
-                .allocations
-                .compare_and_swap(key, Some(old), Some(new))?
-                .is_ok()
-            {
-                return Ok(true);
-            }
-        }
+            true
+        })
     }
 
     fn delete_tokens_of(&self, agent_id: &str) -> Result<usize, StoreError> {

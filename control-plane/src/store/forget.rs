@@ -10,7 +10,7 @@
 
 use super::allocations::{order_key, tenant_key};
 use super::retention_queue::{from_ms, Queued};
-use super::{decode, encode, AllocationRecord, Delivery, DeliveryState, RetentionKind};
+use super::{decode, AllocationRecord, Delivery, DeliveryState, RetentionKind};
 use super::{RotationRecord, Store, StoreError};
 use std::sync::PoisonError;
 use time::OffsetDateTime;
@@ -38,25 +38,13 @@ impl Store {
 
     /// Clears an ended allocation's operational detail, keeping its financial core.
     pub fn purge_allocation_detail(&self, allocation_id: &str) -> Result<bool, StoreError> {
-        let key = allocation_id.as_bytes();
-        loop {
-            let Some(old) = self.allocations.get(key)? else {
-                return Ok(false);
-            };
-            let mut record: AllocationRecord = decode(&old)?;
+        self.rewrite_allocation(allocation_id, |record| {
             if record.ended_at().is_none() || record.detail_purged {
-                return Ok(false);
+                return false;
             }
-            clear_detail(&mut record);
-            let new = encode(&record)?;
-            if self
-                .allocations
-                .compare_and_swap(key, Some(old), Some(new))?
-                .is_ok()
-            {
-                return Ok(true);
-            }
-        }
+            clear_detail(record);
+            true
+        })
     }
 
     /// Deletes an ended allocation with its index entries, usage totals and expiry mark.
