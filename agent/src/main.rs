@@ -101,16 +101,8 @@ enum Cmd {
     /// Show what the control plane did on this box: the local audit of every command the
     /// agent executed (policy denials included), oldest first. Works while the agent runs.
     Audit {
-        /// The agent's state directory (default: the state_dir of --config).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Read state_dir from this config (only state_dir is read).
-        #[arg(
-            long,
-            conflicts_with = "state_dir",
-            default_value = "/etc/farmhand/agent.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        state: StateDirArgs,
         /// Show the newest N entries; 0 shows all.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -121,16 +113,8 @@ enum Cmd {
     /// Write everything this agent keeps about the box (identity, journal, audit, box
     /// profile, status) as one JSON document. Needs the agent stopped.
     Export {
-        /// The agent's state directory (default: the state_dir of --config).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Read state_dir from this config (only state_dir is read).
-        #[arg(
-            long,
-            conflicts_with = "state_dir",
-            default_value = "/etc/farmhand/agent.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        state: StateDirArgs,
         /// Write to this file (mode 0600) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -139,20 +123,37 @@ enum Cmd {
     /// status) after you type ERASE. Needs the agent stopped; the box must be enrolled
     /// again to sell. Ports already on the box stay until their expiry.
     Erase {
-        /// The agent's state directory (default: the state_dir of --config).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Read state_dir from this config (only state_dir is read).
-        #[arg(
-            long,
-            conflicts_with = "state_dir",
-            default_value = "/etc/farmhand/agent.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        state: StateDirArgs,
         /// Do not ask (scripts).
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// Where the agent's state is, for the commands that read it without the agent.
+#[derive(Debug, clap::Args)]
+struct StateDirArgs {
+    /// The agent's state directory (default: the state_dir of --config).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Read state_dir from this config (only state_dir is read).
+    #[arg(
+        long,
+        conflicts_with = "state_dir",
+        default_value = "/etc/farmhand/agent.toml"
+    )]
+    config: PathBuf,
+}
+
+impl StateDirArgs {
+    /// `--state-dir`, or the state_dir of `--config`.
+    fn dir(self) -> anyhow::Result<PathBuf> {
+        match self.state_dir {
+            Some(dir) => Ok(dir),
+            None => Ok(farmhand_agent::local::audit::state_dir_of(&self.config)?),
+        }
+    }
 }
 
 /// TLS flags of `enroll`; each overrides the `--config` value.
@@ -254,22 +255,9 @@ fn main() -> anyhow::Result<()> {
                 config.as_deref(),
                 json,
             )?),
-            Cmd::Audit {
-                state_dir,
-                config,
-                limit,
-                json,
-            } => audit(state_dir, &config, limit, json),
-            Cmd::Export {
-                state_dir,
-                config,
-                out,
-            } => export(state_dir, &config, out),
-            Cmd::Erase {
-                state_dir,
-                config,
-                yes,
-            } => erase(state_dir, &config, yes),
+            Cmd::Audit { state, limit, json } => audit(state.dir()?, limit, json),
+            Cmd::Export { state, out } => export(state.dir()?, out),
+            Cmd::Erase { state, yes } => erase(state.dir()?, yes),
         }
     })
 }
@@ -338,16 +326,7 @@ async fn run(
     }
 }
 
-fn audit(
-    state_dir: Option<PathBuf>,
-    config: &std::path::Path,
-    limit: usize,
-    json: bool,
-) -> anyhow::Result<()> {
-    let dir = match state_dir {
-        Some(dir) => dir,
-        None => farmhand_agent::local::audit::state_dir_of(config)?,
-    };
+fn audit(dir: PathBuf, limit: usize, json: bool) -> anyhow::Result<()> {
     let (out, note) = farmhand_agent::local::audit::show(&dir, limit, json)?;
     print!("{out}");
     if let Some(note) = note {
@@ -356,15 +335,7 @@ fn audit(
     Ok(())
 }
 
-fn export(
-    state_dir: Option<PathBuf>,
-    config: &std::path::Path,
-    out: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let dir = match state_dir {
-        Some(dir) => dir,
-        None => farmhand_agent::local::audit::state_dir_of(config)?,
-    };
+fn export(dir: PathBuf, out: Option<PathBuf>) -> anyhow::Result<()> {
     let doc = farmhand_agent::cli::seller_data::export(&dir)?;
     let text = serde_json::to_string_pretty(&doc)? + "\n";
     match out {
@@ -387,12 +358,8 @@ fn export(
     Ok(())
 }
 
-fn erase(state_dir: Option<PathBuf>, config: &std::path::Path, yes: bool) -> anyhow::Result<()> {
+fn erase(dir: PathBuf, yes: bool) -> anyhow::Result<()> {
     use farmhand_agent::cli::seller_data::{self, CONFIRMATION};
-    let dir = match state_dir {
-        Some(dir) => dir,
-        None => farmhand_agent::local::audit::state_dir_of(config)?,
-    };
     let deleted = if yes {
         seller_data::erase(&dir, std::io::Cursor::new(CONFIRMATION))?
     } else {
