@@ -7,14 +7,10 @@
 mod support;
 
 use farmhand_agent::local::journal::Journal;
-use farmhand_protocol::{AgentMessage, Outcome, PlaneMessage};
 use farmhand_test_support::data_map;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use support::executor::{cmd, provision};
-use support::plane::{PlaneConn, RunningAgent, Stage};
-use support::{eventually, run_config};
+use support::plane::{running_with_a_port, Stage};
 
 fn unmapped_files(dir: &Path, map: &BTreeSet<String>) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -28,34 +24,9 @@ fn unmapped_files(dir: &Path, map: &BTreeSet<String>) -> Vec<String> {
 async fn every_file_and_table_of_the_agent_is_in_the_data_map() {
     let map = data_map("Agent");
     assert!(map.len() > 10, "the map was not read: {map:?}");
-    let Stage {
-        dir,
-        public_key,
-        sim,
-        listener,
-        plane_url,
-    } = Stage::start().await;
-    let agent = RunningAgent::start(run_config(dir.path(), &plane_url, &sim));
-    let frames = Arc::new(Mutex::new(Vec::new()));
-    let mut conn = PlaneConn::accept(&listener, &public_key, frames).await;
-    conn.welcome().await;
-    let AgentMessage::Inventory(_) = conn.recv().await else {
-        panic!("inventory")
-    };
-    conn.send(PlaneMessage::Command(cmd(
-        "c1",
-        provision("al-1", &sim.online),
-    )))
-    .await;
-    let AgentMessage::CommandResult(result) = conn.recv().await else {
-        panic!("result")
-    };
-    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
-    let state = dir.path().to_path_buf();
-    eventually("the status file is written", || {
-        std::future::ready(state.join("status.json").exists())
-    })
-    .await;
+    let stage = Stage::start().await;
+    let (agent, _session) = running_with_a_port(&stage).await;
+    let dir = &stage.dir;
     let running = unmapped_files(dir.path(), &map);
     assert!(
         running.is_empty(),

@@ -7,15 +7,13 @@
 mod support;
 
 use farmhand_agent::local::journal::Journal;
-use farmhand_protocol::{AgentMessage, Outcome, PlaneMessage};
 use farmhand_test_support::data_map_exports;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use support::executor::{cmd, provision, BUYER_PASSWORD};
-use support::plane::{PlaneConn, RunningAgent, Stage};
-use support::{eventually, run_config, PASSWORD};
+use support::executor::BUYER_PASSWORD;
+use support::plane::{running_with_a_port, Stage};
+use support::PASSWORD;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -52,35 +50,10 @@ fn files(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_is_complete_by_the_data_map_and_erase_asks_first() {
-    let Stage {
-        dir,
-        public_key,
-        sim,
-        listener,
-        plane_url,
-    } = Stage::start().await;
-    let state = dir.path().to_path_buf();
+    let stage = Stage::start().await;
+    let (dir, state) = (&stage.dir, stage.dir.path().to_path_buf());
     let state_arg = state.to_str().unwrap().to_string();
-    let agent = RunningAgent::start(run_config(dir.path(), &plane_url, &sim));
-    let frames = Arc::new(Mutex::new(Vec::new()));
-    let mut conn = PlaneConn::accept(&listener, &public_key, frames).await;
-    conn.welcome().await;
-    let AgentMessage::Inventory(_) = conn.recv().await else {
-        panic!("inventory")
-    };
-    conn.send(PlaneMessage::Command(cmd(
-        "c1",
-        provision("al-1", &sim.online),
-    )))
-    .await;
-    let AgentMessage::CommandResult(result) = conn.recv().await else {
-        panic!("result")
-    };
-    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
-    eventually("the status file is written", || {
-        std::future::ready(state.join("status.json").exists())
-    })
-    .await;
+    let (agent, _session) = running_with_a_port(&stage).await;
 
     // While the agent runs, both refuse and say why; nothing is deleted.
     let (ok, _, err) = farmhand(&["export", "--state-dir", &state_arg], "").await;

@@ -222,6 +222,33 @@ pub struct RunningAgent {
     task: tokio::task::JoinHandle<Result<(), farmhand_agent::AgentError>>,
 }
 
+/// Starts the agent on `stage` and serves it until one port (`al-1`) is provisioned and
+/// its status file written: every file and table the agent keeps then exists. Returns the
+/// agent and its session (keep it: dropping it disconnects the agent).
+pub async fn running_with_a_port(stage: &Stage) -> (RunningAgent, PlaneConn) {
+    let config = super::run_config(stage.dir.path(), &stage.plane_url, &stage.sim);
+    let agent = RunningAgent::start(config);
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let mut conn = PlaneConn::accept(&stage.listener, &stage.public_key, frames).await;
+    conn.welcome().await;
+    let AgentMessage::Inventory(_) = conn.recv().await else {
+        panic!("inventory")
+    };
+    let provision = super::executor::provision("al-1", &stage.sim.online);
+    conn.send(PlaneMessage::Command(super::executor::cmd("c1", provision)))
+        .await;
+    let AgentMessage::CommandResult(result) = conn.recv().await else {
+        panic!("result")
+    };
+    assert!(matches!(result.outcome, Outcome::Ok { .. }), "{result:?}");
+    let state = stage.dir.path().to_path_buf();
+    super::eventually("the status file is written", || {
+        std::future::ready(state.join("status.json").exists())
+    })
+    .await;
+    (agent, conn)
+}
+
 impl RunningAgent {
     /// Starts the agent with `config`.
     pub fn start(config: farmhand_agent::AgentConfig) -> RunningAgent {
