@@ -90,6 +90,18 @@ async fn market() -> Market {
     }
 }
 
+/// The audit entries with `action`, oldest first.
+async fn audit_events(plane: &TestPlane, action: &str) -> Vec<Value> {
+    let log = plane.get("/v1/audit?limit=1000", &plane.admin).await.json();
+    log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .cloned()
+        .collect()
+}
+
 async fn export(plane: &TestPlane, agent_id: &str, query: &str) -> support::http::Response {
     plane
         .get(
@@ -152,16 +164,10 @@ async fn the_export_holds_every_mapped_kind_and_no_buyer_or_other_seller() {
     }
 
     // The export is audited.
-    let log = m
-        .plane
-        .get("/v1/audit?limit=1000", &m.plane.admin)
+    let exported = audit_events(&m.plane, "seller_exported")
         .await
-        .json();
-    let exported = log["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "seller_exported" && e["target"] == format!("agent:{}", m.a))
+        .into_iter()
+        .filter(|e| e["target"] == format!("agent:{}", m.a))
         .count();
     assert_eq!(exported, 1);
 }
@@ -261,17 +267,9 @@ async fn erasure_leaves_only_the_tombstoned_financial_core() {
     assert!(store.modem_owners().unwrap().iter().any(|(_, o)| *o == m.b));
 
     // The erasure is audited, without the erased data.
-    let log = m
-        .plane
-        .get("/v1/audit?limit=1000", &m.plane.admin)
+    let entry = audit_events(&m.plane, "seller_erased")
         .await
-        .json();
-    let entry = log["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["action"] == "seller_erased")
-        .cloned()
+        .pop()
         .expect("a seller_erased entry");
     assert_eq!(entry["target"], format!("agent:{tombstone}"));
     assert!(!entry.to_string().contains(&m.a));
