@@ -124,19 +124,16 @@ impl Store {
     }
 
     /// Deletes the sealed password of an ended allocation, keeping every other field;
-    /// `false` when there was nothing to purge. Flushed.
+    /// `false` when there was nothing to purge. Not flushed: the retention pass that
+    /// calls it ends with one flush for its whole batch.
     pub fn purge_credentials(&self, allocation_id: &str) -> Result<bool, StoreError> {
-        let purged = self.rewrite_allocation(allocation_id, |record| {
+        self.rewrite_allocation(allocation_id, |record| {
             if record.ended_at().is_none() || record.password_sealed.is_none() {
                 return false;
             }
             record.password_sealed = None;
             true
-        })?;
-        if purged {
-            self.flush()?;
-        }
-        Ok(purged)
+        })
     }
 
     /// One allocation.
