@@ -96,8 +96,11 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Whether any subscriber wants `kind` (cheap: producers ask before building one).
     fn wants(&self, kind: EventType) -> bool;
     /// Stores `kind` happening to `object` for delivery.
-    fn enqueue(&self, kind: EventType, object: Value) -> Result<(), String>;
+    fn enqueue(&self, kind: EventType, object: Value) -> BoxFuture<'_, Result<(), String>>;
 }
+
+/// What [`EventSink::enqueue`] returns: a boxed future keeps the trait usable as `dyn`.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// The handle producers emit through. Cheap to clone. The default one (no webhooks) only
 /// logs.
@@ -119,12 +122,12 @@ impl Events {
     }
 
     /// Records that `kind` happened to `object` (never a credential in it).
-    pub fn emit(&self, kind: EventType, object: Value) {
+    pub async fn emit(&self, kind: EventType, object: Value) {
         tracing::debug!(event = kind.as_str(), "event");
         let Some(sink) = &self.sink else {
             return;
         };
-        if let Err(e) = sink.enqueue(kind, object) {
+        if let Err(e) = sink.enqueue(kind, object).await {
             tracing::error!(
                 event = kind.as_str(),
                 "cannot store an event for webhooks: {e}"

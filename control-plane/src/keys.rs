@@ -35,17 +35,19 @@ pub fn open_offline(data_dir: &Path) -> Result<Option<Store>, StoreError> {
 }
 
 /// Revokes the key with this id, audited as done by `actor`; false if there is none.
-pub fn revoke(store: &Store, key_id: &str, actor: &str) -> Result<bool, StoreError> {
-    let Some(record) = store.revoke_api_key(key_id)? else {
+pub async fn revoke(store: &Store, key_id: &str, actor: &str) -> Result<bool, StoreError> {
+    let Some(record) = store.revoke_api_key(key_id).await? else {
         return Ok(false);
     };
-    store.audit(
-        actor,
-        AuditAction::KeyRevoked,
-        format!("key:{}", record.name),
-        serde_json::json!({"key_id": key_id, "role": record.role.as_str()}),
-    );
-    store.flush()?;
+    store
+        .audit(
+            actor,
+            AuditAction::KeyRevoked,
+            format!("key:{}", record.name),
+            serde_json::json!({"key_id": key_id, "role": record.role.as_str()}),
+        )
+        .await;
+    store.durable().await?;
     Ok(true)
 }
 
@@ -93,8 +95,8 @@ impl From<&KeyInfo> for KeyView {
 
 /// Opens the store in `data_dir`, creates a key for `role`, flushes, returns the key.
 /// Fails with [`StoreError::Locked`] while the control plane is running.
-pub fn create_key(data_dir: &Path, role: Role, name: &str) -> Result<String, StoreError> {
-    Store::open(data_dir)?.create_key(role, name)
+pub async fn create_key(data_dir: &Path, role: Role, name: &str) -> Result<String, StoreError> {
+    Store::open(data_dir)?.create_key(role, name).await
 }
 
 /// What a new key is for.
@@ -136,19 +138,23 @@ impl KeySpec {
 
 impl Store {
     /// Creates a key for `role` named `name` (default tenant, no expiry); returns the key.
-    pub fn create_key(&self, role: Role, name: &str) -> Result<String, StoreError> {
+    pub async fn create_key(&self, role: Role, name: &str) -> Result<String, StoreError> {
         let spec = KeySpec {
             role,
             name: name.to_string(),
             tenant: None,
             expires_at: None,
         };
-        Ok(self.issue_key(&spec, "operator")?.0)
+        Ok(self.issue_key(&spec, "operator").await?.0)
     }
 
     /// Creates a key for a checked `spec`, audited as done by `actor`; returns the key
     /// (it is not stored) and what is stored of it.
-    pub fn issue_key(&self, spec: &KeySpec, actor: &str) -> Result<(String, KeyInfo), StoreError> {
+    pub async fn issue_key(
+        &self,
+        spec: &KeySpec,
+        actor: &str,
+    ) -> Result<(String, KeyInfo), StoreError> {
         let key = generate_key();
         let record = ApiKeyRecord {
             role: spec.role,
@@ -157,15 +163,16 @@ impl Store {
             tenant: spec.tenant.clone(),
             expires_at: spec.expires_at,
         };
-        let key_id = self.insert_api_key(&key, &record)?;
+        let key_id = self.insert_api_key(&key, &record).await?;
         self.audit(
             actor,
             AuditAction::KeyCreated,
             format!("key:{}", record.name),
             serde_json::json!({"role": spec.role.as_str(), "fingerprint": fingerprint(&key),
                                "key_id": key_id, "tenant": record.tenant()}),
-        );
-        self.flush()?;
+        )
+        .await;
+        self.durable().await?;
         let info = KeyInfo {
             key_id,
             record,
@@ -179,18 +186,24 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn created_keys_resolve_to_their_role_and_only_the_hash_is_stored() {
+    #[tokio::test]
+    async fn created_keys_resolve_to_their_role_and_only_the_hash_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let key = create_key(dir.path(), Role::Marketplace, "shop").unwrap();
+        let key = create_key(dir.path(), Role::Marketplace, "shop")
+            .await
+            .unwrap();
         assert!(key.starts_with(KEY_PREFIX) && key.len() > 40);
         let store = Store::open(dir.path()).unwrap();
-        let found = store.find_api_key(&key, now()).unwrap().unwrap();
+        let found = store.find_api_key(&key, now()).await.unwrap().unwrap();
         let rec = &found.record;
         assert_eq!((rec.role, rec.name.as_str()), (Role::Marketplace, "shop"));
         assert_eq!(rec.tenant(), Some(crate::store::DEFAULT_TENANT));
         assert_eq!(found.key_id, format!("key_{}", fingerprint(&key)));
-        assert!(store.find_api_key("fh_wrong", now()).unwrap().is_none());
+        assert!(store
+            .find_api_key("fh_wrong", now())
+            .await
+            .unwrap()
+            .is_none());
         drop(store);
         let body = key.trim_start_matches(KEY_PREFIX).to_string();
         for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
@@ -202,8 +215,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn expired_and_revoked_keys_are_not_found_and_use_is_noted() {
+    #[tokio::test]
+    async fn expired_and_revoked_keys_are_not_found_and_use_is_noted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let t0 = now();
@@ -213,25 +226,28 @@ mod tests {
             tenant: Some("acme".into()),
             expires_at: Some(t0 + time::Duration::hours(1)),
         };
-        let (key, info) = store.issue_key(&spec, "test").unwrap();
+        let (key, info) = store.issue_key(&spec, "test").await.unwrap();
         assert_eq!(info.record.tenant(), Some("acme"));
-        assert!(store.find_api_key(&key, t0).unwrap().is_some());
+        assert!(store.find_api_key(&key, t0).await.unwrap().is_some());
         let later = t0 + time::Duration::hours(2);
         assert!(
-            store.find_api_key(&key, later).unwrap().is_none(),
+            store.find_api_key(&key, later).await.unwrap().is_none(),
             "expired"
         );
 
-        store.touch_api_key(&info.key_id, t0).unwrap();
-        let listed = store.api_keys().unwrap();
+        store.touch_api_key(&info.key_id, t0).await.unwrap();
+        let listed = store.api_keys().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(
             listed[0].last_used_at.map(|t| t.unix_timestamp()),
             Some(t0.unix_timestamp())
         );
-        assert!(store.revoke_api_key(&info.key_id).unwrap().is_some());
-        assert!(store.find_api_key(&key, t0).unwrap().is_none(), "revoked");
-        assert!(store.revoke_api_key(&info.key_id).unwrap().is_none());
+        assert!(store.revoke_api_key(&info.key_id).await.unwrap().is_some());
+        assert!(
+            store.find_api_key(&key, t0).await.unwrap().is_none(),
+            "revoked"
+        );
+        assert!(store.revoke_api_key(&info.key_id).await.unwrap().is_none());
     }
 
     #[test]
@@ -266,11 +282,13 @@ mod tests {
         assert!(nameless.problem(t0).is_some());
     }
 
-    #[test]
-    fn offline_creation_refuses_while_the_store_is_open() {
+    #[tokio::test]
+    async fn offline_creation_refuses_while_the_store_is_open() {
         let dir = tempfile::tempdir().unwrap();
         let _running = Store::open(dir.path()).unwrap();
-        let err = create_key(dir.path(), Role::Admin, "ops").unwrap_err();
+        let err = create_key(dir.path(), Role::Admin, "ops")
+            .await
+            .unwrap_err();
         assert!(
             err.to_string()
                 .contains("the control plane is running: stop it first"),

@@ -33,4 +33,4 @@ pub mod webhooks;
 pub use config::ServerConfig;
 pub use keys::create_key;
 pub use server::{serve, ControlPlane, ServeError};
-pub use store::{Role, Store, StoreError};
+pub use store::{Role, SledStore, Store, StoreError};

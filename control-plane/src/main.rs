@@ -256,7 +256,12 @@ fn keys(command: KeysCommand) -> Result<()> {
             }
             let context = || format!("cannot create a key in {}", data_dir.display());
             let key = match open_offline(&data_dir).with_context(context)? {
-                Some(store) => store.issue_key(&spec, "cli").with_context(context)?.0,
+                Some(store) => {
+                    runtime
+                        .block_on(store.issue_key(&spec, "cli"))
+                        .with_context(context)?
+                        .0
+                }
                 None => {
                     let mut body = serde_json::json!({
                         "role": spec.role, "name": spec.name,
@@ -280,8 +285,8 @@ fn keys(command: KeysCommand) -> Result<()> {
             let context = || format!("cannot list the keys in {}", data_dir.display());
             let keys: Vec<serde_json::Value> =
                 match open_offline(&data_dir).with_context(context)? {
-                    Some(store) => store
-                        .api_keys()
+                    Some(store) => runtime
+                        .block_on(store.api_keys())
                         .with_context(context)?
                         .iter()
                         .map(|k| {
@@ -315,7 +320,8 @@ fn keys(command: KeysCommand) -> Result<()> {
             let context = || format!("cannot revoke {key_id} in {}", data_dir.display());
             match open_offline(&data_dir).with_context(context)? {
                 Some(store) => {
-                    if !farmhand_control::keys::revoke(&store, &key_id, "cli")
+                    if !runtime
+                        .block_on(farmhand_control::keys::revoke(&store, &key_id, "cli"))
                         .with_context(context)?
                     {
                         anyhow::bail!("no key {key_id:?} in {}", data_dir.display());
@@ -394,7 +400,7 @@ fn store_copy(
         ca_file,
         ..StoreConfig::default()
     };
-    let store = farmhand_control::Store::open(from)
+    let store = farmhand_control::SledStore::open(from)
         .with_context(|| format!("opening the sled store in {}", from.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -479,7 +485,9 @@ async fn run(config: ServerConfig) -> Result<()> {
     let interrupts = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let addr = config.listen;
     let limit = config.shutdown_grace() + DRAIN_PERIOD;
-    let plane = ControlPlane::open(config).context("opening the control plane")?;
+    let plane = ControlPlane::open(config)
+        .await
+        .context("opening the control plane")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

@@ -15,7 +15,7 @@ use crate::credentials::{
     write_private, CredentialCipher, CredentialError, KEY_FILE, PREVIOUS_KEY_FILE,
 };
 use crate::ids::random_bytes;
-use crate::store::{AuditAction, Store, StoreError};
+use crate::store::{AuditAction, SledStore, StoreError};
 use std::path::Path;
 
 /// Why the key could not be rotated.
@@ -46,7 +46,7 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> RekeyError + '_ {
 
 /// Rotates the key of `data_dir`; returns how many passwords were sealed again.
 pub fn rotate_credential_key(data_dir: &Path) -> Result<usize, RekeyError> {
-    let store = Store::open(data_dir)?;
+    let store = SledStore::open(data_dir)?;
     let current = data_dir.join(KEY_FILE);
     let previous = data_dir.join(PREVIOUS_KEY_FILE);
     if !previous.exists() {

@@ -65,12 +65,12 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Validates `config`, opens storage in `config.data_dir` and builds every part, on
     /// the system clock.
-    pub fn open(config: ServerConfig) -> Result<Self, ServeError> {
-        Self::open_with_clock(config, Clock::system())
+    pub async fn open(config: ServerConfig) -> Result<Self, ServeError> {
+        Self::open_with_clock(config, Clock::system()).await
     }
 
     /// [`ControlPlane::open`] on `clock` (tests drive a manual one).
-    pub fn open_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
+    pub async fn open_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
         config.validate()?;
         if config.store.backend == crate::config::Backend::Postgres {
             // The schema and `migrate` exist; the store seam that serves from PostgreSQL
@@ -96,7 +96,7 @@ impl ControlPlane {
             config.health.limits(),
             clock.clone(),
         ));
-        for (imei, owner) in store.modem_owners()? {
+        for (imei, owner) in store.modem_owners().await? {
             fleet.set_owner(&imei, &owner);
         }
         let limits = Arc::new(Limits::new(&config, clock.clone()));
@@ -112,7 +112,8 @@ impl ControlPlane {
             CredentialCipher::load_or_create(&config.data_dir)?,
             &config.webhooks,
             metrics.clone(),
-        )?;
+        )
+        .await?;
         let events = crate::events::Events::new(Arc::new(webhooks.clone()));
         let (gateway, gateway_events) = Gateway::new(
             store.clone(),
@@ -122,15 +123,18 @@ impl ControlPlane {
             shutdown.clone(),
             metrics.clone(),
         );
-        let allocator = Arc::new(Allocator::new(
-            store.clone(),
-            fleet.clone(),
-            gateway.clone(),
-            cipher,
-            config.clone(),
-            retention.waker(),
-            events.clone(),
-        )?);
+        let allocator = Arc::new(
+            Allocator::new(
+                store.clone(),
+                fleet.clone(),
+                gateway.clone(),
+                cipher,
+                config.clone(),
+                retention.waker(),
+                events.clone(),
+            )
+            .await?,
+        );
         let state = AppState {
             store,
             fleet,
@@ -189,8 +193,8 @@ impl ControlPlane {
     }
 
     /// Creates an API key; returns the key, which is not stored.
-    pub fn create_key(&self, role: Role, name: &str) -> Result<String, StoreError> {
-        self.state.store.create_key(role, name)
+    pub async fn create_key(&self, role: Role, name: &str) -> Result<String, StoreError> {
+        self.state.store.create_key(role, name).await
     }
 
     /// Serves HTTP and agent WebSockets on `listener` until `shutdown` is cancelled, then
@@ -267,7 +271,7 @@ impl ControlPlane {
         }
         let _ = std::fs::remove_file(crate::local_admin::socket_path(&state.config.data_dir));
         state.allocator.finish(grace).await;
-        state.store.flush()?;
+        state.store.durable().await?;
         info!("control plane stopped");
         Ok(served?)
     }
@@ -335,5 +339,8 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    ControlPlane::open(config)?.serve(listener, shutdown).await
+    ControlPlane::open(config)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }

@@ -480,6 +480,7 @@ async fn one_rotation_per_modem_at_a_time_then_a_cooldown_without_the_agent() {
     assert!(plane
         .store()
         .pending_commands(&agent.agent_id)
+        .await
         .unwrap()
         .iter()
         .all(|c| !matches!(c.body, CommandBody::RotateIp(_))));
@@ -576,6 +577,7 @@ async fn the_rotation_cooldown_survives_a_restart() {
     assert!(plane
         .store()
         .pending_commands(&identity.agent_id)
+        .await
         .unwrap()
         .is_empty());
     assert_eq!(last_rotation(&plane, IMEI).await["changed"], false);
@@ -613,7 +615,8 @@ async fn rotations_the_agent_reports_are_recorded_audited_and_start_the_cooldown
     assert_eq!(
         plane
             .store()
-            .last_rotation(&agent.agent_id, "359999999999999"),
+            .last_rotation(&agent.agent_id, "359999999999999")
+            .await,
         None
     );
     let audit = rotation_audit(&plane).await;
@@ -628,6 +631,7 @@ async fn rotations_the_agent_reports_are_recorded_audited_and_start_the_cooldown
     assert!(plane
         .store()
         .pending_commands(&agent.agent_id)
+        .await
         .unwrap()
         .is_empty());
 }

@@ -7,7 +7,7 @@
 mod support;
 
 use farmhand_control::store::{AuditAction, AuditEvent};
-use farmhand_control::Store;
+use farmhand_control::SledStore;
 use farmhand_protocol::{CommandBody, CommandError, CommandErrorCode, Outcome, ProtocolErrorCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -181,7 +181,7 @@ async fn page(plane: &TestPlane, query: &str) -> (Vec<Value>, Value) {
 }
 
 /// Appends `n` events that all share the instant `at` (targets `{prefix}:{i}`).
-fn append_at(store: &Store, at: time::OffsetDateTime, prefix: &str, n: usize) {
+fn append_at(store: &SledStore, at: time::OffsetDateTime, prefix: &str, n: usize) {
     for i in 0..n {
         let event = AuditEvent {
             at,
@@ -199,7 +199,7 @@ async fn paging_by_cursor_returns_every_event_once_in_order() {
     let plane = TestPlane::start().await;
     // 2,500 events in ONE instant: `since` cannot page through them, a cursor must.
     let instant = farmhand_control::ids::now();
-    append_at(plane.store(), instant, "modem", 2500);
+    append_at(plane.store().as_sled().unwrap(), instant, "modem", 2500);
 
     let mut seen: Vec<Value> = Vec::new();
     let mut pages = 0;
@@ -209,7 +209,7 @@ async fn paging_by_cursor_returns_every_event_once_in_order() {
         pages += 1;
         if pages == 1 {
             // Appended while paging: comes at the end, neither lost nor repeated.
-            append_at(plane.store(), instant, "late", 1);
+            append_at(plane.store().as_sled().unwrap(), instant, "late", 1);
         }
         seen.extend(events);
         match next.as_str() {
@@ -254,7 +254,7 @@ async fn the_retention_sweeper_deletes_old_entries_at_start() {
         config.retention.audit_days = 30;
         // Written before the plane opens the database: 2,100 entries 31 days old (more
         // than two batches), then 3 from a day ago, which must stay.
-        let store = Store::open(&config.data_dir).unwrap();
+        let store = SledStore::open(&config.data_dir).unwrap();
         append_at(&store, now - time::Duration::days(31), "old", 2100);
         append_at(&store, now - time::Duration::days(1), "young", 3);
     })

@@ -120,6 +120,7 @@ async fn credentials_are_purged_after_the_retention_period() {
     assert!(plane
         .store()
         .allocation(&gone_id)
+        .await
         .unwrap()
         .unwrap()
         .password_sealed

@@ -25,6 +25,7 @@ async fn every_table_and_file_of_the_plane_is_in_the_data_map() {
     let tables: BTreeSet<String> = plane
         .store()
         .table_names()
+        .await
         .into_iter()
         .map(|t| format!("tree {t}"))
         .collect();

@@ -32,8 +32,14 @@ async fn advance_to(plane: &TestPlane, at: OffsetDateTime) {
     .await;
 }
 
-fn expires_at(plane: &TestPlane, id: &str) -> OffsetDateTime {
-    plane.store().allocation(id).unwrap().unwrap().expires_at
+async fn expires_at(plane: &TestPlane, id: &str) -> OffsetDateTime {
+    plane
+        .store()
+        .allocation(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .expires_at
 }
 
 /// On a manual clock: an allocation lives exactly its `duration_s` — one second before its
@@ -45,7 +51,7 @@ async fn an_allocation_is_released_at_its_expiry_and_renewal_moves_the_deadline(
     let mut agent = plane.agent_with_modem(IMEI).await;
     let a = allocate(&plane, &mut agent, "o-expiry").await;
     let id = a["allocation_id"].as_str().unwrap().to_string();
-    let first = expires_at(&plane, &id);
+    let first = expires_at(&plane, &id).await;
 
     // Renewed by a day before its deadline: the old deadline passes without a release.
     let (p, path) = (plane.clone(), format!("/v1/allocations/{id}/renew"));
@@ -63,7 +69,7 @@ async fn an_allocation_is_released_at_its_expiry_and_renewal_moves_the_deadline(
     });
     agent.answer(&update.id, Outcome::Ok { output }).await;
     assert_eq!(renewing.await.unwrap().status, 200);
-    let renewed = expires_at(&plane, &id);
+    let renewed = expires_at(&plane, &id).await;
     assert_eq!(renewed - first, Span::days(1));
     advance_to(&plane, first + Span::seconds(1)).await;
     assert_eq!(plane.sweeps.found(), 0, "released at the old deadline");
@@ -100,7 +106,7 @@ async fn an_allocation_expiring_while_its_agent_is_offline_is_released_on_reconn
     // A disconnected agent is not a dead box: its allocation stays active meanwhile.
     assert_eq!(plane.allocation(&id).await["state"], "active");
 
-    plane.set_expiry(&id, Span::seconds(-1));
+    plane.set_expiry(&id, Span::seconds(-1)).await;
     eventually("the expired allocation waits for its agent", || async {
         plane.allocation(&id).await["state"] == "releasing"
     })
@@ -154,7 +160,7 @@ async fn a_replaced_allocation_expires_like_an_active_one() {
     assert_eq!(replacing.await.unwrap().status, 200);
     assert_eq!(plane.allocation(&id).await["state"], "replaced");
 
-    let deadline = expires_at(&plane, &id);
+    let deadline = expires_at(&plane, &id).await;
     advance_to(&plane, deadline - Span::seconds(1)).await;
     assert_eq!(plane.sweeps.found(), 0);
     advance_to(&plane, deadline).await;

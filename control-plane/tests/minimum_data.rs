@@ -90,6 +90,7 @@ async fn every_free_text_field_ends_up_only_where_the_data_map_says() {
     ] {
         let found: BTreeSet<String> = store
             .tables_containing(address.as_bytes())
+            .await
             .unwrap()
             .into_iter()
             .collect();

@@ -49,7 +49,10 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         bytes_out: 7,
         measured_at_ms: 1,
     };
-    store.record_usage(&ended_id, &agent_id, totals).unwrap();
+    store
+        .record_usage(&ended_id, &agent_id, totals)
+        .await
+        .unwrap();
     let rotation = RotationRecord {
         at_ms: 1_700_000_000_000,
         old_ip: Some("198.51.100.1".into()),
@@ -57,8 +60,11 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         changed: true,
         automatic: false,
     };
-    store.record_rotation(&agent_id, IMEI, &rotation).unwrap();
-    store.set_modem_owner(IMEI, &agent_id).unwrap();
+    store
+        .record_rotation(&agent_id, IMEI, &rotation)
+        .await
+        .unwrap();
+    store.set_modem_owner(IMEI, &agent_id).await.unwrap();
     let command = Command {
         id: "cmd-queued".into(),
         deadline_ms: u64::MAX / 2,
@@ -66,6 +72,7 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
     };
     store
         .put_pending_command(&PendingCommand::new(&agent_id, &command))
+        .await
         .unwrap();
     eventually("webhooks are delivered", || async {
         receiver.got().len() >= 3
@@ -76,7 +83,7 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
     let dir = plane.dir.path().to_path_buf();
     plane.stop().await;
 
-    let sled = farmhand_control::Store::open(&dir).unwrap();
+    let sled = farmhand_control::SledStore::open(&dir).unwrap();
     let target = StoreConfig {
         backend: Backend::Postgres,
         url: Some(cluster.url.clone()),

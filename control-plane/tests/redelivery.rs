@@ -40,6 +40,7 @@ async fn an_unanswered_provision_is_redelivered_with_the_same_id_after_a_reconne
         plane
             .store()
             .pending_commands(&identity.agent_id)
+            .await
             .unwrap()
             .len(),
         1,
@@ -77,6 +78,7 @@ async fn an_unanswered_provision_is_redelivered_with_the_same_id_after_a_reconne
         plane
             .store()
             .pending_commands(&identity.agent_id)
+            .await
             .unwrap()
             .is_empty()
     })
@@ -103,6 +105,7 @@ async fn a_command_past_its_deadline_fails_clearly_and_is_not_redelivered() {
     assert!(plane
         .store()
         .pending_commands(&identity.agent_id)
+        .await
         .unwrap()
         .is_empty());
 
@@ -279,7 +282,15 @@ async fn revoking_an_agent_empties_its_outbox_and_fails_what_waits_on_it_at_once
         agent.next_command().await.body,
         CommandBody::Provision(_)
     ));
-    assert_eq!(plane.store().pending_commands(&agent_id).unwrap().len(), 2);
+    assert_eq!(
+        plane
+            .store()
+            .pending_commands(&agent_id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     drop(agent); // never answers either
     plane.wait_disconnected(&agent_id).await;
     let r = deleting.await.unwrap();
@@ -297,6 +308,7 @@ async fn revoking_an_agent_empties_its_outbox_and_fails_what_waits_on_it_at_once
         plane
             .store()
             .pending_commands(&agent_id)
+            .await
             .unwrap()
             .is_empty(),
         "the outbox is emptied before the 204"
@@ -340,7 +352,7 @@ async fn revoking_an_agent_empties_its_outbox_and_fails_what_waits_on_it_at_once
         }),
     };
     let left = farmhand_control::store::PendingCommand::new(&agent_id, &release);
-    plane.store().put_pending_command(&left).unwrap();
+    plane.store().put_pending_command(&left).await.unwrap();
     Arc::get_mut(&mut plane)
         .expect("no other handle")
         .restart()
@@ -348,6 +360,7 @@ async fn revoking_an_agent_empties_its_outbox_and_fails_what_waits_on_it_at_once
     assert!(plane
         .store()
         .pending_commands(&agent_id)
+        .await
         .unwrap()
         .is_empty());
 }

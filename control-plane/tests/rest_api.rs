@@ -159,11 +159,13 @@ async fn offline_key_creation_is_refused_while_serving_and_works_after_shutdown(
         data_dir: dir.path().to_path_buf(),
         ..ServerConfig::default()
     };
-    let plane = ControlPlane::open(config).unwrap();
+    let plane = ControlPlane::open(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(plane.serve(listener, shutdown.clone()));
-    let err = create_key(dir.path(), Role::Admin, "ops").unwrap_err();
+    let err = create_key(dir.path(), Role::Admin, "ops")
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("the control plane is running: stop it first"),
@@ -175,7 +177,7 @@ async fn offline_key_creation_is_refused_while_serving_and_works_after_shutdown(
         .unwrap()
         .unwrap()
         .unwrap();
-    let key = create_key(dir.path(), Role::Admin, "ops").unwrap();
+    let key = create_key(dir.path(), Role::Admin, "ops").await.unwrap();
     assert!(key.starts_with("fh_"));
 }
 
@@ -226,6 +228,7 @@ async fn enrollment_tokens_are_single_use_and_expire() {
     plane
         .store()
         .insert_enrollment_token("fht_expired", &record)
+        .await
         .unwrap();
     let expired = enroll(&plane, "fht_expired", Identity::generate().public_key_b64()).await;
     assert_eq!(

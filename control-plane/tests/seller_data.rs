@@ -40,6 +40,7 @@ async fn market() -> Market {
     let b = plane
         .store()
         .agents()
+        .await
         .unwrap()
         .into_iter()
         .map(|r| r.agent_id)
@@ -51,7 +52,7 @@ async fn market() -> Market {
         bytes_out: 10,
         measured_at_ms: 1,
     };
-    store.record_usage(&ended_id, &a, totals).unwrap();
+    store.record_usage(&ended_id, &a, totals).await.unwrap();
     for (agent, imei) in [(&a, IMEI_A), (&b, IMEI_B)] {
         let rotation = RotationRecord {
             at_ms: farmhand_control::ids::unix_ms(farmhand_control::ids::now()),
@@ -67,8 +68,8 @@ async fn market() -> Market {
             changed: true,
             automatic: false,
         };
-        store.record_rotation(agent, imei, &rotation).unwrap();
-        store.set_modem_owner(imei, agent).unwrap();
+        store.record_rotation(agent, imei, &rotation).await.unwrap();
+        store.set_modem_owner(imei, agent).await.unwrap();
     }
     let command = Command {
         id: "cmd-waiting".into(),
@@ -79,6 +80,7 @@ async fn market() -> Market {
     };
     store
         .put_pending_command(&PendingCommand::new(&a, &command))
+        .await
         .unwrap();
     Market {
         plane,
@@ -214,7 +216,11 @@ async fn erasure_leaves_only_the_tombstoned_financial_core() {
     let ended_id = m.ended["allocation_id"].as_str().unwrap();
     let live_id = m.live["allocation_id"].as_str().unwrap();
     let seller_ip = "198.51.100.15";
-    assert!(!store.tables_containing(m.a.as_bytes()).unwrap().is_empty());
+    assert!(!store
+        .tables_containing(m.a.as_bytes())
+        .await
+        .unwrap()
+        .is_empty());
 
     let r = m
         .plane
@@ -233,7 +239,7 @@ async fn erasure_leaves_only_the_tombstoned_financial_core() {
 
     // Nothing of the seller is left in any table: its id, its modem, its IPs.
     for needle in [m.a.as_str(), IMEI_A, seller_ip] {
-        let left = store.tables_containing(needle.as_bytes()).unwrap();
+        let left = store.tables_containing(needle.as_bytes()).await.unwrap();
         assert!(left.is_empty(), "{needle:?} is still in {left:?}");
     }
     // The buyer's live allocation ended cleanly; both keep their financial core.
@@ -262,9 +268,14 @@ async fn erasure_leaves_only_the_tombstoned_financial_core() {
     );
 
     // The other seller is untouched.
-    assert!(store.agent(&m.b).unwrap().is_some());
-    assert!(store.last_rotation(&m.b, IMEI_B).is_some());
-    assert!(store.modem_owners().unwrap().iter().any(|(_, o)| *o == m.b));
+    assert!(store.agent(&m.b).await.unwrap().is_some());
+    assert!(store.last_rotation(&m.b, IMEI_B).await.is_some());
+    assert!(store
+        .modem_owners()
+        .await
+        .unwrap()
+        .iter()
+        .any(|(_, o)| *o == m.b));
 
     // The erasure is audited, without the erased data.
     let entry = audit_events(&m.plane, "seller_erased")

@@ -186,9 +186,9 @@ async fn reload_serves_the_new_pair_to_new_connections_and_keeps_sessions() {
         tls: Some(live.clone()),
         ..ServerConfig::default()
     };
-    let plane = ControlPlane::open(config).unwrap();
-    let admin = plane.create_key(Role::Admin, "ops").unwrap();
-    let market = plane.create_key(Role::Marketplace, "shop").unwrap();
+    let plane = ControlPlane::open(config).await.unwrap();
+    let admin = plane.create_key(Role::Admin, "ops").await.unwrap();
+    let market = plane.create_key(Role::Marketplace, "shop").await.unwrap();
     let reloader = plane.tls_reloader().expect("[tls] is configured");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -144,7 +144,7 @@ async fn registration_shows_the_secret_once_and_refuses_bad_input() {
             "{body}"
         );
     }
-    plane.store().flush().unwrap();
+    plane.store().durable().await.unwrap();
     assert_eq!(
         support::files_containing(plane.dir.path(), secret.as_bytes()),
         Vec::<std::path::PathBuf>::new(),
@@ -813,7 +813,7 @@ async fn allocations_left_on_a_revoked_agent_by_a_crash_are_released_at_start() 
     // The revocation reached the disk; the plane died before it ended the allocation.
     {
         let store = farmhand_control::Store::open(plane.dir.path()).unwrap();
-        assert!(store.revoke_agent(&agent_id).unwrap());
+        assert!(store.revoke_agent(&agent_id).await.unwrap());
     }
     plane.restart().await;
 

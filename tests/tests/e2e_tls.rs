@@ -236,7 +236,7 @@ async fn tls_plane(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let plane = ControlPlane::open(config).unwrap();
+    let plane = ControlPlane::open(config).await.unwrap();
     let server = tokio::spawn(plane.serve(listener, stop.clone()));
     let trust = ControlPlaneConfig {
         pin_sha256: Some(Pin::parse(&tls.fingerprint).unwrap()),

@@ -32,9 +32,12 @@ async fn plane() -> Plane {
         data_dir: dir.path().join("data"),
         ..ServerConfig::default()
     };
-    let plane = ControlPlane::open(config).unwrap();
-    let admin_key = plane.create_key(Role::Admin, "swarm-admin").unwrap();
-    let market_key = plane.create_key(Role::Marketplace, "swarm-shop").unwrap();
+    let plane = ControlPlane::open(config).await.unwrap();
+    let admin_key = plane.create_key(Role::Admin, "swarm-admin").await.unwrap();
+    let market_key = plane
+        .create_key(Role::Marketplace, "swarm-shop")
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();

@@ -36,7 +36,7 @@ impl Allocator {
             };
             match event {
                 // A few local writes, handled here in arrival order.
-                GatewayEvent::Report(report) => self.on_report(report),
+                GatewayEvent::Report(report) => self.on_report(report).await,
                 // What may wait on an agent runs in its own task, so one slow agent does not
                 // delay the others.
                 GatewayEvent::Work(work) => {
@@ -47,30 +47,34 @@ impl Allocator {
         }
     }
 
-    fn on_report(&self, report: Report) {
+    async fn on_report(&self, report: Report) {
         match report {
             Report::Opened {
                 session,
                 client,
                 version,
-            } => self.session_opened(&session, &client, version),
+            } => self.session_opened(&session, &client, version).await,
             Report::Closed {
                 session,
                 reason,
                 announce,
-            } => self.session_closed(&session, &reason, announce),
-            Report::FleetChanged { agent_id, update } => self.fleet_changed(&agent_id, update),
+            } => self.session_closed(&session, &reason, announce).await,
+            Report::FleetChanged { agent_id, update } => {
+                self.fleet_changed(&agent_id, update).await
+            }
             Report::HealthCrossed {
                 agent_id,
                 crossings,
-            } => self.health_crossed(&agent_id, crossings),
-            Report::Rotated { agent_id, report } => self.rotated_on_its_own(&agent_id, report),
-            Report::Usage { agent_id, report } => self.usage(&agent_id, &report),
+            } => self.health_crossed(&agent_id, crossings).await,
+            Report::Rotated { agent_id, report } => {
+                self.rotated_on_its_own(&agent_id, report).await
+            }
+            Report::Usage { agent_id, report } => self.usage(&agent_id, &report).await,
             Report::PolicyDenied {
                 agent_id,
                 command_id,
                 message,
-            } => self.policy_denied(&agent_id, &command_id, &message),
+            } => self.policy_denied(&agent_id, &command_id, &message).await,
         }
     }
 
@@ -105,20 +109,21 @@ impl Allocator {
     /// live, or is on another modem than the command's (unless that move is in flight). A
     /// `release` of an allocation that is live on this agent is obsolete too: it was for
     /// a port the allocation has since moved back onto.
-    fn rebuild(&self, agent_id: &str, body: CommandBody) -> Option<CommandBody> {
+    async fn rebuild(&self, agent_id: &str, body: CommandBody) -> Option<CommandBody> {
         let mut p = match body {
             CommandBody::Provision(p) => p,
             CommandBody::Release(r) => {
                 let live_here = self
                     .store
                     .allocation(&r.allocation_id)
+                    .await
                     .ok()?
                     .is_some_and(|a| a.state.is_live() && a.agent_id == agent_id);
                 return (!live_here).then_some(CommandBody::Release(r));
             }
             other => return Some(other),
         };
-        let record = self.store.allocation(&p.allocation_id).ok()??;
+        let record = self.store.allocation(&p.allocation_id).await.ok()??;
         let wanted = record.state == AllocationState::Pending || record.state.is_live();
         let here = (record.agent_id == agent_id && record.imei == p.imei)
             || self
@@ -136,16 +141,18 @@ impl Allocator {
     async fn finish_releases(&self, agent_id: &str) -> Result<(), super::AllocError> {
         let releasing = self
             .store
-            .agent_allocations(agent_id, |a| a.state == AllocationState::Releasing)?;
+            .agent_allocations(agent_id, |a| a.state == AllocationState::Releasing)
+            .await?;
         for record in releasing {
             if self
                 .gateway
                 .has_pending_for(agent_id, &record.allocation_id)
+                .await
             {
                 continue;
             }
             let _order = self.locks.lock(&record.order_id).await;
-            let current = self.find(&record.allocation_id)?;
+            let current = self.find(&record.allocation_id).await?;
             if current.state == AllocationState::Releasing {
                 info!(allocation_id = %current.allocation_id, "finishing a release after reconnect");
                 if let Err(e) = self.finish_release(current, "system").await {
@@ -196,7 +203,7 @@ impl Allocator {
                 let moved = record.http_port != Some(port.http_port)
                     || record.socks_port != Some(port.socks_port);
                 return if moved {
-                    self.repaired(record, port)
+                    self.repaired(record, port).await
                 } else {
                     Ok(())
                 };
@@ -228,11 +235,11 @@ impl Allocator {
         &self,
         allocation_id: &str,
     ) -> Result<Option<crate::store::AllocationRecord>, super::AllocError> {
-        let Some(record) = self.store.allocation(allocation_id)? else {
+        let Some(record) = self.store.allocation(allocation_id).await? else {
             return Ok(None);
         };
         let _order = self.locks.lock(&record.order_id).await;
-        let current = self.store.allocation(allocation_id)?;
+        let current = self.store.allocation(allocation_id).await?;
         Ok(current.filter(|r| r.state.is_live()))
     }
 
@@ -243,9 +250,9 @@ impl Allocator {
         agent_id: &str,
         allocation_id: &str,
     ) -> Result<(), super::AllocError> {
-        let order_id = self.find(allocation_id)?.order_id;
+        let order_id = self.find(allocation_id).await?.order_id;
         let _order = self.locks.lock(&order_id).await;
-        let mut record = self.find(allocation_id)?;
+        let mut record = self.find(allocation_id).await?;
         if record.state == AllocationState::Releasing && record.agent_id == agent_id {
             self.mark_released(&mut record, "system").await?;
             info!(allocation_id, "allocation released (late confirmation)");

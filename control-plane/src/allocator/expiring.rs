@@ -59,14 +59,14 @@ impl Allocator {
         if self.expiring_lead().is_none() {
             return;
         }
-        if let Err(e) = self.schedule_live() {
+        if let Err(e) = self.schedule_live().await {
             warn!("cannot schedule expiry warnings of existing allocations: {e}");
         }
         let longest = time::Duration::try_from(MAX_SLEEP).unwrap_or_default();
         loop {
             let now = self.clock.now();
             let latest = now.saturating_add(longest);
-            let wake_at = self.warn_due(now).map_or(latest, |at| at.min(latest));
+            let wake_at = self.warn_due(now).await.map_or(latest, |at| at.min(latest));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.warnings.wake.notified() => {}
@@ -76,9 +76,9 @@ impl Allocator {
     }
 
     /// Schedules every in-service allocation not yet warned for its `expires_at`.
-    fn schedule_live(&self) -> Result<(), StoreError> {
-        for record in self.store.live_allocations()? {
-            let sent = self.store.expiring_sent(&record.allocation_id)?;
+    async fn schedule_live(&self) -> Result<(), StoreError> {
+        for record in self.store.live_allocations().await? {
+            let sent = self.store.expiring_sent(&record.allocation_id).await?;
             if record.state.is_live() && sent != Some(unix_ms(record.expires_at)) {
                 self.schedule_expiring(&record);
             }
@@ -87,7 +87,7 @@ impl Allocator {
     }
 
     /// Emits the warnings whose time has come; returns the next warning time.
-    fn warn_due(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    async fn warn_due(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         loop {
             let (at, id) = {
                 let mut queue = self
@@ -101,7 +101,7 @@ impl Allocator {
                     Some(_) => queue.pop_first()?,
                 }
             };
-            if let Err(e) = self.warn_one(at, &id, now) {
+            if let Err(e) = self.warn_one(at, &id, now).await {
                 warn!(allocation_id = %id, "cannot send the expiry warning: {e}");
             }
         }
@@ -109,13 +109,13 @@ impl Allocator {
 
     /// Emits `allocation.expiring` for `allocation_id` if it is still in service, still
     /// expires when the warning at `at` was scheduled for, and was not warned for it yet.
-    fn warn_one(
+    async fn warn_one(
         &self,
         at: OffsetDateTime,
         allocation_id: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let Some(record) = self.store.allocation(allocation_id)? else {
+        let Some(record) = self.store.allocation(allocation_id).await? else {
             return Ok(());
         };
         let Some(lead) = self.expiring_lead() else {
@@ -126,10 +126,12 @@ impl Allocator {
         if !record.state.is_live() || !current || record.expires_at <= now {
             return Ok(());
         }
-        if self.store.expiring_sent(allocation_id)? == Some(expires_ms) {
+        if self.store.expiring_sent(allocation_id).await? == Some(expires_ms) {
             return Ok(());
         }
-        self.emit(EventType::AllocationExpiring, &record);
-        self.store.mark_expiring_sent(allocation_id, expires_ms)
+        self.emit(EventType::AllocationExpiring, &record).await;
+        self.store
+            .mark_expiring_sent(allocation_id, expires_ms)
+            .await
     }
 }

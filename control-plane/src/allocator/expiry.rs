@@ -37,7 +37,7 @@ impl Allocator {
     pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let now = self.clock.now();
-            let next = self.expire_due(now).unwrap_or_else(|e| {
+            let next = self.expire_due(now).await.unwrap_or_else(|e| {
                 warn!("expiry sweep failed, retrying: {e}");
                 None
             });
@@ -54,12 +54,12 @@ impl Allocator {
 
     /// Starts the release of every active allocation past its expiry (each in its own
     /// task: one slow agent must not hold up the others) and returns the next deadline.
-    fn expire_due(
+    async fn expire_due(
         self: &Arc<Self>,
         now: OffsetDateTime,
     ) -> Result<Option<OffsetDateTime>, StoreError> {
         // The store's expiry index: only the due records are read, not the whole table.
-        let (due, next) = self.store.expiring(now)?;
+        let (due, next) = self.store.expiring(now).await?;
         self.expiry_sweeps.record(now, due.len());
         for record in due {
             let (this, id) = (self.clone(), record.allocation_id);
@@ -72,9 +72,9 @@ impl Allocator {
     /// lock because a renewal may have raced the sweep.
     async fn expire_one(&self, allocation_id: &str) {
         let result = async {
-            let order_id = self.find(allocation_id)?.order_id;
+            let order_id = self.find(allocation_id).await?.order_id;
             let _order = self.locks.lock(&order_id).await;
-            let mut record = self.find(allocation_id)?;
+            let mut record = self.find(allocation_id).await?;
             if !record.state.is_live() || record.expires_at > self.clock.now() {
                 return Ok(());
             }
@@ -82,7 +82,8 @@ impl Allocator {
             record.state = AllocationState::Releasing;
             record.release_reason = Some(ReleaseReason::Expired);
             self.store.save_allocation(&record).await?;
-            self.audit("system", AuditAction::AllocationReleasing, &record);
+            self.audit("system", AuditAction::AllocationReleasing, &record)
+                .await;
             self.finish_release(record, "system").await.map(|_| ())
         };
         if let Err(e) = result.await {

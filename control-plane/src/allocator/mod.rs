@@ -206,7 +206,7 @@ impl Allocator {
     /// a revoked agent (a crash between the revocation and the end of its allocations)
     /// are released (`revoked`). `ended` is notified whenever an allocation ends (see
     /// `retention`).
-    pub fn new(
+    pub async fn new(
         store: Store,
         fleet: Arc<Fleet>,
         gateway: Gateway,
@@ -215,23 +215,25 @@ impl Allocator {
         ended: Arc<Notify>,
         events: Events,
     ) -> Result<Self, StoreError> {
-        for mut record in store.live_allocations()? {
+        for mut record in store.live_allocations().await? {
             if record.state == AllocationState::Pending {
                 warn!(allocation_id = %record.allocation_id, "failing an allocation left pending by a restart");
                 fail(
                     &mut record,
                     "the control plane restarted while provisioning",
                 );
-                store.put_allocation(&record)?;
-                audit(&store, "system", AuditAction::AllocationFailed, &record);
+                store.save_allocation(&record).await?;
+                audit(&store, "system", AuditAction::AllocationFailed, &record).await;
                 let object = crate::events::allocation_object(&record);
-                events.emit(EventType::AllocationFailed, object);
+                events.emit(EventType::AllocationFailed, object).await;
             } else {
                 fleet.add_load(&record.agent_id, &record.imei);
             }
         }
         let clock = fleet.clock().clone();
-        let purged = store.purge_expired_commands(crate::ids::unix_ms(clock.now()))?;
+        let purged = store
+            .purge_expired_commands(crate::ids::unix_ms(clock.now()))
+            .await?;
         if purged > 0 {
             warn!(
                 purged,
@@ -257,7 +259,7 @@ impl Allocator {
             release_retries: release_retry::Schedule::default(),
             clock,
         };
-        allocator.end_revoked_at_start()?;
+        allocator.end_revoked_at_start().await?;
         Ok(allocator)
     }
 
@@ -367,31 +369,33 @@ impl Allocator {
     ) -> Result<(), StoreError> {
         released(record, self.clock.now());
         self.store.save_allocation(record).await?;
-        self.announce_released(record, actor);
+        self.announce_released(record, actor).await;
         Ok(())
     }
 
     /// What follows every durable `released` record: its modem slot is freed, the release
     /// is audited and announced (`allocation.released`), and credential retention is
     /// woken (its clock starts at `released_at`).
-    fn announce_released(&self, record: &AllocationRecord, actor: &str) {
+    async fn announce_released(&self, record: &AllocationRecord, actor: &str) {
         self.fleet.release_load(&record.agent_id, &record.imei);
-        self.audit(actor, AuditAction::AllocationReleased, record);
-        self.emit(EventType::AllocationReleased, record);
+        self.audit(actor, AuditAction::AllocationReleased, record)
+            .await;
+        self.emit(EventType::AllocationReleased, record).await;
         self.ended.notify_one();
     }
 
-    fn audit(&self, actor: &str, action: AuditAction, record: &AllocationRecord) {
-        audit(&self.store, actor, action, record);
+    async fn audit(&self, actor: &str, action: AuditAction, record: &AllocationRecord) {
+        audit(&self.store, actor, action, record).await;
     }
 
     /// Emits `kind` about `record` (see `events`). An allocation that ended no longer
     /// needs its `allocation.expiring` bookkeeping (`expiring`).
-    fn emit(&self, kind: EventType, record: &AllocationRecord) {
+    async fn emit(&self, kind: EventType, record: &AllocationRecord) {
         // Building the object costs allocations; with no endpoint for `kind`, skip it.
         if self.events.wants(kind) {
             self.events
-                .emit(kind, crate::events::allocation_object(record));
+                .emit(kind, crate::events::allocation_object(record))
+                .await;
         }
         if kind == EventType::AllocationActive {
             self.schedule_expiring(record);
@@ -400,7 +404,7 @@ impl Allocator {
             kind,
             EventType::AllocationReleased | EventType::AllocationFailed
         ) {
-            if let Err(e) = self.store.forget_expiring(&record.allocation_id) {
+            if let Err(e) = self.store.forget_expiring(&record.allocation_id).await {
                 warn!(allocation_id = %record.allocation_id, "cannot forget the expiry warning: {e}");
             }
         }
@@ -408,7 +412,7 @@ impl Allocator {
 }
 
 /// Records a state change of `record`: ids and reasons, never its credentials.
-fn audit(store: &Store, actor: &str, action: AuditAction, record: &AllocationRecord) {
+async fn audit(store: &Store, actor: &str, action: AuditAction, record: &AllocationRecord) {
     let details = json!({
         "order_id": record.order_id,
         "imei": record.imei,
@@ -416,12 +420,14 @@ fn audit(store: &Store, actor: &str, action: AuditAction, record: &AllocationRec
         "release_reason": record.release_reason,
         "failure": record.failure,
     });
-    store.audit(
-        actor,
-        action,
-        format!("allocation:{}", record.allocation_id),
-        details,
-    );
+    store
+        .audit(
+            actor,
+            action,
+            format!("allocation:{}", record.allocation_id),
+            details,
+        )
+        .await;
 }
 
 /// Marks a record released now, `cancelled` unless it already has a reason (the caller

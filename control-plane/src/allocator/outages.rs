@@ -143,10 +143,13 @@ impl Allocator {
             let scanned = tokio::time::Instant::now();
             let now = self.clock.instant();
             let wall = self.clock.now();
-            let sleep = self.replace_due(grace, now, wall).unwrap_or_else(|e| {
-                warn!("replacement sweep failed, retrying: {e}");
-                retry_interval(grace)
-            });
+            let sleep = self
+                .replace_due(grace, now, wall)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!("replacement sweep failed, retrying: {e}");
+                    retry_interval(grace)
+                });
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.fleet.health_changes().notified() => {}
@@ -162,7 +165,7 @@ impl Allocator {
 
     /// Starts a move for every due live allocation (each in its own task) and returns how
     /// long to sleep until the next one is due.
-    fn replace_due(
+    async fn replace_due(
         self: &Arc<Self>,
         grace: Duration,
         now: Instant,
@@ -170,7 +173,7 @@ impl Allocator {
     ) -> Result<Duration, StoreError> {
         let mut started = 0;
         let mut next = MAX_SLEEP;
-        let live = self.store.live_allocations()?;
+        let live = self.store.live_allocations().await?;
         for record in live
             .into_iter()
             .filter(|a| a.state.is_live() && a.expires_at > expired_by)
@@ -234,7 +237,7 @@ impl Allocator {
                 | AllocError::AgentRefused { .. }
                 | AllocError::AgentOffline),
             ) => {
-                self.degraded(allocation_id, reason, &e);
+                self.degraded(allocation_id, reason, &e).await;
                 Some(retry_interval(grace))
             }
             Err(e) => {
@@ -251,27 +254,29 @@ impl Allocator {
 
     /// Nothing could take the allocation: audit and emit `allocation.degraded` once per
     /// outage.
-    fn degraded(&self, allocation_id: &str, reason: ReplacementReason, why: &AllocError) {
+    async fn degraded(&self, allocation_id: &str, reason: ReplacementReason, why: &AllocError) {
         if !self.replacing.degrade(allocation_id) {
             return;
         }
-        let Ok(record) = self.find(allocation_id) else {
+        let Ok(record) = self.find(allocation_id).await else {
             return;
         };
         warn!(allocation_id, imei = %record.imei, "allocation degraded: its modem is down and nothing can replace it: {why}");
-        self.store.audit(
-            "system",
-            AuditAction::AllocationDegraded,
-            format!("allocation:{allocation_id}"),
-            json!({
-                "order_id": record.order_id,
-                "imei": record.imei,
-                "agent_id": record.agent_id,
-                "reason": reason,
-                "why": why.to_string(),
-            }),
-        );
-        self.emit(EventType::AllocationDegraded, &record);
+        self.store
+            .audit(
+                "system",
+                AuditAction::AllocationDegraded,
+                format!("allocation:{allocation_id}"),
+                json!({
+                    "order_id": record.order_id,
+                    "imei": record.imei,
+                    "agent_id": record.agent_id,
+                    "reason": reason,
+                    "why": why.to_string(),
+                }),
+            )
+            .await;
+        self.emit(EventType::AllocationDegraded, &record).await;
     }
 }
 

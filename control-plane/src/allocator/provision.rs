@@ -33,7 +33,11 @@ impl Allocator {
             .locks
             .lock(&format!("{tenant}\0{}", request.order_id))
             .await;
-        if let Some(existing) = self.store.allocation_by_order(tenant, &request.order_id)? {
+        if let Some(existing) = self
+            .store
+            .allocation_by_order(tenant, &request.order_id)
+            .await?
+        {
             if existing.state != AllocationState::Failed {
                 return same_request(existing, &request);
             }
@@ -49,7 +53,7 @@ impl Allocator {
         let mut slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
         let password = generate_password();
         let mut record = self.new_record(&request, &slot, &password, tenant);
-        match self.store.insert_allocation(&record) {
+        match self.store.insert_allocation(&record).await {
             Ok(InsertOutcome::Inserted) => {}
             other => {
                 self.fleet.release_load(&slot.agent_id, &slot.imei);
@@ -162,8 +166,9 @@ impl Allocator {
                 record.port_id = Some(p.port_id);
                 self.store.save_allocation(&record).await?;
                 info!(allocation_id = %record.allocation_id, "allocation active");
-                self.audit(actor, AuditAction::AllocationCreated, &record);
-                self.emit(EventType::AllocationActive, &record);
+                self.audit(actor, AuditAction::AllocationCreated, &record)
+                    .await;
+                self.emit(EventType::AllocationActive, &record).await;
                 self.expiry.notify_one();
                 return Ok(record);
             }
@@ -180,8 +185,9 @@ impl Allocator {
         fail(&mut record, &error.to_string());
         self.store.save_allocation(&record).await?;
         self.fleet.release_load(&record.agent_id, &record.imei);
-        self.audit(actor, AuditAction::AllocationFailed, &record);
-        self.emit(EventType::AllocationFailed, &record);
+        self.audit(actor, AuditAction::AllocationFailed, &record)
+            .await;
+        self.emit(EventType::AllocationFailed, &record).await;
         self.ended.notify_one();
         Err(error)
     }

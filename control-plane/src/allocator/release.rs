@@ -26,10 +26,10 @@ impl Allocator {
         allocation_id: &str,
         actor: &str,
     ) -> Result<(ReleaseStatus, AllocationRecord), AllocError> {
-        let order_id = self.find(allocation_id)?.order_id;
+        let order_id = self.find(allocation_id).await?.order_id;
         let _order = self.locks.lock(&order_id).await;
         // Re-read under the lock: the state may have changed while we waited.
-        let mut record = self.find(allocation_id)?;
+        let mut record = self.find(allocation_id).await?;
         match record.state {
             AllocationState::Released | AllocationState::Failed => {
                 return Ok((ReleaseStatus::Done, record))
@@ -43,7 +43,8 @@ impl Allocator {
                 record.state = AllocationState::Releasing;
                 record.release_reason = Some(ReleaseReason::Cancelled);
                 self.store.save_allocation(&record).await?;
-                self.audit(actor, AuditAction::AllocationReleasing, &record);
+                self.audit(actor, AuditAction::AllocationReleasing, &record)
+                    .await;
             }
             AllocationState::Releasing => {}
         }
@@ -103,9 +104,10 @@ impl Allocator {
         }
     }
 
-    pub(super) fn find(&self, allocation_id: &str) -> Result<AllocationRecord, AllocError> {
+    pub(super) async fn find(&self, allocation_id: &str) -> Result<AllocationRecord, AllocError> {
         self.store
-            .allocation(allocation_id)?
+            .allocation(allocation_id)
+            .await?
             .ok_or_else(|| AllocError::NotFound(format!("no allocation {allocation_id:?}")))
     }
 }

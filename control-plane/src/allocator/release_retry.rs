@@ -91,7 +91,7 @@ impl Allocator {
     /// One more attempt at a refused release; a refusal reschedules it (`finish_release`).
     async fn retry_release(&self, allocation_id: &str) {
         let schedule = &self.release_retries;
-        let Ok(record) = self.find(allocation_id) else {
+        let Ok(record) = self.find(allocation_id).await else {
             schedule.forget(allocation_id);
             return;
         };
@@ -104,13 +104,14 @@ impl Allocator {
         if self
             .gateway
             .has_pending_for(&record.agent_id, allocation_id)
+            .await
         {
             // One is on its way already; look again later.
             schedule.refused(allocation_id, self.clock.instant());
             return;
         }
         let _order = self.locks.lock(&record.order_id).await;
-        let Ok(current) = self.find(allocation_id) else {
+        let Ok(current) = self.find(allocation_id).await else {
             return;
         };
         if current.state != AllocationState::Releasing {

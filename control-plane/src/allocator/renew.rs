@@ -14,9 +14,9 @@ impl Allocator {
         duration_s: u64,
     ) -> Result<AllocationRecord, AllocError> {
         request::check_duration(duration_s)?;
-        let order_id = self.find(allocation_id)?.order_id;
+        let order_id = self.find(allocation_id).await?.order_id;
         let _order = self.locks.lock(&order_id).await;
-        let mut record = self.find(allocation_id)?;
+        let mut record = self.find(allocation_id).await?;
         if !record.state.is_live() {
             return Err(AllocError::InvalidState(format!(
                 "only active or replaced allocations can be renewed; this one is {}",
@@ -38,7 +38,7 @@ impl Allocator {
                 output: CommandOutput::UpdatePort(_),
             }) => {
                 record.expires_at = expires_at;
-                self.store.put_allocation(&record)?;
+                self.store.save_allocation(&record).await?;
                 // The sweeper may be sleeping until the old deadline.
                 self.expiry.notify_one();
                 // A new expiry gets its own `allocation.expiring`.

@@ -28,11 +28,11 @@ impl Allocator {
     }
 
     async fn repair_one(&self, agent_id: &str, allocation_id: &str) -> Result<(), AllocError> {
-        let Some(record) = self.store.allocation(allocation_id)? else {
+        let Some(record) = self.store.allocation(allocation_id).await? else {
             return Ok(());
         };
         let _order = self.locks.lock(&record.order_id).await;
-        let record = self.find(allocation_id)?;
+        let record = self.find(allocation_id).await?;
         // Pending ones have their `provision` redelivered; expired ones are the sweeper's.
         if record.agent_id != agent_id
             || !record.state.is_live()
@@ -41,7 +41,9 @@ impl Allocator {
             return Ok(());
         }
         let Some(password) = self.password(&record)? else {
-            return self.fail_repair(record, "the buyer password is no longer stored");
+            return self
+                .fail_repair(record, "the buyer password is no longer stored")
+                .await;
         };
         warn!(
             allocation_id,
@@ -54,16 +56,17 @@ impl Allocator {
             password,
             expires_at_ms: unix_ms(record.expires_at),
             bandwidth_kbit: record.request.bandwidth_kbit,
-            traffic_quota_mb: self.quota_left(&record),
+            traffic_quota_mb: self.quota_left(&record).await,
             rotate_every_s: record.request.rotate_every_s,
         });
         let timeout = self.config.provisioning_timeout();
         match self.gateway.dispatch(agent_id, body, timeout).await {
             Ok(Outcome::Ok {
                 output: CommandOutput::Provision(p),
-            }) if p.allocation_id == record.allocation_id => self.repaired(record, &p),
+            }) if p.allocation_id == record.allocation_id => self.repaired(record, &p).await,
             Ok(Outcome::Ok { .. }) => {
                 self.fail_repair(record, "the agent answered provision with another op")
+                    .await
             }
             Ok(Outcome::Error { error }) => {
                 let why = format!(
@@ -71,7 +74,7 @@ impl Allocator {
                     error.code.as_str(),
                     error.message
                 );
-                self.fail_repair(record, &why)
+                self.fail_repair(record, &why).await
             }
             Err(e) => {
                 info!(
@@ -86,9 +89,9 @@ impl Allocator {
     /// The traffic quota for a re-created port: the order's quota minus the usage agents
     /// reported so far (a new port's counter starts at zero on the box), at least 1 MB
     /// (0 would mean "no limit"); `None` when the order has no quota.
-    pub(super) fn quota_left(&self, record: &AllocationRecord) -> Option<u64> {
+    pub(super) async fn quota_left(&self, record: &AllocationRecord) -> Option<u64> {
         let quota_mb = record.request.traffic_quota_mb?;
-        let used_bytes = match self.store.usage(&record.allocation_id) {
+        let used_bytes = match self.store.usage(&record.allocation_id).await {
             Ok(usage) => usage.map_or(0, |u| u.bytes_in.saturating_add(u.bytes_out)),
             Err(e) => {
                 warn!(allocation_id = %record.allocation_id, "cannot read the usage; the new port gets the whole quota: {e}");
@@ -103,7 +106,7 @@ impl Allocator {
     /// buyer's endpoint changed (host or port numbers), `allocation.replaced` tells the
     /// marketplace to show the new one: the same action as for a move, and the allocation's
     /// `state` (still `active`) tells the two apart.
-    pub(super) fn repaired(
+    pub(super) async fn repaired(
         &self,
         mut record: AllocationRecord,
         port: &Provisioned,
@@ -115,24 +118,26 @@ impl Allocator {
         record.http_port = Some(port.http_port);
         record.socks_port = Some(port.socks_port);
         record.port_id = Some(port.port_id.clone());
-        self.store.put_allocation(&record)?;
+        self.store.save_allocation(&record).await?;
         info!(allocation_id = %record.allocation_id, "missing port re-created");
-        self.audit("system", AuditAction::AllocationRepaired, &record);
+        self.audit("system", AuditAction::AllocationRepaired, &record)
+            .await;
         if before != (record.host.clone(), record.http_port, record.socks_port) {
-            self.emit(EventType::AllocationReplaced, &record);
+            self.emit(EventType::AllocationReplaced, &record).await;
         }
         Ok(())
     }
 
     /// `active → failed`: the port is gone for good.
-    fn fail_repair(&self, mut record: AllocationRecord, why: &str) -> Result<(), AllocError> {
+    async fn fail_repair(&self, mut record: AllocationRecord, why: &str) -> Result<(), AllocError> {
         warn!(allocation_id = %record.allocation_id, "allocation failed: {why}");
         fail(&mut record, why);
         record.released_at = Some(self.clock.now());
-        self.store.put_allocation(&record)?;
+        self.store.save_allocation(&record).await?;
         self.fleet.release_load(&record.agent_id, &record.imei);
-        self.audit("system", AuditAction::AllocationFailed, &record);
-        self.emit(EventType::AllocationFailed, &record);
+        self.audit("system", AuditAction::AllocationFailed, &record)
+            .await;
+        self.emit(EventType::AllocationFailed, &record).await;
         self.ended.notify_one();
         Ok(())
     }

@@ -58,10 +58,10 @@ impl Allocator {
         trigger: Trigger,
         actor: &str,
     ) -> Result<Option<AllocationRecord>, AllocError> {
-        let order_id = self.find(allocation_id)?.order_id;
+        let order_id = self.find(allocation_id).await?.order_id;
         let _order = self.locks.lock(&order_id).await;
-        let record = self.find(allocation_id)?;
-        let revoked = self.is_revoked(&record.agent_id)?;
+        let record = self.find(allocation_id).await?;
+        let revoked = self.is_revoked(&record.agent_id).await?;
         let why = not_movable(&record, self.clock.now()).or_else(|| {
             // Its allocations are being released (`revoked`), not moved.
             revoked.then(|| "the allocation's agent was revoked: it is being released".into())
@@ -89,10 +89,12 @@ impl Allocator {
             tried.push(slot.imei.clone());
             match self.provision_on(&record, &slot, &password).await {
                 Ok(port) => {
-                    let moved = self.moved(record, &slot, &port, trigger.reason(), actor)?;
+                    let moved = self
+                        .moved(record, &slot, &port, trigger.reason(), actor)
+                        .await?;
                     // The target was revoked while its answer was on the way: the
                     // revocation's sweep may have missed the allocation, so end it here.
-                    if self.is_revoked(&moved.agent_id)? {
+                    if self.is_revoked(&moved.agent_id).await? {
                         return Ok(Some(self.end_revoked(moved, actor).await?));
                     }
                     return Ok(Some(moved));
@@ -147,8 +149,10 @@ impl Allocator {
         password: &Secret,
     ) -> Result<Provisioned, AllocError> {
         info!(allocation_id = %record.allocation_id, from = %record.imei, to = %slot.imei, "replacing: provisioning on another modem");
-        let body =
-            CommandBody::Provision(self.provision_body(record, &slot.imei, password.clone()));
+        let body = CommandBody::Provision(
+            self.provision_body(record, &slot.imei, password.clone())
+                .await,
+        );
         self.replacing
             .moving(&record.allocation_id, &slot.agent_id, &slot.imei);
         let outcome = self
@@ -179,7 +183,7 @@ impl Allocator {
 
     /// Applies a confirmed move: the record follows the port, the old slot is freed, the
     /// move is audited and announced, and the old agent (if another) releases its port.
-    fn moved(
+    async fn moved(
         &self,
         mut record: AllocationRecord,
         slot: &Reservation,
@@ -205,7 +209,7 @@ impl Allocator {
         record.socks_port = Some(port.socks_port);
         record.port_id = Some(port.port_id.clone());
         record.replacements.push(from.clone());
-        if let Err(e) = self.store.put_allocation(&record) {
+        if let Err(e) = self.store.save_allocation(&record).await {
             self.fleet.release_load(&slot.agent_id, &slot.imei);
             return Err(e.into());
         }
@@ -213,20 +217,23 @@ impl Allocator {
             .release_load(&from.from_agent_id, &from.from_imei);
         self.replacing.recovered(&record.allocation_id);
         info!(allocation_id = %record.allocation_id, reason = ?reason, to = %record.imei, "allocation replaced");
-        self.store.audit(
-            actor,
-            AuditAction::AllocationReplaced,
-            format!("allocation:{}", record.allocation_id),
-            json!({
-                "order_id": record.order_id,
-                "reason": reason,
-                "from_imei": from.from_imei,
-                "from_agent_id": from.from_agent_id,
-                "to_imei": from.to_imei,
-                "to_agent_id": from.to_agent_id,
-            }),
-        );
-        self.emit(crate::events::EventType::AllocationReplaced, &record);
+        self.store
+            .audit(
+                actor,
+                AuditAction::AllocationReplaced,
+                format!("allocation:{}", record.allocation_id),
+                json!({
+                    "order_id": record.order_id,
+                    "reason": reason,
+                    "from_imei": from.from_imei,
+                    "from_agent_id": from.from_agent_id,
+                    "to_imei": from.to_imei,
+                    "to_agent_id": from.to_agent_id,
+                }),
+            )
+            .await;
+        self.emit(crate::events::EventType::AllocationReplaced, &record)
+            .await;
         if from.from_agent_id != from.to_agent_id {
             self.release_old_port(&from.from_agent_id, &record.allocation_id);
         }
@@ -278,9 +285,9 @@ impl Allocator {
     /// modem and store where it is; if that modem is offline the agent keeps the port
     /// where it is and the outage sweeper moves the record properly.
     pub(super) async fn reassert(&self, allocation_id: &str) -> Result<(), AllocError> {
-        let order_id = self.find(allocation_id)?.order_id;
+        let order_id = self.find(allocation_id).await?.order_id;
         let _order = self.locks.lock(&order_id).await;
-        let record = self.find(allocation_id)?;
+        let record = self.find(allocation_id).await?;
         if !record.state.is_live() {
             return Ok(());
         }
@@ -288,13 +295,14 @@ impl Allocator {
             return Ok(());
         };
         warn!(allocation_id, imei = %record.imei, "a late move answer: putting the port back on the recorded modem");
-        let body = CommandBody::Provision(self.provision_body(&record, &record.imei, password));
+        let body =
+            CommandBody::Provision(self.provision_body(&record, &record.imei, password).await);
         let timeout = self.config.provisioning_timeout();
         match self.gateway.dispatch(&record.agent_id, body, timeout).await {
             Ok(Outcome::Ok {
                 output: CommandOutput::Provision(p),
             }) if p.allocation_id == record.allocation_id && p.imei == record.imei => {
-                self.repaired(record, &p)
+                self.repaired(record, &p).await
             }
             other => {
                 info!(
@@ -323,7 +331,12 @@ impl Allocator {
     /// The `provision` that puts `record`'s port on `imei`: same id, login, password, expiry
     /// and options as the order; the traffic quota is what is left of it (`quota_left`),
     /// because the new port's counter starts at zero on the box.
-    fn provision_body(&self, record: &AllocationRecord, imei: &str, password: Secret) -> Provision {
+    async fn provision_body(
+        &self,
+        record: &AllocationRecord,
+        imei: &str,
+        password: Secret,
+    ) -> Provision {
         Provision {
             allocation_id: record.allocation_id.clone(),
             imei: imei.to_string(),
@@ -331,7 +344,7 @@ impl Allocator {
             password,
             expires_at_ms: unix_ms(record.expires_at),
             bandwidth_kbit: record.request.bandwidth_kbit,
-            traffic_quota_mb: self.quota_left(record),
+            traffic_quota_mb: self.quota_left(record).await,
             rotate_every_s: record.request.rotate_every_s,
         }
     }

@@ -29,36 +29,43 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 impl Allocator {
-    pub(super) fn session_opened(&self, session: &SessionInfo, client: &str, version: u32) {
+    pub(super) async fn session_opened(&self, session: &SessionInfo, client: &str, version: u32) {
         let agent_id = &session.agent_id;
-        self.store.audit(
-            format!("agent:{agent_id}"),
-            AuditAction::AgentConnected,
-            format!("agent:{agent_id}"),
-            json!({"session_id": session.session_id, "client": client,
+        self.store
+            .audit(
+                format!("agent:{agent_id}"),
+                AuditAction::AgentConnected,
+                format!("agent:{agent_id}"),
+                json!({"session_id": session.session_id, "client": client,
                    "protocol_version": version, "agent_version": session.agent_version}),
-        );
+            )
+            .await;
         self.events
-            .emit(EventType::AgentConnected, agent_object(session, None));
+            .emit(EventType::AgentConnected, agent_object(session, None))
+            .await;
     }
 
-    pub(super) fn session_closed(&self, session: &SessionInfo, reason: &str, announce: bool) {
+    pub(super) async fn session_closed(&self, session: &SessionInfo, reason: &str, announce: bool) {
         let agent_id = &session.agent_id;
-        self.store.audit(
-            format!("agent:{agent_id}"),
-            AuditAction::AgentDisconnected,
-            format!("agent:{agent_id}"),
-            json!({"session_id": session.session_id, "reason": reason}),
-        );
+        self.store
+            .audit(
+                format!("agent:{agent_id}"),
+                AuditAction::AgentDisconnected,
+                format!("agent:{agent_id}"),
+                json!({"session_id": session.session_id, "reason": reason}),
+            )
+            .await;
         if announce {
-            self.events.emit(
-                EventType::AgentDisconnected,
-                agent_object(session, Some(reason)),
-            );
+            self.events
+                .emit(
+                    EventType::AgentDisconnected,
+                    agent_object(session, Some(reason)),
+                )
+                .await;
         }
     }
 
-    pub(super) fn fleet_changed(&self, agent_id: &str, update: Update) {
+    pub(super) async fn fleet_changed(&self, agent_id: &str, update: Update) {
         for t in update.transitions {
             let kind = if t.modem.online {
                 EventType::ModemOnline
@@ -66,19 +73,20 @@ impl Allocator {
                 EventType::ModemOffline
             };
             let object = events::modem_object(agent_id, t.site.as_ref(), &t.modem, t.reason);
-            self.events.emit(kind, object);
+            self.events.emit(kind, object).await;
         }
         for duplicate in update.duplicates {
-            self.report_duplicate(agent_id, duplicate);
+            self.report_duplicate(agent_id, duplicate).await;
         }
     }
 
-    fn report_duplicate(&self, reporter: &str, duplicate: Duplicate) {
+    async fn report_duplicate(&self, reporter: &str, duplicate: Duplicate) {
         let mut allocations = Vec::new();
         for agent_id in &duplicate.agent_ids {
             match self
                 .store
                 .agent_allocations(agent_id, |r| r.imei == duplicate.imei)
+                .await
             {
                 Ok(found) => allocations.extend(found.into_iter().map(|r| r.allocation_id)),
                 Err(e) => {
@@ -88,12 +96,14 @@ impl Allocator {
         }
         warn!(imei = %duplicate.imei, agents = ?duplicate.agent_ids, allocations = allocations.len(),
               "one IMEI reported by several agents: not sold until an admin names its owner");
-        self.store.audit(
-            format!("agent:{reporter}"),
-            AuditAction::ModemDuplicateIdentity,
-            format!("modem:{}", duplicate.imei),
-            json!({"agent_ids": duplicate.agent_ids, "allocations": allocations}),
-        );
+        self.store
+            .audit(
+                format!("agent:{reporter}"),
+                AuditAction::ModemDuplicateIdentity,
+                format!("modem:{}", duplicate.imei),
+                json!({"agent_ids": duplicate.agent_ids, "allocations": allocations}),
+            )
+            .await;
         let object = events::to_object(&events::IdentityEvent {
             imei: duplicate.imei,
             agent_ids: duplicate.agent_ids,
@@ -101,10 +111,12 @@ impl Allocator {
             live_allocations: Some(allocations.len()),
             resolved: false,
         });
-        self.events.emit(EventType::ModemDuplicateIdentity, object);
+        self.events
+            .emit(EventType::ModemDuplicateIdentity, object)
+            .await;
     }
 
-    pub(super) fn health_crossed(&self, agent_id: &str, crossings: Vec<HealthCrossing>) {
+    pub(super) async fn health_crossed(&self, agent_id: &str, crossings: Vec<HealthCrossing>) {
         for crossing in crossings {
             let resource = crossing.resource.as_str();
             let kind = if crossing.past {
@@ -119,11 +131,11 @@ impl Allocator {
                 resource: resource.to_string(),
                 reason: crossing.reason,
             });
-            self.events.emit(kind, object);
+            self.events.emit(kind, object).await;
         }
     }
 
-    pub(super) fn rotated_on_its_own(&self, agent_id: &str, report: RotationReport) {
+    pub(super) async fn rotated_on_its_own(&self, agent_id: &str, report: RotationReport) {
         if !self
             .fleet
             .holders(&report.imei)
@@ -142,22 +154,29 @@ impl Allocator {
             automatic: report.automatic,
         };
         info!(agent_id, imei = %report.imei, changed = record.changed, "the agent rotated a modem on its own");
-        if let Err(e) = self.store.record_rotation(agent_id, &report.imei, &record) {
+        if let Err(e) = self
+            .store
+            .record_rotation(agent_id, &report.imei, &record)
+            .await
+        {
             warn!(agent_id, imei = %report.imei, "cannot record the rotation: {e}");
         }
-        self.store.audit(
-            format!("agent:{agent_id}"),
-            AuditAction::IpRotated,
-            format!("modem:{}", report.imei),
-            json!({"old_ip": record.old_ip, "new_ip": record.new_ip,
+        self.store
+            .audit(
+                format!("agent:{agent_id}"),
+                AuditAction::IpRotated,
+                format!("modem:{}", report.imei),
+                json!({"old_ip": record.old_ip, "new_ip": record.new_ip,
                    "changed": record.changed, "automatic": record.automatic}),
-        );
+            )
+            .await;
     }
 
-    pub(super) fn usage(&self, agent_id: &str, report: &UsageReport) {
+    pub(super) async fn usage(&self, agent_id: &str, report: &UsageReport) {
         match self
             .store
             .record_usage_report(agent_id, report, unix_ms(self.clock.now()))
+            .await
         {
             Ok(r) if r.ignored > 0 => {
                 debug!(
@@ -172,14 +191,16 @@ impl Allocator {
         }
     }
 
-    pub(super) fn policy_denied(&self, agent_id: &str, command_id: &str, message: &str) {
+    pub(super) async fn policy_denied(&self, agent_id: &str, command_id: &str, message: &str) {
         let message: String = message.chars().take(200).collect();
-        self.store.audit(
-            format!("agent:{agent_id}"),
-            AuditAction::PolicyDenied,
-            format!("agent:{agent_id}"),
-            json!({"command_id": command_id, "message": message}),
-        );
+        self.store
+            .audit(
+                format!("agent:{agent_id}"),
+                AuditAction::PolicyDenied,
+                format!("agent:{agent_id}"),
+                json!({"command_id": command_id, "message": message}),
+            )
+            .await;
     }
 }
 

@@ -49,7 +49,7 @@ impl Allocator {
         actor: &str,
     ) -> Result<(), AllocError> {
         self.gateway.revoked(agent_id).await?;
-        let records = self.store.agent_allocations(agent_id, |_| true)?;
+        let records = self.store.agent_allocations(agent_id, |_| true).await?;
         info!(
             agent_id,
             allocations = records.len(),
@@ -80,7 +80,8 @@ impl Allocator {
         self.gateway.revoked(agent_id).await?;
         let records = self
             .store
-            .agent_allocations(agent_id, |r| r.state.holds_port())?;
+            .agent_allocations(agent_id, |r| r.state.holds_port())
+            .await?;
         for record in &records {
             self.end_revoked_one(&record.allocation_id, agent_id, actor)
                 .await?;
@@ -95,9 +96,9 @@ impl Allocator {
         agent_id: &str,
         actor: &str,
     ) -> Result<(), AllocError> {
-        let order_id = self.find(allocation_id)?.order_id;
+        let order_id = self.find(allocation_id).await?.order_id;
         let _order = self.locks.lock(&order_id).await;
-        let record = self.find(allocation_id)?;
+        let record = self.find(allocation_id).await?;
         // It may have moved to another agent meanwhile (a replacement that was in flight).
         if record.agent_id == agent_id {
             self.end_revoked(record, actor).await?;
@@ -122,17 +123,18 @@ impl Allocator {
     }
 
     /// Whether `agent_id` is revoked (an unknown agent is not).
-    pub(super) fn is_revoked(&self, agent_id: &str) -> Result<bool, StoreError> {
-        Ok(self.store.agent(agent_id)?.is_some_and(|a| a.revoked))
+    pub(super) async fn is_revoked(&self, agent_id: &str) -> Result<bool, StoreError> {
+        Ok(self.store.agent(agent_id).await?.is_some_and(|a| a.revoked))
     }
 
     /// At open, before any task runs: releases every allocation left on a revoked agent
     /// and drops its queued commands (the plane stopped between a revocation and their
     /// end). Pending ones were failed just before.
-    pub(super) fn end_revoked_at_start(&self) -> Result<(), StoreError> {
+    pub(super) async fn end_revoked_at_start(&self) -> Result<(), StoreError> {
         let revoked: HashSet<String> = self
             .store
-            .agents()?
+            .agents()
+            .await?
             .into_iter()
             .filter(|a| a.revoked)
             .map(|a| a.agent_id)
@@ -142,21 +144,21 @@ impl Allocator {
         }
         let mut dropped = 0;
         for agent_id in &revoked {
-            dropped += self.store.purge_agent_commands(agent_id)?;
+            dropped += self.store.purge_agent_commands(agent_id).await?;
         }
         if dropped > 0 {
             warn!(dropped, "dropped the queued commands of revoked agents");
-            self.store.flush()?;
+            self.store.durable().await?;
         }
-        for mut record in self.store.live_allocations()? {
+        for mut record in self.store.live_allocations().await? {
             if !revoked.contains(&record.agent_id) || !ends_on_revocation(record.state) {
                 continue;
             }
             warn!(allocation_id = %record.allocation_id, agent_id = %record.agent_id, "releasing an allocation left on a revoked agent by a restart");
             set_reason(&mut record);
             released(&mut record, self.clock.now());
-            self.store.put_allocation(&record)?;
-            self.announce_released(&record, "system");
+            self.store.save_allocation(&record).await?;
+            self.announce_released(&record, "system").await;
         }
         Ok(())
     }

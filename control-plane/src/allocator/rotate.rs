@@ -117,7 +117,7 @@ impl Allocator {
             .rotating
             .claim(imei)
             .ok_or_else(|| self.busy(imei, "a rotation of this modem is under way"))?;
-        self.check_cooldown(&agent_id, imei)?;
+        self.check_cooldown(&agent_id, imei).await?;
         let body = CommandBody::RotateIp(RotateIp {
             imei: imei.to_string(),
         });
@@ -128,7 +128,7 @@ impl Allocator {
         {
             Ok(Outcome::Ok {
                 output: CommandOutput::RotateIp(r),
-            }) if r.imei == imei => Ok(self.rotated(&agent_id, r)),
+            }) if r.imei == imei => Ok(self.rotated(&agent_id, r).await),
             Ok(Outcome::Ok { .. }) => Err(AllocError::AgentRefused {
                 code: "rotation_failed",
                 message: "the agent answered rotate_ip with an unexpected result".into(),
@@ -150,21 +150,22 @@ impl Allocator {
 
     /// The last rotation of each (agent, IMEI), in their order, for the modem view (from
     /// memory: see `store::rotations`).
-    pub fn last_rotations<'a>(
+    pub async fn last_rotations<'a>(
         &self,
         modems: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Vec<Option<LastRotation>> {
         self.store
             .last_rotations(modems)
+            .await
             .into_iter()
             .map(|last| last.map(LastRotation::from))
             .collect()
     }
 
     /// Refuses while the modem's last rotation is younger than the cooldown.
-    fn check_cooldown(&self, agent_id: &str, imei: &str) -> Result<(), AllocError> {
+    async fn check_cooldown(&self, agent_id: &str, imei: &str) -> Result<(), AllocError> {
         let cooldown_ms = self.config.rotation_cooldown_s.saturating_mul(1000);
-        let Some(last) = self.store.last_rotation(agent_id, imei) else {
+        let Some(last) = self.store.last_rotation(agent_id, imei).await else {
             return Ok(());
         };
         let since_ms = unix_ms(self.clock.now()).saturating_sub(last.at_ms);
@@ -192,7 +193,7 @@ impl Allocator {
 
     /// Records a finished rotation (the cooldown clock) and builds the answer. A storage
     /// failure is logged, not returned: the modem was rotated all the same.
-    fn rotated(&self, agent_id: &str, r: Rotated) -> Rotation {
+    async fn rotated(&self, agent_id: &str, r: Rotated) -> Rotation {
         let at = self.clock.now();
         let record = RotationRecord {
             at_ms: unix_ms(at),
@@ -201,7 +202,7 @@ impl Allocator {
             changed: r.changed,
             automatic: false,
         };
-        if let Err(e) = self.store.record_rotation(agent_id, &r.imei, &record) {
+        if let Err(e) = self.store.record_rotation(agent_id, &r.imei, &record).await {
             error!(imei = %r.imei, "cannot record the rotation for the cooldown: {e}");
         }
         Rotation {

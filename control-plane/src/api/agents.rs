@@ -99,7 +99,8 @@ fn view(state: &AppState, record: AgentRecord) -> AgentView {
 pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<AgentList>, ApiError> {
     let agents = state
         .store
-        .agents()?
+        .agents()
+        .await?
         .into_iter()
         .map(|a| view(&state, a))
         .collect();
@@ -120,7 +121,8 @@ pub async fn show(
 ) -> Result<Json<AgentView>, ApiError> {
     let record = state
         .store
-        .agent(&id)?
+        .agent(&id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
     Ok(Json(view(&state, record)))
 }
@@ -137,22 +139,26 @@ pub async fn approve(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<AgentView>, ApiError> {
-    let Some(was_held) = state.store.approve_agent(&id)? else {
+    let Some(was_held) = state.store.approve_agent(&id).await? else {
         return Err(ApiError::not_found(format!("no agent {id:?}")));
     };
     state.fleet.set_awaiting_approval(&id, false);
     if was_held {
         info!(agent_id = %id, by = %caller.name, "agent approved for orders");
-        state.store.audit(
-            caller.actor(),
-            AuditAction::AgentApproved,
-            format!("agent:{id}"),
-            json!({}),
-        );
+        state
+            .store
+            .audit(
+                caller.actor(),
+                AuditAction::AgentApproved,
+                format!("agent:{id}"),
+                json!({}),
+            )
+            .await;
     }
     let record = state
         .store
-        .agent(&id)?
+        .agent(&id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
     Ok(Json(view(&state, record)))
 }
@@ -169,16 +175,19 @@ pub async fn revoke(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.revoke_agent(&id)? {
+    if !state.store.revoke_agent(&id).await? {
         return Err(ApiError::not_found(format!("no agent {id:?}")));
     }
     // Recorded before the kick, so the log reads "revoked" before "disconnected".
-    state.store.audit(
-        caller.actor(),
-        AuditAction::AgentRevoked,
-        format!("agent:{id}"),
-        json!({"was_connected": state.gateway.is_connected(&id)}),
-    );
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::AgentRevoked,
+            format!("agent:{id}"),
+            json!({"was_connected": state.gateway.is_connected(&id)}),
+        )
+        .await;
     let kicked = state.gateway.kick(&id);
     state.fleet.forget(&id);
     info!(agent_id = %id, by = %caller.name, kicked, "agent revoked");

@@ -149,10 +149,11 @@ fn view(
 
 /// The allocation `id` if `caller` may see it: 404 when it does not exist or belongs to
 /// another tenant (told apart by nobody, so ids of other tenants cannot be probed).
-fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<AllocationRecord, ApiError> {
+async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<AllocationRecord, ApiError> {
     state
         .store
-        .allocation(id)?
+        .allocation(id)
+        .await?
         .filter(|r| caller.tenant.as_ref().is_none_or(|t| *t == r.tenant))
         .ok_or_else(|| ApiError::not_found(format!("no allocation {id:?}")))
 }
@@ -200,7 +201,7 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<AllocationView>, ApiError> {
-    let record = owned(&state, &caller, &id)?;
+    let record = owned(&state, &caller, &id).await?;
     Ok(Json(view(&state, &caller, record)?))
 }
 
@@ -216,8 +217,8 @@ pub async fn usage(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<Usage>, ApiError> {
-    owned(&state, &caller, &id)?;
-    let totals = state.store.usage(&id)?;
+    owned(&state, &caller, &id).await?;
+    let totals = state.store.usage(&id).await?;
     let measured_at = totals
         .and_then(|t| i128::from(t.measured_at_ms).checked_mul(1_000_000))
         .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
@@ -310,7 +311,7 @@ pub async fn list(
         // The order index: one lookup.
         Some(order_id) => {
             let tenant = tenant.as_deref().unwrap_or(DEFAULT_TENANT);
-            let found = state.store.allocation_by_order(tenant, order_id)?;
+            let found = state.store.allocation_by_order(tenant, order_id).await?;
             let records = found
                 .into_iter()
                 .filter(|a| q.state.is_none_or(|s| s == a.state))
@@ -318,13 +319,16 @@ pub async fn list(
             (records, None)
         }
         None => {
-            let page = state.store.allocations_page(
-                tenant.as_deref(),
-                cursor.as_deref(),
-                limit,
-                limit * EXAMINE_PER_ITEM,
-                |a| q.state.is_none_or(|s| s == a.state),
-            )?;
+            let page = state
+                .store
+                .allocations_page(
+                    tenant.as_deref(),
+                    cursor.as_deref(),
+                    limit,
+                    limit * EXAMINE_PER_ITEM,
+                    |a| q.state.is_none_or(|s| s == a.state),
+                )
+                .await?;
             (page.records, page.next_cursor)
         }
     };
@@ -363,7 +367,7 @@ pub async fn renew(
     ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> Result<Json<AllocationView>, ApiError> {
-    owned(&state, &caller, &id)?;
+    owned(&state, &caller, &id).await?;
     let record = state.allocator.renew(&id, body.duration_s).await?;
     Ok(Json(view(&state, &caller, record)?))
 }
@@ -387,15 +391,18 @@ pub async fn replace(
 ) -> Result<Json<AllocationView>, ApiError> {
     if caller.role != Role::Marketplace {
         tracing::warn!(by = %caller.name, allocation_id = %id, "an admin key tried to move a buyer's allocation: refused");
-        state.store.audit(
-            caller.actor(),
-            AuditAction::PrivilegeRefused,
-            format!("allocation:{id}"),
-            json!({"call": "replace", "why": "sends the buyer's password to another agent"}),
-        );
+        state
+            .store
+            .audit(
+                caller.actor(),
+                AuditAction::PrivilegeRefused,
+                format!("allocation:{id}"),
+                json!({"call": "replace", "why": "sends the buyer's password to another agent"}),
+            )
+            .await;
         return Err(ApiError::forbidden());
     }
-    owned(&state, &caller, &id)?;
+    owned(&state, &caller, &id).await?;
     let record = state.allocator.replace(&id, caller.actor()).await?;
     Ok(Json(view(&state, &caller, record)?))
 }
@@ -412,7 +419,7 @@ pub async fn release(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<(StatusCode, Json<AllocationView>), ApiError> {
-    owned(&state, &caller, &id)?;
+    owned(&state, &caller, &id).await?;
     let (status, record) = state.allocator.release(&id, caller.actor()).await?;
     let code = if status == ReleaseStatus::Done {
         StatusCode::OK

@@ -105,7 +105,7 @@ pub async fn list(
             "limit must be between 1 and {MAX_AUDIT_LIMIT}"
         )));
     }
-    let page = state.store.audit_page(after, since, limit)?;
+    let page = state.store.audit_page(after, since, limit).await?;
     // `null` at the end of the log; a client following new events keeps asking with the
     // last event's own `cursor`.
     let next_cursor = page

@@ -61,17 +61,20 @@ pub fn check_budget(state: &AppState, client: ClientAddr) -> Result<(), ApiError
 
 /// Spends one failed authentication of `client`; the one that empties the budget is
 /// recorded in the audit log (once per burst).
-pub fn note_failure(state: &AppState, client: ClientAddr, scope: &str) {
+pub async fn note_failure(state: &AppState, client: ClientAddr, scope: &str) {
     if !state.limits.rest_auth.spend(&client.limit_key()) {
         return;
     }
     tracing::warn!(%client, scope, "too many failed authentications: refusing this address for a while");
-    state.store.audit(
-        format!("client:{client}"),
-        AuditAction::AuthFailureBurst,
-        format!("client:{client}"),
-        serde_json::json!({"scope": scope, "window_s": state.limits.rest_window_s}),
-    );
+    state
+        .store
+        .audit(
+            format!("client:{client}"),
+            AuditAction::AuthFailureBurst,
+            format!("client:{client}"),
+            serde_json::json!({"scope": scope, "window_s": state.limits.rest_window_s}),
+        )
+        .await;
 }
 
 /// A caller with the admin role.
@@ -82,7 +85,7 @@ pub struct Admin(pub Caller);
 #[derive(Debug)]
 pub struct AnyRole(pub Caller);
 
-fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     if parts.extensions.get::<LocalOperator>().is_some() {
         return Ok(Caller {
             role: Role::Admin,
@@ -93,16 +96,16 @@ fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     }
     let client = ClientAddr::of(parts);
     check_budget(state, client)?;
-    match authenticate(parts, state) {
+    match authenticate(parts, state).await {
         Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => {
-            note_failure(state, client, "api_key");
+            note_failure(state, client, "api_key").await;
             Err(e)
         }
         other => other,
     }
 }
 
-fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
@@ -116,9 +119,10 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let now = crate::ids::now();
     let found = state
         .store
-        .find_api_key(key, now)?
+        .find_api_key(key, now)
+        .await?
         .ok_or_else(ApiError::unauthorized)?;
-    if let Err(e) = state.store.touch_api_key(&found.key_id, now) {
+    if let Err(e) = state.store.touch_api_key(&found.key_id, now).await {
         tracing::warn!(error = %e, "cannot note a key's last use");
     }
     if let Some(slot) = parts.extensions.get::<AuthenticatedKey>() {
@@ -141,7 +145,7 @@ pub async fn recheck(State(state): State<AppState>, mut request: Request, next: 
     let Some(key_id) = slot.0.get() else {
         return response;
     };
-    match state.store.api_key_exists(key_id) {
+    match state.store.api_key_exists(key_id).await {
         Ok(true) => response,
         Ok(false) => {
             tracing::info!(
@@ -158,7 +162,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = caller(parts, state)?;
+        let caller = caller(parts, state).await?;
         if caller.role != Role::Admin {
             return Err(ApiError::forbidden());
         }
@@ -170,6 +174,6 @@ impl FromRequestParts<AppState> for AnyRole {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        caller(parts, state).map(AnyRole)
+        caller(parts, state).await.map(AnyRole)
     }
 }

@@ -92,10 +92,10 @@ pub async fn enroll(
         revoked: false,
         approved: !state.config.enroll.require_approval,
     };
-    match state.store.enroll(&body.token, agent, now()) {
+    match state.store.enroll(&body.token, agent, now()).await {
         Ok(agent) => {
             info!(agent_id = %agent.agent_id, label = %agent.label, hostname = %agent.hostname, "agent enrolled");
-            audit_enrollment(&state, client, &body.token, &agent);
+            audit_enrollment(&state, client, &body.token, &agent).await;
             Ok((
                 StatusCode::CREATED,
                 Json(Enrolled {
@@ -104,7 +104,7 @@ pub async fn enroll(
             ))
         }
         Err(EnrollError::InvalidToken) => {
-            note_failure(&state, client, "enrollment_token");
+            note_failure(&state, client, "enrollment_token").await;
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_enrollment_token",
@@ -116,19 +116,25 @@ pub async fn enroll(
 }
 
 /// "token used" and "agent enrolled": the token appears only as its fingerprint.
-fn audit_enrollment(state: &AppState, client: ClientAddr, token: &str, agent: &AgentRecord) {
+async fn audit_enrollment(state: &AppState, client: ClientAddr, token: &str, agent: &AgentRecord) {
     let token = format!("token:{}", fingerprint(token));
     let actor = format!("client:{client}");
-    state.store.audit(
-        actor.clone(),
-        AuditAction::EnrollmentTokenUsed,
-        token.clone(),
-        json!({"label": agent.label, "agent_id": agent.agent_id}),
-    );
-    state.store.audit(
-        actor,
-        AuditAction::AgentEnrolled,
-        format!("agent:{}", agent.agent_id),
-        json!({"label": agent.label, "hostname": agent.hostname, "token": token}),
-    );
+    state
+        .store
+        .audit(
+            actor.clone(),
+            AuditAction::EnrollmentTokenUsed,
+            token.clone(),
+            json!({"label": agent.label, "agent_id": agent.agent_id}),
+        )
+        .await;
+    state
+        .store
+        .audit(
+            actor,
+            AuditAction::AgentEnrolled,
+            format!("agent:{}", agent.agent_id),
+            json!({"label": agent.label, "hostname": agent.hostname, "token": token}),
+        )
+        .await;
 }

@@ -32,7 +32,7 @@ pub async fn healthz() -> Json<Status> {
     (status = 503, description = "Not ready (`not_ready`).", body = crate::http_error::ErrorBody),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    let storage = state.store.agents().is_ok();
+    let storage = state.store.agents().await.is_ok();
     let gateway = state.gateway.is_accepting();
     if storage && gateway {
         Ok(Json(Status { status: "ready" }))

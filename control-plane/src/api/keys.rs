@@ -123,7 +123,7 @@ pub async fn create(
     if let Some(problem) = spec.problem(now()) {
         return Err(ApiError::invalid(problem));
     }
-    let (key, info) = state.store.issue_key(&spec, &caller.actor())?;
+    let (key, info) = state.store.issue_key(&spec, &caller.actor()).await?;
     tracing::info!(key_id = %info.key_id, role = spec.role.as_str(), by = %caller.name, "API key created");
     let mut answer = KeyView::from(&info);
     answer.key = Some(key);
@@ -137,7 +137,13 @@ pub async fn list(
     Admin(_caller): Admin,
     State(state): State<AppState>,
 ) -> Result<Json<KeyList>, ApiError> {
-    let keys = state.store.api_keys()?.iter().map(KeyView::from).collect();
+    let keys = state
+        .store
+        .api_keys()
+        .await?
+        .iter()
+        .map(KeyView::from)
+        .collect();
     Ok(Json(KeyList { keys }))
 }
 
@@ -153,7 +159,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     ApiPath(key_id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
-    if !crate::keys::revoke(&state.store, &key_id, &caller.actor())? {
+    if !crate::keys::revoke(&state.store, &key_id, &caller.actor()).await? {
         return Err(ApiError::not_found(format!("no key {key_id:?}")));
     }
     tracing::info!(key_id, by = %caller.name, "API key revoked");

@@ -45,19 +45,19 @@ pub async fn track_requests(
 /// `GET /metrics`: the text exposition.
 pub async fn render(state: &AppState) -> Result<Response, ApiError> {
     let mut text = Text::new();
-    agent_gauges(&mut text, state)?;
+    agent_gauges(&mut text, state).await?;
     modem_gauges(&mut text, state);
-    allocation_gauges(&mut text, state)?;
+    allocation_gauges(&mut text, state).await?;
     state.metrics.write(&mut text);
     text.gauge(
         "farmhand_webhook_deliveries_pending",
         "Webhook deliveries not yet delivered nor given up.",
-        state.store.pending_webhook_deliveries() as f64,
+        state.store.pending_webhook_deliveries().await as f64,
     );
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text.finish()).into_response())
 }
 
-fn agent_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
+async fn agent_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
     let connected = state.fleet.connected_count() as f64;
     text.gauge(
         "farmhand_agents_connected",
@@ -76,7 +76,7 @@ fn agent_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
         ["resource"],
         &held,
     );
-    let enrolled = state.store.agents()?.len() as f64;
+    let enrolled = state.store.agents().await?.len() as f64;
     text.gauge(
         "farmhand_agents_enrolled",
         "Enrolled agents, revoked included.",
@@ -115,10 +115,11 @@ fn modem_gauges(text: &mut Text, state: &AppState) {
 
 /// Counted as allocations change state (`Store::allocation_counts`): a scrape costs the
 /// same however many allocations were ever stored.
-fn allocation_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
+async fn allocation_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiError> {
     let series: Vec<([&str; 1], f64)> = state
         .store
         .allocation_counts()
+        .await
         .into_iter()
         .map(|(s, n)| ([s.as_str()], n as f64))
         .collect();

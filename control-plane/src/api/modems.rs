@@ -71,11 +71,14 @@ pub async fn list(
         ..ModemFilter::default()
     };
     let modems = state.fleet.modems(&filter);
-    let rotations = state.allocator.last_rotations(
-        modems
-            .iter()
-            .map(|m| (m.agent_id.as_str(), m.imei.as_str())),
-    );
+    let rotations = state
+        .allocator
+        .last_rotations(
+            modems
+                .iter()
+                .map(|m| (m.agent_id.as_str(), m.imei.as_str())),
+        )
+        .await;
     let modems = modems
         .into_iter()
         .zip(rotations)
@@ -107,13 +110,16 @@ pub async fn rotate(
 ) -> Result<Json<Rotation>, ApiError> {
     let rotation = state.allocator.rotate(&imei).await?;
     info!(imei = %imei, changed = rotation.changed, by = %caller.name, "modem IP rotated");
-    state.store.audit(
-        caller.actor(),
-        AuditAction::IpRotated,
-        format!("modem:{imei}"),
-        json!({"old_ip": rotation.old_ip, "new_ip": rotation.new_ip,
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::IpRotated,
+            format!("modem:{imei}"),
+            json!({"old_ip": rotation.old_ip, "new_ip": rotation.new_ip,
                "changed": rotation.changed, "automatic": false}),
-    );
+        )
+        .await;
     Ok(Json(rotation))
 }
 
@@ -155,15 +161,18 @@ pub async fn resolve(
             holders.join(", ")
         )));
     }
-    state.store.set_modem_owner(&imei, &body.agent_id)?;
+    state.store.set_modem_owner(&imei, &body.agent_id).await?;
     state.fleet.set_owner(&imei, &body.agent_id);
     info!(imei = %imei, owner = %body.agent_id, by = %caller.name, "duplicate IMEI resolved");
-    state.store.audit(
-        caller.actor(),
-        AuditAction::ModemIdentityResolved,
-        format!("modem:{imei}"),
-        json!({"owner": body.agent_id, "agent_ids": holders}),
-    );
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::ModemIdentityResolved,
+            format!("modem:{imei}"),
+            json!({"owner": body.agent_id, "agent_ids": holders}),
+        )
+        .await;
     let answer = Resolved {
         imei,
         owner: body.agent_id,
@@ -176,7 +185,10 @@ pub async fn resolve(
         live_allocations: None,
         resolved: true,
     });
-    state.events.emit(EventType::ModemIdentityResolved, object);
+    state
+        .events
+        .emit(EventType::ModemIdentityResolved, object)
+        .await;
     Ok(Json(answer))
 }
 

@@ -132,15 +132,19 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let records = state
         .store
-        .seller_records(&id)?
+        .seller_records(&id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
     let document = document(&state, records);
-    state.store.audit(
-        caller.actor(),
-        AuditAction::SellerExported,
-        format!("agent:{id}"),
-        json!({"part": q.part.map(Part::as_str)}),
-    );
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::SellerExported,
+            format!("agent:{id}"),
+            json!({"part": q.part.map(Part::as_str)}),
+        )
+        .await;
     let Some(part) = q.part.map(Part::as_str) else {
         return Ok(Json(document).into_response());
     };
@@ -170,11 +174,11 @@ pub async fn erase(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<ErasedView>, ApiError> {
-    if state.store.agent(&id)?.is_none() {
+    if state.store.agent(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("no agent {id:?}")));
     }
     // Revoked first, and durably: whatever happens next, the box gets no more orders.
-    state.store.revoke_agent(&id)?;
+    state.store.revoke_agent(&id).await?;
     state.gateway.kick(&id);
     state.fleet.forget(&id);
     let ended = state
@@ -183,16 +187,19 @@ pub async fn erase(
         .await?;
     let tombstone = random_id("erased");
     let erased = ErasedView {
-        erased: state.store.erase_seller(&id, &tombstone)?,
+        erased: state.store.erase_seller(&id, &tombstone).await?,
         allocations_ended: ended,
     };
     let details = serde_json::to_value(&erased).map_err(|e| ApiError::internal(&e))?;
-    state.store.audit(
-        caller.actor(),
-        AuditAction::SellerErased,
-        format!("agent:{tombstone}"),
-        details,
-    );
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::SellerErased,
+            format!("agent:{tombstone}"),
+            details,
+        )
+        .await;
     info!(tombstone_id = %tombstone, by = %caller.name, "seller erased");
     Ok(Json(erased))
 }

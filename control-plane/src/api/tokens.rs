@@ -109,14 +109,17 @@ pub async fn create(
         used: false,
         agent_id: None,
     };
-    state.store.insert_enrollment_token(&token, &record)?;
+    state.store.insert_enrollment_token(&token, &record).await?;
     info!(label, ttl_s, by = %caller.name, "enrollment token issued");
-    state.store.audit(
-        caller.actor(),
-        AuditAction::EnrollmentTokenIssued,
-        format!("token:{}", fingerprint(&token)),
-        json!({"label": label, "expires_at": rfc3339(expires_at)}),
-    );
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::EnrollmentTokenIssued,
+            format!("token:{}", fingerprint(&token)),
+            json!({"label": label, "expires_at": rfc3339(expires_at)}),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(NewToken {
@@ -138,7 +141,8 @@ pub async fn list(
     let at = now();
     let tokens = state
         .store
-        .enrollment_tokens()?
+        .enrollment_tokens()
+        .await?
         .into_iter()
         .map(|(token_id, t)| TokenView {
             token_id,
@@ -167,7 +171,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     ApiPath(token_id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
-    match state.store.revoke_enrollment_token(&token_id)? {
+    match state.store.revoke_enrollment_token(&token_id).await? {
         None => Err(ApiError::not_found(format!(
             "no enrollment token {token_id:?}"
         ))),
@@ -178,12 +182,15 @@ pub async fn revoke(
         )),
         Some(t) => {
             info!(token_id, label = %t.label, by = %caller.name, "enrollment token revoked");
-            state.store.audit(
-                caller.actor(),
-                AuditAction::EnrollmentTokenRevoked,
-                format!("token:{}", token_id.trim_start_matches("tok_")),
-                json!({"label": t.label}),
-            );
+            state
+                .store
+                .audit(
+                    caller.actor(),
+                    AuditAction::EnrollmentTokenRevoked,
+                    format!("token:{}", token_id.trim_start_matches("tok_")),
+                    json!({"label": t.label}),
+                )
+                .await;
             Ok(StatusCode::NO_CONTENT)
         }
     }

@@ -149,10 +149,11 @@ fn view(endpoint: &WebhookEndpoint) -> WebhookView {
 }
 
 /// The endpoint `id` if `caller` may manage it (404 otherwise, as if unknown).
-fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<WebhookEndpoint, ApiError> {
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<WebhookEndpoint, ApiError> {
     state
         .webhooks
-        .endpoint(id)?
+        .endpoint(id)
+        .await?
         .filter(|e| caller.tenant.is_none() || e.tenant == caller.tenant)
         .ok_or_else(|| unknown(id))
 }
@@ -196,12 +197,15 @@ pub async fn create(
         .register(&body.url, &body.events, tenant.as_deref())
         .await?;
     info!(webhook_id = %endpoint.webhook_id, by = %caller.name, "webhook registered");
-    state.store.audit(
-        caller.actor(),
-        AuditAction::WebhookCreated,
-        format!("webhook:{}", endpoint.webhook_id),
-        json!({"events": endpoint.events, "tenant": endpoint.tenant}),
-    );
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::WebhookCreated,
+            format!("webhook:{}", endpoint.webhook_id),
+            json!({"events": endpoint.events, "tenant": endpoint.tenant}),
+        )
+        .await;
     let mut answer = view(&endpoint);
     answer.secret = Some(secret.expose().to_string());
     Ok((StatusCode::CREATED, Json(answer)))
@@ -217,7 +221,8 @@ pub async fn list(
 ) -> Result<Json<WebhookList>, ApiError> {
     let webhooks = state
         .webhooks
-        .endpoints()?
+        .endpoints()
+        .await?
         .iter()
         .filter(|e| caller.tenant.is_none() || e.tenant == caller.tenant)
         .map(view)
@@ -238,7 +243,7 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<WebhookView>, ApiError> {
-    Ok(Json(view(&visible(&state, &caller, &id)?)))
+    Ok(Json(view(&visible(&state, &caller, &id).await?)))
 }
 
 /// 204; 404 when unknown.
@@ -254,17 +259,20 @@ pub async fn remove(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
-    visible(&state, &caller, &id)?;
-    if !state.webhooks.remove(&id)? {
+    visible(&state, &caller, &id).await?;
+    if !state.webhooks.remove(&id).await? {
         return Err(unknown(&id));
     }
     info!(webhook_id = %id, by = %caller.name, "webhook deleted");
-    state.store.audit(
-        caller.actor(),
-        AuditAction::WebhookDeleted,
-        format!("webhook:{id}"),
-        json!({}),
-    );
+    state
+        .store
+        .audit(
+            caller.actor(),
+            AuditAction::WebhookDeleted,
+            format!("webhook:{id}"),
+            json!({}),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,10 +296,11 @@ pub async fn deliveries(
             "limit must be between 1 and {MAX_DELIVERY_LIMIT}"
         )));
     }
-    visible(&state, &caller, &id)?;
+    visible(&state, &caller, &id).await?;
     let deliveries = state
         .webhooks
-        .deliveries(&id, limit)?
+        .deliveries(&id, limit)
+        .await?
         .iter()
         .map(delivery_view)
         .collect();

@@ -73,6 +73,7 @@ impl Gateway {
         let id = command.id.clone();
         ctx.store
             .put_pending_command(&PendingCommand::new(agent_id, &command))
+            .await
             .map_err(|e| {
                 warn!(agent_id, "cannot record a command in the outbox: {e}");
                 DispatchError::Storage
@@ -100,7 +101,7 @@ impl Gateway {
             result,
             Ok(_) | Err(DispatchError::Timeout | DispatchError::AgentRevoked)
         ) {
-            self.forget_pending(agent_id, &id);
+            self.forget_pending(agent_id, &id).await;
         }
         result
     }
@@ -111,7 +112,7 @@ impl Gateway {
     /// delivered any more. Returns how many queued commands were dropped.
     pub async fn revoked(&self, agent_id: &str) -> Result<usize, crate::store::StoreError> {
         let woken = self.ctx.registry.revoke(agent_id);
-        let dropped = self.ctx.store.purge_agent_commands(agent_id)?;
+        let dropped = self.ctx.store.purge_agent_commands(agent_id).await?;
         self.ctx.store.durable().await?;
         info!(
             agent_id,
@@ -121,8 +122,13 @@ impl Gateway {
     }
 
     /// Removes an answered or expired command from the outbox.
-    pub(super) fn forget_pending(&self, agent_id: &str, command_id: &str) {
-        if let Err(e) = self.ctx.store.remove_pending_command(agent_id, command_id) {
+    pub(super) async fn forget_pending(&self, agent_id: &str, command_id: &str) {
+        if let Err(e) = self
+            .ctx
+            .store
+            .remove_pending_command(agent_id, command_id)
+            .await
+        {
             warn!(
                 agent_id,
                 command_id, "cannot remove a command from the outbox: {e}"
@@ -134,25 +140,25 @@ impl Gateway {
     /// first. `rebuild` turns a stored body back into the one to send (a `provision` gets
     /// its password back) or returns `None` when the command is obsolete; obsolete and
     /// expired commands are dropped. Returns how many were sent.
-    pub async fn redeliver(
+    pub async fn redeliver<F: std::future::Future<Output = Option<CommandBody>>>(
         &self,
         agent_id: &str,
-        rebuild: impl Fn(CommandBody) -> Option<CommandBody>,
+        rebuild: impl Fn(CommandBody) -> F,
     ) -> Result<usize, crate::store::StoreError> {
         let Some(session) = self.ctx.registry.session(agent_id) else {
             return Ok(0);
         };
         let mut sent = 0;
-        for pending in self.ctx.store.pending_commands(agent_id)? {
+        for pending in self.ctx.store.pending_commands(agent_id).await? {
             let id = pending.command_id.clone();
             let left_ms = pending.deadline_ms.saturating_sub(unix_ms(now()));
             let op = pending.body.op();
-            let body = match rebuild(pending.body) {
+            let body = match rebuild(pending.body).await {
                 Some(body) if left_ms > 0 => body,
                 _ => {
                     info!(agent_id, command_id = %id, op, "dropping a queued command: past its deadline or obsolete");
                     self.ctx.registry.forget(&id);
-                    self.forget_pending(agent_id, &id);
+                    self.forget_pending(agent_id, &id).await;
                     continue;
                 }
             };
@@ -173,11 +179,15 @@ impl Gateway {
     }
 
     /// Whether a queued command about `allocation_id` awaits its result.
-    pub fn has_pending_for(&self, agent_id: &str, allocation_id: &str) -> bool {
-        self.ctx.store.pending_commands(agent_id).is_ok_and(|list| {
-            list.iter()
-                .any(|c| c.allocation_id() == Some(allocation_id))
-        })
+    pub async fn has_pending_for(&self, agent_id: &str, allocation_id: &str) -> bool {
+        self.ctx
+            .store
+            .pending_commands(agent_id)
+            .await
+            .is_ok_and(|list| {
+                list.iter()
+                    .any(|c| c.allocation_id() == Some(allocation_id))
+            })
     }
 }
 

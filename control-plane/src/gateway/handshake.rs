@@ -91,7 +91,7 @@ impl Unauthenticated {
             Ok(session) => Some(session),
             Err(Failed { counts }) => {
                 if counts {
-                    note_failure(ctx, client);
+                    note_failure(ctx, client).await;
                 }
                 None
             }
@@ -113,7 +113,7 @@ impl Unauthenticated {
         let result = match verified {
             Ok(v) => {
                 ctx.before_register.pass().await;
-                register(v, ctx)
+                register(v, ctx).await
             }
             Err(refused) => Err(refused),
         };
@@ -158,17 +158,19 @@ fn counts_against_client(code: ProtocolErrorCode, sent_auth: bool) -> bool {
 
 /// Spends one failed handshake of `client`'s budget; the failure that uses up the budget
 /// is recorded in the audit log (once per burst).
-fn note_failure(ctx: &GatewayCtx, client: ClientAddr) {
+async fn note_failure(ctx: &GatewayCtx, client: ClientAddr) {
     if ctx.shutdown.is_cancelled() || !ctx.limits.agent_auth.spend(&client.limit_key()) {
         return;
     }
     warn!(%client, "too many failed agent handshakes: refusing this address for a while");
-    ctx.store.audit(
-        format!("client:{client}"),
-        AuditAction::AuthFailureBurst,
-        format!("client:{client}"),
-        json!({"scope": "agent_handshake", "window_s": ctx.limits.agent_window_s}),
-    );
+    ctx.store
+        .audit(
+            format!("client:{client}"),
+            AuditAction::AuthFailureBurst,
+            format!("client:{client}"),
+            json!({"scope": "agent_handshake", "window_s": ctx.limits.agent_window_s}),
+        )
+        .await;
 }
 
 struct Registered {
@@ -250,7 +252,7 @@ async fn exchange(
             "unknown agent or invalid signature",
         ))
     };
-    let agent = match ctx.store.agent(&hello.agent_id) {
+    let agent = match ctx.store.agent(&hello.agent_id).await {
         Ok(Some(agent)) => agent,
         Ok(None) => return Err(auth_failed()),
         Err(e) => {
@@ -282,7 +284,7 @@ async fn exchange(
 
 /// Claims the agent's single session slot; re-checks revocation afterwards so a revoke
 /// racing with the handshake cannot leave a live session behind.
-fn register(
+async fn register(
     verified: Verified,
     ctx: &GatewayCtx,
 ) -> Result<(Registered, mpsc::Receiver<Box<Command>>), Refusal> {
@@ -303,7 +305,7 @@ fn register(
             "another live connection already uses this agent key",
         )));
     }
-    if !matches!(ctx.store.agent(&agent_id), Ok(Some(a)) if !a.revoked) {
+    if !matches!(ctx.store.agent(&agent_id).await, Ok(Some(a)) if !a.revoked) {
         ctx.registry.unregister(&agent_id, &session_id);
         return Err(Some(revoked()));
     }

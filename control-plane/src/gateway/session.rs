@@ -165,7 +165,7 @@ impl Session {
         // Anything on the box that this agent created and that is not desired is an orphan
         // to remove. The read still queues with the other handshakes in a storm.
         let work = self.ctx.handshake_work.acquire().await;
-        let desired = self.ctx.store.desired_ports(&agent_id);
+        let desired = self.ctx.store.desired_ports(&agent_id).await;
         drop(work);
         let ports = match desired {
             Ok(ports) => ports,
@@ -220,7 +220,7 @@ impl Session {
 
     async fn handle(&mut self, event: Event) -> Result<(), End> {
         match event {
-            Event::Frame(Ok(message)) => self.on_message(message),
+            Event::Frame(Ok(message)) => self.on_message(message).await,
             Event::Frame(Err(e)) => Err(e.protocol_error().map_or(End::Gone, End::Refuse)),
             Event::Outgoing(Some(command)) => {
                 debug!(agent_id = %self.agent_id, command_id = %command.id, op = command.body.op(), "sending command");
@@ -236,7 +236,7 @@ impl Session {
         }
     }
 
-    fn on_message(&mut self, message: AgentMessage) -> Result<(), End> {
+    async fn on_message(&mut self, message: AgentMessage) -> Result<(), End> {
         self.last_received = Instant::now();
         self.ctx.fleet.touch(&self.agent_id);
         debug!(agent_id = %self.agent_id, frame = frame_name(&message), "received frame");
@@ -253,9 +253,9 @@ impl Session {
                 self.report_policy_denial(&result);
                 let id = result.id.clone();
                 match self.ctx.registry.complete(&self.agent_id, result) {
-                    Completion::Delivered => self.answered(&id),
+                    Completion::Delivered => self.answered(&id).await,
                     Completion::Late(result) => {
-                        self.answered(&id);
+                        self.answered(&id).await;
                         let event = Work::LateResult {
                             agent_id: self.agent_id.clone(),
                             result,
@@ -316,11 +316,14 @@ impl Session {
     }
 
     /// Command `id` has its answer: it leaves the outbox (it is not redelivered again).
-    fn answered(&self, id: &str) {
+    /// (Takes what it needs rather than `&self`: a session is not `Sync`, and the future
+    /// must be `Send`.)
+    fn answered(&self, id: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
         let gateway = Gateway {
             ctx: self.ctx.clone(),
         };
-        gateway.forget_pending(&self.agent_id, id);
+        let (agent_id, id) = (self.agent_id.clone(), id.to_string());
+        async move { gateway.forget_pending(&agent_id, &id).await }
     }
 
     /// A command the seller's policy refused is reported (the allocator audits it).

@@ -17,7 +17,7 @@
 use super::{migrations, PgError};
 use crate::store::{
     key_id, token_id, AgentRecord, AllocationRecord, AuditEvent, Delivery, PendingCommand,
-    RotationRecord, Store, StoreError, TokenRecord, UsageTotals, WebhookEndpoint,
+    RotationRecord, SledStore, StoreError, TokenRecord, UsageTotals, WebhookEndpoint,
 };
 use deadpool_postgres::Pool;
 use ring::digest::{Context, SHA256};
@@ -187,7 +187,7 @@ const ORDER: [&str; 12] = [
 ];
 
 /// Copies `store` into the database of `pool` (see the module docs).
-pub async fn copy(store: &Store, pool: &Pool, replace: bool) -> Result<Vec<Copied>, CopyError> {
+pub async fn copy(store: &SledStore, pool: &Pool, replace: bool) -> Result<Vec<Copied>, CopyError> {
     migrations::migrate(pool).await?;
     let tables = read_sled(store)?;
     let mut client = pool.get().await.map_err(PgError::from)?;
@@ -339,7 +339,7 @@ fn i64_of(n: u64) -> i64 {
 }
 
 /// Every table's rows, computed from sled.
-fn read_sled(store: &Store) -> Result<Vec<Table>, CopyError> {
+fn read_sled(store: &SledStore) -> Result<Vec<Table>, CopyError> {
     use Col::*;
     let mut tables = Vec::new();
 

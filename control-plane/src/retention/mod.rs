@@ -138,23 +138,23 @@ impl Retention {
             let cutoff = at.checked_sub(window).unwrap_or(OffsetDateTime::UNIX_EPOCH);
             let mut forgotten = 0;
             loop {
-                let due = self.store.retention_due(kind, cutoff, BATCH)?;
+                let due = self.store.retention_due(kind, cutoff, BATCH).await?;
                 for queued in &due {
-                    if self.store.forget(kind, queued, at)? {
+                    if self.store.forget(kind, queued, at).await? {
                         forgotten += 1;
                         if kind == RetentionKind::Credentials {
-                            self.audit_purge(&queued.record);
+                            self.audit_purge(&queued.record).await;
                         }
                     }
-                    self.store.retention_next(kind, queued)?;
-                    self.store.retention_done(queued)?;
+                    self.store.retention_next(kind, queued).await?;
+                    self.store.retention_done(queued).await?;
                 }
                 if due.len() < BATCH || shutdown.is_cancelled() {
                     break;
                 }
                 tokio::task::yield_now().await;
             }
-            if let Some(started) = self.store.oldest_queued(kind)? {
+            if let Some(started) = self.store.oldest_queued(kind).await? {
                 let due = started.saturating_add(window);
                 pass.next = Some(pass.next.map_or(due, |n| n.min(due)));
             }
@@ -187,7 +187,7 @@ impl Retention {
         };
         let mut removed = 0;
         loop {
-            let batch = self.store.prune_audit_before(cutoff, BATCH)?;
+            let batch = self.store.prune_audit_before(cutoff, BATCH).await?;
             removed += batch;
             if batch < BATCH || shutdown.is_cancelled() {
                 return Ok(removed);
@@ -196,15 +196,17 @@ impl Retention {
         }
     }
 
-    fn audit_purge(&self, allocation_id: &[u8]) {
+    async fn audit_purge(&self, allocation_id: &[u8]) {
         let id = String::from_utf8_lossy(allocation_id);
         info!(allocation_id = %id, "buyer credentials purged (retention period over)");
-        self.store.audit(
-            "system",
-            AuditAction::CredentialsPurged,
-            format!("allocation:{id}"),
-            json!({"retention_s": self.config.credentials_s}),
-        );
+        self.store
+            .audit(
+                "system",
+                AuditAction::CredentialsPurged,
+                format!("allocation:{id}"),
+                json!({"retention_s": self.config.credentials_s}),
+            )
+            .await;
     }
 }
 

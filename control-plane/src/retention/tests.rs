@@ -4,7 +4,7 @@
 use super::*;
 use crate::store::{
     AllocationRecord, AllocationRequest, AllocationState, AuditEvent, Delivery, DeliveryState,
-    RotationRecord, TokenRecord, UsageTotals,
+    RotationRecord, SledStore, TokenRecord, UsageTotals,
 };
 use time::Duration as Span;
 
@@ -52,10 +52,10 @@ fn ended(id: &str, at: OffsetDateTime) -> AllocationRecord {
     }
 }
 
-fn setup(config: RetentionConfig) -> (tempfile::TempDir, Store, Retention) {
+fn setup(config: RetentionConfig) -> (tempfile::TempDir, SledStore, Retention) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let retention = Retention::new(store.clone(), config, Clock::manual());
+    let store = SledStore::open(dir.path()).unwrap();
+    let retention = Retention::new(Store::Sled(store.clone()), config, Clock::manual());
     (dir, store, retention)
 }
 
@@ -277,7 +277,7 @@ async fn an_audit_entry_stays_inside_its_window_and_goes_outside() {
         audit_days: 0,
         ..RetentionConfig::default()
     };
-    let keep = Retention::new(store.clone(), forever, Clock::manual());
+    let keep = Retention::new(Store::Sled(store.clone()), forever, Clock::manual());
     pass(&keep, t + Span::days(3650)).await;
     assert_eq!(count(), 1, "0 keeps entries forever");
 }
@@ -313,7 +313,7 @@ async fn records_written_before_the_queue_existed_are_queued_once_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let t = now();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         store.put_allocation(&ended("old", t)).unwrap();
         store.flush().unwrap();
     }
@@ -323,11 +323,15 @@ async fn records_written_before_the_queue_existed_are_queued_once_at_open() {
         db.drop_tree("retention_queue").unwrap();
         db.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.retention_queued(RetentionKind::Credentials), 1);
     // The later windows are queued as the earlier ones end.
     assert_eq!(store.retention_queued(RetentionKind::AllocationRecord), 0);
-    let retention = Retention::new(store.clone(), RetentionConfig::default(), Clock::manual());
+    let retention = Retention::new(
+        Store::Sled(store.clone()),
+        RetentionConfig::default(),
+        Clock::manual(),
+    );
     pass(&retention, t + Span::days(30)).await;
     assert!(store
         .allocation("old")
@@ -341,12 +345,12 @@ async fn records_written_before_the_queue_existed_are_queued_once_at_open() {
 async fn a_wake_shortens_the_sleep_to_one_credentials_window() {
     let clock = Clock::manual();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
     let config = RetentionConfig {
         credentials_s: 60,
         ..RetentionConfig::default()
     };
-    let retention = Retention::new(store.clone(), config, clock.clone());
+    let retention = Retention::new(Store::Sled(store.clone()), config, clock.clone());
     let wake = retention.waker();
     let shutdown = CancellationToken::new();
     let t = clock.now();

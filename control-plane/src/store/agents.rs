@@ -1,6 +1,6 @@
 //! The agent table: agent id → public key, label, hostname, enrollment time, revoked flag.
 
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, SledStore, StoreError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -42,7 +42,7 @@ fn de_b64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     STANDARD.decode(text).map_err(serde::de::Error::custom)
 }
 
-impl Store {
+impl SledStore {
     /// One agent.
     pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         self.agents

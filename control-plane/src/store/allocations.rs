@@ -6,7 +6,7 @@
 //! one. The default tenant's order keys are the bare order id, as before tenants existed.
 
 use super::{
-    decode, encode, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, Store,
+    decode, encode, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, SledStore,
     StoreError, DEFAULT_TENANT,
 };
 use farmhand_protocol::DesiredPort;
@@ -15,7 +15,7 @@ use sled::transaction::{abort, ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use time::OffsetDateTime;
 
-impl Store {
+impl SledStore {
     /// Inserts a new allocation unless its order id already has a live one. **Not
     /// flushed**: a `pending` record needs no durability of its own — after a crash a
     /// pending allocation is failed anyway, and if the record itself was lost its port (if
@@ -59,13 +59,13 @@ impl Store {
     }
 
     /// Overwrites an existing allocation (a state change) and flushes (blocking; see
-    /// `Store::flush`).
+    /// `SledStore::flush`).
     pub fn put_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
         self.write_allocation(record)?;
         self.flush()
     }
 
-    /// Like [`Store::put_allocation`], awaiting the flush instead of blocking a thread.
+    /// Like [`SledStore::put_allocation`], awaiting the flush instead of blocking a thread.
     pub async fn save_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
         self.write_allocation(record)?;
         self.durable().await

@@ -9,7 +9,7 @@
 //! Appends are not flushed one by one: they ride on the flush of the state change they
 //! describe, or on sled's periodic flush (every 500 ms).
 
-use super::{encode, Store, StoreError};
+use super::{encode, SledStore, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -99,7 +99,7 @@ pub struct AuditEvent {
     pub details: Value,
 }
 
-impl Store {
+impl SledStore {
     /// Appends an event; a storage failure is logged, not returned, because the action it
     /// describes has already happened and must not be reported as failed.
     pub fn audit(
@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn events_keep_their_order_across_reopen_and_since_filters() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let t0 = crate::ids::now();
         for i in 0..50 {
             store.audit(
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(store.audit_since(t0, 3).unwrap().len(), 3);
         drop(store);
 
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         store.audit(
             "cli",
             AuditAction::KeyCreated,

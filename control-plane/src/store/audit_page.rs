@@ -6,7 +6,7 @@
 //! Clients see a cursor as 16 lowercase hex digits (the key, big-endian) and are told to
 //! treat it as opaque, so the encoding can change without breaking them.
 
-use super::{audit::micros, decode, AuditEvent, Store, StoreError};
+use super::{audit::micros, decode, AuditEvent, SledStore, StoreError};
 use std::fmt;
 use std::ops::Bound;
 use std::str::FromStr;
@@ -59,7 +59,7 @@ pub struct AuditPage {
     pub more: bool,
 }
 
-impl Store {
+impl SledStore {
     /// Up to `limit` entries after `after` (exclusive) and at or after `since`
     /// (inclusive), oldest first; `more` tells whether another matching entry follows.
     pub fn audit_page(
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn pages_follow_each_other_without_repeats_or_gaps() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let t0 = crate::ids::now();
         for i in 0..25 {
             store.audit(

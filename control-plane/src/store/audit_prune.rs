@@ -11,10 +11,10 @@
 //! twice, so a client's cursor stays valid even if the whole log aged out and the clock
 //! stepped back.
 
-use super::{audit::micros, audit_page::key_of, Store, StoreError};
+use super::{audit::micros, audit_page::key_of, SledStore, StoreError};
 use time::OffsetDateTime;
 
-impl Store {
+impl SledStore {
     /// Deletes up to `max` of the oldest entries whose key is before `cutoff` (never the
     /// newest entry); returns how many went. Fewer than `max` means none older is left.
     pub fn prune_audit_before(
@@ -48,7 +48,7 @@ mod tests {
     use serde_json::json;
     use time::Duration;
 
-    fn append_at(store: &Store, at: OffsetDateTime, target: String) {
+    fn append_at(store: &SledStore, at: OffsetDateTime, target: String) {
         let event = AuditEvent {
             at,
             actor: "system".into(),
@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn pruning_takes_old_entries_from_the_front_in_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let now = crate::ids::now();
         let old = now - Duration::days(400);
         for i in 0..2500 {
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn the_newest_entry_stays_and_keys_continue_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let old = crate::ids::now() - Duration::days(30);
         for i in 0..3 {
             append_at(&store, old, format!("old:{i}"));
@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(kept[0].event.target, "old:2");
         drop(store);
 
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         append_at(&store, old - Duration::days(1), "after reopen".into());
         let tail = store.audit_page(Some(kept[0].cursor), old - Duration::days(2), 10);
         let tail = tail.unwrap().entries;
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn an_empty_log_prunes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.prune_audit_before(crate::ids::now(), 10).unwrap(), 0);
     }
 }

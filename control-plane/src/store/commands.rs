@@ -16,7 +16,7 @@
 //! A revoked agent's commands are all removed at its revocation (`purge_agent_commands`,
 //! flushed by the caller) and, should the plane stop in between, when the allocator opens.
 
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, SledStore, StoreError};
 use farmhand_protocol::{Command, CommandBody, Secret};
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +63,7 @@ fn key(agent_id: &str, command_id: &str) -> Vec<u8> {
     format!("{agent_id}/{command_id}").into_bytes()
 }
 
-impl Store {
+impl SledStore {
     /// Records a command before it is sent (not flushed: see the module docs).
     pub fn put_pending_command(&self, command: &PendingCommand) -> Result<(), StoreError> {
         self.commands.insert(
@@ -152,7 +152,7 @@ mod tests {
     fn commands_survive_reopen_without_their_password() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             store
                 .put_pending_command(&PendingCommand::new("ag_a", &provision("c_1", 100)))
                 .unwrap();
@@ -167,7 +167,7 @@ mod tests {
                 .put_pending_command(&PendingCommand::new("ag_b", &release))
                 .unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let a = store.pending_commands("ag_a").unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].allocation_id(), Some("al_1"));

@@ -1,5 +1,5 @@
 //! Seller erasure, in the store: after the allocator has ended the agent's allocations,
-//! [`Store::erase_seller`] removes or tombstones every record about the agent
+//! [`SledStore::erase_seller`] removes or tombstones every record about the agent
 //! (`seller::SellerRecords` decides which). What stays is the financial core of the
 //! allocations its box served — with the agent's id replaced by a tombstone id and the
 //! operational detail (modem, host, ports) cleared — and their usage totals, re-keyed to the
@@ -13,7 +13,7 @@ use super::retention_queue::from_ms;
 use super::seller::{audit_names, served_by};
 use super::RetentionKind;
 use super::{decode, encode, AllocationRecord, AuditEvent, Delivery, DeliveryState};
-use super::{Store, StoreError};
+use super::{SledStore, StoreError};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -62,7 +62,7 @@ impl From<sled::Error> for EraseError {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Erases everything about `agent_id` but the tombstoned financial core (see the
     /// module docs); flushed. Refused while one of its allocations holds a port.
     pub fn erase_seller(&self, agent_id: &str, tombstone: &str) -> Result<Erased, EraseError> {

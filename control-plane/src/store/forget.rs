@@ -1,5 +1,5 @@
 //! What the end of a retention window does to each kind of record ([`RetentionKind`]):
-//! the sweeper (`retention`) calls [`Store::forget`] for every queued record that is due.
+//! the sweeper (`retention`) calls [`SledStore::forget`] for every queued record that is due.
 //! Each action is idempotent (a record already gone or already cleared is a no-op) and
 //! written compare-and-swap or in one transaction, so a concurrent write is never lost.
 //!
@@ -11,11 +11,11 @@
 use super::allocations::{order_key, tenant_key};
 use super::retention_queue::{from_ms, Queued};
 use super::{decode, AllocationRecord, Delivery, DeliveryState, RetentionKind};
-use super::{RotationRecord, Store, StoreError};
+use super::{RotationRecord, SledStore, StoreError};
 use std::sync::PoisonError;
 use time::OffsetDateTime;
 
-impl Store {
+impl SledStore {
     /// Applies the end of `kind`'s window to `queued`'s record at `now`; returns whether a
     /// record changed. A record that must outlive its window (a delivery still pending)
     /// is queued again from `now`.

@@ -5,7 +5,7 @@
 //! Revoking a key deletes its record: every request looks its key up, so the next one is
 //! refused.
 
-use super::{decode, encode, secret_hash, Store, StoreError};
+use super::{decode, encode, secret_hash, SledStore, StoreError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -105,7 +105,7 @@ pub(crate) fn key_id(hash: &[u8]) -> String {
     format!("key_{}", crate::ids::hex(&hash[..hash.len().min(6)]))
 }
 
-impl Store {
+impl SledStore {
     /// Stores the hash of `key` and flushes; returns the key's id.
     pub fn insert_api_key(&self, key: &str, record: &ApiKeyRecord) -> Result<String, StoreError> {
         let hash = secret_hash(key);

@@ -159,7 +159,7 @@ impl LiveIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::SledStore;
 
     /// A record built from JSON, so fields others add with serde defaults need no edit here.
     fn record(
@@ -199,7 +199,7 @@ mod tests {
     fn the_index_follows_state_changes_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             store
                 .insert_allocation(&record("al_1", "ag_a", AllocationState::Pending, 60))
                 .unwrap();
@@ -230,7 +230,7 @@ mod tests {
             assert_eq!(count(AllocationState::Active), 1);
             assert_eq!(count(AllocationState::Pending), 0);
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let of_a = store
             .agent_allocations("ag_a", |r| r.state == AllocationState::Active)
             .unwrap();

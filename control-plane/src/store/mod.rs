@@ -1,9 +1,10 @@
-//! Durable state in sled (`<data_dir>/db`): one tree per table, one file per table
-//! (`keys`, `tokens`, `agents`, `allocations`, `commands`, `audit`, `webhooks`, `rotations`, `usage`). Values are JSON. Writes
-//! the API confirms to a caller are flushed before the answer goes out, and so is every
-//! state change the plane must find again after `kill -9` (allocations, agents, keys,
-//! pending commands). Only hashes of API keys and enrollment tokens are stored.
-
+//! Durable state. [`Store`] (`seam`) is the asynchronous API every other layer calls;
+//! [`SledStore`] is its embedded backend: sled in `<data_dir>/db`, one tree per table
+//! (`keys`, `tokens`, `agents`, `allocations`, `commands`, `audit`, `webhooks`,
+//! `rotations`, `usage`), values in JSON. Writes the API confirms to a caller are flushed
+//! before the answer goes out, and so is every state change the plane must find again
+//! after `kill -9` (allocations, agents, keys, pending commands). Only hashes of API keys
+//! and enrollment tokens are stored.
 mod agents;
 mod allocation_record;
 mod allocations;
@@ -18,6 +19,7 @@ mod keys;
 mod live;
 mod retention_queue;
 mod rotations;
+mod seam;
 mod seller;
 mod tokens;
 mod usage;
@@ -36,6 +38,7 @@ pub(crate) use keys::key_id;
 pub use keys::{valid_tenant, ApiKeyRecord, KeyInfo, Role, DEFAULT_TENANT};
 pub use retention_queue::{Queued, RetentionKind};
 pub use rotations::RotationRecord;
+pub use seam::Store;
 pub use seller::SellerRecords;
 pub(crate) use tokens::token_id;
 pub use tokens::{EnrollError, TokenRecord};
@@ -64,14 +67,21 @@ pub enum StoreError {
     /// sled failed (I/O, corruption).
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// The database could not be reached (PostgreSQL down or restarting, or no
+    /// connection free in time).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a statement.
+    #[error("database error: {0}")]
+    Database(String),
     /// A stored value could not be decoded.
     #[error("stored value is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
 
-/// Handle to the database; cheap to clone (sled trees are reference-counted).
+/// The sled backend of [`Store`]; cheap to clone (sled trees are reference-counted).
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct SledStore {
     db: sled::Db,
     keys: sled::Tree,
     /// API-key hash → when it last authenticated a request (see `keys`).
@@ -103,7 +113,7 @@ pub struct Store {
     retention_queue: sled::Tree,
 }
 
-impl Store {
+impl SledStore {
     /// The names of the tables (sled trees) this store keeps: what `docs/privacy.md` maps.
     /// The default tree counts as `default` when it holds anything.
     pub fn table_names(&self) -> Vec<String> {
@@ -178,7 +188,7 @@ impl Store {
         };
         let audit = db.open_tree("audit")?;
         let allocations = db.open_tree("allocations")?;
-        let store = Store {
+        let store = SledStore {
             live: Arc::new(live::LiveIndex::build(&allocations)?),
             commit: Arc::new(durable::GroupCommit::start(db.clone()).map_err(sled::Error::Io)?),
             audit_last: Arc::new(AtomicU64::new(audit::last_key(&audit)?)),
@@ -277,8 +287,8 @@ pub(crate) mod tests {
     #[test]
     fn a_second_open_reports_the_lock_clearly() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path()).unwrap();
-        let err = Store::open(dir.path()).unwrap_err();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
         assert!(err.to_string().contains("stop it first"));
     }
@@ -286,13 +296,13 @@ pub(crate) mod tests {
     #[test]
     fn an_open_waits_out_a_lock_that_is_being_released() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Store::open(dir.path()).unwrap();
+        let first = SledStore::open(dir.path()).unwrap();
         // The first handle goes while the second open is (very likely) already retrying.
         let holder = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(200));
             drop(first);
         });
-        let second = Store::open(dir.path());
+        let second = SledStore::open(dir.path());
         holder.join().unwrap();
         assert!(second.is_ok(), "{:?}", second.err());
     }

@@ -10,7 +10,7 @@
 //!
 //! Records written before this queue existed are queued once, at open (`backfill`).
 
-use super::{decode, AllocationRecord, Delivery, Store, StoreError, TokenRecord};
+use super::{decode, AllocationRecord, Delivery, SledStore, StoreError, TokenRecord};
 use super::{secret_hash, RotationRecord};
 use crate::ids::unix_ms;
 use time::OffsetDateTime;
@@ -103,7 +103,7 @@ fn parse(raw: &[u8]) -> Option<Queued> {
     })
 }
 
-impl Store {
+impl SledStore {
     /// Queues `record` (its key in its own table) under `kind`, its window starting at
     /// `started`. Idempotent.
     pub(super) fn queue_retention(
@@ -208,7 +208,7 @@ impl Store {
 
     /// Queues an ended allocation for the first of its three windows still ahead (nothing
     /// while it is live). One entry per release, on the release's path: the sweeper queues
-    /// the next window when it ends one ([`Store::retention_next`]); the windows are
+    /// the next window when it ends one ([`SledStore::retention_next`]); the windows are
     /// ordered (credentials, then detail, then the record), so none is reached late.
     pub(super) fn queue_ended(&self, record: &AllocationRecord) -> Result<(), StoreError> {
         let Some(ended) = record.ended_at() else {
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn due_walks_one_kind_oldest_first_up_to_the_cutoff_inclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let t = from_ms(unix_ms(crate::ids::now()));
         let kind = RetentionKind::Rotation;
         store.queue_retention(kind, t, b"b").unwrap();

@@ -12,7 +12,7 @@
 //! record is logged and skipped at open (no `last_rotation`, no cooldown for that modem
 //! until its next rotation) rather than stopping the plane.
 
-use super::{decode, encode, RetentionKind, Store, StoreError};
+use super::{decode, encode, RetentionKind, SledStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -83,7 +83,7 @@ fn lookup(
         .cloned()
 }
 
-impl Store {
+impl SledStore {
     /// The last rotation recorded for `imei` of `agent_id` (from memory).
     pub fn last_rotation(&self, agent_id: &str, imei: &str) -> Option<RotationRecord> {
         lookup(&self.rotations.read(), agent_id, imei)
@@ -151,7 +151,7 @@ mod tests {
     }
 
     /// Every record as the tree holds it, read from sled directly.
-    fn tree_contents(store: &Store) -> HashMap<String, RotationRecord> {
+    fn tree_contents(store: &SledStore) -> HashMap<String, RotationRecord> {
         store
             .rotations
             .tree
@@ -167,7 +167,7 @@ mod tests {
     }
 
     /// What the in-memory view answers for every modem of `tree`, plus one never rotated.
-    fn assert_view_matches_tree(store: &Store) {
+    fn assert_view_matches_tree(store: &SledStore) {
         let tree = tree_contents(store);
         let mut keys: Vec<&str> = tree.keys().map(String::as_str).collect();
         keys.push("ag/350000000000999");
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn two_agents_reporting_one_imei_keep_their_own_clocks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         store
             .record_rotation(
                 "impostor",
@@ -211,7 +211,7 @@ mod tests {
             )
             .unwrap();
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(
             store
                 .last_rotation("any", "350000000000026")
@@ -224,7 +224,7 @@ mod tests {
     fn keeps_the_latest_rotation_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             assert_eq!(store.last_rotation("ag", "350000000000018"), None);
             assert!(store
                 .record_rotation("ag", "350000000000018", &record(2000, "198.51.100.2"))
@@ -234,7 +234,7 @@ mod tests {
                 .record_rotation("ag", "350000000000018", &record(1000, "198.51.100.9"))
                 .unwrap());
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let last = store.last_rotation("ag", "350000000000018").unwrap();
         assert_eq!(
             (last.at_ms, last.new_ip.as_deref()),
@@ -247,7 +247,7 @@ mod tests {
     fn the_in_memory_view_matches_the_tree_after_writes_and_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             assert_view_matches_tree(&store);
             store
                 .record_rotation("ag", "350000000000018", &record(1000, "198.51.100.2"))
@@ -275,7 +275,7 @@ mod tests {
                 .collect();
             assert_eq!(ips, ["198.51.100.5", "198.51.100.4"], "in the order asked");
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(tree_contents(&store).len(), 2);
         assert_view_matches_tree(&store);
         store
@@ -296,7 +296,7 @@ mod tests {
     fn an_unreadable_record_is_left_out_and_overwritten_by_the_next_rotation() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             store
                 .rotations
                 .tree
@@ -304,7 +304,7 @@ mod tests {
                 .unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.last_rotation("ag", "350000000000018"), None);
         assert!(store
             .record_rotation("ag", "350000000000018", &record(10, "198.51.100.2"))

@@ -6,7 +6,7 @@
 //! are rare admin operations, and an index per agent would cost every write.
 
 use super::{decode, AgentRecord, AllocationRecord, AuditEntry, AuditEvent, PendingCommand};
-use super::{RotationRecord, Store, StoreError, UsageTotals};
+use super::{RotationRecord, SledStore, StoreError, UsageTotals};
 
 /// What the store holds about one agent.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub(super) fn audit_names(event: &AuditEvent, agent_id: &str) -> bool {
     event.actor == agent || event.target == agent || event.details.to_string().contains(agent_id)
 }
 
-impl Store {
+impl SledStore {
     /// Everything about `agent_id`; `None` when no such agent is enrolled.
     pub fn seller_records(&self, agent_id: &str) -> Result<Option<SellerRecords>, StoreError> {
         let Some(agent) = self.agent(agent_id)? else {

@@ -2,7 +2,7 @@
 //! token and creating the agent happen in one sled transaction, so a token enrolls at most
 //! one agent even when two requests race.
 
-use super::{decode, encode, secret_hash, AgentRecord, Store, StoreError};
+use super::{decode, encode, secret_hash, AgentRecord, SledStore, StoreError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -43,7 +43,7 @@ pub(crate) fn token_id(hash: &[u8]) -> String {
     format!("tok_{}", crate::ids::hex(&hash[..hash.len().min(6)]))
 }
 
-impl Store {
+impl SledStore {
     /// Every stored enrollment token (used and expired ones included), with its id,
     /// oldest first.
     pub fn enrollment_tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn a_token_enrolls_once_and_not_after_expiry() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let now = crate::ids::now();
         let rec = TokenRecord {
             label: "s".into(),

@@ -13,7 +13,7 @@
 //! Not flushed on every write: agents repeat their totals every interval, so a report lost
 //! to a crash is restored by the next one (sled flushes on its own within half a second).
 
-use super::{decode, encode, AllocationRecord, Store, StoreError};
+use super::{decode, encode, AllocationRecord, SledStore, StoreError};
 use farmhand_protocol::{UsageReport, MAX_USAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,7 @@ fn reported_by(record: &AllocationRecord, agent_id: &str) -> bool {
             .any(|r| r.from_agent_id == agent_id)
 }
 
-impl Store {
+impl SledStore {
     /// Stores every entry of `report` from `agent_id` that is about one of its allocations;
     /// the measurement time is clamped to `now_ms` (an agent's clock may run ahead).
     pub fn record_usage_report(
@@ -154,7 +154,7 @@ mod tests {
     fn totals_never_go_down_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             assert_eq!(store.usage("al_1").unwrap(), None);
             store
                 .record_usage("al_1", "ag_a", totals(500, 40, 1000))
@@ -170,14 +170,14 @@ mod tests {
                 .unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.usage("al_1").unwrap(), Some(totals(500, 90, 1000)));
     }
 
     #[test]
     fn an_allocation_moved_to_another_agent_adds_up() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         store
             .record_usage("al_1", "ag_a", totals(500, 50, 1000))
             .unwrap();

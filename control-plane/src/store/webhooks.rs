@@ -14,7 +14,7 @@
 //! removed endpoint's schedule entries are not searched for: the deliverer drops an entry
 //! whose delivery is gone when it comes due.
 
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, SledStore, StoreError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
@@ -139,7 +139,7 @@ impl Delivery {
     }
 }
 
-/// What [`Store::lease_due_delivery`] found.
+/// What [`SledStore::lease_due_delivery`] found.
 #[derive(Debug)]
 pub enum Lease {
     /// A due delivery, now leased.
@@ -186,7 +186,7 @@ fn settled<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, Stor
 
 type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
 
-impl Store {
+impl SledStore {
     /// Every registered endpoint.
     pub fn webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
         self.webhooks

@@ -2,13 +2,13 @@
 
 use super::*;
 
-fn lease(store: &Store, now_ms: u64, lease_ms: u64) -> Lease {
+fn lease(store: &SledStore, now_ms: u64, lease_ms: u64) -> Lease {
     store
         .lease_due_delivery(now_ms, lease_ms, 100, |_| true)
         .unwrap()
 }
 
-fn delivery(store: &Store, webhook_id: &str, due: OffsetDateTime) -> Delivery {
+fn delivery(store: &SledStore, webhook_id: &str, due: OffsetDateTime) -> Delivery {
     Delivery {
         seq: store.next_delivery_seq().unwrap(),
         webhook_id: webhook_id.into(),
@@ -31,7 +31,7 @@ fn leases_follow_the_schedule_and_survive_reopen() {
     let t0 = crate::ids::now();
     let ms = crate::ids::unix_ms(t0);
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let a = delivery(&store, "wh_a", t0);
         let b = delivery(&store, "wh_b", t0 + time::Duration::seconds(60));
         store.enqueue_deliveries(&[a.clone(), b]).unwrap();
@@ -53,7 +53,7 @@ fn leases_follow_the_schedule_and_survive_reopen() {
         store.flush().unwrap();
     }
     // A crash mid-attempt: at start the lease is released, the delivery is due again.
-    let store = Store::open(dir.path()).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.release_webhook_leases().unwrap(), 1);
     assert_eq!(store.release_webhook_leases().unwrap(), 0);
     assert_eq!(store.next_webhook_due().unwrap(), Some(ms));
@@ -75,7 +75,7 @@ fn leases_follow_the_schedule_and_survive_reopen() {
 #[test]
 fn removed_endpoints_lose_their_deliveries_and_pruning_keeps_the_newest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
     let t0 = crate::ids::now();
     let endpoint = WebhookEndpoint {
         webhook_id: "wh_a".into(),

@@ -71,7 +71,7 @@ enum Round {
 impl Webhooks {
     /// The deliverer task; runs until `shutdown`, then waits for its attempts to stop.
     pub async fn run(self, shutdown: CancellationToken) {
-        match self.inner.store.release_webhook_leases() {
+        match self.inner.store.release_webhook_leases().await {
             Ok(0) => {}
             Ok(n) => info!(
                 n,
@@ -86,7 +86,7 @@ impl Webhooks {
         loop {
             let round = self.round(&permits, &in_flight, &tracker, &shutdown).await;
             if Instant::now() >= next_prune {
-                self.prune();
+                self.prune().await;
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
             let pause = match round {
@@ -113,11 +113,11 @@ impl Webhooks {
         shutdown: &CancellationToken,
     ) -> Round {
         if self.inner.unflushed.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.inner.store.flush_async().await {
+            if let Err(e) = self.inner.store.durable().await {
                 error!("cannot flush webhook events: {e}");
             }
         }
-        match self.start_due(permits, in_flight, tracker, shutdown) {
+        match self.start_due(permits, in_flight, tracker, shutdown).await {
             Ok(true) => return Round::Full,
             Ok(false) => {}
             Err(e) => {
@@ -125,7 +125,7 @@ impl Webhooks {
                 return Round::Sleep(ERROR_PAUSE);
             }
         }
-        match self.inner.store.next_webhook_due() {
+        match self.inner.store.next_webhook_due().await {
             Ok(Some(at)) => Round::Sleep(Duration::from_millis(at.saturating_sub(unix_ms(now())))),
             Ok(None) => Round::Sleep(MAX_IDLE),
             Err(e) => {
@@ -137,7 +137,7 @@ impl Webhooks {
 
     /// Leases and starts due deliveries while slots are free; `true` when due deliveries
     /// are left waiting for a slot.
-    fn start_due(
+    async fn start_due(
         &self,
         permits: &Arc<Semaphore>,
         in_flight: &InFlight,
@@ -160,7 +160,8 @@ impl Webhooks {
             let job = match self
                 .inner
                 .store
-                .lease_due_delivery(now_ms, lease_ms, LEASE_SCAN, has_room)?
+                .lease_due_delivery(now_ms, lease_ms, LEASE_SCAN, has_room)
+                .await?
             {
                 Lease::Taken(job) => *job,
                 Lease::NothingDue => return Ok(false),
@@ -190,7 +191,7 @@ impl Webhooks {
             biased;
             () = shutdown.cancelled() => {
                 delivery.next_attempt_at = Some(now());
-                self.settle(&job, &delivery);
+                self.settle(&job, &delivery).await;
                 return;
             }
             result = self.attempt(&delivery) => result,
@@ -228,7 +229,7 @@ impl Webhooks {
                 }
             }
         };
-        self.settle(&job, &delivery);
+        self.settle(&job, &delivery).await;
         self.inner
             .metrics
             .webhook_attempt(&delivery.event_type, outcome);
@@ -242,7 +243,12 @@ impl Webhooks {
             status: None,
             error: error.to_string(),
         };
-        let endpoint = match self.inner.store.webhook_endpoint(&delivery.webhook_id) {
+        let endpoint = match self
+            .inner
+            .store
+            .webhook_endpoint(&delivery.webhook_id)
+            .await
+        {
             Ok(Some(endpoint)) => endpoint,
             // Removed while leased: settling will not bring the delivery back.
             Ok(None) => return Err(failure("the webhook was deleted")),
@@ -275,17 +281,17 @@ impl Webhooks {
         client::post(&self.inner.client, &self.inner.targets, attempt).await
     }
 
-    fn settle(&self, job: &LeasedDelivery, delivery: &crate::store::Delivery) {
-        if let Err(e) = self.inner.store.settle_delivery(job, delivery) {
+    async fn settle(&self, job: &LeasedDelivery, delivery: &crate::store::Delivery) {
+        if let Err(e) = self.inner.store.settle_delivery(job, delivery).await {
             // The lease expires and the delivery is attempted again: at-least-once holds.
             error!(webhook_id = %delivery.webhook_id, event_id = %delivery.event_id, "cannot store a webhook delivery's result: {e}");
         }
     }
 
     /// Trims every endpoint's log to `deliveries_kept` finished deliveries.
-    fn prune(&self) {
+    async fn prune(&self) {
         let keep = self.inner.config.deliveries_kept;
-        let endpoints = match self.inner.store.webhook_endpoints() {
+        let endpoints = match self.inner.store.webhook_endpoints().await {
             Ok(list) => list,
             Err(e) => return warn!("cannot list webhooks to trim their logs: {e}"),
         };
@@ -294,6 +300,7 @@ impl Webhooks {
                 .inner
                 .store
                 .prune_webhook_deliveries(&endpoint.webhook_id, keep)
+                .await
             {
                 Ok(0) => {}
                 Ok(n) => {

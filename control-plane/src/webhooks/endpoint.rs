@@ -51,7 +51,7 @@ impl Webhooks {
             .map_err(WebhookError::Invalid)?;
         let url = url.to_string();
         let store = &self.inner.store;
-        let existing = store.webhook_endpoints()?;
+        let existing = store.webhook_endpoints().await?;
         if existing.len() >= MAX_ENDPOINTS {
             return Err(WebhookError::Invalid(format!(
                 "at most {MAX_ENDPOINTS} webhooks can be registered; delete one first"
@@ -79,31 +79,35 @@ impl Webhooks {
             created_at: now(),
             tenant: tenant.map(str::to_owned),
         };
-        store.put_webhook_endpoint(&endpoint)?;
-        self.refresh_subscriptions()?;
+        store.put_webhook_endpoint(&endpoint).await?;
+        self.refresh_subscriptions().await?;
         Ok((endpoint, secret))
     }
 
     /// Every endpoint, oldest id order.
-    pub fn endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        self.inner.store.webhook_endpoints()
+    pub async fn endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        self.inner.store.webhook_endpoints().await
     }
 
     /// One endpoint.
-    pub fn endpoint(&self, webhook_id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
-        self.inner.store.webhook_endpoint(webhook_id)
+    pub async fn endpoint(&self, webhook_id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        self.inner.store.webhook_endpoint(webhook_id).await
     }
 
     /// Removes an endpoint and drops its undelivered events; `false` when unknown.
-    pub fn remove(&self, webhook_id: &str) -> Result<bool, StoreError> {
-        let removed = self.inner.store.remove_webhook_endpoint(webhook_id)?;
-        self.refresh_subscriptions()?;
+    pub async fn remove(&self, webhook_id: &str) -> Result<bool, StoreError> {
+        let removed = self.inner.store.remove_webhook_endpoint(webhook_id).await?;
+        self.refresh_subscriptions().await?;
         Ok(removed)
     }
 
     /// The newest `limit` deliveries of an endpoint.
-    pub fn deliveries(&self, webhook_id: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        self.inner.store.webhook_deliveries(webhook_id, limit)
+    pub async fn deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.store.webhook_deliveries(webhook_id, limit).await
     }
 }
 

@@ -79,7 +79,7 @@ struct Inner {
 
 impl Webhooks {
     /// The service over `store`; secrets are sealed with `cipher`.
-    pub fn new(
+    pub async fn new(
         store: Store,
         cipher: CredentialCipher,
         config: &WebhooksConfig,
@@ -109,7 +109,7 @@ impl Webhooks {
                 subscribed: AtomicU32::new(0),
             }),
         };
-        webhooks.refresh_subscriptions()?;
+        webhooks.refresh_subscriptions().await?;
         Ok(webhooks)
     }
 }

@@ -7,7 +7,7 @@
 //! gateway asks before it even computes modem transitions.
 
 use super::Webhooks;
-use crate::events::EventType;
+use crate::events::{BoxFuture, EventType};
 use crate::ids::{now, random_id, rfc3339};
 use crate::store::{Delivery, DeliveryState, StoreError, WebhookEndpoint};
 use serde_json::Value;
@@ -62,8 +62,8 @@ impl Webhooks {
     }
 
     /// Re-reads which types are subscribed (after an endpoint was added or removed).
-    pub(super) fn refresh_subscriptions(&self) -> Result<(), StoreError> {
-        let endpoints = self.inner.store.webhook_endpoints()?;
+    pub(super) async fn refresh_subscriptions(&self) -> Result<(), StoreError> {
+        let endpoints = self.inner.store.webhook_endpoints().await?;
         let mask = EventType::ALL
             .iter()
             .filter(|kind| endpoints.iter().any(|e| wants(e, **kind)))
@@ -74,13 +74,14 @@ impl Webhooks {
 
     /// Stores one pending delivery of the event per subscribed endpoint and wakes the
     /// deliverer; returns how many were stored.
-    pub fn enqueue(&self, kind: EventType, object: Value) -> Result<usize, StoreError> {
+    pub async fn enqueue(&self, kind: EventType, object: Value) -> Result<usize, StoreError> {
         if !self.wants(kind) {
             return Ok(0);
         }
         let store = &self.inner.store;
         let endpoints: Vec<WebhookEndpoint> = store
-            .webhook_endpoints()?
+            .webhook_endpoints()
+            .await?
             .into_iter()
             .filter(|e| wants(e, kind) && sees(e, kind, &object))
             .collect();
@@ -99,7 +100,7 @@ impl Webhooks {
         let mut deliveries = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             deliveries.push(Delivery {
-                seq: store.next_delivery_seq()?,
+                seq: store.next_delivery_seq().await?,
                 webhook_id: endpoint.webhook_id,
                 event_id: event_id.clone(),
                 event_type: kind.as_str().to_string(),
@@ -113,7 +114,7 @@ impl Webhooks {
                 body: body.clone(),
             });
         }
-        store.enqueue_deliveries(&deliveries)?;
+        store.enqueue_deliveries(&deliveries).await?;
         self.inner.unflushed.store(true, Ordering::Release);
         self.inner.wake.notify_one();
         Ok(deliveries.len())
@@ -125,9 +126,12 @@ impl crate::events::EventSink for Webhooks {
         Webhooks::wants(self, kind)
     }
 
-    fn enqueue(&self, kind: EventType, object: Value) -> Result<(), String> {
-        Webhooks::enqueue(self, kind, object)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    fn enqueue(&self, kind: EventType, object: Value) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            Webhooks::enqueue(self, kind, object)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
     }
 }

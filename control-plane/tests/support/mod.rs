@@ -77,9 +77,11 @@ impl TestPlane {
         };
         config.webhooks.allow_private_targets = LOOPBACK.iter().map(|b| b.to_string()).collect();
         tweak(&mut config);
-        let plane = ControlPlane::open_with_clock(config.clone(), clock.clone()).unwrap();
-        let admin = plane.create_key(Role::Admin, "ops").unwrap();
-        let market = plane.create_key(Role::Marketplace, "shop").unwrap();
+        let plane = ControlPlane::open_with_clock(config.clone(), clock.clone())
+            .await
+            .unwrap();
+        let admin = plane.create_key(Role::Admin, "ops").await.unwrap();
+        let market = plane.create_key(Role::Marketplace, "shop").await.unwrap();
         let expiry = plane.expiry_waker();
         let sweeps = plane.expiry_sweeps();
         let (outages, outage_scan) = (plane.outage_sweeps(), plane.outage_waker());
@@ -106,7 +108,9 @@ impl TestPlane {
     /// Stops the plane and starts it again on the same data directory (new port).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let plane = ControlPlane::open_with_clock(self.config.clone(), self.clock.clone()).unwrap();
+        let plane = ControlPlane::open_with_clock(self.config.clone(), self.clock.clone())
+            .await
+            .unwrap();
         self.expiry = plane.expiry_waker();
         self.sweeps = plane.expiry_sweeps();
         (self.outages, self.outage_scan) = (plane.outage_sweeps(), plane.outage_waker());
@@ -214,10 +218,15 @@ impl TestPlane {
 
     /// Moves the expiry of `allocation_id` to `from_now` (may be negative) directly in the
     /// store — the API's minimum lifetime is 60 s — and wakes the expiry sweeper.
-    pub fn set_expiry(&self, allocation_id: &str, from_now: time::Duration) {
-        let mut record = self.store().allocation(allocation_id).unwrap().unwrap();
+    pub async fn set_expiry(&self, allocation_id: &str, from_now: time::Duration) {
+        let mut record = self
+            .store()
+            .allocation(allocation_id)
+            .await
+            .unwrap()
+            .unwrap();
         record.expires_at = self.clock.now() + from_now;
-        self.store().put_allocation(&record).unwrap();
+        self.store().save_allocation(&record).await.unwrap();
         self.expiry.notify_one();
     }
 

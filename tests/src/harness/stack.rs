@@ -156,9 +156,11 @@ impl Stack {
         // loopback targets (a plane's default refuses them); `configure_plane` may change it.
         config.webhooks.allow_private_targets = LOOPBACK_TARGETS.map(String::from).to_vec();
         (options.configure_plane)(&mut config);
-        let plane = ControlPlane::open(config).context("opening the control plane")?;
-        let admin_key = plane.create_key(Role::Admin, "harness-admin")?;
-        let market_key = plane.create_key(Role::Marketplace, "harness-shop")?;
+        let plane = ControlPlane::open(config)
+            .await
+            .context("opening the control plane")?;
+        let admin_key = plane.create_key(Role::Admin, "harness-admin").await?;
+        let market_key = plane.create_key(Role::Marketplace, "harness-shop").await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let scheme = if plane_tls.is_some() { "https" } else { "http" };
         let plane_url = format!("{scheme}://{}", listener.local_addr()?);

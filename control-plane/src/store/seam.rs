@@ -1,0 +1,243 @@
+//! The store seam: the one asynchronous storage API the allocator, gateway, webhooks,
+//! audit and sweepers call, whatever backend holds the data. Today the backend is
+//! [`SledStore`] (embedded, one node: the default); the PostgreSQL backend for a cluster
+//! of nodes (`docs/operations.md`, "PostgreSQL") slots in here as a second variant.
+//!
+//! Every method is `async` even where sled answers from memory, because a database over
+//! the network cannot; each one delegates with the same name and meaning to the backend,
+//! whose method documents it.
+
+use super::{
+    AgentRecord, AllocationPage, AllocationRecord, AllocationState, ApiKeyRecord, AuditAction,
+    AuditCursor, AuditEvent, AuditPage, Delivery, EnrollError, EraseError, Erased, InsertOutcome,
+    KeyInfo, Lease, LeasedDelivery, PendingCommand, Queued, RawRow, RetentionKind, RotationRecord,
+    SellerRecords, SledStore, StoreError, TokenRecord, UsageRecorded, UsageTotals, WebhookEndpoint,
+};
+use farmhand_protocol::{DesiredPort, UsageReport};
+use serde_json::Value;
+use std::path::Path;
+use time::OffsetDateTime;
+
+/// Handle to the plane's durable state; cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// The embedded sled database in `<data_dir>/db`.
+    Sled(SledStore),
+}
+
+impl Store {
+    /// Opens (or creates) the embedded database in `<data_dir>/db`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        SledStore::open(data_dir).map(Store::Sled)
+    }
+
+    /// The sled backend, when it is the one in use (offline tools and tests that read its
+    /// files).
+    pub fn as_sled(&self) -> Option<&SledStore> {
+        match self {
+            Store::Sled(s) => Some(s),
+        }
+    }
+
+    /// The last rotation of each (agent, IMEI), in their order.
+    pub async fn last_rotations<'a>(
+        &self,
+        modems: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<Option<RotationRecord>> {
+        match self {
+            Store::Sled(s) => s.last_rotations(modems),
+        }
+    }
+}
+
+/// Writes one `async fn` per backend method: same name, arguments and result.
+macro_rules! delegate {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl Store {
+            $(
+                #[doc = concat!("See [`SledStore::", stringify!($name), "`].")]
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        Store::Sled(s) => s.$name($($arg),*),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    // Agents and modem owners.
+    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    fn set_modem_owner(&self, imei: &str, agent_id: &str) -> Result<(), StoreError>;
+    fn modem_owners(&self) -> Result<Vec<(String, String)>, StoreError>;
+    fn approve_agent(&self, agent_id: &str) -> Result<Option<bool>, StoreError>;
+    fn revoke_agent(&self, agent_id: &str) -> Result<bool, StoreError>;
+    fn seller_records(&self, agent_id: &str) -> Result<Option<SellerRecords>, StoreError>;
+    fn erase_seller(&self, agent_id: &str, tombstone: &str) -> Result<Erased, EraseError>;
+
+    // Allocations.
+    fn insert_allocation(&self, record: &AllocationRecord) -> Result<InsertOutcome, StoreError>;
+    fn purge_credentials(&self, allocation_id: &str) -> Result<bool, StoreError>;
+    fn allocation(&self, allocation_id: &str) -> Result<Option<AllocationRecord>, StoreError>;
+    fn allocation_counts(&self) -> Vec<(AllocationState, u64)>;
+    fn allocations_page(
+        &self,
+        tenant: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+        examine: usize,
+        keep: impl FnMut(&AllocationRecord) -> bool
+    ) -> Result<AllocationPage, StoreError>;
+    fn allocation_by_order(
+        &self,
+        tenant: &str,
+        order_id: &str
+    ) -> Result<Option<AllocationRecord>, StoreError>;
+    fn agent_allocations(
+        &self,
+        agent_id: &str,
+        keep: impl FnMut(&AllocationRecord) -> bool
+    ) -> Result<Vec<AllocationRecord>, StoreError>;
+    fn desired_ports(&self, agent_id: &str) -> Result<Vec<DesiredPort>, StoreError>;
+    fn live_allocations(&self) -> Result<Vec<AllocationRecord>, StoreError>;
+    fn expiring(
+        &self,
+        now: OffsetDateTime
+    ) -> Result<(Vec<AllocationRecord>, Option<OffsetDateTime>), StoreError>;
+    fn allocations_where(
+        &self,
+        keep: impl FnMut(&AllocationRecord) -> bool
+    ) -> Result<Vec<AllocationRecord>, StoreError>;
+
+    // Audit log.
+    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    fn audit_since(&self, since: OffsetDateTime, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    fn audit_page(
+        &self,
+        after: Option<AuditCursor>,
+        since: OffsetDateTime,
+        limit: usize
+    ) -> Result<AuditPage, StoreError>;
+    fn prune_audit_before(&self, cutoff: OffsetDateTime, max: usize) -> Result<usize, StoreError>;
+
+    // The command outbox.
+    fn put_pending_command(&self, command: &PendingCommand) -> Result<(), StoreError>;
+    fn remove_pending_command(&self, agent_id: &str, command_id: &str) -> Result<bool, StoreError>;
+    fn pending_commands(&self, agent_id: &str) -> Result<Vec<PendingCommand>, StoreError>;
+    fn purge_agent_commands(&self, agent_id: &str) -> Result<usize, StoreError>;
+    fn purge_expired_commands(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    // Retention.
+    fn forget(&self, kind: RetentionKind, queued: &Queued, now: OffsetDateTime) -> Result<bool, StoreError>;
+    fn retention_due(
+        &self,
+        kind: RetentionKind,
+        cutoff: OffsetDateTime,
+        max: usize
+    ) -> Result<Vec<Queued>, StoreError>;
+    fn oldest_queued(&self, kind: RetentionKind) -> Result<Option<OffsetDateTime>, StoreError>;
+    fn retention_done(&self, queued: &Queued) -> Result<(), StoreError>;
+    fn retention_queued(&self, kind: RetentionKind) -> usize;
+    fn retention_next(&self, kind: RetentionKind, queued: &Queued) -> Result<(), StoreError>;
+
+    // API keys and enrollment tokens.
+    fn insert_api_key(&self, key: &str, record: &ApiKeyRecord) -> Result<String, StoreError>;
+    fn find_api_key(&self, key: &str, now: OffsetDateTime) -> Result<Option<KeyInfo>, StoreError>;
+    fn api_keys(&self) -> Result<Vec<KeyInfo>, StoreError>;
+    fn api_key_exists(&self, key_id: &str) -> Result<bool, StoreError>;
+    fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    fn touch_api_key(&self, id: &str, now: OffsetDateTime) -> Result<(), StoreError>;
+    fn enrollment_tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError>;
+    fn revoke_enrollment_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    fn insert_enrollment_token(&self, token: &str, record: &TokenRecord) -> Result<(), StoreError>;
+    fn enroll(
+        &self,
+        token: &str,
+        agent: AgentRecord,
+        now: OffsetDateTime
+    ) -> Result<AgentRecord, EnrollError>;
+
+    // Rotations and usage.
+    fn last_rotation(&self, agent_id: &str, imei: &str) -> Option<RotationRecord>;
+    fn record_rotation(
+        &self,
+        agent_id: &str,
+        imei: &str,
+        record: &RotationRecord
+    ) -> Result<bool, StoreError>;
+    fn record_usage_report(
+        &self,
+        agent_id: &str,
+        report: &UsageReport,
+        now_ms: u64
+    ) -> Result<UsageRecorded, StoreError>;
+    fn record_usage(
+        &self,
+        allocation_id: &str,
+        agent_id: &str,
+        report: UsageTotals
+    ) -> Result<(), StoreError>;
+    fn usage(&self, allocation_id: &str) -> Result<Option<UsageTotals>, StoreError>;
+
+    // Webhooks: endpoints, the delivery outbox, expiry warnings sent.
+    fn webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError>;
+    fn webhook_endpoint(&self, webhook_id: &str) -> Result<Option<WebhookEndpoint>, StoreError>;
+    fn put_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+    fn remove_webhook_endpoint(&self, webhook_id: &str) -> Result<bool, StoreError>;
+    fn next_delivery_seq(&self) -> Result<u64, StoreError>;
+    fn enqueue_deliveries(&self, deliveries: &[Delivery]) -> Result<(), StoreError>;
+    fn next_webhook_due(&self) -> Result<Option<u64>, StoreError>;
+    fn lease_due_delivery(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        scan: usize,
+        accept: impl Fn(&str) -> bool
+    ) -> Result<Lease, StoreError>;
+    fn release_webhook_leases(&self) -> Result<usize, StoreError>;
+    fn settle_delivery(&self, leased: &LeasedDelivery, delivery: &Delivery) -> Result<(), StoreError>;
+    fn webhook_deliveries(&self, webhook_id: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    fn prune_webhook_deliveries(&self, webhook_id: &str, keep: usize) -> Result<usize, StoreError>;
+    fn pending_webhook_deliveries(&self) -> usize;
+    fn expiring_sent(&self, allocation_id: &str) -> Result<Option<u64>, StoreError>;
+    fn mark_expiring_sent(&self, allocation_id: &str, expires_at_ms: u64) -> Result<(), StoreError>;
+    fn forget_expiring(&self, allocation_id: &str) -> Result<(), StoreError>;
+
+    // Whole-store reads (privacy tests, `store copy`).
+    fn table_names(&self) -> Vec<String>;
+    fn tables_containing(&self, needle: &[u8]) -> Result<Vec<String>, StoreError>;
+    fn raw_rows(&self, name: &str) -> Result<Vec<RawRow>, StoreError>;
+}
+
+impl Store {
+    /// Makes every write so far durable (sled: the group commit; see
+    /// [`SledStore::durable`]).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.durable().await,
+        }
+    }
+
+    /// Appends to the audit log; a failure is logged, not returned (see
+    /// [`SledStore::audit`]).
+    pub async fn audit(
+        &self,
+        actor: impl Into<String>,
+        action: AuditAction,
+        target: impl Into<String>,
+        details: Value,
+    ) {
+        match self {
+            Store::Sled(s) => s.audit(actor, action, target, details),
+        }
+    }
+
+    /// Writes an allocation and makes it durable.
+    pub async fn save_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.save_allocation(record).await,
+        }
+    }
+}
