@@ -7,6 +7,9 @@
 
 pub mod copy;
 pub mod migrations;
+mod store;
+
+pub use store::PgStore;
 
 use crate::config::{PgTls, StoreConfig};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -21,6 +21,19 @@ pub struct AuditCursor(pub(super) u64);
 #[error("a cursor is 16 hex digits, as returned in `cursor` or `next_cursor`")]
 pub struct InvalidCursor;
 
+impl AuditCursor {
+    /// The cursor of the entry at `position` in a backend's log (its sled key, its
+    /// PostgreSQL `seq`).
+    pub(crate) fn at(position: u64) -> Self {
+        AuditCursor(position)
+    }
+
+    /// Its position in the log.
+    pub(crate) fn position(self) -> u64 {
+        self.0
+    }
+}
+
 impl fmt::Display for AuditCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)

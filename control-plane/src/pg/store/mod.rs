@@ -1,0 +1,68 @@
+//! The postgres backend of [`Store`](crate::store::Store), being built table by table
+//! (`docs/operations.md`, "PostgreSQL"): each method is one statement or one transaction
+//! over the pool, with the same name and meaning as [`SledStore`]'s, and the invariants
+//! in the schema (`migrations`) rather than in a lock of this process, so several nodes
+//! may share the database. `tests/postgres_store.rs` runs the same scenarios on both
+//! backends. What is here today: API keys, enrollment tokens and enrollment, agents and
+//! modem owners, the command outbox, the audit log.
+//!
+//! [`SledStore`]: crate::store::SledStore
+
+mod agents;
+mod audit;
+mod commands;
+mod keys;
+mod tokens;
+
+use crate::store::StoreError;
+use deadpool_postgres::{Object, Pool};
+
+/// Handle to the database; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgStore")
+            .field("connections", &status.size)
+            .field("max", &status.max_size)
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// The store over `pool`, whose database is migrated (`pg::migrations::migrate`).
+    pub fn new(pool: Pool) -> Self {
+        PgStore { pool }
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// A driver error as the seam reports it: the server refused the statement, or it could
+/// not be reached (then the API answers 503 `store_unavailable`).
+pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(refused) => StoreError::Database(refused.to_string()),
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// A stored JSON document decoded into `T`.
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, StoreError> {
+    Ok(serde_json::from_value(value)?)
+}
+
+/// A value encoded as a JSON document.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, StoreError> {
+    Ok(serde_json::to_value(value)?)
+}
