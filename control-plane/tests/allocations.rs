@@ -616,7 +616,8 @@ async fn rotations_the_agent_reports_are_recorded_audited_and_start_the_cooldown
         plane
             .store()
             .last_rotation(&agent.agent_id, "359999999999999")
-            .await,
+            .await
+            .unwrap(),
         None
     );
     let audit = rotation_audit(&plane).await;

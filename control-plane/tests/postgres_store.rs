@@ -1,7 +1,9 @@
 //! The postgres backend (`pg::PgStore`) against the sled one (`Store`, the default), on
 //! the same scenarios: each scenario is a macro run once on each backend, so both must
 //! answer alike — keys, enrollment tokens and enrollment (also two nodes racing for one
-//! token), agents and modem owners, the command outbox, the audit log. PostgreSQL is a
+//! token), agents and modem owners, allocations and their pages, rotations, usage, webhook
+//! endpoints and deliveries, the command outbox, the audit log — and what only a cluster
+//! needs: the schema's guards (capacity, ports), each delivery claimed by one node. PostgreSQL is a
 //! real throw-away cluster (`initdb`); skipped with a printed reason when none is
 //! installed, never in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,11 +11,12 @@
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_control::pg::{self, migrations, PgStore};
 use farmhand_control::store::{
-    AgentRecord, ApiKeyRecord, AuditAction, AuditEvent, EnrollError, PendingCommand, Role,
-    TokenRecord,
+    AgentRecord, AllocationRecord, AllocationRequest, AllocationState, ApiKeyRecord, AuditAction,
+    AuditEvent, Delivery, DeliveryState, EnrollError, InsertOutcome, Lease, LeasedDelivery,
+    PendingCommand, Role, RotationRecord, TokenRecord, UsageTotals, WebhookEndpoint,
 };
 use farmhand_control::Store;
-use farmhand_protocol::{Command, CommandBody, Release};
+use farmhand_protocol::{AllocationUsage, Command, CommandBody, Release, UsageReport};
 use farmhand_test_support::postgres::PgCluster;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -423,4 +426,617 @@ macro_rules! audit {
 #[tokio::test]
 async fn the_audit_log_behaves_alike() {
     on_both_backends!(audit);
+}
+
+/// What the schema's capacity trigger counts against: on PostgreSQL the plane records each
+/// modem's capacity; sled's single node keeps it in its in-memory fleet (nothing stored).
+trait Inventory {
+    async fn has_modem(&self, agent_id: &str, imei: &str, capacity: u32);
+}
+
+impl Inventory for Store {
+    async fn has_modem(&self, _: &str, _: &str, _: u32) {}
+}
+
+impl Inventory for PgStore {
+    async fn has_modem(&self, agent_id: &str, imei: &str, capacity: u32) {
+        // A modem belongs to an enrolled agent.
+        if self.agent(agent_id).await.unwrap().is_none() {
+            let token = format!("et_{agent_id}");
+            let record = TokenRecord {
+                label: "rack".into(),
+                created_at: now(),
+                expires_at: now() + Duration::days(1),
+                used: false,
+                agent_id: None,
+            };
+            self.insert_enrollment_token(&token, &record).await.unwrap();
+            self.enroll(&token, agent(agent_id), now()).await.unwrap();
+        }
+        self.put_modem(agent_id, imei, capacity, &json!({"imei": imei}))
+            .await
+            .unwrap();
+    }
+}
+
+const IMEI_A: &str = "359000000000001";
+const IMEI_B: &str = "359000000000002";
+
+fn allocation(id: &str, tenant: &str, order: &str, agent_id: &str, imei: &str) -> AllocationRecord {
+    let created_at = OffsetDateTime::now_utc();
+    AllocationRecord {
+        allocation_id: id.into(),
+        order_id: order.into(),
+        state: AllocationState::Pending,
+        imei: imei.into(),
+        agent_id: agent_id.into(),
+        carrier: Some("Vodafone".into()),
+        country: Some("DE".into()),
+        host: None,
+        http_port: None,
+        socks_port: None,
+        port_id: None,
+        login: format!("u_{id}"),
+        password_sealed: Some("sealed".into()),
+        created_at,
+        expires_at: created_at + Duration::hours(1),
+        released_at: None,
+        release_reason: None,
+        failure: None,
+        request: AllocationRequest {
+            order_id: order.into(),
+            duration_s: 3600,
+            country: None,
+            carrier: None,
+            imei: None,
+            rotate_every_s: None,
+            bandwidth_kbit: None,
+            traffic_quota_mb: None,
+        },
+        replacements: Vec::new(),
+        tenant: tenant.into(),
+        detail_purged: false,
+    }
+}
+
+fn ids(records: &[AllocationRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.allocation_id.as_str()).collect()
+}
+
+macro_rules! allocations {
+    ($store:ident) => {{
+        $store.has_modem("ag_1", IMEI_A, 10).await;
+        $store.has_modem("ag_2", IMEI_B, 10).await;
+        let first = allocation("al_1", "default", "o-1", "ag_1", IMEI_A);
+        assert!(matches!(
+            $store.insert_allocation(&first).await.unwrap(),
+            InsertOutcome::Inserted
+        ));
+        let again = allocation("al_2", "default", "o-1", "ag_1", IMEI_A);
+        match $store.insert_allocation(&again).await.unwrap() {
+            InsertOutcome::Existing(existing) => assert_eq!(*existing, first),
+            InsertOutcome::Inserted => panic!("one order, two allocations"),
+        }
+        assert_eq!($store.allocation("al_2").await.unwrap(), None);
+
+        // A failed attempt holds no port: the order may be tried again.
+        let mut failed = first.clone();
+        failed.state = AllocationState::Failed;
+        failed.released_at = Some(failed.created_at);
+        $store.save_allocation(&failed).await.unwrap();
+        let mut retry = allocation("al_3", "default", "o-1", "ag_1", IMEI_A);
+        assert!(matches!(
+            $store.insert_allocation(&retry).await.unwrap(),
+            InsertOutcome::Inserted
+        ));
+        assert_eq!(
+            $store.allocation_by_order("default", "o-1").await.unwrap(),
+            Some(retry.clone())
+        );
+        retry.state = AllocationState::Active;
+        retry.host = Some("203.0.113.7".into());
+        retry.http_port = Some(8001);
+        retry.socks_port = Some(5001);
+        $store.save_allocation(&retry).await.unwrap();
+        assert_eq!(
+            $store.allocation("al_3").await.unwrap(),
+            Some(retry.clone())
+        );
+
+        let other = allocation("al_4", "acme", "o-1", "ag_2", IMEI_B);
+        $store.insert_allocation(&other).await.unwrap();
+        let all = |_: &AllocationRecord| true;
+        assert_eq!(
+            ids(&$store.agent_allocations("ag_1", all).await.unwrap()),
+            ["al_3"]
+        );
+        let ports = $store.desired_ports("ag_2").await.unwrap();
+        assert_eq!((ports[0].allocation_id.as_str(), ports.len()), ("al_4", 1));
+        let mut live = $store.live_allocations().await.unwrap();
+        live.sort_by(|a, b| a.allocation_id.cmp(&b.allocation_id));
+        assert_eq!(ids(&live), ["al_3", "al_4"]);
+        let acme = |a: &AllocationRecord| a.tenant == "acme";
+        assert_eq!(
+            ids(&$store.allocations_where(acme).await.unwrap()),
+            ["al_4"]
+        );
+
+        // Only in-service allocations expire; the next deadline is told.
+        let (due, next) = $store
+            .expiring(retry.expires_at - Duration::seconds(1))
+            .await
+            .unwrap();
+        assert!(due.is_empty());
+        assert_eq!(next, Some(retry.expires_at));
+        let (due, next) = $store.expiring(retry.expires_at).await.unwrap();
+        assert_eq!((ids(&due), next), (vec!["al_3"], None));
+
+        let counts = $store.allocation_counts().await.unwrap();
+        let count = |state| counts.iter().find(|(s, _)| *s == state).unwrap().1;
+        assert_eq!(
+            [
+                count(AllocationState::Pending),
+                count(AllocationState::Active),
+                count(AllocationState::Failed)
+            ],
+            [1, 1, 1]
+        );
+
+        // Credentials go only once the allocation has ended.
+        assert!(!$store.purge_credentials("al_3").await.unwrap());
+        let mut released = retry.clone();
+        released.state = AllocationState::Released;
+        released.released_at = Some(OffsetDateTime::now_utc());
+        $store.save_allocation(&released).await.unwrap();
+        assert!($store.purge_credentials("al_3").await.unwrap());
+        assert!(!$store.purge_credentials("al_3").await.unwrap());
+        let purged = $store.allocation("al_3").await.unwrap().unwrap();
+        assert_eq!(purged.password_sealed, None);
+        assert_eq!(purged.login, "u_al_3");
+        assert!($store
+            .agent_allocations("ag_1", all)
+            .await
+            .unwrap()
+            .is_empty());
+    }};
+}
+
+#[tokio::test]
+async fn allocations_behave_alike() {
+    on_both_backends!(allocations);
+}
+
+macro_rules! paging {
+    ($store:ident) => {{
+        $store.has_modem("ag_1", IMEI_A, 100).await;
+        let mut expected = Vec::new();
+        for tenant in ["acme", "default"] {
+            for i in 0..7 {
+                let id = format!("al_{tenant}_{i}");
+                let record = allocation(&id, tenant, &format!("o-{i}"), "ag_1", IMEI_A);
+                $store.insert_allocation(&record).await.unwrap();
+                expected.push(id);
+            }
+        }
+        let odd = |a: &AllocationRecord| a.allocation_id.ends_with(['1', '3', '5']);
+        for (tenant, limit, examine, keep_odd) in [
+            (None, 3, 100, false),
+            (Some("acme"), 2, 100, false),
+            (Some("default"), 10, 2, true),
+        ] {
+            let mut seen = Vec::new();
+            let mut cursor: Option<Vec<u8>> = None;
+            loop {
+                let page = $store
+                    .allocations_page(tenant, cursor.as_deref(), limit, examine, |a| {
+                        !keep_odd || odd(a)
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.records.len() <= limit);
+                seen.extend(page.records.into_iter().map(|r| r.allocation_id));
+                match page.next_cursor {
+                    Some(hex) => cursor = Some(farmhand_control::ids::unhex(&hex).unwrap()),
+                    None => break,
+                }
+            }
+            let want: Vec<String> = expected
+                .iter()
+                .filter(|id| tenant.is_none_or(|t| id.starts_with(&format!("al_{t}_"))))
+                .filter(|id| !keep_odd || id.ends_with(['1', '3', '5']))
+                .cloned()
+                .collect();
+            assert_eq!(seen, want, "{tenant:?} limit {limit} examine {examine}");
+        }
+    }};
+}
+
+#[tokio::test]
+async fn allocation_pages_behave_alike() {
+    on_both_backends!(paging);
+}
+
+/// The schema keeps a modem's capacity and one port per box whichever node writes.
+#[tokio::test]
+async fn postgres_refuses_past_a_modems_capacity_and_a_shared_port() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let (a, b) = (postgres(&cluster).await, postgres(&cluster).await);
+    a.has_modem("ag_1", IMEI_A, 1).await;
+    a.has_modem("ag_1", IMEI_B, 5).await;
+    let (first, second) = (
+        allocation("al_x", "default", "o-x", "ag_1", IMEI_A),
+        allocation("al_y", "default", "o-y", "ag_1", IMEI_A),
+    );
+    let (x, y) = tokio::join!(a.insert_allocation(&first), b.insert_allocation(&second));
+    assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1, "{x:?} {y:?}");
+    let refused = x.err().or(y.err()).unwrap();
+    assert!(refused.to_string().contains("capacity"), "{refused}");
+
+    let mut one = allocation("al_1", "default", "o-1", "ag_1", IMEI_B);
+    one.http_port = Some(8001);
+    a.insert_allocation(&one).await.unwrap();
+    let mut two = allocation("al_2", "default", "o-2", "ag_1", IMEI_B);
+    two.http_port = Some(8001);
+    assert!(
+        b.insert_allocation(&two).await.is_err(),
+        "one port, two allocations"
+    );
+    let unknown = allocation("al_3", "default", "o-3", "ag_9", IMEI_B);
+    assert!(
+        a.insert_allocation(&unknown).await.is_err(),
+        "a modem nobody reported"
+    );
+}
+
+macro_rules! rotations {
+    ($store:ident) => {{
+        let at = |ms: u64, ip: &str| RotationRecord {
+            at_ms: ms,
+            old_ip: Some("198.51.100.1".into()),
+            new_ip: Some(ip.into()),
+            changed: true,
+            automatic: false,
+        };
+        assert!($store
+            .record_rotation("ag_1", IMEI_A, &at(1000, "198.51.100.2"))
+            .await
+            .unwrap());
+        assert!(!$store
+            .record_rotation("ag_1", IMEI_A, &at(900, "198.51.100.9"))
+            .await
+            .unwrap());
+        assert!($store
+            .record_rotation("ag_1", IMEI_A, &at(1000, "198.51.100.3"))
+            .await
+            .unwrap());
+        assert!($store
+            .record_rotation("ag_2", IMEI_B, &at(2000, "198.51.100.4"))
+            .await
+            .unwrap());
+        assert_eq!(
+            $store.last_rotation("ag_1", IMEI_A).await.unwrap(),
+            Some(at(1000, "198.51.100.3"))
+        );
+        assert_eq!($store.last_rotation("ag_2", IMEI_A).await.unwrap(), None);
+        let many = $store
+            .last_rotations([("ag_2", IMEI_B), ("ag_2", IMEI_A), ("ag_1", IMEI_A)])
+            .await
+            .unwrap();
+        assert_eq!(
+            many,
+            [
+                Some(at(2000, "198.51.100.4")),
+                None,
+                Some(at(1000, "198.51.100.3"))
+            ]
+        );
+    }};
+}
+
+#[tokio::test]
+async fn rotations_behave_alike() {
+    on_both_backends!(rotations);
+}
+
+macro_rules! usage {
+    ($store:ident) => {{
+        $store.has_modem("ag_1", IMEI_A, 10).await;
+        $store
+            .insert_allocation(&allocation("al_1", "default", "o-1", "ag_1", IMEI_A))
+            .await
+            .unwrap();
+        let report = |at: u64, entries: &[(&str, u64, u64)]| UsageReport {
+            measured_at_ms: at,
+            allocations: entries
+                .iter()
+                .map(|(id, i, o)| AllocationUsage {
+                    allocation_id: id.to_string(),
+                    bytes_in: *i,
+                    bytes_out: *o,
+                })
+                .collect(),
+        };
+        let got = $store
+            .record_usage_report(
+                "ag_1",
+                &report(5000, &[("al_1", 100, 50), ("al_zz", 1, 1)]),
+                4000,
+            )
+            .await
+            .unwrap();
+        assert_eq!((got.stored, got.ignored), (1, 1));
+        let stranger = $store
+            .record_usage_report("ag_2", &report(4000, &[("al_1", 1_000_000, 1)]), 9000)
+            .await
+            .unwrap();
+        assert_eq!(
+            (stranger.stored, stranger.ignored),
+            (0, 1),
+            "not its allocation"
+        );
+        // A lower report never lowers a total; the time is clamped to the plane's clock.
+        $store
+            .record_usage_report("ag_1", &report(3000, &[("al_1", 90, 70)]), 9000)
+            .await
+            .unwrap();
+        let totals = UsageTotals {
+            bytes_in: 100,
+            bytes_out: 70,
+            measured_at_ms: 4000,
+        };
+        assert_eq!($store.usage("al_1").await.unwrap(), Some(totals));
+        // After a move, the new agent's totals add up with the old one's.
+        $store
+            .record_usage(
+                "al_1",
+                "ag_2",
+                UsageTotals {
+                    bytes_in: 1,
+                    bytes_out: 2,
+                    measured_at_ms: 6000,
+                },
+            )
+            .await
+            .unwrap();
+        let sum = UsageTotals {
+            bytes_in: 101,
+            bytes_out: 72,
+            measured_at_ms: 6000,
+        };
+        assert_eq!($store.usage("al_1").await.unwrap(), Some(sum));
+        assert_eq!($store.usage("al_zz").await.unwrap(), None);
+    }};
+}
+
+#[tokio::test]
+async fn usage_behaves_alike() {
+    on_both_backends!(usage);
+}
+
+fn endpoint(id: &str, tenant: Option<&str>) -> WebhookEndpoint {
+    WebhookEndpoint {
+        webhook_id: id.into(),
+        url: format!("https://shop.example/{id}"),
+        events: vec!["*".into()],
+        secret_sealed: "sealed".into(),
+        created_at: now(),
+        tenant: tenant.map(str::to_string),
+    }
+}
+
+fn delivery(seq: u64, webhook_id: &str, event_id: &str, due: OffsetDateTime) -> Delivery {
+    Delivery {
+        seq,
+        webhook_id: webhook_id.into(),
+        event_id: event_id.into(),
+        event_type: "allocation.active".into(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        created_at: due,
+        next_attempt_at: Some(due),
+        finished_at: None,
+        last_status: None,
+        last_error: None,
+        body: format!(r#"{{"id":"{event_id}"}}"#),
+    }
+}
+
+fn taken(lease: Lease) -> LeasedDelivery {
+    match lease {
+        Lease::Taken(leased) => *leased,
+        other => panic!("nothing leased: {other:?}"),
+    }
+}
+
+macro_rules! webhooks {
+    ($store:ident) => {{
+        let t0 = now();
+        let ms = farmhand_control::ids::unix_ms;
+        $store
+            .put_webhook_endpoint(&endpoint("wh_b", Some("acme")))
+            .await
+            .unwrap();
+        $store
+            .put_webhook_endpoint(&endpoint("wh_a", None))
+            .await
+            .unwrap();
+        let listed: Vec<String> = $store
+            .webhook_endpoints()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.webhook_id)
+            .collect();
+        assert_eq!(listed, ["wh_a", "wh_b"]);
+        assert_eq!(
+            $store.webhook_endpoint("wh_b").await.unwrap(),
+            Some(endpoint("wh_b", Some("acme")))
+        );
+
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            seqs.push($store.next_delivery_seq().await.unwrap());
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let e1 = delivery(seqs[0], "wh_a", "ev_1", t0);
+        let e2 = delivery(seqs[1], "wh_a", "ev_2", t0 + Duration::seconds(10));
+        let e3 = delivery(seqs[2], "wh_b", "ev_3", t0);
+        $store
+            .enqueue_deliveries(&[e1.clone(), e2.clone()])
+            .await
+            .unwrap();
+        $store
+            .enqueue_deliveries(std::slice::from_ref(&e3))
+            .await
+            .unwrap();
+        assert_eq!($store.pending_webhook_deliveries().await.unwrap(), 3);
+        assert_eq!($store.next_webhook_due().await.unwrap(), Some(ms(t0)));
+
+        // Earliest due first; a lease hides a delivery until it runs out.
+        let lease_end = ms(t0 + Duration::seconds(60));
+        let first = taken(
+            $store
+                .lease_due_delivery(ms(t0), lease_end, 10, |_| true)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(first.delivery, e1);
+        let second = taken(
+            $store
+                .lease_due_delivery(ms(t0), lease_end, 10, |w| w != "wh_a")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(second.delivery, e3);
+        let none = $store
+            .lease_due_delivery(ms(t0), lease_end, 10, |_| true)
+            .await
+            .unwrap();
+        assert!(matches!(none, Lease::NothingDue), "{none:?}");
+        let later = ms(t0 + Duration::seconds(10));
+        let blocked = $store
+            .lease_due_delivery(later, lease_end, 10, |_| false)
+            .await
+            .unwrap();
+        assert!(matches!(blocked, Lease::Blocked), "{blocked:?}");
+
+        // Settled: delivered leaves the schedule; a retry is due at its new time.
+        let mut done = e1.clone();
+        done.state = DeliveryState::Delivered;
+        done.attempts = 1;
+        done.next_attempt_at = None;
+        done.finished_at = Some(t0 + Duration::seconds(1));
+        done.last_status = Some(204);
+        $store.settle_delivery(&first, &done).await.unwrap();
+        let mut retry = e3.clone();
+        retry.attempts = 1;
+        retry.next_attempt_at = Some(t0 + Duration::seconds(5));
+        retry.last_status = Some(503);
+        retry.last_error = Some("503 Service Unavailable".into());
+        $store.settle_delivery(&second, &retry).await.unwrap();
+        assert_eq!(
+            $store.next_webhook_due().await.unwrap(),
+            Some(ms(t0 + Duration::seconds(5)))
+        );
+        assert_eq!($store.pending_webhook_deliveries().await.unwrap(), 2);
+        assert_eq!(
+            $store.webhook_deliveries("wh_a", 10).await.unwrap(),
+            [e2.clone(), done]
+        );
+        assert_eq!(
+            $store.webhook_deliveries("wh_a", 1).await.unwrap(),
+            std::slice::from_ref(&e2)
+        );
+        assert_eq!(
+            $store.webhook_deliveries("wh_b", 10).await.unwrap(),
+            [retry]
+        );
+
+        // The log keeps the newest finished lines; pending ones always stay.
+        assert_eq!($store.prune_webhook_deliveries("wh_a", 0).await.unwrap(), 1);
+        assert_eq!($store.webhook_deliveries("wh_a", 10).await.unwrap(), [e2]);
+        assert!($store.remove_webhook_endpoint("wh_b").await.unwrap());
+        assert!(!$store.remove_webhook_endpoint("wh_b").await.unwrap());
+        // (sled counts a removed endpoint's pending deliveries until the deliverer comes
+        // to them; PostgreSQL drops them with the endpoint.)
+        assert!($store
+            .webhook_deliveries("wh_b", 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        assert_eq!($store.expiring_sent("al_1").await.unwrap(), None);
+        $store.mark_expiring_sent("al_1", 123).await.unwrap();
+        $store.mark_expiring_sent("al_1", 456).await.unwrap();
+        assert_eq!($store.expiring_sent("al_1").await.unwrap(), Some(456));
+        $store.forget_expiring("al_1").await.unwrap();
+        assert_eq!($store.expiring_sent("al_1").await.unwrap(), None);
+    }};
+}
+
+#[tokio::test]
+async fn webhook_endpoints_and_deliveries_behave_alike() {
+    on_both_backends!(webhooks);
+}
+
+/// Nodes claiming due deliveries at once each get a different one; a lease left by a node
+/// that died runs out, and another node takes the delivery then.
+#[tokio::test]
+async fn each_delivery_is_claimed_by_one_node_and_a_dead_nodes_lease_runs_out() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let (a, b) = (postgres(&cluster).await, postgres(&cluster).await);
+    let t0 = now();
+    let ms = farmhand_control::ids::unix_ms;
+    a.put_webhook_endpoint(&endpoint("wh_a", None))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for i in 0..20 {
+        let seq = a.next_delivery_seq().await.unwrap();
+        all.push(delivery(seq, "wh_a", &format!("ev_{i}"), t0));
+    }
+    a.enqueue_deliveries(&all).await.unwrap();
+    a.enqueue_deliveries(&all[..3]).await.unwrap();
+    assert_eq!(
+        a.pending_webhook_deliveries().await.unwrap(),
+        20,
+        "an event once per endpoint"
+    );
+
+    let lease_end = ms(t0 + Duration::seconds(30));
+    let claim = |store: PgStore| async move {
+        let mut got = Vec::new();
+        while let Lease::Taken(leased) = store
+            .lease_due_delivery(ms(t0), lease_end, 100, |_| true)
+            .await
+            .unwrap()
+        {
+            got.push(leased.delivery.seq);
+        }
+        got
+    };
+    let (x, y) = tokio::join!(claim(a.clone()), claim(b.clone()));
+    let mut claimed: Vec<u64> = x.iter().chain(&y).copied().collect();
+    claimed.sort_unstable();
+    let mut expected: Vec<u64> = all.iter().map(|d| d.seq).collect();
+    expected.sort_unstable();
+    assert_eq!(claimed, expected, "every delivery claimed exactly once");
+
+    // Node a "dies" holding its leases: nothing comes back early, all come back at the end.
+    assert_eq!(b.release_webhook_leases().await.unwrap(), 0);
+    let early = b
+        .lease_due_delivery(lease_end - 1, lease_end + 30_000, 100, |_| true)
+        .await
+        .unwrap();
+    assert!(matches!(early, Lease::NothingDue), "{early:?}");
+    assert_eq!(b.next_webhook_due().await.unwrap(), Some(lease_end));
+    let again = b
+        .lease_due_delivery(lease_end, lease_end + 30_000, 100, |_| true)
+        .await
+        .unwrap();
+    assert!(matches!(again, Lease::Taken(_)));
 }

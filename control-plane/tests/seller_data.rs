@@ -269,7 +269,7 @@ async fn erasure_leaves_only_the_tombstoned_financial_core() {
 
     // The other seller is untouched.
     assert!(store.agent(&m.b).await.unwrap().is_some());
-    assert!(store.last_rotation(&m.b, IMEI_B).await.is_some());
+    assert!(store.last_rotation(&m.b, IMEI_B).await.unwrap().is_some());
     assert!(store
         .modem_owners()
         .await

@@ -12,7 +12,7 @@
 use super::{request, AllocError, Allocator};
 use crate::fleet::Located;
 use crate::ids::{rfc3339, unix_ms};
-use crate::store::RotationRecord;
+use crate::store::{RotationRecord, StoreError};
 use farmhand_protocol::{CommandBody, CommandErrorCode, CommandOutput, Outcome, RotateIp, Rotated};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -148,24 +148,25 @@ impl Allocator {
         }
     }
 
-    /// The last rotation of each (agent, IMEI), in their order, for the modem view (from
-    /// memory: see `store::rotations`).
+    /// The last rotation of each (agent, IMEI), in their order, for the modem view (sled
+    /// answers from memory: see `store::rotations`).
     pub async fn last_rotations<'a>(
         &self,
         modems: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Vec<Option<LastRotation>> {
-        self.store
+    ) -> Result<Vec<Option<LastRotation>>, StoreError> {
+        Ok(self
+            .store
             .last_rotations(modems)
-            .await
+            .await?
             .into_iter()
             .map(|last| last.map(LastRotation::from))
-            .collect()
+            .collect())
     }
 
     /// Refuses while the modem's last rotation is younger than the cooldown.
     async fn check_cooldown(&self, agent_id: &str, imei: &str) -> Result<(), AllocError> {
         let cooldown_ms = self.config.rotation_cooldown_s.saturating_mul(1000);
-        let Some(last) = self.store.last_rotation(agent_id, imei).await else {
+        let Some(last) = self.store.last_rotation(agent_id, imei).await? else {
             return Ok(());
         };
         let since_ms = unix_ms(self.clock.now()).saturating_sub(last.at_ms);

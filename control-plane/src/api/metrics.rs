@@ -52,7 +52,7 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
     text.gauge(
         "farmhand_webhook_deliveries_pending",
         "Webhook deliveries not yet delivered nor given up.",
-        state.store.pending_webhook_deliveries().await as f64,
+        state.store.pending_webhook_deliveries().await? as f64,
     );
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text.finish()).into_response())
 }
@@ -119,7 +119,7 @@ async fn allocation_gauges(text: &mut Text, state: &AppState) -> Result<(), ApiE
     let series: Vec<([&str; 1], f64)> = state
         .store
         .allocation_counts()
-        .await
+        .await?
         .into_iter()
         .map(|(s, n)| ([s.as_str()], n as f64))
         .collect();

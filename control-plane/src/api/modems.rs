@@ -52,8 +52,8 @@ struct ModemWithRotation {
     last_rotation: Option<LastRotation>,
 }
 
-/// 200 `{"modems":[...]}`. The rotations come from memory (`store::rotations`): a full
-/// listing does no storage lookup per modem.
+/// 200 `{"modems":[...]}`. The rotations come in one storage read (sled answers from
+/// memory, `store::rotations`): a full listing does no lookup per modem.
 #[utoipa::path(get, operation_id = "list_modems", path = "/v1/modems", tag = "modems",
     security(("admin" = []), ("marketplace" = [])), params(ModemQuery),
     responses((status = 200, description = "The fleet's modems that match.", body = ModemList)))]
@@ -61,7 +61,7 @@ pub async fn list(
     _: AnyRole,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ModemQuery>,
-) -> Json<ModemList> {
+) -> Result<Json<ModemList>, ApiError> {
     let filter = ModemFilter {
         country: q.country,
         carrier: q.carrier,
@@ -78,7 +78,7 @@ pub async fn list(
                 .iter()
                 .map(|m| (m.agent_id.as_str(), m.imei.as_str())),
         )
-        .await;
+        .await?;
     let modems = modems
         .into_iter()
         .zip(rotations)
@@ -87,7 +87,7 @@ pub async fn list(
             last_rotation,
         })
         .collect();
-    Json(ModemList { modems })
+    Ok(Json(ModemList { modems }))
 }
 
 /// 200 `{"imei","old_ip","new_ip","changed","rotated_at"}`; 404; 503 `agent_offline`; 409

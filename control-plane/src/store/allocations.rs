@@ -315,7 +315,7 @@ pub(super) fn order_key(tenant: &str, order_id: &str) -> Vec<u8> {
 }
 
 /// The tenant index key of `record`: tenant, NUL, creation time (big-endian µs), id.
-pub(super) fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
+pub(crate) fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
     let micros = u64::try_from(record.created_at.unix_timestamp_nanos() / 1000).unwrap_or(0);
     [
         record.tenant.as_bytes(),

@@ -30,6 +30,7 @@ pub use allocation_record::{
     AllocationPage, AllocationRecord, AllocationRequest, AllocationState, InsertOutcome,
     ReleaseReason, Replacement, ReplacementReason,
 };
+pub(crate) use allocations::tenant_key;
 pub use audit::{AuditAction, AuditEvent};
 pub use audit_page::{AuditCursor, AuditEntry, AuditPage, InvalidCursor};
 pub use commands::PendingCommand;

@@ -43,9 +43,34 @@ impl Store {
     pub async fn last_rotations<'a>(
         &self,
         modems: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Vec<Option<RotationRecord>> {
+    ) -> Result<Vec<Option<RotationRecord>>, StoreError> {
         match self {
-            Store::Sled(s) => s.last_rotations(modems),
+            Store::Sled(s) => Ok(s.last_rotations(modems)),
+        }
+    }
+
+    /// The last rotation recorded for `imei` of `agent_id`.
+    pub async fn last_rotation(
+        &self,
+        agent_id: &str,
+        imei: &str,
+    ) -> Result<Option<RotationRecord>, StoreError> {
+        match self {
+            Store::Sled(s) => Ok(s.last_rotation(agent_id, imei)),
+        }
+    }
+
+    /// Deliveries waiting for an attempt (or in one), all endpoints together.
+    pub async fn pending_webhook_deliveries(&self) -> Result<usize, StoreError> {
+        match self {
+            Store::Sled(s) => Ok(s.pending_webhook_deliveries()),
+        }
+    }
+
+    /// How many allocations are in each state (every state, ended ones included).
+    pub async fn allocation_counts(&self) -> Result<Vec<(AllocationState, u64)>, StoreError> {
+        match self {
+            Store::Sled(s) => Ok(s.allocation_counts()),
         }
     }
 }
@@ -81,7 +106,6 @@ delegate! {
     fn insert_allocation(&self, record: &AllocationRecord) -> Result<InsertOutcome, StoreError>;
     fn purge_credentials(&self, allocation_id: &str) -> Result<bool, StoreError>;
     fn allocation(&self, allocation_id: &str) -> Result<Option<AllocationRecord>, StoreError>;
-    fn allocation_counts(&self) -> Vec<(AllocationState, u64)>;
     fn allocations_page(
         &self,
         tenant: Option<&str>,
@@ -160,7 +184,6 @@ delegate! {
     ) -> Result<AgentRecord, EnrollError>;
 
     // Rotations and usage.
-    fn last_rotation(&self, agent_id: &str, imei: &str) -> Option<RotationRecord>;
     fn record_rotation(
         &self,
         agent_id: &str,
@@ -200,7 +223,6 @@ delegate! {
     fn settle_delivery(&self, leased: &LeasedDelivery, delivery: &Delivery) -> Result<(), StoreError>;
     fn webhook_deliveries(&self, webhook_id: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
     fn prune_webhook_deliveries(&self, webhook_id: &str, keep: usize) -> Result<usize, StoreError>;
-    fn pending_webhook_deliveries(&self) -> usize;
     fn expiring_sent(&self, allocation_id: &str) -> Result<Option<u64>, StoreError>;
     fn mark_expiring_sent(&self, allocation_id: &str, expires_at_ms: u64) -> Result<(), StoreError>;
     fn forget_expiring(&self, allocation_id: &str) -> Result<(), StoreError>;

@@ -155,7 +155,8 @@ pub enum Lease {
 pub struct LeasedDelivery {
     /// The delivery as stored when it was leased.
     pub delivery: Delivery,
-    lease: Vec<u8>,
+    /// The backend's handle on the lease (sled: its schedule key).
+    pub(crate) lease: Vec<u8>,
 }
 
 fn prefix(webhook_id: &str) -> Vec<u8> {

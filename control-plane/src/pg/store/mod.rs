@@ -4,15 +4,21 @@
 //! in the schema (`migrations`) rather than in a lock of this process, so several nodes
 //! may share the database. `tests/postgres_store.rs` runs the same scenarios on both
 //! backends. What is here today: API keys, enrollment tokens and enrollment, agents and
-//! modem owners, the command outbox, the audit log.
+//! modem owners, modems and their capacity, allocations, rotations, usage, webhook
+//! endpoints and deliveries, the command outbox, the audit log.
 //!
 //! [`SledStore`]: crate::store::SledStore
 
 mod agents;
+mod allocations;
 mod audit;
 mod commands;
 mod keys;
+mod modems;
+mod rotations;
 mod tokens;
+mod usage;
+mod webhooks;
 
 use crate::store::StoreError;
 use deadpool_postgres::{Object, Pool};
