@@ -111,6 +111,28 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
 
     // What PostgreSQL holds is the plane's: the allocation record, the audit order.
     let client = pool.get().await.unwrap();
+    // Every copied record is queued for its retention window, as sled had it.
+    let queued: Vec<(String, i64)> = client
+        .query(
+            "SELECT kind, count(*) FROM retention_queue GROUP BY kind ORDER BY kind",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for kind in [
+        "credentials",
+        "enrollment_token",
+        "rotation",
+        "webhook_delivery",
+    ] {
+        assert!(
+            queued.iter().any(|(k, n)| k == kind && *n > 0),
+            "{kind}: {queued:?}"
+        );
+    }
     let record: Value = client
         .query_one(
             "SELECT record FROM allocations WHERE order_id = 'o-live'",

@@ -1040,3 +1040,181 @@ async fn each_delivery_is_claimed_by_one_node_and_a_dead_nodes_lease_runs_out() 
         .unwrap();
     assert!(matches!(again, Lease::Taken(_)));
 }
+
+macro_rules! retention {
+    ($store:ident) => {{
+        use farmhand_control::store::RetentionKind as Kind;
+        let t = now();
+        let due = |kind| $store.retention_due(kind, t, 10);
+        $store.has_modem("ag_1", IMEI_A, 10).await;
+        let mut ended = allocation("al_1", "default", "o-1", "ag_1", IMEI_A);
+        $store.insert_allocation(&ended).await.unwrap();
+        assert_eq!(
+            $store.retention_queued(Kind::Credentials).await.unwrap(),
+            0,
+            "live"
+        );
+        ended.state = AllocationState::Released;
+        ended.released_at = Some(t);
+        $store.save_allocation(&ended).await.unwrap();
+        $store
+            .record_usage(
+                "al_1",
+                "ag_1",
+                UsageTotals {
+                    bytes_in: 1,
+                    bytes_out: 1,
+                    measured_at_ms: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            $store.oldest_queued(Kind::Credentials).await.unwrap(),
+            Some(t)
+        );
+        let early = $store
+            .retention_due(Kind::Credentials, t - Duration::seconds(1), 10)
+            .await;
+        assert!(
+            early.unwrap().is_empty(),
+            "a second before its window ends it stays"
+        );
+
+        // Credentials, then detail, then the record: each window queues the next.
+        for (kind, next) in [
+            (Kind::Credentials, Some(Kind::AllocationDetail)),
+            (Kind::AllocationDetail, Some(Kind::AllocationRecord)),
+            (Kind::AllocationRecord, None),
+        ] {
+            let queued = due(kind).await.unwrap();
+            assert_eq!(queued.len(), 1, "{kind:?}");
+            assert_eq!(
+                (queued[0].record.as_slice(), queued[0].started),
+                (&b"al_1"[..], t)
+            );
+            assert!(
+                $store.forget(kind, &queued[0], t).await.unwrap(),
+                "{kind:?}"
+            );
+            assert!(
+                !$store.forget(kind, &queued[0], t).await.unwrap(),
+                "{kind:?} twice"
+            );
+            $store.retention_next(kind, &queued[0]).await.unwrap();
+            $store.retention_done(&queued[0]).await.unwrap();
+            assert_eq!($store.retention_queued(kind).await.unwrap(), 0, "{kind:?}");
+            if let Some(next) = next {
+                assert_eq!($store.retention_queued(next).await.unwrap(), 1, "{next:?}");
+            }
+            match $store.allocation("al_1").await.unwrap() {
+                Some(left) if kind == Kind::Credentials => {
+                    assert_eq!(
+                        (left.password_sealed, left.login.as_str()),
+                        (None, "u_al_1")
+                    );
+                }
+                Some(left) => {
+                    assert!(left.detail_purged && left.imei.is_empty() && left.login.is_empty());
+                    assert_eq!(left.order_id, "o-1", "the financial core stays");
+                }
+                None => {
+                    assert_eq!(kind, Kind::AllocationRecord);
+                    assert_eq!($store.usage("al_1").await.unwrap(), None);
+                }
+            }
+        }
+
+        // A rotation goes unless a later one replaced it.
+        let rotation = |ms| RotationRecord {
+            at_ms: ms,
+            old_ip: None,
+            new_ip: Some("198.51.100.2".into()),
+            changed: true,
+            automatic: true,
+        };
+        let t_ms = farmhand_control::ids::unix_ms(t);
+        $store
+            .record_rotation("ag_1", IMEI_A, &rotation(t_ms - 1000))
+            .await
+            .unwrap();
+        $store
+            .record_rotation("ag_1", IMEI_A, &rotation(t_ms))
+            .await
+            .unwrap();
+        let queued = due(Kind::Rotation).await.unwrap();
+        assert_eq!(queued.len(), 2);
+        assert!(
+            !$store.forget(Kind::Rotation, &queued[0], t).await.unwrap(),
+            "replaced"
+        );
+        assert!($store.forget(Kind::Rotation, &queued[1], t).await.unwrap());
+        assert_eq!($store.last_rotation("ag_1", IMEI_A).await.unwrap(), None);
+
+        // A pending delivery waits another window; a finished one goes.
+        $store
+            .put_webhook_endpoint(&endpoint("wh_a", None))
+            .await
+            .unwrap();
+        let seq = $store.next_delivery_seq().await.unwrap();
+        let pending = delivery(seq, "wh_a", "ev_1", t - Duration::days(1));
+        $store
+            .enqueue_deliveries(std::slice::from_ref(&pending))
+            .await
+            .unwrap();
+        let queued = due(Kind::WebhookDelivery).await.unwrap();
+        assert!(!$store
+            .forget(Kind::WebhookDelivery, &queued[0], t)
+            .await
+            .unwrap());
+        $store.retention_done(&queued[0]).await.unwrap();
+        assert_eq!(
+            $store.oldest_queued(Kind::WebhookDelivery).await.unwrap(),
+            Some(t)
+        );
+        let now_ms = farmhand_control::ids::unix_ms(t);
+        let leased = taken(
+            $store
+                .lease_due_delivery(now_ms, now_ms + 1000, 10, |_| true)
+                .await
+                .unwrap(),
+        );
+        let mut done = pending.clone();
+        done.state = DeliveryState::Delivered;
+        done.next_attempt_at = None;
+        $store.settle_delivery(&leased, &done).await.unwrap();
+        let queued = due(Kind::WebhookDelivery).await.unwrap();
+        assert!($store
+            .forget(Kind::WebhookDelivery, &queued[0], t)
+            .await
+            .unwrap());
+        assert!($store
+            .webhook_deliveries("wh_a", 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // A token is counted from its expiry.
+        let token = TokenRecord {
+            label: "rack".into(),
+            created_at: t - Duration::days(2),
+            expires_at: t,
+            used: false,
+            agent_id: None,
+        };
+        $store
+            .insert_enrollment_token("et_old", &token)
+            .await
+            .unwrap();
+        let before = $store.enrollment_tokens().await.unwrap().len();
+        let queued = due(Kind::EnrollmentToken).await.unwrap();
+        let ours = queued.iter().find(|q| q.started == t).unwrap();
+        assert!($store.forget(Kind::EnrollmentToken, ours, t).await.unwrap());
+        assert_eq!($store.enrollment_tokens().await.unwrap().len(), before - 1);
+    }};
+}
+
+#[tokio::test]
+async fn retention_behaves_alike() {
+    on_both_backends!(retention);
+}

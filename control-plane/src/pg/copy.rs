@@ -194,7 +194,7 @@ pub async fn copy(store: &SledStore, pool: &Pool, replace: bool) -> Result<Vec<C
     let tx = client.transaction().await?;
     for name in ORDER
         .iter()
-        .chain(["modems", "agent_sessions", "nodes"].iter())
+        .chain(["modems", "agent_sessions", "nodes", "retention_queue"].iter())
     {
         let any: bool = tx
             .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {name})"), &[])
@@ -211,7 +211,7 @@ pub async fn copy(store: &SledStore, pool: &Pool, replace: bool) -> Result<Vec<C
     }
     if replace {
         tx.batch_execute(&format!(
-            "TRUNCATE {}, modems, agent_sessions, nodes",
+            "TRUNCATE {}, modems, agent_sessions, nodes, retention_queue",
             ORDER.join(", ")
         ))
         .await?;
@@ -281,6 +281,8 @@ pub async fn copy(store: &SledStore, pool: &Pool, replace: bool) -> Result<Vec<C
             checksum: expected,
         });
     }
+    // sled's retention queue is not copied: PostgreSQL's is rebuilt from the rows.
+    tx.batch_execute(super::store::QUEUE_EXISTING).await?;
     tx.batch_execute("ALTER TABLE allocations ENABLE TRIGGER allocations_capacity")
         .await?;
     tx.commit().await?;

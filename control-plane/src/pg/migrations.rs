@@ -11,11 +11,18 @@ use deadpool_postgres::Pool;
 use ring::digest::{digest, SHA256};
 
 /// Every migration: version, name, SQL. Append only; never edit one that shipped.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "retention_queue",
+        include_str!("../../migrations/0002_retention_queue.sql"),
+    ),
+];
 
 /// The advisory lock key migrations hold (any constant: "farmhand" in ASCII).
 const LOCK_KEY: i64 = 0x6661_726d_6861_6e64;

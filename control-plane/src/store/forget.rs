@@ -121,7 +121,7 @@ impl SledStore {
 
 /// Clears what only operating the port needed: which modem, where buyers connected, the
 /// login and password, ProxySmart's port id, the failure text.
-pub(super) fn clear_detail(record: &mut AllocationRecord) {
+pub(crate) fn clear_detail(record: &mut AllocationRecord) {
     record.imei.clear();
     record.request.imei = None;
     record.host = None;

@@ -81,7 +81,49 @@ pub struct Queued {
     entry: Vec<u8>,
 }
 
-pub(super) fn from_ms(ms: u64) -> OffsetDateTime {
+impl Queued {
+    /// A queued record as a backend read it.
+    pub(crate) fn new(kind: RetentionKind, started: OffsetDateTime, record: Vec<u8>) -> Self {
+        Queued {
+            entry: entry(kind, started, &record),
+            started,
+            record,
+        }
+    }
+
+    /// The kind it is queued under.
+    pub(crate) fn kind(&self) -> Option<RetentionKind> {
+        let tag = *self.entry.first()?;
+        RetentionKind::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+}
+
+impl RetentionKind {
+    /// The window that follows this one for the same record, if any (an allocation's
+    /// credentials, then its detail, then the record).
+    pub(crate) fn next(self) -> Option<RetentionKind> {
+        match self {
+            RetentionKind::Credentials => Some(RetentionKind::AllocationDetail),
+            RetentionKind::AllocationDetail => Some(RetentionKind::AllocationRecord),
+            _ => None,
+        }
+    }
+
+    /// The first window still ahead of an ended allocation (`None` while it is live).
+    pub(crate) fn of_ended(record: &AllocationRecord) -> Option<(RetentionKind, OffsetDateTime)> {
+        let ended = record.ended_at()?;
+        let kind = if record.password_sealed.is_some() {
+            RetentionKind::Credentials
+        } else if !record.detail_purged {
+            RetentionKind::AllocationDetail
+        } else {
+            RetentionKind::AllocationRecord
+        };
+        Some((kind, ended))
+    }
+}
+
+pub(crate) fn from_ms(ms: u64) -> OffsetDateTime {
     let nanos = i128::from(ms) * 1_000_000;
     OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -211,15 +253,8 @@ impl SledStore {
     /// the next window when it ends one ([`SledStore::retention_next`]); the windows are
     /// ordered (credentials, then detail, then the record), so none is reached late.
     pub(super) fn queue_ended(&self, record: &AllocationRecord) -> Result<(), StoreError> {
-        let Some(ended) = record.ended_at() else {
+        let Some((kind, ended)) = RetentionKind::of_ended(record) else {
             return Ok(());
-        };
-        let kind = if record.password_sealed.is_some() {
-            RetentionKind::Credentials
-        } else if !record.detail_purged {
-            RetentionKind::AllocationDetail
-        } else {
-            RetentionKind::AllocationRecord
         };
         self.queue_retention(kind, ended, record.allocation_id.as_bytes())
     }
@@ -227,10 +262,8 @@ impl SledStore {
     /// After `kind`'s window ended for `queued`: queues the record's next window, from the
     /// same start (an allocation's credentials, then its detail, then the record).
     pub fn retention_next(&self, kind: RetentionKind, queued: &Queued) -> Result<(), StoreError> {
-        let next = match kind {
-            RetentionKind::Credentials => RetentionKind::AllocationDetail,
-            RetentionKind::AllocationDetail => RetentionKind::AllocationRecord,
-            _ => return Ok(()),
+        let Some(next) = kind.next() else {
+            return Ok(());
         };
         self.queue_retention(next, queued.started, &queued.record)
     }

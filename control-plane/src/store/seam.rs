@@ -60,6 +60,13 @@ impl Store {
         }
     }
 
+    /// How many records of `kind` are queued for retention.
+    pub async fn retention_queued(&self, kind: RetentionKind) -> Result<usize, StoreError> {
+        match self {
+            Store::Sled(s) => Ok(s.retention_queued(kind)),
+        }
+    }
+
     /// Deliveries waiting for an attempt (or in one), all endpoints together.
     pub async fn pending_webhook_deliveries(&self) -> Result<usize, StoreError> {
         match self {
@@ -163,7 +170,6 @@ delegate! {
     ) -> Result<Vec<Queued>, StoreError>;
     fn oldest_queued(&self, kind: RetentionKind) -> Result<Option<OffsetDateTime>, StoreError>;
     fn retention_done(&self, queued: &Queued) -> Result<(), StoreError>;
-    fn retention_queued(&self, kind: RetentionKind) -> usize;
     fn retention_next(&self, kind: RetentionKind, queued: &Queued) -> Result<(), StoreError>;
 
     // API keys and enrollment tokens.

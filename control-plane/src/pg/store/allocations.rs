@@ -3,9 +3,11 @@
 //! the capacity trigger of the schema keep one live allocation per order, no shared port
 //! and no modem past its capacity, whichever node writes.
 
+use super::retention::started_ms;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::{
-    tenant_key, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, StoreError,
+    tenant_key, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, RetentionKind,
+    StoreError,
 };
 use deadpool_postgres::GenericClient;
 use farmhand_protocol::DesiredPort;
@@ -16,24 +18,34 @@ const HOLDS_PORT: &str = "('pending', 'active', 'releasing', 'replaced')";
 /// The states the expiry sweeper serves (`AllocationState::is_live`).
 const IN_SERVICE: &str = "('active', 'replaced')";
 
-/// Writes `record` whole, as a new row or over the stored one.
+/// Writes `record` whole, as a new row or over the stored one; an ended one is queued for
+/// the first retention window still ahead of it, in the same statement.
 pub(super) async fn upsert(
     client: &impl GenericClient,
     record: &AllocationRecord,
 ) -> Result<(), StoreError> {
     let port = |p: Option<u16>| p.map(i32::from);
+    let window = RetentionKind::of_ended(record);
+    let kind = window.map(|(kind, _)| kind.as_str());
+    let started = window.map(|(_, at)| started_ms(at));
     client
         .execute(
-            "INSERT INTO allocations (allocation_id, tenant, order_id, state, agent_id, imei,
-               host, http_port, socks_port, created_at, expires_at, ended_at, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (allocation_id) DO UPDATE SET
-               tenant = EXCLUDED.tenant, order_id = EXCLUDED.order_id,
-               state = EXCLUDED.state, agent_id = EXCLUDED.agent_id, imei = EXCLUDED.imei,
-               host = EXCLUDED.host, http_port = EXCLUDED.http_port,
-               socks_port = EXCLUDED.socks_port, created_at = EXCLUDED.created_at,
-               expires_at = EXCLUDED.expires_at, ended_at = EXCLUDED.ended_at,
-               record = EXCLUDED.record",
+            "WITH written AS (
+               INSERT INTO allocations (allocation_id, tenant, order_id, state, agent_id, imei,
+                 host, http_port, socks_port, created_at, expires_at, ended_at, record)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+               ON CONFLICT (allocation_id) DO UPDATE SET
+                 tenant = EXCLUDED.tenant, order_id = EXCLUDED.order_id,
+                 state = EXCLUDED.state, agent_id = EXCLUDED.agent_id, imei = EXCLUDED.imei,
+                 host = EXCLUDED.host, http_port = EXCLUDED.http_port,
+                 socks_port = EXCLUDED.socks_port, created_at = EXCLUDED.created_at,
+                 expires_at = EXCLUDED.expires_at, ended_at = EXCLUDED.ended_at,
+                 record = EXCLUDED.record
+               RETURNING allocation_id)
+             INSERT INTO retention_queue (kind, started_ms, record)
+             SELECT $14, $15, convert_to(allocation_id, 'UTF8') FROM written
+             WHERE $14::text IS NOT NULL
+             ON CONFLICT DO NOTHING",
             &[
                 &record.allocation_id,
                 &record.tenant,
@@ -48,6 +60,8 @@ pub(super) async fn upsert(
                 &micros(record.expires_at),
                 &record.ended_at().map(micros),
                 &to_json(record)?,
+                &kind,
+                &started,
             ],
         )
         .await

@@ -15,10 +15,13 @@ mod audit;
 mod commands;
 mod keys;
 mod modems;
+mod retention;
 mod rotations;
 mod tokens;
 mod usage;
 mod webhooks;
+
+pub(crate) use retention::QUEUE_EXISTING;
 
 use crate::store::StoreError;
 use deadpool_postgres::{Object, Pool};

@@ -2,6 +2,7 @@
 //! empty agent is a record from before modems were told apart by agent (`store copy`),
 //! read as any agent's, as sled does.
 
+use super::retention::rotation_key;
 use super::{db, PgStore};
 use crate::store::{RotationRecord, StoreError};
 use std::collections::HashMap;
@@ -64,17 +65,25 @@ impl PgStore {
         record: &RotationRecord,
     ) -> Result<bool, StoreError> {
         let at = i64::try_from(record.at_ms).unwrap_or(i64::MAX);
-        let stored = self
+        let stored: i64 = self
             .client()
             .await?
-            .execute(
+            .query_one(
                 &format!(
-                    "INSERT INTO modem_rotations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (agent_id, imei) DO UPDATE SET
-                       at_ms = EXCLUDED.at_ms, old_ip = EXCLUDED.old_ip,
-                       new_ip = EXCLUDED.new_ip, changed = EXCLUDED.changed,
-                       automatic = EXCLUDED.automatic
-                     WHERE modem_rotations.at_ms <= EXCLUDED.at_ms"
+                    "WITH written AS (
+                       INSERT INTO modem_rotations ({COLUMNS})
+                       VALUES ($1, $2, $3, $4, $5, $6, $7)
+                       ON CONFLICT (agent_id, imei) DO UPDATE SET
+                         at_ms = EXCLUDED.at_ms, old_ip = EXCLUDED.old_ip,
+                         new_ip = EXCLUDED.new_ip, changed = EXCLUDED.changed,
+                         automatic = EXCLUDED.automatic
+                       WHERE modem_rotations.at_ms <= EXCLUDED.at_ms
+                       RETURNING at_ms),
+                     queued AS (
+                       INSERT INTO retention_queue (kind, started_ms, record)
+                       SELECT 'rotation', at_ms, $8 FROM written
+                       ON CONFLICT DO NOTHING)
+                     SELECT count(*) FROM written"
                 ),
                 &[
                     &agent_id,
@@ -84,9 +93,12 @@ impl PgStore {
                     &record.new_ip,
                     &record.changed,
                     &record.automatic,
+                    &rotation_key(agent_id, imei),
                 ],
             )
             .await
+            .map_err(db)?
+            .try_get(0)
             .map_err(db)?;
         Ok(stored > 0)
     }

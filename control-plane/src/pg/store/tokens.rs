@@ -2,6 +2,7 @@
 //! transaction with the token's row locked, so a token enrolls at most one agent even when
 //! two nodes receive it at once.
 
+use super::retention::started_ms;
 use super::{db, PgStore};
 use crate::store::{secret_hash, token_id, AgentRecord, EnrollError, StoreError, TokenRecord};
 use time::OffsetDateTime;
@@ -63,9 +64,14 @@ impl PgStore {
         self.client()
             .await?
             .execute(
-                "INSERT INTO enrollment_tokens
-                   (token_hash, token_id, label, created_at, expires_at, used, agent_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "WITH written AS (
+                   INSERT INTO enrollment_tokens
+                     (token_hash, token_id, label, created_at, expires_at, used, agent_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                   RETURNING token_hash)
+                 INSERT INTO retention_queue (kind, started_ms, record)
+                 SELECT 'enrollment_token', $8, token_hash FROM written
+                 ON CONFLICT DO NOTHING",
                 &[
                     &hash,
                     &token_id(&hash),
@@ -74,6 +80,7 @@ impl PgStore {
                     &record.expires_at,
                     &record.used,
                     &record.agent_id,
+                    &started_ms(record.expires_at),
                 ],
             )
             .await

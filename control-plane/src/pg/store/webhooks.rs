@@ -4,6 +4,7 @@
 //! `next_attempt_at`; nodes claim due ones with `FOR UPDATE SKIP LOCKED`, so each attempt
 //! is made by one node, and a lease left by a node that died runs out on its own.
 
+use super::retention::started_ms;
 use super::{db, from_json, to_json, PgStore};
 use crate::ids::unix_ms;
 use crate::store::{Delivery, DeliveryState, Lease, LeasedDelivery, StoreError, WebhookEndpoint};
@@ -104,9 +105,14 @@ impl PgStore {
         let client = self.client().await?;
         let insert = client
             .prepare(&format!(
-                "INSERT INTO webhook_deliveries ({COLUMNS}) OVERRIDING SYSTEM VALUE
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (webhook_id, event_id) DO NOTHING"
+                "WITH written AS (
+                   INSERT INTO webhook_deliveries ({COLUMNS}) OVERRIDING SYSTEM VALUE
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                   ON CONFLICT (webhook_id, event_id) DO NOTHING
+                   RETURNING seq)
+                 INSERT INTO retention_queue (kind, started_ms, record)
+                 SELECT 'webhook_delivery', $13, int8send(seq) FROM written
+                 ON CONFLICT DO NOTHING"
             ))
             .await
             .map_err(db)?;
@@ -130,6 +136,7 @@ impl PgStore {
                         &status,
                         &d.last_error,
                         &d.body,
+                        &started_ms(d.created_at),
                     ],
                 )
                 .await
