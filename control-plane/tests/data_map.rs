@@ -26,6 +26,7 @@ async fn every_table_and_file_of_the_plane_is_in_the_data_map() {
         .store()
         .table_names()
         .await
+        .unwrap()
         .into_iter()
         .map(|t| format!("tree {t}"))
         .collect();

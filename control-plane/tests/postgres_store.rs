@@ -1,6 +1,6 @@
-//! The postgres backend (`pg::PgStore`) against the sled one (`Store`, the default), on
-//! the same scenarios: each scenario is a macro run once on each backend, so both must
-//! answer alike — keys, enrollment tokens and enrollment (also two nodes racing for one
+//! The postgres backend (`pg::PgStore`) against the sled one (the default), on the same
+//! scenarios through the seam (`Store`): each scenario is a macro run once on each backend,
+//! so both must answer alike — keys, enrollment tokens and enrollment (also two nodes racing for one
 //! token), agents and modem owners, allocations and their pages, rotations, usage, webhook
 //! endpoints and deliveries, the command outbox, the audit log — and what only a cluster
 //! needs: the schema's guards (capacity, ports), each delivery claimed by one node. PostgreSQL is a
@@ -12,8 +12,9 @@ use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_control::pg::{self, migrations, PgStore};
 use farmhand_control::store::{
     AgentRecord, AllocationRecord, AllocationRequest, AllocationState, ApiKeyRecord, AuditAction,
-    AuditEvent, Delivery, DeliveryState, EnrollError, InsertOutcome, Lease, LeasedDelivery,
-    PendingCommand, Role, RotationRecord, TokenRecord, UsageTotals, WebhookEndpoint,
+    AuditEvent, Delivery, DeliveryState, EnrollError, EraseError, InsertOutcome, Lease,
+    LeasedDelivery, PendingCommand, Role, RotationRecord, TokenRecord, UsageTotals,
+    WebhookEndpoint,
 };
 use farmhand_control::Store;
 use farmhand_protocol::{AllocationUsage, Command, CommandBody, Release, UsageReport};
@@ -41,7 +42,7 @@ macro_rules! on_both_backends {
         let sled = Store::open(dir.path()).unwrap();
         $scenario!(sled);
         if let Some(cluster) = PgCluster::start() {
-            let pg = postgres(&cluster).await;
+            let pg = Store::Postgres(postgres(&cluster).await);
             $scenario!(pg);
         }
     }};
@@ -435,7 +436,12 @@ trait Inventory {
 }
 
 impl Inventory for Store {
-    async fn has_modem(&self, _: &str, _: &str, _: u32) {}
+    async fn has_modem(&self, agent_id: &str, imei: &str, capacity: u32) {
+        match self {
+            Store::Sled(_) => {}
+            Store::Postgres(pg) => pg.has_modem(agent_id, imei, capacity).await,
+        }
+    }
 }
 
 impl Inventory for PgStore {
@@ -1217,4 +1223,118 @@ macro_rules! retention {
 #[tokio::test]
 async fn retention_behaves_alike() {
     on_both_backends!(retention);
+}
+
+macro_rules! seller {
+    ($store:ident) => {{
+        let t = now();
+        let record = TokenRecord {
+            label: "rack".into(),
+            created_at: t,
+            expires_at: t + Duration::days(1),
+            used: false,
+            agent_id: None,
+        };
+        for (token, id) in [("et_1", "ag_gone"), ("et_2", "ag_stays")] {
+            $store.insert_enrollment_token(token, &record).await.unwrap();
+            $store.enroll(token, agent(id), t).await.unwrap();
+        }
+        $store.has_modem("ag_gone", IMEI_A, 10).await;
+        let mut sold = allocation("al_1", "default", "o-1", "ag_gone", IMEI_A);
+        sold.state = AllocationState::Active;
+        $store.insert_allocation(&sold).await.unwrap();
+        let totals = UsageTotals { bytes_in: 10, bytes_out: 20, measured_at_ms: 30 };
+        $store.record_usage("al_1", "ag_gone", totals).await.unwrap();
+        let rotation = RotationRecord {
+            at_ms: 1,
+            old_ip: None,
+            new_ip: Some("198.51.100.2".into()),
+            changed: true,
+            automatic: false,
+        };
+        $store.record_rotation("ag_gone", IMEI_A, &rotation).await.unwrap();
+        $store.set_modem_owner(IMEI_A, "ag_gone").await.unwrap();
+        $store.put_pending_command(&release("ag_gone", "c1", 9_999_999_999_999)).await.unwrap();
+        let event = |actor: &str, target: String, details| AuditEvent {
+            at: t,
+            actor: actor.into(),
+            action: AuditAction::IpRotated,
+            target,
+            details,
+        };
+        for e in [
+            event("agent:ag_gone", "modem:x".into(), json!({})),
+            event("admin:ops", "agent:ag_gone".into(), json!({})),
+            event("system", format!("modem:{IMEI_A}"), json!({"by": "ag_gone"})),
+            event("system", format!("modem:{IMEI_A}"), json!({})),
+            event("system", "agent:ag_stays".into(), json!({})),
+        ] {
+            $store.append_audit(&e).await.unwrap();
+        }
+        $store.put_webhook_endpoint(&endpoint("wh_a", None)).await.unwrap();
+        let (s1, s2) = ($store.next_delivery_seq().await.unwrap(), $store.next_delivery_seq().await.unwrap());
+        let mut sent = delivery(s1, "wh_a", "ev_1", t);
+        sent.body = r#"{"agent_id":"ag_gone"}"#.into();
+        let mut waiting = delivery(s2, "wh_a", "ev_2", t + Duration::days(1));
+        waiting.body = sent.body.clone();
+        $store.enqueue_deliveries(&[sent.clone(), waiting]).await.unwrap();
+        let leased = taken($store.lease_due_delivery(farmhand_control::ids::unix_ms(t), u64::MAX / 2, 10, |_| true).await.unwrap());
+        sent.state = DeliveryState::Delivered;
+        $store.settle_delivery(&leased, &sent).await.unwrap();
+
+        let found = $store.seller_records("ag_gone").await.unwrap().unwrap();
+        assert_eq!(ids(&found.allocations), ["al_1"]);
+        assert_eq!(found.usage, [("al_1".to_string(), totals)]);
+        assert_eq!(found.rotations, [(IMEI_A.to_string(), rotation)]);
+        assert_eq!(found.modem_owners, [IMEI_A]);
+        assert_eq!(found.pending_commands.len(), 1);
+        let audited: Vec<&str> = found.audit.iter().map(|e| e.event.actor.as_str()).collect();
+        assert_eq!(audited, ["agent:ag_gone", "admin:ops", "system"]);
+        assert!($store.seller_records("ag_nobody").await.unwrap().is_none());
+
+        let refused = $store.erase_seller("ag_gone", "ag_erased_1").await.unwrap_err();
+        assert!(matches!(refused, EraseError::Live(ref id) if id == "al_1"), "{refused}");
+        let mut ended = $store.allocation("al_1").await.unwrap().unwrap();
+        ended.state = AllocationState::Released;
+        ended.released_at = Some(t);
+        $store.save_allocation(&ended).await.unwrap();
+        let erased = $store.erase_seller("ag_gone", "ag_erased_1").await.unwrap();
+        assert_eq!(
+            (
+                erased.allocations_tombstoned,
+                erased.usage_tombstoned,
+                erased.rotations_deleted,
+                erased.modem_owners_deleted,
+                erased.commands_deleted,
+                erased.tokens_deleted,
+                erased.audit_rewritten,
+                erased.deliveries_scrubbed
+            ),
+            (1, 1, 1, 1, 1, 1, 4, 1)
+        );
+        assert_eq!($store.agent("ag_gone").await.unwrap(), None);
+        let kept = $store.allocation("al_1").await.unwrap().unwrap();
+        assert_eq!((kept.agent_id.as_str(), kept.imei.as_str()), ("ag_erased_1", ""));
+        assert_eq!($store.usage("al_1").await.unwrap(), Some(totals), "the books stay whole");
+        assert_eq!($store.last_rotation("ag_gone", IMEI_A).await.unwrap(), None);
+        assert!($store.modem_owners().await.unwrap().is_empty());
+        assert!($store.pending_commands("ag_gone").await.unwrap().is_empty());
+        let log = $store.audit_since(t, 100).await.unwrap();
+        assert!(log.iter().all(|e| !e.actor.contains("ag_gone") && !e.target.contains(IMEI_A)), "{log:?}");
+        assert_eq!(log.iter().filter(|e| e.target == "agent:ag_stays").count(), 1);
+        let bodies: Vec<String> =
+            $store.webhook_deliveries("wh_a", 10).await.unwrap().into_iter().map(|d| d.body).collect();
+        assert_eq!(bodies, [r#"{"agent_id":"ag_gone"}"#, r#"{"erased":true}"#], "pending kept, sent scrubbed");
+        assert!($store.agent("ag_stays").await.unwrap().is_some());
+        // Only the pending delivery, owed to the marketplace, still names the agent.
+        assert_eq!($store.tables_containing(b"ag_gone").await.unwrap(), ["webhook_deliveries"]);
+        assert!($store.tables_containing(IMEI_A.as_bytes()).await.unwrap().is_empty());
+        let tables = $store.table_names().await.unwrap();
+        assert!(tables.iter().any(|t| t == "allocations"), "{tables:?}");
+    }};
+}
+
+#[tokio::test]
+async fn seller_export_and_erasure_behave_alike() {
+    on_both_backends!(seller);
 }

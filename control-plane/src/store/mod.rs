@@ -43,6 +43,7 @@ pub use retention_queue::{Queued, RetentionKind};
 pub use rotations::RotationRecord;
 pub use seam::Store;
 pub use seller::SellerRecords;
+pub(crate) use seller::{audit_names, served_by};
 pub(crate) use tokens::token_id;
 pub use tokens::{EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};

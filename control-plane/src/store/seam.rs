@@ -1,18 +1,18 @@
 //! The store seam: the one asynchronous storage API the allocator, gateway, webhooks,
-//! audit and sweepers call, whatever backend holds the data. Today the backend is
-//! [`SledStore`] (embedded, one node: the default); the PostgreSQL backend for a cluster
-//! of nodes (`docs/operations.md`, "PostgreSQL") slots in here as a second variant.
+//! audit and sweepers call, whatever backend holds the data: [`SledStore`] (embedded, one
+//! node: the default) or [`PgStore`] (PostgreSQL, `docs/operations.md`, "PostgreSQL").
 //!
 //! Every method is `async` even where sled answers from memory, because a database over
 //! the network cannot; each one delegates with the same name and meaning to the backend,
-//! whose method documents it.
+//! whose method documents it (`tests/postgres_store.rs` runs both on the same scenarios).
 
 use super::{
     AgentRecord, AllocationPage, AllocationRecord, AllocationState, ApiKeyRecord, AuditAction,
     AuditCursor, AuditEvent, AuditPage, Delivery, EnrollError, EraseError, Erased, InsertOutcome,
-    KeyInfo, Lease, LeasedDelivery, PendingCommand, Queued, RawRow, RetentionKind, RotationRecord,
+    KeyInfo, Lease, LeasedDelivery, PendingCommand, Queued, RetentionKind, RotationRecord,
     SellerRecords, SledStore, StoreError, TokenRecord, UsageRecorded, UsageTotals, WebhookEndpoint,
 };
+use crate::pg::PgStore;
 use farmhand_protocol::{DesiredPort, UsageReport};
 use serde_json::Value;
 use std::path::Path;
@@ -23,6 +23,8 @@ use time::OffsetDateTime;
 pub enum Store {
     /// The embedded sled database in `<data_dir>/db`.
     Sled(SledStore),
+    /// A PostgreSQL database (`[store] backend = "postgres"`).
+    Postgres(PgStore),
 }
 
 impl Store {
@@ -36,6 +38,7 @@ impl Store {
     pub fn as_sled(&self) -> Option<&SledStore> {
         match self {
             Store::Sled(s) => Some(s),
+            Store::Postgres(_) => None,
         }
     }
 
@@ -46,6 +49,7 @@ impl Store {
     ) -> Result<Vec<Option<RotationRecord>>, StoreError> {
         match self {
             Store::Sled(s) => Ok(s.last_rotations(modems)),
+            Store::Postgres(p) => p.last_rotations(modems).await,
         }
     }
 
@@ -57,6 +61,15 @@ impl Store {
     ) -> Result<Option<RotationRecord>, StoreError> {
         match self {
             Store::Sled(s) => Ok(s.last_rotation(agent_id, imei)),
+            Store::Postgres(p) => p.last_rotation(agent_id, imei).await,
+        }
+    }
+
+    /// The names of the tables this store keeps: what `docs/privacy.md` maps.
+    pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Sled(s) => Ok(s.table_names()),
+            Store::Postgres(p) => p.table_names().await,
         }
     }
 
@@ -64,6 +77,7 @@ impl Store {
     pub async fn retention_queued(&self, kind: RetentionKind) -> Result<usize, StoreError> {
         match self {
             Store::Sled(s) => Ok(s.retention_queued(kind)),
+            Store::Postgres(p) => p.retention_queued(kind).await,
         }
     }
 
@@ -71,6 +85,7 @@ impl Store {
     pub async fn pending_webhook_deliveries(&self) -> Result<usize, StoreError> {
         match self {
             Store::Sled(s) => Ok(s.pending_webhook_deliveries()),
+            Store::Postgres(p) => p.pending_webhook_deliveries().await,
         }
     }
 
@@ -78,6 +93,7 @@ impl Store {
     pub async fn allocation_counts(&self) -> Result<Vec<(AllocationState, u64)>, StoreError> {
         match self {
             Store::Sled(s) => Ok(s.allocation_counts()),
+            Store::Postgres(p) => p.allocation_counts().await,
         }
     }
 }
@@ -91,6 +107,7 @@ macro_rules! delegate {
                 pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {
                         Store::Sled(s) => s.$name($($arg),*),
+                        Store::Postgres(p) => p.$name($($arg),*).await,
                     }
                 }
             )*
@@ -233,10 +250,8 @@ delegate! {
     fn mark_expiring_sent(&self, allocation_id: &str, expires_at_ms: u64) -> Result<(), StoreError>;
     fn forget_expiring(&self, allocation_id: &str) -> Result<(), StoreError>;
 
-    // Whole-store reads (privacy tests, `store copy`).
-    fn table_names(&self) -> Vec<String>;
+    // Whole-store reads (privacy tests).
     fn tables_containing(&self, needle: &[u8]) -> Result<Vec<String>, StoreError>;
-    fn raw_rows(&self, name: &str) -> Result<Vec<RawRow>, StoreError>;
 }
 
 impl Store {
@@ -245,6 +260,8 @@ impl Store {
     pub async fn durable(&self) -> Result<(), StoreError> {
         match self {
             Store::Sled(s) => s.durable().await,
+            // A committed statement is durable already.
+            Store::Postgres(_) => Ok(()),
         }
     }
 
@@ -259,6 +276,7 @@ impl Store {
     ) {
         match self {
             Store::Sled(s) => s.audit(actor, action, target, details),
+            Store::Postgres(p) => p.audit(actor, action, target, details).await,
         }
     }
 
@@ -266,6 +284,7 @@ impl Store {
     pub async fn save_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
         match self {
             Store::Sled(s) => s.save_allocation(record).await,
+            Store::Postgres(p) => p.save_allocation(record).await,
         }
     }
 }

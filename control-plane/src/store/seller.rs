@@ -28,7 +28,7 @@ pub struct SellerRecords {
 }
 
 /// Whether `record` ran (or runs) on `agent_id`'s box.
-pub(super) fn served_by(record: &AllocationRecord, agent_id: &str) -> bool {
+pub(crate) fn served_by(record: &AllocationRecord, agent_id: &str) -> bool {
     record.agent_id == agent_id
         || record
             .replacements
@@ -38,7 +38,7 @@ pub(super) fn served_by(record: &AllocationRecord, agent_id: &str) -> bool {
 
 /// Whether an audit entry is about `agent_id`: the agent acted, was acted on, or its
 /// details name it anywhere (agent ids are random, so a match is never a coincidence).
-pub(super) fn audit_names(event: &AuditEvent, agent_id: &str) -> bool {
+pub(crate) fn audit_names(event: &AuditEvent, agent_id: &str) -> bool {
     let agent = format!("agent:{agent_id}");
     event.actor == agent || event.target == agent || event.details.to_string().contains(agent_id)
 }

@@ -330,7 +330,7 @@ impl PgStore {
     }
 
     /// The records a query selects (its first column).
-    async fn records(
+    pub(super) async fn records(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],

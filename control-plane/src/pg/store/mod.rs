@@ -5,7 +5,8 @@
 //! may share the database. `tests/postgres_store.rs` runs the same scenarios on both
 //! backends. What is here today: API keys, enrollment tokens and enrollment, agents and
 //! modem owners, modems and their capacity, allocations, rotations, usage, webhook
-//! endpoints and deliveries, the command outbox, the audit log.
+//! endpoints and deliveries, the command outbox, the audit log, retention, one seller's
+//! records (export and erasure), and whole-database reads for the privacy tests.
 //!
 //! [`SledStore`]: crate::store::SledStore
 
@@ -17,6 +18,8 @@ mod keys;
 mod modems;
 mod retention;
 mod rotations;
+mod seller;
+mod tables;
 mod tokens;
 mod usage;
 mod webhooks;
