@@ -148,9 +148,13 @@ enum StoreCommand {
 enum KeysCommand {
     /// Create a key and print it (once) on stdout.
     Create {
-        /// Data directory of the control plane.
+        /// Data directory of the control plane (default: the config's `data_dir`).
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        /// TOML config file: with `[store] backend = "postgres"` the key is written to
+        /// the database directly (FARMHAND_STORE_* apply over it).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// admin or marketplace.
         #[arg(long)]
         role: Role,
@@ -166,15 +170,21 @@ enum KeysCommand {
     },
     /// List keys (id, role, name, tenant, created, last used, expiry; never the key).
     List {
-        /// Data directory of the control plane.
+        /// Data directory of the control plane (default: the config's `data_dir`).
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        /// TOML config file (see `keys create`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Revoke a key by its id (`keys list`): its next request gets 401.
     Revoke {
-        /// Data directory of the control plane.
+        /// Data directory of the control plane (default: the config's `data_dir`).
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        /// TOML config file (see `keys create`).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The key's id, `key_…`.
         key_id: String,
     },
@@ -228,8 +238,38 @@ fn main() -> Result<()> {
 }
 
 /// `keys …`: on the database when the plane is stopped, else through its admin socket.
+/// Where `keys` works: the PostgreSQL database of `[store]` (directly: nodes may run
+/// meanwhile), else sled in the data directory while the plane is stopped (`None` while it
+/// runs: then through its local admin socket in that directory).
+fn keys_store(
+    runtime: &tokio::runtime::Runtime,
+    data_dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+) -> Result<(PathBuf, Option<farmhand_control::Store>)> {
+    use farmhand_control::config::Backend;
+    use farmhand_control::pg;
+    let config = farmhand_control::config::env::load(file.as_deref(), std::env::vars_os())
+        .context("loading the configuration")?;
+    let data_dir = data_dir.unwrap_or(config.data_dir);
+    if config.store.backend == Backend::Sled {
+        let context = || format!("cannot open the store in {}", data_dir.display());
+        let store = farmhand_control::keys::open_offline(&data_dir).with_context(context)?;
+        return Ok((data_dir, store));
+    }
+    let store = runtime.block_on(async {
+        let pool = pg::connect(&config.store)
+            .await
+            .context("connecting to PostgreSQL")?;
+        pg::migrations::migrate(&pool)
+            .await
+            .context("migrating the schema")?;
+        anyhow::Ok(farmhand_control::Store::Postgres(pg::PgStore::new(pool)))
+    })?;
+    Ok((data_dir, Some(store)))
+}
+
 fn keys(command: KeysCommand) -> Result<()> {
-    use farmhand_control::keys::{open_offline, KeySpec};
+    use farmhand_control::keys::KeySpec;
     use farmhand_control::local_admin::call;
     use reqwest::Method;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -239,6 +279,7 @@ fn keys(command: KeysCommand) -> Result<()> {
     match command {
         KeysCommand::Create {
             data_dir,
+            config,
             role,
             name,
             tenant,
@@ -254,8 +295,9 @@ fn keys(command: KeysCommand) -> Result<()> {
             if let Some(problem) = spec.problem(now) {
                 anyhow::bail!("{problem}");
             }
+            let (data_dir, store) = keys_store(&runtime, data_dir, config)?;
             let context = || format!("cannot create a key in {}", data_dir.display());
-            let key = match open_offline(&data_dir).with_context(context)? {
+            let key = match store {
                 Some(store) => {
                     runtime
                         .block_on(store.issue_key(&spec, "cli"))
@@ -281,26 +323,26 @@ fn keys(command: KeysCommand) -> Result<()> {
             };
             println!("{key}");
         }
-        KeysCommand::List { data_dir } => {
+        KeysCommand::List { data_dir, config } => {
+            let (data_dir, store) = keys_store(&runtime, data_dir, config)?;
             let context = || format!("cannot list the keys in {}", data_dir.display());
-            let keys: Vec<serde_json::Value> =
-                match open_offline(&data_dir).with_context(context)? {
-                    Some(store) => runtime
-                        .block_on(store.api_keys())
-                        .with_context(context)?
-                        .iter()
-                        .map(|k| {
-                            serde_json::to_value(farmhand_control::keys::KeyView::from(k))
-                                .unwrap_or_default()
-                        })
-                        .collect(),
-                    None => runtime
-                        .block_on(call(&data_dir, Method::GET, "/v1/keys", None))
-                        .with_context(context)?["keys"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default(),
-                };
+            let keys: Vec<serde_json::Value> = match store {
+                Some(store) => runtime
+                    .block_on(store.api_keys())
+                    .with_context(context)?
+                    .iter()
+                    .map(|k| {
+                        serde_json::to_value(farmhand_control::keys::KeyView::from(k))
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+                None => runtime
+                    .block_on(call(&data_dir, Method::GET, "/v1/keys", None))
+                    .with_context(context)?["keys"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            };
             println!("KEY_ID\tROLE\tNAME\tTENANT\tCREATED\tLAST_USED\tEXPIRES");
             let cell = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
             for k in &keys {
@@ -316,9 +358,14 @@ fn keys(command: KeysCommand) -> Result<()> {
                 );
             }
         }
-        KeysCommand::Revoke { data_dir, key_id } => {
+        KeysCommand::Revoke {
+            data_dir,
+            config,
+            key_id,
+        } => {
+            let (data_dir, store) = keys_store(&runtime, data_dir, config)?;
             let context = || format!("cannot revoke {key_id} in {}", data_dir.display());
-            match open_offline(&data_dir).with_context(context)? {
+            match store {
                 Some(store) => {
                     if !runtime
                         .block_on(farmhand_control::keys::revoke(&store, &key_id, "cli"))

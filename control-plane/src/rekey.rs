@@ -27,6 +27,10 @@ pub enum RekeyError {
     /// A key file or a sealed record could not be used.
     #[error(transparent)]
     Credentials(#[from] CredentialError),
+    /// No sled database in the data directory: nothing sealed here to re-seal (with the
+    /// PostgreSQL backend the sealed values live in the database).
+    #[error("no sled database in {0}: rotate-key re-seals a sled store; with [store] backend = \"postgres\" it is not supported yet (the key stays as it is)")]
+    NoDatabase(String),
     /// A key file could not be written, renamed or removed.
     #[error("{what}: {source}")]
     Io {
@@ -46,6 +50,10 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> RekeyError + '_ {
 
 /// Rotates the key of `data_dir`; returns how many passwords were sealed again.
 pub fn rotate_credential_key(data_dir: &Path) -> Result<usize, RekeyError> {
+    // A new key over a database this does not see would make its sealed values unreadable.
+    if !data_dir.join("db").is_dir() {
+        return Err(RekeyError::NoDatabase(data_dir.display().to_string()));
+    }
     let store = SledStore::open(data_dir)?;
     let current = data_dir.join(KEY_FILE);
     let previous = data_dir.join(PREVIOUS_KEY_FILE);
@@ -114,6 +122,12 @@ mod tests {
             after.open(&old_sealed, "al_1").is_err(),
             "the new key alone cannot open old values"
         );
+        // Without a sled database here (the PostgreSQL backend) nothing is touched.
+        let key = std::fs::read(dir.path().join(KEY_FILE)).unwrap();
+        let refused = rotate_credential_key(dir.path()).unwrap_err();
+        assert!(matches!(refused, RekeyError::NoDatabase(_)), "{refused}");
+        assert_eq!(std::fs::read(dir.path().join(KEY_FILE)).unwrap(), key);
+        drop(SledStore::open(dir.path()).unwrap());
         assert!(
             rotate_credential_key(dir.path()).is_ok(),
             "an empty store rotates"

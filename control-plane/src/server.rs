@@ -50,6 +50,12 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    /// PostgreSQL could not be used (`[store] backend = "postgres"`).
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::PgError),
+    /// Another node took the database's serving lock while this one had lost it.
+    #[error("another node took over this database: stopped serving")]
+    Superseded,
 }
 
 /// An opened control plane, ready to serve.
@@ -60,6 +66,8 @@ pub struct ControlPlane {
     shutdown: CancellationToken,
     tls: Option<ServerTls>,
     retention: Retention,
+    /// Held while serving from PostgreSQL (`pg::lock`).
+    serving_lock: Option<crate::pg::lock::ServingLock>,
 }
 
 impl ControlPlane {
@@ -72,23 +80,13 @@ impl ControlPlane {
     /// [`ControlPlane::open`] on `clock` (tests drive a manual one).
     pub async fn open_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
         config.validate()?;
-        if config.store.backend == crate::config::Backend::Postgres {
-            // The schema and `migrate` exist; the store seam that serves from PostgreSQL
-            // does not yet (docs/operations.md "PostgreSQL"). Never fall back to sled.
-            return Err(crate::config::ConfigError::Invalid(
-                "store.backend = \"postgres\": this release can prepare the database \
-                 (`farmhand-control migrate`) but serves from sled only"
-                    .into(),
-            )
-            .into());
-        }
         // Certificate problems are reported before anything is opened.
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store = Store::open(&config.data_dir)?;
+        let (store, serving_lock) = open_store(&config).await?;
         let cipher = CredentialCipher::load_or_create(&config.data_dir)?;
         let config = Arc::new(config);
         let fleet = Arc::new(Fleet::with_limits(
@@ -152,6 +150,7 @@ impl ControlPlane {
             shutdown,
             tls,
             retention,
+            serving_lock,
         })
     }
 
@@ -210,7 +209,17 @@ impl ControlPlane {
             shutdown: sessions,
             tls,
             retention,
+            serving_lock,
         } = self;
+        // Losing the serving lock to another node stops this one.
+        let superseded = serving_lock.as_ref().map(|lock| lock.lost.clone());
+        if let Some(lost) = superseded.clone() {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                stop.cancel();
+            });
+        }
         let app = api::router(state.clone());
         // A convenience (the CLI while the plane runs): without it the plane still serves.
         let local_admin = match crate::local_admin::bind(&state.config.data_dir) {
@@ -272,8 +281,36 @@ impl ControlPlane {
         let _ = std::fs::remove_file(crate::local_admin::socket_path(&state.config.data_dir));
         state.allocator.finish(grace).await;
         state.store.durable().await?;
+        drop(serving_lock);
         info!("control plane stopped");
+        if superseded.is_some_and(|lost| lost.is_cancelled()) {
+            return Err(ServeError::Superseded);
+        }
         Ok(served?)
+    }
+}
+
+/// The store `config` names: sled in `data_dir`, or PostgreSQL, migrated (under the
+/// migrations' lock: nodes may start together) and held with the serving lock.
+async fn open_store(
+    config: &ServerConfig,
+) -> Result<(Store, Option<crate::pg::lock::ServingLock>), ServeError> {
+    match config.store.backend {
+        crate::config::Backend::Sled => Ok((Store::open(&config.data_dir)?, None)),
+        crate::config::Backend::Postgres => {
+            let pool = crate::pg::connect(&config.store).await?;
+            let migrated = crate::pg::migrations::migrate(&pool).await?;
+            if migrated.from != migrated.to {
+                info!(
+                    from = migrated.from,
+                    to = migrated.to,
+                    "migrated the database schema"
+                );
+            }
+            let lock = crate::pg::lock::take(&pool).await?;
+            info!(schema_version = migrated.to, "serving from PostgreSQL");
+            Ok((Store::Postgres(crate::pg::PgStore::new(pool)), Some(lock)))
+        }
     }
 }
 

@@ -269,7 +269,9 @@ async fn a_slowloris_is_closed_at_the_header_deadline_while_agents_and_rest_carr
     // The agent's session was never counted against the slots, nor dropped.
     assert!(plane.gateway().is_connected(&identity.agent_id));
     drop(agent);
-    assert_eq!(plane.get("/healthz", &plane.admin).await.status, 200);
+    let health = plane.get("/healthz", &plane.admin).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["store"], "sled", "{}", health.body);
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! apply once even when nodes race, a database from another release is refused, the
 //! constraints carry the allocation invariants (one live allocation per order, no shared
 //! port, capacity never exceeded — also when two transactions race for the last slot), TLS
-//! is verified, and `farmhand-control migrate` does it from the command line.
+//! is verified, and `farmhand-control migrate` (and `keys`) work on it from the command
+//! line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
@@ -214,7 +215,7 @@ async fn tls_is_verified_against_the_ca_file() {
 }
 
 #[test]
-fn migrate_runs_from_the_command_line_and_serve_refuses_postgres() {
+fn migrate_runs_from_the_command_line_and_serve_keeps_the_url_secret() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
@@ -258,16 +259,59 @@ fn migrate_runs_from_the_command_line_and_serve_refuses_postgres() {
         migrations::latest()
     );
     assert!(stdout.contains(&expected), "{stdout}");
-    let dir = tempfile::tempdir().unwrap();
+    // Keys are managed on the database itself (no plane needs to run, none is in the way).
+    let keys_dir = tempfile::tempdir().unwrap();
+    let dir_arg = keys_dir.path().to_str().unwrap();
     let out = run(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
+        "keys",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "ops",
         "--data-dir",
-        dir.path().to_str().unwrap(),
+        dir_arg,
     ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(key.starts_with("fh_"), "{key}");
+    let listed = run(&["keys", "list", "--data-dir", dir_arg]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let line = listed
+        .lines()
+        .find(|l| l.contains("\tops\t"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let key_id = line.split('\t').next().unwrap();
+    let out = run(&["keys", "revoke", key_id, "--data-dir", dir_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = run(&["keys", "list", "--data-dir", dir_arg]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(key_id));
+    assert!(!keys_dir.path().join("db").exists(), "nothing went to sled");
+
+    // A database that cannot be reached stops `serve` at once, without its URL (a secret)
+    // in the message.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("FARMHAND_STORE_BACKEND", "postgres")
+        .env(
+            "FARMHAND_STORE_URL",
+            "postgres://farmhand:s3cret-pw@127.0.0.1:1/postgres",
+        )
+        .env("FARMHAND_STORE_TLS", "disable")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("serves from sled only"), "{err}");
-    assert!(!err.contains(&cluster.url), "the URL is a secret: {err}");
+    assert!(err.contains("postgres"), "{err}");
+    assert!(!err.contains("s3cret-pw"), "the URL is a secret: {err}");
 }

@@ -53,12 +53,21 @@ impl Allocator {
         let mut slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
         let password = generate_password();
         let mut record = self.new_record(&request, &slot, &password, tenant);
-        match self.store.insert_allocation(&record).await {
+        let mut inserted = self.store.insert_allocation(&record).await;
+        if matches!(inserted, Ok(InsertOutcome::ModemUnknown)) {
+            // The agent's inventory is not in the database yet: record it, then again.
+            self.record_modems(&slot.agent_id).await;
+            inserted = self.store.insert_allocation(&record).await;
+        }
+        match inserted {
             Ok(InsertOutcome::Inserted) => {}
             other => {
                 self.fleet.release_load(&slot.agent_id, &slot.imei);
                 return match other? {
                     InsertOutcome::Existing(existing) => same_request(*existing, &request),
+                    InsertOutcome::ModemFull | InsertOutcome::ModemUnknown => {
+                        Err(AllocError::NoCapacity)
+                    }
                     InsertOutcome::Inserted => {
                         Err(AllocError::Internal("unreachable insert outcome".into()))
                     }

@@ -66,6 +66,7 @@ impl Allocator {
     }
 
     pub(super) async fn fleet_changed(&self, agent_id: &str, update: Update) {
+        self.record_modems(agent_id).await;
         for t in update.transitions {
             let kind = if t.modem.online {
                 EventType::ModemOnline
@@ -77,6 +78,26 @@ impl Allocator {
         }
         for duplicate in update.duplicates {
             self.report_duplicate(agent_id, duplicate).await;
+        }
+    }
+
+    /// Writes `agent_id`'s modems as the fleet has them now to a store that keeps them
+    /// (`Store::keeps_modems`).
+    pub(super) async fn record_modems(&self, agent_id: &str) {
+        if !self.store.keeps_modems() {
+            return;
+        }
+        let modems: Vec<(String, u32, serde_json::Value)> = self
+            .fleet
+            .agent_modems(agent_id)
+            .into_iter()
+            .map(|m| {
+                let view = serde_json::to_value(&m).unwrap_or_default();
+                (m.imei, m.capacity, view)
+            })
+            .collect();
+        if let Err(e) = self.store.record_modems(agent_id, &modems).await {
+            warn!(agent_id, "cannot record the agent's modems: {e}");
         }
     }
 

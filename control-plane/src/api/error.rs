@@ -8,8 +8,21 @@ use crate::store::{EraseError, StoreError};
 use axum::http::StatusCode;
 
 impl From<StoreError> for ApiError {
+    /// 503 `store_unavailable` while the database cannot be reached (it comes back by
+    /// itself: retry), else 500.
     fn from(e: StoreError) -> Self {
-        Self::internal(&e)
+        match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!("storage unavailable: {e}");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the plane's database cannot be reached right now; retry shortly",
+                )
+                .with_retry_after(5)
+            }
+            e => Self::internal(&e),
+        }
     }
 }
 
@@ -22,7 +35,7 @@ impl From<EraseError> for ApiError {
             EraseError::Live(_) => {
                 Self::new(StatusCode::CONFLICT, "invalid_state", message).with_retry_after(5)
             }
-            EraseError::Store(e) => Self::internal(&e),
+            EraseError::Store(e) => e.into(),
         }
     }
 }
@@ -54,9 +67,8 @@ impl From<AllocError> for ApiError {
             AllocError::AgentRefused { code, .. } => {
                 Self::new(StatusCode::BAD_GATEWAY, code, message)
             }
-            AllocError::Store(_) | AllocError::Credentials(_) | AllocError::Internal(_) => {
-                Self::internal(&e)
-            }
+            AllocError::Store(e) => e.into(),
+            AllocError::Credentials(_) | AllocError::Internal(_) => Self::internal(&e),
         }
     }
 }

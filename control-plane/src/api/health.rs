@@ -19,11 +19,32 @@ pub struct Status {
     status: &'static str,
 }
 
-/// 200 `{"status":"ok"}`.
+/// `/healthz`: the process serves, and on what storage.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The store backend: `sled` or `postgres`.
+    #[schema(example = "postgres")]
+    store: &'static str,
+    /// PostgreSQL: the database's schema version (`farmhand-control migrate --check`
+    /// compares it with a release's); `null` on sled, or while the database cannot be
+    /// reached.
+    #[schema(example = 2)]
+    schema_version: Option<i32>,
+}
+
+/// 200 `{"status":"ok","store":…,"schema_version":…}`: answers while the process serves,
+/// even when its database is away (`/readyz` says that).
 #[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "health",
-    responses((status = 200, description = "The process serves.", body = Status)))]
-pub async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok" })
+    responses((status = 200, description = "The process serves.", body = Health)))]
+pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        store: state.store.backend(),
+        schema_version: state.store.schema_version().await.ok().flatten(),
+    })
 }
 
 /// 200 `{"status":"ready"}`, or 503 `not_ready`.

@@ -6,6 +6,7 @@
 //! (`migrations`).
 
 pub mod copy;
+pub mod lock;
 pub mod migrations;
 mod store;
 
@@ -31,6 +32,9 @@ pub enum PgError {
     /// one applied under its version.
     #[error("{0}")]
     Schema(String),
+    /// Another node serves this database (`lock`).
+    #[error("{0}")]
+    Serving(String),
 }
 
 /// A pool of connections to the database `config` names (connections open lazily; see

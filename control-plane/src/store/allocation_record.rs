@@ -254,4 +254,10 @@ pub enum InsertOutcome {
     Inserted,
     /// The order id already has a live (not failed) allocation: this one.
     Existing(Box<AllocationRecord>),
+    /// Not stored: the modem holds its capacity of allocations already (another node sold
+    /// its last slot; PostgreSQL only).
+    ModemFull,
+    /// Not stored: the database has no record of this agent's modem yet (its inventory is
+    /// being recorded; PostgreSQL only — see `Store::record_modems`).
+    ModemUnknown,
 }

@@ -65,6 +65,41 @@ impl Store {
         }
     }
 
+    /// The backend's name, as `/healthz` shows it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sled(_) => "sled",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The database's schema version (PostgreSQL; sled has none).
+    pub async fn schema_version(&self) -> Result<Option<i32>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(None),
+            Store::Postgres(p) => p.schema_version().await.map(Some),
+        }
+    }
+
+    /// Whether this backend keeps the fleet's modems (PostgreSQL: its capacity trigger
+    /// counts allocations against them; sled's one node has the fleet in memory).
+    pub fn keeps_modems(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Records what `agent_id` reports now: `(IMEI, capacity, view)` per modem (see
+    /// [`Store::keeps_modems`]; nothing to do on sled).
+    pub async fn record_modems(
+        &self,
+        agent_id: &str,
+        modems: &[(String, u32, Value)],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(_) => Ok(()),
+            Store::Postgres(p) => p.record_modems(agent_id, modems).await,
+        }
+    }
+
     /// The names of the tables this store keeps: what `docs/privacy.md` maps.
     pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
         match self {

@@ -12,6 +12,7 @@ use crate::store::{
 use deadpool_postgres::GenericClient;
 use farmhand_protocol::DesiredPort;
 use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
 
 /// The states that hold a port on a box (`AllocationState::holds_port`).
 const HOLDS_PORT: &str = "('pending', 'active', 'releasing', 'replaced')";
@@ -24,6 +25,17 @@ pub(super) async fn upsert(
     client: &impl GenericClient,
     record: &AllocationRecord,
 ) -> Result<(), StoreError> {
+    upsert_raw(client, record, &to_json(record)?)
+        .await
+        .map_err(db)
+}
+
+/// [`upsert`], with the driver's error (its SQLSTATE tells the constraints apart).
+async fn upsert_raw(
+    client: &impl GenericClient,
+    record: &AllocationRecord,
+    json: &serde_json::Value,
+) -> Result<(), tokio_postgres::Error> {
     let port = |p: Option<u16>| p.map(i32::from);
     let window = RetentionKind::of_ended(record);
     let kind = window.map(|(kind, _)| kind.as_str());
@@ -59,19 +71,19 @@ pub(super) async fn upsert(
                 &micros(record.created_at),
                 &micros(record.expires_at),
                 &record.ended_at().map(micros),
-                &to_json(record)?,
+                json,
                 &kind,
                 &started,
             ],
         )
-        .await
-        .map_err(db)?;
+        .await?;
     Ok(())
 }
 
 impl PgStore {
     /// Inserts a new allocation unless its order id already has a live one (then that
-    /// one). Two nodes inserting one order at once: the unique index lets one in.
+    /// one). Two nodes inserting one order at once: the unique index lets one in; two
+    /// selling a modem's last slot: the capacity trigger lets one in (`ModemFull`).
     pub async fn insert_allocation(
         &self,
         record: &AllocationRecord,
@@ -90,9 +102,9 @@ impl PgStore {
             let existing: AllocationRecord = from_json(row.try_get(0).map_err(db)?)?;
             return Ok(InsertOutcome::Existing(Box::new(existing)));
         }
-        match upsert(&tx, record).await {
+        match upsert_raw(&tx, record, &to_json(record)?).await {
             Ok(()) => {}
-            Err(StoreError::Database(e)) if e.contains("allocations_one_per_order") => {
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 // Another node inserted this order since the read: its allocation wins.
                 drop(tx);
                 return match self
@@ -100,10 +112,16 @@ impl PgStore {
                     .await?
                 {
                     Some(existing) => Ok(InsertOutcome::Existing(Box::new(existing))),
-                    None => Err(StoreError::Database(e)),
+                    None => Err(db(e)),
                 };
             }
-            Err(e) => return Err(e),
+            Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+                return Ok(InsertOutcome::ModemFull);
+            }
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                return Ok(InsertOutcome::ModemUnknown);
+            }
+            Err(e) => return Err(db(e)),
         }
         tx.commit().await.map_err(db)?;
         Ok(InsertOutcome::Inserted)

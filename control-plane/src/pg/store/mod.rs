@@ -51,6 +51,13 @@ impl PgStore {
         PgStore { pool }
     }
 
+    /// The schema version of the database (`migrations`).
+    pub async fn schema_version(&self) -> Result<i32, StoreError> {
+        super::migrations::schema_version(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
     /// A connection from the pool.
     async fn client(&self) -> Result<Object, StoreError> {
         self.pool

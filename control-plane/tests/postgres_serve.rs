@@ -1,0 +1,158 @@
+//! The plane serving from PostgreSQL (`[store] backend = "postgres"`) on a real, throw-away
+//! cluster: an agent is sold and released through the REST API, everything survives a
+//! restart of the plane, a second node on the same database is refused, and while the
+//! database is down requests answer 503 `store_unavailable` until it is back. Skipped with
+//! a printed reason when PostgreSQL is not installed, never in CI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use farmhand_control::config::{Backend, PgTls, StoreConfig};
+use farmhand_control::pg::migrations;
+use farmhand_control::{ControlPlane, Store};
+use farmhand_test_support::postgres::PgCluster;
+use std::sync::Arc;
+use support::flows::{allocate, order, release};
+use support::{eventually, TestPlane};
+
+const IMEI: &str = "359000000000001";
+
+fn postgres(cluster: &PgCluster) -> StoreConfig {
+    StoreConfig {
+        backend: Backend::Postgres,
+        url: Some(cluster.url.clone()),
+        tls: PgTls::Disable,
+        ..StoreConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plane_sells_from_postgres_and_keeps_everything_across_a_restart() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let store = postgres(&cluster);
+    let plane = TestPlane::start_with(|c| c.store = store).await;
+    assert!(matches!(plane.store(), Store::Postgres(_)));
+    let health = plane.call("GET", "/healthz", None, None).await.json();
+    assert_eq!(health["store"], "postgres", "{health}");
+    assert_eq!(health["schema_version"], migrations::latest(), "{health}");
+    let plane = Arc::new(plane);
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let sold = allocate(&plane, &mut agent, "order-1").await;
+    assert_eq!(sold["state"], "active", "{sold}");
+    let sold_id = sold["allocation_id"].as_str().unwrap().to_string();
+    release(&plane, &mut agent, &sold_id).await;
+    assert_eq!(plane.allocation(&sold_id).await["state"], "released");
+    let kept = allocate(&plane, &mut agent, "order-2").await;
+    let kept_id = kept["allocation_id"].as_str().unwrap().to_string();
+    // The same order again is the same allocation, whichever way it is asked.
+    let again = plane
+        .post("/v1/allocations", &plane.market, order("order-2"))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["allocation_id"], kept_id.as_str());
+    assert!(
+        !plane.dir.path().join("db").exists(),
+        "nothing is written to sled when the store is PostgreSQL"
+    );
+
+    drop(agent);
+    let mut plane = Arc::into_inner(plane).unwrap();
+    plane.restart().await;
+    assert_eq!(plane.allocation(&sold_id).await["state"], "released");
+    assert_eq!(plane.allocation(&kept_id).await["state"], "active");
+    let audit = plane.get("/v1/audit?limit=100", &plane.admin).await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let actions: Vec<String> = audit.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    for action in [
+        "agent_enrolled",
+        "allocation_created",
+        "allocation_released",
+    ] {
+        assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_the_same_database_is_refused() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let store = postgres(&cluster);
+    let first = TestPlane::start_with(|c| c.store = store.clone()).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut config = first.config.clone();
+    config.data_dir = other_dir.path().to_path_buf();
+    let refused = ControlPlane::open(config.clone()).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("another control-plane node serves"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&cluster.url),
+        "the URL is a secret: {message}"
+    );
+    // Once the first stops, the second may serve.
+    let mut first = first;
+    first.stop().await;
+    let second = ControlPlane::open(config).await;
+    assert!(second.is_ok(), "{:?}", second.err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_requests_answer_503_and_service_resumes_by_itself() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let store = postgres(&cluster);
+    let plane = Arc::new(TestPlane::start_with(|c| c.store = store).await);
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let sold = allocate(&plane, &mut agent, "order-1").await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+    let sold_before = allocate_capacity_left(&plane).await;
+
+    cluster.stop();
+    let path = format!("/v1/allocations/{id}");
+    let down = plane.get(&path, &plane.market).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert_eq!(
+        down.json()["error"]["code"],
+        "store_unavailable",
+        "{}",
+        down.body
+    );
+    assert!(down.header("retry-after").is_some());
+    let ready = plane.call("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let health = plane.call("GET", "/healthz", None, None).await;
+    assert_eq!(health.status, 200, "the process still serves");
+    assert_eq!(health.json()["schema_version"], serde_json::Value::Null);
+
+    cluster.restart();
+    eventually("service resumes once the database is back", || async {
+        plane.get(&path, &plane.market).await.status == 200
+    })
+    .await;
+    assert_eq!(
+        plane.allocation(&id).await["state"],
+        "active",
+        "nothing lost"
+    );
+    release(&plane, &mut agent, &id).await;
+    let next = allocate(&plane, &mut agent, "order-2").await;
+    assert_eq!(next["state"], "active", "{next}");
+    assert_eq!(sold_before, 0, "the one slot was sold before the outage");
+}
+
+/// How many modems could take a new allocation now.
+async fn allocate_capacity_left(plane: &TestPlane) -> usize {
+    let modems = plane.get("/v1/modems?available=true", &plane.admin).await;
+    modems.json()["modems"].as_array().map_or(0, Vec::len)
+}
