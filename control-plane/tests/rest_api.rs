@@ -140,7 +140,13 @@ async fn oversized_bodies_get_413_and_unknown_routes_404_json() {
 async fn health_readiness_and_metrics() {
     let plane = TestPlane::start().await;
     let r = plane.call("GET", "/healthz", None, None).await;
-    assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            200,
+            json!({"status": "ok", "store": "sled", "schema_version": null})
+        )
+    );
     assert_eq!(plane.call("GET", "/readyz", None, None).await.status, 200);
     let r = plane.call("GET", "/metrics", None, None).await;
     assert_eq!(r.status, 200);
