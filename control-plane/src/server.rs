@@ -241,6 +241,7 @@ impl ControlPlane {
         let expiry = tokio::spawn(state.allocator.clone().run_expiry(sessions.clone()));
         let outages = tokio::spawn(state.allocator.clone().run_replacement(sessions.clone()));
         let deliverer = tokio::spawn(state.webhooks.clone().run(sessions.clone()));
+        let leases = tokio::spawn(state.gateway.clone().run_leases(sessions.clone()));
         let warnings = tokio::spawn(state.allocator.clone().run_expiring(sessions.clone()));
         let release_retries = tokio::spawn(
             state
@@ -273,6 +274,7 @@ impl ControlPlane {
         let _ = expiry.await;
         let _ = outages.await;
         let _ = deliverer.await;
+        let _ = leases.await;
         let _ = warnings.await;
         let _ = release_retries.await;
         if let Some(local_admin) = local_admin {

@@ -1,7 +1,8 @@
 //! The plane serving from PostgreSQL (`[store] backend = "postgres"`) on a real, throw-away
 //! cluster: an agent is sold and released through the REST API, everything survives a
-//! restart of the plane, a second node on the same database is refused, and while the
-//! database is down requests answer 503 `store_unavailable` until it is back. Skipped with
+//! restart of the plane, a second node on the same database is refused, a session taken
+//! over elsewhere is closed here, and while the database is down requests answer 503
+//! `store_unavailable` until it is back. Skipped with
 //! a printed reason when PostgreSQL is not installed, never in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,8 +11,11 @@ mod support;
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_control::pg::migrations;
 use farmhand_control::{ControlPlane, Store};
+use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
 use std::sync::Arc;
+use std::time::Duration;
+use support::agent::expect_refusal;
 use support::flows::{allocate, order, release};
 use support::{eventually, TestPlane};
 
@@ -155,4 +159,64 @@ async fn while_the_database_is_down_requests_answer_503_and_service_resumes_by_i
 async fn allocate_capacity_left(plane: &TestPlane) -> usize {
     let modems = plane.get("/v1/modems?available=true", &plane.admin).await;
     modems.json()["modems"].as_array().map_or(0, Vec::len)
+}
+
+/// A newer session of the agent claimed elsewhere (another node, as the database sees it)
+/// closes this node's session within one lease renewal, with `duplicate_agent`; the row a
+/// session leaves behind is gone when it ends, and so is the node's when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_over_elsewhere_is_closed_here() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let store = postgres(&cluster);
+    let mut plane = TestPlane::start_with(|c| c.store = store.clone()).await;
+    let mut agent = plane.agent_with_modem(IMEI).await;
+    let Store::Postgres(pg) = plane.store().clone() else {
+        panic!("postgres")
+    };
+    let holder = pg.session_holder(&agent.agent_id).await.unwrap();
+    assert!(
+        holder.as_deref().is_some_and(|n| n.starts_with("nd_")),
+        "{holder:?}"
+    );
+    pg.claim_session(&agent.agent_id, "nd_elsewhere", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let closed = expect_refusal(&mut agent.ws, ProtocolErrorCode::DuplicateAgent).await;
+    assert!(
+        closed.message.contains("another control-plane node"),
+        "{closed:?}"
+    );
+    // The other node's session stays recorded: this one's end does not remove it.
+    assert_eq!(
+        pg.session_holder(&agent.agent_id).await.unwrap().as_deref(),
+        Some("nd_elsewhere")
+    );
+
+    let again = plane.agent_with_modem("359000000000002").await;
+    let id = again.agent_id.clone();
+    drop(again);
+    eventually("the ended session's row goes", || async {
+        pg.session_holder(&id).await.unwrap().is_none()
+    })
+    .await;
+    let (client, conn) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let nodes = || async {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM nodes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    eventually("the node's heartbeat is recorded", || async {
+        nodes().await == 1
+    })
+    .await;
+    plane.stop().await;
+    assert_eq!(nodes().await, 0, "a node that stopped leaves");
 }

@@ -1349,3 +1349,51 @@ macro_rules! seller {
 async fn seller_export_and_erasure_behave_alike() {
     on_both_backends!(seller);
 }
+
+/// A session claimed on one node and then on another: the newer claim wins (a higher
+/// epoch), the first node's renewal no longer lists it, and its late `end_session` does not
+/// remove the newer one.
+#[tokio::test]
+async fn the_newest_session_wins_and_the_old_node_learns_it_at_renewal() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let store = postgres(&cluster).await;
+    let lease = std::time::Duration::from_secs(15);
+    let first = store.claim_session("ag_1", "nd_a", lease).await.unwrap();
+    assert_eq!(
+        store.renew_sessions("nd_a", lease).await.unwrap(),
+        [("ag_1".to_string(), first)]
+    );
+    assert_eq!(
+        store.session_holder("ag_1").await.unwrap().as_deref(),
+        Some("nd_a")
+    );
+    let second = store.claim_session("ag_1", "nd_b", lease).await.unwrap();
+    assert!(second > first, "{second} > {first}");
+    assert!(
+        store
+            .renew_sessions("nd_a", lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "taken over"
+    );
+    assert_eq!(
+        store.renew_sessions("nd_b", lease).await.unwrap(),
+        [("ag_1".to_string(), second)]
+    );
+    store.end_session("ag_1", "nd_a", first).await.unwrap();
+    assert_eq!(
+        store.session_holder("ag_1").await.unwrap().as_deref(),
+        Some("nd_b")
+    );
+    // A lease that ran out names no holder.
+    store
+        .claim_session("ag_2", "nd_a", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(store.session_holder("ag_2").await.unwrap(), None);
+    store.leave("nd_b").await.unwrap();
+    assert_eq!(store.session_holder("ag_1").await.unwrap(), None);
+}

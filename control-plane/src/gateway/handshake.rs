@@ -52,6 +52,10 @@ pub struct Authenticated {
     pub commands: mpsc::Receiver<Box<Command>>,
     /// Cancelled when the agent is revoked.
     pub kick: CancellationToken,
+    /// Cancelled when a newer session of the agent took over on another node.
+    pub superseded: CancellationToken,
+    /// The session's fencing epoch (`leases`).
+    pub epoch: u64,
 }
 
 /// A failed handshake: the error to send (`None` when the peer is already gone).
@@ -177,6 +181,8 @@ struct Registered {
     verified: Verified,
     session_id: String,
     kick: CancellationToken,
+    superseded: CancellationToken,
+    epoch: u64,
 }
 
 impl Registered {
@@ -195,6 +201,8 @@ impl Registered {
             session_id: self.session_id,
             commands,
             kick: self.kick,
+            superseded: self.superseded,
+            epoch: self.epoch,
         }
     }
 }
@@ -291,11 +299,14 @@ async fn register(
     let agent_id = verified.agent.agent_id.clone();
     let session_id = random_id("s");
     let kick = CancellationToken::new();
+    let superseded = CancellationToken::new();
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let handle = SessionHandle {
         session_id: session_id.clone(),
         commands: tx,
         kick: kick.clone(),
+        superseded: superseded.clone(),
+        epoch: 0,
         closed: CancellationToken::new(),
     };
     if let Err(Duplicate) = ctx.registry.register(&agent_id, handle) {
@@ -309,11 +320,30 @@ async fn register(
         ctx.registry.unregister(&agent_id, &session_id);
         return Err(Some(revoked()));
     }
+    // This session wins over one on another node (which `leases` there then closes).
+    let epoch = match ctx
+        .store
+        .claim_session(&agent_id, &ctx.node_id, super::leases::SESSION_LEASE)
+        .await
+    {
+        Ok(epoch) => epoch,
+        Err(e) => {
+            tracing::warn!(agent_id = %agent_id, "cannot record the agent's session: {e}");
+            ctx.registry.unregister(&agent_id, &session_id);
+            return Err(Some(refusal(
+                ProtocolErrorCode::RetryLater,
+                "the control plane cannot reach its database; reconnect later",
+            )));
+        }
+    };
+    ctx.registry.set_epoch(&agent_id, &session_id, epoch);
     Ok((
         Registered {
             verified,
             session_id,
             kick,
+            superseded,
+            epoch,
         },
         rx,
     ))

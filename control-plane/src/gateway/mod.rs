@@ -2,7 +2,9 @@
 //! and small buffers (the plane holds thousands of these), the handshake
 //! (`handshake`), one task per session (`session`), the registry of live sessions and
 //! awaited results (`registry`), and `dispatch`: commands go through a durable outbox and
-//! are redelivered with the same id after a reconnect, until their deadline.
+//! are redelivered with the same id after a reconnect, until their deadline. Where the
+//! store is shared between nodes, each session is claimed there with a lease and a
+//! fencing epoch, and a session another node took over is closed (`leases`).
 //!
 //! Results nobody waits for any more, agents coming back and what their `reconcile`
 //! found are reported as [`GatewayEvent`]s on a channel the allocator consumes — the
@@ -16,6 +18,7 @@
 mod connection;
 mod dispatch;
 mod handshake;
+mod leases;
 mod pause;
 mod registry;
 mod session;
@@ -217,6 +220,8 @@ pub(crate) struct GatewayCtx {
     metrics: Arc<crate::metrics::PlaneMetrics>,
     /// Between a handshake's key check and its registration (tests only arm it).
     before_register: pause::PausePoint,
+    /// This node's id where sessions are shared between nodes (`leases`).
+    node_id: String,
 }
 
 /// Handle to the gateway; cheap to clone.
@@ -250,6 +255,7 @@ impl Gateway {
             config,
             metrics,
             before_register: pause::PausePoint::default(),
+            node_id: crate::ids::random_id("nd"),
         };
         (Gateway { ctx: Arc::new(ctx) }, rx)
     }

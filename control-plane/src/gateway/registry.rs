@@ -40,6 +40,11 @@ pub struct SessionHandle {
     pub commands: mpsc::Sender<Box<Command>>,
     /// Cancelled to close the session (revocation).
     pub kick: CancellationToken,
+    /// Cancelled to close the session because a newer one of the agent took over on
+    /// another node (`leases`).
+    pub superseded: CancellationToken,
+    /// The session's fencing epoch in the shared store (`leases`; 0 on sled).
+    pub epoch: u64,
     /// Cancelled once the session has ended (unregistered).
     pub closed: CancellationToken,
 }
@@ -271,6 +276,24 @@ impl Registry {
         self.lock().revoked.contains(agent_id)
     }
 
+    /// Records the fencing epoch the store gave `agent_id`'s session `session_id`.
+    pub fn set_epoch(&self, agent_id: &str, session_id: &str, epoch: u64) {
+        if let Some(handle) = self.lock().sessions.get_mut(agent_id) {
+            if handle.session_id == session_id {
+                handle.epoch = epoch;
+            }
+        }
+    }
+
+    /// Every live session: agent id and handle.
+    pub fn sessions(&self) -> Vec<(String, SessionHandle)> {
+        self.lock()
+            .sessions
+            .iter()
+            .map(|(agent_id, handle)| (agent_id.clone(), handle.clone()))
+            .collect()
+    }
+
     /// Closes the live session of `agent_id`; false when it had none.
     pub fn kick(&self, agent_id: &str) -> bool {
         match self.lock().sessions.get(agent_id) {
@@ -294,6 +317,8 @@ mod tests {
             session_id: session.into(),
             commands,
             kick: CancellationToken::new(),
+            superseded: CancellationToken::new(),
+            epoch: 0,
             closed: CancellationToken::new(),
         }
     }

@@ -41,6 +41,7 @@ enum Event {
     Outgoing(Option<Box<Command>>),
     Deadline,
     Kicked,
+    Superseded,
     Shutdown,
 }
 
@@ -69,6 +70,8 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
         session_id,
         mut commands,
         kick,
+        superseded,
+        epoch,
         version,
         client,
     } = auth;
@@ -102,7 +105,7 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
     // state, and ten thousand idle sessions should each hold only the select loop's state
     // (~2 KiB instead of ~4 KiB), not room for the rarely running parts.
     let end = match Box::pin(session.open()).await {
-        Ok(()) => session.serve(&mut commands, &kick).await,
+        Ok(()) => session.serve(&mut commands, &kick, &superseded).await,
         Err(end) => end,
     };
     let Session {
@@ -114,6 +117,10 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
     } = session;
     ctx.registry.unregister(&agent_id, &session_id);
     ctx.fleet.disconnected(&agent_id, &session_id);
+    if let Err(e) = ctx.store.end_session(&agent_id, &ctx.node_id, epoch).await {
+        // Its lease runs out on its own.
+        warn!(agent_id = %agent_id, "cannot record the end of the agent's session: {e}");
+    }
     let reason = match &end {
         End::Refuse(error) => json!(error.code).as_str().unwrap_or("error").to_string(),
         End::Close(why) => (*why).to_string(),
@@ -200,6 +207,7 @@ impl Session {
         &mut self,
         commands: &mut tokio::sync::mpsc::Receiver<Box<Command>>,
         kick: &tokio_util::sync::CancellationToken,
+        superseded: &tokio_util::sync::CancellationToken,
     ) -> End {
         let shutdown = self.ctx.shutdown.clone();
         loop {
@@ -208,6 +216,7 @@ impl Session {
                 biased;
                 _ = shutdown.cancelled() => Event::Shutdown,
                 _ = kick.cancelled() => Event::Kicked,
+                _ = superseded.cancelled() => Event::Superseded,
                 frame = self.conn.recv() => Event::Frame(frame),
                 command = commands.recv() => Event::Outgoing(command),
                 _ = sleep_until(deadline) => Event::Deadline,
@@ -229,6 +238,10 @@ impl Session {
             Event::Outgoing(None) => Err(End::Close("session handle dropped")),
             Event::Deadline => self.on_deadline().await,
             Event::Kicked => Err(End::Refuse(revoked())),
+            Event::Superseded => Err(End::Refuse(refusal(
+                ProtocolErrorCode::DuplicateAgent,
+                "a newer session of this agent took over on another control-plane node",
+            ))),
             Event::Shutdown => Err(End::Refuse(refusal(
                 ProtocolErrorCode::ShuttingDown,
                 "the control plane is shutting down",

@@ -81,6 +81,54 @@ impl Store {
         }
     }
 
+    /// Claims `agent_id`'s session for `node_id` for `lease`, over any other node's;
+    /// returns its fencing epoch (PostgreSQL; sled's one node needs none: 0).
+    pub async fn claim_session(
+        &self,
+        agent_id: &str,
+        node_id: &str,
+        lease: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(0),
+            Store::Postgres(p) => p.claim_session(agent_id, node_id, lease).await,
+        }
+    }
+
+    /// Extends the leases of `node_id`'s sessions; the (agent, epoch) it still holds, or
+    /// `None` where sessions are not shared (sled).
+    pub async fn renew_sessions(
+        &self,
+        node_id: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<Vec<(String, u64)>>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(None),
+            Store::Postgres(p) => p.renew_sessions(node_id, lease).await.map(Some),
+        }
+    }
+
+    /// Ends `agent_id`'s session if it is still `node_id`'s with `epoch`.
+    pub async fn end_session(
+        &self,
+        agent_id: &str,
+        node_id: &str,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(_) => Ok(()),
+            Store::Postgres(p) => p.end_session(agent_id, node_id, epoch).await,
+        }
+    }
+
+    /// Removes `node_id` and its sessions (stopping cleanly).
+    pub async fn leave(&self, node_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(_) => Ok(()),
+            Store::Postgres(p) => p.leave(node_id).await,
+        }
+    }
+
     /// Whether this backend keeps the fleet's modems (PostgreSQL: its capacity trigger
     /// counts allocations against them; sled's one node has the fleet in memory).
     pub fn keeps_modems(&self) -> bool {

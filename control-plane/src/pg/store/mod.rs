@@ -19,6 +19,7 @@ mod modems;
 mod retention;
 mod rotations;
 mod seller;
+mod sessions;
 mod tables;
 mod tokens;
 mod usage;

@@ -1,0 +1,123 @@
+//! Who holds each agent's session, and which nodes are alive, on PostgreSQL. A session is
+//! claimed with a fencing epoch one above the last: the newest session wins, wherever it
+//! is; its node renews the lease of all its sessions in one statement, and learns from the
+//! answer which ones another node has taken since (it closes those).
+
+use super::{db, PgStore};
+use crate::store::StoreError;
+use std::time::Duration;
+
+fn interval(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl PgStore {
+    /// Claims `agent_id`'s session for `node_id` for `lease`; returns its fencing epoch.
+    pub async fn claim_session(
+        &self,
+        agent_id: &str,
+        node_id: &str,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        let epoch: i64 = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO agent_sessions (agent_id, node_id, epoch, lease_until)
+                 VALUES ($1, $2, 1, now() + make_interval(secs => $3))
+                 ON CONFLICT (agent_id) DO UPDATE SET
+                   node_id = EXCLUDED.node_id, epoch = agent_sessions.epoch + 1,
+                   lease_until = EXCLUDED.lease_until
+                 RETURNING epoch",
+                &[&agent_id, &node_id, &interval(lease)],
+            )
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)?;
+        Ok(u64::try_from(epoch).unwrap_or(0))
+    }
+
+    /// Extends the lease of every session `node_id` holds (and its own heartbeat); returns
+    /// those it still holds, with their epochs.
+    pub async fn renew_sessions(
+        &self,
+        node_id: &str,
+        lease: Duration,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES ($1, now(), now())
+                 ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()",
+                &[&node_id],
+            )
+            .await
+            .map_err(db)?;
+        let rows = client
+            .query(
+                "UPDATE agent_sessions SET lease_until = now() + make_interval(secs => $2)
+                 WHERE node_id = $1 RETURNING agent_id, epoch",
+                &[&node_id, &interval(lease)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let epoch: i64 = row.try_get(1).map_err(db)?;
+                Ok((
+                    row.try_get(0).map_err(db)?,
+                    u64::try_from(epoch).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    /// Ends `agent_id`'s session if it is still `node_id`'s with `epoch`.
+    pub async fn end_session(
+        &self,
+        agent_id: &str,
+        node_id: &str,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM agent_sessions WHERE agent_id = $1 AND node_id = $2 AND epoch = $3",
+                &[&agent_id, &node_id, &epoch],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The node holding `agent_id`'s session under a lease that has not run out.
+    pub async fn session_holder(&self, agent_id: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT node_id FROM agent_sessions WHERE agent_id = $1 AND lease_until > now()",
+                &[&agent_id],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| r.try_get(0).map_err(db)).transpose()
+    }
+
+    /// Removes `node_id` and the sessions it holds (a node stopping cleanly).
+    pub async fn leave(&self, node_id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        for table in ["agent_sessions", "nodes"] {
+            client
+                .execute(
+                    &format!("DELETE FROM {table} WHERE node_id = $1"),
+                    &[&node_id],
+                )
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+}
