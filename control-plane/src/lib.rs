@@ -21,7 +21,6 @@ pub mod ids;
 pub mod keys;
 pub mod local_admin;
 pub mod metrics;
-pub mod pg;
 pub mod ratelimit;
 pub mod rekey;
 pub mod retention;

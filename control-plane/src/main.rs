@@ -247,7 +247,7 @@ fn keys_store(
     file: Option<PathBuf>,
 ) -> Result<(PathBuf, Option<farmhand_control::Store>)> {
     use farmhand_control::config::Backend;
-    use farmhand_control::pg;
+    use farmhand_control::store::pg;
     let config = farmhand_control::config::env::load(file.as_deref(), std::env::vars_os())
         .context("loading the configuration")?;
     let data_dir = data_dir.unwrap_or(config.data_dir);
@@ -454,10 +454,10 @@ fn store_copy(
         .build()
         .context("starting tokio")?;
     let copied = runtime.block_on(async {
-        let pool = farmhand_control::pg::connect(&target)
+        let pool = farmhand_control::store::pg::connect(&target)
             .await
             .context("connecting to PostgreSQL")?;
-        farmhand_control::pg::copy::copy(&store, &pool, replace)
+        farmhand_control::store::pg::copy::copy(&store, &pool, replace)
             .await
             .context("copying")
     })?;
@@ -473,7 +473,7 @@ fn store_copy(
 
 fn migrate(file: Option<PathBuf>, check: bool) -> Result<()> {
     use farmhand_control::config::Backend;
-    use farmhand_control::pg;
+    use farmhand_control::store::pg;
     let config = farmhand_control::config::env::load(file.as_deref(), std::env::vars_os())
         .context("loading the configuration")?;
     anyhow::ensure!(

@@ -52,7 +52,7 @@ pub enum ServeError {
     Http(#[from] std::io::Error),
     /// PostgreSQL could not be used (`[store] backend = "postgres"`).
     #[error(transparent)]
-    Postgres(#[from] crate::pg::PgError),
+    Postgres(#[from] crate::store::pg::PgError),
     /// Another node took the database's serving lock while this one had lost it.
     #[error("another node took over this database: stopped serving")]
     Superseded,
@@ -67,7 +67,7 @@ pub struct ControlPlane {
     tls: Option<ServerTls>,
     retention: Retention,
     /// Held while serving from PostgreSQL (`pg::lock`).
-    serving_lock: Option<crate::pg::lock::ServingLock>,
+    serving_lock: Option<crate::store::pg::lock::ServingLock>,
 }
 
 impl ControlPlane {
@@ -79,6 +79,23 @@ impl ControlPlane {
 
     /// [`ControlPlane::open`] on `clock` (tests drive a manual one).
     pub async fn open_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
+        Self::open_node(config, clock, true).await
+    }
+
+    /// For the tests of the cluster's parts only: a node that serves a PostgreSQL database
+    /// alongside others, without the serving lock. Several nodes may not serve one
+    /// database in production until every part is shared (docs/operations.md
+    /// "PostgreSQL"); the binary never calls this.
+    #[doc(hidden)]
+    pub async fn open_in_cluster(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
+        Self::open_node(config, clock, false).await
+    }
+
+    async fn open_node(
+        config: ServerConfig,
+        clock: Clock,
+        serving_lock: bool,
+    ) -> Result<Self, ServeError> {
         config.validate()?;
         // Certificate problems are reported before anything is opened.
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
@@ -86,8 +103,9 @@ impl ControlPlane {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let (store, serving_lock) = open_store(&config).await?;
+        let (store, serving_lock) = open_store(&config, serving_lock).await?;
         let cipher = CredentialCipher::load_or_create(&config.data_dir)?;
+        check_shared_key(&store, &cipher).await?;
         let config = Arc::new(config);
         let fleet = Arc::new(Fleet::with_limits(
             config.modem_capacity,
@@ -242,6 +260,7 @@ impl ControlPlane {
         let outages = tokio::spawn(state.allocator.clone().run_replacement(sessions.clone()));
         let deliverer = tokio::spawn(state.webhooks.clone().run(sessions.clone()));
         let leases = tokio::spawn(state.gateway.clone().run_leases(sessions.clone()));
+        let cluster = tokio::spawn(state.gateway.clone().run_cluster(sessions.clone()));
         let warnings = tokio::spawn(state.allocator.clone().run_expiring(sessions.clone()));
         let release_retries = tokio::spawn(
             state
@@ -275,6 +294,7 @@ impl ControlPlane {
         let _ = outages.await;
         let _ = deliverer.await;
         let _ = leases.await;
+        let _ = cluster.await;
         let _ = warnings.await;
         let _ = release_retries.await;
         if let Some(local_admin) = local_admin {
@@ -292,16 +312,38 @@ impl ControlPlane {
     }
 }
 
+/// On PostgreSQL, every node must seal with the same credential key: the first node
+/// stores a value sealed with its key, and a node whose key cannot open it refuses to
+/// start (copy `credentials.key` from a running node).
+async fn check_shared_key(store: &Store, cipher: &CredentialCipher) -> Result<(), ServeError> {
+    const NAME: &str = "credentials_check";
+    let Store::Postgres(pg) = store else {
+        return Ok(());
+    };
+    let proposed = cipher.seal(&farmhand_protocol::Secret::new(NAME), NAME);
+    let agreed = pg.agreed_setting(NAME, &proposed).await?;
+    match cipher.open(&agreed, NAME) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ServeError::Config(crate::config::ConfigError::Invalid(
+            "credentials.key in this node's data_dir is not the key the other nodes of this \
+             database use: copy theirs (the buyer passwords and webhook secrets in the \
+             database are sealed with it)"
+                .into(),
+        ))),
+    }
+}
+
 /// The store `config` names: sled in `data_dir`, or PostgreSQL, migrated (under the
 /// migrations' lock: nodes may start together) and held with the serving lock.
 async fn open_store(
     config: &ServerConfig,
-) -> Result<(Store, Option<crate::pg::lock::ServingLock>), ServeError> {
+    serving_lock: bool,
+) -> Result<(Store, Option<crate::store::pg::lock::ServingLock>), ServeError> {
     match config.store.backend {
         crate::config::Backend::Sled => Ok((Store::open(&config.data_dir)?, None)),
         crate::config::Backend::Postgres => {
-            let pool = crate::pg::connect(&config.store).await?;
-            let migrated = crate::pg::migrations::migrate(&pool).await?;
+            let pool = crate::store::pg::connect(&config.store).await?;
+            let migrated = crate::store::pg::migrations::migrate(&pool).await?;
             if migrated.from != migrated.to {
                 info!(
                     from = migrated.from,
@@ -309,9 +351,13 @@ async fn open_store(
                     "migrated the database schema"
                 );
             }
-            let lock = crate::pg::lock::take(&pool).await?;
+            let lock = if serving_lock {
+                Some(crate::store::pg::lock::take(&pool).await?)
+            } else {
+                None
+            };
             info!(schema_version = migrated.to, "serving from PostgreSQL");
-            Ok((Store::Postgres(crate::pg::PgStore::new(pool)), Some(lock)))
+            Ok((Store::Postgres(crate::store::pg::PgStore::new(pool)), lock))
         }
     }
 }

@@ -8,7 +8,7 @@
 mod support;
 
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
-use farmhand_control::pg::{self, copy::CopyError};
+use farmhand_control::store::pg::{self, copy::CopyError};
 use farmhand_control::store::{PendingCommand, RotationRecord, UsageTotals};
 use farmhand_protocol::{Command, CommandBody, RotateIp};
 use farmhand_test_support::postgres::PgCluster;

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
-use farmhand_control::pg::{self, migrations};
+use farmhand_control::store::pg::{self, migrations};
 use farmhand_test_support::postgres::PgCluster;
 use tokio_postgres::error::SqlState;
 

@@ -9,7 +9,7 @@
 mod support;
 
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
-use farmhand_control::pg::migrations;
+use farmhand_control::store::pg::migrations;
 use farmhand_control::{ControlPlane, Store};
 use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
@@ -103,7 +103,12 @@ async fn a_second_node_on_the_same_database_is_refused() {
         !message.contains(&cluster.url),
         "the URL is a secret: {message}"
     );
-    // Once the first stops, the second may serve.
+    // Once the first stops, the second may serve — with the first's credential key.
+    std::fs::copy(
+        first.dir.path().join("credentials.key"),
+        other_dir.path().join("credentials.key"),
+    )
+    .unwrap();
     let mut first = first;
     first.stop().await;
     let second = ControlPlane::open(config).await;

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
-use farmhand_control::pg::{self, migrations, PgStore};
+use farmhand_control::store::pg::{self, migrations, PgStore};
 use farmhand_control::store::{
     AgentRecord, AllocationRecord, AllocationRequest, AllocationState, ApiKeyRecord, AuditAction,
     AuditEvent, Delivery, DeliveryState, EnrollError, EraseError, InsertOutcome, Lease,

@@ -81,6 +81,12 @@ impl Allocator {
     async fn on_work(&self, work: Work) {
         let result = match work {
             Work::Connected { agent_id } => self.on_connected(&agent_id).await,
+            Work::Queued { agent_id } => self
+                .gateway
+                .redeliver(&agent_id, true, |body| self.rebuild(&agent_id, body))
+                .await
+                .map(drop)
+                .map_err(Into::into),
             Work::Reconciled { agent_id, missing } => {
                 self.repair_missing(&agent_id, missing).await;
                 Ok(())
@@ -96,7 +102,7 @@ impl Allocator {
     async fn on_connected(&self, agent_id: &str) -> Result<(), super::AllocError> {
         let sent = self
             .gateway
-            .redeliver(agent_id, |body| self.rebuild(agent_id, body))
+            .redeliver(agent_id, false, |body| self.rebuild(agent_id, body))
             .await?;
         if sent > 0 {
             info!(agent_id, sent, "redelivered queued commands");

@@ -62,29 +62,52 @@ impl Gateway {
         wait: Wait,
     ) -> Result<Outcome, DispatchError> {
         let ctx = &self.ctx;
-        let session = ctx
-            .registry
-            .session(agent_id)
-            .ok_or(DispatchError::AgentOffline)?;
+        let session = match ctx.registry.session(agent_id) {
+            Some(session) => Some(session),
+            // Held by another node (sessions shared in the store): through the database.
+            None => match ctx.store.session_holder(agent_id).await {
+                Ok(Some(node)) if node != ctx.node_id => None,
+                Ok(_) => return Err(DispatchError::AgentOffline),
+                Err(e) => {
+                    warn!(agent_id, "cannot look up the agent's session: {e}");
+                    return Err(DispatchError::Storage);
+                }
+            },
+        };
         let started = Instant::now();
         let deadline = started + timeout;
         let command = new_command(body, timeout);
         let op = command.body.op();
         let id = command.id.clone();
-        ctx.store
-            .put_pending_command(&PendingCommand::new(agent_id, &command))
-            .await
-            .map_err(|e| {
-                warn!(agent_id, "cannot record a command in the outbox: {e}");
-                DispatchError::Storage
-            })?;
+        let mut queued = PendingCommand::new(agent_id, &command);
+        if ctx.store.is_shared() {
+            queued.origin_node = Some(ctx.node_id.clone());
+        }
+        ctx.store.put_pending_command(&queued).await.map_err(|e| {
+            warn!(agent_id, "cannot record a command in the outbox: {e}");
+            DispatchError::Storage
+        })?;
         debug!(agent_id, command_id = %id, op = command.body.op(), "dispatching command");
         let rx = ctx.registry.track(agent_id, &id, deadline.into_std());
-        // A session that ended before taking the command leaves it queued for redelivery.
-        let _ = tokio::time::timeout_at(deadline, session.commands.send(Box::new(command))).await;
-        let closed = match wait {
-            Wait::UntilDeadline => CancellationToken::new(),
-            Wait::UntilDisconnect => session.closed.clone(),
+        let closed = match &session {
+            Some(session) => {
+                // A session that ended before taking the command leaves it queued for
+                // redelivery.
+                let sent = session.commands.send(Box::new(command));
+                let _ = tokio::time::timeout_at(deadline, sent).await;
+                match wait {
+                    Wait::UntilDeadline => CancellationToken::new(),
+                    Wait::UntilDisconnect => session.closed.clone(),
+                }
+            }
+            None => {
+                // The holder is woken; the queued row is what it sends. Its result comes
+                // back through the database (`cluster`), so this waits until the deadline.
+                if let Err(e) = ctx.store.notify_commands(agent_id).await {
+                    warn!(agent_id, "cannot wake the node holding the agent: {e}");
+                }
+                CancellationToken::new()
+            }
         };
         let result = wait_for(self, agent_id, &id, rx, deadline, &closed).await;
         let outcome = match &result {
@@ -114,6 +137,13 @@ impl Gateway {
         let woken = self.ctx.registry.revoke(agent_id);
         let dropped = self.ctx.store.purge_agent_commands(agent_id).await?;
         self.ctx.store.durable().await?;
+        // Other nodes close its session there and stop waiting on its commands.
+        if let Err(e) = self.ctx.store.notify_revoked(agent_id).await {
+            warn!(
+                agent_id,
+                "cannot tell the other nodes the agent was revoked: {e}"
+            );
+        }
         info!(
             agent_id,
             woken, dropped, "revoked agent: its waiting commands failed, its outbox emptied"
@@ -137,12 +167,14 @@ impl Gateway {
     }
 
     /// Redelivers the queued commands of `agent_id` (same ids) on its live session, oldest
-    /// first. `rebuild` turns a stored body back into the one to send (a `provision` gets
-    /// its password back) or returns `None` when the command is obsolete; obsolete and
-    /// expired commands are dropped. Returns how many were sent.
+    /// first — with `only_new`, only those not sent from this node yet (commands another
+    /// node queued for a session here). `rebuild` turns a stored body back into the one to
+    /// send (a `provision` gets its password back) or returns `None` when the command is
+    /// obsolete; obsolete and expired commands are dropped. Returns how many were sent.
     pub async fn redeliver<F: std::future::Future<Output = Option<CommandBody>>>(
         &self,
         agent_id: &str,
+        only_new: bool,
         rebuild: impl Fn(CommandBody) -> F,
     ) -> Result<usize, crate::store::StoreError> {
         let Some(session) = self.ctx.registry.session(agent_id) else {
@@ -150,6 +182,9 @@ impl Gateway {
         };
         let mut sent = 0;
         for pending in self.ctx.store.pending_commands(agent_id).await? {
+            if only_new && self.ctx.registry.is_tracked(&pending.command_id) {
+                continue;
+            }
             let id = pending.command_id.clone();
             let left_ms = pending.deadline_ms.saturating_sub(unix_ms(now()));
             let op = pending.body.op();
@@ -163,7 +198,13 @@ impl Gateway {
                 }
             };
             let deadline = Instant::now() + Duration::from_millis(left_ms);
-            self.ctx.registry.adopt(agent_id, &id, deadline.into_std());
+            let shared = self.ctx.store.is_shared();
+            let origin = pending
+                .origin_node
+                .filter(|o| shared && *o != self.ctx.node_id);
+            self.ctx
+                .registry
+                .adopt(agent_id, &id, deadline.into_std(), origin);
             info!(agent_id, command_id = %id, op, "redelivering a command");
             let command = Command {
                 id,

@@ -35,7 +35,11 @@ impl Gateway {
                 .await
             {
                 Ok(None) => return,
-                Ok(Some(held)) => self.fence(&held.into_iter().collect()),
+                Ok(Some(held)) => {
+                    self.fence(&held.into_iter().collect());
+                    // Results whose node died waiting: one node takes each, as late.
+                    self.adopt_orphans(SESSION_LEASE).await;
+                }
                 Err(e) => warn!("cannot renew the agents' session leases: {e}"),
             }
         }

@@ -15,6 +15,7 @@
 //! each handshake (reading the agent record, building its `reconcile`) queues on a
 //! semaphore of `handshake_concurrency` permits instead of running all at once.
 
+mod cluster;
 mod connection;
 mod dispatch;
 mod handshake;
@@ -154,6 +155,11 @@ pub enum Work {
         agent_id: String,
         /// Allocation ids the agent reported `missing`.
         missing: Vec<String>,
+    },
+    /// Another node queued commands for this agent, whose session is here: send them.
+    Queued {
+        /// The agent.
+        agent_id: String,
     },
     /// A result arrived after its dispatcher stopped waiting (or for a command redelivered
     /// after a plane restart).

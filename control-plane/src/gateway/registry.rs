@@ -53,8 +53,12 @@ pub struct SessionHandle {
 struct Pending {
     agent_id: String,
     deadline: Instant,
-    /// `None` when nobody waits (the result is late by definition).
+    /// `None` when nobody waits here (the result is late by definition, or goes to
+    /// `origin`).
     tx: Option<oneshot::Sender<Outcome>>,
+    /// The other node waiting for the result (a command queued there for an agent whose
+    /// session is here).
+    origin: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +110,13 @@ pub enum Completion {
     Delivered,
     /// Nobody waits any more; the late-result handler must see it.
     Late(CommandResult),
+    /// Another node waits for it: hand it over (`origin`).
+    Elsewhere {
+        /// The node.
+        origin: String,
+        /// The result.
+        result: CommandResult,
+    },
     /// Not a command issued to this agent; ignored.
     Unknown,
 }
@@ -176,6 +187,7 @@ impl Registry {
             agent_id: agent_id.to_string(),
             deadline,
             tx: Some(tx),
+            origin: None,
         };
         inner.maybe_prune(Instant::now());
         inner.pending.insert(command_id.to_string(), pending);
@@ -184,7 +196,13 @@ impl Registry {
 
     /// Makes sure a redelivered `command_id` is known: if no dispatcher tracks it (the
     /// plane restarted since it was sent), its result will be handled as late.
-    pub fn adopt(&self, agent_id: &str, command_id: &str, deadline: Instant) {
+    pub fn adopt(
+        &self,
+        agent_id: &str,
+        command_id: &str,
+        deadline: Instant,
+        origin: Option<String>,
+    ) {
         let mut inner = self.lock();
         if inner.revoked.contains(agent_id) {
             return;
@@ -197,7 +215,31 @@ impl Registry {
                 agent_id: agent_id.to_string(),
                 deadline,
                 tx: None,
+                origin,
             });
+    }
+
+    /// Whether `command_id` was adopted or is awaited here.
+    pub fn is_tracked(&self, command_id: &str) -> bool {
+        self.lock().pending.contains_key(command_id)
+    }
+
+    /// Hands `outcome` to the dispatcher waiting here for `command_id` (its agent's session
+    /// is on another node); false when nobody waits any more (the result is late).
+    pub fn complete_remote(&self, command_id: &str, outcome: Outcome) -> bool {
+        let mut inner = self.lock();
+        let waiting = inner
+            .pending
+            .get(command_id)
+            .is_some_and(|p| p.tx.is_some());
+        if !waiting {
+            return false;
+        }
+        inner
+            .pending
+            .remove(command_id)
+            .and_then(|p| p.tx)
+            .is_some_and(|tx| tx.send(outcome).is_ok())
     }
 
     /// Forgets `command_id` entirely (it will not be redelivered and nobody waits for it).
@@ -231,6 +273,9 @@ impl Registry {
             .is_some_and(|p| p.agent_id == agent_id)
         {
             if let Some(p) = inner.pending.remove(&result.id) {
+                if let Some(origin) = p.origin {
+                    return Completion::Elsewhere { origin, result };
+                }
                 let sent = match p.tx {
                     Some(tx) => tx.send(result.outcome),
                     None => Err(result.outcome),
@@ -388,7 +433,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(60);
         let mut waiting = reg.track("a", "c1", later);
         let mut other = reg.track("b", "c2", later);
-        reg.adopt("a", "c3", later);
+        reg.adopt("a", "c3", later, None);
         let _expired = reg.track("a", "c4", later);
         assert!(reg.expire("c4"));
         assert_eq!(reg.revoke("a"), 1);
@@ -413,7 +458,7 @@ mod tests {
             raced.try_recv(),
             Err(oneshot::error::TryRecvError::Closed)
         ));
-        reg.adopt("a", "c6", later);
+        reg.adopt("a", "c6", later, None);
         assert!(matches!(
             reg.complete("a", result("c6")),
             Completion::Unknown
@@ -432,7 +477,7 @@ mod tests {
         let mut rx = reg.track("a", "c1", later);
         reg.unregister("a", "s1");
         reg.register("a", handle("s2")).unwrap();
-        reg.adopt("a", "c1", later);
+        reg.adopt("a", "c1", later, None);
         assert!(matches!(
             reg.complete("a", result("c1")),
             Completion::Delivered
@@ -441,14 +486,14 @@ mod tests {
             rx.try_recv().is_ok(),
             "the dispatcher still gets its answer"
         );
-        reg.adopt("a", "c9", later);
+        reg.adopt("a", "c9", later, None);
         assert!(matches!(
             reg.complete("a", result("c9")),
             Completion::Late(_)
         ));
         // A waiterless command past its deadline is pruned into `expired` (at most once
         // per PRUNE_EVERY: the next prune is due `PRUNE_EVERY` after the last one).
-        reg.adopt("a", "c10", Instant::now());
+        reg.adopt("a", "c10", Instant::now(), None);
         let next_prune = reg.lock().pruned_at.unwrap() + PRUNE_EVERY;
         reg.lock().maybe_prune(next_prune);
         assert!(reg.lock().expired.contains_key("c10"));

@@ -267,6 +267,18 @@ impl Session {
                 let id = result.id.clone();
                 match self.ctx.registry.complete(&self.agent_id, result) {
                     Completion::Delivered => self.answered(&id).await,
+                    Completion::Elsewhere { origin, result } => {
+                        // The command came from another node: the result goes there, and
+                        // the command leaves the outbox with it.
+                        let stored = self
+                            .ctx
+                            .store
+                            .put_result(&origin, &self.agent_id, &result.id, &result.outcome)
+                            .await;
+                        if let Err(e) = stored {
+                            warn!(agent_id = %self.agent_id, command_id = %result.id, "cannot hand a result to the node that sent the command (the agent answers again on redelivery): {e}");
+                        }
+                    }
                     Completion::Late(result) => {
                         self.answered(&id).await;
                         let event = Work::LateResult {

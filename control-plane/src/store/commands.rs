@@ -31,6 +31,9 @@ pub struct PendingCommand {
     pub deadline_ms: u64,
     /// The body; a `provision`'s password is empty (see the module docs).
     pub body: CommandBody,
+    /// The node waiting for its result, where nodes share the store (`None`: this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_node: Option<String>,
 }
 
 impl PendingCommand {
@@ -45,6 +48,7 @@ impl PendingCommand {
             agent_id: agent_id.to_string(),
             deadline_ms: command.deadline_ms,
             body,
+            origin_node: None,
         }
     }
 

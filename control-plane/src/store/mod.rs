@@ -17,6 +17,7 @@ mod erase;
 mod forget;
 mod keys;
 mod live;
+pub mod pg;
 mod retention_queue;
 mod rotations;
 mod seam;

@@ -12,7 +12,7 @@ use super::{
     KeyInfo, Lease, LeasedDelivery, PendingCommand, Queued, RetentionKind, RotationRecord,
     SellerRecords, SledStore, StoreError, TokenRecord, UsageRecorded, UsageTotals, WebhookEndpoint,
 };
-use crate::pg::PgStore;
+use crate::store::pg::PgStore;
 use farmhand_protocol::{DesiredPort, UsageReport};
 use serde_json::Value;
 use std::path::Path;
@@ -121,12 +121,98 @@ impl Store {
         }
     }
 
+    /// The node holding `agent_id`'s session under a live lease (PostgreSQL; sled's one
+    /// node: `None`, it knows its sessions itself).
+    pub async fn session_holder(&self, agent_id: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(None),
+            Store::Postgres(p) => p.session_holder(agent_id).await,
+        }
+    }
+
+    /// Wakes the node holding `agent_id`'s session: a command was queued for it.
+    pub async fn notify_commands(&self, agent_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(_) => Ok(()),
+            Store::Postgres(p) => {
+                p.notify(crate::store::pg::channel::COMMANDS, agent_id)
+                    .await
+            }
+        }
+    }
+
+    /// Tells every node that `agent_id` was revoked.
+    pub async fn notify_revoked(&self, agent_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(_) => Ok(()),
+            Store::Postgres(p) => p.notify(crate::store::pg::channel::REVOKED, agent_id).await,
+        }
+    }
+
+    /// Hands the result of a command `origin_node` waits for over to it (PostgreSQL).
+    pub async fn put_result(
+        &self,
+        origin_node: &str,
+        agent_id: &str,
+        command_id: &str,
+        outcome: &farmhand_protocol::Outcome,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(_) => Ok(()),
+            Store::Postgres(p) => {
+                p.put_result(origin_node, agent_id, command_id, outcome)
+                    .await
+            }
+        }
+    }
+
+    /// Takes the result of `command_id` handed over to `origin_node`, if it is there.
+    pub async fn take_result(
+        &self,
+        origin_node: &str,
+        command_id: &str,
+    ) -> Result<Option<crate::store::pg::ForeignResult>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(None),
+            Store::Postgres(p) => p.take_result(origin_node, command_id).await,
+        }
+    }
+
+    /// Takes every result handed over to `origin_node`.
+    pub async fn take_results_for(
+        &self,
+        origin_node: &str,
+    ) -> Result<Vec<crate::store::pg::ForeignResult>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(Vec::new()),
+            Store::Postgres(p) => p.take_results_for(origin_node).await,
+        }
+    }
+
+    /// Takes the results whose origin node has been silent for `silent` (it died).
+    pub async fn take_orphan_results(
+        &self,
+        silent: std::time::Duration,
+    ) -> Result<Vec<crate::store::pg::ForeignResult>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(Vec::new()),
+            Store::Postgres(p) => p.take_orphan_results(silent).await,
+        }
+    }
+
     /// Removes `node_id` and its sessions (stopping cleanly).
     pub async fn leave(&self, node_id: &str) -> Result<(), StoreError> {
         match self {
             Store::Sled(_) => Ok(()),
             Store::Postgres(p) => p.leave(node_id).await,
         }
+    }
+
+    /// Whether several nodes share this store (PostgreSQL), so a queued command may belong
+    /// to a request waiting on another node. On sled a command's origin is always this
+    /// process (or one before a restart, whose waiter is gone).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     /// Whether this backend keeps the fleet's modems (PostgreSQL: its capacity trigger

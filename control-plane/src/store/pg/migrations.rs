@@ -15,12 +15,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
         "initial",
-        include_str!("../../migrations/0001_initial.sql"),
+        include_str!("../../../migrations/0001_initial.sql"),
     ),
     (
         2,
         "retention_queue",
-        include_str!("../../migrations/0002_retention_queue.sql"),
+        include_str!("../../../migrations/0002_retention_queue.sql"),
+    ),
+    (
+        3,
+        "command_results",
+        include_str!("../../../migrations/0003_command_results.sql"),
     ),
 ];
 

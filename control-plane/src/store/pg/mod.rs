@@ -6,11 +6,12 @@
 //! (`migrations`).
 
 pub mod copy;
+pub mod listen;
 pub mod lock;
 pub mod migrations;
 mod store;
 
-pub use store::PgStore;
+pub use store::{channel, ForeignResult, PgStore};
 
 use crate::config::{PgTls, StoreConfig};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -72,7 +73,7 @@ pub async fn connect(config: &StoreConfig) -> Result<Pool, PgError> {
 
 /// rustls for PostgreSQL: the server's certificate must chain to the system's roots or
 /// `ca_file` and name the URL's host.
-fn client_tls(config: &StoreConfig) -> Result<rustls::ClientConfig, PgError> {
+pub(crate) fn client_tls(config: &StoreConfig) -> Result<rustls::ClientConfig, PgError> {
     let roots = crate::tls::client_roots(config.ca_file.as_deref())
         .map_err(|e| PgError::Config(format!("store.{e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

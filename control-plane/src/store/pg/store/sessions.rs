@@ -106,6 +106,29 @@ impl PgStore {
         row.map(|r| r.try_get(0).map_err(db)).transpose()
     }
 
+    /// The setting `name`, storing `proposed` first when it has none (the first node to
+    /// start sets it; every node reads the same value).
+    pub async fn agreed_setting(&self, name: &str, proposed: &str) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO cluster_settings (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &proposed],
+            )
+            .await
+            .map_err(db)?;
+        client
+            .query_one(
+                "SELECT value FROM cluster_settings WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)
+    }
+
     /// Removes `node_id` and the sessions it holds (a node stopping cleanly).
     pub async fn leave(&self, node_id: &str) -> Result<(), StoreError> {
         let client = self.client().await?;

@@ -11,15 +11,17 @@ impl PgStore {
         self.client()
             .await?
             .execute(
-                "INSERT INTO pending_commands (agent_id, command_id, deadline_ms, body)
-                 VALUES ($1, $2, $3, $4)
+                "INSERT INTO pending_commands (agent_id, command_id, deadline_ms, body, origin_node)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (agent_id, command_id)
-                 DO UPDATE SET deadline_ms = EXCLUDED.deadline_ms, body = EXCLUDED.body",
+                 DO UPDATE SET deadline_ms = EXCLUDED.deadline_ms, body = EXCLUDED.body,
+                   origin_node = EXCLUDED.origin_node",
                 &[
                     &command.agent_id,
                     &command.command_id,
                     &deadline,
                     &to_json(&command.body)?,
+                    &command.origin_node,
                 ],
             )
             .await
@@ -54,7 +56,7 @@ impl PgStore {
             .client()
             .await?
             .query(
-                "SELECT command_id, deadline_ms, body FROM pending_commands
+                "SELECT command_id, deadline_ms, body, origin_node FROM pending_commands
                  WHERE agent_id = $1 ORDER BY command_id",
                 &[&agent_id],
             )
@@ -68,6 +70,7 @@ impl PgStore {
                     agent_id: agent_id.to_string(),
                     deadline_ms: u64::try_from(deadline).unwrap_or(0),
                     body: from_json(row.try_get("body").map_err(db)?)?,
+                    origin_node: row.try_get("origin_node").map_err(db)?,
                 })
             })
             .collect()

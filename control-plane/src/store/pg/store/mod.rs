@@ -16,6 +16,7 @@ mod audit;
 mod commands;
 mod keys;
 mod modems;
+mod results;
 mod retention;
 mod rotations;
 mod seller;
@@ -25,6 +26,7 @@ mod tokens;
 mod usage;
 mod webhooks;
 
+pub use results::{channel, ForeignResult};
 pub(crate) use retention::QUEUE_EXISTING;
 
 use crate::store::StoreError;

@@ -1,0 +1,89 @@
+//! Several nodes on one PostgreSQL database — the parts of the cluster that exist
+//! (docs/operations.md "PostgreSQL"): a command asked on one node reaches an agent whose
+//! session another node holds, through the database (the queued row and a NOTIFY), and its
+//! result comes back to the node that asked; a revocation on one node closes the agent's
+//! session on another. Nodes are opened without the serving lock
+//! (`ControlPlane::open_in_cluster`), as tests of these parts only. Skipped with a printed
+//! reason when PostgreSQL is not installed, never in CI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use farmhand_control::config::{Backend, PgTls, StoreConfig};
+use farmhand_protocol::ProtocolErrorCode;
+use farmhand_test_support::postgres::PgCluster;
+use std::sync::Arc;
+use support::agent::expect_refusal;
+use support::flows::{allocate, release};
+use support::TestPlane;
+
+const IMEI: &str = "359000000000001";
+
+fn postgres(cluster: &PgCluster) -> StoreConfig {
+    StoreConfig {
+        backend: Backend::Postgres,
+        url: Some(cluster.url.clone()),
+        tls: PgTls::Disable,
+        ..StoreConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_asked_on_one_node_reaches_the_agent_held_by_another() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let mut agent = b.agent_with_modem(IMEI).await;
+    let sold = allocate(&b, &mut agent, "order-1").await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+
+    // Asked on A: A holds no session of the agent; B does.
+    let released = release(&a, &mut agent, &id).await;
+    assert_eq!(released["state"], "released", "{released}");
+    assert_eq!(b.allocation(&id).await["state"], "released");
+    let pending = b.store().pending_commands(&agent.agent_id).await.unwrap();
+    assert!(pending.is_empty(), "the outbox is empty: {pending:?}");
+}
+
+/// A node whose credential key differs from the others' refuses to start: it could not
+/// open a buyer password they sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_credential_key_refuses_to_start() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let _first = TestPlane::start_node(postgres(&cluster), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = farmhand_control::ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        store: postgres(&cluster),
+        ..farmhand_control::ServerConfig::default()
+    };
+    let clock = farmhand_control::clock::Clock::system();
+    let refused = farmhand_control::ControlPlane::open_in_cluster(config, clock)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("credentials.key"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_revoked_on_one_node_loses_its_session_on_another() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = TestPlane::start_node(postgres(&cluster), None).await;
+    let b = TestPlane::start_node(postgres(&cluster), Some(&a)).await;
+    let mut agent = b.agent_with_modem(IMEI).await;
+    let r = a
+        .delete(&format!("/v1/agents/{}", agent.agent_id), &a.admin)
+        .await;
+    assert!(
+        r.status == 200 || r.status == 204,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    expect_refusal(&mut agent.ws, ProtocolErrorCode::Revoked).await;
+}
