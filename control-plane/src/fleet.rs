@@ -16,9 +16,11 @@
 mod health;
 mod index;
 mod listing;
+mod mirror;
 mod transitions;
 mod views;
 
+pub use mirror::AgentSnapshot;
 pub use views::*;
 
 pub use transitions::ModemTransition;
@@ -152,6 +154,7 @@ impl Fleet {
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.connected = true;
+        agent.node = None;
         agent.session_id = Some(session_id.to_string());
         agent.agent_version = Some(agent_version.to_string());
         agent.last_seen = Some(self.clock.now());
@@ -175,6 +178,7 @@ impl Fleet {
             if agent.session_id.as_deref() == Some(session_id) {
                 agent.connected = false;
                 agent.session_id = None;
+                agent.node = None;
                 let now = self.clock.instant();
                 inner.away_since.insert(agent_id.to_string(), now);
                 drop(inner);

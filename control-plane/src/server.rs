@@ -261,6 +261,7 @@ impl ControlPlane {
         let deliverer = tokio::spawn(state.webhooks.clone().run(sessions.clone()));
         let leases = tokio::spawn(state.gateway.clone().run_leases(sessions.clone()));
         let cluster = tokio::spawn(state.gateway.clone().run_cluster(sessions.clone()));
+        let mirror = tokio::spawn(state.gateway.clone().run_mirror(sessions.clone()));
         let warnings = tokio::spawn(state.allocator.clone().run_expiring(sessions.clone()));
         let release_retries = tokio::spawn(
             state
@@ -295,6 +296,7 @@ impl ControlPlane {
         let _ = deliverer.await;
         let _ = leases.await;
         let _ = cluster.await;
+        let _ = mirror.await;
         let _ = warnings.await;
         let _ = release_retries.await;
         if let Some(local_admin) = local_admin {

@@ -2,7 +2,8 @@
 //! (docs/operations.md "PostgreSQL"): a command asked on one node reaches an agent whose
 //! session another node holds, through the database (the queued row and a NOTIFY), and its
 //! result comes back to the node that asked; a revocation on one node closes the agent's
-//! session on another. Nodes are opened without the serving lock
+//! session on another; every node lists and sells the agents any node holds, and a slot
+//! two nodes race for is sold once. Nodes are opened without the serving lock
 //! (`ControlPlane::open_in_cluster`), as tests of these parts only. Skipped with a printed
 //! reason when PostgreSQL is not installed, never in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,8 +15,8 @@ use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
 use std::sync::Arc;
 use support::agent::expect_refusal;
-use support::flows::{allocate, release};
-use support::TestPlane;
+use support::flows::{allocate, order, provision_ok, release};
+use support::{eventually, TestPlane};
 
 const IMEI: &str = "359000000000001";
 
@@ -86,4 +87,60 @@ async fn an_agent_revoked_on_one_node_loses_its_session_on_another() {
         r.body
     );
     expect_refusal(&mut agent.ws, ProtocolErrorCode::Revoked).await;
+}
+
+/// Every node lists and sells every connected agent: an agent whose session B holds shows
+/// on A as connected through B, its modem is sold through A, and the sale counts on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lists_and_sells_the_agents_another_node_holds() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let mut agent = b.agent_with_modem(IMEI).await;
+    a.wait_available(IMEI).await;
+    let seen = a
+        .get(&format!("/v1/agents/{}", agent.agent_id), &a.admin)
+        .await
+        .json();
+    assert_eq!(seen["connected"], true, "{seen}");
+    assert_eq!(seen["node"], b.gateway().node_id(), "{seen}");
+
+    let sold = allocate(&a, &mut agent, "order-through-a").await;
+    assert_eq!(sold["state"], "active", "{sold}");
+    let path = format!("/v1/modems?imei={IMEI}");
+    eventually("B counts the sale A made", || async {
+        b.get(&path, &b.admin).await.json()["modems"][0]["active_allocations"] == 1
+    })
+    .await;
+    let listed = b.get(&path, &b.admin).await.json();
+    assert_eq!(listed["modems"][0]["available"], false, "{listed}");
+}
+
+/// Two nodes selling the last free slot of the fleet at once: exactly one wins; the other
+/// answers 409 and sends the box nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_the_last_slot_sell_it_once() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let mut agent = b.agent_with_modem(IMEI).await;
+    a.wait_available(IMEI).await;
+    let asks = [(&a, "race-a"), (&b, "race-b")].map(|(plane, order_id)| {
+        let (p, body) = (Arc::clone(plane), order(order_id));
+        tokio::spawn(async move { p.post("/v1/allocations", &p.market, body).await })
+    });
+    provision_ok(&mut agent).await;
+    let mut statuses = Vec::new();
+    for ask in asks {
+        statuses.push(ask.await.unwrap().status);
+    }
+    statuses.sort();
+    // A provision sent for the loser would have gone unanswered: a 504, not a 409.
+    assert_eq!(statuses, [201, 409]);
+    let live = a.store().live_allocations().await.unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
 }

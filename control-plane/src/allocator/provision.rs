@@ -50,30 +50,36 @@ impl Allocator {
             needs_speed_limit: request.bandwidth_kbit.is_some(),
             ..ModemFilter::default()
         };
-        let mut slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
         let password = generate_password();
-        let mut record = self.new_record(&request, &slot, &password, tenant);
-        let mut inserted = self.store.insert_allocation(&record).await;
-        if matches!(inserted, Ok(InsertOutcome::ModemUnknown)) {
-            // The agent's inventory is not in the database yet: record it, then again.
-            self.record_modems(&slot.agent_id).await;
-            inserted = self.store.insert_allocation(&record).await;
-        }
-        match inserted {
-            Ok(InsertOutcome::Inserted) => {}
-            other => {
-                self.fleet.release_load(&slot.agent_id, &slot.imei);
-                return match other? {
-                    InsertOutcome::Existing(existing) => same_request(*existing, &request),
-                    InsertOutcome::ModemFull | InsertOutcome::ModemUnknown => {
-                        Err(AllocError::NoCapacity)
-                    }
-                    InsertOutcome::Inserted => {
-                        Err(AllocError::Internal("unreachable insert outcome".into()))
-                    }
-                };
+        let (mut slot, mut record) = loop {
+            let slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
+            let record = self.new_record(&request, &slot, &password, tenant);
+            let mut inserted = self.store.insert_allocation(&record).await;
+            if matches!(inserted, Ok(InsertOutcome::ModemUnknown)) {
+                // The agent's inventory is not in the database yet: record it, then again.
+                self.record_modems(&slot.agent_id).await;
+                inserted = self.store.insert_allocation(&record).await;
             }
-        }
+            match inserted {
+                Ok(InsertOutcome::Inserted) => break (slot, record),
+                Ok(InsertOutcome::ModemFull) => {
+                    // Another node sold its last slot since this one last read the loads:
+                    // full here too, and the next candidate is tried (each try fills one
+                    // modem, so this ends).
+                    self.fleet.note_full(&slot.agent_id, &slot.imei);
+                }
+                other => {
+                    self.fleet.release_load(&slot.agent_id, &slot.imei);
+                    return match other? {
+                        InsertOutcome::Existing(existing) => same_request(*existing, &request),
+                        InsertOutcome::ModemUnknown => Err(AllocError::NoCapacity),
+                        InsertOutcome::Inserted | InsertOutcome::ModemFull => {
+                            Err(AllocError::Internal("unreachable insert outcome".into()))
+                        }
+                    };
+                }
+            }
+        };
         let mut outcome = self.send_provision(&record, &slot, &password).await;
         if let Some(field) = capability_refused(&outcome) {
             self.fleet.learn_refusal(&slot.agent_id, field);

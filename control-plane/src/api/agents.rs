@@ -25,6 +25,9 @@ pub struct AgentView {
     label: String,
     hostname: String,
     connected: bool,
+    /// The control-plane node holding its session, in a cluster on PostgreSQL (`null` on
+    /// a single node, and while it is disconnected).
+    node: Option<String>,
     last_seen: Option<String>,
     agent_version: Option<String>,
     /// The agent's modems (last known state while it is disconnected).
@@ -66,8 +69,15 @@ fn view(state: &AppState, record: AgentRecord) -> AgentView {
     // `GET /v1/agents` quadratic (10,000 agents × 80,000 modems).
     let modems = state.fleet.agent_modems(&record.agent_id);
     let site = live.site.as_ref();
+    let here = state.gateway.is_connected(&record.agent_id);
+    let node = match &live.node {
+        Some(elsewhere) => Some(elsewhere.clone()),
+        None if here && state.store.is_shared() => Some(state.gateway.node_id().to_string()),
+        None => None,
+    };
     AgentView {
-        connected: live.connected && state.gateway.is_connected(&record.agent_id),
+        connected: live.connected && (here || live.node.is_some()),
+        node,
         last_seen: live.last_seen.map(rfc3339),
         agent_version: live.agent_version.clone(),
         modems,

@@ -4,7 +4,9 @@
 //! awaited results (`registry`), and `dispatch`: commands go through a durable outbox and
 //! are redelivered with the same id after a reconnect, until their deadline. Where the
 //! store is shared between nodes, each session is claimed there with a lease and a
-//! fencing epoch, and a session another node took over is closed (`leases`).
+//! fencing epoch, and a session another node took over is closed (`leases`); commands and
+//! results cross nodes through the database (`cluster`), and each node publishes its
+//! agents and mirrors the others' into its fleet view (`mirror`).
 //!
 //! Results nobody waits for any more, agents coming back and what their `reconcile`
 //! found are reported as [`GatewayEvent`]s on a channel the allocator consumes — the
@@ -20,6 +22,7 @@ mod connection;
 mod dispatch;
 mod handshake;
 mod leases;
+mod mirror;
 mod pause;
 mod registry;
 mod session;

@@ -130,6 +130,42 @@ impl Store {
         }
     }
 
+    /// Publishes what `node_id` knows of the agents it holds (`(agent, view)`; PostgreSQL,
+    /// for the other nodes' fleet view; nothing on sled).
+    pub async fn publish_views(
+        &self,
+        node_id: &str,
+        views: &[(String, serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(_) => Ok(()),
+            Store::Postgres(p) => p.publish_views(node_id, views).await,
+        }
+    }
+
+    /// The agents held by nodes other than `node_id`, with what each published:
+    /// `(agent, node, view)` (none on sled).
+    pub async fn views_elsewhere(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(Vec::new()),
+            Store::Postgres(p) => p.views_elsewhere(node_id).await,
+        }
+    }
+
+    /// Live allocations per `(agent, IMEI)` as the store counts them (PostgreSQL: what
+    /// every node sold; sled's one node counts in its fleet view and gets nothing here).
+    pub async fn modem_loads(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), u32>, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(Default::default()),
+            Store::Postgres(p) => p.modem_loads().await,
+        }
+    }
+
     /// Wakes the node holding `agent_id`'s session: a command was queued for it.
     pub async fn notify_commands(&self, agent_id: &str) -> Result<(), StoreError> {
         match self {

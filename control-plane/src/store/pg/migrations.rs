@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "command_results",
         include_str!("../../../migrations/0003_command_results.sql"),
     ),
+    (
+        4,
+        "session_views",
+        include_str!("../../../migrations/0004_session_views.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (any constant: "farmhand" in ASCII).

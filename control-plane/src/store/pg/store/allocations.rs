@@ -11,6 +11,7 @@ use crate::store::{
 };
 use deadpool_postgres::GenericClient;
 use farmhand_protocol::DesiredPort;
+use std::collections::HashMap;
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 
@@ -313,6 +314,25 @@ impl PgStore {
     pub async fn live_allocations(&self) -> Result<Vec<AllocationRecord>, StoreError> {
         let sql = format!("SELECT record FROM allocations WHERE state IN {HOLDS_PORT}");
         self.records(&sql, &[]).await
+    }
+
+    /// Live allocations per modem, `(agent, IMEI) → count`, as the capacity trigger counts
+    /// them: what every node has sold on each.
+    pub async fn modem_loads(&self) -> Result<HashMap<(String, String), u32>, StoreError> {
+        let sql = format!(
+            "SELECT agent_id, imei, count(*) FROM allocations WHERE state IN {HOLDS_PORT}
+             GROUP BY agent_id, imei"
+        );
+        let rows = self.client().await?.query(&sql, &[]).await.map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get(2).map_err(db)?;
+                Ok((
+                    (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?),
+                    u32::try_from(n).unwrap_or(u32::MAX),
+                ))
+            })
+            .collect()
     }
 
     /// The in-service allocations whose `expires_at` is at or before `now` (by expiry),

@@ -5,6 +5,7 @@
 
 use super::{db, PgStore};
 use crate::store::StoreError;
+use serde_json::Value;
 use std::time::Duration;
 
 fn interval(d: Duration) -> f64 {
@@ -27,7 +28,7 @@ impl PgStore {
                  VALUES ($1, $2, 1, now() + make_interval(secs => $3))
                  ON CONFLICT (agent_id) DO UPDATE SET
                    node_id = EXCLUDED.node_id, epoch = agent_sessions.epoch + 1,
-                   lease_until = EXCLUDED.lease_until
+                   lease_until = EXCLUDED.lease_until, view = NULL
                  RETURNING epoch",
                 &[&agent_id, &node_id, &interval(lease)],
             )
@@ -104,6 +105,55 @@ impl PgStore {
             .await
             .map_err(db)?;
         row.map(|r| r.try_get(0).map_err(db)).transpose()
+    }
+
+    /// Publishes what `node_id` knows of agents whose sessions it holds (`(agent, view)`
+    /// each; a session it no longer holds is left alone). One statement.
+    pub async fn publish_views(
+        &self,
+        node_id: &str,
+        views: &[(String, Value)],
+    ) -> Result<(), StoreError> {
+        let (agents, views): (Vec<&str>, Vec<&Value>) =
+            views.iter().map(|(a, v)| (a.as_str(), v)).unzip();
+        self.client()
+            .await?
+            .execute(
+                "UPDATE agent_sessions s SET view = v.view
+                 FROM unnest($2::text[], $3::jsonb[]) AS v (agent_id, view)
+                 WHERE s.agent_id = v.agent_id AND s.node_id = $1",
+                &[&node_id, &agents, &views],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The agents other nodes than `node_id` hold under a live lease, with what their
+    /// node published of each: `(agent, node, view)`.
+    pub async fn views_elsewhere(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<(String, String, Value)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT agent_id, node_id, view FROM agent_sessions
+                 WHERE node_id <> $1 AND lease_until > now() AND view IS NOT NULL",
+                &[&node_id],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db)?,
+                    r.try_get(1).map_err(db)?,
+                    r.try_get(2).map_err(db)?,
+                ))
+            })
+            .collect()
     }
 
     /// The setting `name`, storing `proposed` first when it has none (the first node to
