@@ -53,9 +53,6 @@ pub enum ServeError {
     /// PostgreSQL could not be used (`[store] backend = "postgres"`).
     #[error(transparent)]
     Postgres(#[from] crate::store::pg::PgError),
-    /// Another node took the database's serving lock while this one had lost it.
-    #[error("another node took over this database: stopped serving")]
-    Superseded,
 }
 
 /// An opened control plane, ready to serve.
@@ -66,8 +63,6 @@ pub struct ControlPlane {
     shutdown: CancellationToken,
     tls: Option<ServerTls>,
     retention: Retention,
-    /// Held while serving from PostgreSQL (`pg::lock`).
-    serving_lock: Option<crate::store::pg::lock::ServingLock>,
 }
 
 impl ControlPlane {
@@ -79,23 +74,6 @@ impl ControlPlane {
 
     /// [`ControlPlane::open`] on `clock` (tests drive a manual one).
     pub async fn open_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
-        Self::open_node(config, clock, true).await
-    }
-
-    /// For the tests of the cluster's parts only: a node that serves a PostgreSQL database
-    /// alongside others, without the serving lock. Several nodes may not serve one
-    /// database in production until every part is shared (docs/operations.md
-    /// "PostgreSQL"); the binary never calls this.
-    #[doc(hidden)]
-    pub async fn open_in_cluster(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
-        Self::open_node(config, clock, false).await
-    }
-
-    async fn open_node(
-        config: ServerConfig,
-        clock: Clock,
-        serving_lock: bool,
-    ) -> Result<Self, ServeError> {
         config.validate()?;
         // Certificate problems are reported before anything is opened.
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
@@ -103,7 +81,7 @@ impl ControlPlane {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let (store, serving_lock) = open_store(&config, serving_lock).await?;
+        let store = open_store(&config).await?;
         let cipher = CredentialCipher::load_or_create(&config.data_dir)?;
         check_shared_key(&store, &cipher).await?;
         let config = Arc::new(config);
@@ -168,7 +146,6 @@ impl ControlPlane {
             shutdown,
             tls,
             retention,
-            serving_lock,
         })
     }
 
@@ -227,17 +204,7 @@ impl ControlPlane {
             shutdown: sessions,
             tls,
             retention,
-            serving_lock,
         } = self;
-        // Losing the serving lock to another node stops this one.
-        let superseded = serving_lock.as_ref().map(|lock| lock.lost.clone());
-        if let Some(lost) = superseded.clone() {
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                lost.cancelled().await;
-                stop.cancel();
-            });
-        }
         let app = api::router(state.clone());
         // A convenience (the CLI while the plane runs): without it the plane still serves.
         let local_admin = match crate::local_admin::bind(&state.config.data_dir) {
@@ -262,6 +229,11 @@ impl ControlPlane {
         let leases = tokio::spawn(state.gateway.clone().run_leases(sessions.clone()));
         let cluster = tokio::spawn(state.gateway.clone().run_cluster(sessions.clone()));
         let mirror = tokio::spawn(state.gateway.clone().run_mirror(sessions.clone()));
+        let store = state.store.clone();
+        let sweep_lock = tokio::spawn({
+            let stop = sessions.clone();
+            async move { store.run_sweep_lock(stop).await }
+        });
         let warnings = tokio::spawn(state.allocator.clone().run_expiring(sessions.clone()));
         let release_retries = tokio::spawn(
             state
@@ -297,6 +269,7 @@ impl ControlPlane {
         let _ = leases.await;
         let _ = cluster.await;
         let _ = mirror.await;
+        let _ = sweep_lock.await;
         let _ = warnings.await;
         let _ = release_retries.await;
         if let Some(local_admin) = local_admin {
@@ -305,11 +278,7 @@ impl ControlPlane {
         let _ = std::fs::remove_file(crate::local_admin::socket_path(&state.config.data_dir));
         state.allocator.finish(grace).await;
         state.store.durable().await?;
-        drop(serving_lock);
         info!("control plane stopped");
-        if superseded.is_some_and(|lost| lost.is_cancelled()) {
-            return Err(ServeError::Superseded);
-        }
         Ok(served?)
     }
 }
@@ -336,13 +305,10 @@ async fn check_shared_key(store: &Store, cipher: &CredentialCipher) -> Result<()
 }
 
 /// The store `config` names: sled in `data_dir`, or PostgreSQL, migrated (under the
-/// migrations' lock: nodes may start together) and held with the serving lock.
-async fn open_store(
-    config: &ServerConfig,
-    serving_lock: bool,
-) -> Result<(Store, Option<crate::store::pg::lock::ServingLock>), ServeError> {
+/// migrations' lock: nodes may start together).
+async fn open_store(config: &ServerConfig) -> Result<Store, ServeError> {
     match config.store.backend {
-        crate::config::Backend::Sled => Ok((Store::open(&config.data_dir)?, None)),
+        crate::config::Backend::Sled => Ok(Store::open(&config.data_dir)?),
         crate::config::Backend::Postgres => {
             let pool = crate::store::pg::connect(&config.store).await?;
             let migrated = crate::store::pg::migrations::migrate(&pool).await?;
@@ -353,13 +319,8 @@ async fn open_store(
                     "migrated the database schema"
                 );
             }
-            let lock = if serving_lock {
-                Some(crate::store::pg::lock::take(&pool).await?)
-            } else {
-                None
-            };
             info!(schema_version = migrated.to, "serving from PostgreSQL");
-            Ok((Store::Postgres(crate::store::pg::PgStore::new(pool)), lock))
+            Ok(Store::Postgres(crate::store::pg::PgStore::new(pool)))
         }
     }
 }

@@ -3,8 +3,7 @@
 //! session another node holds, through the database (the queued row and a NOTIFY), and its
 //! result comes back to the node that asked; a revocation on one node closes the agent's
 //! session on another; every node lists and sells the agents any node holds, and a slot
-//! two nodes race for is sold once. Nodes are opened without the serving lock
-//! (`ControlPlane::open_in_cluster`), as tests of these parts only. Skipped with a printed
+//! two nodes race for is sold once. Skipped with a printed
 //! reason when PostgreSQL is not installed, never in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,9 +12,11 @@ mod support;
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
+use serde_json::json;
 use std::sync::Arc;
 use support::agent::expect_refusal;
-use support::flows::{allocate, order, provision_ok, release};
+use support::flows::{allocate, order, provision_ok, release, release_ok};
+use support::receiver::Receiver;
 use support::{eventually, TestPlane};
 
 const IMEI: &str = "359000000000001";
@@ -63,7 +64,7 @@ async fn a_node_with_another_credential_key_refuses_to_start() {
         ..farmhand_control::ServerConfig::default()
     };
     let clock = farmhand_control::clock::Clock::system();
-    let refused = farmhand_control::ControlPlane::open_in_cluster(config, clock)
+    let refused = farmhand_control::ControlPlane::open_with_clock(config, clock)
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("credentials.key"), "{refused}");
@@ -143,4 +144,85 @@ async fn two_nodes_racing_for_the_last_slot_sell_it_once() {
     assert_eq!(statuses, [201, 409]);
     let live = a.store().live_allocations().await.unwrap();
     assert_eq!(live.len(), 1, "{live:?}");
+}
+
+/// Three nodes, an agent on each, allocations made through another node than the agent's:
+/// when they expire, each is released once (one release sent to its box), and each event
+/// reaches the marketplace once, whichever node sweeps and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_expire_and_deliver_each_item_once() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let c = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    let receiver = Receiver::start().await;
+    let r = a
+        .post(
+            "/v1/webhooks",
+            &a.admin,
+            json!({"url": receiver.url, "events": ["allocation.active", "allocation.released"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let imeis = ["359000000000011", "359000000000012", "359000000000013"];
+    let mut agents = Vec::new();
+    for (node, imei) in nodes.iter().zip(imeis) {
+        agents.push(node.agent_with_modem(imei).await);
+    }
+    let mut ids = Vec::new();
+    for (i, agent) in agents.iter_mut().enumerate() {
+        let through = &nodes[(i + 1) % 3];
+        through.wait_available(imeis[i]).await;
+        let sold = allocate(through, agent, &format!("expiring-{i}")).await;
+        assert_eq!(sold["agent_id"], agent.agent_id.as_str(), "{sold}");
+        ids.push(sold["allocation_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        a.set_expiry(id, time::Duration::seconds(-1)).await;
+    }
+    // Every node's sweeper looks at once: only the one holding the sweeping lock acts.
+    for node in &nodes {
+        node.expiry.notify_one();
+    }
+    for agent in &mut agents {
+        release_ok(agent).await;
+    }
+    for id in &ids {
+        eventually("the expired allocation is released", || async {
+            a.allocation(id).await["state"] == "released"
+        })
+        .await;
+    }
+    eventually("every event is delivered", || async {
+        a.store().pending_webhook_deliveries().await.unwrap() == 0
+            && receiver.of("allocation.released").len() >= ids.len()
+    })
+    .await;
+    for event_type in ["allocation.active", "allocation.released"] {
+        let got = receiver.of(event_type);
+        let mut about: Vec<String> = got
+            .iter()
+            .map(|r| {
+                r.json()["object"]["allocation_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        about.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(about, want, "{event_type} once per allocation");
+    }
+    let audits = a.get("/v1/audit?limit=1000", &a.admin).await.json();
+    let releasing = audits["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "allocation_releasing")
+        .count();
+    assert_eq!(releasing, ids.len(), "one sweep per expiry: {audits}");
 }

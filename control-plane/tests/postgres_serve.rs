@@ -10,7 +10,7 @@ mod support;
 
 use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_control::store::pg::migrations;
-use farmhand_control::{ControlPlane, Store};
+use farmhand_control::Store;
 use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
 use std::sync::Arc;
@@ -83,36 +83,40 @@ async fn the_plane_sells_from_postgres_and_keeps_everything_across_a_restart() {
     }
 }
 
+/// Nodes on one database serve together, and exactly one of them runs the sweeps; when it
+/// stops, another takes them over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_node_on_the_same_database_is_refused() {
+async fn nodes_on_one_database_serve_together_and_one_sweeps() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let store = postgres(&cluster);
-    let first = TestPlane::start_with(|c| c.store = store.clone()).await;
-    let other_dir = tempfile::tempdir().unwrap();
-    let mut config = first.config.clone();
-    config.data_dir = other_dir.path().to_path_buf();
-    let refused = ControlPlane::open(config.clone()).await.unwrap_err();
-    let message = refused.to_string();
-    assert!(
-        message.contains("another control-plane node serves"),
-        "{message}"
-    );
-    assert!(
-        !message.contains(&cluster.url),
-        "the URL is a secret: {message}"
-    );
-    // Once the first stops, the second may serve — with the first's credential key.
-    std::fs::copy(
-        first.dir.path().join("credentials.key"),
-        other_dir.path().join("credentials.key"),
-    )
-    .unwrap();
-    let mut first = first;
-    first.stop().await;
-    let second = ControlPlane::open(config).await;
-    assert!(second.is_ok(), "{:?}", second.err());
+    let first = TestPlane::start_node(postgres(&cluster), None).await;
+    let second = TestPlane::start_node(postgres(&cluster), Some(&first)).await;
+    for plane in [&first, &second] {
+        let health = plane.get("/healthz", &plane.admin).await;
+        assert_eq!(health.status, 200, "{}", health.body);
+    }
+    let sweepers = || [&first, &second].map(|p| p.store().sweeps_here());
+    eventually("one node sweeps", || async {
+        sweepers().iter().filter(|s| **s).count() == 1
+    })
+    .await;
+    for _ in 0..3 {
+        // Held, not passed back and forth.
+        tokio::time::sleep(farmhand_control::store::pg::lock::CHECK_EVERY).await;
+        assert_eq!(sweepers().iter().filter(|s| **s).count(), 1);
+    }
+    let sweeping_second = second.store().sweeps_here();
+    let (mut sweeper, other) = if sweeping_second {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    sweeper.stop().await;
+    eventually("the other node sweeps", || async {
+        other.store().sweeps_here()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,10 @@
 //! durable (`store::webhooks`, allocation id → `expires_at`), so a restart neither repeats
 //! nor loses a warning. A warning whose allocation ended, or whose `expires_at` moved, is
 //! dropped when it comes due.
+//!
+//! In a cluster the node holding the sweeping lock warns; allocations made or renewed on
+//! other nodes reach its schedule by a look at the store's expiry index every
+//! [`RESCAN`] (what expires within the lead time and one more rescan).
 
 use super::Allocator;
 use crate::events::EventType;
@@ -24,6 +28,8 @@ use tracing::warn;
 
 /// Longest sleep between two looks at the schedule (a wall-clock step is noticed).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How often, in a cluster, the sweeping node reads what other nodes scheduled.
+const RESCAN: Duration = Duration::from_secs(10);
 
 /// The in-memory schedule: (warning time, allocation id), earliest first.
 #[derive(Debug, Default)]
@@ -62,9 +68,21 @@ impl Allocator {
         if let Err(e) = self.schedule_live().await {
             warn!("cannot schedule expiry warnings of existing allocations: {e}");
         }
-        let longest = time::Duration::try_from(MAX_SLEEP).unwrap_or_default();
+        let longest =
+            time::Duration::try_from(self.store.sweep_sleep(MAX_SLEEP)).unwrap_or_default();
+        let mut rescanned: Option<OffsetDateTime> = None;
         loop {
+            if !self.until_sweeping(&shutdown).await {
+                return;
+            }
             let now = self.clock.now();
+            let rescan = time::Duration::try_from(RESCAN).unwrap_or_default();
+            if self.store.is_shared() && rescanned.is_none_or(|at| now - at >= rescan) {
+                if let Err(e) = self.schedule_elsewhere(now, rescan).await {
+                    warn!("cannot read the allocations other nodes scheduled: {e}");
+                }
+                rescanned = Some(now);
+            }
             let latest = now.saturating_add(longest);
             let wake_at = self.warn_due(now).await.map_or(latest, |at| at.min(latest));
             tokio::select! {
@@ -82,6 +100,23 @@ impl Allocator {
             if record.state.is_live() && sent != Some(unix_ms(record.expires_at)) {
                 self.schedule_expiring(&record);
             }
+        }
+        Ok(())
+    }
+
+    /// Schedules the in-service allocations that expire within the lead time and `window`
+    /// (read from the store's expiry index: in a cluster, some were made elsewhere).
+    async fn schedule_elsewhere(
+        &self,
+        now: OffsetDateTime,
+        window: time::Duration,
+    ) -> Result<(), StoreError> {
+        let Some(lead) = self.expiring_lead() else {
+            return Ok(());
+        };
+        let (soon, _) = self.store.expiring(now + lead + window).await?;
+        for record in soon.iter().filter(|r| r.state.is_live()) {
+            self.schedule_expiring(record);
         }
         Ok(())
     }

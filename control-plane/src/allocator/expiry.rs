@@ -5,6 +5,9 @@
 //! next deadline may have moved), like mini-redis' purge task, and re-reads at least every
 //! [`MAX_SLEEP`] so a wall-clock step or an edit by a tool is noticed.
 //!
+//! In a cluster the node holding the sweeping lock sweeps, looking at least every second
+//! (`Store::sweep_sleep`): the others make allocations it is not woken by.
+//!
 //! Expiry never depends on the agent being connected: an allocation of an offline agent
 //! goes to `releasing` and is finished when the agent reconnects (see `events`).
 
@@ -20,6 +23,9 @@ use tracing::{info, warn};
 
 /// Longest sleep between two scans, whatever the next deadline.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Added to twice the provisioning timeout before a `pending` allocation counts as
+/// abandoned by its node (`fail_abandoned`).
+const ABANDON_MARGIN: Duration = Duration::from_secs(10);
 
 impl Allocator {
     /// Wakes the expiry sweeper so it re-reads the deadlines (for an expiry changed
@@ -36,13 +42,16 @@ impl Allocator {
     /// The sweeper task; runs until `shutdown`.
     pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
+            if !self.until_sweeping(&shutdown).await {
+                return;
+            }
             let now = self.clock.now();
             let next = self.expire_due(now).await.unwrap_or_else(|e| {
                 warn!("expiry sweep failed, retrying: {e}");
                 None
             });
-            let latest =
-                now.saturating_add(time::Duration::try_from(MAX_SLEEP).unwrap_or_default());
+            let longest = self.store.sweep_sleep(MAX_SLEEP);
+            let latest = now.saturating_add(time::Duration::try_from(longest).unwrap_or_default());
             let wake_at = next.map_or(latest, |at| at.min(latest));
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -65,7 +74,40 @@ impl Allocator {
             let (this, id) = (self.clone(), record.allocation_id);
             self.spawn(async move { this.expire_one(&id).await });
         }
+        if self.store.is_shared() {
+            self.fail_abandoned(now).await?;
+        }
         Ok(next)
+    }
+
+    /// Fails the allocations left `pending` by a node that stopped while provisioning them
+    /// (a single node does it when it starts again; in a cluster the others go on). One
+    /// is abandoned when twice the provisioning timeout has passed: its own node would
+    /// have settled it by then.
+    async fn fail_abandoned(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        let patience = 2 * self.config.provisioning_timeout() + ABANDON_MARGIN;
+        let cutoff = now - time::Duration::try_from(patience).unwrap_or_default();
+        for stale in self.store.pending_before(cutoff).await? {
+            let _order = self.locks.lock(&stale.order_id).await;
+            let Some(mut record) = self.store.allocation(&stale.allocation_id).await? else {
+                continue;
+            };
+            if record.state != AllocationState::Pending {
+                continue;
+            }
+            warn!(allocation_id = %record.allocation_id, "failing an allocation a stopped node left pending");
+            super::fail(
+                &mut record,
+                "the control-plane node provisioning it stopped",
+            );
+            self.store.save_allocation(&record).await?;
+            self.fleet.release_load(&record.agent_id, &record.imei);
+            self.audit("system", AuditAction::AllocationFailed, &record)
+                .await;
+            self.emit(crate::events::EventType::AllocationFailed, &record)
+                .await;
+        }
+        Ok(())
     }
 
     /// `active → releasing (expired)`, then the usual release; re-checked under the order

@@ -215,8 +215,11 @@ impl Allocator {
         ended: Arc<Notify>,
         events: Events,
     ) -> Result<Self, StoreError> {
+        let shared = store.is_shared();
         for mut record in store.live_allocations().await? {
-            if record.state == AllocationState::Pending {
+            // In a cluster another node may be provisioning it now: the sweeping node
+            // fails it once it is clearly abandoned (`expiry`).
+            if record.state == AllocationState::Pending && !shared {
                 warn!(allocation_id = %record.allocation_id, "failing an allocation left pending by a restart");
                 fail(
                     &mut record,
@@ -329,6 +332,15 @@ impl Allocator {
             .spawn(work)
             .await
             .map_err(|e| AllocError::Internal(e.to_string()))?
+    }
+
+    /// Waits until this node runs the sweeps over shared state (at once on sled; on
+    /// PostgreSQL while it holds the sweeping lock); false when `shutdown` came first.
+    async fn until_sweeping(&self, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = self.store.until_sweeping() => true,
+        }
     }
 
     /// Starts background work that shutdown waits for (`finish`).

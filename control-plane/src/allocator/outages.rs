@@ -140,6 +140,9 @@ impl Allocator {
             return;
         };
         loop {
+            if !self.until_sweeping(&shutdown).await {
+                return;
+            }
             let scanned = tokio::time::Instant::now();
             let now = self.clock.instant();
             let wall = self.clock.now();

@@ -95,8 +95,17 @@ impl Retention {
         let mut pass = true;
         let mut next = None;
         loop {
+            // In a cluster, one node at a time forgets (the holder of the sweeping lock).
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = self.store.until_sweeping() => {}
+            }
             let now = self.clock.now();
-            let mut pause = MAX_SLEEP;
+            let mut pause = self.store.sweep_sleep(MAX_SLEEP);
+            if self.store.is_shared() {
+                // Other nodes end allocations without waking this one.
+                pass = true;
+            }
             if pass {
                 match self.sweep(now, &shutdown).await {
                     Ok(done) => next = done.next,

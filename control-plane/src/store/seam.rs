@@ -27,6 +27,9 @@ pub enum Store {
     Postgres(PgStore),
 }
 
+/// The longest a sweep sleeps on a shared store ([`Store::sweep_sleep`]).
+pub const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Store {
     /// Opens (or creates) the embedded database in `<data_dir>/db`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
@@ -249,6 +252,59 @@ impl Store {
     /// process (or one before a restart, whose waiter is gone).
     pub fn is_shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
+    }
+
+    /// Whether this node runs the sweeps over shared state (expiry, expiry warnings,
+    /// replacement, retention) now: always on sled's one node; on PostgreSQL while it
+    /// holds the sweeping lock (`pg::lock`).
+    pub fn sweeps_here(&self) -> bool {
+        match self {
+            Store::Sled(_) => true,
+            Store::Postgres(p) => p.sweeping().held(),
+        }
+    }
+
+    /// Resolves once this node runs the sweeps ([`Store::sweeps_here`]).
+    pub async fn until_sweeping(&self) {
+        match self {
+            Store::Sled(_) => {}
+            Store::Postgres(p) => p.sweeping().until_held().await,
+        }
+    }
+
+    /// The allocations still `pending` that were created before `cutoff` (a node that
+    /// was provisioning them stopped).
+    pub async fn pending_before(
+        &self,
+        cutoff: OffsetDateTime,
+    ) -> Result<Vec<AllocationRecord>, StoreError> {
+        match self {
+            Store::Sled(s) => Ok(s
+                .live_allocations()?
+                .into_iter()
+                .filter(|r| r.state == AllocationState::Pending && r.created_at < cutoff)
+                .collect()),
+            Store::Postgres(p) => p.pending_before(cutoff).await,
+        }
+    }
+
+    /// How long a sweep may sleep before it looks at the store again: `longest` on sled
+    /// (every change is made on this node, which wakes the sweep), at most
+    /// [`CLUSTER_POLL`] on PostgreSQL (other nodes make changes this one is not woken by,
+    /// and the sweeping lock may come to this node).
+    pub fn sweep_sleep(&self, longest: std::time::Duration) -> std::time::Duration {
+        match self {
+            Store::Sled(_) => longest,
+            Store::Postgres(_) => longest.min(CLUSTER_POLL),
+        }
+    }
+
+    /// Competes for the sweeping lock until `shutdown` (PostgreSQL; returns at once on
+    /// sled, whose one node always sweeps).
+    pub async fn run_sweep_lock(&self, shutdown: tokio_util::sync::CancellationToken) {
+        if let Store::Postgres(p) = self {
+            p.run_sweep_lock(shutdown).await;
+        }
     }
 
     /// Whether this backend keeps the fleet's modems (PostgreSQL: its capacity trigger

@@ -56,9 +56,11 @@ pub struct Envelope<'a> {
 }
 
 impl Webhooks {
-    /// Whether any endpoint subscribes to `kind`.
+    /// Whether any endpoint subscribes to `kind` (in a cluster, maybe: another node may
+    /// have added an endpoint this one has not heard of, so `enqueue` reads them).
     pub fn wants(&self, kind: EventType) -> bool {
-        self.inner.subscribed.load(Ordering::Relaxed) & bit(kind) != 0
+        self.inner.store.is_shared()
+            || self.inner.subscribed.load(Ordering::Relaxed) & bit(kind) != 0
     }
 
     /// Re-reads which types are subscribed (after an endpoint was added or removed).

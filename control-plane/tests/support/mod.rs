@@ -68,8 +68,7 @@ impl TestPlane {
         Self::start_on(Clock::system(), tweak).await
     }
 
-    /// A node of a cluster on the PostgreSQL database `store` (`ControlPlane::open_in_cluster`:
-    /// no serving lock), with the credential key of `sibling`'s data directory when given
+    /// A node of a cluster on the PostgreSQL database `store`, with the credential key of `sibling`'s data directory when given
     /// (every node of a database seals with one key).
     pub async fn start_node(
         store: farmhand_control::config::StoreConfig,
@@ -85,15 +84,11 @@ impl TestPlane {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             }
         };
-        Self::start_as(Clock::system(), tweak, true).await
+        Self::start_on(Clock::system(), tweak).await
     }
 
     /// [`TestPlane::start_with`] on `clock` (a manual one makes time a test input).
     pub async fn start_on(clock: Clock, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        Self::start_as(clock, tweak, false).await
-    }
-
-    async fn start_as(clock: Clock, tweak: impl FnOnce(&mut ServerConfig), node: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig {
             data_dir: dir.path().to_path_buf(),
@@ -101,12 +96,9 @@ impl TestPlane {
         };
         config.webhooks.allow_private_targets = LOOPBACK.iter().map(|b| b.to_string()).collect();
         tweak(&mut config);
-        let plane = if node {
-            ControlPlane::open_in_cluster(config.clone(), clock.clone()).await
-        } else {
-            ControlPlane::open_with_clock(config.clone(), clock.clone()).await
-        }
-        .unwrap();
+        let plane = ControlPlane::open_with_clock(config.clone(), clock.clone())
+            .await
+            .unwrap();
         let admin = plane.create_key(Role::Admin, "ops").await.unwrap();
         let market = plane.create_key(Role::Marketplace, "shop").await.unwrap();
         let expiry = plane.expiry_waker();

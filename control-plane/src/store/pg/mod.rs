@@ -33,9 +33,6 @@ pub enum PgError {
     /// one applied under its version.
     #[error("{0}")]
     Schema(String),
-    /// Another node serves this database (`lock`).
-    #[error("{0}")]
-    Serving(String),
 }
 
 /// A pool of connections to the database `config` names (connections open lazily; see

@@ -316,6 +316,16 @@ impl PgStore {
         self.records(&sql, &[]).await
     }
 
+    /// The `pending` allocations created before `cutoff`.
+    pub async fn pending_before(
+        &self,
+        cutoff: OffsetDateTime,
+    ) -> Result<Vec<AllocationRecord>, StoreError> {
+        let sql = "SELECT record FROM allocations WHERE state = 'pending' AND created_at < $1
+                   ORDER BY created_at";
+        self.records(sql, &[&cutoff]).await
+    }
+
     /// Live allocations per modem, `(agent, IMEI) → count`, as the capacity trigger counts
     /// them: what every node has sold on each.
     pub async fn modem_loads(&self) -> Result<HashMap<(String, String), u32>, StoreError> {

@@ -36,6 +36,8 @@ use deadpool_postgres::{Object, Pool};
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Whether this node holds the sweeping lock (`pg::lock`).
+    sweeping: std::sync::Arc<super::lock::Sweeping>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -51,7 +53,20 @@ impl std::fmt::Debug for PgStore {
 impl PgStore {
     /// The store over `pool`, whose database is migrated (`pg::migrations::migrate`).
     pub fn new(pool: Pool) -> Self {
-        PgStore { pool }
+        PgStore {
+            pool,
+            sweeping: Default::default(),
+        }
+    }
+
+    /// Whether this node runs the cluster's sweeps now (`pg::lock`).
+    pub fn sweeping(&self) -> &super::lock::Sweeping {
+        &self.sweeping
+    }
+
+    /// Takes and keeps the sweeping lock until `shutdown`.
+    pub async fn run_sweep_lock(&self, shutdown: tokio_util::sync::CancellationToken) {
+        super::lock::run(self.pool.clone(), self.sweeping.clone(), shutdown).await;
     }
 
     /// The schema version of the database (`migrations`).
