@@ -144,7 +144,7 @@ async fn health_readiness_and_metrics() {
         (r.status, r.json()),
         (
             200,
-            json!({"status": "ok", "store": "sled", "schema_version": null})
+            json!({"status": "ok", "store": "sled", "schema_version": null, "node": null})
         )
     );
     assert_eq!(plane.call("GET", "/readyz", None, None).await.status, 200);

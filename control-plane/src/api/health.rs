@@ -33,9 +33,13 @@ pub struct Health {
     /// reached.
     #[schema(example = 2)]
     schema_version: Option<i32>,
+    /// PostgreSQL: this node's id in the cluster (`nd_…`, new at every start; what
+    /// `GET /v1/agents` names as an agent's `node`); `null` on sled.
+    #[schema(example = "nd_5f0c…")]
+    node: Option<String>,
 }
 
-/// 200 `{"status":"ok","store":…,"schema_version":…}`: answers while the process serves,
+/// 200 `{"status":"ok","store":…,"schema_version":…,"node":…}`: answers while the process serves,
 /// even when its database is away (`/readyz` says that).
 #[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "health",
     responses((status = 200, description = "The process serves.", body = Health)))]
@@ -44,6 +48,10 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
         status: "ok",
         store: state.store.backend(),
         schema_version: state.store.schema_version().await.ok().flatten(),
+        node: state
+            .store
+            .is_shared()
+            .then(|| state.gateway.node_id().to_string()),
     })
 }
 

@@ -43,6 +43,15 @@ impl Api {
         }
     }
 
+    /// The same key and client, for another server (another node of a cluster).
+    pub fn with_base(&self, base: &str) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_owned(),
+            key: self.key.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     /// A client for `base` sending requests through `http` (e.g. one trusting a test CA).
     pub fn with_client(base: &str, key: Option<&str>, http: reqwest::Client) -> Api {
         Api {

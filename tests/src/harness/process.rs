@@ -165,6 +165,50 @@ impl PlaneProcess {
         Ok(plane)
     }
 
+    /// A node of a cluster on the PostgreSQL database at `store_url`, in `dir` (`extra`
+    /// as for [`PlaneProcess::start`]). The first node creates the keys in the database;
+    /// a later one (`first`) uses the same keys and copies its `credentials.key`.
+    pub async fn start_node(
+        dir: &Path,
+        extra: &str,
+        store_url: &str,
+        first: Option<&PlaneProcess>,
+    ) -> anyhow::Result<PlaneProcess> {
+        let port = free_port()?;
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        let config = dir.join("control.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{extra}\n\
+                 [store]\nbackend = \"postgres\"\nurl = {store_url:?}\ntls = \"disable\"\n",
+                data.display().to_string()
+            ),
+        )?;
+        let url = format!("http://127.0.0.1:{port}");
+        let (admin, market) = match first {
+            Some(first) => {
+                let key = "credentials.key";
+                std::fs::copy(first.dir.join("data").join(key), data.join(key))?;
+                (first.admin.with_base(&url), first.market.with_base(&url))
+            }
+            None => (
+                Api::new(&url, Some(&create_key_in(&config, "admin")?)),
+                Api::new(&url, Some(&create_key_in(&config, "marketplace")?)),
+            ),
+        };
+        let mut plane = PlaneProcess {
+            admin,
+            market,
+            url,
+            dir: dir.to_path_buf(),
+            proc: None,
+        };
+        plane.restart().await?;
+        Ok(plane)
+    }
+
     /// Starts the server again (after [`PlaneProcess::kill9`]) and waits until it serves.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let config = self.dir.join("control.toml");
@@ -215,6 +259,15 @@ impl PlaneProcess {
 }
 
 fn create_key(data_dir: &Path, role: &str) -> anyhow::Result<String> {
+    keys_create(role, "--data-dir", data_dir)
+}
+
+/// A key made in the store `config` names (PostgreSQL: in the database).
+fn create_key_in(config: &Path, role: &str) -> anyhow::Result<String> {
+    keys_create(role, "--config", config)
+}
+
+fn keys_create(role: &str, flag: &str, path: &Path) -> anyhow::Result<String> {
     let out = Command::new(binary("farmhand-control")?)
         .args([
             "keys",
@@ -223,9 +276,9 @@ fn create_key(data_dir: &Path, role: &str) -> anyhow::Result<String> {
             role,
             "--name",
             "fault-test",
-            "--data-dir",
+            flag,
         ])
-        .arg(data_dir)
+        .arg(path)
         .output()?;
     anyhow::ensure!(
         out.status.success(),

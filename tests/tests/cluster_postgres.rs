@@ -1,0 +1,294 @@
+//! Three `farmhand-control` processes on one real PostgreSQL database, with fifty agents
+//! (in-process, each with its own simulated box) given all three nodes' URLs: every node
+//! sells every agent's modems, whichever node holds the agent, and the buyer's `curl`
+//! works through each; a node killed with `kill -9` in the middle of a burst of 200
+//! allocations loses nothing: its agents move to the other nodes, every order is settled
+//! (retried with its order id where its request failed), and the boxes hold exactly one
+//! port per active allocation — no orphan, no duplicate. Skipped with a printed reason when
+//! PostgreSQL is not installed, never in CI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fault_support;
+
+use farmhand_test_support::postgres::PgCluster;
+use farmhand_testkit::harness::{enroll_agent, within, Api, Origin, PlaneProcess};
+use farmhand_testkit::sim::{self, SimConfig, SimHandle};
+use fault_support::proxy_works;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const AGENTS: usize = 50;
+
+/// The nodes of one cluster, each in its own directory.
+struct Cluster {
+    nodes: Vec<PlaneProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn start_cluster(db: &PgCluster, extra: &str) -> Cluster {
+    let mut nodes: Vec<PlaneProcess> = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let node = PlaneProcess::start_node(dir.path(), extra, &db.url, nodes.first())
+            .await
+            .unwrap();
+        nodes.push(node);
+        dirs.push(dir);
+    }
+    Cluster { nodes, _dirs: dirs }
+}
+
+/// Box number `n` with `modems` modems of its own (IMEIs no other box reports).
+async fn start_sim(n: usize, modems: usize, stop: &CancellationToken) -> SimHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        modems,
+        first_modem: n * modems,
+        ..SimConfig::default()
+    };
+    sim::start(listener, config, stop.child_token())
+        .await
+        .unwrap()
+}
+
+/// Fifty enrolled in-process agents, each on its own box of `modems`, each given every
+/// node's URL (it tries them in a shuffled order).
+async fn start_agents(
+    cluster: &Cluster,
+    modems: usize,
+    stop: &CancellationToken,
+) -> (Vec<SimHandle>, Vec<tempfile::TempDir>) {
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+    let (mut sims, mut dirs) = (Vec::new(), Vec::new());
+    for n in 0..AGENTS {
+        let sim = start_sim(n, modems, stop).await;
+        let dir = tempfile::tempdir().unwrap();
+        let first = &cluster.nodes[0];
+        let (_, mut config) = enroll_agent(
+            &first.admin,
+            &first.url,
+            &sim.base_url(),
+            dir.path(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        config.control_plane.other_urls = urls[1..].to_vec();
+        let token = stop.child_token();
+        tokio::spawn(async move {
+            let _ = farmhand_agent::run(config, token).await;
+        });
+        sims.push(sim);
+        dirs.push(dir);
+    }
+    (sims, dirs)
+}
+
+/// Agent id → the node holding its session, as `admin` sees it (connected agents only).
+async fn holders(admin: &Api) -> HashMap<String, String> {
+    let Ok(reply) = admin.get("/v1/agents").await else {
+        return HashMap::new();
+    };
+    reply.body["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["connected"] == true)
+        .filter_map(|a| {
+            Some((
+                a["agent_id"].as_str()?.to_owned(),
+                a["node"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+async fn available_modems(api: &Api) -> usize {
+    let Ok(reply) = api.get("/v1/modems?available=true").await else {
+        return 0;
+    };
+    reply.body["modems"].as_array().map_or(0, Vec::len)
+}
+
+/// Waits until every node offers `modems` modems.
+async fn all_offered(cluster: &Cluster, modems: usize) {
+    for node in &cluster.nodes {
+        let offered = within(Duration::from_secs(60), "every modem offered", || async {
+            (available_modems(&node.market).await == modems).then_some(())
+        })
+        .await;
+        let now = available_modems(&node.market).await;
+        offered.unwrap_or_else(|e| panic!("{e}: {now} of {modems} offered by {}", node.url));
+    }
+}
+
+/// The node's id in the cluster (`/healthz`).
+async fn node_id(node: &PlaneProcess) -> String {
+    let reply = node.admin.get("/healthz").await.unwrap();
+    reply.body["node"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_sell_every_agent_through_every_node() {
+    let Some(db) = PgCluster::start() else {
+        return;
+    };
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let cluster = start_cluster(&db, "heartbeat_interval_s = 2").await;
+    let (_sims, _dirs) = start_agents(&cluster, 1, &stop).await;
+    all_offered(&cluster, AGENTS).await;
+    let held = holders(&cluster.nodes[0].admin).await;
+    let spread: HashSet<&String> = held.values().collect();
+    assert_eq!(
+        spread.len(),
+        3,
+        "the agents are spread over the nodes: {held:?}"
+    );
+
+    let origin = Origin::start("through any node").await.unwrap();
+    let mut ids = Vec::new();
+    for node in &cluster.nodes {
+        ids.push(node_id(node).await);
+    }
+    let mut elsewhere = [0usize; 3];
+    for i in 0..30 {
+        let n = i % 3;
+        let node = &cluster.nodes[n];
+        let reply = node
+            .market
+            .post(
+                "/v1/allocations",
+                json!({"order_id": format!("spread-{i}"), "duration_s": 3600}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        let agent = reply.body["agent_id"].as_str().unwrap();
+        // Who holds the agent, as this node sees it: another node for most sales.
+        let here = holders(&node.admin).await;
+        if here.get(agent).is_some_and(|h| *h != ids[n]) {
+            elsewhere[n] += 1;
+        }
+        assert!(
+            proxy_works(&reply.body, &origin).await,
+            "curl through {:?}",
+            reply.body
+        );
+    }
+    assert!(
+        elsewhere.iter().all(|n| *n > 0),
+        "every node sold modems of agents another node holds: {elsewhere:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_in_a_burst_loses_nothing_and_leaves_no_orphan_port() {
+    let Some(db) = PgCluster::start() else {
+        return;
+    };
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let extra = "heartbeat_interval_s = 2\nmodem_capacity = 3\nprovisioning_timeout_s = 5";
+    let mut cluster = start_cluster(&db, extra).await;
+    let (sims, _dirs) = start_agents(&cluster, 2, &stop).await;
+    all_offered(&cluster, 2 * AGENTS).await;
+
+    let orders: Vec<String> = (0..200).map(|i| format!("burst-{i}")).collect();
+    let requests: Vec<_> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, order)| {
+            let market = cluster.nodes[i % 3].market.clone();
+            let body = json!({"order_id": order, "duration_s": 86_400});
+            tokio::spawn(async move { market.post("/v1/allocations", body).await })
+        })
+        .collect();
+    within(Duration::from_secs(60), "the burst under way", || async {
+        let applied: usize = sims.iter().map(|s| s.api_calls("/apix/apply_port")).sum();
+        (applied >= 60).then_some(())
+    })
+    .await
+    .unwrap();
+    cluster.nodes[2].kill9();
+    let mut confirmed: HashMap<String, Value> = HashMap::new();
+    let mut unsettled = Vec::new();
+    for (order, request) in orders.iter().zip(requests) {
+        match request.await.unwrap() {
+            Ok(reply) if reply.status == 201 => {
+                confirmed.insert(order.clone(), reply.body);
+            }
+            _ => unsettled.push(order.clone()),
+        }
+    }
+    println!(
+        "{} of 200 confirmed during the burst, {} to retry",
+        confirmed.len(),
+        unsettled.len()
+    );
+    assert!(!confirmed.is_empty() && !unsettled.is_empty());
+
+    // The killed node's agents come back on the other two.
+    let survivors = &cluster.nodes[..2];
+    within(
+        Duration::from_secs(90),
+        "every agent connected again",
+        || async { (holders(&survivors[0].admin).await.len() == AGENTS).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // Each failed request, retried with its order id, settles on one active allocation.
+    for (i, order) in unsettled.iter().enumerate() {
+        let market = &survivors[i % 2].market;
+        let body = json!({"order_id": order, "duration_s": 86_400});
+        let settled = within(Duration::from_secs(90), "the retried order", || async {
+            let reply = market.post("/v1/allocations", body.clone()).await.ok()?;
+            let state = reply.body["state"].as_str()?;
+            (reply.status.is_success() && state == "active").then_some(reply.body)
+        })
+        .await
+        .unwrap();
+        confirmed.insert(order.clone(), settled);
+    }
+    for (order, before) in &confirmed {
+        let id = before["allocation_id"].as_str().unwrap();
+        let now = survivors[0]
+            .market
+            .get(&format!("/v1/allocations/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(now.body["state"], "active", "{order}: {:?}", now.body);
+    }
+
+    // The boxes converge on exactly one port per active allocation.
+    let active: HashSet<String> = confirmed
+        .values()
+        .map(|a| format!("farmhand-{}", a["allocation_id"].as_str().unwrap()))
+        .collect();
+    let counted = within(
+        Duration::from_secs(90),
+        "one port per active allocation on the boxes",
+        || async {
+            let mut per_name: HashMap<String, usize> = HashMap::new();
+            for port in sims.iter().flat_map(|s| s.ports()) {
+                *per_name.entry(port.port_name).or_default() += 1;
+            }
+            let orphans = per_name.keys().filter(|n| !active.contains(*n)).count();
+            let duplicated = per_name.values().filter(|c| **c > 1).count();
+            let missing = active.iter().filter(|n| !per_name.contains_key(*n)).count();
+            (orphans == 0 && duplicated == 0 && missing == 0).then_some(per_name.len())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(counted, 200);
+    let origin = Origin::start("after the kill").await.unwrap();
+    for before in confirmed.values().take(10) {
+        assert!(proxy_works(before, &origin).await, "{before}");
+    }
+}
