@@ -97,6 +97,15 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     fn wants(&self, kind: EventType) -> bool;
     /// Stores `kind` happening to `object` for delivery.
     fn enqueue(&self, kind: EventType, object: Value) -> BoxFuture<'_, Result<(), String>>;
+    /// The deliveries of `kind` happening to `object`, for the caller to store in the
+    /// same step as the change (`Store::save_allocation_with`); then [`EventSink::stored`].
+    fn prepare(
+        &self,
+        kind: EventType,
+        object: Value,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::Delivery>, String>>;
+    /// Deliveries from [`EventSink::prepare`] were stored.
+    fn stored(&self);
 }
 
 /// What [`EventSink::enqueue`] returns: a boxed future keeps the trait usable as `dyn`.
@@ -119,6 +128,29 @@ impl Events {
     /// building an event nobody wants.
     pub fn wants(&self, kind: EventType) -> bool {
         self.sink.as_ref().is_some_and(|w| w.wants(kind))
+    }
+
+    /// The deliveries of `kind` happening to `object`, to be stored with the change it
+    /// reports (none without a sink; a failure to read the endpoints is logged and none
+    /// are made — the change itself is then likely to fail too).
+    pub async fn prepare(&self, kind: EventType, object: Value) -> Vec<crate::store::Delivery> {
+        let Some(sink) = &self.sink else {
+            return Vec::new();
+        };
+        sink.prepare(kind, object).await.unwrap_or_else(|e| {
+            tracing::error!(
+                event = kind.as_str(),
+                "cannot prepare an event for webhooks: {e}"
+            );
+            Vec::new()
+        })
+    }
+
+    /// Deliveries from [`Events::prepare`] were stored.
+    pub fn stored(&self) {
+        if let Some(sink) = &self.sink {
+            sink.stored();
+        }
     }
 
     /// Records that `kind` happened to `object` (never a credential in it).

@@ -11,7 +11,7 @@
 mod fault_support;
 
 use farmhand_test_support::postgres::PgCluster;
-use farmhand_testkit::harness::{enroll_agent, within, Api, Origin, PlaneProcess};
+use farmhand_testkit::harness::{enroll_agent, start_receiver, within, Api, Origin, PlaneProcess};
 use farmhand_testkit::sim::{self, SimConfig, SimHandle};
 use fault_support::proxy_works;
 use serde_json::{json, Value};
@@ -195,6 +195,16 @@ async fn a_node_killed_in_a_burst_loses_nothing_and_leaves_no_orphan_port() {
     let _guard = stop.clone().drop_guard();
     let extra = "heartbeat_interval_s = 2\nmodem_capacity = 3\nprovisioning_timeout_s = 5";
     let mut cluster = start_cluster(&db, extra).await;
+    let (hook, inbox) = start_receiver(&stop).await.unwrap();
+    let reply = cluster.nodes[0]
+        .admin
+        .post(
+            "/v1/webhooks",
+            json!({"url": hook, "events": ["allocation.active"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
     let (sims, _dirs) = start_agents(&cluster, 2, &stop).await;
     all_offered(&cluster, 2 * AGENTS).await;
 
@@ -270,23 +280,61 @@ async fn a_node_killed_in_a_burst_loses_nothing_and_leaves_no_orphan_port() {
         .values()
         .map(|a| format!("farmhand-{}", a["allocation_id"].as_str().unwrap()))
         .collect();
+    let boxes = || {
+        let mut per_name: HashMap<String, usize> = HashMap::new();
+        for port in sims.iter().flat_map(|s| s.ports()) {
+            *per_name.entry(port.port_name).or_default() += 1;
+        }
+        let orphans: Vec<String> = per_name
+            .keys()
+            .filter(|n| !active.contains(*n))
+            .cloned()
+            .collect();
+        let duplicated: Vec<String> = per_name
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let missing: Vec<String> = active
+            .iter()
+            .filter(|n| !per_name.contains_key(*n))
+            .cloned()
+            .collect();
+        (per_name.len(), orphans, duplicated, missing)
+    };
     let counted = within(
         Duration::from_secs(90),
         "one port per active allocation on the boxes",
         || async {
-            let mut per_name: HashMap<String, usize> = HashMap::new();
-            for port in sims.iter().flat_map(|s| s.ports()) {
-                *per_name.entry(port.port_name).or_default() += 1;
-            }
-            let orphans = per_name.keys().filter(|n| !active.contains(*n)).count();
-            let duplicated = per_name.values().filter(|c| **c > 1).count();
-            let missing = active.iter().filter(|n| !per_name.contains_key(*n)).count();
-            (orphans == 0 && duplicated == 0 && missing == 0).then_some(per_name.len())
+            let (ports, orphans, duplicated, missing) = boxes();
+            (orphans.is_empty() && duplicated.is_empty() && missing.is_empty()).then_some(ports)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        let (ports, orphans, duplicated, missing) = boxes();
+        panic!("{e}: {ports} ports; orphans {orphans:?}; duplicated {duplicated:?}; missing {missing:?}")
+    });
+    assert_eq!(counted, 200);
+    // Every activation that reached the database reached the marketplace (at least once;
+    // the event id de-duplicates).
+    within(
+        Duration::from_secs(60),
+        "every activation announced",
+        || async {
+            let announced: HashSet<String> = inbox
+                .of("allocation.active")
+                .iter()
+                .filter_map(|r| Some(r.json()["object"]["allocation_id"].as_str()?.to_owned()))
+                .collect();
+            confirmed
+                .values()
+                .all(|a| announced.contains(a["allocation_id"].as_str().unwrap_or_default()))
+                .then_some(())
         },
     )
     .await
     .unwrap();
-    assert_eq!(counted, 200);
     let origin = Origin::start("after the kill").await.unwrap();
     for before in confirmed.values().take(10) {
         assert!(proxy_works(before, &origin).await, "{before}");

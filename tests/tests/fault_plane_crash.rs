@@ -1,12 +1,13 @@
 //! The control plane as a real process, killed with `kill -9`: in the middle of a burst of
 //! 50 allocations (every allocation it confirmed survives, works and has exactly one port
-//! on the box after reconciliation), and under 200 connected agents (all reconnect after
+//! on the box after reconciliation, and every state change that reached the store reaches
+//! the marketplace's webhook receiver), and under 200 connected agents (all reconnect after
 //! the restart, none refused for load). Agents and the simulator run in-process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fault_support;
 
-use farmhand_testkit::harness::{enroll_agent, within, Origin, PlaneProcess};
+use farmhand_testkit::harness::{enroll_agent, start_receiver, within, Origin, PlaneProcess};
 use farmhand_testkit::sim::{self, SimConfig, SimHandle};
 use fault_support::{proxy_works, settles_consistently};
 use serde_json::json;
@@ -69,6 +70,14 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
         PlaneProcess::start(dir.path(), "heartbeat_interval_s = 1\nmodem_capacity = 10")
             .await
             .unwrap();
+    let (hook, inbox) = start_receiver(&stop).await.unwrap();
+    let events = ["allocation.active", "allocation.failed"];
+    let reply = plane
+        .admin
+        .post("/v1/webhooks", json!({"url": hook, "events": events}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
     let (_agent_dir, _) = start_agent(&plane, &sim, Duration::from_secs(1), &stop).await;
     within(Duration::from_secs(20), "10 available modems", || async {
         let reply = plane.market.get("/v1/modems?available=true").await.ok()?;
@@ -149,6 +158,40 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
                 .unwrap();
         }
     }
+    // Every state change that reached the store was announced, whatever the kill cut.
+    let mut ended: Vec<(String, &str)> = Vec::new();
+    for order in &orders {
+        let reply = plane
+            .market
+            .get(&format!("/v1/allocations?order_id={order}"))
+            .await
+            .unwrap();
+        for alloc in reply.body["allocations"].as_array().unwrap() {
+            let id = alloc["allocation_id"].as_str().unwrap().to_owned();
+            match alloc["state"].as_str() {
+                Some("active") => ended.push((id, "allocation.active")),
+                Some("failed") => ended.push((id, "allocation.failed")),
+                _ => {}
+            }
+        }
+    }
+    within(
+        Duration::from_secs(30),
+        "every stored change announced",
+        || async {
+            ended
+                .iter()
+                .all(|(id, kind)| {
+                    inbox
+                        .of(kind)
+                        .iter()
+                        .any(|r| r.json()["object"]["allocation_id"] == id.as_str())
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     let mut per_allocation: HashMap<String, usize> = HashMap::new();
     for port in sim.ports() {
         *per_allocation.entry(port.port_name).or_default() += 1;

@@ -100,12 +100,14 @@ impl Allocator {
                 &mut record,
                 "the control-plane node provisioning it stopped",
             );
-            self.store.save_allocation(&record).await?;
+            self.save_reporting(&record, crate::events::EventType::AllocationFailed)
+                .await?;
             self.fleet.release_load(&record.agent_id, &record.imei);
             self.audit("system", AuditAction::AllocationFailed, &record)
                 .await;
-            self.emit(crate::events::EventType::AllocationFailed, &record)
-                .await;
+            // Its box may have made the port before the node stopped; the agent's session
+            // has been taken up elsewhere since, so no reconcile is coming to remove it.
+            self.release_old_port(&record.agent_id, &record.allocation_id);
         }
         Ok(())
     }

@@ -225,10 +225,11 @@ impl Allocator {
                     &mut record,
                     "the control plane restarted while provisioning",
                 );
-                store.save_allocation(&record).await?;
-                audit(&store, "system", AuditAction::AllocationFailed, &record).await;
                 let object = crate::events::allocation_object(&record);
-                events.emit(EventType::AllocationFailed, object).await;
+                let deliveries = events.prepare(EventType::AllocationFailed, object).await;
+                store.save_allocation_with(&record, &deliveries).await?;
+                events.stored();
+                audit(&store, "system", AuditAction::AllocationFailed, &record).await;
             } else {
                 fleet.add_load(&record.agent_id, &record.imei);
             }
@@ -380,19 +381,19 @@ impl Allocator {
         actor: &str,
     ) -> Result<(), StoreError> {
         released(record, self.clock.now());
-        self.store.save_allocation(record).await?;
+        self.save_reporting(record, EventType::AllocationReleased)
+            .await?;
         self.announce_released(record, actor).await;
         Ok(())
     }
 
-    /// What follows every durable `released` record: its modem slot is freed, the release
-    /// is audited and announced (`allocation.released`), and credential retention is
-    /// woken (its clock starts at `released_at`).
+    /// What follows every durable `released` record (saved with its `allocation.released`,
+    /// `save_reporting`): its modem slot is freed, the release is audited, and credential
+    /// retention is woken (its clock starts at `released_at`).
     async fn announce_released(&self, record: &AllocationRecord, actor: &str) {
         self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit(actor, AuditAction::AllocationReleased, record)
             .await;
-        self.emit(EventType::AllocationReleased, record).await;
         self.ended.notify_one();
     }
 
@@ -400,8 +401,9 @@ impl Allocator {
         audit(&self.store, actor, action, record).await;
     }
 
-    /// Emits `kind` about `record` (see `events`). An allocation that ended no longer
-    /// needs its `allocation.expiring` bookkeeping (`expiring`).
+    /// Emits `kind` about `record` (see `events`), for an event that reports no change
+    /// of the record (a warning, a degradation); a change goes with its event through
+    /// [`Allocator::save_reporting`].
     async fn emit(&self, kind: EventType, record: &AllocationRecord) {
         // Building the object costs allocations; with no endpoint for `kind`, skip it.
         if self.events.wants(kind) {
@@ -409,6 +411,34 @@ impl Allocator {
                 .emit(kind, crate::events::allocation_object(record))
                 .await;
         }
+        self.after_event(kind, record).await;
+    }
+
+    /// Saves `record` with the event `kind` reporting its change, in one durable step
+    /// (`Store::save_allocation_with`): a change that reached the store is never without
+    /// its webhook deliveries, whatever kills the process afterwards.
+    async fn save_reporting(
+        &self,
+        record: &AllocationRecord,
+        kind: EventType,
+    ) -> Result<(), StoreError> {
+        let deliveries = if self.events.wants(kind) {
+            let object = crate::events::allocation_object(record);
+            self.events.prepare(kind, object).await
+        } else {
+            Vec::new()
+        };
+        self.store.save_allocation_with(record, &deliveries).await?;
+        if !deliveries.is_empty() {
+            self.events.stored();
+        }
+        self.after_event(kind, record).await;
+        Ok(())
+    }
+
+    /// The bookkeeping an event implies: an active allocation's `allocation.expiring` is
+    /// scheduled; one that ended no longer needs it (`expiring`).
+    async fn after_event(&self, kind: EventType, record: &AllocationRecord) {
         if kind == EventType::AllocationActive {
             self.schedule_expiring(record);
         }

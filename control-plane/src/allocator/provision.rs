@@ -179,11 +179,11 @@ impl Allocator {
                 record.http_port = Some(p.http_port);
                 record.socks_port = Some(p.socks_port);
                 record.port_id = Some(p.port_id);
-                self.store.save_allocation(&record).await?;
+                self.save_reporting(&record, EventType::AllocationActive)
+                    .await?;
                 info!(allocation_id = %record.allocation_id, "allocation active");
                 self.audit(actor, AuditAction::AllocationCreated, &record)
                     .await;
-                self.emit(EventType::AllocationActive, &record).await;
                 self.expiry.notify_one();
                 return Ok(record);
             }
@@ -198,11 +198,11 @@ impl Allocator {
         };
         warn!(allocation_id = %record.allocation_id, "provisioning failed: {error}");
         fail(&mut record, &error.to_string());
-        self.store.save_allocation(&record).await?;
+        self.save_reporting(&record, EventType::AllocationFailed)
+            .await?;
         self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit(actor, AuditAction::AllocationFailed, &record)
             .await;
-        self.emit(EventType::AllocationFailed, &record).await;
         self.ended.notify_one();
         Err(error)
     }

@@ -118,13 +118,15 @@ impl Allocator {
         record.http_port = Some(port.http_port);
         record.socks_port = Some(port.socks_port);
         record.port_id = Some(port.port_id.clone());
-        self.store.save_allocation(&record).await?;
+        if before != (record.host.clone(), record.http_port, record.socks_port) {
+            self.save_reporting(&record, EventType::AllocationReplaced)
+                .await?;
+        } else {
+            self.store.save_allocation(&record).await?;
+        }
         info!(allocation_id = %record.allocation_id, "missing port re-created");
         self.audit("system", AuditAction::AllocationRepaired, &record)
             .await;
-        if before != (record.host.clone(), record.http_port, record.socks_port) {
-            self.emit(EventType::AllocationReplaced, &record).await;
-        }
         Ok(())
     }
 
@@ -133,11 +135,11 @@ impl Allocator {
         warn!(allocation_id = %record.allocation_id, "allocation failed: {why}");
         fail(&mut record, why);
         record.released_at = Some(self.clock.now());
-        self.store.save_allocation(&record).await?;
+        self.save_reporting(&record, EventType::AllocationFailed)
+            .await?;
         self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit("system", AuditAction::AllocationFailed, &record)
             .await;
-        self.emit(EventType::AllocationFailed, &record).await;
         self.ended.notify_one();
         Ok(())
     }

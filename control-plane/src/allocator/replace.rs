@@ -209,7 +209,10 @@ impl Allocator {
         record.socks_port = Some(port.socks_port);
         record.port_id = Some(port.port_id.clone());
         record.replacements.push(from.clone());
-        if let Err(e) = self.store.save_allocation(&record).await {
+        let saved = self
+            .save_reporting(&record, crate::events::EventType::AllocationReplaced)
+            .await;
+        if let Err(e) = saved {
             self.fleet.release_load(&slot.agent_id, &slot.imei);
             return Err(e.into());
         }
@@ -232,24 +235,16 @@ impl Allocator {
                 }),
             )
             .await;
-        self.emit(crate::events::EventType::AllocationReplaced, &record)
-            .await;
         if from.from_agent_id != from.to_agent_id {
             self.release_old_port(&from.from_agent_id, &record.allocation_id);
         }
         Ok(record)
     }
 
-    /// Asks the agent the allocation left to remove its port, in the background; an
+    /// Asks `agent_id` to remove the allocation's port there (one it left, or one made for
+    /// an allocation that failed), in the background, wherever its session is held; an
     /// agent that is away does it through `reconcile` when it returns.
-    fn release_old_port(&self, agent_id: &str, allocation_id: &str) {
-        if !self.gateway.is_connected(agent_id) {
-            info!(
-                agent_id,
-                allocation_id, "old agent away: its reconcile removes the old port"
-            );
-            return;
-        }
+    pub(super) fn release_old_port(&self, agent_id: &str, allocation_id: &str) {
         let (gateway, timeout) = (self.gateway.clone(), self.config.command_timeout());
         let (agent_id, allocation_id) = (agent_id.to_string(), allocation_id.to_string());
         self.spawn(async move {

@@ -33,6 +33,7 @@
 //! `reconcile` removes it as an orphan.
 
 use super::{released, AllocError, Allocator};
+use crate::events::EventType;
 use crate::store::{AllocationRecord, AllocationState, ReleaseReason, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -157,7 +158,8 @@ impl Allocator {
             warn!(allocation_id = %record.allocation_id, agent_id = %record.agent_id, "releasing an allocation left on a revoked agent by a restart");
             set_reason(&mut record);
             released(&mut record, self.clock.now());
-            self.store.save_allocation(&record).await?;
+            self.save_reporting(&record, EventType::AllocationReleased)
+                .await?;
             self.announce_released(&record, "system").await;
         }
         Ok(())

@@ -71,13 +71,55 @@ impl SledStore {
         self.durable().await
     }
 
+    /// [`SledStore::save_allocation`] with the webhook deliveries of the event reporting
+    /// the change, in one transaction (flushed together): a change that reached the disk
+    /// has its deliveries there too.
+    pub async fn save_allocation_with(
+        &self,
+        record: &AllocationRecord,
+        deliveries: &[super::Delivery],
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return self.save_allocation(record).await;
+        }
+        let value = encode(record)?;
+        let rows = super::webhooks::delivery_rows(deliveries)?;
+        let live = self.live.lock();
+        let trees = (
+            &self.allocations,
+            &self.webhooks.deliveries,
+            &self.webhooks.due,
+        );
+        let previous = super::webhooks::settled(trees.transaction(|(allocations, log, due)| {
+            for (due_at, key, delivery) in &rows {
+                log.insert(key.as_slice(), delivery.as_slice())?;
+                due.insert(due_at.as_slice(), sled::IVec::default())?;
+            }
+            let key = record.allocation_id.as_bytes();
+            Ok(allocations.insert(key, value.as_slice())?)
+        }))?;
+        self.wrote_allocation(live, record, previous)?;
+        self.queue_delivery_retention(deliveries)?;
+        self.durable().await
+    }
+
     /// Writes `record` and updates the live index under its lock (see `live`).
     fn write_allocation(&self, record: &AllocationRecord) -> Result<(), StoreError> {
         let value = encode(record)?;
-        let mut live = self.live.lock();
+        let live = self.live.lock();
         let previous = self
             .allocations
             .insert(record.allocation_id.as_bytes(), value)?;
+        self.wrote_allocation(live, record, previous)
+    }
+
+    /// What follows writing `record` over `previous`: its indexes, counts and retention.
+    fn wrote_allocation(
+        &self,
+        mut live: std::sync::MutexGuard<'_, super::live::Live>,
+        record: &AllocationRecord,
+        previous: Option<sled::IVec>,
+    ) -> Result<(), StoreError> {
         if previous.is_none() {
             // Written without `insert_allocation` (tests, repairs): index it too.
             self.by_tenant.insert(tenant_key(record), &[])?;

@@ -288,6 +288,19 @@ impl Store {
         }
     }
 
+    /// Writes `record` with the webhook deliveries of the event reporting the change, in
+    /// one durable step (sled: one transaction, flushed; PostgreSQL: one transaction).
+    pub async fn save_allocation_with(
+        &self,
+        record: &AllocationRecord,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.save_allocation_with(record, deliveries).await,
+            Store::Postgres(p) => p.save_allocation_with(record, deliveries).await,
+        }
+    }
+
     /// How long a sweep may sleep before it looks at the store again: `longest` on sled
     /// (every change is made on this node, which wakes the sweep), at most
     /// [`CLUSTER_POLL`] on PostgreSQL (other nodes make changes this one is not woken by,

@@ -177,7 +177,19 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-fn settled<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+/// The rows of `deliveries`: (schedule key, delivery key, record).
+pub(super) type DeliveryRow = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+pub(super) fn delivery_rows(deliveries: &[Delivery]) -> Result<Vec<DeliveryRow>, StoreError> {
+    let mut rows = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let key = delivery.key();
+        rows.push((due_key(due_ms(delivery), &key), key, encode(delivery)?));
+    }
+    Ok(rows)
+}
+
+pub(super) fn settled<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
     match result {
         Ok(value) => Ok(value),
         Err(TransactionError::Abort(e)) => Err(e),
@@ -249,11 +261,7 @@ impl SledStore {
     /// transaction. Not flushed here: the deliverer flushes before it sends (see
     /// `webhooks`), so a burst of events shares one fsync.
     pub fn enqueue_deliveries(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
-        let mut rows = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let key = delivery.key();
-            rows.push((due_key(due_ms(delivery), &key), key, encode(delivery)?));
-        }
+        let rows = delivery_rows(deliveries)?;
         let trees = (&self.webhooks.deliveries, &self.webhooks.due);
         settled(trees.transaction(|(log, due)| -> TxResult {
             for (due_at, key, value) in &rows {
@@ -262,6 +270,14 @@ impl SledStore {
             }
             Ok(())
         }))?;
+        self.queue_delivery_retention(deliveries)
+    }
+
+    /// Starts the retention windows of stored `deliveries`.
+    pub(super) fn queue_delivery_retention(
+        &self,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
         for delivery in deliveries {
             let kind = super::RetentionKind::WebhookDelivery;
             self.queue_retention(kind, delivery.created_at, &delivery.key())?;

@@ -1,6 +1,9 @@
 //! Turning an event into deliveries: the event is serialised ONCE (`{"id","type",
 //! "created_at","object"}`, the exact bytes every endpoint receives and that are signed),
-//! and one pending delivery per subscribed endpoint is written in one transaction.
+//! and one pending delivery per subscribed endpoint is written in one transaction — with
+//! the change the event reports, where there is one ([`Webhooks::prepare`], then
+//! `Store::save_allocation_with`), so a change that reached the store is never without its
+//! deliveries.
 //!
 //! Which types anyone subscribes to is kept in an atomic bit set, refreshed whenever an
 //! endpoint is added or removed, so an event nobody wants costs one atomic load — the
@@ -77,8 +80,24 @@ impl Webhooks {
     /// Stores one pending delivery of the event per subscribed endpoint and wakes the
     /// deliverer; returns how many were stored.
     pub async fn enqueue(&self, kind: EventType, object: Value) -> Result<usize, StoreError> {
-        if !self.wants(kind) {
+        let deliveries = self.prepare(kind, object).await?;
+        if deliveries.is_empty() {
             return Ok(0);
+        }
+        self.inner.store.enqueue_deliveries(&deliveries).await?;
+        self.stored();
+        Ok(deliveries.len())
+    }
+
+    /// The deliveries of the event, one per subscribed endpoint, for the caller to store
+    /// (with the change it reports); then [`Webhooks::stored`].
+    pub async fn prepare(
+        &self,
+        kind: EventType,
+        object: Value,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        if !self.wants(kind) {
+            return Ok(Vec::new());
         }
         let store = &self.inner.store;
         let endpoints: Vec<WebhookEndpoint> = store
@@ -88,7 +107,7 @@ impl Webhooks {
             .filter(|e| wants(e, kind) && sees(e, kind, &object))
             .collect();
         if endpoints.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let event_id = random_id("ev");
         let created_at = now();
@@ -116,10 +135,13 @@ impl Webhooks {
                 body: body.clone(),
             });
         }
-        store.enqueue_deliveries(&deliveries).await?;
+        Ok(deliveries)
+    }
+
+    /// Prepared deliveries were stored: the deliverer goes to work.
+    pub fn stored(&self) {
         self.inner.unflushed.store(true, Ordering::Release);
         self.inner.wake.notify_one();
-        Ok(deliveries.len())
     }
 }
 
@@ -135,5 +157,21 @@ impl crate::events::EventSink for Webhooks {
                 .map(drop)
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn prepare(
+        &self,
+        kind: EventType,
+        object: Value,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, String>> {
+        Box::pin(async move {
+            Webhooks::prepare(self, kind, object)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn stored(&self) {
+        Webhooks::stored(self);
     }
 }

@@ -134,6 +134,23 @@ impl PgStore {
         upsert(&client, record).await
     }
 
+    /// [`PgStore::save_allocation`] with the webhook deliveries of the event reporting the
+    /// change, in one transaction.
+    pub async fn save_allocation_with(
+        &self,
+        record: &AllocationRecord,
+        deliveries: &[crate::store::Delivery],
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return self.save_allocation(record).await;
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        upsert(&tx, record).await?;
+        super::webhooks::insert_deliveries(&tx, deliveries).await?;
+        tx.commit().await.map_err(db)
+    }
+
     /// Rewrites allocation `id` with `change`, which says whether it changed anything;
     /// returns whether a change was written. The row is locked while `change` runs.
     pub(super) async fn rewrite_allocation(

@@ -8,6 +8,7 @@ use super::retention::started_ms;
 use super::{db, from_json, to_json, PgStore};
 use crate::ids::unix_ms;
 use crate::store::{Delivery, DeliveryState, Lease, LeasedDelivery, StoreError, WebhookEndpoint};
+use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
 const COLUMNS: &str = "seq, webhook_id, event_id, event_type, state, attempts, created_at, \
@@ -103,46 +104,7 @@ impl PgStore {
     /// endpoint is not stored twice.
     pub async fn enqueue_deliveries(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let insert = client
-            .prepare(&format!(
-                "WITH written AS (
-                   INSERT INTO webhook_deliveries ({COLUMNS}) OVERRIDING SYSTEM VALUE
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                   ON CONFLICT (webhook_id, event_id) DO NOTHING
-                   RETURNING seq)
-                 INSERT INTO retention_queue (kind, started_ms, record)
-                 SELECT 'webhook_delivery', $13, int8send(seq) FROM written
-                 ON CONFLICT DO NOTHING"
-            ))
-            .await
-            .map_err(db)?;
-        for d in deliveries {
-            let seq = i64::try_from(d.seq).unwrap_or(i64::MAX);
-            let attempts = i32::try_from(d.attempts).unwrap_or(i32::MAX);
-            let status = d.last_status.map(i32::from);
-            client
-                .execute(
-                    &insert,
-                    &[
-                        &seq,
-                        &d.webhook_id,
-                        &d.event_id,
-                        &d.event_type,
-                        &d.state.as_str(),
-                        &attempts,
-                        &d.created_at,
-                        &d.next_attempt_at,
-                        &d.finished_at,
-                        &status,
-                        &d.last_error,
-                        &d.body,
-                        &started_ms(d.created_at),
-                    ],
-                )
-                .await
-                .map_err(db)?;
-        }
-        Ok(())
+        insert_deliveries(&client, deliveries).await
     }
 
     /// When the earliest pending delivery is due (unix ms), if any.
@@ -378,4 +340,52 @@ fn delivery(row: &tokio_postgres::Row) -> Result<Delivery, StoreError> {
         last_error: row.try_get("last_error").map_err(db)?,
         body: row.try_get("body").map_err(db)?,
     })
+}
+
+/// Inserts `deliveries` (each once: a repeat of one is ignored) and queues their retention,
+/// on `client` (a transaction, when they go with a change).
+pub(super) async fn insert_deliveries(
+    client: &impl GenericClient,
+    deliveries: &[Delivery],
+) -> Result<(), StoreError> {
+    let insert = client
+        .prepare(&format!(
+            "WITH written AS (
+               INSERT INTO webhook_deliveries ({COLUMNS}) OVERRIDING SYSTEM VALUE
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               ON CONFLICT (webhook_id, event_id) DO NOTHING
+               RETURNING seq)
+             INSERT INTO retention_queue (kind, started_ms, record)
+             SELECT 'webhook_delivery', $13, int8send(seq) FROM written
+             ON CONFLICT DO NOTHING"
+        ))
+        .await
+        .map_err(db)?;
+    for d in deliveries {
+        let seq = i64::try_from(d.seq).unwrap_or(i64::MAX);
+        let attempts = i32::try_from(d.attempts).unwrap_or(i32::MAX);
+        let status = d.last_status.map(i32::from);
+        client
+            .execute(
+                &insert,
+                &[
+                    &seq,
+                    &d.webhook_id,
+                    &d.event_id,
+                    &d.event_type,
+                    &d.state.as_str(),
+                    &attempts,
+                    &d.created_at,
+                    &d.next_attempt_at,
+                    &d.finished_at,
+                    &status,
+                    &d.last_error,
+                    &d.body,
+                    &started_ms(d.created_at),
+                ],
+            )
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
 }
