@@ -226,3 +226,58 @@ async fn three_nodes_expire_and_deliver_each_item_once() {
         .count();
     assert_eq!(releasing, ids.len(), "one sweep per expiry: {audits}");
 }
+
+/// Two nodes asked to release one allocation at the same moment: both answer it released,
+/// but it is released once — one `allocation.released`, one audit entry — whichever node
+/// holds the agent (the box may be asked twice; release is idempotent there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_releasing_one_allocation_at_once_release_it_once() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let receiver = Receiver::start().await;
+    let r = a
+        .post(
+            "/v1/webhooks",
+            &a.admin,
+            json!({"url": receiver.url, "events": ["allocation.released"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut agent = b.agent_with_modem(IMEI).await;
+    let sold = allocate(&b, &mut agent, "released-twice").await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+
+    let path = format!("/v1/allocations/{id}");
+    let asks = [&a, &b].map(|plane| {
+        let (p, path) = (Arc::clone(plane), path.clone());
+        tokio::spawn(async move { p.delete(&path, &p.market).await })
+    });
+    let answering = tokio::spawn(async move {
+        loop {
+            release_ok(&mut agent).await;
+        }
+    });
+    for ask in asks {
+        let reply = ask.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["state"], "released", "{}", reply.body);
+    }
+    answering.abort();
+    eventually("the release is delivered", || async {
+        a.store().pending_webhook_deliveries().await.unwrap() == 0
+            && !receiver.of("allocation.released").is_empty()
+    })
+    .await;
+    assert_eq!(receiver.of("allocation.released").len(), 1);
+    let audits = a.get("/v1/audit?limit=1000", &a.admin).await.json();
+    let released = audits["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "allocation_released")
+        .count();
+    assert_eq!(released, 1, "{audits}");
+}

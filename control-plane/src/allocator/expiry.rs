@@ -123,9 +123,13 @@ impl Allocator {
                 return Ok(());
             }
             info!(allocation_id, "allocation expired: releasing it");
+            let from = record.state;
             record.state = AllocationState::Releasing;
             record.release_reason = Some(ReleaseReason::Expired);
-            self.store.save_allocation(&record).await?;
+            if !self.store.save_allocation_if(&record, from, &[]).await? {
+                // Changed elsewhere meanwhile (released, renewed): nothing to expire.
+                return Ok(());
+            }
             self.audit("system", AuditAction::AllocationReleasing, &record)
                 .await;
             self.finish_release(record, "system").await.map(|_| ())

@@ -374,17 +374,26 @@ impl Allocator {
     }
 
     /// Marks `record` released (flushed, awaited without holding a thread) and frees its
-    /// modem slot.
+    /// modem slot — once: when another request or node released it first, `record`
+    /// becomes what is stored and this returns false.
     async fn mark_released(
         &self,
         record: &mut AllocationRecord,
         actor: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let from = record.state;
         released(record, self.clock.now());
-        self.save_reporting(record, EventType::AllocationReleased)
-            .await?;
+        if !self
+            .save_reporting_if(record, from, EventType::AllocationReleased)
+            .await?
+        {
+            if let Some(stored) = self.store.allocation(&record.allocation_id).await? {
+                *record = stored;
+            }
+            return Ok(false);
+        }
         self.announce_released(record, actor).await;
-        Ok(())
+        Ok(true)
     }
 
     /// What follows every durable `released` record (saved with its `allocation.released`,
@@ -434,6 +443,35 @@ impl Allocator {
         }
         self.after_event(kind, record).await;
         Ok(())
+    }
+
+    /// [`Allocator::save_reporting`] only if the stored record is still in state `from`
+    /// (`Store::save_allocation_if`); false when another node or request changed it first
+    /// (nothing written, no event).
+    async fn save_reporting_if(
+        &self,
+        record: &AllocationRecord,
+        from: AllocationState,
+        kind: EventType,
+    ) -> Result<bool, StoreError> {
+        let deliveries = if self.events.wants(kind) {
+            let object = crate::events::allocation_object(record);
+            self.events.prepare(kind, object).await
+        } else {
+            Vec::new()
+        };
+        if !self
+            .store
+            .save_allocation_if(record, from, &deliveries)
+            .await?
+        {
+            return Ok(false);
+        }
+        if !deliveries.is_empty() {
+            self.events.stored();
+        }
+        self.after_event(kind, record).await;
+        Ok(true)
     }
 
     /// The bookkeeping an event implies: an active allocation's `allocation.expiring` is

@@ -30,25 +30,35 @@ impl Allocator {
         let _order = self.locks.lock(&order_id).await;
         // Re-read under the lock: the state may have changed while we waited.
         let mut record = self.find(allocation_id).await?;
-        match record.state {
-            AllocationState::Released | AllocationState::Failed => {
-                return Ok((ReleaseStatus::Done, record))
+        loop {
+            match record.state {
+                AllocationState::Released | AllocationState::Failed => {
+                    return Ok((ReleaseStatus::Done, record))
+                }
+                AllocationState::Pending => {
+                    return Err(AllocError::InvalidState(
+                        "the allocation is still being provisioned".into(),
+                    ))
+                }
+                AllocationState::Active | AllocationState::Replaced => {
+                    let from = record.state;
+                    let mut releasing = record.clone();
+                    releasing.state = AllocationState::Releasing;
+                    releasing.release_reason = Some(ReleaseReason::Cancelled);
+                    // Another node may change it meanwhile (a release, the expiry sweep):
+                    // the transition is made once, and the loser looks again.
+                    if !self.store.save_allocation_if(&releasing, from, &[]).await? {
+                        record = self.find(allocation_id).await?;
+                        continue;
+                    }
+                    record = releasing;
+                    self.audit(actor, AuditAction::AllocationReleasing, &record)
+                        .await;
+                }
+                AllocationState::Releasing => {}
             }
-            AllocationState::Pending => {
-                return Err(AllocError::InvalidState(
-                    "the allocation is still being provisioned".into(),
-                ))
-            }
-            AllocationState::Active | AllocationState::Replaced => {
-                record.state = AllocationState::Releasing;
-                record.release_reason = Some(ReleaseReason::Cancelled);
-                self.store.save_allocation(&record).await?;
-                self.audit(actor, AuditAction::AllocationReleasing, &record)
-                    .await;
-            }
-            AllocationState::Releasing => {}
+            return self.finish_release(record, actor).await;
         }
-        self.finish_release(record, actor).await
     }
 
     /// Sends `release` for a `releasing` record and applies the answer. The caller holds

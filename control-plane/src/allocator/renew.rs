@@ -37,8 +37,16 @@ impl Allocator {
             Ok(Outcome::Ok {
                 output: CommandOutput::UpdatePort(_),
             }) => {
+                let from = record.state;
                 record.expires_at = expires_at;
-                self.store.save_allocation(&record).await?;
+                if !self.store.save_allocation_if(&record, from, &[]).await? {
+                    // Released or moved on another node meanwhile: that change stands.
+                    let now = self.find(allocation_id).await?;
+                    return Err(AllocError::InvalidState(format!(
+                        "the allocation changed while it was being renewed; it is {}",
+                        now.state.as_str()
+                    )));
+                }
                 // The sweeper may be sleeping until the old deadline.
                 self.expiry.notify_one();
                 // A new expiry gets its own `allocation.expiring`.

@@ -82,9 +82,42 @@ impl SledStore {
         if deliveries.is_empty() {
             return self.save_allocation(record).await;
         }
+        self.write_with(record, deliveries, None)?;
+        self.durable().await
+    }
+
+    /// [`SledStore::save_allocation_with`] only if the stored record is still in state
+    /// `from` (a transition); false, writing nothing, when it is not.
+    pub async fn save_allocation_if(
+        &self,
+        record: &AllocationRecord,
+        from: AllocationState,
+        deliveries: &[super::Delivery],
+    ) -> Result<bool, StoreError> {
+        if !self.write_with(record, deliveries, Some(from))? {
+            return Ok(false);
+        }
+        self.durable().await?;
+        Ok(true)
+    }
+
+    /// Writes `record` and `deliveries` in one transaction (when the stored state is
+    /// `from`, if given), with the live index locked. Not flushed.
+    fn write_with(
+        &self,
+        record: &AllocationRecord,
+        deliveries: &[super::Delivery],
+        from: Option<AllocationState>,
+    ) -> Result<bool, StoreError> {
         let value = encode(record)?;
         let rows = super::webhooks::delivery_rows(deliveries)?;
         let live = self.live.lock();
+        if let Some(from) = from {
+            let stored = self.allocations.get(record.allocation_id.as_bytes())?;
+            if stored.as_deref().and_then(stored_state) != Some(from) {
+                return Ok(false);
+            }
+        }
         let trees = (
             &self.allocations,
             &self.webhooks.deliveries,
@@ -100,7 +133,7 @@ impl SledStore {
         }))?;
         self.wrote_allocation(live, record, previous)?;
         self.queue_delivery_retention(deliveries)?;
-        self.durable().await
+        Ok(true)
     }
 
     /// Writes `record` and updates the live index under its lock (see `live`).

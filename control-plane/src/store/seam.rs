@@ -301,6 +301,21 @@ impl Store {
         }
     }
 
+    /// [`Store::save_allocation_with`] only if the stored record is still in state `from`:
+    /// a transition two nodes may race for is made once (false: it was not made here,
+    /// nothing was written; read the record again).
+    pub async fn save_allocation_if(
+        &self,
+        record: &AllocationRecord,
+        from: AllocationState,
+        deliveries: &[Delivery],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sled(s) => s.save_allocation_if(record, from, deliveries).await,
+            Store::Postgres(p) => p.save_allocation_if(record, from, deliveries).await,
+        }
+    }
+
     /// How long a sweep may sleep before it looks at the store again: `longest` on sled
     /// (every change is made on this node, which wakes the sweep), at most
     /// [`CLUSTER_POLL`] on PostgreSQL (other nodes make changes this one is not woken by,

@@ -151,6 +151,34 @@ impl PgStore {
         tx.commit().await.map_err(db)
     }
 
+    /// [`PgStore::save_allocation_with`] only if the stored record is still in state
+    /// `from` (its row locked meanwhile, so of two nodes making the same transition one
+    /// wins); false, writing nothing, when it is not.
+    pub async fn save_allocation_if(
+        &self,
+        record: &AllocationRecord,
+        from: AllocationState,
+        deliveries: &[crate::store::Delivery],
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let row = tx
+            .query_opt(
+                "SELECT state FROM allocations WHERE allocation_id = $1 FOR UPDATE",
+                &[&record.allocation_id],
+            )
+            .await
+            .map_err(db)?;
+        let stored: Option<String> = row.map(|r| r.try_get(0)).transpose().map_err(db)?;
+        if stored.as_deref() != Some(from.as_str()) {
+            return Ok(false);
+        }
+        upsert(&tx, record).await?;
+        super::webhooks::insert_deliveries(&tx, deliveries).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
     /// Rewrites allocation `id` with `change`, which says whether it changed anything;
     /// returns whether a change was written. The row is locked while `change` runs.
     pub(super) async fn rewrite_allocation(
