@@ -4,7 +4,8 @@
 //! works through each; a node killed with `kill -9` in the middle of a burst of 200
 //! allocations loses nothing: its agents move to the other nodes, every order is settled
 //! (retried with its order id where its request failed), and the boxes hold exactly one
-//! port per active allocation — no orphan, no duplicate. Skipped with a printed reason when
+//! port per active allocation — no orphan, no duplicate; PostgreSQL stopped for 10 s under
+//! traffic costs 503s while it is down and nothing after. Skipped with a printed reason when
 //! PostgreSQL is not installed, never in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,10 +13,11 @@ mod fault_support;
 
 use farmhand_test_support::postgres::PgCluster;
 use farmhand_testkit::harness::{enroll_agent, start_receiver, within, Api, Origin, PlaneProcess};
-use farmhand_testkit::sim::{self, SimConfig, SimHandle};
+use farmhand_testkit::sim::{self, Quirks, SimConfig, SimHandle};
 use fault_support::proxy_works;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,18 +44,32 @@ async fn start_cluster(db: &PgCluster, extra: &str) -> Cluster {
     Cluster { nodes, _dirs: dirs }
 }
 
-/// Box number `n` with `modems` modems of its own (IMEIs no other box reports).
+/// Box number `n` with `modems` modems of its own (IMEIs no other box reports), handing
+/// out ports from the field boxes' pools: the simulators of one process lease those
+/// process-wide, so fifty boxes never offer each other the same just-freed port (separate
+/// machines never share one).
 async fn start_sim(n: usize, modems: usize, stop: &CancellationToken) -> SimHandle {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = SimConfig {
         modems,
         first_modem: n * modems,
+        quirks: Quirks {
+            port_pools: true,
+            ..Quirks::default()
+        },
         ..SimConfig::default()
     };
-    sim::start(listener, config, stop.child_token())
+    let sim = sim::start(listener, config, stop.child_token())
         .await
-        .unwrap()
+        .unwrap();
+    // Two pairs leased per listing: a hundred boxes fit the pools with room to spare.
+    sim.set_free_ports_offered(2);
+    sim
 }
+
+/// One cluster at a time: three nodes and fifty agents each are what two cores carry, and
+/// the boxes of one process share the port pools.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Fifty enrolled in-process agents, each on its own box of `modems`, each given every
 /// node's URL (it tries them in a shuffled order).
@@ -134,6 +150,7 @@ async fn node_id(node: &PlaneProcess) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_sell_every_agent_through_every_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(db) = PgCluster::start() else {
         return;
     };
@@ -188,6 +205,7 @@ async fn three_nodes_sell_every_agent_through_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_in_a_burst_loses_nothing_and_leaves_no_orphan_port() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(db) = PgCluster::start() else {
         return;
     };
@@ -339,4 +357,132 @@ async fn a_node_killed_in_a_burst_loses_nothing_and_leaves_no_orphan_port() {
     for before in confirmed.values().take(10) {
         assert!(proxy_works(before, &origin).await, "{before}");
     }
+}
+
+/// PostgreSQL stopped for 10 s under two nodes' traffic, then started: REST calls answer
+/// 503 `store_unavailable` while it is down, agents stay connected, and afterwards every
+/// order settles on exactly one active allocation (those whose request failed, retried
+/// with their order id) with one port each on the boxes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_stopped_for_ten_seconds_loses_and_duplicates_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(db) = PgCluster::start() else {
+        return;
+    };
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let extra = "heartbeat_interval_s = 2\nmodem_capacity = 3\nprovisioning_timeout_s = 5";
+    let cluster = start_cluster(&db, extra).await;
+    let nodes = &cluster.nodes[..2];
+    let (sims, _dirs) = start_agents(&cluster, 2, &stop).await;
+    all_offered(&cluster, 2 * AGENTS).await;
+
+    // Traffic: eight buyers, four orders a second each, through both nodes; a buyer told
+    // 503 tries the same order id again at its next tick, as a marketplace would.
+    const BUYERS: usize = 8;
+    let traffic = CancellationToken::new();
+    let orders = Arc::new(Mutex::new(Vec::<String>::new()));
+    let last = Arc::new(Mutex::new(vec![0u16; BUYERS]));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut buyers = Vec::new();
+    for b in 0..BUYERS {
+        let market = nodes[b % 2].market.clone();
+        let (traffic, orders, last, refused) = (
+            traffic.clone(),
+            orders.clone(),
+            last.clone(),
+            refused.clone(),
+        );
+        buyers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let (mut n, mut again) = (0, None);
+            loop {
+                tick.tick().await;
+                if traffic.is_cancelled() {
+                    return;
+                }
+                let order = again.take().unwrap_or_else(|| {
+                    n += 1;
+                    let order = format!("outage-{b}-{n}");
+                    orders.lock().unwrap().push(order.clone());
+                    order
+                });
+                let body = json!({"order_id": order, "duration_s": 86_400});
+                let status = match market.post("/v1/allocations", body).await {
+                    Ok(reply) => {
+                        if reply.status == 503 {
+                            assert_eq!(reply.body["error"]["code"], "store_unavailable");
+                            refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            again = Some(order);
+                        }
+                        reply.status.as_u16()
+                    }
+                    Err(_) => 0,
+                };
+                last.lock().unwrap()[b] = status;
+            }
+        }));
+    }
+    within(Duration::from_secs(30), "traffic under way", || async {
+        (orders.lock().unwrap().len() >= 40).then_some(())
+    })
+    .await
+    .unwrap();
+    db.stop();
+    // The outage's length is the scenario, not a wait for something.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    db.restart();
+    let refused_while_down = refused.load(std::sync::atomic::Ordering::SeqCst);
+    within(Duration::from_secs(60), "service back", || async {
+        let refused_now = refused.load(std::sync::atomic::Ordering::SeqCst);
+        let recent = last.lock().unwrap().clone();
+        (refused_now >= refused_while_down && recent.iter().all(|s| *s == 201 || *s == 200))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    traffic.cancel();
+    for buyer in buyers {
+        buyer.await.unwrap();
+    }
+    let orders = orders.lock().unwrap().clone();
+    let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "{} orders, {refused} answers 503 while the database was down",
+        orders.len()
+    );
+    assert!(refused > 0, "no 503 while the database was down");
+
+    // Every order settles on one active allocation; the failed ones are retried.
+    let mut active: HashSet<String> = HashSet::new();
+    for (i, order) in orders.iter().enumerate() {
+        let market = &nodes[i % 2].market;
+        let body = json!({"order_id": order, "duration_s": 86_400});
+        let settled = within(Duration::from_secs(90), "the order settles", || async {
+            let reply = market.post("/v1/allocations", body.clone()).await.ok()?;
+            let state = reply.body["state"].as_str()?;
+            (reply.status.is_success() && state == "active").then_some(reply.body)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{order}: {e}"));
+        let name = format!("farmhand-{}", settled["allocation_id"].as_str().unwrap());
+        assert!(active.insert(name), "{order}: one allocation per order");
+    }
+    within(
+        Duration::from_secs(90),
+        "one port per active allocation on the boxes",
+        || async {
+            let mut per_name: HashMap<String, usize> = HashMap::new();
+            for port in sims.iter().flat_map(|s| s.ports()) {
+                *per_name.entry(port.port_name).or_default() += 1;
+            }
+            (per_name.len() == active.len()
+                && per_name.iter().all(|(n, c)| *c == 1 && active.contains(n)))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // Nobody was disconnected by the outage for long: every agent is held.
+    assert_eq!(holders(&nodes[0].admin).await.len(), AGENTS);
 }
