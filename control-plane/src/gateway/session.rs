@@ -117,7 +117,9 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
     } = session;
     ctx.registry.unregister(&agent_id, &session_id);
     ctx.fleet.disconnected(&agent_id, &session_id);
-    if let Err(e) = ctx.store.end_session(&agent_id, &ctx.node_id, epoch).await {
+    // Boxed like the other closing steps: the postgres backend's future is large.
+    let ended = Box::pin(ctx.store.end_session(&agent_id, &ctx.node_id, epoch)).await;
+    if let Err(e) = ended {
         // Its lease runs out on its own.
         warn!(agent_id = %agent_id, "cannot record the end of the agent's session: {e}");
     }
