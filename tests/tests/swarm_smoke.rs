@@ -56,7 +56,12 @@ async fn plane() -> Plane {
 async fn two_hundred_agents_connect_and_a_thousand_allocations_succeed() {
     let plane = plane().await;
     let ids = enroll_all(&plane.admin, AGENTS, 16).await.unwrap();
-    let fleet = Arc::new(Fleet::new(&plane.url, MODEMS, 35, Duration::ZERO));
+    let fleet = Arc::new(Fleet::new(
+        std::slice::from_ref(&plane.url),
+        MODEMS,
+        35,
+        Duration::ZERO,
+    ));
     let swarm = Swarm::start(ids, fleet.clone());
     let limit = Duration::from_secs(60);
     swarm.wait_online(limit, |n| n == AGENTS).await.unwrap();
@@ -80,7 +85,7 @@ async fn two_hundred_agents_connect_and_a_thousand_allocations_succeed() {
         concurrency: 16,
         order_prefix: "smoke".into(),
     };
-    let report = drive(&plane.market, &plan).await;
+    let report = drive(std::slice::from_ref(&plane.market), &plan).await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.succeeded, ALLOCATIONS);
     assert_eq!(report.allocate.count, ALLOCATIONS);
@@ -105,7 +110,12 @@ async fn churned_agents_all_come_back_and_are_counted() {
     const CHURNED: usize = 40;
     let plane = plane().await;
     let ids = enroll_all(&plane.admin, CHURNED, 8).await.unwrap();
-    let fleet = Arc::new(Fleet::new(&plane.url, 1, 37, Duration::ZERO));
+    let fleet = Arc::new(Fleet::new(
+        std::slice::from_ref(&plane.url),
+        1,
+        37,
+        Duration::ZERO,
+    ));
     let swarm = Swarm::start(ids, fleet.clone());
     let limit = Duration::from_secs(60);
     swarm.wait_online(limit, |n| n == CHURNED).await.unwrap();
@@ -154,7 +164,12 @@ async fn the_swarm_reports_when_agents_cannot_connect() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let fleet = Arc::new(Fleet::new(&url, 1, 36, Duration::ZERO));
+    let fleet = Arc::new(Fleet::new(
+        std::slice::from_ref(&url),
+        1,
+        36,
+        Duration::ZERO,
+    ));
     let swarm = Swarm::start(ids, fleet.clone());
     let err = swarm
         .wait_online(Duration::from_secs(2), |n| n == 2)

@@ -182,7 +182,10 @@ impl Gateway {
         };
         let mut sent = 0;
         for pending in self.ctx.store.pending_commands(agent_id).await? {
-            if only_new && self.ctx.registry.is_tracked(&pending.command_id) {
+            // Only what another node queued is new: this node's own commands went out
+            // when they were made (one answered a moment ago may still be in the outbox).
+            let mine = pending.origin_node.as_deref() == Some(self.ctx.node_id.as_str());
+            if only_new && (mine || self.ctx.registry.is_tracked(&pending.command_id)) {
                 continue;
             }
             let id = pending.command_id.clone();

@@ -68,6 +68,10 @@ struct Inner {
     expired: HashMap<String, (String, Instant)>,
     /// Agents revoked while this process runs (a revoked agent never gets a session again).
     revoked: HashSet<String>,
+    /// Commands of another node answered here whose result is on its way to the database
+    /// (`Completion::Elsewhere` until `handed_over`): their outbox row is still there, and
+    /// they must not be sent again meanwhile.
+    handing_over: HashSet<String>,
     /// When `prune` last ran.
     pruned_at: Option<Instant>,
 }
@@ -221,7 +225,14 @@ impl Registry {
 
     /// Whether `command_id` was adopted or is awaited here.
     pub fn is_tracked(&self, command_id: &str) -> bool {
-        self.lock().pending.contains_key(command_id)
+        let inner = self.lock();
+        inner.pending.contains_key(command_id) || inner.handing_over.contains(command_id)
+    }
+
+    /// The result of `command_id` (`Completion::Elsewhere`) reached the database, or could
+    /// not: it may be sent again from now on.
+    pub fn handed_over(&self, command_id: &str) {
+        self.lock().handing_over.remove(command_id);
     }
 
     /// Hands `outcome` to the dispatcher waiting here for `command_id` (its agent's session
@@ -274,6 +285,7 @@ impl Registry {
         {
             if let Some(p) = inner.pending.remove(&result.id) {
                 if let Some(origin) = p.origin {
+                    inner.handing_over.insert(result.id.clone());
                     return Completion::Elsewhere { origin, result };
                 }
                 let sent = match p.tx {

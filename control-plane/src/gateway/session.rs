@@ -277,6 +277,7 @@ impl Session {
                             .store
                             .put_result(&origin, &self.agent_id, &result.id, &result.outcome)
                             .await;
+                        self.ctx.registry.handed_over(&result.id);
                         if let Err(e) = stored {
                             warn!(agent_id = %self.agent_id, command_id = %result.id, "cannot hand a result to the node that sent the command (the agent answers again on redelivery): {e}");
                         }

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
     about = "Simulated agent fleet and REST load driver"
 )]
 struct Args {
-    /// Control-plane base URL (plain HTTP).
-    #[arg(long)]
-    url: String,
+    /// Control-plane base URL (plain HTTP); repeat it for every node of a cluster: agents
+    /// are spread over them and allocations go round-robin.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// Admin API key (enrollment tokens, modem listing).
     #[arg(long, env = "FARMHAND_ADMIN_KEY", hide_env_values = true)]
     admin_key: String,
@@ -97,8 +98,12 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     farmhand_agent::install_crypto_provider();
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    let admin = Api::new(&args.url, Some(&args.admin_key));
-    let market = Api::new(&args.url, Some(&args.marketplace_key));
+    let admin = Api::new(&args.url[0], Some(&args.admin_key));
+    let markets: Vec<Api> = args
+        .url
+        .iter()
+        .map(|url| Api::new(url, Some(&args.marketplace_key)))
+        .collect();
     let limit = Duration::from_secs(args.timeout_s);
     let mut out = json!({"agents": args.agents, "modems_per_agent": args.modems,
         "max_backoff_s": MAX_BACKOFF.as_secs_f64()});
@@ -151,7 +156,7 @@ async fn main() -> Result<()> {
             concurrency: args.concurrency,
             order_prefix: format!("swarm-{}", now.as_millis()),
         };
-        out["allocations"] = allocations("allocations", &market, &plan).await?;
+        out["allocations"] = allocations("allocations", &markets, &plan).await?;
         say("SWARM alloc-end");
     }
     if args.offered_allocations > 0 {
@@ -162,7 +167,7 @@ async fn main() -> Result<()> {
             concurrency: args.offered_concurrency,
             order_prefix: format!("swarm-{}-offered", now.as_millis()),
         };
-        out["latency"] = allocations("latency", &market, &plan).await?;
+        out["latency"] = allocations("latency", &markets, &plan).await?;
         say("SWARM offered-end");
     }
     if args.churn_per_s > 0.0 {
@@ -198,8 +203,8 @@ async fn main() -> Result<()> {
 }
 
 /// Runs `plan`, prints a line starting with `label:`, returns the report as JSON.
-async fn allocations(label: &str, market: &Api, plan: &LoadPlan) -> Result<Value> {
-    let report = drive(market, plan).await;
+async fn allocations(label: &str, markets: &[Api], plan: &LoadPlan) -> Result<Value> {
+    let report = drive(markets, plan).await;
     say(&format!(
         "{label}: {} ok, failures {:?}, {:.1} s, {:.0}/s; allocate p50/p90/p99/max \
          {}/{}/{}/{} ms; release {}/{}/{}/{} ms",

@@ -143,7 +143,8 @@ async fn session(
     kick: &Kick,
     back_since: &mut Option<Instant>,
 ) -> anyhow::Result<End> {
-    let url = format!("{}/v1/agent/connect", fleet.url.replacen("http", "ws", 1));
+    let base = fleet.url_for(&me.agent_id);
+    let url = format!("{}/v1/agent/connect", base.replacen("http", "ws", 1));
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), false);
     let connected = timeout(Duration::from_secs(20), connect)
         .await

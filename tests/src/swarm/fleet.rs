@@ -10,8 +10,9 @@ use std::time::Duration;
 /// Settings and counters shared by all simulated agents.
 #[derive(Debug)]
 pub struct Fleet {
-    /// The plane's base URL (`http://…`).
-    pub url: String,
+    /// The plane's base URLs (`http://…`): one, or every node of a cluster (each agent
+    /// connects to one of them, by its id).
+    pub urls: Vec<String>,
     /// Modems per agent.
     pub modems: usize,
     /// First two IMEI digits (distinct per run on one plane).
@@ -28,9 +29,12 @@ pub struct Fleet {
 
 impl Fleet {
     /// A fleet with no agent online yet.
-    pub fn new(url: &str, modems: usize, imei_prefix: u8, answer_latency: Duration) -> Fleet {
+    pub fn new(urls: &[String], modems: usize, imei_prefix: u8, answer_latency: Duration) -> Fleet {
         Fleet {
-            url: url.trim_end_matches('/').to_owned(),
+            urls: urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect(),
             modems,
             imei_prefix,
             answer_latency,
@@ -41,6 +45,16 @@ impl Fleet {
             refusals: Mutex::new(BTreeMap::new()),
             reconnects: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The node `agent_id` connects to: the agents are spread evenly over the nodes.
+    pub fn url_for(&self, agent_id: &str) -> &str {
+        let n = agent_id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        self.urls
+            .get(n % self.urls.len().max(1))
+            .map_or("", String::as_str)
     }
 
     /// Agents that are welcomed and have sent their inventory.
@@ -142,7 +156,7 @@ mod tests {
 
     #[test]
     fn emfile_is_recognised_through_context() {
-        let fleet = Fleet::new("http://x", 1, 35, Duration::ZERO);
+        let fleet = Fleet::new(&["http://x".to_owned()], 1, 35, Duration::ZERO);
         let other =
             anyhow::Error::new(std::io::Error::from_raw_os_error(111)).context("connecting");
         fleet.note_error(&other);
@@ -156,7 +170,7 @@ mod tests {
 
     #[test]
     fn online_guard_counts_up_and_down() {
-        let fleet = Fleet::new("http://x", 1, 35, Duration::ZERO);
+        let fleet = Fleet::new(&["http://x".to_owned()], 1, 35, Duration::ZERO);
         {
             let _a = Online::new(&fleet);
             let _b = Online::new(&fleet);

@@ -53,13 +53,14 @@ struct Samples {
     succeeded: usize,
 }
 
-/// Runs `plan` with the marketplace client `market`.
-pub async fn drive(market: &Api, plan: &LoadPlan) -> LoadReport {
+/// Runs `plan` with the marketplace clients `markets` (one per node of a cluster: the
+/// requests go round-robin).
+pub async fn drive(markets: &[Api], plan: &LoadPlan) -> LoadReport {
     let samples = Arc::new(Mutex::new(Samples::default()));
     let started = Instant::now();
     match plan.rate {
-        Some(rate) => offered(market, plan, rate, &samples).await,
-        None => flat_out(market, plan, &samples).await,
+        Some(rate) => offered(markets, plan, rate, &samples).await,
+        None => flat_out(markets, plan, &samples).await,
     }
     let elapsed = started.elapsed().as_secs_f64();
     let s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
@@ -74,10 +75,10 @@ pub async fn drive(market: &Api, plan: &LoadPlan) -> LoadReport {
     }
 }
 
-async fn flat_out(market: &Api, plan: &LoadPlan, samples: &Arc<Mutex<Samples>>) {
+async fn flat_out(markets: &[Api], plan: &LoadPlan, samples: &Arc<Mutex<Samples>>) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
-    for _ in 0..plan.concurrency.max(1) {
+    for (_, market) in (0..plan.concurrency.max(1)).zip(markets.iter().cycle()) {
         let (market, next, samples, plan) =
             (market.clone(), next.clone(), samples.clone(), plan.clone());
         workers.spawn(async move {
@@ -95,12 +96,12 @@ async fn flat_out(market: &Api, plan: &LoadPlan, samples: &Arc<Mutex<Samples>>) 
 
 /// Open loop: one start every 1/rate s; when `concurrency` are in flight the next waits
 /// (and the achieved rate drops, visible as a longer `elapsed_s`).
-async fn offered(market: &Api, plan: &LoadPlan, rate: f64, samples: &Arc<Mutex<Samples>>) {
+async fn offered(markets: &[Api], plan: &LoadPlan, rate: f64, samples: &Arc<Mutex<Samples>>) {
     let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut running = JoinSet::new();
-    for i in 0..plan.allocations {
+    for (i, market) in (0..plan.allocations).zip(markets.iter().cycle()) {
         tick.tick().await;
         let Ok(permit) = gate.clone().acquire_owned().await else {
             break;
