@@ -98,12 +98,12 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Stores `kind` happening to `object` for delivery.
     fn enqueue(&self, kind: EventType, object: Value) -> BoxFuture<'_, Result<(), String>>;
     /// The deliveries of `kind` happening to `object`, for the caller to store in the
-    /// same step as the change (`Store::save_allocation_with`); then [`EventSink::stored`].
+    /// same step as the change (`Store::save_change`); then [`EventSink::stored`].
     fn prepare(
         &self,
         kind: EventType,
         object: Value,
-    ) -> BoxFuture<'_, Result<Vec<crate::store::Delivery>, String>>;
+    ) -> BoxFuture<'_, Result<Vec<crate::store::Delivery>, crate::store::StoreError>>;
     /// Deliveries from [`EventSink::prepare`] were stored.
     fn stored(&self);
 }
@@ -131,19 +131,17 @@ impl Events {
     }
 
     /// The deliveries of `kind` happening to `object`, to be stored with the change it
-    /// reports (none without a sink; a failure to read the endpoints is logged and none
-    /// are made — the change itself is then likely to fail too).
-    pub async fn prepare(&self, kind: EventType, object: Value) -> Vec<crate::store::Delivery> {
-        let Some(sink) = &self.sink else {
-            return Vec::new();
-        };
-        sink.prepare(kind, object).await.unwrap_or_else(|e| {
-            tracing::error!(
-                event = kind.as_str(),
-                "cannot prepare an event for webhooks: {e}"
-            );
-            Vec::new()
-        })
+    /// reports (none without a sink). An error (the endpoints could not be read) is the
+    /// change's too: a change is not stored without its deliveries.
+    pub async fn prepare(
+        &self,
+        kind: EventType,
+        object: Value,
+    ) -> Result<Vec<crate::store::Delivery>, crate::store::StoreError> {
+        match &self.sink {
+            Some(sink) => sink.prepare(kind, object).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Deliveries from [`Events::prepare`] were stored.

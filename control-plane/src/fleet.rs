@@ -377,6 +377,14 @@ impl Fleet {
         self.read().agents.get(agent_id).cloned()
     }
 
+    /// Whether `agent_id` is connected (here, or mirrored from the node holding it).
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.read()
+            .agents
+            .get(agent_id)
+            .is_some_and(|a| a.connected)
+    }
+
     /// Number of connected agents.
     pub fn connected_count(&self) -> usize {
         self.read().agents.values().filter(|a| a.connected).count()

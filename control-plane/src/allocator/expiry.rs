@@ -95,19 +95,14 @@ impl Allocator {
             if record.state != AllocationState::Pending {
                 continue;
             }
-            warn!(allocation_id = %record.allocation_id, "failing an allocation a stopped node left pending");
-            super::fail(
-                &mut record,
-                "the control-plane node provisioning it stopped",
-            );
-            self.save_reporting(&record, crate::events::EventType::AllocationFailed)
-                .await?;
+            let why = "the control-plane node provisioning it stopped";
+            if !self.fail_unsettled(&mut record, why).await? {
+                continue;
+            }
             self.fleet.release_load(&record.agent_id, &record.imei);
-            self.audit("system", AuditAction::AllocationFailed, &record)
-                .await;
             // Its box may have made the port before the node stopped; the agent's session
             // has been taken up elsewhere since, so no reconcile is coming to remove it.
-            self.release_old_port(&record.agent_id, &record.allocation_id);
+            self.release_port(&record.agent_id, &record.allocation_id);
         }
         Ok(())
     }
@@ -126,7 +121,7 @@ impl Allocator {
             let from = record.state;
             record.state = AllocationState::Releasing;
             record.release_reason = Some(ReleaseReason::Expired);
-            if !self.store.save_allocation_if(&record, from, &[]).await? {
+            if !self.store.save_change(&record, Some(from), &[]).await? {
                 // Changed elsewhere meanwhile (released, renewed): nothing to expire.
                 return Ok(());
             }

@@ -216,20 +216,12 @@ impl Allocator {
         events: Events,
     ) -> Result<Self, StoreError> {
         let shared = store.is_shared();
-        for mut record in store.live_allocations().await? {
+        let mut left_pending = Vec::new();
+        for record in store.live_allocations().await? {
             // In a cluster another node may be provisioning it now: the sweeping node
             // fails it once it is clearly abandoned (`expiry`).
             if record.state == AllocationState::Pending && !shared {
-                warn!(allocation_id = %record.allocation_id, "failing an allocation left pending by a restart");
-                fail(
-                    &mut record,
-                    "the control plane restarted while provisioning",
-                );
-                let object = crate::events::allocation_object(&record);
-                let deliveries = events.prepare(EventType::AllocationFailed, object).await;
-                store.save_allocation_with(&record, &deliveries).await?;
-                events.stored();
-                audit(&store, "system", AuditAction::AllocationFailed, &record).await;
+                left_pending.push(record);
             } else {
                 fleet.add_load(&record.agent_id, &record.imei);
             }
@@ -263,6 +255,10 @@ impl Allocator {
             release_retries: release_retry::Schedule::default(),
             clock,
         };
+        for mut record in left_pending {
+            let why = "the control plane restarted while provisioning";
+            allocator.fail_unsettled(&mut record, why).await?;
+        }
         allocator.end_revoked_at_start().await?;
         Ok(allocator)
     }
@@ -384,7 +380,7 @@ impl Allocator {
         let from = record.state;
         released(record, self.clock.now());
         if !self
-            .save_reporting_if(record, from, EventType::AllocationReleased)
+            .save_reporting(record, Some(from), EventType::AllocationReleased)
             .await?
         {
             if let Some(stored) = self.store.allocation(&record.allocation_id).await? {
@@ -424,47 +420,23 @@ impl Allocator {
     }
 
     /// Saves `record` with the event `kind` reporting its change, in one durable step
-    /// (`Store::save_allocation_with`): a change that reached the store is never without
-    /// its webhook deliveries, whatever kills the process afterwards.
+    /// (`Store::save_change`): a change that reached the store is never without its
+    /// webhook deliveries, whatever kills the process afterwards. Given `from`, only if the
+    /// stored record is still in that state; false when another node or request changed it
+    /// first (nothing written, no event).
     async fn save_reporting(
         &self,
         record: &AllocationRecord,
-        kind: EventType,
-    ) -> Result<(), StoreError> {
-        let deliveries = if self.events.wants(kind) {
-            let object = crate::events::allocation_object(record);
-            self.events.prepare(kind, object).await
-        } else {
-            Vec::new()
-        };
-        self.store.save_allocation_with(record, &deliveries).await?;
-        if !deliveries.is_empty() {
-            self.events.stored();
-        }
-        self.after_event(kind, record).await;
-        Ok(())
-    }
-
-    /// [`Allocator::save_reporting`] only if the stored record is still in state `from`
-    /// (`Store::save_allocation_if`); false when another node or request changed it first
-    /// (nothing written, no event).
-    async fn save_reporting_if(
-        &self,
-        record: &AllocationRecord,
-        from: AllocationState,
+        from: Option<AllocationState>,
         kind: EventType,
     ) -> Result<bool, StoreError> {
         let deliveries = if self.events.wants(kind) {
             let object = crate::events::allocation_object(record);
-            self.events.prepare(kind, object).await
+            self.events.prepare(kind, object).await?
         } else {
             Vec::new()
         };
-        if !self
-            .store
-            .save_allocation_if(record, from, &deliveries)
-            .await?
-        {
+        if !self.store.save_change(record, from, &deliveries).await? {
             return Ok(false);
         }
         if !deliveries.is_empty() {
@@ -472,6 +444,27 @@ impl Allocator {
         }
         self.after_event(kind, record).await;
         Ok(true)
+    }
+
+    /// Fails `record`, found still `pending` with nobody left to settle it (`why`): saved
+    /// with its `allocation.failed` if it is still pending, audited. False when it was
+    /// settled meanwhile. Its modem slot and any port are the caller's.
+    async fn fail_unsettled(
+        &self,
+        record: &mut AllocationRecord,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        warn!(allocation_id = %record.allocation_id, "{why}: failing an allocation left pending");
+        fail(record, why);
+        let pending = Some(AllocationState::Pending);
+        let failed = self
+            .save_reporting(record, pending, EventType::AllocationFailed)
+            .await?;
+        if failed {
+            self.audit("system", AuditAction::AllocationFailed, record)
+                .await;
+        }
+        Ok(failed)
     }
 
     /// The bookkeeping an event implies: an active allocation's `allocation.expiring` is

@@ -179,7 +179,7 @@ impl Allocator {
                 record.http_port = Some(p.http_port);
                 record.socks_port = Some(p.socks_port);
                 record.port_id = Some(p.port_id);
-                self.save_reporting(&record, EventType::AllocationActive)
+                self.save_reporting(&record, None, EventType::AllocationActive)
                     .await?;
                 info!(allocation_id = %record.allocation_id, "allocation active");
                 self.audit(actor, AuditAction::AllocationCreated, &record)
@@ -198,7 +198,7 @@ impl Allocator {
         };
         warn!(allocation_id = %record.allocation_id, "provisioning failed: {error}");
         fail(&mut record, &error.to_string());
-        self.save_reporting(&record, EventType::AllocationFailed)
+        self.save_reporting(&record, None, EventType::AllocationFailed)
             .await?;
         self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit(actor, AuditAction::AllocationFailed, &record)

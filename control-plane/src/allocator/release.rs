@@ -47,7 +47,7 @@ impl Allocator {
                     releasing.release_reason = Some(ReleaseReason::Cancelled);
                     // Another node may change it meanwhile (a release, the expiry sweep):
                     // the transition is made once, and the loser looks again.
-                    if !self.store.save_allocation_if(&releasing, from, &[]).await? {
+                    if !self.store.save_change(&releasing, Some(from), &[]).await? {
                         record = self.find(allocation_id).await?;
                         continue;
                     }

@@ -39,7 +39,7 @@ impl Allocator {
             }) => {
                 let from = record.state;
                 record.expires_at = expires_at;
-                if !self.store.save_allocation_if(&record, from, &[]).await? {
+                if !self.store.save_change(&record, Some(from), &[]).await? {
                     // Released or moved on another node meanwhile: that change stands.
                     let now = self.find(allocation_id).await?;
                     return Err(AllocError::InvalidState(format!(

@@ -119,7 +119,7 @@ impl Allocator {
         record.socks_port = Some(port.socks_port);
         record.port_id = Some(port.port_id.clone());
         if before != (record.host.clone(), record.http_port, record.socks_port) {
-            self.save_reporting(&record, EventType::AllocationReplaced)
+            self.save_reporting(&record, None, EventType::AllocationReplaced)
                 .await?;
         } else {
             self.store.save_allocation(&record).await?;
@@ -135,7 +135,7 @@ impl Allocator {
         warn!(allocation_id = %record.allocation_id, "allocation failed: {why}");
         fail(&mut record, why);
         record.released_at = Some(self.clock.now());
-        self.save_reporting(&record, EventType::AllocationFailed)
+        self.save_reporting(&record, None, EventType::AllocationFailed)
             .await?;
         self.fleet.release_load(&record.agent_id, &record.imei);
         self.audit("system", AuditAction::AllocationFailed, &record)

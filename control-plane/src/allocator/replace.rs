@@ -210,7 +210,7 @@ impl Allocator {
         record.port_id = Some(port.port_id.clone());
         record.replacements.push(from.clone());
         let saved = self
-            .save_reporting(&record, crate::events::EventType::AllocationReplaced)
+            .save_reporting(&record, None, crate::events::EventType::AllocationReplaced)
             .await;
         if let Err(e) = saved {
             self.fleet.release_load(&slot.agent_id, &slot.imei);
@@ -236,7 +236,7 @@ impl Allocator {
             )
             .await;
         if from.from_agent_id != from.to_agent_id {
-            self.release_old_port(&from.from_agent_id, &record.allocation_id);
+            self.release_port(&from.from_agent_id, &record.allocation_id);
         }
         Ok(record)
     }
@@ -244,7 +244,7 @@ impl Allocator {
     /// Asks `agent_id` to remove the allocation's port there (one it left, or one made for
     /// an allocation that failed), in the background, wherever its session is held; an
     /// agent that is away does it through `reconcile` when it returns.
-    pub(super) fn release_old_port(&self, agent_id: &str, allocation_id: &str) {
+    pub(super) fn release_port(&self, agent_id: &str, allocation_id: &str) {
         let (gateway, timeout) = (self.gateway.clone(), self.config.command_timeout());
         let (agent_id, allocation_id) = (agent_id.to_string(), allocation_id.to_string());
         self.spawn(async move {
@@ -252,9 +252,14 @@ impl Allocator {
                 allocation_id: allocation_id.clone(),
             });
             match gateway.dispatch_or_defer(&agent_id, body, timeout).await {
-                Ok(Outcome::Ok { .. }) => info!(agent_id, allocation_id, "old port released"),
+                Ok(Outcome::Ok { .. }) => info!(agent_id, allocation_id, "port released"),
                 Ok(Outcome::Error { error }) => {
-                    warn!(agent_id, allocation_id, code = error.code.as_str(), "the old agent could not release the old port; its next reconcile removes it")
+                    warn!(
+                        agent_id,
+                        allocation_id,
+                        code = error.code.as_str(),
+                        "the agent could not release the port; its next reconcile removes it"
+                    )
                 }
                 Err(
                     DispatchError::SessionClosed
@@ -263,13 +268,10 @@ impl Allocator {
                 ) => {
                     info!(
                         agent_id,
-                        allocation_id, "old agent left: its reconcile removes the old port"
+                        allocation_id, "agent away: its reconcile removes the port"
                     )
                 }
-                Err(e) => warn!(
-                    agent_id,
-                    allocation_id, "releasing the old port failed: {e}"
-                ),
+                Err(e) => warn!(agent_id, allocation_id, "releasing the port failed: {e}"),
             }
         });
     }

@@ -158,7 +158,7 @@ impl Allocator {
             warn!(allocation_id = %record.allocation_id, agent_id = %record.agent_id, "releasing an allocation left on a revoked agent by a restart");
             set_reason(&mut record);
             released(&mut record, self.clock.now());
-            self.save_reporting(&record, EventType::AllocationReleased)
+            self.save_reporting(&record, None, EventType::AllocationReleased)
                 .await?;
             self.announce_released(&record, "system").await;
         }

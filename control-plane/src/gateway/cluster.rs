@@ -9,7 +9,6 @@
 use super::{Gateway, GatewayEvent, Work};
 use crate::store::pg::listen::{self, Notification};
 use crate::store::pg::{channel, ForeignResult};
-use crate::store::Store;
 use farmhand_protocol::CommandResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -21,7 +20,7 @@ impl Gateway {
     /// Acts on the cluster's notifications until `shutdown`; returns at once where the
     /// store is not shared (sled).
     pub async fn run_cluster(self, shutdown: CancellationToken) {
-        if !matches!(self.ctx.store, Store::Postgres(_)) {
+        if !self.ctx.store.is_shared() {
             return;
         }
         let mut notifications =

@@ -201,10 +201,8 @@ impl Gateway {
                 }
             };
             let deadline = Instant::now() + Duration::from_millis(left_ms);
-            let shared = self.ctx.store.is_shared();
-            let origin = pending
-                .origin_node
-                .filter(|o| shared && *o != self.ctx.node_id);
+            // Set only where nodes share the store (`send_and_wait`).
+            let origin = pending.origin_node.filter(|o| *o != self.ctx.node_id);
             self.ctx
                 .registry
                 .adopt(agent_id, &id, deadline.into_std(), origin);

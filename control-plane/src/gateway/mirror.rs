@@ -104,7 +104,7 @@ impl Gateway {
                 .mirrored
                 .get(&agent_id)
                 .is_some_and(|(n, v)| *n == node && *v == view)
-                && self.ctx.fleet.agent(&agent_id).is_some_and(|a| a.connected);
+                && self.ctx.fleet.is_connected(&agent_id);
             if unchanged {
                 self.ctx.fleet.touch(&agent_id);
             } else {

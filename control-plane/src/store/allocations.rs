@@ -72,29 +72,16 @@ impl SledStore {
     }
 
     /// [`SledStore::save_allocation`] with the webhook deliveries of the event reporting
-    /// the change, in one transaction (flushed together): a change that reached the disk
-    /// has its deliveries there too.
-    pub async fn save_allocation_with(
+    /// the change, in one transaction (flushed together: a change that reached the disk
+    /// has its deliveries there too) — and, given `from`, only if the stored record is
+    /// still in that state (false, writing nothing, when it is not).
+    pub async fn save_change(
         &self,
         record: &AllocationRecord,
-        deliveries: &[super::Delivery],
-    ) -> Result<(), StoreError> {
-        if deliveries.is_empty() {
-            return self.save_allocation(record).await;
-        }
-        self.write_with(record, deliveries, None)?;
-        self.durable().await
-    }
-
-    /// [`SledStore::save_allocation_with`] only if the stored record is still in state
-    /// `from` (a transition); false, writing nothing, when it is not.
-    pub async fn save_allocation_if(
-        &self,
-        record: &AllocationRecord,
-        from: AllocationState,
+        from: Option<AllocationState>,
         deliveries: &[super::Delivery],
     ) -> Result<bool, StoreError> {
-        if !self.write_with(record, deliveries, Some(from))? {
+        if !self.write_with(record, deliveries, from)? {
             return Ok(false);
         }
         self.durable().await?;

@@ -290,29 +290,18 @@ impl Store {
 
     /// Writes `record` with the webhook deliveries of the event reporting the change, in
     /// one durable step (sled: one transaction, flushed; PostgreSQL: one transaction).
-    pub async fn save_allocation_with(
+    /// Given `from`, only if the stored record is still in that state: a transition two
+    /// nodes may race for is made once (false: it was not made here, nothing was written;
+    /// read the record again).
+    pub async fn save_change(
         &self,
         record: &AllocationRecord,
-        deliveries: &[Delivery],
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sled(s) => s.save_allocation_with(record, deliveries).await,
-            Store::Postgres(p) => p.save_allocation_with(record, deliveries).await,
-        }
-    }
-
-    /// [`Store::save_allocation_with`] only if the stored record is still in state `from`:
-    /// a transition two nodes may race for is made once (false: it was not made here,
-    /// nothing was written; read the record again).
-    pub async fn save_allocation_if(
-        &self,
-        record: &AllocationRecord,
-        from: AllocationState,
+        from: Option<AllocationState>,
         deliveries: &[Delivery],
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Sled(s) => s.save_allocation_if(record, from, deliveries).await,
-            Store::Postgres(p) => p.save_allocation_if(record, from, deliveries).await,
+            Store::Sled(s) => s.save_change(record, from, deliveries).await,
+            Store::Postgres(p) => p.save_change(record, from, deliveries).await,
         }
     }
 

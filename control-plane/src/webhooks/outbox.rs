@@ -2,7 +2,7 @@
 //! "created_at","object"}`, the exact bytes every endpoint receives and that are signed),
 //! and one pending delivery per subscribed endpoint is written in one transaction — with
 //! the change the event reports, where there is one ([`Webhooks::prepare`], then
-//! `Store::save_allocation_with`), so a change that reached the store is never without its
+//! `Store::save_change`), so a change that reached the store is never without its
 //! deliveries.
 //!
 //! Which types anyone subscribes to is kept in an atomic bit set, refreshed whenever an
@@ -163,12 +163,8 @@ impl crate::events::EventSink for Webhooks {
         &self,
         kind: EventType,
         object: Value,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, String>> {
-        Box::pin(async move {
-            Webhooks::prepare(self, kind, object)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(Webhooks::prepare(self, kind, object))
     }
 
     fn stored(&self) {

@@ -135,43 +135,33 @@ impl PgStore {
     }
 
     /// [`PgStore::save_allocation`] with the webhook deliveries of the event reporting the
-    /// change, in one transaction.
-    pub async fn save_allocation_with(
+    /// change, in one transaction — and, given `from`, only if the stored record is still
+    /// in that state (its row locked meanwhile, so of two nodes making the same transition
+    /// one wins; false, writing nothing, for the other).
+    pub async fn save_change(
         &self,
         record: &AllocationRecord,
+        from: Option<AllocationState>,
         deliveries: &[crate::store::Delivery],
-    ) -> Result<(), StoreError> {
-        if deliveries.is_empty() {
-            return self.save_allocation(record).await;
+    ) -> Result<bool, StoreError> {
+        if from.is_none() && deliveries.is_empty() {
+            self.save_allocation(record).await?;
+            return Ok(true);
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        upsert(&tx, record).await?;
-        super::webhooks::insert_deliveries(&tx, deliveries).await?;
-        tx.commit().await.map_err(db)
-    }
-
-    /// [`PgStore::save_allocation_with`] only if the stored record is still in state
-    /// `from` (its row locked meanwhile, so of two nodes making the same transition one
-    /// wins); false, writing nothing, when it is not.
-    pub async fn save_allocation_if(
-        &self,
-        record: &AllocationRecord,
-        from: AllocationState,
-        deliveries: &[crate::store::Delivery],
-    ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        let row = tx
-            .query_opt(
-                "SELECT state FROM allocations WHERE allocation_id = $1 FOR UPDATE",
-                &[&record.allocation_id],
-            )
-            .await
-            .map_err(db)?;
-        let stored: Option<String> = row.map(|r| r.try_get(0)).transpose().map_err(db)?;
-        if stored.as_deref() != Some(from.as_str()) {
-            return Ok(false);
+        if let Some(from) = from {
+            let row = tx
+                .query_opt(
+                    "SELECT state FROM allocations WHERE allocation_id = $1 FOR UPDATE",
+                    &[&record.allocation_id],
+                )
+                .await
+                .map_err(db)?;
+            let stored: Option<String> = row.map(|r| r.try_get(0)).transpose().map_err(db)?;
+            if stored.as_deref() != Some(from.as_str()) {
+                return Ok(false);
+            }
         }
         upsert(&tx, record).await?;
         super::webhooks::insert_deliveries(&tx, deliveries).await?;
