@@ -9,34 +9,23 @@
 
 mod support;
 
-use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
-use serde_json::json;
 use std::sync::Arc;
 use support::agent::expect_refusal;
 use support::flows::{allocate, order, provision_ok, release, release_ok};
 use support::receiver::Receiver;
-use support::{eventually, TestPlane};
+use support::{eventually, postgres_store, TestPlane};
 
 const IMEI: &str = "359000000000001";
-
-fn postgres(cluster: &PgCluster) -> StoreConfig {
-    StoreConfig {
-        backend: Backend::Postgres,
-        url: Some(cluster.url.clone()),
-        tls: PgTls::Disable,
-        ..StoreConfig::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_asked_on_one_node_reaches_the_agent_held_by_another() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
     let mut agent = b.agent_with_modem(IMEI).await;
     let sold = allocate(&b, &mut agent, "order-1").await;
     let id = sold["allocation_id"].as_str().unwrap().to_string();
@@ -56,11 +45,11 @@ async fn a_node_with_another_credential_key_refuses_to_start() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let _first = TestPlane::start_node(postgres(&cluster), None).await;
+    let _first = TestPlane::start_node(postgres_store(&cluster), None).await;
     let dir = tempfile::tempdir().unwrap();
     let config = farmhand_control::ServerConfig {
         data_dir: dir.path().to_path_buf(),
-        store: postgres(&cluster),
+        store: postgres_store(&cluster),
         ..farmhand_control::ServerConfig::default()
     };
     let clock = farmhand_control::clock::Clock::system();
@@ -75,8 +64,8 @@ async fn an_agent_revoked_on_one_node_loses_its_session_on_another() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = TestPlane::start_node(postgres(&cluster), None).await;
-    let b = TestPlane::start_node(postgres(&cluster), Some(&a)).await;
+    let a = TestPlane::start_node(postgres_store(&cluster), None).await;
+    let b = TestPlane::start_node(postgres_store(&cluster), Some(&a)).await;
     let mut agent = b.agent_with_modem(IMEI).await;
     let r = a
         .delete(&format!("/v1/agents/{}", agent.agent_id), &a.admin)
@@ -97,8 +86,8 @@ async fn a_node_lists_and_sells_the_agents_another_node_holds() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
     let mut agent = b.agent_with_modem(IMEI).await;
     a.wait_available(IMEI).await;
     let seen = a
@@ -126,8 +115,8 @@ async fn two_nodes_racing_for_the_last_slot_sell_it_once() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
     let mut agent = b.agent_with_modem(IMEI).await;
     a.wait_available(IMEI).await;
     let asks = [(&a, "race-a"), (&b, "race-b")].map(|(plane, order_id)| {
@@ -154,19 +143,13 @@ async fn three_nodes_expire_and_deliver_each_item_once() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
-    let c = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let c = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
     let nodes = [a.clone(), b.clone(), c.clone()];
     let receiver = Receiver::start().await;
-    let r = a
-        .post(
-            "/v1/webhooks",
-            &a.admin,
-            json!({"url": receiver.url, "events": ["allocation.active", "allocation.released"]}),
-        )
+    a.subscribe(&receiver.url, &["allocation.active", "allocation.released"])
         .await;
-    assert_eq!(r.status, 201, "{}", r.body);
     let imeis = ["359000000000011", "359000000000012", "359000000000013"];
     let mut agents = Vec::new();
     for (node, imei) in nodes.iter().zip(imeis) {
@@ -201,30 +184,13 @@ async fn three_nodes_expire_and_deliver_each_item_once() {
             && receiver.of("allocation.released").len() >= ids.len()
     })
     .await;
+    ids.sort();
     for event_type in ["allocation.active", "allocation.released"] {
-        let got = receiver.of(event_type);
-        let mut about: Vec<String> = got
-            .iter()
-            .map(|r| {
-                r.json()["object"]["allocation_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-        about.sort();
-        let mut want = ids.clone();
-        want.sort();
-        assert_eq!(about, want, "{event_type} once per allocation");
+        let about = receiver.allocation_ids(event_type);
+        assert_eq!(about, ids, "{event_type} once per allocation");
     }
-    let audits = a.get("/v1/audit?limit=1000", &a.admin).await.json();
-    let releasing = audits["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "allocation_releasing")
-        .count();
-    assert_eq!(releasing, ids.len(), "one sweep per expiry: {audits}");
+    let releasing = a.audit_count("allocation_releasing").await;
+    assert_eq!(releasing, ids.len(), "one sweep per expiry");
 }
 
 /// Two nodes asked to release one allocation at the same moment: both answer it released,
@@ -235,17 +201,10 @@ async fn two_nodes_releasing_one_allocation_at_once_release_it_once() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres(&cluster), Some(&a)).await);
+    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
     let receiver = Receiver::start().await;
-    let r = a
-        .post(
-            "/v1/webhooks",
-            &a.admin,
-            json!({"url": receiver.url, "events": ["allocation.released"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.subscribe(&receiver.url, &["allocation.released"]).await;
     let mut agent = b.agent_with_modem(IMEI).await;
     let sold = allocate(&b, &mut agent, "released-twice").await;
     let id = sold["allocation_id"].as_str().unwrap().to_string();
@@ -271,13 +230,6 @@ async fn two_nodes_releasing_one_allocation_at_once_release_it_once() {
             && !receiver.of("allocation.released").is_empty()
     })
     .await;
-    assert_eq!(receiver.of("allocation.released").len(), 1);
-    let audits = a.get("/v1/audit?limit=1000", &a.admin).await.json();
-    let released = audits["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "allocation_released")
-        .count();
-    assert_eq!(released, 1, "{audits}");
+    assert_eq!(receiver.allocation_ids("allocation.released"), [id]);
+    assert_eq!(a.audit_count("allocation_released").await, 1);
 }

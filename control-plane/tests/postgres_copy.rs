@@ -7,7 +7,6 @@
 
 mod support;
 
-use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_control::store::pg::{self, copy::CopyError};
 use farmhand_control::store::{PendingCommand, RotationRecord, UsageTotals};
 use farmhand_protocol::{Command, CommandBody, RotateIp};
@@ -84,12 +83,7 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
     plane.stop().await;
 
     let sled = farmhand_control::SledStore::open(&dir).unwrap();
-    let target = StoreConfig {
-        backend: Backend::Postgres,
-        url: Some(cluster.url.clone()),
-        tls: PgTls::Disable,
-        ..StoreConfig::default()
-    };
+    let target = support::postgres_store(&cluster);
     let pool = pg::connect(&target).await.unwrap();
     let copied = pg::copy::copy(&sled, &pool, false).await.unwrap();
     let rows: BTreeMap<&str, usize> = copied.iter().map(|c| (c.table, c.rows)).collect();

@@ -1,14 +1,13 @@
 //! The plane serving from PostgreSQL (`[store] backend = "postgres"`) on a real, throw-away
 //! cluster: an agent is sold and released through the REST API, everything survives a
-//! restart of the plane, a second node on the same database is refused, a session taken
-//! over elsewhere is closed here, and while the database is down requests answer 503
+//! restart of the plane, two nodes serve one database while one of them sweeps, a session
+//! taken over elsewhere is closed here, and while the database is down requests answer 503
 //! `store_unavailable` until it is back. Skipped with
 //! a printed reason when PostgreSQL is not installed, never in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use farmhand_control::config::{Backend, PgTls, StoreConfig};
 use farmhand_control::store::pg::migrations;
 use farmhand_control::Store;
 use farmhand_protocol::ProtocolErrorCode;
@@ -17,25 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::agent::expect_refusal;
 use support::flows::{allocate, order, release};
-use support::{eventually, TestPlane};
+use support::{eventually, postgres_store, TestPlane};
 
 const IMEI: &str = "359000000000001";
-
-fn postgres(cluster: &PgCluster) -> StoreConfig {
-    StoreConfig {
-        backend: Backend::Postgres,
-        url: Some(cluster.url.clone()),
-        tls: PgTls::Disable,
-        ..StoreConfig::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plane_sells_from_postgres_and_keeps_everything_across_a_restart() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let store = postgres(&cluster);
+    let store = postgres_store(&cluster);
     let plane = TestPlane::start_with(|c| c.store = store).await;
     assert!(matches!(plane.store(), Store::Postgres(_)));
     let health = plane.call("GET", "/healthz", None, None).await.json();
@@ -90,8 +80,8 @@ async fn nodes_on_one_database_serve_together_and_one_sweeps() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let first = TestPlane::start_node(postgres(&cluster), None).await;
-    let second = TestPlane::start_node(postgres(&cluster), Some(&first)).await;
+    let first = TestPlane::start_node(postgres_store(&cluster), None).await;
+    let second = TestPlane::start_node(postgres_store(&cluster), Some(&first)).await;
     for plane in [&first, &second] {
         let health = plane.get("/healthz", &plane.admin).await;
         assert_eq!(health.status, 200, "{}", health.body);
@@ -101,11 +91,6 @@ async fn nodes_on_one_database_serve_together_and_one_sweeps() {
         sweepers().iter().filter(|s| **s).count() == 1
     })
     .await;
-    for _ in 0..3 {
-        // Held, not passed back and forth.
-        tokio::time::sleep(farmhand_control::store::pg::lock::CHECK_EVERY).await;
-        assert_eq!(sweepers().iter().filter(|s| **s).count(), 1);
-    }
     let sweeping_second = second.store().sweeps_here();
     let (mut sweeper, other) = if sweeping_second {
         (second, first)
@@ -124,7 +109,7 @@ async fn while_the_database_is_down_requests_answer_503_and_service_resumes_by_i
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let store = postgres(&cluster);
+    let store = postgres_store(&cluster);
     let plane = Arc::new(TestPlane::start_with(|c| c.store = store).await);
     let mut agent = plane.agent_with_modem(IMEI).await;
     let sold = allocate(&plane, &mut agent, "order-1").await;
@@ -178,7 +163,7 @@ async fn a_session_taken_over_elsewhere_is_closed_here() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let store = postgres(&cluster);
+    let store = postgres_store(&cluster);
     let mut plane = TestPlane::start_with(|c| c.store = store.clone()).await;
     let mut agent = plane.agent_with_modem(IMEI).await;
     let Store::Postgres(pg) = plane.store().clone() else {

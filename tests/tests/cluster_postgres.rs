@@ -148,6 +148,59 @@ async fn node_id(node: &PlaneProcess) -> String {
     reply.body["node"].as_str().unwrap().to_owned()
 }
 
+/// Posts `order` (a day long) until it answers an active allocation: a retried order
+/// settles on one allocation, its first if that succeeded.
+async fn settle(market: &Api, order: &str) -> Value {
+    let body = json!({"order_id": order, "duration_s": 86_400});
+    within(Duration::from_secs(90), "the order settles", || async {
+        let reply = market.post("/v1/allocations", body.clone()).await.ok()?;
+        let state = reply.body["state"].as_str()?;
+        (reply.status.is_success() && state == "active").then_some(reply.body)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{order}: {e}"))
+}
+
+/// Waits until the boxes hold exactly one port per name in `active` (`farmhand-al_…`):
+/// no orphan, no duplicate, none missing; says which otherwise.
+async fn boxes_hold_exactly(sims: &[SimHandle], active: &HashSet<String>) {
+    let boxes = || {
+        let mut per_name: HashMap<String, usize> = HashMap::new();
+        for port in sims.iter().flat_map(|s| s.ports()) {
+            *per_name.entry(port.port_name).or_default() += 1;
+        }
+        let orphans: Vec<String> = per_name
+            .keys()
+            .filter(|n| !active.contains(*n))
+            .cloned()
+            .collect();
+        let duplicated: Vec<String> = per_name
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let missing: Vec<String> = active
+            .iter()
+            .filter(|n| !per_name.contains_key(*n))
+            .cloned()
+            .collect();
+        (orphans, duplicated, missing)
+    };
+    let agreed = within(
+        Duration::from_secs(90),
+        "one port per active allocation on the boxes",
+        || async {
+            let (orphans, duplicated, missing) = boxes();
+            (orphans.is_empty() && duplicated.is_empty() && missing.is_empty()).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = agreed {
+        let (orphans, duplicated, missing) = boxes();
+        panic!("{e}: orphans {orphans:?}; duplicated {duplicated:?}; missing {missing:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_sell_every_agent_through_every_node() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -272,15 +325,7 @@ async fn a_node_killed_in_a_burst_loses_nothing_and_leaves_no_orphan_port() {
 
     // Each failed request, retried with its order id, settles on one active allocation.
     for (i, order) in unsettled.iter().enumerate() {
-        let market = &survivors[i % 2].market;
-        let body = json!({"order_id": order, "duration_s": 86_400});
-        let settled = within(Duration::from_secs(90), "the retried order", || async {
-            let reply = market.post("/v1/allocations", body.clone()).await.ok()?;
-            let state = reply.body["state"].as_str()?;
-            (reply.status.is_success() && state == "active").then_some(reply.body)
-        })
-        .await
-        .unwrap();
+        let settled = settle(&survivors[i % 2].market, order).await;
         confirmed.insert(order.clone(), settled);
     }
     for (order, before) in &confirmed {
@@ -298,42 +343,8 @@ async fn a_node_killed_in_a_burst_loses_nothing_and_leaves_no_orphan_port() {
         .values()
         .map(|a| format!("farmhand-{}", a["allocation_id"].as_str().unwrap()))
         .collect();
-    let boxes = || {
-        let mut per_name: HashMap<String, usize> = HashMap::new();
-        for port in sims.iter().flat_map(|s| s.ports()) {
-            *per_name.entry(port.port_name).or_default() += 1;
-        }
-        let orphans: Vec<String> = per_name
-            .keys()
-            .filter(|n| !active.contains(*n))
-            .cloned()
-            .collect();
-        let duplicated: Vec<String> = per_name
-            .iter()
-            .filter(|(_, c)| **c > 1)
-            .map(|(n, _)| n.clone())
-            .collect();
-        let missing: Vec<String> = active
-            .iter()
-            .filter(|n| !per_name.contains_key(*n))
-            .cloned()
-            .collect();
-        (per_name.len(), orphans, duplicated, missing)
-    };
-    let counted = within(
-        Duration::from_secs(90),
-        "one port per active allocation on the boxes",
-        || async {
-            let (ports, orphans, duplicated, missing) = boxes();
-            (orphans.is_empty() && duplicated.is_empty() && missing.is_empty()).then_some(ports)
-        },
-    )
-    .await
-    .unwrap_or_else(|e| {
-        let (ports, orphans, duplicated, missing) = boxes();
-        panic!("{e}: {ports} ports; orphans {orphans:?}; duplicated {duplicated:?}; missing {missing:?}")
-    });
-    assert_eq!(counted, 200);
+    boxes_hold_exactly(&sims, &active).await;
+    assert_eq!(active.len(), 200);
     // Every activation that reached the database reached the marketplace (at least once;
     // the event id de-duplicates).
     within(
@@ -456,33 +467,11 @@ async fn the_database_stopped_for_ten_seconds_loses_and_duplicates_nothing() {
     // Every order settles on one active allocation; the failed ones are retried.
     let mut active: HashSet<String> = HashSet::new();
     for (i, order) in orders.iter().enumerate() {
-        let market = &nodes[i % 2].market;
-        let body = json!({"order_id": order, "duration_s": 86_400});
-        let settled = within(Duration::from_secs(90), "the order settles", || async {
-            let reply = market.post("/v1/allocations", body.clone()).await.ok()?;
-            let state = reply.body["state"].as_str()?;
-            (reply.status.is_success() && state == "active").then_some(reply.body)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{order}: {e}"));
+        let settled = settle(&nodes[i % 2].market, order).await;
         let name = format!("farmhand-{}", settled["allocation_id"].as_str().unwrap());
         assert!(active.insert(name), "{order}: one allocation per order");
     }
-    within(
-        Duration::from_secs(90),
-        "one port per active allocation on the boxes",
-        || async {
-            let mut per_name: HashMap<String, usize> = HashMap::new();
-            for port in sims.iter().flat_map(|s| s.ports()) {
-                *per_name.entry(port.port_name).or_default() += 1;
-            }
-            (per_name.len() == active.len()
-                && per_name.iter().all(|(n, c)| *c == 1 && active.contains(n)))
-            .then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    boxes_hold_exactly(&sims, &active).await;
     // Nobody was disconnected by the outage for long: every agent is held.
     assert_eq!(holders(&nodes[0].admin).await.len(), AGENTS);
 }

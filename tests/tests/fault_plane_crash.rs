@@ -159,7 +159,7 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
         }
     }
     // Every state change that reached the store was announced, whatever the kill cut.
-    let mut ended: Vec<(String, &str)> = Vec::new();
+    let mut stored: Vec<(String, &str)> = Vec::new();
     for order in &orders {
         let reply = plane
             .market
@@ -169,8 +169,8 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
         for alloc in reply.body["allocations"].as_array().unwrap() {
             let id = alloc["allocation_id"].as_str().unwrap().to_owned();
             match alloc["state"].as_str() {
-                Some("active") => ended.push((id, "allocation.active")),
-                Some("failed") => ended.push((id, "allocation.failed")),
+                Some("active") => stored.push((id, "allocation.active")),
+                Some("failed") => stored.push((id, "allocation.failed")),
                 _ => {}
             }
         }
@@ -179,7 +179,7 @@ async fn kill_9_during_a_burst_keeps_every_confirmed_allocation_and_no_duplicate
         Duration::from_secs(30),
         "every stored change announced",
         || async {
-            ended
+            stored
                 .iter()
                 .all(|(id, kind)| {
                     inbox

@@ -31,6 +31,19 @@ pub const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 /// How long any eventual condition may take on a loaded 2-core box.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// A node's `[store]` on the throw-away PostgreSQL `cluster` (plain TCP on loopback).
+pub fn postgres_store(
+    cluster: &farmhand_test_support::postgres::PgCluster,
+) -> farmhand_control::config::StoreConfig {
+    use farmhand_control::config::{Backend, PgTls, StoreConfig};
+    StoreConfig {
+        backend: Backend::Postgres,
+        url: Some(cluster.url.clone()),
+        tls: PgTls::Disable,
+        ..StoreConfig::default()
+    }
+}
+
 /// A running control plane.
 pub struct TestPlane {
     pub addr: SocketAddr,
@@ -254,6 +267,24 @@ impl TestPlane {
         self.get(&format!("/v1/allocations/{allocation_id}"), &self.market)
             .await
             .json()
+    }
+
+    /// Registers an operator's webhook endpoint for `events` at `url`.
+    pub async fn subscribe(&self, url: &str, events: &[&str]) {
+        let body = json!({"url": url, "events": events});
+        let r = self.post("/v1/webhooks", &self.admin, body).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    /// How many entries of `action` the audit log holds (among its first 1,000).
+    pub async fn audit_count(&self, action: &str) -> usize {
+        let audit = self.get("/v1/audit?limit=1000", &self.admin).await.json();
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .count()
     }
 
     /// Waits until `agent_id` shows as disconnected.

@@ -79,6 +79,23 @@ impl Receiver {
         self.script.lock().unwrap().got.clone()
     }
 
+    /// The allocations the received `event_type` events are about, sorted (an id twice
+    /// when the event came twice).
+    pub fn allocation_ids(&self, event_type: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .of(event_type)
+            .iter()
+            .map(|r| {
+                r.json()["object"]["allocation_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The received requests of `event_type`.
     pub fn of(&self, event_type: &str) -> Vec<Received> {
         self.got()

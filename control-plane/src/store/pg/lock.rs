@@ -19,7 +19,7 @@ use tracing::{info, warn};
 /// The advisory lock key ("farmswep" in ASCII); migrations use another.
 const SWEEPING: i64 = 0x6661_726d_7377_6570;
 /// How often the holder checks its connection, and the others try to take the lock.
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether this node sweeps now; shared by the store's clones.
 #[derive(Debug, Default)]
