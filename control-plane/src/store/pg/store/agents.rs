@@ -1,5 +1,6 @@
 //! Agents and modem owners on PostgreSQL.
 
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::{AgentRecord, StoreError};
 use deadpool_postgres::GenericClient;
@@ -12,7 +13,7 @@ pub(super) async fn insert(
     agent: &AgentRecord,
 ) -> Result<(), StoreError> {
     client
-        .execute(
+        .cached_execute(
             &format!("INSERT INTO agents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
             &[
                 &agent.agent_id,
@@ -34,7 +35,7 @@ impl PgStore {
     pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         self.client()
             .await?
-            .query_opt(
+            .cached_query_opt(
                 &format!("SELECT {COLUMNS} FROM agents WHERE agent_id = $1"),
                 &[&agent_id],
             )
@@ -48,7 +49,7 @@ impl PgStore {
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.client()
             .await?
-            .query(
+            .cached_query(
                 &format!("SELECT {COLUMNS} FROM agents ORDER BY agent_id"),
                 &[],
             )
@@ -63,7 +64,7 @@ impl PgStore {
     pub async fn set_modem_owner(&self, imei: &str, agent_id: &str) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "INSERT INTO modem_owners (imei, agent_id) VALUES ($1, $2)
                  ON CONFLICT (imei) DO UPDATE SET agent_id = EXCLUDED.agent_id",
                 &[&imei, &agent_id],
@@ -78,7 +79,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query("SELECT imei, agent_id FROM modem_owners ORDER BY imei", &[])
+            .cached_query("SELECT imei, agent_id FROM modem_owners ORDER BY imei", &[])
             .await
             .map_err(db)?;
         rows.iter()
@@ -94,7 +95,7 @@ impl PgStore {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .cached_query_opt(
                 "UPDATE agents a SET approved = true
                  FROM (SELECT agent_id, approved FROM agents WHERE agent_id = $1 FOR UPDATE) old
                  WHERE a.agent_id = old.agent_id
@@ -111,7 +112,7 @@ impl PgStore {
         let changed = self
             .client()
             .await?
-            .execute(
+            .cached_execute(
                 "UPDATE agents SET revoked = true WHERE agent_id = $1",
                 &[&agent_id],
             )

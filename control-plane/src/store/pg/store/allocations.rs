@@ -4,6 +4,7 @@
 //! and no modem past its capacity, whichever node writes.
 
 use super::retention::started_ms;
+use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::{
     tenant_key, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, RetentionKind,
@@ -42,7 +43,7 @@ async fn upsert_raw(
     let kind = window.map(|(kind, _)| kind.as_str());
     let started = window.map(|(_, at)| started_ms(at));
     client
-        .execute(
+        .cached_execute(
             "WITH written AS (
                INSERT INTO allocations (allocation_id, tenant, order_id, state, agent_id, imei,
                  host, http_port, socks_port, created_at, expires_at, ended_at, record)
@@ -92,7 +93,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let existing = tx
-            .query_opt(
+            .cached_query_opt(
                 "SELECT record FROM allocations
                  WHERE tenant = $1 AND order_id = $2 AND state <> 'failed' FOR UPDATE",
                 &[&record.tenant, &record.order_id],
@@ -152,7 +153,7 @@ impl PgStore {
         let tx = client.transaction().await.map_err(db)?;
         if let Some(from) = from {
             let row = tx
-                .query_opt(
+                .cached_query_opt(
                     "SELECT state FROM allocations WHERE allocation_id = $1 FOR UPDATE",
                     &[&record.allocation_id],
                 )
@@ -179,7 +180,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let row = tx
-            .query_opt(
+            .cached_query_opt(
                 "SELECT record FROM allocations WHERE allocation_id = $1 FOR UPDATE",
                 &[&allocation_id],
             )
@@ -228,7 +229,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT state, count(*) FROM allocations GROUP BY state",
                 &[],
             )
@@ -266,7 +267,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT record FROM allocations
                  WHERE ($1::text IS NULL OR tenant = $1)
                    AND (tenant, created_at, allocation_id) > ($2, $3, $4)
@@ -368,7 +369,12 @@ impl PgStore {
             "SELECT agent_id, imei, count(*) FROM allocations WHERE state IN {HOLDS_PORT}
              GROUP BY agent_id, imei"
         );
-        let rows = self.client().await?.query(&sql, &[]).await.map_err(db)?;
+        let rows = self
+            .client()
+            .await?
+            .cached_query(&sql, &[])
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| {
                 let n: i64 = r.try_get(2).map_err(db)?;
@@ -420,7 +426,7 @@ impl PgStore {
     ) -> Result<Vec<AllocationRecord>, StoreError> {
         self.client()
             .await?
-            .query(sql, params)
+            .cached_query(sql, params)
             .await
             .map_err(db)?
             .iter()

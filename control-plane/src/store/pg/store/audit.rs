@@ -1,6 +1,7 @@
 //! The audit log on PostgreSQL: `seq` (an identity column, carried over from sled's keys
 //! by `store copy`) is an entry's cursor and its order.
 
+use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::{AuditAction, AuditCursor, AuditEntry, AuditEvent, AuditPage, StoreError};
 use serde_json::Value;
@@ -34,7 +35,7 @@ impl PgStore {
         let action = action.as_str().unwrap_or_default();
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "INSERT INTO audit (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)",
                 &[&event.at, &event.actor, &action, &event.target, &event.details],
             )
@@ -66,7 +67,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT seq, at, actor, action, target, details FROM audit
                  WHERE seq > $1 AND at >= $2 ORDER BY seq LIMIT $3",
                 &[&after, &since, &fetch],
@@ -106,7 +107,7 @@ impl PgStore {
         let removed = self
             .client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM audit WHERE seq IN (
                    SELECT seq FROM audit
                    WHERE at < $1 AND seq < (SELECT max(seq) FROM audit)

@@ -1,6 +1,7 @@
 //! The command outbox on PostgreSQL: the durable truth of what an agent must still do,
 //! whichever node holds its session.
 
+use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::{PendingCommand, StoreError};
 
@@ -10,7 +11,7 @@ impl PgStore {
         let deadline = i64::try_from(command.deadline_ms).unwrap_or(i64::MAX);
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "INSERT INTO pending_commands (agent_id, command_id, deadline_ms, body, origin_node)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (agent_id, command_id)
@@ -38,7 +39,7 @@ impl PgStore {
         let removed = self
             .client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM pending_commands WHERE agent_id = $1 AND command_id = $2",
                 &[&agent_id, &command_id],
             )
@@ -55,7 +56,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT command_id, deadline_ms, body, origin_node FROM pending_commands
                  WHERE agent_id = $1 ORDER BY command_id",
                 &[&agent_id],
@@ -81,7 +82,7 @@ impl PgStore {
         let removed = self
             .client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM pending_commands WHERE agent_id = $1",
                 &[&agent_id],
             )
@@ -96,7 +97,7 @@ impl PgStore {
         let removed = self
             .client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM pending_commands WHERE deadline_ms <= $1",
                 &[&now],
             )

@@ -1,6 +1,7 @@
 //! API keys on PostgreSQL: `api_keys` holds the key's SHA-256, its id, the record and the
 //! minute it was last used.
 
+use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::{key_id, secret_hash, ApiKeyRecord, KeyInfo, StoreError};
 use time::OffsetDateTime;
@@ -19,7 +20,7 @@ impl PgStore {
         let id = key_id(&hash);
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "INSERT INTO api_keys (key_hash, key_id, record) VALUES ($1, $2, $3)
                  ON CONFLICT (key_hash) DO UPDATE SET record = EXCLUDED.record",
                 &[&hash, &id, &to_json(record)?],
@@ -38,7 +39,7 @@ impl PgStore {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .cached_query_opt(
                 "SELECT key_id, record, last_used_s FROM api_keys WHERE key_hash = $1",
                 &[&secret_hash(key)],
             )
@@ -58,7 +59,7 @@ impl PgStore {
     pub async fn api_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
         self.client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT key_id, record, last_used_s FROM api_keys ORDER BY key_id",
                 &[],
             )
@@ -74,7 +75,7 @@ impl PgStore {
         let row = self
             .client()
             .await?
-            .query_opt("SELECT 1 FROM api_keys WHERE key_id = $1", &[&key_id])
+            .cached_query_opt("SELECT 1 FROM api_keys WHERE key_id = $1", &[&key_id])
             .await
             .map_err(db)?;
         Ok(row.is_some())
@@ -84,7 +85,7 @@ impl PgStore {
     pub async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.client()
             .await?
-            .query_opt(
+            .cached_query_opt(
                 "DELETE FROM api_keys WHERE key_id = $1 RETURNING record",
                 &[&id],
             )
@@ -101,7 +102,7 @@ impl PgStore {
         let stale = at - LAST_USED_RESOLUTION_S;
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "UPDATE api_keys SET last_used_s = $2
                  WHERE key_id = $1 AND (last_used_s IS NULL OR last_used_s <= $3)",
                 &[&id, &at, &stale],

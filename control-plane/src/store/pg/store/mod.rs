@@ -21,6 +21,7 @@ mod retention;
 mod rotations;
 mod seller;
 mod sessions;
+mod statements;
 mod tables;
 mod tokens;
 mod usage;

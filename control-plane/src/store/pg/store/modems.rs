@@ -1,6 +1,7 @@
 //! The modems agents report, with each one's capacity, on PostgreSQL: what the schema's
 //! capacity trigger counts allocations against, so no two nodes sell past it.
 
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::StoreError;
 use serde_json::Value;
@@ -21,7 +22,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let imeis: Vec<&str> = modems.iter().map(|(imei, _, _)| imei.as_str()).collect();
-        tx.execute(
+        tx.cached_execute(
             "DELETE FROM modems WHERE agent_id = $1 AND NOT (imei = ANY($2))",
             &[&agent_id, &imeis],
         )
@@ -50,7 +51,7 @@ impl PgStore {
         let capacity = i32::try_from(capacity).unwrap_or(i32::MAX);
         self.client()
             .await?
-            .execute(UPSERT, &[&agent_id, &imei, &capacity, view])
+            .cached_execute(UPSERT, &[&agent_id, &imei, &capacity, view])
             .await
             .map_err(db)?;
         Ok(())

@@ -2,6 +2,7 @@
 //! holding an agent's session for a queued command, the one waiting for a result); the
 //! rows are the durable truth, read when woken and after a lost listening connection.
 
+use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::StoreError;
 use farmhand_protocol::Outcome;
@@ -33,7 +34,7 @@ impl PgStore {
     pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+            .cached_execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
             .await
             .map_err(db)?;
         Ok(())
@@ -50,21 +51,21 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO command_results (command_id, agent_id, origin_node, result)
              VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING",
             &[&command_id, &agent_id, &origin_node, &to_json(outcome)?],
         )
         .await
         .map_err(db)?;
-        tx.execute(
+        tx.cached_execute(
             "DELETE FROM pending_commands WHERE agent_id = $1 AND command_id = $2",
             &[&agent_id, &command_id],
         )
         .await
         .map_err(db)?;
         let payload = format!("{origin_node} {command_id}");
-        tx.execute("SELECT pg_notify($1, $2)", &[&channel::RESULTS, &payload])
+        tx.cached_execute("SELECT pg_notify($1, $2)", &[&channel::RESULTS, &payload])
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
@@ -123,7 +124,12 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<ForeignResult>, StoreError> {
-        let rows = self.client().await?.query(sql, params).await.map_err(db)?;
+        let rows = self
+            .client()
+            .await?
+            .cached_query(sql, params)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|row| {
                 Ok(ForeignResult {

@@ -3,6 +3,7 @@
 //! window queues its record in the same statement, so a record is never left without its
 //! entry.
 
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::ids::unix_ms;
 use crate::store::{clear_detail, from_ms, Queued, RetentionKind, StoreError};
@@ -47,7 +48,7 @@ async fn queue(
     record: &[u8],
 ) -> Result<(), StoreError> {
     client
-        .execute(
+        .cached_execute(
             "INSERT INTO retention_queue (kind, started_ms, record) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
             &[&kind.as_str(), &started_ms(started), &record],
@@ -79,7 +80,7 @@ impl PgStore {
                 let removed = self
                     .client()
                     .await?
-                    .execute(
+                    .cached_execute(
                         "DELETE FROM modem_rotations
                          WHERE agent_id = $1 AND imei = $2 AND at_ms = $3",
                         &[&agent_id, &imei, &at],
@@ -95,7 +96,7 @@ impl PgStore {
                 let seq = i64::from_be_bytes(seq);
                 let client = self.client().await?;
                 let removed = client
-                    .execute(
+                    .cached_execute(
                         "DELETE FROM webhook_deliveries WHERE seq = $1 AND state <> 'pending'",
                         &[&seq],
                     )
@@ -103,7 +104,10 @@ impl PgStore {
                     .map_err(db)?;
                 if removed == 0 {
                     let pending = client
-                        .query_opt("SELECT 1 FROM webhook_deliveries WHERE seq = $1", &[&seq])
+                        .cached_query_opt(
+                            "SELECT 1 FROM webhook_deliveries WHERE seq = $1",
+                            &[&seq],
+                        )
                         .await
                         .map_err(db)?;
                     if pending.is_some() {
@@ -116,7 +120,7 @@ impl PgStore {
                 let removed = self
                     .client()
                     .await?
-                    .execute(
+                    .cached_execute(
                         "DELETE FROM enrollment_tokens WHERE token_hash = $1",
                         &[&queued.record],
                     )
@@ -144,7 +148,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let removed = tx
-            .execute(
+            .cached_execute(
                 "DELETE FROM allocations WHERE allocation_id = $1 AND ended_at IS NOT NULL",
                 &[&allocation_id],
             )
@@ -154,7 +158,7 @@ impl PgStore {
             return Ok(false);
         }
         for table in ["allocation_usage", "webhook_expiring"] {
-            tx.execute(
+            tx.cached_execute(
                 &format!("DELETE FROM {table} WHERE allocation_id = $1"),
                 &[&allocation_id],
             )
@@ -177,7 +181,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT started_ms, record FROM retention_queue
                  WHERE kind = $1 AND started_ms <= $2
                  ORDER BY started_ms, record LIMIT $3",
@@ -202,7 +206,7 @@ impl PgStore {
         let oldest: Option<i64> = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 "SELECT min(started_ms) FROM retention_queue WHERE kind = $1",
                 &[&kind.as_str()],
             )
@@ -220,7 +224,7 @@ impl PgStore {
         };
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM retention_queue WHERE kind = $1 AND started_ms = $2 AND record = $3",
                 &[&kind.as_str(), &started_ms(queued.started), &queued.record],
             )
@@ -234,7 +238,7 @@ impl PgStore {
         let n: i64 = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 "SELECT count(*) FROM retention_queue WHERE kind = $1",
                 &[&kind.as_str()],
             )

@@ -3,6 +3,7 @@
 //! read as any agent's, as sled does.
 
 use super::retention::rotation_key;
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::{RotationRecord, StoreError};
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 &format!("SELECT {COLUMNS} FROM modem_rotations WHERE imei = ANY($1)"),
                 &[&imeis],
             )
@@ -68,7 +69,7 @@ impl PgStore {
         let stored: i64 = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 &format!(
                     "WITH written AS (
                        INSERT INTO modem_rotations ({COLUMNS})

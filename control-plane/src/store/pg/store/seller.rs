@@ -2,6 +2,7 @@
 //! tombstones, with sled's meaning (`store::seller`, `store::erase`; the same predicates
 //! decide what is "about" the agent).
 
+use super::statements::Cached;
 use super::{db, from_json, PgStore};
 use crate::store::{
     audit_names, clear_detail, served_by, AllocationRecord, AuditCursor, AuditEntry, AuditEvent,
@@ -31,7 +32,7 @@ impl PgStore {
         let client = self.client().await?;
         let mut usage = Vec::new();
         for row in client
-            .query(
+            .cached_query(
                 "SELECT allocation_id, bytes_in, bytes_out, measured_at_ms FROM allocation_usage
                  WHERE agent_id = $1 ORDER BY allocation_id",
                 &[&agent_id],
@@ -52,7 +53,7 @@ impl PgStore {
         }
         let mut rotations = Vec::new();
         for row in client
-            .query(
+            .cached_query(
                 "SELECT imei FROM modem_rotations WHERE agent_id = $1 ORDER BY imei",
                 &[&agent_id],
             )
@@ -100,7 +101,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT seq, at, actor, action, target, details FROM audit
                  WHERE position($1 in actor || target || details::text) > 0
                     OR target = ANY($2)
@@ -187,14 +188,14 @@ impl PgStore {
         let tx = client.transaction().await.map_err(db)?;
         let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         erased.usage_tombstoned = count(
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE allocation_usage SET agent_id = $2 WHERE agent_id = $1",
                 &[&agent_id, &tombstone],
             )
             .await
             .map_err(db)?,
         );
-        tx.execute(
+        tx.cached_execute(
             "DELETE FROM retention_queue WHERE kind = 'rotation'
                AND position(convert_to($1 || '/', 'UTF8') in record) = 1",
             &[&agent_id],
@@ -204,7 +205,7 @@ impl PgStore {
         let delete = |table: &'static str| {
             let tx = &tx;
             async move {
-                tx.execute(
+                tx.cached_execute(
                     &format!("DELETE FROM {table} WHERE agent_id = $1"),
                     &[&agent_id],
                 )
@@ -225,7 +226,7 @@ impl PgStore {
             } else {
                 entry.event.actor.clone()
             };
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE audit SET actor = $2, target = $3, details = $4 WHERE seq = $1",
                 &[
                     &seq,
@@ -239,7 +240,7 @@ impl PgStore {
             erased.audit_rewritten += 1;
         }
         erased.deliveries_scrubbed = count(
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE webhook_deliveries SET body = $2, last_error = NULL
                  WHERE state <> 'pending' AND position($1 in body) > 0",
                 &[&agent_id, &json!({"erased": true}).to_string()],

@@ -3,6 +3,7 @@
 //! is; its node renews the lease of all its sessions in one statement, and learns from the
 //! answer which ones another node has taken since (it closes those).
 
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::StoreError;
 use serde_json::Value;
@@ -23,7 +24,7 @@ impl PgStore {
         let epoch: i64 = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 "INSERT INTO agent_sessions (agent_id, node_id, epoch, lease_until)
                  VALUES ($1, $2, 1, now() + make_interval(secs => $3))
                  ON CONFLICT (agent_id) DO UPDATE SET
@@ -48,7 +49,7 @@ impl PgStore {
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let client = self.client().await?;
         client
-            .execute(
+            .cached_execute(
                 "INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES ($1, now(), now())
                  ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()",
                 &[&node_id],
@@ -56,7 +57,7 @@ impl PgStore {
             .await
             .map_err(db)?;
         let rows = client
-            .query(
+            .cached_query(
                 "UPDATE agent_sessions SET lease_until = now() + make_interval(secs => $2)
                  WHERE node_id = $1 RETURNING agent_id, epoch",
                 &[&node_id, &interval(lease)],
@@ -84,7 +85,7 @@ impl PgStore {
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM agent_sessions WHERE agent_id = $1 AND node_id = $2 AND epoch = $3",
                 &[&agent_id, &node_id, &epoch],
             )
@@ -98,7 +99,7 @@ impl PgStore {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .cached_query_opt(
                 "SELECT node_id FROM agent_sessions WHERE agent_id = $1 AND lease_until > now()",
                 &[&agent_id],
             )
@@ -118,7 +119,7 @@ impl PgStore {
             views.iter().map(|(a, v)| (a.as_str(), v)).unzip();
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "UPDATE agent_sessions s SET view = v.view
                  FROM unnest($2::text[], $3::jsonb[]) AS v (agent_id, view)
                  WHERE s.agent_id = v.agent_id AND s.node_id = $1",
@@ -138,7 +139,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT agent_id, node_id, view FROM agent_sessions
                  WHERE node_id <> $1 AND lease_until > now() AND view IS NOT NULL",
                 &[&node_id],
@@ -161,7 +162,7 @@ impl PgStore {
     pub async fn agreed_setting(&self, name: &str, proposed: &str) -> Result<String, StoreError> {
         let client = self.client().await?;
         client
-            .execute(
+            .cached_execute(
                 "INSERT INTO cluster_settings (name, value) VALUES ($1, $2)
                  ON CONFLICT (name) DO NOTHING",
                 &[&name, &proposed],
@@ -169,7 +170,7 @@ impl PgStore {
             .await
             .map_err(db)?;
         client
-            .query_one(
+            .cached_query_one(
                 "SELECT value FROM cluster_settings WHERE name = $1",
                 &[&name],
             )
@@ -184,7 +185,7 @@ impl PgStore {
         let client = self.client().await?;
         for table in ["agent_sessions", "nodes"] {
             client
-                .execute(
+                .cached_execute(
                     &format!("DELETE FROM {table} WHERE node_id = $1"),
                     &[&node_id],
                 )

@@ -1,6 +1,7 @@
 //! Whole-database reads on PostgreSQL, for the privacy tests (`docs/privacy.md`): which
 //! tables exist, and which hold a given piece of data.
 
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::StoreError;
 
@@ -9,7 +10,7 @@ impl PgStore {
     pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
         self.client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT table_name::text FROM information_schema.tables
                  WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
                  ORDER BY table_name",
@@ -34,7 +35,7 @@ impl PgStore {
                 "SELECT EXISTS (SELECT 1 FROM \"{table}\" r WHERE position($1 in r::text) > 0)"
             );
             let any: bool = client
-                .query_one(&sql, &[&needle])
+                .cached_query_one(&sql, &[&needle])
                 .await
                 .map_err(db)?
                 .try_get(0)

@@ -3,6 +3,7 @@
 //! two nodes receive it at once.
 
 use super::retention::started_ms;
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::{secret_hash, token_id, AgentRecord, EnrollError, StoreError, TokenRecord};
 use time::OffsetDateTime;
@@ -15,7 +16,7 @@ impl PgStore {
     pub async fn enrollment_tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
         self.client()
             .await?
-            .query(
+            .cached_query(
                 &format!("SELECT {COLUMNS} FROM enrollment_tokens ORDER BY created_at, token_id"),
                 &[],
             )
@@ -35,7 +36,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let row = tx
-            .query_opt(
+            .cached_query_opt(
                 &format!("SELECT {COLUMNS} FROM enrollment_tokens WHERE token_id = $1 FOR UPDATE"),
                 &[&id],
             )
@@ -46,7 +47,7 @@ impl PgStore {
         };
         let (_, record) = token_of(&row)?;
         if !record.used {
-            tx.execute("DELETE FROM enrollment_tokens WHERE token_id = $1", &[&id])
+            tx.cached_execute("DELETE FROM enrollment_tokens WHERE token_id = $1", &[&id])
                 .await
                 .map_err(db)?;
         }
@@ -63,7 +64,7 @@ impl PgStore {
         let hash = secret_hash(token);
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "WITH written AS (
                    INSERT INTO enrollment_tokens
                      (token_hash, token_id, label, created_at, expires_at, used, agent_id)
@@ -99,7 +100,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let row = tx
-            .query_opt(
+            .cached_query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE"
                 ),
@@ -114,7 +115,7 @@ impl PgStore {
         if record.used || record.expires_at <= now {
             return Err(EnrollError::InvalidToken);
         }
-        tx.execute(
+        tx.cached_execute(
             "UPDATE enrollment_tokens SET used = true, agent_id = $2 WHERE token_hash = $1",
             &[&hash, &agent.agent_id],
         )

@@ -1,6 +1,7 @@
 //! Traffic usage per allocation and agent on PostgreSQL: each stored total only ever
 //! grows (`GREATEST` in the upsert), as in sled.
 
+use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::{AllocationRecord, StoreError, UsageRecorded, UsageTotals};
 use farmhand_protocol::{UsageReport, MAX_USAGE_ENTRIES};
@@ -63,7 +64,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "INSERT INTO allocation_usage
                    (allocation_id, agent_id, bytes_in, bytes_out, measured_at_ms)
                  VALUES ($1, $2, $3, $4, $5)
@@ -91,7 +92,7 @@ impl PgStore {
         let row = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 "SELECT sum(bytes_in)::bigint, sum(bytes_out)::bigint, max(measured_at_ms)
                  FROM allocation_usage WHERE allocation_id = $1",
                 &[&allocation_id],

@@ -5,6 +5,7 @@
 //! is made by one node, and a lease left by a node that died runs out on its own.
 
 use super::retention::started_ms;
+use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::ids::unix_ms;
 use crate::store::{Delivery, DeliveryState, Lease, LeasedDelivery, StoreError, WebhookEndpoint};
@@ -26,7 +27,7 @@ impl PgStore {
     pub async fn webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
         self.client()
             .await?
-            .query(
+            .cached_query(
                 "SELECT record FROM webhook_endpoints ORDER BY webhook_id",
                 &[],
             )
@@ -44,7 +45,7 @@ impl PgStore {
     ) -> Result<Option<WebhookEndpoint>, StoreError> {
         self.client()
             .await?
-            .query_opt(
+            .cached_query_opt(
                 "SELECT record FROM webhook_endpoints WHERE webhook_id = $1",
                 &[&webhook_id],
             )
@@ -58,7 +59,7 @@ impl PgStore {
     pub async fn put_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "INSERT INTO webhook_endpoints (webhook_id, tenant, record) VALUES ($1, $2, $3)
                  ON CONFLICT (webhook_id) DO UPDATE SET
                    tenant = EXCLUDED.tenant, record = EXCLUDED.record",
@@ -75,7 +76,7 @@ impl PgStore {
         let removed = self
             .client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM webhook_endpoints WHERE webhook_id = $1",
                 &[&webhook_id],
             )
@@ -89,7 +90,7 @@ impl PgStore {
         let seq: i64 = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 "SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'seq'))",
                 &[],
             )
@@ -112,7 +113,7 @@ impl PgStore {
         let next: Option<OffsetDateTime> = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 &format!("SELECT min({DUE}) FROM webhook_deliveries WHERE state = 'pending'"),
                 &[],
             )
@@ -137,7 +138,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let rows = tx
-            .query(
+            .cached_query(
                 &format!(
                     "SELECT {COLUMNS} FROM webhook_deliveries
                      WHERE state = 'pending' AND {DUE} <= $1
@@ -156,7 +157,7 @@ impl PgStore {
                 continue;
             }
             let seq = i64::try_from(delivery.seq).unwrap_or(i64::MAX);
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE webhook_deliveries SET lease_until = $2 WHERE seq = $1",
                 &[&seq, &at_ms(lease_ms)],
             )
@@ -189,7 +190,7 @@ impl PgStore {
         let status = delivery.last_status.map(i32::from);
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "UPDATE webhook_deliveries SET state = $2, attempts = $3, next_attempt_at = $4,
                    finished_at = $5, last_status = $6, last_error = $7, lease_until = NULL
                  WHERE seq = $1",
@@ -217,7 +218,7 @@ impl PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.client()
             .await?
-            .query(
+            .cached_query(
                 &format!(
                     "SELECT {COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1
                      ORDER BY seq DESC LIMIT $2"
@@ -242,7 +243,7 @@ impl PgStore {
         let removed = self
             .client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM webhook_deliveries WHERE seq IN (
                    SELECT seq FROM webhook_deliveries
                    WHERE webhook_id = $1 AND state <> 'pending'
@@ -259,7 +260,7 @@ impl PgStore {
         let n: i64 = self
             .client()
             .await?
-            .query_one(
+            .cached_query_one(
                 "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'",
                 &[],
             )
@@ -275,7 +276,7 @@ impl PgStore {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .cached_query_opt(
                 "SELECT expires_at_ms FROM webhook_expiring WHERE allocation_id = $1",
                 &[&allocation_id],
             )
@@ -297,7 +298,7 @@ impl PgStore {
         let ms = i64::try_from(expires_at_ms).unwrap_or(i64::MAX);
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "INSERT INTO webhook_expiring (allocation_id, expires_at_ms) VALUES ($1, $2)
                  ON CONFLICT (allocation_id) DO UPDATE SET expires_at_ms = EXCLUDED.expires_at_ms",
                 &[&allocation_id, &ms],
@@ -311,7 +312,7 @@ impl PgStore {
     pub async fn forget_expiring(&self, allocation_id: &str) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
+            .cached_execute(
                 "DELETE FROM webhook_expiring WHERE allocation_id = $1",
                 &[&allocation_id],
             )
