@@ -233,3 +233,54 @@ async fn two_nodes_releasing_one_allocation_at_once_release_it_once() {
     assert_eq!(receiver.allocation_ids("allocation.released"), [id]);
     assert_eq!(a.audit_count("allocation_released").await, 1);
 }
+
+/// Nodes keep the keys that authenticated rather than read them for every request: a key
+/// revoked on one node is refused there at once and by the others as soon as they hear of
+/// it (the database's notification), not served from what they kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_node_is_refused_by_every_node() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = TestPlane::start_node(postgres_store(&cluster), None).await;
+    let b = TestPlane::start_node(postgres_store(&cluster), Some(&a)).await;
+    let r = a
+        .post(
+            "/v1/keys",
+            &a.admin,
+            serde_json::json!({"role": "marketplace", "name": "shop-2"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created = r.json();
+    let key = created["key"].as_str().unwrap().to_string();
+    let key_id = created["key_id"].as_str().unwrap().to_string();
+    // Both nodes have authenticated it (and keep it).
+    for node in [&a, &b] {
+        for _ in 0..3 {
+            assert_eq!(node.get("/v1/modems", &key).await.status, 200);
+        }
+    }
+    let r = a.delete(&format!("/v1/keys/{key_id}"), &a.admin).await;
+    assert!(
+        r.status == 200 || r.status == 204,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    assert_eq!(a.get("/v1/modems", &key).await.status, 401);
+    eventually("the other node refuses the revoked key", || async {
+        b.get("/v1/modems", &key).await.status == 401
+    })
+    .await;
+    // A key created on one node works on the other at once (a miss is read, not kept).
+    let r = b
+        .post(
+            "/v1/keys",
+            &b.admin,
+            serde_json::json!({"role": "marketplace", "name": "shop-3"}),
+        )
+        .await;
+    let fresh = r.json()["key"].as_str().unwrap().to_string();
+    assert_eq!(a.get("/v1/modems", &fresh).await.status, 200);
+}

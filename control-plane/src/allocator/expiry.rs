@@ -45,6 +45,7 @@ impl Allocator {
             if !self.until_sweeping(&shutdown).await {
                 return;
             }
+            let started = tokio::time::Instant::now();
             let now = self.clock.now();
             let next = self.expire_due(now).await.unwrap_or_else(|e| {
                 warn!("expiry sweep failed, retrying: {e}");
@@ -57,6 +58,10 @@ impl Allocator {
                 () = shutdown.cancelled() => return,
                 () = self.expiry.notified() => {}
                 () = self.clock.sleep_until_time(wake_at) => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.store.pace_sweep(started) => {}
             }
         }
     }

@@ -3,7 +3,8 @@
 //! commands another node queued for an agent whose session is here (the allocator sends
 //! them, `Work::Queued`), results of commands this node sent to an agent held elsewhere
 //! (handed to the waiting dispatcher, or as late results when nobody waits), agents
-//! revoked on another node (their session here is closed). After a lost listening
+//! revoked on another node (their session here is closed), keys or webhook endpoints
+//! changed on another node (what the store kept of them is dropped). After a lost listening
 //! connection it reads the rows instead, since notifications may have been missed.
 
 use super::{Gateway, GatewayEvent, Work};
@@ -14,7 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// The channels a node listens on.
-const CHANNELS: &[&str] = &[channel::COMMANDS, channel::RESULTS, channel::REVOKED];
+const CHANNELS: &[&str] = &[
+    channel::COMMANDS,
+    channel::RESULTS,
+    channel::REVOKED,
+    channel::CHANGED,
+];
 
 impl Gateway {
     /// Acts on the cluster's notifications until `shutdown`; returns at once where the
@@ -65,12 +71,14 @@ impl Gateway {
                 self.ctx.registry.revoke(payload);
                 self.ctx.registry.kick(payload);
             }
+            channel::CHANGED => self.ctx.store.changed_elsewhere(),
             _ => {}
         }
     }
 
     /// Reads what notifications would have said while nobody listened.
     async fn resync(&self) {
+        self.ctx.store.changed_elsewhere();
         for (agent_id, _) in self.ctx.registry.sessions() {
             self.queued(&agent_id);
         }

@@ -118,11 +118,13 @@ impl Gateway {
         let elapsed = started.elapsed();
         ctx.metrics
             .command_finished(op, outcome, result.is_ok(), elapsed);
-        // A revoked agent's command is dropped here too: one written after `revoked`
-        // emptied the outbox (the dispatch had found the session just before the kick).
+        // An answered command left the outbox with its answer (the session, or the
+        // holder's result transaction). One that timed out leaves it here, and so does a
+        // revoked agent's: one written after `revoked` emptied the outbox (the dispatch had
+        // found the session just before the kick).
         if matches!(
             result,
-            Ok(_) | Err(DispatchError::Timeout | DispatchError::AgentRevoked)
+            Err(DispatchError::Timeout | DispatchError::AgentRevoked)
         ) {
             self.forget_pending(agent_id, &id).await;
         }

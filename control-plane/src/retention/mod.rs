@@ -100,6 +100,7 @@ impl Retention {
                 _ = shutdown.cancelled() => return,
                 () = self.store.until_sweeping() => {}
             }
+            let started = tokio::time::Instant::now();
             let now = self.clock.now();
             let mut pause = self.store.sweep_sleep(MAX_SLEEP);
             if self.store.is_shared() {
@@ -128,6 +129,10 @@ impl Retention {
                     pass = false;
                 }
                 _ = self.clock.sleep_until_time(wake_at) => pass = true,
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = self.store.pace_sweep(started) => {}
             }
         }
     }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 /// The tenant of marketplace keys created without one (every key made before tenants).
 pub const DEFAULT_TENANT: &str = "default";
 /// How stale a key's `last_used_at` may get before a request writes it again.
-const LAST_USED_RESOLUTION_S: i64 = 60;
+pub(crate) const LAST_USED_RESOLUTION_S: i64 = 60;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -91,6 +91,14 @@ pub struct KeyInfo {
     pub record: ApiKeyRecord,
     /// When a request last authenticated with it (to the minute).
     pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl KeyInfo {
+    /// Whether its last use, as read, is recent enough that another need not be written.
+    pub fn used_recently(&self, now: OffsetDateTime) -> bool {
+        self.last_used_at
+            .is_some_and(|at| (now - at).whole_seconds() < LAST_USED_RESOLUTION_S)
+    }
 }
 
 /// Whether `tenant` is a valid tenant name: 1–64 of `[a-z0-9._-]`.

@@ -30,6 +30,10 @@ pub enum Store {
 /// The longest a sweep sleeps on a shared store ([`Store::sweep_sleep`]).
 pub const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The shortest time between two passes of one sweep on a shared store
+/// ([`Store::pace_sweep`]).
+const SWEEP_GAP: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Store {
     /// Opens (or creates) the embedded database in `<data_dir>/db`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
@@ -313,6 +317,25 @@ impl Store {
         match self {
             Store::Sled(_) => longest,
             Store::Postgres(_) => longest.min(CLUSTER_POLL),
+        }
+    }
+
+    /// API keys or webhook endpoints were changed by another node, or this one may have
+    /// missed word of it: what the postgres backend keeps of them is read again. (Nothing
+    /// to do on sled, which reads its own tree each time.)
+    pub fn changed_elsewhere(&self) {
+        if let Store::Postgres(p) = self {
+            p.changed_elsewhere();
+        }
+    }
+
+    /// Waits until [`SWEEP_GAP`] after `last_pass` on PostgreSQL; returns at once on sled.
+    /// There a pass is a few queries, and a sweep woken by every sale (to re-read its next
+    /// deadline) would run one per sale — the polls every [`CLUSTER_POLL`] see what it
+    /// would, a quarter of a second later at most.
+    pub async fn pace_sweep(&self, last_pass: tokio::time::Instant) {
+        if let Store::Postgres(_) = self {
+            tokio::time::sleep_until(last_pass + SWEEP_GAP).await;
         }
     }
 

@@ -38,48 +38,104 @@ async fn upsert_raw(
     record: &AllocationRecord,
     json: &serde_json::Value,
 ) -> Result<(), tokio_postgres::Error> {
+    write(client, record, json, None).await.map(drop)
+}
+
+/// Writes `record` over the stored one if that is still in state `from` (the row's lock
+/// makes a concurrent writer wait and look again); false, writing nothing, otherwise.
+/// One statement, retention entry included.
+async fn update_if(
+    client: &impl GenericClient,
+    record: &AllocationRecord,
+    from: AllocationState,
+) -> Result<bool, StoreError> {
+    let written = write(client, record, &to_json(record)?, Some(from))
+        .await
+        .map_err(db)?;
+    Ok(written > 0)
+}
+
+/// The statement of [`upsert_raw`] (`from` = `None`) and [`update_if`]; how many
+/// allocation rows it wrote.
+async fn write(
+    client: &impl GenericClient,
+    record: &AllocationRecord,
+    json: &serde_json::Value,
+    from: Option<AllocationState>,
+) -> Result<i64, tokio_postgres::Error> {
+    // The written row, then its retention entry (when it ended), in one statement.
+    macro_rules! with_queue {
+        ($write:literal) => {
+            concat!(
+                "WITH written AS (",
+                $write,
+                " RETURNING allocation_id),
+                 queued AS (
+                   INSERT INTO retention_queue (kind, started_ms, record)
+                   SELECT $14, $15, convert_to(allocation_id, 'UTF8') FROM written
+                   WHERE $14::text IS NOT NULL
+                   ON CONFLICT DO NOTHING)
+                 SELECT count(*) FROM written"
+            )
+        };
+    }
+    const UPSERT: &str = with_queue!(
+        "INSERT INTO allocations (allocation_id, tenant, order_id, state, agent_id, imei,
+           host, http_port, socks_port, created_at, expires_at, ended_at, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (allocation_id) DO UPDATE SET
+           tenant = EXCLUDED.tenant, order_id = EXCLUDED.order_id,
+           state = EXCLUDED.state, agent_id = EXCLUDED.agent_id, imei = EXCLUDED.imei,
+           host = EXCLUDED.host, http_port = EXCLUDED.http_port,
+           socks_port = EXCLUDED.socks_port, created_at = EXCLUDED.created_at,
+           expires_at = EXCLUDED.expires_at, ended_at = EXCLUDED.ended_at,
+           record = EXCLUDED.record"
+    );
+    const UPDATE_IF: &str = with_queue!(
+        "UPDATE allocations SET tenant = $2, order_id = $3, state = $4, agent_id = $5,
+           imei = $6, host = $7, http_port = $8, socks_port = $9, created_at = $10,
+           expires_at = $11, ended_at = $12, record = $13
+         WHERE allocation_id = $1 AND state = $16"
+    );
     let port = |p: Option<u16>| p.map(i32::from);
     let window = RetentionKind::of_ended(record);
     let kind = window.map(|(kind, _)| kind.as_str());
     let started = window.map(|(_, at)| started_ms(at));
-    client
-        .cached_execute(
-            "WITH written AS (
-               INSERT INTO allocations (allocation_id, tenant, order_id, state, agent_id, imei,
-                 host, http_port, socks_port, created_at, expires_at, ended_at, record)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-               ON CONFLICT (allocation_id) DO UPDATE SET
-                 tenant = EXCLUDED.tenant, order_id = EXCLUDED.order_id,
-                 state = EXCLUDED.state, agent_id = EXCLUDED.agent_id, imei = EXCLUDED.imei,
-                 host = EXCLUDED.host, http_port = EXCLUDED.http_port,
-                 socks_port = EXCLUDED.socks_port, created_at = EXCLUDED.created_at,
-                 expires_at = EXCLUDED.expires_at, ended_at = EXCLUDED.ended_at,
-                 record = EXCLUDED.record
-               RETURNING allocation_id)
-             INSERT INTO retention_queue (kind, started_ms, record)
-             SELECT $14, $15, convert_to(allocation_id, 'UTF8') FROM written
-             WHERE $14::text IS NOT NULL
-             ON CONFLICT DO NOTHING",
-            &[
-                &record.allocation_id,
-                &record.tenant,
-                &record.order_id,
-                &record.state.as_str(),
-                &record.agent_id,
-                &record.imei,
-                &record.host,
-                &port(record.http_port),
-                &port(record.socks_port),
-                &micros(record.created_at),
-                &micros(record.expires_at),
-                &record.ended_at().map(micros),
-                json,
-                &kind,
-                &started,
-            ],
-        )
-        .await?;
-    Ok(())
+    let (state, ports) = (
+        record.state.as_str(),
+        (port(record.http_port), port(record.socks_port)),
+    );
+    let (created, expires, ended) = (
+        micros(record.created_at),
+        micros(record.expires_at),
+        record.ended_at().map(micros),
+    );
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &record.allocation_id,
+        &record.tenant,
+        &record.order_id,
+        &state,
+        &record.agent_id,
+        &record.imei,
+        &record.host,
+        &ports.0,
+        &ports.1,
+        &created,
+        &expires,
+        &ended,
+        json,
+        &kind,
+        &started,
+    ];
+    let from = from.map(AllocationState::as_str);
+    let sql = match &from {
+        None => UPSERT,
+        Some(from) => {
+            params.push(from);
+            UPDATE_IF
+        }
+    };
+    client.cached_query_one(sql, &params).await?.try_get(0)
 }
 
 impl PgStore {
@@ -90,43 +146,29 @@ impl PgStore {
         &self,
         record: &AllocationRecord,
     ) -> Result<InsertOutcome, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        let existing = tx
-            .cached_query_opt(
-                "SELECT record FROM allocations
-                 WHERE tenant = $1 AND order_id = $2 AND state <> 'failed' FOR UPDATE",
-                &[&record.tenant, &record.order_id],
-            )
-            .await
-            .map_err(db)?;
-        if let Some(row) = existing {
-            let existing: AllocationRecord = from_json(row.try_get(0).map_err(db)?)?;
-            return Ok(InsertOutcome::Existing(Box::new(existing)));
-        }
-        match upsert_raw(&tx, record, &to_json(record)?).await {
-            Ok(()) => {}
+        // One statement: the unique index and the capacity trigger decide, not a read first.
+        let client = self.client().await?;
+        let inserted = upsert_raw(&client, record, &to_json(record)?).await;
+        drop(client);
+        match inserted {
+            Ok(()) => Ok(InsertOutcome::Inserted),
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                // Another node inserted this order since the read: its allocation wins.
-                drop(tx);
-                return match self
+                // The order already has a live allocation (maybe another node's, inserted
+                // a moment ago): that one is the answer.
+                match self
                     .allocation_by_order(&record.tenant, &record.order_id)
                     .await?
                 {
                     Some(existing) => Ok(InsertOutcome::Existing(Box::new(existing))),
                     None => Err(db(e)),
-                };
+                }
             }
-            Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
-                return Ok(InsertOutcome::ModemFull);
-            }
+            Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => Ok(InsertOutcome::ModemFull),
             Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                return Ok(InsertOutcome::ModemUnknown);
+                Ok(InsertOutcome::ModemUnknown)
             }
-            Err(e) => return Err(db(e)),
+            Err(e) => Err(db(e)),
         }
-        tx.commit().await.map_err(db)?;
-        Ok(InsertOutcome::Inserted)
     }
 
     /// Writes an allocation (a state change).
@@ -149,22 +191,24 @@ impl PgStore {
             self.save_allocation(record).await?;
             return Ok(true);
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        if let Some(from) = from {
-            let row = tx
-                .cached_query_opt(
-                    "SELECT state FROM allocations WHERE allocation_id = $1 FOR UPDATE",
-                    &[&record.allocation_id],
-                )
-                .await
-                .map_err(db)?;
-            let stored: Option<String> = row.map(|r| r.try_get(0)).transpose().map_err(db)?;
-            if stored.as_deref() != Some(from.as_str()) {
-                return Ok(false);
+        if deliveries.is_empty() {
+            if let Some(from) = from {
+                let client = self.client().await?;
+                return update_if(&client, record, from).await;
             }
         }
-        upsert(&tx, record).await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let written = match from {
+            Some(from) => update_if(&tx, record, from).await?,
+            None => {
+                upsert(&tx, record).await?;
+                true
+            }
+        };
+        if !written {
+            return Ok(false);
+        }
         super::webhooks::insert_deliveries(&tx, deliveries).await?;
         tx.commit().await.map_err(db)?;
         Ok(true)

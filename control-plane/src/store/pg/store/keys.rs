@@ -3,11 +3,9 @@
 
 use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
+use crate::store::keys::LAST_USED_RESOLUTION_S;
 use crate::store::{key_id, secret_hash, ApiKeyRecord, KeyInfo, StoreError};
 use time::OffsetDateTime;
-
-/// `last_used_at` is kept to the minute: at most one write a minute per key.
-const LAST_USED_RESOLUTION_S: i64 = 60;
 
 impl PgStore {
     /// Stores the hash of `key`; returns the key's id.
@@ -27,6 +25,7 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+        self.changed_here().await;
         Ok(id)
     }
 
@@ -36,19 +35,28 @@ impl PgStore {
         key: &str,
         now: OffsetDateTime,
     ) -> Result<Option<KeyInfo>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .cached_query_opt(
-                "SELECT key_id, record, last_used_s FROM api_keys WHERE key_hash = $1",
-                &[&secret_hash(key)],
-            )
-            .await
-            .map_err(db)?;
-        let Some(row) = row else {
-            return Ok(None);
+        let hash = secret_hash(key);
+        let info = match self.cache.key(&hash) {
+            Some(kept) => kept,
+            None => {
+                let generation = self.cache.generation();
+                let row = self
+                    .client()
+                    .await?
+                    .cached_query_opt(
+                        "SELECT key_id, record, last_used_s FROM api_keys WHERE key_hash = $1",
+                        &[&hash],
+                    )
+                    .await
+                    .map_err(db)?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let info = key_info(&row)?;
+                self.cache.put_key(hash, info.clone(), generation);
+                info
+            }
         };
-        let info = key_info(&row)?;
         if info.record.expires_at.is_some_and(|at| at <= now) {
             return Ok(None);
         }
@@ -72,6 +80,9 @@ impl PgStore {
 
     /// Whether a key with this id is stored (and so still valid, unless expired).
     pub async fn api_key_exists(&self, key_id: &str) -> Result<bool, StoreError> {
+        if self.cache.has_key_id(key_id) {
+            return Ok(true);
+        }
         let row = self
             .client()
             .await?
@@ -83,7 +94,8 @@ impl PgStore {
 
     /// Deletes the key with this id; its record, if there was one.
     pub async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.client()
+        let revoked = self
+            .client()
             .await?
             .cached_query_opt(
                 "DELETE FROM api_keys WHERE key_id = $1 RETURNING record",
@@ -92,7 +104,9 @@ impl PgStore {
             .await
             .map_err(db)?
             .map(|row| from_json(row.try_get(0).map_err(db)?))
-            .transpose()
+            .transpose()?;
+        self.changed_here().await;
+        Ok(revoked)
     }
 
     /// Notes that the key with this id authenticated a request at `now` (at most one
@@ -100,7 +114,8 @@ impl PgStore {
     pub async fn touch_api_key(&self, id: &str, now: OffsetDateTime) -> Result<(), StoreError> {
         let at = now.unix_timestamp();
         let stale = at - LAST_USED_RESOLUTION_S;
-        self.client()
+        let written = self
+            .client()
             .await?
             .cached_execute(
                 "UPDATE api_keys SET last_used_s = $2
@@ -109,6 +124,11 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+        if written > 0 {
+            // The copy here shows the old last use (and would have every request ask
+            // again).
+            self.cache.note_used(id, now);
+        }
         Ok(())
     }
 }

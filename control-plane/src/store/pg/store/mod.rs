@@ -13,6 +13,7 @@
 mod agents;
 mod allocations;
 mod audit;
+mod cache;
 mod commands;
 mod keys;
 mod modems;
@@ -39,6 +40,8 @@ pub struct PgStore {
     pool: Pool,
     /// Whether this node holds the sweeping lock (`pg::lock`).
     sweeping: std::sync::Arc<super::lock::Sweeping>,
+    /// Keys and webhook endpoints as last read (`cache`).
+    cache: std::sync::Arc<cache::Cache>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -57,6 +60,22 @@ impl PgStore {
         PgStore {
             pool,
             sweeping: Default::default(),
+            cache: Default::default(),
+        }
+    }
+
+    /// Keys or webhook endpoints were changed by another node (or this node may have
+    /// missed word of such a change): what this node kept of them is read again.
+    pub fn changed_elsewhere(&self) {
+        self.cache.changed();
+    }
+
+    /// Keys or webhook endpoints were changed here: the copies here are dropped and the
+    /// other nodes told to drop theirs (`cache`).
+    async fn changed_here(&self) {
+        self.cache.changed();
+        if let Err(e) = self.notify(channel::CHANGED, "").await {
+            tracing::warn!("cannot tell the other nodes that keys or webhook endpoints changed (they read them again within {:?}): {e}", cache::FRESH);
         }
     }
 

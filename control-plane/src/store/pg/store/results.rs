@@ -16,6 +16,8 @@ pub mod channel {
     pub const RESULTS: &str = "farmhand_results";
     /// An agent was revoked (payload: the agent id).
     pub const REVOKED: &str = "farmhand_revoked";
+    /// API keys or webhook endpoints changed (no payload): copies kept of them are stale.
+    pub const CHANGED: &str = "farmhand_changed";
 }
 
 /// A result waiting for the node that sent the command.

@@ -25,7 +25,12 @@ fn at_ms(ms: u64) -> OffsetDateTime {
 impl PgStore {
     /// Every registered endpoint, by id.
     pub async fn webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        self.client()
+        if let Some(kept) = self.cache.endpoints() {
+            return Ok(kept);
+        }
+        let generation = self.cache.generation();
+        let endpoints = self
+            .client()
             .await?
             .cached_query(
                 "SELECT record FROM webhook_endpoints ORDER BY webhook_id",
@@ -35,7 +40,9 @@ impl PgStore {
             .map_err(db)?
             .iter()
             .map(|row| from_json(row.try_get(0).map_err(db)?))
-            .collect()
+            .collect::<Result<Vec<WebhookEndpoint>, StoreError>>()?;
+        self.cache.put_endpoints(endpoints.clone(), generation);
+        Ok(endpoints)
     }
 
     /// One endpoint.
@@ -67,6 +74,7 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+        self.changed_here().await;
         Ok(())
     }
 
@@ -82,6 +90,7 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+        self.changed_here().await;
         Ok(removed > 0)
     }
 
