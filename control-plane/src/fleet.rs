@@ -214,6 +214,7 @@ impl Fleet {
         agent.site = Some(inventory.site);
         agent.proxysmart_reachable = inventory.proxysmart_reachable;
         // The whole view is replaced: an inventory without the field lifts an earlier cap.
+        let capacity_changed = agent.max_ports_per_modem != inventory.max_ports_per_modem;
         agent.max_ports_per_modem = inventory.max_ports_per_modem;
         agent.capabilities = inventory.capabilities.unwrap_or_default();
         let modems: BTreeMap<String, Modem> = inventory
@@ -222,6 +223,7 @@ impl Fleet {
             .map(|m| (m.imei.clone(), m))
             .collect();
         let old = std::mem::replace(&mut agent.modems, modems);
+        let modems_changed = capacity_changed || !old.keys().eq(agent.modems.keys());
         let transitions = transitions::between(&old, &agent.modems, agent.site.as_ref());
         let seen: Vec<(String, bool)> = agent
             .modems
@@ -245,6 +247,7 @@ impl Fleet {
         Update {
             duplicates: self.new_duplicates(agent_id, &before),
             transitions,
+            modems_changed,
         }
     }
 
@@ -257,9 +260,11 @@ impl Fleet {
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
         agent.proxysmart_reachable = changes.proxysmart_reachable;
         let mut old = BTreeMap::new();
+        let mut modems_changed = false;
         for imei in &changes.removed {
             if let Some(modem) = agent.modems.remove(imei) {
                 old.insert(imei.clone(), modem);
+                modems_changed = true;
             }
         }
         let seen: Vec<(String, bool)> = changes
@@ -268,8 +273,11 @@ impl Fleet {
             .map(|m| (m.imei.clone(), m.online))
             .collect();
         for modem in changes.changed {
-            if let Some(was) = agent.modems.insert(modem.imei.clone(), modem) {
-                old.insert(was.imei.clone(), was);
+            match agent.modems.insert(modem.imei.clone(), modem) {
+                Some(was) => {
+                    old.insert(was.imei.clone(), was);
+                }
+                None => modems_changed = true,
             }
         }
         let transitions = transitions::between(&old, &agent.modems, agent.site.as_ref());
@@ -287,6 +295,7 @@ impl Fleet {
         Update {
             duplicates: self.new_duplicates(agent_id, &before),
             transitions,
+            modems_changed,
         }
     }
 

@@ -91,6 +91,7 @@ pub const NON_CONFIG_VARIABLES: &[&str] = &[
     "FARMHAND_MARKETPLACE_KEY",
     "FARMHAND_TEST_PATIENCE",
     "FARMHAND_REQUIRE_POSTGRES",
+    "FARMHAND_TEST_STORE",
 ];
 
 /// `FARMHAND_` + `path` with `.` as `_`, upper case.

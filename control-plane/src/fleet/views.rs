@@ -162,6 +162,9 @@ pub struct Update {
     pub duplicates: Vec<Duplicate>,
     /// Modems that went online or offline.
     pub transitions: Vec<ModemTransition>,
+    /// Whether modems joined or left the agent, or their capacity changed (a store that
+    /// keeps modems records them again: `Store::record_modems`).
+    pub modems_changed: bool,
 }
 
 /// Who reports an IMEI (`Fleet::locate`).

@@ -7,6 +7,7 @@ use super::stack::LOOPBACK_TARGETS;
 use super::within;
 use anyhow::Context;
 use farmhand_agent::AgentConfig;
+use farmhand_test_support::postgres::PgCluster;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -136,12 +137,19 @@ pub struct PlaneProcess {
     pub market: Api,
     dir: PathBuf,
     proc: Option<Proc>,
+    /// Its PostgreSQL, with `FARMHAND_TEST_STORE=postgres` (`stack::TEST_STORE`).
+    database: Option<PgCluster>,
 }
 
 impl PlaneProcess {
     /// Writes `control.toml` (with `extra` TOML lines, e.g. `heartbeat_interval_s = 1`) in
     /// `dir`, creates the keys offline, starts the server and waits for `/healthz`.
     pub async fn start(dir: &Path, extra: &str) -> anyhow::Result<PlaneProcess> {
+        if let Some(database) = super::stack::test_database()? {
+            let mut plane = Self::start_node(dir, extra, &database.url, None).await?;
+            plane.database = Some(database);
+            return Ok(plane);
+        }
         let port = free_port()?;
         let data = dir.join("data");
         std::fs::write(
@@ -160,6 +168,7 @@ impl PlaneProcess {
             url,
             dir: dir.to_path_buf(),
             proc: None,
+            database: None,
         };
         plane.restart().await?;
         Ok(plane)
@@ -204,6 +213,7 @@ impl PlaneProcess {
             url,
             dir: dir.to_path_buf(),
             proc: None,
+            database: None,
         };
         plane.restart().await?;
         Ok(plane)

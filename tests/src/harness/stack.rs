@@ -10,9 +10,10 @@ use anyhow::Context;
 use farmhand_agent::config::pin::Pin;
 use farmhand_agent::plane::tls::Trust;
 use farmhand_agent::{AgentConfig, AgentStatus, ControlPlaneConfig, Masked, ProxysmartConfig};
-use farmhand_control::config::TlsConfig;
+use farmhand_control::config::{Backend, PgTls, StoreConfig, TlsConfig};
 use farmhand_control::{ControlPlane, Role, ServerConfig};
 use farmhand_protocol::Site;
+use farmhand_test_support::postgres::PgCluster;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +124,8 @@ pub struct Stack {
     pub agent_dir: TempDir,
     /// The plane's certificate files, when it serves HTTPS.
     pub plane_tls: Option<PlaneTls>,
+    /// The plane's PostgreSQL, with `FARMHAND_TEST_STORE=postgres` ([`test_store`]).
+    pub database: Option<PgCluster>,
     agent_config: AgentConfig,
     agent_status: Arc<AgentStatus>,
     agent: Option<(CancellationToken, JoinHandle<()>)>,
@@ -156,6 +159,7 @@ impl Stack {
         // loopback targets (a plane's default refuses them); `configure_plane` may change it.
         config.webhooks.allow_private_targets = LOOPBACK_TARGETS.map(String::from).to_vec();
         (options.configure_plane)(&mut config);
+        let database = test_store(&mut config)?;
         let plane = ControlPlane::open(config)
             .await
             .context("opening the control plane")?;
@@ -228,6 +232,7 @@ impl Stack {
         let mut stack = Stack {
             sim,
             plane_url,
+            database,
             admin,
             market,
             admin_key,
@@ -407,4 +412,36 @@ async fn start_sim(options: &StackOptions, stop: &CancellationToken) -> anyhow::
         ..SimConfig::default()
     };
     Ok(sim::start(listener, config, stop.child_token()).await?)
+}
+
+/// The variable that puts the stack's control plane on a throw-away PostgreSQL:
+/// `FARMHAND_TEST_STORE=postgres` (CI runs the end-to-end suite once more so; unset, the
+/// plane keeps the default embedded store).
+pub const TEST_STORE: &str = "FARMHAND_TEST_STORE";
+
+/// Points `config` at a new PostgreSQL cluster when [`TEST_STORE`] asks for one, and
+/// returns it: it lives as long as the stack.
+fn test_store(config: &mut ServerConfig) -> anyhow::Result<Option<PgCluster>> {
+    let database = test_database()?;
+    if let Some(database) = &database {
+        config.store = StoreConfig {
+            backend: Backend::Postgres,
+            url: Some(database.url.clone()),
+            tls: PgTls::Disable,
+            ..StoreConfig::default()
+        };
+    }
+    Ok(database)
+}
+
+/// A new PostgreSQL cluster when [`TEST_STORE`] asks for one (it must then be
+/// installed); `None` for the default embedded store.
+pub(super) fn test_database() -> anyhow::Result<Option<PgCluster>> {
+    match std::env::var(TEST_STORE).as_deref() {
+        Err(_) | Ok("" | "sled") => Ok(None),
+        Ok("postgres") => PgCluster::start()
+            .map(Some)
+            .with_context(|| format!("{TEST_STORE}=postgres: no PostgreSQL to start")),
+        Ok(other) => anyhow::bail!("{TEST_STORE}={other:?}: expected sled or postgres"),
+    }
 }
