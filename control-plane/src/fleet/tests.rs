@@ -247,3 +247,52 @@ fn outage_clocks_start_when_down_and_reset_when_back() {
     // An agent not seen since the plane started is away since then.
     assert!(fleet.outage("never", "9").agent_away_since.is_some());
 }
+
+#[test]
+fn an_update_says_when_modems_join_or_leave_or_their_capacity_changes() {
+    let fleet = Fleet::new(2);
+    fleet.connected("a1", "s1", "0.1.0");
+    let modems = vec![modem("1", "O2", true), modem("2", "O2", true)];
+    // The first inventory brings modems, none of which went on or offline.
+    let first = fleet.replace_inventory("a1", inventory(modems.clone(), None));
+    assert!(first.transitions.is_empty());
+    assert!(first.modems_changed);
+    assert!(
+        !fleet
+            .replace_inventory("a1", inventory(modems.clone(), None))
+            .modems_changed
+    );
+    assert!(
+        fleet
+            .replace_inventory("a1", inventory(modems.clone(), Some(1)))
+            .modems_changed,
+        "the seller's cap changes every modem's capacity"
+    );
+    let changes = |changed: Vec<Modem>, removed: Vec<String>| ModemsChanged {
+        proxysmart_reachable: true,
+        changed,
+        removed,
+    };
+    let signal = Modem {
+        signal: Some(5),
+        ..modem("1", "O2", true)
+    };
+    assert!(
+        !fleet
+            .apply_changes("a1", changes(vec![signal], vec![]))
+            .modems_changed
+    );
+    let joined = fleet.apply_changes("a1", changes(vec![modem("3", "O2", true)], vec![]));
+    assert!(joined.modems_changed);
+    assert!(
+        fleet
+            .apply_changes("a1", changes(vec![], vec!["2".into()]))
+            .modems_changed
+    );
+    assert!(
+        !fleet
+            .apply_changes("a1", changes(vec![], vec!["2".into()]))
+            .modems_changed,
+        "a modem already gone"
+    );
+}
