@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "session_views",
         include_str!("../../../migrations/0004_session_views.sql"),
     ),
+    (
+        5,
+        "allocations_by_order",
+        include_str!("../../../migrations/0005_allocations_by_order.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (any constant: "farmhand" in ASCII).

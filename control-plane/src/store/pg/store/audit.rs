@@ -111,7 +111,7 @@ impl PgStore {
                 "DELETE FROM audit WHERE seq IN (
                    SELECT seq FROM audit
                    WHERE at < $1 AND seq < (SELECT max(seq) FROM audit)
-                   ORDER BY seq LIMIT $2)",
+                   ORDER BY at LIMIT $2)",
                 &[&cutoff, &max],
             )
             .await
