@@ -82,6 +82,10 @@ struct Args {
     /// restarting) and measure how long until all agents are back.
     #[arg(long)]
     storm: bool,
+    /// At the end, print `SWARM failover-ready`, wait for sessions to drop (a node of the
+    /// cluster killed) and measure how long until every agent is back, on the other nodes.
+    #[arg(long, conflicts_with = "storm")]
+    failover: bool,
     /// First two IMEI digits; distinct per run against one plane (default: from the clock).
     #[arg(long)]
     imei_prefix: Option<u8>,
@@ -194,6 +198,9 @@ async fn main() -> Result<()> {
     if args.storm {
         out["storm"] = storm(&swarm, &admin, args.modems, limit).await?;
     }
+    if args.failover {
+        out["failover"] = failover(&swarm, &admin, args.modems, limit).await?;
+    }
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -257,6 +264,37 @@ async fn storm(swarm: &Swarm, admin: &Api, modems: usize, limit: Duration) -> Re
         "listed_s": listed.as_secs_f64(),
         "connection_errors": swarm.fleet.errors() - errors_before,
         "refusals": refusals}))
+}
+
+/// Waits for some sessions to drop (a node killed), then times until every agent is back
+/// (on the nodes left: each tries the next URL) and every modem is listed again by the
+/// first URL's node.
+async fn failover(swarm: &Swarm, admin: &Api, modems: usize, limit: Duration) -> Result<Value> {
+    let agents = swarm.agents();
+    say("SWARM failover-ready");
+    swarm.wait_online(limit, |n| n < agents).await?;
+    let errors_before = swarm.fleet.errors();
+    let fewest = Arc::new(std::sync::atomic::AtomicUsize::new(agents));
+    let low = fewest.clone();
+    let back = swarm
+        .wait_online(limit, move |n| {
+            low.fetch_min(n, std::sync::atomic::Ordering::SeqCst);
+            n == agents
+        })
+        .await?;
+    let listed = back + wait_modems(admin, agents * modems, Duration::from_secs(1), limit).await?;
+    let fewest = fewest.load(std::sync::atomic::Ordering::SeqCst);
+    say(&format!(
+        "failover: all {agents} agents back {:.1} s after the first session dropped \
+         (at most {} were away), modems listed after {:.1} s",
+        back.as_secs_f64(),
+        agents - fewest,
+        listed.as_secs_f64()
+    ));
+    Ok(json!({"reconnected_s": back.as_secs_f64(),
+        "listed_s": listed.as_secs_f64(),
+        "most_away": agents - fewest,
+        "connection_errors": swarm.fleet.errors() - errors_before}))
 }
 
 fn secs(since: Instant) -> f64 {

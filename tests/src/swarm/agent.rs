@@ -82,7 +82,7 @@ pub async fn run(me: Identity, fleet: Arc<Fleet>, stop: CancellationToken, kick:
     loop {
         let ended = tokio::select! {
             _ = stop.cancelled() => return,
-            ended = session(&me, &fleet, &kick, &mut back_since) => ended,
+            ended = session(&me, &fleet, &kick, &mut back_since, failures) => ended,
         };
         let delay = match ended {
             Ok(End::Churned) => {
@@ -142,8 +142,9 @@ async fn session(
     fleet: &Fleet,
     kick: &Kick,
     back_since: &mut Option<Instant>,
+    attempt: u32,
 ) -> anyhow::Result<End> {
-    let base = fleet.url_for(&me.agent_id);
+    let base = fleet.url_for(&me.agent_id, attempt);
     let url = format!("{}/v1/agent/connect", base.replacen("http", "ws", 1));
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), false);
     let connected = timeout(Duration::from_secs(20), connect)

@@ -47,11 +47,14 @@ impl Fleet {
         }
     }
 
-    /// The node `agent_id` connects to: the agents are spread evenly over the nodes.
-    pub fn url_for(&self, agent_id: &str) -> &str {
+    /// The node `agent_id` connects to on its `attempt`-th try since it was last welcomed:
+    /// the agents are spread evenly over the nodes, and one whose node failed it tries
+    /// the next (as an agent given several URLs does).
+    pub fn url_for(&self, agent_id: &str, attempt: u32) -> &str {
         let n = agent_id
             .bytes()
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let n = n.wrapping_add(attempt as usize);
         self.urls
             .get(n % self.urls.len().max(1))
             .map_or("", String::as_str)
