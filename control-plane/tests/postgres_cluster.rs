@@ -234,6 +234,67 @@ async fn two_nodes_releasing_one_allocation_at_once_release_it_once() {
     assert_eq!(a.audit_count("allocation_released").await, 1);
 }
 
+/// Two nodes asked to renew one allocation at the same moment, both having read the same
+/// expiry: both renewals count (one is made again on top of the other), not one lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_renewing_one_allocation_at_once_extend_it_twice() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let mut agent = b.agent_with_modem(IMEI).await;
+    let sold = allocate(&b, &mut agent, "renewed-twice").await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+    let before = time::OffsetDateTime::parse(
+        sold["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+
+    let path = format!("/v1/allocations/{id}/renew");
+    let asks = [&a, &b].map(|plane| {
+        let (p, path) = (Arc::clone(plane), path.clone());
+        tokio::spawn(async move {
+            p.post(&path, &p.market, serde_json::json!({"duration_s": 3600}))
+                .await
+        })
+    });
+    // Both update_port commands arrive before either is answered: both nodes read the
+    // same expiry.
+    let first = agent.next_command().await;
+    let second = agent.next_command().await;
+    let answering = tokio::spawn(async move {
+        for command in [first, second] {
+            answer_update(&mut agent, command).await;
+        }
+        loop {
+            let command = agent.next_command().await;
+            answer_update(&mut agent, command).await;
+        }
+    });
+    for ask in asks {
+        let reply = ask.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    answering.abort();
+    let stored = a.store().allocation(&id).await.unwrap().unwrap();
+    assert_eq!(stored.expires_at, before + time::Duration::seconds(7200));
+}
+
+/// Answers an `update_port` command successfully.
+async fn answer_update(agent: &mut support::agent::FakeAgent, command: farmhand_protocol::Command) {
+    let farmhand_protocol::CommandBody::UpdatePort(u) = command.body else {
+        panic!("expected update_port, got {command:?}")
+    };
+    let output = farmhand_protocol::CommandOutput::UpdatePort(farmhand_protocol::Updated {
+        allocation_id: u.allocation_id,
+    });
+    agent
+        .answer(&command.id, farmhand_protocol::Outcome::Ok { output })
+        .await;
+}
+
 /// Nodes keep the keys that authenticated rather than read them for every request: a key
 /// revoked on one node is refused there at once and by the others as soon as they hear of
 /// it (the database's notification), not served from what they kept.

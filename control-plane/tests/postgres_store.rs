@@ -871,10 +871,9 @@ macro_rules! webhooks {
     ($store:ident) => {{
         let t0 = now();
         let ms = farmhand_control::ids::unix_ms;
-        $store
-            .put_webhook_endpoint(&endpoint("wh_b", Some("acme")))
-            .await
-            .unwrap();
+        // Built once: two calls of `endpoint` may fall in different seconds.
+        let wh_b = endpoint("wh_b", Some("acme"));
+        $store.put_webhook_endpoint(&wh_b).await.unwrap();
         $store
             .put_webhook_endpoint(&endpoint("wh_a", None))
             .await
@@ -887,10 +886,7 @@ macro_rules! webhooks {
             .map(|e| e.webhook_id)
             .collect();
         assert_eq!(listed, ["wh_a", "wh_b"]);
-        assert_eq!(
-            $store.webhook_endpoint("wh_b").await.unwrap(),
-            Some(endpoint("wh_b", Some("acme")))
-        );
+        assert_eq!($store.webhook_endpoint("wh_b").await.unwrap(), Some(wh_b));
 
         let mut seqs = Vec::new();
         for _ in 0..3 {

@@ -13,7 +13,7 @@
 
 use super::Allocator;
 use crate::clock::Sweeps;
-use crate::store::{AllocationState, AuditAction, ReleaseReason, StoreError};
+use crate::store::{AllocationState, AuditAction, Expected, ReleaseReason, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -123,7 +123,7 @@ impl Allocator {
                 return Ok(());
             }
             info!(allocation_id, "allocation expired: releasing it");
-            let from = record.state;
+            let from = Expected::of(&record);
             record.state = AllocationState::Releasing;
             record.release_reason = Some(ReleaseReason::Expired);
             if !self.store.save_change(&record, Some(from), &[]).await? {

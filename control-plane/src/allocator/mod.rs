@@ -42,8 +42,8 @@ use crate::events::{EventType, Events};
 use crate::fleet::Fleet;
 use crate::gateway::{DispatchError, Gateway};
 use crate::store::{
-    AllocationRecord, AllocationRequest, AllocationState, AuditAction, ReleaseReason, Store,
-    StoreError,
+    AllocationRecord, AllocationRequest, AllocationState, AuditAction, Expected, ReleaseReason,
+    Store, StoreError,
 };
 use farmhand_protocol::{CommandError, Secret};
 use locks::KeyedLocks;
@@ -377,7 +377,7 @@ impl Allocator {
         record: &mut AllocationRecord,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let from = record.state;
+        let from = Expected::of(record);
         released(record, self.clock.now());
         if !self
             .save_reporting(record, Some(from), EventType::AllocationReleased)
@@ -422,12 +422,12 @@ impl Allocator {
     /// Saves `record` with the event `kind` reporting its change, in one durable step
     /// (`Store::save_change`): a change that reached the store is never without its
     /// webhook deliveries, whatever kills the process afterwards. Given `from`, only if the
-    /// stored record is still in that state; false when another node or request changed it
+    /// stored record is still as it expects; false when another node or request changed it
     /// first (nothing written, no event).
     async fn save_reporting(
         &self,
         record: &AllocationRecord,
-        from: Option<AllocationState>,
+        from: Option<Expected>,
         kind: EventType,
     ) -> Result<bool, StoreError> {
         let deliveries = if self.events.wants(kind) {
@@ -455,8 +455,11 @@ impl Allocator {
         why: &str,
     ) -> Result<bool, StoreError> {
         warn!(allocation_id = %record.allocation_id, "{why}: failing an allocation left pending");
+        let pending = Some(Expected {
+            state: AllocationState::Pending,
+            expires_at: record.expires_at,
+        });
         fail(record, why);
-        let pending = Some(AllocationState::Pending);
         let failed = self
             .save_reporting(record, pending, EventType::AllocationFailed)
             .await?;

@@ -7,7 +7,7 @@
 
 use super::{AllocError, Allocator};
 use crate::gateway::DispatchError;
-use crate::store::{AllocationRecord, AllocationState, AuditAction, ReleaseReason};
+use crate::store::{AllocationRecord, AllocationState, AuditAction, Expected, ReleaseReason};
 use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Release};
 use tracing::info;
 
@@ -41,7 +41,7 @@ impl Allocator {
                     ))
                 }
                 AllocationState::Active | AllocationState::Replaced => {
-                    let from = record.state;
+                    let from = Expected::of(&record);
                     let mut releasing = record.clone();
                     releasing.state = AllocationState::Releasing;
                     releasing.release_reason = Some(ReleaseReason::Cancelled);

@@ -233,6 +233,28 @@ pub struct AllocationPage {
     pub next_cursor: Option<String>,
 }
 
+/// What a conditional change expects of the stored record (`Store::save_change`): still
+/// in `state` and still expiring at `expires_at` — as the writer read it. Another node's
+/// release, expiry sweep or renewal made meanwhile is then not overwritten: the writer
+/// hears `false` and looks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// The state read.
+    pub state: AllocationState,
+    /// The expiry read.
+    pub expires_at: OffsetDateTime,
+}
+
+impl Expected {
+    /// What `record`, as read, says.
+    pub fn of(record: &AllocationRecord) -> Self {
+        Expected {
+            state: record.state,
+            expires_at: record.expires_at,
+        }
+    }
+}
+
 impl AllocationRecord {
     /// When the allocation ended — released, or failed (a provisioning failure ends where
     /// it began; a failed repair when it failed) — which is when its credential retention

@@ -6,8 +6,8 @@
 //! one. The default tenant's order keys are the bare order id, as before tenants existed.
 
 use super::{
-    decode, encode, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, SledStore,
-    StoreError, DEFAULT_TENANT,
+    decode, encode, AllocationPage, AllocationRecord, AllocationState, Expected, InsertOutcome,
+    SledStore, StoreError, DEFAULT_TENANT,
 };
 use farmhand_protocol::DesiredPort;
 use serde::Deserialize;
@@ -78,7 +78,7 @@ impl SledStore {
     pub async fn save_change(
         &self,
         record: &AllocationRecord,
-        from: Option<AllocationState>,
+        from: Option<Expected>,
         deliveries: &[super::Delivery],
     ) -> Result<bool, StoreError> {
         if !self.write_with(record, deliveries, from)? {
@@ -94,14 +94,14 @@ impl SledStore {
         &self,
         record: &AllocationRecord,
         deliveries: &[super::Delivery],
-        from: Option<AllocationState>,
+        from: Option<Expected>,
     ) -> Result<bool, StoreError> {
         let value = encode(record)?;
         let rows = super::webhooks::delivery_rows(deliveries)?;
         let live = self.live.lock();
         if let Some(from) = from {
             let stored = self.allocations.get(record.allocation_id.as_bytes())?;
-            if stored.as_deref().and_then(stored_state) != Some(from) {
+            if stored.as_deref().and_then(stored_expected) != Some(from) {
                 return Ok(false);
             }
         }
@@ -150,7 +150,10 @@ impl SledStore {
             // Written without `insert_allocation` (tests, repairs): index it too.
             self.by_tenant.insert(tenant_key(record), &[])?;
         }
-        let before = previous.as_deref().and_then(stored_state);
+        let before = previous
+            .as_deref()
+            .and_then(stored_expected)
+            .map(|e| e.state);
         live.note(record);
         live.counted(before, record.state);
         drop(live);
@@ -395,12 +398,17 @@ pub(crate) fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
 }
 
 /// The state of a stored record, decoding nothing else.
-fn stored_state(raw: &[u8]) -> Option<AllocationState> {
+fn stored_expected(raw: &[u8]) -> Option<Expected> {
     #[derive(Deserialize)]
     struct StateOnly {
         state: AllocationState,
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
     }
     serde_json::from_slice::<StateOnly>(raw)
         .ok()
-        .map(|s| s.state)
+        .map(|s| Expected {
+            state: s.state,
+            expires_at: s.expires_at,
+        })
 }

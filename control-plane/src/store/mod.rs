@@ -28,7 +28,7 @@ mod webhooks;
 
 pub use agents::AgentRecord;
 pub use allocation_record::{
-    AllocationPage, AllocationRecord, AllocationRequest, AllocationState, InsertOutcome,
+    AllocationPage, AllocationRecord, AllocationRequest, AllocationState, Expected, InsertOutcome,
     ReleaseReason, Replacement, ReplacementReason,
 };
 pub(crate) use allocations::tenant_key;

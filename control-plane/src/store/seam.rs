@@ -300,7 +300,7 @@ impl Store {
     pub async fn save_change(
         &self,
         record: &AllocationRecord,
-        from: Option<AllocationState>,
+        from: Option<crate::store::Expected>,
         deliveries: &[Delivery],
     ) -> Result<bool, StoreError> {
         match self {

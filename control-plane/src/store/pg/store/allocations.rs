@@ -7,8 +7,8 @@ use super::retention::started_ms;
 use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::{
-    tenant_key, AllocationPage, AllocationRecord, AllocationState, InsertOutcome, RetentionKind,
-    StoreError,
+    tenant_key, AllocationPage, AllocationRecord, AllocationState, Expected, InsertOutcome,
+    RetentionKind, StoreError,
 };
 use deadpool_postgres::GenericClient;
 use farmhand_protocol::DesiredPort;
@@ -41,13 +41,13 @@ async fn upsert_raw(
     write(client, record, json, None).await.map(drop)
 }
 
-/// Writes `record` over the stored one if that is still in state `from` (the row's lock
-/// makes a concurrent writer wait and look again); false, writing nothing, otherwise.
+/// Writes `record` over the stored one if that is still as `from` expects (the row's
+/// lock makes a concurrent writer wait and look again); false, writing nothing, otherwise.
 /// One statement, retention entry included.
 async fn update_if(
     client: &impl GenericClient,
     record: &AllocationRecord,
-    from: AllocationState,
+    from: Expected,
 ) -> Result<bool, StoreError> {
     let written = write(client, record, &to_json(record)?, Some(from))
         .await
@@ -61,7 +61,7 @@ async fn write(
     client: &impl GenericClient,
     record: &AllocationRecord,
     json: &serde_json::Value,
-    from: Option<AllocationState>,
+    from: Option<Expected>,
 ) -> Result<i64, tokio_postgres::Error> {
     // The written row, then its retention entry (when it ended), in one statement.
     macro_rules! with_queue {
@@ -95,7 +95,7 @@ async fn write(
         "UPDATE allocations SET tenant = $2, order_id = $3, state = $4, agent_id = $5,
            imei = $6, host = $7, http_port = $8, socks_port = $9, created_at = $10,
            expires_at = $11, ended_at = $12, record = $13
-         WHERE allocation_id = $1 AND state = $16"
+         WHERE allocation_id = $1 AND state = $16 AND expires_at = $17"
     );
     let port = |p: Option<u16>| p.map(i32::from);
     let window = RetentionKind::of_ended(record);
@@ -127,11 +127,12 @@ async fn write(
         &kind,
         &started,
     ];
-    let from = from.map(AllocationState::as_str);
+    let from = from.map(|f| (f.state.as_str(), micros(f.expires_at)));
     let sql = match &from {
         None => UPSERT,
-        Some(from) => {
-            params.push(from);
+        Some((state, expires_at)) => {
+            params.push(state);
+            params.push(expires_at);
             UPDATE_IF
         }
     };
@@ -184,7 +185,7 @@ impl PgStore {
     pub async fn save_change(
         &self,
         record: &AllocationRecord,
-        from: Option<AllocationState>,
+        from: Option<Expected>,
         deliveries: &[crate::store::Delivery],
     ) -> Result<bool, StoreError> {
         if from.is_none() && deliveries.is_empty() {
