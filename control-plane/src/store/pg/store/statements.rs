@@ -1,4 +1,4 @@
-//! Statements prepared once per connection: every query of the store runs through these,
+//! Statements prepared once per connection: every query of `PgStore` runs through these,
 //! so a statement costs one round trip to the server, not two (a text query is parsed and
 //! described before it runs), and the server plans it once per connection. The SQL given
 //! must be fixed text (constants formatted in are fine): it is the cache's key.
