@@ -59,6 +59,9 @@ struct Session {
     ctx: Arc<GatewayCtx>,
     last_sent: Instant,
     last_received: Instant,
+    /// Whether this session's first inventory arrived: that one always reports the modems
+    /// (another node may have written them while the agent was there).
+    inventory_seen: bool,
 }
 
 /// Runs an authenticated session until it ends, then unregisters it.
@@ -100,6 +103,7 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
         ctx,
         last_sent: now,
         last_received: now,
+        inventory_seen: false,
     };
     // `open`, `handle` and the closing steps are boxed: a future is as large as its largest
     // state, and ten thousand idle sessions should each hold only the select loop's state
@@ -257,7 +261,8 @@ impl Session {
         debug!(agent_id = %self.agent_id, frame = frame_name(&message), "received frame");
         match message {
             AgentMessage::Inventory(inventory) => {
-                let update = self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
+                let mut update = self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
+                update.modems_changed |= !std::mem::replace(&mut self.inventory_seen, true);
                 self.fleet_changed(update);
             }
             AgentMessage::ModemsChanged(changes) => {

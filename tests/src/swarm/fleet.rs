@@ -47,9 +47,11 @@ impl Fleet {
         }
     }
 
-    /// The node `agent_id` connects to on its `attempt`-th try since it was last welcomed:
-    /// the agents are spread evenly over the nodes, and one whose node failed it tries
-    /// the next (as an agent given several URLs does).
+    /// The node `agent_id` connects to on its `attempt`-th try (`agent::run` counts from 0
+    /// and moves on by one after every session or failed try): the agents are spread
+    /// evenly over the nodes at first, and one whose session ended tries the next node (as
+    /// an agent given several URLs does), so with several URLs a churned agent comes back
+    /// on another node.
     pub fn url_for(&self, agent_id: &str, attempt: u32) -> &str {
         let n = agent_id
             .bytes()

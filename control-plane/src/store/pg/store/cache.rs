@@ -3,15 +3,18 @@
 //! to. Without it each request and each event would cost those reads again.
 //!
 //! A copy is good while nothing changed: every write of those rows on this node drops
-//! the copies at once and tells the other nodes (`NOTIFY farmhand_changed`), which drop
-//! theirs when the notification arrives (`gateway::cluster` → `Store::changed_elsewhere`).
+//! the copies at once, and the write's own statement tells every node
+//! (`pg_notify('farmhand_changed')`, sent when it commits, so a write whose caller went
+//! away is still told), which drop theirs when the notification arrives
+//! (`gateway::cluster` → `Store::changed_elsewhere`).
 //! A copy is also dropped [`FRESH`] after it was read, whatever happened: a notification
 //! is lost with its connection, and a store nobody listens for (a tool, a test) must not
 //! serve stale rows for long. So a key revoked or an endpoint added on one node takes
 //! effect on the others within a moment, and within `FRESH` at the latest.
 //!
 //! Only keys that authenticated are kept (by their hash): a client with wrong keys cannot
-//! grow this.
+//! grow this. The check after a request that its key still exists (`api::auth::recheck`)
+//! reads the database, never this: it must see a revocation made anywhere.
 
 use crate::store::{KeyInfo, WebhookEndpoint};
 use std::collections::HashMap;
@@ -25,8 +28,15 @@ pub(super) const FRESH: Duration = Duration::from_secs(1);
 /// A copy and what it is good for.
 struct Copy<T> {
     value: T,
+    ticket: Ticket,
+}
+
+/// When a read began: the generation then, and the time (a copy's age counts from before
+/// its query ran).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ticket {
     generation: u64,
-    read_at: Instant,
+    at: Instant,
 }
 
 /// The copies of one store handle (shared by its clones).
@@ -39,9 +49,16 @@ pub(super) struct Cache {
 }
 
 impl Cache {
-    /// The generation to read under: a copy stored with it is dropped if anything
-    /// changes meanwhile.
-    pub(super) fn generation(&self) -> u64 {
+    /// Taken before a read: a copy stored with it is dropped if anything changes
+    /// meanwhile, and [`FRESH`] after it was taken.
+    pub(super) fn ticket(&self) -> Ticket {
+        Ticket {
+            generation: self.generation(),
+            at: Instant::now(),
+        }
+    }
+
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
@@ -53,7 +70,7 @@ impl Cache {
     }
 
     fn good<T>(&self, copy: &Copy<T>) -> bool {
-        copy.generation == self.generation() && copy.read_at.elapsed() < FRESH
+        copy.ticket.generation == self.generation() && copy.ticket.at.elapsed() < FRESH
     }
 
     /// The key whose hash is `hash`, if a good copy is kept.
@@ -64,18 +81,11 @@ impl Cache {
             .map(|c| c.value.clone())
     }
 
-    /// Whether a good copy of the key with id `key_id` is kept (then it exists).
-    pub(super) fn has_key_id(&self, key_id: &str) -> bool {
-        lock(&self.keys)
-            .values()
-            .any(|c| c.value.key_id == key_id && self.good(c))
-    }
-
-    /// Keeps `key`, read under `generation`.
-    pub(super) fn put_key(&self, hash: Vec<u8>, key: KeyInfo, generation: u64) {
+    /// Keeps `key`, read with `ticket`.
+    pub(super) fn put_key(&self, hash: Vec<u8>, key: KeyInfo, ticket: Ticket) {
         let mut keys = lock(&self.keys);
         keys.retain(|_, c| self.good(c));
-        keys.insert(hash, copy(key, generation));
+        keys.insert(hash, Copy { value: key, ticket });
     }
 
     /// Notes on the copy of the key with id `key_id` that its last use, as stored, is
@@ -96,17 +106,12 @@ impl Cache {
             .map(|c| c.value.clone())
     }
 
-    /// Keeps `endpoints`, read under `generation`.
-    pub(super) fn put_endpoints(&self, endpoints: Vec<WebhookEndpoint>, generation: u64) {
-        *lock(&self.endpoints) = Some(copy(endpoints, generation));
-    }
-}
-
-fn copy<T>(value: T, generation: u64) -> Copy<T> {
-    Copy {
-        value,
-        generation,
-        read_at: Instant::now(),
+    /// Keeps `endpoints`, read with `ticket`.
+    pub(super) fn put_endpoints(&self, endpoints: Vec<WebhookEndpoint>, ticket: Ticket) {
+        *lock(&self.endpoints) = Some(Copy {
+            value: endpoints,
+            ticket,
+        });
     }
 }
 
@@ -136,22 +141,20 @@ mod tests {
     #[test]
     fn a_copy_read_before_a_change_is_never_served_after_it() {
         let cache = Cache::default();
-        let before = cache.generation();
+        let before = cache.ticket();
         cache.changed();
         cache.put_key(b"h".to_vec(), key("key_a"), before);
         assert!(cache.key(b"h").is_none());
-        cache.put_key(b"h".to_vec(), key("key_a"), cache.generation());
+        cache.put_key(b"h".to_vec(), key("key_a"), cache.ticket());
         assert_eq!(cache.key(b"h").map(|k| k.key_id), Some("key_a".into()));
-        assert!(cache.has_key_id("key_a"));
         cache.changed();
         assert!(cache.key(b"h").is_none());
-        assert!(!cache.has_key_id("key_a"));
     }
 
     #[test]
     fn a_use_is_noted_on_its_key_only() {
         let cache = Cache::default();
-        let now = cache.generation();
+        let now = cache.ticket();
         cache.put_key(b"a".to_vec(), key("key_a"), now);
         cache.put_key(b"b".to_vec(), key("key_b"), now);
         let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(1);

@@ -1,6 +1,7 @@
 //! API keys on PostgreSQL: `api_keys` holds the key's SHA-256, its id, the record and the
 //! minute it was last used.
 
+use super::channel;
 use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
 use crate::store::keys::LAST_USED_RESOLUTION_S;
@@ -16,16 +17,18 @@ impl PgStore {
     ) -> Result<String, StoreError> {
         let hash = secret_hash(key);
         let id = key_id(&hash);
+        self.changed_here();
         self.client()
             .await?
             .cached_execute(
                 "INSERT INTO api_keys (key_hash, key_id, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (key_hash) DO UPDATE SET record = EXCLUDED.record",
-                &[&hash, &id, &to_json(record)?],
+                 ON CONFLICT (key_hash) DO UPDATE SET record = EXCLUDED.record
+                 RETURNING pg_notify($4, '')",
+                &[&hash, &id, &to_json(record)?, &channel::CHANGED],
             )
             .await
             .map_err(db)?;
-        self.changed_here().await;
+        self.changed_here();
         Ok(id)
     }
 
@@ -39,7 +42,7 @@ impl PgStore {
         let info = match self.cache.key(&hash) {
             Some(kept) => kept,
             None => {
-                let generation = self.cache.generation();
+                let ticket = self.cache.ticket();
                 let row = self
                     .client()
                     .await?
@@ -53,7 +56,7 @@ impl PgStore {
                     return Ok(None);
                 };
                 let info = key_info(&row)?;
-                self.cache.put_key(hash, info.clone(), generation);
+                self.cache.put_key(hash, info.clone(), ticket);
                 info
             }
         };
@@ -79,10 +82,9 @@ impl PgStore {
     }
 
     /// Whether a key with this id is stored (and so still valid, unless expired).
+    /// (Read from the database, never from `cache`: the check after a request must see a
+    /// revocation made on any node.)
     pub async fn api_key_exists(&self, key_id: &str) -> Result<bool, StoreError> {
-        if self.cache.has_key_id(key_id) {
-            return Ok(true);
-        }
         let row = self
             .client()
             .await?
@@ -94,18 +96,19 @@ impl PgStore {
 
     /// Deletes the key with this id; its record, if there was one.
     pub async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.changed_here();
         let revoked = self
             .client()
             .await?
             .cached_query_opt(
-                "DELETE FROM api_keys WHERE key_id = $1 RETURNING record",
-                &[&id],
+                "DELETE FROM api_keys WHERE key_id = $1 RETURNING record, pg_notify($2, '')",
+                &[&id, &channel::CHANGED],
             )
             .await
             .map_err(db)?
             .map(|row| from_json(row.try_get(0).map_err(db)?))
             .transpose()?;
-        self.changed_here().await;
+        self.changed_here();
         Ok(revoked)
     }
 

@@ -70,13 +70,11 @@ impl PgStore {
         self.cache.changed();
     }
 
-    /// Keys or webhook endpoints were changed here: the copies here are dropped and the
-    /// other nodes told to drop theirs (`cache`).
-    async fn changed_here(&self) {
+    /// Keys or webhook endpoints are being changed here (called before the write and
+    /// after it): the copies here are dropped. The write's statement itself tells every
+    /// node, this one too (`cache`).
+    fn changed_here(&self) {
         self.cache.changed();
-        if let Err(e) = self.notify(channel::CHANGED, "").await {
-            tracing::warn!("cannot tell the other nodes that keys or webhook endpoints changed (they read them again within {:?}): {e}", cache::FRESH);
-        }
     }
 
     /// Whether this node runs the cluster's sweeps now (`pg::lock`).

@@ -4,6 +4,7 @@
 //! `next_attempt_at`; nodes claim due ones with `FOR UPDATE SKIP LOCKED`, so each attempt
 //! is made by one node, and a lease left by a node that died runs out on its own.
 
+use super::channel;
 use super::retention::started_ms;
 use super::statements::Cached;
 use super::{db, from_json, to_json, PgStore};
@@ -28,7 +29,7 @@ impl PgStore {
         if let Some(kept) = self.cache.endpoints() {
             return Ok(kept);
         }
-        let generation = self.cache.generation();
+        let ticket = self.cache.ticket();
         let endpoints = self
             .client()
             .await?
@@ -41,7 +42,7 @@ impl PgStore {
             .iter()
             .map(|row| from_json(row.try_get(0).map_err(db)?))
             .collect::<Result<Vec<WebhookEndpoint>, StoreError>>()?;
-        self.cache.put_endpoints(endpoints.clone(), generation);
+        self.cache.put_endpoints(endpoints.clone(), ticket);
         Ok(endpoints)
     }
 
@@ -64,33 +65,41 @@ impl PgStore {
 
     /// Stores (or overwrites) an endpoint.
     pub async fn put_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        self.changed_here();
         self.client()
             .await?
             .cached_execute(
                 "INSERT INTO webhook_endpoints (webhook_id, tenant, record) VALUES ($1, $2, $3)
                  ON CONFLICT (webhook_id) DO UPDATE SET
-                   tenant = EXCLUDED.tenant, record = EXCLUDED.record",
-                &[&endpoint.webhook_id, &endpoint.tenant, &to_json(endpoint)?],
+                   tenant = EXCLUDED.tenant, record = EXCLUDED.record
+                 RETURNING pg_notify($4, '')",
+                &[
+                    &endpoint.webhook_id,
+                    &endpoint.tenant,
+                    &to_json(endpoint)?,
+                    &channel::CHANGED,
+                ],
             )
             .await
             .map_err(db)?;
-        self.changed_here().await;
+        self.changed_here();
         Ok(())
     }
 
     /// Removes an endpoint and its deliveries (pending ones are never sent); `false` when
     /// there was no such endpoint.
     pub async fn remove_webhook_endpoint(&self, webhook_id: &str) -> Result<bool, StoreError> {
+        self.changed_here();
         let removed = self
             .client()
             .await?
             .cached_execute(
-                "DELETE FROM webhook_endpoints WHERE webhook_id = $1",
-                &[&webhook_id],
+                "DELETE FROM webhook_endpoints WHERE webhook_id = $1 RETURNING pg_notify($2, '')",
+                &[&webhook_id, &channel::CHANGED],
             )
             .await
             .map_err(db)?;
-        self.changed_here().await;
+        self.changed_here();
         Ok(removed > 0)
     }
 
