@@ -434,18 +434,15 @@ fn store_copy(
     ca_file: Option<PathBuf>,
     replace: bool,
 ) -> Result<()> {
-    use farmhand_control::config::{Backend, PgTls, StoreConfig};
+    use farmhand_control::config::{PgTls, StoreConfig};
     let tls = match tls {
         "verify-full" => PgTls::VerifyFull,
         "disable" => PgTls::Disable,
         other => anyhow::bail!("--tls must be verify-full or disable, not {other:?}"),
     };
     let target = StoreConfig {
-        backend: Backend::Postgres,
-        url: Some(url),
-        tls,
         ca_file,
-        ..StoreConfig::default()
+        ..StoreConfig::postgres(url, tls)
     };
     let store = farmhand_control::SledStore::open(from)
         .with_context(|| format!("opening the sled store in {}", from.display()))?;

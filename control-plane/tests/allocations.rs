@@ -9,11 +9,13 @@ mod support;
 
 use farmhand_protocol::{
     AgentMessage, CommandBody, CommandError, CommandErrorCode, CommandOutput, Outcome, Provisioned,
-    Rotated, RotationReport, Updated,
+    Rotated, RotationReport,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
-use support::flows::{allocate, order, post_allocation, provision_ok, provisioned, release_ok};
+use support::flows::{
+    allocate, order, post_allocation, provision_ok, provisioned, release_ok, update_ok,
+};
 use support::{eventually, FakeAgent, TestPlane};
 
 const IMEI: &str = "350000000000018";
@@ -321,14 +323,7 @@ async fn renewal_extends_the_expiry_on_the_agent() {
             .await
     });
     let command = agent.next_command().await;
-    let CommandBody::UpdatePort(u) = command.body else {
-        panic!("expected update_port")
-    };
-    assert_eq!(u.allocation_id, id);
-    let output = CommandOutput::UpdatePort(Updated {
-        allocation_id: id.clone(),
-    });
-    agent.answer(&command.id, Outcome::Ok { output }).await;
+    assert_eq!(update_ok(&mut agent, command).await.allocation_id, id);
     let r = renewing.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["expires_at"].as_str().unwrap() > a["expires_at"].as_str().unwrap());

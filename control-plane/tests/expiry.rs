@@ -8,11 +8,10 @@
 mod support;
 
 use farmhand_control::clock::Clock;
-use farmhand_protocol::{CommandBody, CommandOutput, Outcome, Updated};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use support::flows::{allocate, release_ok};
+use support::flows::{allocate, release_ok, update_ok};
 use support::{eventually, TestPlane};
 use time::Duration as Span;
 use time::OffsetDateTime;
@@ -59,15 +58,8 @@ async fn an_allocation_is_released_at_its_expiry_and_renewal_moves_the_deadline(
         p.post(&path, &p.market, json!({"duration_s": 86_400}))
             .await
     });
-    let update = agent.next_command().await;
-    assert!(
-        matches!(update.body, CommandBody::UpdatePort(_)),
-        "{update:?}"
-    );
-    let output = CommandOutput::UpdatePort(Updated {
-        allocation_id: id.clone(),
-    });
-    agent.answer(&update.id, Outcome::Ok { output }).await;
+    let command = agent.next_command().await;
+    update_ok(&mut agent, command).await;
     assert_eq!(renewing.await.unwrap().status, 200);
     let renewed = expires_at(&plane, &id).await;
     assert_eq!(renewed - first, Span::days(1));

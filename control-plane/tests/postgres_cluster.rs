@@ -13,9 +13,9 @@ use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
 use std::sync::Arc;
 use support::agent::expect_refusal;
-use support::flows::{allocate, order, provision_ok, release, release_ok};
+use support::flows::{allocate, order, provision_ok, release, release_ok, update_ok};
 use support::receiver::Receiver;
-use support::{eventually, postgres_store, TestPlane};
+use support::{eventually, postgres_store, two_nodes, TestPlane};
 
 const IMEI: &str = "359000000000001";
 
@@ -24,8 +24,7 @@ async fn a_release_asked_on_one_node_reaches_the_agent_held_by_another() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let (a, b) = two_nodes(&cluster).await;
     let mut agent = b.agent_with_modem(IMEI).await;
     let sold = allocate(&b, &mut agent, "order-1").await;
     let id = sold["allocation_id"].as_str().unwrap().to_string();
@@ -64,8 +63,7 @@ async fn an_agent_revoked_on_one_node_loses_its_session_on_another() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = TestPlane::start_node(postgres_store(&cluster), None).await;
-    let b = TestPlane::start_node(postgres_store(&cluster), Some(&a)).await;
+    let (a, b) = two_nodes(&cluster).await;
     let mut agent = b.agent_with_modem(IMEI).await;
     let r = a
         .delete(&format!("/v1/agents/{}", agent.agent_id), &a.admin)
@@ -86,8 +84,7 @@ async fn a_node_lists_and_sells_the_agents_another_node_holds() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let (a, b) = two_nodes(&cluster).await;
     let mut agent = b.agent_with_modem(IMEI).await;
     a.wait_available(IMEI).await;
     let seen = a
@@ -115,8 +112,7 @@ async fn two_nodes_racing_for_the_last_slot_sell_it_once() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let (a, b) = two_nodes(&cluster).await;
     let mut agent = b.agent_with_modem(IMEI).await;
     a.wait_available(IMEI).await;
     let asks = [(&a, "race-a"), (&b, "race-b")].map(|(plane, order_id)| {
@@ -143,8 +139,7 @@ async fn three_nodes_expire_and_deliver_each_item_once() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let (a, b) = two_nodes(&cluster).await;
     let c = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
     let nodes = [a.clone(), b.clone(), c.clone()];
     let receiver = Receiver::start().await;
@@ -201,8 +196,7 @@ async fn two_nodes_releasing_one_allocation_at_once_release_it_once() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let (a, b) = two_nodes(&cluster).await;
     let receiver = Receiver::start().await;
     a.subscribe(&receiver.url, &["allocation.released"]).await;
     let mut agent = b.agent_with_modem(IMEI).await;
@@ -241,8 +235,7 @@ async fn two_nodes_renewing_one_allocation_at_once_extend_it_twice() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = Arc::new(TestPlane::start_node(postgres_store(&cluster), None).await);
-    let b = Arc::new(TestPlane::start_node(postgres_store(&cluster), Some(&a)).await);
+    let (a, b) = two_nodes(&cluster).await;
     let mut agent = b.agent_with_modem(IMEI).await;
     let sold = allocate(&b, &mut agent, "renewed-twice").await;
     let id = sold["allocation_id"].as_str().unwrap().to_string();
@@ -266,11 +259,11 @@ async fn two_nodes_renewing_one_allocation_at_once_extend_it_twice() {
     let second = agent.next_command().await;
     let answering = tokio::spawn(async move {
         for command in [first, second] {
-            answer_update(&mut agent, command).await;
+            update_ok(&mut agent, command).await;
         }
         loop {
             let command = agent.next_command().await;
-            answer_update(&mut agent, command).await;
+            update_ok(&mut agent, command).await;
         }
     });
     for ask in asks {
@@ -282,19 +275,6 @@ async fn two_nodes_renewing_one_allocation_at_once_extend_it_twice() {
     assert_eq!(stored.expires_at, before + time::Duration::seconds(7200));
 }
 
-/// Answers an `update_port` command successfully.
-async fn answer_update(agent: &mut support::agent::FakeAgent, command: farmhand_protocol::Command) {
-    let farmhand_protocol::CommandBody::UpdatePort(u) = command.body else {
-        panic!("expected update_port, got {command:?}")
-    };
-    let output = farmhand_protocol::CommandOutput::UpdatePort(farmhand_protocol::Updated {
-        allocation_id: u.allocation_id,
-    });
-    agent
-        .answer(&command.id, farmhand_protocol::Outcome::Ok { output })
-        .await;
-}
-
 /// Nodes keep the keys that authenticated rather than read them for every request, but a
 /// key revoked on one node gets no answer from any node from then on: the check after each
 /// request reads the database, not what a node kept.
@@ -303,8 +283,7 @@ async fn a_key_revoked_on_one_node_is_refused_by_every_node() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let a = TestPlane::start_node(postgres_store(&cluster), None).await;
-    let b = TestPlane::start_node(postgres_store(&cluster), Some(&a)).await;
+    let (a, b) = two_nodes(&cluster).await;
     let r = a
         .post(
             "/v1/keys",

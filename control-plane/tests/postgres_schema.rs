@@ -7,18 +7,13 @@
 //! line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_control::config::{Backend, PgTls, StoreConfig};
+use farmhand_control::config::{PgTls, StoreConfig};
 use farmhand_control::store::pg::{self, migrations};
 use farmhand_test_support::postgres::PgCluster;
 use tokio_postgres::error::SqlState;
 
 fn store(cluster: &PgCluster) -> StoreConfig {
-    StoreConfig {
-        backend: Backend::Postgres,
-        url: Some(cluster.url.clone()),
-        tls: PgTls::Disable,
-        ..StoreConfig::default()
-    }
+    StoreConfig::postgres(&cluster.url, PgTls::Disable)
 }
 
 #[tokio::test]

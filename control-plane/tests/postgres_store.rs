@@ -8,7 +8,7 @@
 //! installed, never in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_control::config::{Backend, PgTls, StoreConfig};
+use farmhand_control::config::{PgTls, StoreConfig};
 use farmhand_control::store::pg::{self, migrations, PgStore};
 use farmhand_control::store::{
     AgentRecord, AllocationRecord, AllocationRequest, AllocationState, ApiKeyRecord, AuditAction,
@@ -24,12 +24,7 @@ use time::{Duration, OffsetDateTime};
 
 /// A migrated, empty database on `cluster`.
 async fn postgres(cluster: &PgCluster) -> PgStore {
-    let config = StoreConfig {
-        backend: Backend::Postgres,
-        url: Some(cluster.url.clone()),
-        tls: PgTls::Disable,
-        ..StoreConfig::default()
-    };
+    let config = StoreConfig::postgres(&cluster.url, PgTls::Disable);
     let pool = pg::pool(&config).unwrap();
     migrations::migrate(&pool).await.unwrap();
     PgStore::new(pool)

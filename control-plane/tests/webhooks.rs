@@ -13,11 +13,11 @@ mod support;
 
 use farmhand_control::ServerConfig;
 use farmhand_protocol::{
-    AgentMessage, CommandBody, CommandOutput, ModemsChanged, Outcome, Provisioned, Updated,
+    AgentMessage, CommandBody, CommandOutput, ModemsChanged, Outcome, Provisioned,
 };
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
-use support::flows::{allocate, reconnect_missing, release};
+use support::flows::{allocate, reconnect_missing, release, update_ok};
 use support::receiver::{Received, Receiver};
 use support::{eventually, modem, FakeAgent, TestPlane};
 
@@ -585,11 +585,7 @@ async fn expiring_is_sent_once_per_expiry_and_a_renewal_rearms_it() {
     let renewing =
         tokio::spawn(async move { p.post(&path, &p.market, json!({"duration_s": 86400})).await });
     let command = agent.next_command().await;
-    assert!(matches!(command.body, CommandBody::UpdatePort(_)));
-    let output = CommandOutput::UpdatePort(Updated {
-        allocation_id: id.clone(),
-    });
-    agent.answer(&command.id, Outcome::Ok { output }).await;
+    update_ok(&mut agent, command).await;
     let renewed = renewing.await.unwrap().json();
     eventually("a second warning for the new expiry", || async {
         receiver.of("allocation.expiring").len() == 2

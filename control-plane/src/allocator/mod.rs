@@ -455,10 +455,8 @@ impl Allocator {
         why: &str,
     ) -> Result<bool, StoreError> {
         warn!(allocation_id = %record.allocation_id, "{why}: failing an allocation left pending");
-        let pending = Some(Expected {
-            state: AllocationState::Pending,
-            expires_at: record.expires_at,
-        });
+        // Found pending: failed only if still so.
+        let pending = Some(Expected::of(record));
         fail(record, why);
         let failed = self
             .save_reporting(record, pending, EventType::AllocationFailed)

@@ -80,6 +80,17 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 impl StoreConfig {
+    /// The database at `url`, over `tls`, the rest as default (`store copy`'s target, and
+    /// the test suites' throw-away clusters).
+    pub fn postgres(url: impl Into<String>, tls: PgTls) -> Self {
+        StoreConfig {
+            backend: Backend::Postgres,
+            url: Some(url.into()),
+            tls,
+            ..StoreConfig::default()
+        }
+    }
+
     /// The database URL: `url`, or the first line of `url_file`.
     pub fn database_url(&self) -> Result<String, ConfigError> {
         if let Some(url) = &self.url {

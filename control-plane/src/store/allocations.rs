@@ -74,7 +74,7 @@ impl SledStore {
     /// [`SledStore::save_allocation`] with the webhook deliveries of the event reporting
     /// the change, in one transaction (flushed together: a change that reached the disk
     /// has its deliveries there too) — and, given `from`, only if the stored record is
-    /// still in that state (false, writing nothing, when it is not).
+    /// still as it expects (state and expiry; false, writing nothing, when it is not).
     pub async fn save_change(
         &self,
         record: &AllocationRecord,
@@ -88,8 +88,8 @@ impl SledStore {
         Ok(true)
     }
 
-    /// Writes `record` and `deliveries` in one transaction (when the stored state is
-    /// `from`, if given), with the live index locked. Not flushed.
+    /// Writes `record` and `deliveries` in one transaction (when the stored record is as
+    /// `from` expects, if given), with the live index locked. Not flushed.
     fn write_with(
         &self,
         record: &AllocationRecord,
@@ -397,7 +397,7 @@ pub(crate) fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
     .concat()
 }
 
-/// The state of a stored record, decoding nothing else.
+/// The state and expiry of a stored record, decoding nothing else.
 fn stored_expected(raw: &[u8]) -> Option<Expected> {
     #[derive(Deserialize)]
     struct StateOnly {

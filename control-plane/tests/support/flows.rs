@@ -4,7 +4,8 @@
 
 use super::{FakeAgent, Response, TestPlane};
 use farmhand_protocol::{
-    CommandBody, CommandOutput, Outcome, Provision, Provisioned, Reconciled, Released,
+    Command, CommandBody, CommandOutput, Outcome, Provision, Provisioned, Reconciled, Released,
+    UpdatePort, Updated,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -84,6 +85,18 @@ pub async fn release_ok(agent: &mut FakeAgent) -> String {
     });
     agent.answer(&command.id, Outcome::Ok { output }).await;
     r.allocation_id
+}
+
+/// Answers `command`, an `update_port` (a renewal), successfully and returns it.
+pub async fn update_ok(agent: &mut FakeAgent, command: Command) -> UpdatePort {
+    let CommandBody::UpdatePort(update) = command.body else {
+        panic!("expected update_port, got {command:?}")
+    };
+    let output = CommandOutput::UpdatePort(Updated {
+        allocation_id: update.allocation_id.clone(),
+    });
+    agent.answer(&command.id, Outcome::Ok { output }).await;
+    update
 }
 
 /// Allocates `order_id` (201) with the agent confirming; returns the allocation object.

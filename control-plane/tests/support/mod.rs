@@ -35,13 +35,18 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 pub fn postgres_store(
     cluster: &farmhand_test_support::postgres::PgCluster,
 ) -> farmhand_control::config::StoreConfig {
-    use farmhand_control::config::{Backend, PgTls, StoreConfig};
-    StoreConfig {
-        backend: Backend::Postgres,
-        url: Some(cluster.url.clone()),
-        tls: PgTls::Disable,
-        ..StoreConfig::default()
-    }
+    use farmhand_control::config::{PgTls, StoreConfig};
+    StoreConfig::postgres(&cluster.url, PgTls::Disable)
+}
+
+/// Two nodes on the throw-away PostgreSQL `cluster` (the second with the first's
+/// credential key).
+pub async fn two_nodes(
+    cluster: &farmhand_test_support::postgres::PgCluster,
+) -> (Arc<TestPlane>, Arc<TestPlane>) {
+    let a = Arc::new(TestPlane::start_node(postgres_store(cluster), None).await);
+    let b = Arc::new(TestPlane::start_node(postgres_store(cluster), Some(&a)).await);
+    (a, b)
 }
 
 /// A running control plane.

@@ -13,6 +13,7 @@ use farmhand_testkit::swarm::{
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -274,16 +275,15 @@ async fn failover(swarm: &Swarm, admin: &Api, modems: usize, limit: Duration) ->
     say("SWARM failover-ready");
     swarm.wait_online(limit, |n| n < agents).await?;
     let errors_before = swarm.fleet.errors();
-    let fewest = Arc::new(std::sync::atomic::AtomicUsize::new(agents));
-    let low = fewest.clone();
+    let fewest = AtomicUsize::new(agents);
     let back = swarm
-        .wait_online(limit, move |n| {
-            low.fetch_min(n, std::sync::atomic::Ordering::SeqCst);
+        .wait_online(limit, |n| {
+            fewest.fetch_min(n, Ordering::Relaxed);
             n == agents
         })
         .await?;
     let listed = back + wait_modems(admin, agents * modems, Duration::from_secs(1), limit).await?;
-    let fewest = fewest.load(std::sync::atomic::Ordering::SeqCst);
+    let fewest = fewest.into_inner();
     say(&format!(
         "failover: all {agents} agents back {:.1} s after the first session dropped \
          (at most {} were away), modems listed after {:.1} s",

@@ -10,7 +10,7 @@ use anyhow::Context;
 use farmhand_agent::config::pin::Pin;
 use farmhand_agent::plane::tls::Trust;
 use farmhand_agent::{AgentConfig, AgentStatus, ControlPlaneConfig, Masked, ProxysmartConfig};
-use farmhand_control::config::{Backend, PgTls, StoreConfig, TlsConfig};
+use farmhand_control::config::{PgTls, StoreConfig, TlsConfig};
 use farmhand_control::{ControlPlane, Role, ServerConfig};
 use farmhand_protocol::Site;
 use farmhand_test_support::postgres::PgCluster;
@@ -424,12 +424,7 @@ pub const TEST_STORE: &str = "FARMHAND_TEST_STORE";
 fn test_store(config: &mut ServerConfig) -> anyhow::Result<Option<PgCluster>> {
     let database = test_database()?;
     if let Some(database) = &database {
-        config.store = StoreConfig {
-            backend: Backend::Postgres,
-            url: Some(database.url.clone()),
-            tls: PgTls::Disable,
-            ..StoreConfig::default()
-        };
+        config.store = StoreConfig::postgres(&database.url, PgTls::Disable);
     }
     Ok(database)
 }

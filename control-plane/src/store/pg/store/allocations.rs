@@ -41,21 +41,21 @@ async fn upsert_raw(
     write(client, record, json, None).await.map(drop)
 }
 
-/// Writes `record` over the stored one if that is still as `from` expects (the row's
-/// lock makes a concurrent writer wait and look again); false, writing nothing, otherwise.
-/// One statement, retention entry included.
-async fn update_if(
+/// Writes `record` — over the stored one only if that is still as `from` expects, when
+/// given (the row's lock makes a concurrent writer wait and look again); false, writing
+/// nothing, when it is not. One statement, retention entry included.
+async fn write_change(
     client: &impl GenericClient,
     record: &AllocationRecord,
-    from: Expected,
+    from: Option<Expected>,
 ) -> Result<bool, StoreError> {
-    let written = write(client, record, &to_json(record)?, Some(from))
+    let written = write(client, record, &to_json(record)?, from)
         .await
         .map_err(db)?;
     Ok(written > 0)
 }
 
-/// The statement of [`upsert_raw`] (`from` = `None`) and [`update_if`]; how many
+/// The statement of [`upsert_raw`] (`from` = `None`) and [`write_change`]; how many
 /// allocation rows it wrote.
 async fn write(
     client: &impl GenericClient,
@@ -180,34 +180,22 @@ impl PgStore {
 
     /// [`PgStore::save_allocation`] with the webhook deliveries of the event reporting the
     /// change, in one transaction — and, given `from`, only if the stored record is still
-    /// in that state (its row locked meanwhile, so of two nodes making the same transition
-    /// one wins; false, writing nothing, for the other).
+    /// as it expects (state and expiry: of two nodes making the same transition one wins;
+    /// false, writing nothing, for the other).
     pub async fn save_change(
         &self,
         record: &AllocationRecord,
         from: Option<Expected>,
         deliveries: &[crate::store::Delivery],
     ) -> Result<bool, StoreError> {
-        if from.is_none() && deliveries.is_empty() {
-            self.save_allocation(record).await?;
-            return Ok(true);
-        }
         if deliveries.is_empty() {
-            if let Some(from) = from {
-                let client = self.client().await?;
-                return update_if(&client, record, from).await;
-            }
+            // One statement: no transaction around it.
+            let client = self.client().await?;
+            return write_change(&client, record, from).await;
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let written = match from {
-            Some(from) => update_if(&tx, record, from).await?,
-            None => {
-                upsert(&tx, record).await?;
-                true
-            }
-        };
-        if !written {
+        if !write_change(&tx, record, from).await? {
             return Ok(false);
         }
         super::webhooks::insert_deliveries(&tx, deliveries).await?;

@@ -17,7 +17,6 @@ impl PgStore {
     ) -> Result<String, StoreError> {
         let hash = secret_hash(key);
         let id = key_id(&hash);
-        self.changed_here();
         self.client()
             .await?
             .cached_execute(
@@ -28,7 +27,8 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-        self.changed_here();
+        // At once here; the other nodes when the statement's notification arrives.
+        self.cache.changed();
         Ok(id)
     }
 
@@ -96,7 +96,6 @@ impl PgStore {
 
     /// Deletes the key with this id; its record, if there was one.
     pub async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.changed_here();
         let revoked = self
             .client()
             .await?
@@ -108,7 +107,8 @@ impl PgStore {
             .map_err(db)?
             .map(|row| from_json(row.try_get(0).map_err(db)?))
             .transpose()?;
-        self.changed_here();
+        // At once here; the other nodes when the statement's notification arrives.
+        self.cache.changed();
         Ok(revoked)
     }
 

@@ -64,16 +64,10 @@ impl PgStore {
         }
     }
 
-    /// Keys or webhook endpoints were changed by another node (or this node may have
-    /// missed word of such a change): what this node kept of them is read again.
+    /// Keys or webhook endpoints were changed (by another node, or this one: each such
+    /// write notifies every node), or this node may have missed word of such a change:
+    /// what it kept of them is read again.
     pub fn changed_elsewhere(&self) {
-        self.cache.changed();
-    }
-
-    /// Keys or webhook endpoints are being changed here (called before the write and
-    /// after it): the copies here are dropped. The write's statement itself tells every
-    /// node, this one too (`cache`).
-    fn changed_here(&self) {
         self.cache.changed();
     }
 

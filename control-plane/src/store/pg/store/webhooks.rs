@@ -65,7 +65,6 @@ impl PgStore {
 
     /// Stores (or overwrites) an endpoint.
     pub async fn put_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
-        self.changed_here();
         self.client()
             .await?
             .cached_execute(
@@ -82,14 +81,14 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-        self.changed_here();
+        // At once here; the other nodes when the statement's notification arrives.
+        self.cache.changed();
         Ok(())
     }
 
     /// Removes an endpoint and its deliveries (pending ones are never sent); `false` when
     /// there was no such endpoint.
     pub async fn remove_webhook_endpoint(&self, webhook_id: &str) -> Result<bool, StoreError> {
-        self.changed_here();
         let removed = self
             .client()
             .await?
@@ -99,7 +98,8 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-        self.changed_here();
+        // At once here; the other nodes when the statement's notification arrives.
+        self.cache.changed();
         Ok(removed > 0)
     }
 
