@@ -4,7 +4,9 @@
 //! - `GET  /_sim/state` → `{"modems":[…],"ports":[…],"fault":{…},"api_calls":{…},"rotation_delay_ms":N,
 //!   "store_port_replaces":bool,"quirks":[names],"violations":[…]}`
 //! - `POST /_sim/modems/{imei}` with any of `online`, `ext_ip`, `carrier`, `signal`,
-//!   `same_ip_next_rotation` → the modem; 404 unknown IMEI; 400 bad body.
+//!   `same_ip_next_rotation`, and the proxy path: `proxy` (`ok|blackhole|dead`),
+//!   `egress_ip` ("" = the modem's own), `first_byte_delay_ms` → the modem; 404 unknown
+//!   IMEI; 400 bad body.
 //! - `POST /_sim/fault` `{"kind":"none|latency|status500|html|garbage|hang|refuse","ms":N}`
 //! - `POST /_sim/rotation_delay` `{"ms":N}`
 //! - `POST /_sim/reset_counters` (API call counts), `POST /_sim/reset_traffic` (bandwidth)
@@ -13,6 +15,7 @@
 use super::faults::{Fault, FaultSpec};
 use super::handle::SimHandle;
 use super::shared::Sim;
+use super::state::PathFault;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -83,6 +86,11 @@ struct ModemPatch {
     carrier: Option<String>,
     signal: Option<String>,
     same_ip_next_rotation: Option<bool>,
+    /// What the proxies do (`ok`, `blackhole`, `dead`).
+    proxy: Option<PathFault>,
+    /// Where traffic leaves from ("" = the modem's `EXT_IP`).
+    egress_ip: Option<String>,
+    first_byte_delay_ms: Option<u64>,
 }
 
 async fn patch_modem(State(sim): SimState, Path(imei): Path<String>, body: Bytes) -> Response {
@@ -98,6 +106,13 @@ async fn patch_modem(State(sim): SimState, Path(imei): Path<String>, body: Bytes
             m.carrier = patch.carrier.unwrap_or_else(|| m.carrier.clone());
             m.signal = patch.signal.unwrap_or_else(|| m.signal.clone());
             m.same_ip_next = patch.same_ip_next_rotation.unwrap_or(m.same_ip_next);
+            m.path.fault = patch.proxy.unwrap_or(m.path.fault);
+            if let Some(egress) = patch.egress_ip {
+                m.path.egress_ip = (!egress.is_empty()).then_some(egress);
+            }
+            m.path.first_byte_delay_ms = patch
+                .first_byte_delay_ms
+                .unwrap_or(m.path.first_byte_delay_ms);
             m.snapshot()
         })
     };

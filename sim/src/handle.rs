@@ -131,6 +131,23 @@ impl SimHandle {
         self.with_modem(imei, |m| m.iccid = iccid.to_string())
     }
 
+    /// What the modem's proxies do with new connections (`PathFault::Dead`: the proxy
+    /// died while the API still shows the modem online).
+    pub fn set_proxy_fault(&self, imei: &str, fault: crate::PathFault) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.path.fault = fault)
+    }
+
+    /// Traffic leaves from `ip` instead of the modem's `EXT_IP` (`None`: from `EXT_IP`).
+    pub fn set_egress_ip(&self, imei: &str, ip: Option<&str>) -> Result<(), SimError> {
+        self.with_modem(imei, |m| m.path.egress_ip = ip.map(str::to_string))
+    }
+
+    /// The modem's proxies wait this long before answering a first request.
+    pub fn set_first_byte_delay(&self, imei: &str, delay: Duration) -> Result<(), SimError> {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.with_modem(imei, |m| m.path.first_byte_delay_ms = ms)
+    }
+
     /// `USB_ID`: the modem re-plugged elsewhere.
     pub fn set_usb_id(&self, imei: &str, usb_id: &str) -> Result<(), SimError> {
         self.with_modem(imei, |m| m.usb_id = usb_id.to_string())
@@ -352,5 +369,6 @@ fn unreachable_modem(n: usize) -> ModemState {
         redirect_imposed: false,
         auto_rotation_min: 0,
         rebooting: false,
+        path: Default::default(),
     }
 }

@@ -6,6 +6,7 @@
 use super::listeners::LivePort;
 use super::pipe;
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,7 +29,11 @@ struct Head {
     headers: Vec<(String, String)>,
 }
 
-pub(crate) async fn serve(mut client: TcpStream, live: &LivePort) -> io::Result<()> {
+pub(crate) async fn serve(
+    mut client: TcpStream,
+    live: &LivePort,
+    source: Option<IpAddr>,
+) -> io::Result<()> {
     let (head, rest) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
@@ -43,9 +48,9 @@ pub(crate) async fn serve(mut client: TcpStream, live: &LivePort) -> io::Result<
         return reply(&mut client, "403 Forbidden", "").await;
     }
     if head.method.eq_ignore_ascii_case("CONNECT") {
-        tunnel(client, &head, &rest, live).await
+        tunnel(client, &head, &rest, live, source).await
     } else {
-        forward(client, &head, &rest, live).await
+        forward(client, &head, &rest, live, source).await
     }
 }
 
@@ -54,11 +59,12 @@ async fn tunnel(
     head: &Head,
     rest: &[u8],
     live: &LivePort,
+    source: Option<IpAddr>,
 ) -> io::Result<()> {
     let Some((host, port)) = split_host_port(&head.target, None) else {
         return reply(&mut client, "400 Bad Request", "").await;
     };
-    let Ok(mut origin) = pipe::connect_origin(&host, port).await else {
+    let Ok(mut origin) = pipe::connect_origin(&host, port, source).await else {
         return reply(&mut client, "502 Bad Gateway", "").await;
     };
     client
@@ -75,11 +81,12 @@ async fn forward(
     head: &Head,
     rest: &[u8],
     live: &LivePort,
+    source: Option<IpAddr>,
 ) -> io::Result<()> {
     let Some((host, port, path)) = parse_absolute(&head.target) else {
         return reply(&mut client, "400 Bad Request", "").await;
     };
-    let Ok(mut origin) = pipe::connect_origin(&host, port).await else {
+    let Ok(mut origin) = pipe::connect_origin(&host, port, source).await else {
         return reply(&mut client, "502 Bad Gateway", "").await;
     };
     let mut out = format!("{} {} {}\r\n", head.method, path, head.version);

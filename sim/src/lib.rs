@@ -53,7 +53,7 @@ pub use handle::SimHandle;
 pub use model::{SimModem, SimPort};
 pub use quirks::Quirks;
 pub use seed::imei;
-pub use state::ApiCall;
+pub use state::{ApiCall, PathFault};
 
 use std::sync::Arc;
 use tokio::net::TcpListener;

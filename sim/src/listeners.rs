@@ -5,11 +5,13 @@
 use super::error::SimError;
 use super::limits::PortLimits;
 use super::shared::Sim;
-use super::state::Counters;
+use super::state::{Counters, PathFault};
 use super::{http_proxy, socks5};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -184,9 +186,17 @@ async fn accept_loop(
         let Ok((stream, _peer)) = accepted else {
             continue;
         };
-        // An offline modem carries no traffic, an expired port none either: close new
-        // connections at once.
-        if !sim.state().modem_online(&live.imei) || live.expired() {
+        // An offline modem carries no traffic, an expired port none either, a dead proxy
+        // none: close new connections at once.
+        let Some(path) = sim.state().modem(&live.imei).filter(|m| m.online).map(|m| Path {
+            source: m.path.source(&m.ip),
+            fault: m.path.fault,
+            first_byte_delay: Duration::from_millis(m.path.first_byte_delay_ms),
+        }) else {
+            drop(stream);
+            continue;
+        };
+        if live.expired() || path.fault == PathFault::Dead {
             drop(stream);
             continue;
         }
@@ -194,16 +204,32 @@ async fn accept_loop(
         sim.tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = serve(kind, stream, &live) => {}
+                _ = serve(kind, stream, &live, path) => {}
             }
         });
     }
 }
 
-async fn serve(kind: Kind, stream: TcpStream, live: &LivePort) {
+/// How one connection is carried, read from its modem when it was accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Path {
+    /// The source address of the connection to the origin (see `ProxyPath::source`).
+    pub source: Option<std::net::IpAddr>,
+    fault: PathFault,
+    first_byte_delay: Duration,
+}
+
+async fn serve(kind: Kind, mut stream: TcpStream, live: &LivePort, path: Path) {
+    if path.fault == PathFault::Blackhole {
+        // Swallow whatever comes until the client gives up.
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        return;
+    }
+    tokio::time::sleep(path.first_byte_delay).await;
     let result = match kind {
-        Kind::Http => http_proxy::serve(stream, live).await,
-        Kind::Socks => socks5::serve(stream, live).await,
+        Kind::Http => http_proxy::serve(stream, live, path.source).await,
+        Kind::Socks => socks5::serve(stream, live, path.source).await,
     };
     if let Err(e) = result {
         tracing::debug!(port_id = %live.port_id, ?kind, error = %e, "simulator proxy connection ended");

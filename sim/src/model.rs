@@ -40,6 +40,12 @@ pub struct SimModem {
     pub auto_rotation_min: u32,
     /// `IS_REBOOTING`.
     pub rebooting: bool,
+    /// What its proxies do with a connection (a fault the API does not show).
+    pub proxy: crate::PathFault,
+    /// Where its proxies' traffic leaves from when not `ext_ip`.
+    pub egress_ip: Option<String>,
+    /// How long its proxies wait before answering a connection's first request.
+    pub first_byte_delay_ms: u64,
 }
 
 /// One port (stored, maybe applied) as the simulator sees it.

@@ -7,15 +7,42 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::{TcpSocket, TcpStream};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest chunk copied at once (also the most a speed-limited port sends in one go).
 const CHUNK: usize = 16 * 1024;
 
-/// Connects to `host:port` (a name is resolved).
-pub(crate) async fn connect_origin(host: &str, port: u16) -> io::Result<TcpStream> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
+/// Connects to `host:port` (a name is resolved), from `source` when given (the modem's
+/// egress address, `listeners::Path`).
+pub(crate) async fn connect_origin(
+    host: &str,
+    port: u16,
+    source: Option<IpAddr>,
+) -> io::Result<TcpStream> {
+    let connect = async {
+        let Some(source) = source else {
+            return TcpStream::connect((host, port)).await;
+        };
+        let mut last = io::Error::from(io::ErrorKind::AddrNotAvailable);
+        for addr in tokio::net::lookup_host((host, port)).await? {
+            if addr.is_ipv4() != source.is_ipv4() {
+                continue;
+            }
+            let socket = match source {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            match socket.connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(result) => result,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }

@@ -77,6 +77,7 @@ fn modem(i: usize) -> ModemState {
         redirect_imposed: false,
         auto_rotation_min: 0,
         rebooting: false,
+        path: Default::default(),
     }
 }
 

@@ -27,7 +27,11 @@ enum ReplyCode {
     AddressTypeNotSupported = 0x08,
 }
 
-pub(crate) async fn serve(mut client: TcpStream, live: &LivePort) -> io::Result<()> {
+pub(crate) async fn serve(
+    mut client: TcpStream,
+    live: &LivePort,
+    source: Option<std::net::IpAddr>,
+) -> io::Result<()> {
     let target = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut client, live))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
@@ -37,7 +41,7 @@ pub(crate) async fn serve(mut client: TcpStream, live: &LivePort) -> io::Result<
     if live.over_quota() {
         return reply(&mut client, ReplyCode::NotAllowed, None).await;
     }
-    let origin = match pipe::connect_origin(&host, port).await {
+    let origin = match pipe::connect_origin(&host, port, source).await {
         Ok(origin) => origin,
         Err(e) => {
             let code = match e.kind() {

@@ -67,6 +67,44 @@ pub(crate) struct ModemState {
     pub auto_rotation_min: u32,
     /// `IS_REBOOTING`.
     pub rebooting: bool,
+    /// How the modem's proxies carry traffic (`proxy_path`): healthy unless a test broke it.
+    pub path: ProxyPath,
+}
+
+/// How a modem's proxies behave beyond what the API shows: the failures a box cannot see
+/// (`IS_ONLINE` stays "yes") but a buyer does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ProxyPath {
+    /// What the proxies do with a connection.
+    pub fault: PathFault,
+    /// The address traffic leaves from when it is not the modem's `EXT_IP` (`None`: it is).
+    pub egress_ip: Option<String>,
+    /// How long a proxy waits before it answers a connection's first request.
+    pub first_byte_delay_ms: u64,
+}
+
+/// What a modem's proxies do with a new connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathFault {
+    /// Proxy as usual.
+    #[default]
+    Ok,
+    /// Accept the TCP connection and never answer (a hung proxy process).
+    Blackhole,
+    /// Close every connection at once (the proxy died; the modem still shows online).
+    Dead,
+}
+
+impl ProxyPath {
+    /// The source address outgoing connections bind to: the egress IP (or, when none is
+    /// set, `ext_ip`) when it is a loopback address this host owns, so a test's echo
+    /// endpoint on 127.0.0.1 sees the modem's IP as a real box's origin would. Any other
+    /// address cannot be bound here: traffic then leaves from the default address.
+    pub fn source(&self, ext_ip: &str) -> Option<std::net::IpAddr> {
+        let ip: std::net::IpAddr = self.egress_ip.as_deref().unwrap_or(ext_ip).parse().ok()?;
+        ip.is_loopback().then_some(ip)
+    }
 }
 
 impl ModemState {
@@ -89,6 +127,9 @@ impl ModemState {
             redirect_imposed: self.redirect_imposed,
             auto_rotation_min: self.auto_rotation_min,
             rebooting: self.rebooting,
+            proxy: self.path.fault,
+            egress_ip: self.path.egress_ip.clone(),
+            first_byte_delay_ms: self.path.first_byte_delay_ms,
         }
     }
 }
@@ -248,10 +289,6 @@ impl State {
             .iter()
             .find(|m| m.nick == nick)
             .map(|m| m.imei.clone())
-    }
-
-    pub fn modem_online(&self, imei: &str) -> bool {
-        self.modem(imei).is_some_and(|m| m.online)
     }
 
     /// The TCP ports used by every port except `except_id`.

@@ -8,6 +8,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 use support::*;
 use tokio::net::TcpStream;
 
@@ -431,4 +432,59 @@ async fn speed_limits_throttle_downloads_and_uploads() {
         (port.bandlimin.as_str(), port.bandlimout.as_str()),
         ("800", "800")
     );
+}
+
+/// The failures a buyer sees and the box's API does not: traffic leaving from another IP
+/// than `EXT_IP`, slow first bytes, a proxy that accepts and never answers, a dead proxy —
+/// all while the modem shows online.
+#[tokio::test]
+async fn a_modem_path_can_egress_elsewhere_stall_or_die_while_online() {
+    use farmhand_sim::PathFault;
+    let b = start_box(1).await;
+    let (origin, _o) = start_origin().await;
+    let imei = b.sim.imeis()[0].clone();
+    let (_, http, _) = b.live_port(&imei, "buyer", "pw").await;
+    let client = proxied_client(http, "buyer", "pw");
+    let egress = || async {
+        client
+            .get(format!("http://{origin}/ip"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // A loopback EXT_IP is where traffic leaves from, as on a box whose origin sees the modem.
+    b.sim.set_ext_ip(&imei, "127.0.3.7").unwrap();
+    assert_eq!(egress().await, "127.0.3.7");
+    b.sim.set_egress_ip(&imei, Some("127.0.3.8")).unwrap();
+    assert_eq!(egress().await, "127.0.3.8");
+    b.sim.set_egress_ip(&imei, None).unwrap();
+    assert_eq!(egress().await, "127.0.3.7");
+
+    b.sim
+        .set_first_byte_delay(&imei, Duration::from_millis(300))
+        .unwrap();
+    let started = std::time::Instant::now();
+    egress().await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    b.sim.set_first_byte_delay(&imei, Duration::ZERO).unwrap();
+
+    let get = format!("GET http://{origin}/ip HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: Basic {}\r\n\r\n", basic("buyer", "pw"));
+    b.sim.set_proxy_fault(&imei, PathFault::Dead).unwrap();
+    let out = raw_exchange(([127, 0, 0, 1], http).into(), get.as_bytes()).await;
+    assert!(matches!(&out, Ok(bytes) if bytes.is_empty()) || out.is_err(), "{out:?}");
+    assert!(b.sim.modems()[0].online, "the API still shows it online");
+
+    b.sim.set_proxy_fault(&imei, PathFault::Blackhole).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", http)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(get.as_bytes()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await;
+    assert!(read.is_err(), "a blackholed proxy never answers: {read:?}");
+
+    b.sim.set_proxy_fault(&imei, PathFault::Ok).unwrap();
+    assert_eq!(egress().await, "127.0.3.7");
 }

@@ -231,16 +231,24 @@ pub use farmhand_test_support::eventually;
 /// A local HTTP origin: `GET /anything` → "origin saw /anything"; `/big` → 5000 bytes.
 pub async fn start_origin() -> (SocketAddr, DropGuard) {
     use axum::routing::get;
+    use axum::extract::ConnectInfo;
     let app = axum::Router::new()
         .route("/big", get(|| async { "x".repeat(5000) }))
+        .route(
+            "/ip",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        )
         .fallback(|uri: axum::http::Uri| async move { format!("origin saw {uri}") });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = CancellationToken::new();
     let stop = token.clone();
     tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
             .await
             .unwrap();
     });
