@@ -23,8 +23,11 @@ pub enum EventType {
     AllocationFailed,
     /// An allocation was moved to another modem (same id and credentials).
     AllocationReplaced,
-    /// An allocation's modem is dead and nothing could replace it.
+    /// An allocation's modem is dead and nothing could replace it, or its port fails its
+    /// probes (`reason` says which).
     AllocationDegraded,
+    /// A degraded allocation's port passes its probes again.
+    AllocationRecovered,
     /// An allocation expires within the configured lead time.
     AllocationExpiring,
     /// A modem went offline.
@@ -47,12 +50,13 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, for validation and docs.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         Self::AllocationActive,
         Self::AllocationReleased,
         Self::AllocationFailed,
         Self::AllocationReplaced,
         Self::AllocationDegraded,
+        Self::AllocationRecovered,
         Self::AllocationExpiring,
         Self::ModemOffline,
         Self::ModemOnline,
@@ -72,6 +76,7 @@ impl EventType {
             Self::AllocationFailed => "allocation.failed",
             Self::AllocationReplaced => "allocation.replaced",
             Self::AllocationDegraded => "allocation.degraded",
+            Self::AllocationRecovered => "allocation.recovered",
             Self::AllocationExpiring => "allocation.expiring",
             Self::ModemOffline => "modem.offline",
             Self::ModemOnline => "modem.online",
@@ -280,10 +285,19 @@ pub struct AllocationEvent {
     release_reason: Option<crate::store::ReleaseReason>,
     failure: Option<String>,
     tenant: String,
+    /// Why it is degraded (`allocation.degraded` from probes: `timeout`, `connect_failed`,
+    /// `proxy_error`, `bad_reply`, `slow`, `ip_mismatch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// The allocation as events show it (see [`AllocationEvent`]).
 pub fn allocation_object(record: &AllocationRecord) -> Value {
+    allocation_object_because(record, None)
+}
+
+/// [`allocation_object`] with the `reason` of a degradation.
+pub fn allocation_object_because(record: &AllocationRecord, reason: Option<&str>) -> Value {
     to_object(&AllocationEvent {
         allocation_id: record.allocation_id.clone(),
         order_id: record.order_id.clone(),
@@ -301,6 +315,7 @@ pub fn allocation_object(record: &AllocationRecord) -> Value {
         release_reason: record.release_reason,
         failure: record.failure.clone(),
         tenant: record.tenant.clone(),
+        reason: reason.map(str::to_string),
     })
 }
 
@@ -318,6 +333,7 @@ impl EventType {
             | Self::AllocationFailed
             | Self::AllocationReplaced
             | Self::AllocationDegraded
+            | Self::AllocationRecovered
             | Self::AllocationExpiring => "AllocationEvent",
             Self::ModemOffline | Self::ModemOnline => "ModemEvent",
             Self::ModemDuplicateIdentity | Self::ModemIdentityResolved => "IdentityEvent",

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod keys;
 pub mod local_admin;
 pub mod metrics;
+pub mod probe;
 pub mod ratelimit;
 pub mod rekey;
 pub mod retention;

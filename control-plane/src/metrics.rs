@@ -7,7 +7,7 @@
 //! Labels come from fixed sets only: the route *pattern* axum matched (never the raw URL,
 //! which holds ids), op names, error codes and event types (never an endpoint URL).
 
-use farmhand_ops::metrics::{CounterVec, HistogramVec, Text, LATENCY_BUCKETS_S};
+use farmhand_ops::metrics::{Counter, CounterVec, HistogramVec, Text, LATENCY_BUCKETS_S};
 use std::time::Duration;
 
 /// The counters and histograms; gauges are computed at scrape time (`api::metrics`).
@@ -17,6 +17,12 @@ pub struct PlaneMetrics {
     commands: CounterVec<2>,
     round_trip: HistogramVec,
     webhook_attempts: CounterVec<2>,
+    probes: CounterVec<1>,
+    probe_latency: HistogramVec,
+    /// Probes cannot reach their target from the plane itself: no port is judged.
+    probe_paused: std::sync::atomic::AtomicBool,
+    /// Requests the probe echo endpoint answered.
+    echo_requests: Counter,
     /// Its reload counters, with `[tls]`.
     tls: Option<crate::tls::TlsReloader>,
 }
@@ -28,6 +34,10 @@ impl Default for PlaneMetrics {
             commands: CounterVec::new(["op", "outcome"]),
             round_trip: HistogramVec::new("op", LATENCY_BUCKETS_S),
             webhook_attempts: CounterVec::new(["event", "outcome"]),
+            probes: CounterVec::new(["outcome"]),
+            probe_latency: HistogramVec::new("protocol", LATENCY_BUCKETS_S),
+            probe_paused: std::sync::atomic::AtomicBool::new(false),
+            echo_requests: Counter::default(),
             tls: None,
         }
     }
@@ -68,6 +78,42 @@ impl PlaneMetrics {
         self.webhook_attempts.inc([event, outcome]);
     }
 
+    /// Counts one finished probe: `ok` or its failure (`probe::Failure`).
+    pub fn probe_finished(&self, outcome: &str) {
+        self.probes.inc([outcome]);
+    }
+
+    /// How many probes ended with `outcome` (for tests).
+    pub fn probes(&self, outcome: &str) -> u64 {
+        self.probes.get([outcome])
+    }
+
+    /// Records the first-byte time of a probe's fetch through `protocol`.
+    pub fn probe_latency(&self, protocol: &str, first_byte: Duration) {
+        self.probe_latency.observe(protocol, first_byte);
+    }
+
+    /// Sets whether probe judging is paused; returns what it was.
+    pub fn set_probe_judging_paused(&self, paused: bool) -> bool {
+        self.probe_paused
+            .swap(paused, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether probe judging is paused (the plane cannot reach its probe target).
+    pub fn probe_judging_paused(&self) -> bool {
+        self.probe_paused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one request the probe echo endpoint answered.
+    pub fn echo_answered(&self) {
+        self.echo_requests.inc();
+    }
+
+    /// Requests the probe echo endpoint answered (for tests).
+    pub fn echo_requests(&self) -> u64 {
+        self.echo_requests.get()
+    }
+
     /// Writes the counters and histograms in the text exposition.
     pub fn write(&self, text: &mut Text) {
         text.counter_vec(
@@ -89,6 +135,27 @@ impl PlaneMetrics {
             "farmhand_webhook_deliveries_total",
             "Webhook delivery attempts by event type and outcome (delivered, retry, failed).",
             &self.webhook_attempts,
+        );
+        text.counter_vec(
+            "farmhand_probes_total",
+            "Probes of sold ports by outcome (ok, connect_failed, timeout, proxy_error, bad_reply, slow, ip_mismatch).",
+            &self.probes,
+        );
+        text.histogram_vec(
+            "farmhand_probe_first_byte_seconds",
+            "Time from a probe's start to the first byte of the target's answer, by protocol (http, socks5).",
+            &self.probe_latency,
+        );
+        text.gauge_vec(
+            "farmhand_probe_judging_paused",
+            "1 while the plane cannot reach its own probe target: no port is judged (reason echo_unreachable).",
+            ["reason"],
+            &[(["echo_unreachable"], f64::from(u8::from(self.probe_judging_paused())))],
+        );
+        text.counter(
+            "farmhand_probe_echo_requests_total",
+            "Requests the probe echo endpoint answered.",
+            &self.echo_requests,
         );
         if let Some(tls) = &self.tls {
             text.counter_vec(

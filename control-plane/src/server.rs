@@ -7,10 +7,12 @@
 use crate::allocator::Allocator;
 use crate::api::{self, AppState};
 use crate::clock::Clock;
+use crate::config::ProbeTarget;
 use crate::config::ServerConfig;
 use crate::credentials::{CredentialCipher, CredentialError};
 use crate::fleet::Fleet;
 use crate::gateway::{Gateway, GatewayEvent};
+use crate::probe::Prober;
 use crate::ratelimit::Limits;
 use crate::retention::Retention;
 use crate::store::{Role, Store, StoreError};
@@ -50,6 +52,14 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    /// The probe echo endpoint could not listen (`[probe] listen`).
+    #[error("cannot listen for probes on {addr}: {source}")]
+    ProbeListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// PostgreSQL could not be used (`[store] backend = "postgres"`).
     #[error(transparent)]
     Postgres(#[from] crate::store::pg::PgError),
@@ -63,6 +73,9 @@ pub struct ControlPlane {
     shutdown: CancellationToken,
     tls: Option<ServerTls>,
     retention: Retention,
+    prober: Arc<Prober>,
+    /// The probe echo endpoint's listener (`[probe] listen`).
+    echo: Option<TcpListener>,
 }
 
 impl ControlPlane {
@@ -129,6 +142,17 @@ impl ControlPlane {
             )
             .await?,
         );
+        let (echo, target) = probe_listener(&config).await?;
+        let prober = Arc::new(Prober::new(
+            &config,
+            target,
+            store.clone(),
+            fleet.clone(),
+            gateway.clone(),
+            allocator.clone(),
+            events.clone(),
+            metrics.clone(),
+        ));
         let state = AppState {
             store,
             fleet,
@@ -139,6 +163,8 @@ impl ControlPlane {
             metrics,
             events,
             webhooks,
+            probes: prober.book(),
+            probing: prober.enabled(),
         };
         Ok(ControlPlane {
             state,
@@ -146,7 +172,14 @@ impl ControlPlane {
             shutdown,
             tls,
             retention,
+            prober,
+            echo,
         })
+    }
+
+    /// Where the probe echo endpoint listens (`[probe] listen`, its port chosen when 0).
+    pub fn probe_echo_addr(&self) -> Option<std::net::SocketAddr> {
+        self.echo.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Replaces the served TLS certificate from `[tls]`'s files while serving (`main` calls
@@ -204,6 +237,8 @@ impl ControlPlane {
             shutdown: sessions,
             tls,
             retention,
+            prober,
+            echo,
         } = self;
         let app = api::router(state.clone());
         // A convenience (the CLI while the plane runs): without it the plane still serves.
@@ -229,6 +264,15 @@ impl ControlPlane {
         let leases = tokio::spawn(state.gateway.clone().run_leases(sessions.clone()));
         let cluster = tokio::spawn(state.gateway.clone().run_cluster(sessions.clone()));
         let mirror = tokio::spawn(state.gateway.clone().run_mirror(sessions.clone()));
+        let probes = tokio::spawn(prober.run(sessions.clone()));
+        let echo = echo.map(|listener| {
+            let metrics = state.metrics.clone();
+            tokio::spawn(crate::probe::echo::serve(
+                listener,
+                metrics,
+                sessions.clone(),
+            ))
+        });
         let store = state.store.clone();
         let sweep_lock = tokio::spawn({
             let stop = sessions.clone();
@@ -272,6 +316,10 @@ impl ControlPlane {
         let _ = sweep_lock.await;
         let _ = warnings.await;
         let _ = release_retries.await;
+        let _ = probes.await;
+        if let Some(echo) = echo {
+            let _ = echo.await;
+        }
         if let Some(local_admin) = local_admin {
             let _ = local_admin.await;
         }
@@ -302,6 +350,27 @@ async fn check_shared_key(store: &Store, cipher: &CredentialCipher) -> Result<()
                 .into(),
         ))),
     }
+}
+
+/// The probe echo endpoint's listener (with `[probe] listen`) and what probes fetch (with
+/// `[probe] enabled`).
+async fn probe_listener(
+    config: &ServerConfig,
+) -> Result<(Option<TcpListener>, Option<ProbeTarget>), ServeError> {
+    let echo = match config.probe.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::ProbeListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let bound = echo.as_ref().and_then(|l| l.local_addr().ok());
+    let target = match config.probe.enabled {
+        true => Some(config.probe.target(bound)?),
+        false => None,
+    };
+    Ok((echo, target))
 }
 
 /// The store `config` names: sled in `data_dir`, or PostgreSQL, migrated (under the

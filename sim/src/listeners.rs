@@ -188,11 +188,16 @@ async fn accept_loop(
         };
         // An offline modem carries no traffic, an expired port none either, a dead proxy
         // none: close new connections at once.
-        let Some(path) = sim.state().modem(&live.imei).filter(|m| m.online).map(|m| Path {
-            source: m.path.source(&m.ip),
-            fault: m.path.fault,
-            first_byte_delay: Duration::from_millis(m.path.first_byte_delay_ms),
-        }) else {
+        let Some(path) = sim
+            .state()
+            .modem(&live.imei)
+            .filter(|m| m.online)
+            .map(|m| Path {
+                source: m.path.source(&m.ip),
+                fault: m.path.fault,
+                first_byte_delay: Duration::from_millis(m.path.first_byte_delay_ms),
+            })
+        else {
             drop(stream);
             continue;
         };

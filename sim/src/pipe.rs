@@ -4,10 +4,10 @@
 use super::limits::Direction;
 use super::listeners::LivePort;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use std::net::{IpAddr, SocketAddr};
 use tokio::net::{TcpSocket, TcpStream};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -474,7 +474,10 @@ async fn a_modem_path_can_egress_elsewhere_stall_or_die_while_online() {
     let get = format!("GET http://{origin}/ip HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: Basic {}\r\n\r\n", basic("buyer", "pw"));
     b.sim.set_proxy_fault(&imei, PathFault::Dead).unwrap();
     let out = raw_exchange(([127, 0, 0, 1], http).into(), get.as_bytes()).await;
-    assert!(matches!(&out, Ok(bytes) if bytes.is_empty()) || out.is_err(), "{out:?}");
+    assert!(
+        matches!(&out, Ok(bytes) if bytes.is_empty()) || out.is_err(),
+        "{out:?}"
+    );
     assert!(b.sim.modems()[0].online, "the API still shows it online");
 
     b.sim.set_proxy_fault(&imei, PathFault::Blackhole).unwrap();

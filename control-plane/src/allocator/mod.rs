@@ -313,6 +313,21 @@ impl Allocator {
         .await
     }
 
+    /// Moves `allocation_id`, whose port failed its probes on `imei`, to another modem
+    /// (`probe`); `Ok(None)` when it is no longer there or no longer live.
+    pub async fn replace_degraded(
+        self: &Arc<Self>,
+        allocation_id: &str,
+        imei: &str,
+    ) -> Result<Option<AllocationRecord>, AllocError> {
+        let (this, id) = (self.clone(), allocation_id.to_string());
+        let trigger = replace::Trigger::Degraded {
+            imei: imei.to_string(),
+        };
+        self.detached(async move { this.replace_inner(&id, trigger, "system").await })
+            .await
+    }
+
     /// `POST /v1/modems/{imei}/rotate`.
     pub async fn rotate(self: &Arc<Self>, imei: &str) -> Result<Rotation, AllocError> {
         let (this, imei) = (self.clone(), imei.to_string());

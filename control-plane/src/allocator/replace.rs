@@ -32,19 +32,25 @@ use tracing::{info, warn};
 pub(super) const MAX_TARGETS: usize = 3;
 
 /// What asked for the move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Trigger {
     /// The sweeper: only if the outage still holds when the lock is taken.
     Outage(ReplacementReason),
     /// The REST API: always (when live).
     Requested,
+    /// Its port failed its probes on this modem: only if it is still there.
+    Degraded {
+        /// The modem probed.
+        imei: String,
+    },
 }
 
 impl Trigger {
-    fn reason(self) -> ReplacementReason {
+    fn reason(&self) -> ReplacementReason {
         match self {
-            Trigger::Outage(reason) => reason,
+            Trigger::Outage(reason) => *reason,
             Trigger::Requested => ReplacementReason::Requested,
+            Trigger::Degraded { .. } => ReplacementReason::ProbeFailed,
         }
     }
 }
@@ -69,13 +75,13 @@ impl Allocator {
         if let Some(why) = why {
             return match trigger {
                 Trigger::Requested => Err(AllocError::InvalidState(why)),
-                Trigger::Outage(_) => Ok(None),
+                Trigger::Outage(_) | Trigger::Degraded { .. } => Ok(None),
             };
         }
-        if let Trigger::Outage(_) = trigger {
-            if self.outage_reason(&record).is_none() {
-                return Ok(None);
-            }
+        match &trigger {
+            Trigger::Outage(_) if self.outage_reason(&record).is_none() => return Ok(None),
+            Trigger::Degraded { imei } if *imei != record.imei => return Ok(None),
+            _ => {}
         }
         let password = self.password(&record)?.ok_or_else(|| {
             AllocError::Internal("the buyer password of a live allocation is missing".into())

@@ -149,7 +149,11 @@ fn view(
 
 /// The allocation `id` if `caller` may see it: 404 when it does not exist or belongs to
 /// another tenant (told apart by nobody, so ids of other tenants cannot be probed).
-async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<AllocationRecord, ApiError> {
+pub(super) async fn owned(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<AllocationRecord, ApiError> {
     state
         .store
         .allocation(id)

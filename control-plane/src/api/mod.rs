@@ -17,6 +17,7 @@ mod keys;
 mod metrics;
 mod modems;
 pub mod openapi;
+mod probes;
 mod seller_data;
 mod tokens;
 mod webhooks;
@@ -54,6 +55,10 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// Webhook endpoints and their delivery logs.
     pub webhooks: crate::webhooks::Webhooks,
+    /// What this node's probes found (`[probe]`).
+    pub probes: std::sync::Arc<crate::probe::Book>,
+    /// Whether probes run (`[probe] enabled`).
+    pub probing: bool,
 }
 
 /// The whole HTTP application: REST routes plus the agent gateway.
@@ -104,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/allocations/{allocation_id}/usage",
             get(allocations::usage),
         )
+        .route("/v1/allocations/{allocation_id}/probes", get(probes::show))
         .route(
             "/v1/allocations/{allocation_id}/replace",
             post(allocations::replace),

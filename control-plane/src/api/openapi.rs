@@ -9,7 +9,9 @@
 //! body, 422 for one with a body or parameters, 429, 500, 503), all with the one error body.
 
 use super::webhooks;
-use super::{agents, allocations, audit, enroll, health, keys, modems, seller_data, tokens};
+use super::{
+    agents, allocations, audit, enroll, health, keys, modems, probes, seller_data, tokens,
+};
 use crate::events::ModemEvent;
 use crate::events::{AgentEvent, AllocationEvent, EventType, HealthEvent, IdentityEvent};
 use crate::http_error::ErrorBody;
@@ -37,7 +39,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
         audit::list,
         modems::list, modems::rotate, modems::resolve,
         allocations::create, allocations::list, allocations::show, allocations::usage,
-        allocations::renew, allocations::replace, allocations::release,
+        allocations::renew, allocations::replace, allocations::release, probes::show,
         webhooks::create, webhooks::list, webhooks::show, webhooks::remove,
         webhooks::deliveries,
     ),

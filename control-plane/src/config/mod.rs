@@ -2,10 +2,12 @@
 //! documents every option), named defaults, validated once at load.
 
 pub mod env;
+mod probe;
 mod retention;
 mod store;
 mod webhooks;
 
+pub use probe::*;
 pub use retention::*;
 pub use store::*;
 pub use webhooks::*;
@@ -182,6 +184,8 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// How new agents join (`[enroll]`).
     pub enroll: EnrollConfig,
+    /// Probing sold ports from outside (`[probe]`).
+    pub probe: ProbeConfig,
 }
 
 /// The `[enroll]` section.
@@ -317,6 +321,7 @@ impl Default for ServerConfig {
             health: HealthConfig::default(),
             http: HttpConfig::default(),
             enroll: EnrollConfig::default(),
+            probe: ProbeConfig::default(),
         }
     }
 }
@@ -425,6 +430,7 @@ impl ServerConfig {
         self.retention.validate()?;
         self.store.validate()?;
         self.http.validate()?;
+        self.probe.validate()?;
         Ok(())
     }
 

@@ -93,6 +93,8 @@ pub enum ReplacementReason {
     AgentOffline,
     /// `POST /v1/allocations/{id}/replace`.
     Requested,
+    /// Its port failed `[probe] failures_to_degrade` probes in a row.
+    ProbeFailed,
 }
 
 /// One move of an allocation, kept in its `replacements` history.

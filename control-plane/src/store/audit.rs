@@ -50,8 +50,11 @@ pub enum AuditAction {
     AllocationRepaired,
     /// An allocation moved to another modem with the same credentials.
     AllocationReplaced,
-    /// An allocation's modem is down and no other modem could take it (once per outage).
+    /// An allocation's modem is down and no other modem could take it (once per outage),
+    /// or its port failed `[probe] failures_to_degrade` probes in a row (`reason`).
     AllocationDegraded,
+    /// A degraded allocation's port passed a probe again.
+    AllocationRecovered,
     /// The retention period passed and a buyer password was deleted.
     CredentialsPurged,
     /// The operator rotated the credential key (`credentials rotate-key`).

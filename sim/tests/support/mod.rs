@@ -230,8 +230,8 @@ pub use farmhand_test_support::eventually;
 
 /// A local HTTP origin: `GET /anything` → "origin saw /anything"; `/big` → 5000 bytes.
 pub async fn start_origin() -> (SocketAddr, DropGuard) {
-    use axum::routing::get;
     use axum::extract::ConnectInfo;
+    use axum::routing::get;
     let app = axum::Router::new()
         .route("/big", get(|| async { "x".repeat(5000) }))
         .route(
@@ -249,8 +249,8 @@ pub async fn start_origin() -> (SocketAddr, DropGuard) {
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap();
+        .await
+        .unwrap();
     });
     (addr, token.drop_guard())
 }

@@ -1,0 +1,84 @@
+//! The echo endpoint (`[probe] listen`): its own listener, answering any request with the
+//! caller's IP as plain text. Probes fetch it through sold ports, so what it answers is
+//! the port's egress IP. Anyone can reach it, so it holds nothing a client can grow: a
+//! bounded number of connections, a bounded request head read within a deadline, one
+//! answer, close.
+
+use crate::metrics::PlaneMetrics;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// The most of a request head read.
+const MAX_HEAD: usize = 8 * 1024;
+/// Time a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, metrics: Arc<PlaneMetrics>, shutdown: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        info!("probe echo endpoint listening on http://{addr}");
+    }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return,
+            permit = slots.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, peer.ip().to_canonical()).await {
+                debug!(error = %e, "probe echo: connection ended");
+            } else {
+                metrics.echo_answered();
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, peer: IpAddr) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            if head.len() > MAX_HEAD {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "head too large",
+                ));
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, read_head)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let body = peer.to_string();
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}

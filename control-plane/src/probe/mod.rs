@@ -1,0 +1,433 @@
+//! Verified delivery: ONE task per node that proves every sold port works as sold
+//! (`[probe]`, `docs/operations.md` "Probes"). Each live allocation whose agent's session
+//! this node holds (so, in a cluster, each is probed by exactly one node) is fetched
+//! every `interval_s` (jittered) THROUGH the buyer's endpoint with the buyer's
+//! credentials — HTTP, then SOCKS5 — from the plane to the echo target (`fetch`), which
+//! answers the IP it saw. A probe fails when a fetch fails, its first byte is slow, or the
+//! IP seen is not the one the modem reports (`ip_mismatch`).
+//!
+//! Judging (`book`): `failures_to_degrade` failures in a row mark the allocation degraded
+//! — audited, `allocation.degraded` with the reason, and when automatic replacement is on
+//! the allocation moves to another modem with the same credentials (`Allocator::
+//! replace_degraded`), tried again after each further run of failures; the next success
+//! sends `allocation.recovered`. A port cannot be blamed for the plane's own path: before
+//! any degradation, and at every refresh, the plane fetches the target directly; when that
+//! fails, judging pauses (no probe runs, `farmhand_probe_judging_paused` is 1) until it
+//! works again.
+//!
+//! Starts are paced to at most `max_per_second` and at most `concurrency` run at once.
+//! Everything here is in memory: after a restart probing starts afresh.
+
+mod book;
+pub mod echo;
+pub mod fetch;
+
+pub use book::{Book, ProbeResult, Summary, Track, Verdict};
+pub use fetch::Failure;
+
+use crate::allocator::Allocator;
+use crate::clock::Clock;
+use crate::config::{ProbeConfig, ProbeTarget, ServerConfig};
+use crate::events::{EventType, Events};
+use crate::fleet::Fleet;
+use crate::gateway::Gateway;
+use crate::metrics::PlaneMetrics;
+use crate::store::{AllocationRecord, AuditAction, Store};
+use farmhand_protocol::Secret;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// The longest the allocation list is reused before it is read again.
+const MAX_REFRESH: Duration = Duration::from_secs(10);
+
+/// The prober (see the module docs).
+#[derive(Debug)]
+pub struct Prober {
+    config: ProbeConfig,
+    /// What probes fetch; `None` when probes are off.
+    target: Option<Arc<ProbeTarget>>,
+    replacement: bool,
+    store: Store,
+    fleet: Arc<Fleet>,
+    gateway: Gateway,
+    allocator: Arc<Allocator>,
+    events: Events,
+    metrics: Arc<PlaneMetrics>,
+    book: Arc<Book>,
+    clock: Clock,
+}
+
+/// One allocation due for a probe, as last read.
+#[derive(Debug, Clone)]
+struct Due {
+    at: Instant,
+    record: Arc<AllocationRecord>,
+}
+
+impl Prober {
+    /// The prober of `config`'s `[probe]`, fetching `target` (idle without one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &ServerConfig,
+        target: Option<ProbeTarget>,
+        store: Store,
+        fleet: Arc<Fleet>,
+        gateway: Gateway,
+        allocator: Arc<Allocator>,
+        events: Events,
+        metrics: Arc<PlaneMetrics>,
+    ) -> Self {
+        let clock = fleet.clock().clone();
+        Prober {
+            book: Arc::new(Book::new(
+                config.probe.history,
+                config.probe.failures_to_degrade,
+            )),
+            config: config.probe.clone(),
+            target: target.map(Arc::new),
+            replacement: config.replacement_grace().is_some(),
+            store,
+            fleet,
+            gateway,
+            allocator,
+            events,
+            metrics,
+            clock,
+        }
+    }
+
+    /// What the probes found (read by `GET /v1/allocations/{id}/probes`).
+    pub fn book(&self) -> Arc<Book> {
+        self.book.clone()
+    }
+
+    /// Whether probes run.
+    pub fn enabled(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Probes until `shutdown`; returns at once when probes are off.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        info!(target = %target.authority(), interval_s = self.config.interval_s, "probing sold ports");
+        let refresh_every = self.config.interval().min(MAX_REFRESH);
+        let pace = Duration::from_secs(1) / self.config.max_per_second;
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let tasks = TaskTracker::new();
+        let mut due: HashMap<String, Due> = HashMap::new();
+        let mut refresh_at = Instant::now();
+        while !shutdown.is_cancelled() {
+            if Instant::now() >= refresh_at {
+                refresh_at = Instant::now() + refresh_every;
+                self.refresh(&mut due).await;
+                self.check_own_path(&target).await;
+            }
+            let next = due
+                .iter()
+                .min_by_key(|(_, d)| d.at)
+                .map(|(id, d)| (id.clone(), d.at));
+            let wake = match next {
+                Some((_, at)) if !self.metrics.probe_judging_paused() => at.min(refresh_at),
+                _ => refresh_at,
+            };
+            if wake > Instant::now() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep_until(wake) => continue,
+                }
+            }
+            let Some((id, _)) = next else { continue };
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { break };
+            let Some(entry) = due.get_mut(&id) else {
+                continue;
+            };
+            entry.at = Instant::now() + jittered(self.config.interval());
+            let (this, record, target) = (self.clone(), entry.record.clone(), target.clone());
+            tasks.spawn(async move {
+                this.probe(&record, &target).await;
+                drop(permit);
+            });
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(pace) => {}
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Reads the live allocations this node probes: new ones are first probed within one
+    /// interval (spread, so a restart does not probe everything at once), ended or moved
+    /// away ones are forgotten.
+    async fn refresh(&self, due: &mut HashMap<String, Due>) {
+        let live = match self.store.live_allocations().await {
+            Ok(live) => live,
+            Err(e) => return warn!("probes: cannot read the live allocations: {e}"),
+        };
+        let mut probed = HashSet::new();
+        for record in live {
+            let here = self.gateway.is_connected(&record.agent_id);
+            if !record.state.is_live() || record.host.is_none() || !here {
+                continue;
+            }
+            probed.insert(record.allocation_id.clone());
+            let record = Arc::new(record);
+            let first = || Instant::now() + anywhere_within(self.config.interval());
+            due.entry(record.allocation_id.clone())
+                .and_modify(|d| d.record = record.clone())
+                .or_insert_with(|| Due {
+                    at: first(),
+                    record,
+                });
+        }
+        due.retain(|id, _| probed.contains(id));
+        self.book.retain(&probed);
+    }
+
+    /// Fetches the target directly; judging pauses while that fails. True when it works.
+    async fn check_own_path(&self, target: &ProbeTarget) -> bool {
+        let works = fetch::direct(target, self.config.timeout()).await.is_ok();
+        let was_paused = self.metrics.set_probe_judging_paused(!works);
+        match (works, was_paused) {
+            (false, false) => {
+                warn!(target = %target.authority(), "probes paused: the plane cannot reach its own probe target, so no port is judged until it can")
+            }
+            (true, true) => info!("probes resumed: the probe target answers again"),
+            _ => {}
+        }
+        works
+    }
+
+    /// Probes one allocation and acts on the verdict.
+    async fn probe(&self, record: &AllocationRecord, target: &ProbeTarget) {
+        let id = &record.allocation_id;
+        let password = match self.allocator.password(record) {
+            Ok(Some(password)) => password,
+            Ok(None) => return,
+            Err(e) => {
+                return warn!(allocation_id = %id, "probes: cannot open the buyer password: {e}")
+            }
+        };
+        let result = self.measure(record, &password, target).await;
+        self.metrics
+            .probe_finished(result.failure.map_or("ok", Failure::as_str));
+        let verdict = self.book.record(id, result);
+        match verdict {
+            Verdict::Steady => {}
+            Verdict::Degraded(failure) | Verdict::StillDegraded(failure) => {
+                if !self.check_own_path(target).await {
+                    self.book.void_last(id, verdict);
+                    return;
+                }
+                if let Verdict::Degraded(_) = verdict {
+                    self.degraded(record, failure).await;
+                }
+                if self.replacement {
+                    self.move_away(record).await;
+                }
+            }
+            Verdict::Recovered => self.recovered(record).await,
+        }
+    }
+
+    /// Both fetches, judged: the first failure wins.
+    async fn measure(
+        &self,
+        record: &AllocationRecord,
+        password: &Secret,
+        target: &ProbeTarget,
+    ) -> ProbeResult {
+        let modem_ip = self
+            .fleet
+            .agent(&record.agent_id)
+            .and_then(|agent| agent.modems.get(&record.imei).cloned())
+            .filter(|modem| !modem.rotating)
+            .and_then(|modem| modem.ext_ip);
+        let mut result = ProbeResult {
+            at: self.clock.now(),
+            failure: None,
+            protocol: None,
+            connect: None,
+            first_byte: None,
+            egress_ip: None,
+            modem_ip: modem_ip.clone(),
+        };
+        let host = record.host.as_deref().unwrap_or_default();
+        let legs = [("http", record.http_port), ("socks5", record.socks_port)];
+        for (protocol, port) in legs {
+            let Some(port) = port else { continue };
+            let port = fetch::Port {
+                host,
+                port,
+                login: &record.login,
+                password,
+            };
+            let fetched = match protocol {
+                "http" => fetch::via_http(port, target, self.config.timeout()).await,
+                _ => fetch::via_socks5(port, target, self.config.timeout()).await,
+            };
+            let failure = match fetched {
+                Ok(fetched) => {
+                    self.metrics.probe_latency(protocol, fetched.first_byte);
+                    if result.first_byte.is_none() {
+                        result.connect = Some(fetched.connect);
+                        result.first_byte = Some(fetched.first_byte);
+                        result.egress_ip = Some(fetched.egress_ip.to_string());
+                    }
+                    judge(&fetched, modem_ip.as_deref(), self.config.slow())
+                }
+                Err(failed) => {
+                    result.connect = result.connect.or(failed.connect);
+                    Some(failed.failure)
+                }
+            };
+            if let Some(failure) = failure {
+                result.failure = Some(failure);
+                result.protocol = Some(protocol);
+                break;
+            }
+        }
+        result
+    }
+
+    async fn degraded(&self, record: &AllocationRecord, failure: Failure) {
+        let id = &record.allocation_id;
+        warn!(allocation_id = %id, imei = %record.imei, reason = failure.as_str(), "allocation degraded: its port fails its probes");
+        self.store
+            .audit(
+                "system",
+                AuditAction::AllocationDegraded,
+                format!("allocation:{id}"),
+                json!({
+                    "order_id": record.order_id,
+                    "imei": record.imei,
+                    "agent_id": record.agent_id,
+                    "reason": failure.as_str(),
+                    "why": format!("{} probes in a row failed", self.config.failures_to_degrade),
+                }),
+            )
+            .await;
+        self.emit(EventType::AllocationDegraded, record, Some(failure))
+            .await;
+    }
+
+    async fn recovered(&self, record: &AllocationRecord) {
+        info!(allocation_id = %record.allocation_id, "allocation recovered: its port passes its probes again");
+        self.store
+            .audit(
+                "system",
+                AuditAction::AllocationRecovered,
+                format!("allocation:{}", record.allocation_id),
+                json!({"order_id": record.order_id, "imei": record.imei, "agent_id": record.agent_id}),
+            )
+            .await;
+        self.emit(EventType::AllocationRecovered, record, None)
+            .await;
+    }
+
+    async fn emit(&self, kind: EventType, record: &AllocationRecord, failure: Option<Failure>) {
+        if self.events.wants(kind) {
+            let reason = failure.map(Failure::as_str);
+            let object = crate::events::allocation_object_because(record, reason);
+            self.events.emit(kind, object).await;
+        }
+    }
+
+    /// Moves the allocation to another modem, keeping its credentials (when it still is
+    /// where it was probed).
+    async fn move_away(&self, record: &AllocationRecord) {
+        let id = &record.allocation_id;
+        match self.allocator.replace_degraded(id, &record.imei).await {
+            Ok(Some(moved)) => {
+                info!(allocation_id = %id, from = %record.imei, to = %moved.imei, "degraded allocation moved")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(allocation_id = %id, "degraded allocation could not be moved (tried again after more failures): {e}")
+            }
+        }
+    }
+}
+
+/// A fetch that answered: `slow` past the threshold, `ip_mismatch` when the modem's IP
+/// is known and is not the one seen.
+fn judge(fetched: &fetch::Fetched, modem_ip: Option<&str>, slow: Duration) -> Option<Failure> {
+    if fetched.first_byte > slow {
+        return Some(Failure::Slow);
+    }
+    let reported = modem_ip.and_then(|ip| ip.parse::<IpAddr>().ok())?;
+    (reported.to_canonical() != fetched.egress_ip.to_canonical()).then_some(Failure::IpMismatch)
+}
+
+/// `interval` ± a fifth, so probes never come in waves.
+fn jittered(interval: Duration) -> Duration {
+    let unit = farmhand_ops::backoff::random_unit();
+    interval.mul_f64(0.8 + 0.4 * unit)
+}
+
+/// Anywhere within `interval`: where a newly seen allocation's first probe falls.
+fn anywhere_within(interval: Duration) -> Duration {
+    farmhand_ops::backoff::full_jitter(interval, farmhand_ops::backoff::random_unit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched(ms: u64, ip: &str) -> fetch::Fetched {
+        fetch::Fetched {
+            connect: Duration::from_millis(1),
+            first_byte: Duration::from_millis(ms),
+            egress_ip: ip.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_fetch_is_judged_on_time_then_on_its_ip() {
+        let slow = Duration::from_millis(100);
+        assert_eq!(
+            judge(&fetched(5, "127.0.0.9"), Some("127.0.0.9"), slow),
+            None
+        );
+        assert_eq!(
+            judge(&fetched(500, "127.0.0.9"), Some("127.0.0.9"), slow),
+            Some(Failure::Slow)
+        );
+        assert_eq!(
+            judge(&fetched(5, "127.0.0.8"), Some("127.0.0.9"), slow),
+            Some(Failure::IpMismatch)
+        );
+        assert_eq!(
+            judge(&fetched(5, "::ffff:127.0.0.9"), Some("127.0.0.9"), slow),
+            None
+        );
+        // The modem's IP unknown (rotating, not reported): nothing to compare.
+        assert_eq!(judge(&fetched(5, "127.0.0.8"), None, slow), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_a_fifth() {
+        let interval = Duration::from_secs(60);
+        for _ in 0..100 {
+            let d = jittered(interval);
+            assert!(
+                d >= Duration::from_secs(48) && d <= Duration::from_secs(72),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! End to end: verified delivery. The plane probes every sold port THROUGH the buyer's
+//! endpoint (HTTP and SOCKS5, the buyer's credentials) to its own echo endpoint, and
+//! catches what the box's API does not show — a port that accepts and never answers, a
+//! proxy that died while the modem shows online, slow first bytes, traffic leaving from
+//! another IP than the modem reports — each within the configured number of probes, with
+//! its reason, one `allocation.degraded`, and (with replacement on) a move to another
+//! modem where the buyer's same credentials work (real curl), then
+//! `allocation.recovered`. When the plane cannot reach its probe target, judging pauses
+//! and nobody is blamed. Real simulator (its proxies leave from the modem's loopback IP),
+//! plane, agent, sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use farmhand_testkit::harness::{
+    curl_via, proxy_urls, start_receiver, within, Inbox, Origin, Stack, StackOptions,
+};
+use farmhand_testkit::sim::PathFault;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The port of a test's own probe target, for the next stack (a `fn` cannot capture).
+static OWN_TARGET_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// Probes every 2 s, two failures in a row degrade, 800 ms is slow (far from both a
+/// loaded machine's loopback and the 2 s timeout).
+fn probing(c: &mut farmhand_control::ServerConfig) {
+    c.probe.enabled = true;
+    c.probe.listen = Some("127.0.0.1:0".parse().unwrap());
+    c.probe.interval_s = 2;
+    c.probe.timeout_s = 2;
+    c.probe.slow_ms = 800;
+    c.probe.failures_to_degrade = 2;
+    c.probe.max_per_second = 50;
+}
+
+/// Starts a stack whose modems' IPs are loopback addresses (127.0.7.N), so the echo sees
+/// the modem's IP as a real box's traffic would show it, and waits until the plane does.
+async fn stack(modems: usize, configure_plane: fn(&mut farmhand_control::ServerConfig)) -> Stack {
+    let stack = Stack::start(StackOptions {
+        modems,
+        configure_plane,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    for (i, imei) in stack.sim.imeis().iter().enumerate() {
+        stack
+            .sim
+            .set_ext_ip(imei, &format!("127.0.7.{}", i + 1))
+            .unwrap();
+    }
+    within(PATIENCE, "the modems' loopback IPs", || async {
+        let modems = stack.admin.get("/v1/modems").await.ok()?.body;
+        let modems = modems["modems"].as_array()?.clone();
+        let loopback = modems.iter().filter(|m| {
+            m["ext_ip"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("127.0.7."))
+                && m["available"] == true
+        });
+        (loopback.count() == modems.len() && modems.len() == stack.sim.imeis().len()).then_some(())
+    })
+    .await
+    .unwrap();
+    stack
+}
+
+async fn subscribe(stack: &Stack, stop: &CancellationToken) -> Arc<Inbox> {
+    let (url, inbox) = start_receiver(stop).await.unwrap();
+    let events = ["allocation.degraded", "allocation.recovered"];
+    let reply = stack
+        .admin
+        .post("/v1/webhooks", json!({"url": url, "events": events}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    inbox
+}
+
+async fn allocate(stack: &Stack, order_id: &str, imei: &str) -> Value {
+    let body = json!({"order_id": order_id, "duration_s": 86_400, "imei": imei});
+    let reply = stack.market.post("/v1/allocations", body).await.unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    reply.body
+}
+
+async fn probes(stack: &Stack, id: &str) -> Value {
+    let reply = stack
+        .market
+        .get(&format!("/v1/allocations/{id}/probes"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.body
+}
+
+/// The allocation's probes once they show `health` (`ok`, `degraded`).
+async fn health(stack: &Stack, id: &str, health: &str) -> Value {
+    within(PATIENCE, &format!("allocation {id} {health}"), || async {
+        let p = probes(stack, id).await;
+        (p["health"] == health).then_some(p)
+    })
+    .await
+    .unwrap()
+}
+
+fn events_for(inbox: &Inbox, kind: &str, id: &str) -> Vec<Value> {
+    inbox
+        .of(kind)
+        .iter()
+        .map(|r| r.json())
+        .filter(|e| e["object"]["allocation_id"] == id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_port_passes_its_probes_from_the_modems_own_ip() {
+    let stack = stack(1, probing).await;
+    let imei = stack.sim.imeis()[0].clone();
+    let id = allocate(&stack, "probe-healthy", &imei).await["allocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view = within(PATIENCE, "three successful probes", || async {
+        let p = probes(&stack, &id).await;
+        (p["summary"]["ok"].as_u64()? >= 3).then_some(p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(view["health"], "ok", "{view}");
+    assert_eq!(view["judging"], "active");
+    assert_eq!(view["summary"]["availability_pct"], 100.0, "{view}");
+    assert!(view["summary"]["p50_ms"].is_u64(), "{view}");
+    let last = &view["results"][0];
+    assert_eq!(last["ok"], true, "{view}");
+    assert_eq!(
+        last["egress_ip"], "127.0.7.1",
+        "the echo saw the modem's IP: {view}"
+    );
+    assert_eq!(last["modem_ip"], "127.0.7.1");
+    // What a probe costs the buyer's port, as the box meters it (documented per day).
+    let after = probes(&stack, &id).await["summary"]["probes"]
+        .as_u64()
+        .unwrap();
+    let metered: u64 = stack
+        .sim
+        .ports()
+        .iter()
+        .map(|p| p.bytes_in + p.bytes_out)
+        .sum();
+    let per_probe = metered / after.max(1);
+    eprintln!("one probe (HTTP + SOCKS5) costs the port {per_probe} bytes");
+    assert!(
+        metered > 0 && per_probe <= 1024,
+        "{metered} bytes for {after} probes"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", stack.plane_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("farmhand_probes_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("farmhand_probe_first_byte_seconds_bucket{protocol=\"socks5\""));
+    assert!(metrics.contains("farmhand_probe_judging_paused{reason=\"echo_unreachable\"} 0"));
+    // Another tenant's key (or none) learns nothing about it.
+    let stranger = stack.market.with_key(Some("fh_not_a_key"));
+    let refused = stranger
+        .get(&format!("/v1/allocations/{id}/probes"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 401);
+    let unknown = stack
+        .market
+        .get("/v1/allocations/al_nope/probes")
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, 404);
+}
+
+/// Replacement off: each broken path stays where it is, judged with its own reason, one
+/// `allocation.degraded` each; healing one sends `allocation.recovered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broken_path_is_caught_with_its_reason_and_reported_once() {
+    fn config(c: &mut farmhand_control::ServerConfig) {
+        probing(c);
+        c.replacement_grace_s = 0;
+    }
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let stack = stack(4, config).await;
+    let inbox = subscribe(&stack, &stop).await;
+    let imeis = stack.sim.imeis();
+    let mut ids = Vec::new();
+    for (i, imei) in imeis.iter().enumerate() {
+        let a = allocate(&stack, &format!("probe-broken-{i}"), imei).await;
+        ids.push(a["allocation_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        health(&stack, id, "ok").await;
+    }
+    let sim = &stack.sim;
+    sim.set_proxy_fault(&imeis[0], PathFault::Blackhole)
+        .unwrap();
+    sim.set_proxy_fault(&imeis[1], PathFault::Dead).unwrap();
+    sim.set_first_byte_delay(&imeis[2], Duration::from_millis(1400))
+        .unwrap();
+    sim.set_egress_ip(&imeis[3], Some("127.0.9.9")).unwrap();
+    let expected = ["timeout", "proxy_error", "slow", "ip_mismatch"];
+    for (id, reason) in ids.iter().zip(expected) {
+        let view = health(&stack, id, "degraded").await;
+        assert_eq!(view["reason"], reason, "{view}");
+        assert!(view["summary"]["ok"].as_u64().unwrap() >= 1, "{view}");
+        // Within the configured number of probes: the failures that degraded it are the
+        // newest results, and no success came between them.
+        let failed: Vec<_> = view["results"].as_array().unwrap()[..2].to_vec();
+        assert!(failed.iter().all(|r| r["ok"] == false), "{view}");
+        let event = within(PATIENCE, "allocation.degraded", || async {
+            events_for(&inbox, "allocation.degraded", id).pop()
+        })
+        .await
+        .unwrap();
+        assert_eq!(event["object"]["reason"], reason, "{event}");
+    }
+    let mismatch = probes(&stack, &ids[3]).await;
+    assert_eq!(
+        mismatch["results"][0]["egress_ip"], "127.0.9.9",
+        "{mismatch}"
+    );
+    assert_eq!(mismatch["results"][0]["modem_ip"], "127.0.7.4");
+
+    // More failures do not repeat the event.
+    within(PATIENCE, "more failed probes", || async {
+        let view = probes(&stack, &ids[0]).await;
+        (view["failures_in_a_row"].as_u64()? >= 5).then_some(())
+    })
+    .await
+    .unwrap();
+    for id in &ids {
+        assert_eq!(events_for(&inbox, "allocation.degraded", id).len(), 1);
+    }
+    // Healed, it recovers: once.
+    sim.set_proxy_fault(&imeis[1], PathFault::Ok).unwrap();
+    health(&stack, &ids[1], "ok").await;
+    within(PATIENCE, "allocation.recovered", || async {
+        events_for(&inbox, "allocation.recovered", &ids[1]).pop()
+    })
+    .await
+    .unwrap();
+    assert!(events_for(&inbox, "allocation.recovered", &ids[0]).is_empty());
+    let audit = stack.admin.get("/v1/audit?limit=1000").await.unwrap().body;
+    let audited = |action: &str| {
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .count()
+    };
+    assert_eq!(audited("allocation_degraded"), 4, "{audit}");
+    assert_eq!(audited("allocation_recovered"), 1, "{audit}");
+}
+
+/// Replacement on: a port whose traffic leaves from the wrong IP moves to another modem,
+/// the buyer's same credentials work there, and the allocation recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_leaving_from_the_wrong_ip_moves_and_the_buyers_credentials_work_there() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let stack = stack(2, probing).await;
+    let inbox = subscribe(&stack, &stop).await;
+    let imeis = stack.sim.imeis();
+    let sold = allocate(&stack, "probe-move", &imeis[0]).await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+    health(&stack, &id, "ok").await;
+
+    stack
+        .sim
+        .set_egress_ip(&imeis[0], Some("127.0.9.9"))
+        .unwrap();
+    let moved = within(PATIENCE, "the allocation to move", || async {
+        let a = stack
+            .market
+            .get(&format!("/v1/allocations/{id}"))
+            .await
+            .ok()?
+            .body;
+        (a["replacements"].as_array()?.len() == 1).then_some(a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(moved["imei"], imeis[1].as_str(), "{moved}");
+    assert_eq!(
+        moved["replacements"][0]["reason"], "probe_failed",
+        "{moved}"
+    );
+    assert_eq!(moved["login"], sold["login"]);
+    assert_eq!(moved["password"], sold["password"]);
+    let origin = Origin::start("probed and moved").await.unwrap();
+    let (http, socks) = proxy_urls(&moved).unwrap();
+    for proxy in [http, socks] {
+        let out = curl_via(&proxy, &origin.url()).await.unwrap();
+        assert!(out.returned("probed and moved"), "{proxy}: {out:?}");
+    }
+    let view = health(&stack, &id, "ok").await;
+    assert_eq!(view["results"][0]["egress_ip"], "127.0.7.2", "{view}");
+    let degraded = events_for(&inbox, "allocation.degraded", &id);
+    assert_eq!(degraded.len(), 1);
+    assert_eq!(degraded[0]["object"]["reason"], "ip_mismatch");
+    within(PATIENCE, "allocation.recovered", || async {
+        events_for(&inbox, "allocation.recovered", &id).pop()
+    })
+    .await
+    .unwrap();
+}
+
+/// The plane's own path to its probe target broken: no port is blamed, judging pauses
+/// and says why, and resumes when the target answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    OWN_TARGET_PORT.store(port, Ordering::SeqCst);
+    fn config(c: &mut farmhand_control::ServerConfig) {
+        probing(c);
+        c.probe.listen = None;
+        let port = OWN_TARGET_PORT.load(Ordering::SeqCst);
+        c.probe.target = Some(format!("http://127.0.0.1:{port}/ip"));
+    }
+    let target_stop = CancellationToken::new();
+    tokio::spawn(own_echo(echo, target_stop.clone()));
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let stack = stack(1, config).await;
+    let inbox = subscribe(&stack, &stop).await;
+    let imei = stack.sim.imeis()[0].clone();
+    let id = allocate(&stack, "probe-own-target", &imei).await["allocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = health(&stack, &id, "ok").await;
+    assert_eq!(before["results"][0]["egress_ip"], "127.0.7.1", "{before}");
+
+    target_stop.cancel();
+    let paused = within(PATIENCE, "judging to pause", || async {
+        let p = probes(&stack, &id).await;
+        (p["judging"] == "paused").then_some(p)
+    })
+    .await
+    .unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", stack.plane_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("farmhand_probe_judging_paused{reason=\"echo_unreachable\"} 1"),
+        "{metrics}"
+    );
+    // Paused for several intervals: nothing is judged, nobody is degraded (an absence,
+    // which only time can show).
+    let results = paused["summary"]["probes"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = probes(&stack, &id).await;
+    assert_ne!(later["health"], "degraded", "{later}");
+    assert!(
+        later["summary"]["probes"].as_u64().unwrap() <= results + 1,
+        "{later}"
+    );
+    assert!(inbox.of("allocation.degraded").is_empty());
+
+    // Back: judging resumes on its own.
+    let echo = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(own_echo(echo, stop.clone()));
+    within(PATIENCE, "judging to resume", || async {
+        let p = probes(&stack, &id).await;
+        (p["judging"] == "active" && p["summary"]["probes"].as_u64()? > results + 1).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(probes(&stack, &id).await["health"], "ok");
+}
+
+/// A minimal echo on `listener`: the caller's IP as JSON, until `stop`.
+async fn own_echo(listener: tokio::net::TcpListener, stop: CancellationToken) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk).await {
+                    Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let body = format!("{{\"ip\": \"{}\"}}", peer.ip());
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        });
+    }
+}
