@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The port of a test's own probe target, for the next stack (a `fn` cannot capture).
-static OWN_TARGET_PORT: AtomicU16 = AtomicU16::new(0);
+/// The port of the pause test's own probe target (a `fn` cannot capture), and what it saw.
+static PAUSE_TARGET_PORT: AtomicU16 = AtomicU16::new(0);
+static PAUSE_ARRIVALS: Arrivals = Arrivals::new(Vec::new());
 
 /// Probes every 2 s, two failures in a row degrade, 800 ms is slow (far from both a
 /// loaded machine's loopback and the 2 s timeout).
@@ -327,15 +328,15 @@ async fn a_port_leaving_from_the_wrong_ip_moves_and_the_buyers_credentials_work_
 async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers() {
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = echo.local_addr().unwrap().port();
-    OWN_TARGET_PORT.store(port, Ordering::SeqCst);
+    PAUSE_TARGET_PORT.store(port, Ordering::SeqCst);
     fn config(c: &mut farmhand_control::ServerConfig) {
         probing(c);
         c.probe.listen = None;
-        let port = OWN_TARGET_PORT.load(Ordering::SeqCst);
+        let port = PAUSE_TARGET_PORT.load(Ordering::SeqCst);
         c.probe.target = Some(format!("http://127.0.0.1:{port}/ip"));
     }
     let target_stop = CancellationToken::new();
-    tokio::spawn(own_echo(echo, target_stop.clone()));
+    tokio::spawn(own_echo(echo, target_stop.clone(), &PAUSE_ARRIVALS));
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
     let stack = stack(1, config).await;
@@ -381,7 +382,7 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
     let echo = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    tokio::spawn(own_echo(echo, stop.clone()));
+    tokio::spawn(own_echo(echo, stop.clone(), &PAUSE_ARRIVALS));
     within(PATIENCE, "judging to resume", || async {
         let p = probes(&stack, &id).await;
         (p["judging"] == "active" && p["summary"]["probes"].as_u64()? > results + 1).then_some(())
@@ -391,8 +392,13 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
     assert_eq!(probes(&stack, &id).await["health"], "ok");
 }
 
-/// A minimal echo on `listener`: the caller's IP as JSON, until `stop`.
-async fn own_echo(listener: tokio::net::TcpListener, stop: CancellationToken) {
+/// A minimal echo on `listener` until `stop`: the caller's IP as JSON, noting when each
+/// request arrived in `arrivals`.
+async fn own_echo(
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+    arrivals: &'static Arrivals,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let accepted = tokio::select! {
@@ -411,6 +417,7 @@ async fn own_echo(listener: tokio::net::TcpListener, stop: CancellationToken) {
                     _ => return,
                 }
             }
+            arrivals.lock().unwrap().push(std::time::Instant::now());
             let body = format!("{{\"ip\": \"{}\"}}", peer.ip());
             let reply = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -419,4 +426,87 @@ async fn own_echo(listener: tokio::net::TcpListener, stop: CancellationToken) {
             let _ = stream.write_all(reply.as_bytes()).await;
         });
     }
+}
+
+type Arrivals = std::sync::Mutex<Vec<std::time::Instant>>;
+
+/// Arrival times at the fleet test's own echo, and its port.
+static FLEET_ARRIVALS: Arrivals = Arrivals::new(Vec::new());
+static FLEET_TARGET_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A healthy fleet of 200 allocations probed for a while: nobody is degraded, and the
+/// probes' rate at the echo never exceeds the cap (two fetches per probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_fleet_of_200_is_never_degraded_and_probes_stay_under_the_cap() {
+    const CAP: u32 = 10;
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    FLEET_TARGET_PORT.store(echo.local_addr().unwrap().port(), Ordering::SeqCst);
+    fn config(c: &mut farmhand_control::ServerConfig) {
+        c.probe.enabled = true;
+        c.probe.interval_s = 2;
+        c.probe.timeout_s = 2;
+        c.probe.max_per_second = CAP;
+        c.modem_capacity = 10;
+        let port = FLEET_TARGET_PORT.load(Ordering::SeqCst);
+        c.probe.target = Some(format!("http://127.0.0.1:{port}/"));
+    }
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    tokio::spawn(own_echo(echo, stop.clone(), &FLEET_ARRIVALS));
+    let stack = stack(20, config).await;
+    let inbox = subscribe(&stack, &stop).await;
+    let mut ids = Vec::new();
+    for batch in 0..25 {
+        let orders = (0..8).map(|i| {
+            let body = json!({"order_id": format!("fleet-{batch}-{i}"), "duration_s": 86_400});
+            let market = stack.market.clone();
+            async move { market.post("/v1/allocations", body).await.unwrap() }
+        });
+        for reply in futures_util::future::join_all(orders).await {
+            assert_eq!(reply.status, 201, "{:?}", reply.body);
+            ids.push(reply.str("/allocation_id").unwrap().to_string());
+        }
+    }
+    assert_eq!(ids.len(), 200);
+    // Every allocation probed at least twice (the cap makes that ~40 s of probing).
+    let started = std::time::Instant::now();
+    within(
+        Duration::from_secs(120),
+        "every allocation probed twice",
+        || async {
+            for id in &ids {
+                if probes(&stack, id).await["summary"]["probes"].as_u64()? < 2 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+    .unwrap();
+    for id in &ids {
+        let view = probes(&stack, id).await;
+        assert_ne!(view["health"], "degraded", "{view}");
+    }
+    assert!(inbox.of("allocation.degraded").is_empty());
+    let arrivals = FLEET_ARRIVALS.lock().unwrap().clone();
+    let (first, last) = (arrivals[0], arrivals[arrivals.len() - 1]);
+    assert!(first >= started - Duration::from_secs(60) && arrivals.len() >= 800);
+    // In any one second, at most CAP probes' two fetches, plus the plane's own checks
+    // and the fetches of probes started just before the window.
+    let busiest = arrivals
+        .iter()
+        .map(|t| {
+            let end = *t + Duration::from_secs(1);
+            arrivals.iter().filter(|a| **a >= *t && **a < end).count()
+        })
+        .max()
+        .unwrap();
+    let mean = arrivals.len() as f64 / (last - first).as_secs_f64();
+    eprintln!(
+        "{} echo requests, {mean:.1}/s on average, {busiest} in the busiest second",
+        arrivals.len()
+    );
+    assert!(busiest <= 2 * CAP as usize + 4, "{busiest} in one second");
+    assert!(mean <= 2.0 * f64::from(CAP) + 1.0, "{mean}/s");
 }
