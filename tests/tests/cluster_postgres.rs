@@ -78,9 +78,19 @@ async fn start_agents(
     modems: usize,
     stop: &CancellationToken,
 ) -> (Vec<SimHandle>, Vec<tempfile::TempDir>) {
+    start_some_agents(cluster, AGENTS, modems, stop).await
+}
+
+/// [`start_agents`], `count` of them.
+async fn start_some_agents(
+    cluster: &Cluster,
+    count: usize,
+    modems: usize,
+    stop: &CancellationToken,
+) -> (Vec<SimHandle>, Vec<tempfile::TempDir>) {
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
     let (mut sims, mut dirs) = (Vec::new(), Vec::new());
-    for n in 0..AGENTS {
+    for n in 0..count {
         let sim = start_sim(n, modems, stop).await;
         let dir = tempfile::tempdir().unwrap();
         let first = &cluster.nodes[0];
@@ -254,6 +264,99 @@ async fn three_nodes_sell_every_agent_through_every_node() {
         elsewhere.iter().all(|n| *n > 0),
         "every node sold modems of agents another node holds: {elsewhere:?}"
     );
+}
+
+/// Probes (`[probe]`) run where the agent's session is: every allocation is probed by
+/// exactly one node, the one holding its agent, and the others hold no result for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_allocation_is_probed_by_exactly_one_node() {
+    const BOXES: usize = 12;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(db) = PgCluster::start() else {
+        return;
+    };
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let probes = "heartbeat_interval_s = 2\nreplacement_grace_s = 0\n[probe]\nenabled = true\n\
+                  listen = \"127.0.0.1:0\"\ninterval_s = 2\ntimeout_s = 2";
+    let cluster = start_cluster(&db, probes).await;
+    let (sims, _dirs) = start_some_agents(&cluster, BOXES, 1, &stop).await;
+    // Loopback modem IPs: the echo sees the modem's address, as from a real box.
+    for (n, sim) in sims.iter().enumerate() {
+        sim.set_ext_ip(&sim.imeis()[0], &format!("127.0.8.{}", n + 1))
+            .unwrap();
+    }
+    all_offered(&cluster, BOXES).await;
+    let mut sold = Vec::new();
+    for i in 0..BOXES {
+        let node = &cluster.nodes[i % 3];
+        let a = settle(&node.market, &format!("probed-{i}")).await;
+        sold.push((
+            a["allocation_id"].as_str().unwrap().to_owned(),
+            a["agent_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let mut ids = Vec::new();
+    for node in &cluster.nodes {
+        ids.push(node_id(node).await);
+    }
+    let probed_on = |id: String| {
+        let nodes = &cluster.nodes;
+        async move {
+            let mut counts = Vec::new();
+            for node in nodes {
+                let p = node
+                    .market
+                    .get(&format!("/v1/allocations/{id}/probes"))
+                    .await
+                    .ok()?;
+                counts.push(p.body["summary"]["probes"].as_u64()?);
+            }
+            Some(counts)
+        }
+    };
+    within(
+        Duration::from_secs(90),
+        "every allocation probed twice",
+        || async {
+            for (id, _) in &sold {
+                let counts = probed_on(id.clone()).await?;
+                (counts.iter().max()? >= &2).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await
+    .unwrap();
+    let held = holders(&cluster.nodes[0].admin).await;
+    let spread: HashSet<&String> = sold
+        .iter()
+        .filter_map(|(_, agent)| held.get(agent))
+        .collect();
+    assert!(
+        spread.len() >= 2,
+        "the probed agents are spread over nodes: {held:?}"
+    );
+    for (id, agent) in &sold {
+        let counts = probed_on(id.clone()).await.unwrap();
+        let probing: Vec<usize> = (0..3).filter(|n| counts[*n] > 0).collect();
+        assert_eq!(
+            probing.len(),
+            1,
+            "{id} probed by nodes {probing:?}: {counts:?}"
+        );
+        assert_eq!(
+            Some(&ids[probing[0]]),
+            held.get(agent),
+            "{id} probed by its agent's node"
+        );
+        let view = cluster.nodes[probing[0]]
+            .market
+            .get(&format!("/v1/allocations/{id}/probes"))
+            .await
+            .unwrap();
+        assert_eq!(view.body["health"], "ok", "{:?}", view.body);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
