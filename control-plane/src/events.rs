@@ -38,6 +38,8 @@ pub enum EventType {
     ModemDuplicateIdentity,
     /// An admin named the owner of a duplicate IMEI: its copy is sold again.
     ModemIdentityResolved,
+    /// A modem's SIM was swapped, it was re-plugged, or it moved to another box.
+    ModemIdentityChanged,
     /// An agent's session was authenticated.
     AgentConnected,
     /// An agent's session ended.
@@ -50,7 +52,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, for validation and docs.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 16] = [
         Self::AllocationActive,
         Self::AllocationReleased,
         Self::AllocationFailed,
@@ -62,6 +64,7 @@ impl EventType {
         Self::ModemOnline,
         Self::ModemDuplicateIdentity,
         Self::ModemIdentityResolved,
+        Self::ModemIdentityChanged,
         Self::AgentConnected,
         Self::AgentDisconnected,
         Self::AgentHealthLimited,
@@ -82,6 +85,7 @@ impl EventType {
             Self::ModemOnline => "modem.online",
             Self::ModemDuplicateIdentity => "modem.duplicate_identity",
             Self::ModemIdentityResolved => "modem.identity_resolved",
+            Self::ModemIdentityChanged => "modem.identity_changed",
             Self::AgentConnected => "agent.connected",
             Self::AgentDisconnected => "agent.disconnected",
             Self::AgentHealthLimited => "agent.health_limited",
@@ -337,6 +341,7 @@ impl EventType {
             | Self::AllocationExpiring => "AllocationEvent",
             Self::ModemOffline | Self::ModemOnline => "ModemEvent",
             Self::ModemDuplicateIdentity | Self::ModemIdentityResolved => "IdentityEvent",
+            Self::ModemIdentityChanged => "IdentityChange",
             Self::AgentConnected | Self::AgentDisconnected => "AgentEvent",
             Self::AgentHealthLimited | Self::AgentHealthRecovered => "HealthEvent",
         }

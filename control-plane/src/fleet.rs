@@ -14,6 +14,7 @@
 //! a slot the agent would refuse with `policy_denied` is never listed or reserved.
 
 mod health;
+mod identity;
 mod index;
 mod listing;
 mod mirror;
@@ -23,6 +24,7 @@ mod views;
 pub use mirror::AgentSnapshot;
 pub use views::*;
 
+pub use identity::{IdentityChange, IdentityChangeKind};
 pub use transitions::ModemTransition;
 
 use crate::clock::Clock;
@@ -51,6 +53,37 @@ struct Inner {
     /// IMEI → the agent an admin named its owner (`POST /v1/modems/{imei}/resolve`): only
     /// that agent's copy is sold, whoever else reports it.
     owners: HashMap<String, String>,
+    /// Each IMEI's SIM, USB path and agent, and their changes.
+    identities: identity::Identities,
+}
+
+impl Inner {
+    /// Notes the identity of `imeis` of `agent_id` as its view has them now.
+    fn identities_seen(
+        &mut self,
+        agent_id: &str,
+        imeis: &[String],
+        at: time::OffsetDateTime,
+    ) -> Vec<IdentityChange> {
+        let Inner {
+            agents, identities, ..
+        } = self;
+        let Some(agent) = agents.get(agent_id) else {
+            return Vec::new();
+        };
+        let reports = |other: &str, imei: &str| {
+            agents
+                .get(other)
+                .is_some_and(|a| a.connected && a.modems.contains_key(imei))
+        };
+        imeis
+            .iter()
+            .filter_map(|imei| agent.modems.get(imei))
+            .flat_map(|modem| {
+                identities.observe(agent_id, modem, at, |other| reports(other, &modem.imei))
+            })
+            .collect()
+    }
 }
 
 impl Inner {
@@ -110,6 +143,9 @@ pub struct Fleet {
     health: Notify,
     /// The plane's clock (outage clocks run on it; the allocator shares it).
     clock: Clock,
+    /// (agent, IMEI) whose allocations should be probed now (`probe`), and its wake-up.
+    probe_requests: std::sync::Mutex<Vec<(String, String)>>,
+    probe_wanted: Notify,
 }
 
 impl Fleet {
@@ -128,6 +164,8 @@ impl Fleet {
             started: clock.instant(),
             health: Notify::new(),
             clock,
+            probe_requests: std::sync::Mutex::default(),
+            probe_wanted: Notify::new(),
         }
     }
 
@@ -237,9 +275,11 @@ impl Fleet {
         {
             changed |= inner.modem_gone(agent_id, imei, now);
         }
+        let imeis: Vec<String> = seen.iter().map(|(imei, _)| imei.clone()).collect();
         for (imei, online) in seen {
             changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
+        let identity_changes = inner.identities_seen(agent_id, &imeis, self.clock.now());
         drop(inner);
         if changed {
             self.health.notify_one();
@@ -248,6 +288,7 @@ impl Fleet {
             duplicates: self.new_duplicates(agent_id, &before),
             transitions,
             modems_changed,
+            identity_changes,
         }
     }
 
@@ -285,9 +326,11 @@ impl Fleet {
         for imei in &changes.removed {
             changed |= inner.modem_gone(agent_id, imei, now);
         }
+        let imeis: Vec<String> = seen.iter().map(|(imei, _)| imei.clone()).collect();
         for (imei, online) in seen {
             changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
+        let identity_changes = inner.identities_seen(agent_id, &imeis, self.clock.now());
         drop(inner);
         if changed {
             self.health.notify_one();
@@ -296,6 +339,7 @@ impl Fleet {
             duplicates: self.new_duplicates(agent_id, &before),
             transitions,
             modems_changed,
+            identity_changes,
         }
     }
 
@@ -379,6 +423,37 @@ impl Fleet {
     /// disconnects or connects: what the replacement sweeper waits on.
     pub fn health_changes(&self) -> &Notify {
         &self.health
+    }
+
+    /// Asks for the allocations on `imei` of `agent_id` to be probed now (its SIM was
+    /// swapped: the buyer's egress may have changed).
+    pub fn request_probe(&self, agent_id: &str, imei: &str) {
+        // Nobody may be taking them (probes off): a bounded list, the newest dropped.
+        const MAX_REQUESTS: usize = 1024;
+        let mut requests = self
+            .probe_requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if requests.len() < MAX_REQUESTS {
+            requests.push((agent_id.to_string(), imei.to_string()));
+        }
+        drop(requests);
+        self.probe_wanted.notify_one();
+    }
+
+    /// Notified after [`Fleet::request_probe`].
+    pub fn probe_wanted(&self) -> &Notify {
+        &self.probe_wanted
+    }
+
+    /// The modems [`Fleet::request_probe`] named since the last call.
+    pub fn take_probe_requests(&self) -> Vec<(String, String)> {
+        std::mem::take(
+            &mut *self
+                .probe_requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// The live state of one agent.

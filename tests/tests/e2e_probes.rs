@@ -71,8 +71,16 @@ async fn stack(modems: usize, configure_plane: fn(&mut farmhand_control::ServerC
 }
 
 async fn subscribe(stack: &Stack, stop: &CancellationToken) -> Arc<Inbox> {
+    subscribe_to(
+        stack,
+        stop,
+        &["allocation.degraded", "allocation.recovered"],
+    )
+    .await
+}
+
+async fn subscribe_to(stack: &Stack, stop: &CancellationToken, events: &[&str]) -> Arc<Inbox> {
     let (url, inbox) = start_receiver(stop).await.unwrap();
-    let events = ["allocation.degraded", "allocation.recovered"];
     let reply = stack
         .admin
         .post("/v1/webhooks", json!({"url": url, "events": events}))
@@ -509,4 +517,62 @@ async fn a_healthy_fleet_of_200_is_never_degraded_and_probes_stay_under_the_cap(
     );
     assert!(busiest <= 2 * CAP as usize + 4, "{busiest} in one second");
     assert!(mean <= 2.0 * f64::from(CAP) + 1.0, "{mean}/s");
+}
+
+/// A SIM swapped under a sold modem: `modem.identity_changed` once, the modem view shows
+/// it, and the allocation is probed at once (its interval here is an hour). A re-plug is
+/// told too, and probes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sim_swap_under_a_sold_modem_is_told_once_and_probed_at_once() {
+    fn hourly(c: &mut farmhand_control::ServerConfig) {
+        probing(c);
+        c.probe.interval_s = 3600;
+    }
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let stack = stack(1, hourly).await;
+    let inbox = subscribe_to(&stack, &stop, &["modem.identity_changed"]).await;
+    let imei = stack.sim.imeis()[0].clone();
+    let id = allocate(&stack, "probe-sim-swap", &imei).await["allocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(probes(&stack, &id).await["summary"]["probes"], 0);
+
+    stack.sim.set_iccid(&imei, "8949020000000009999").unwrap();
+    let swapped = within(PATIENCE, "modem.identity_changed", || async {
+        inbox.of("modem.identity_changed").first().map(|r| r.json())
+    })
+    .await
+    .unwrap();
+    assert_eq!(swapped["object"]["kind"], "sim_swapped", "{swapped}");
+    assert_eq!(swapped["object"]["imei"], imei.as_str());
+    assert_eq!(
+        swapped["object"]["to"], "…9999",
+        "ICCIDs by their last four digits"
+    );
+    let probed = within(PATIENCE, "a probe at once", || async {
+        let p = probes(&stack, &id).await;
+        (p["summary"]["probes"].as_u64()? >= 1).then_some(p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(probed["results"][0]["ok"], true, "{probed}");
+
+    stack.sim.set_usb_id(&imei, "1-1.9").unwrap();
+    within(PATIENCE, "the re-plug told", || async {
+        (inbox.of("modem.identity_changed").len() == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    let kinds: Vec<String> = inbox
+        .of("modem.identity_changed")
+        .iter()
+        .map(|r| r.json()["object"]["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["sim_swapped", "replugged"], "each told once");
+    let modems = stack.admin.get("/v1/modems").await.unwrap().body;
+    let changes = &modems["modems"][0]["identity_changes"];
+    assert_eq!(changes.as_array().unwrap().len(), 2, "{modems}");
+    assert_eq!(changes[1]["to"], "1-1.9");
 }

@@ -20,7 +20,7 @@
 
 use super::Allocator;
 use crate::events::{self, EventType};
-use crate::fleet::{Duplicate, HealthCrossing, Update};
+use crate::fleet::{Duplicate, HealthCrossing, IdentityChange, IdentityChangeKind, Update};
 use crate::gateway::SessionInfo;
 use crate::ids::unix_ms;
 use crate::store::{AuditAction, RotationRecord};
@@ -79,6 +79,29 @@ impl Allocator {
         for duplicate in update.duplicates {
             self.report_duplicate(agent_id, duplicate).await;
         }
+        for change in update.identity_changes {
+            self.report_identity_change(change).await;
+        }
+    }
+
+    /// Audits and emits a SIM swap, re-plug or move; a SIM swap under a sold modem asks
+    /// for its allocations to be probed now (the buyer's carrier identity may have changed).
+    async fn report_identity_change(&self, change: IdentityChange) {
+        info!(imei = %change.imei, agent_id = %change.agent_id, kind = change.kind.as_str(), "modem identity changed");
+        if change.kind == IdentityChangeKind::SimSwapped {
+            self.fleet.request_probe(&change.agent_id, &change.imei);
+        }
+        self.store
+            .audit(
+                format!("agent:{}", change.agent_id),
+                AuditAction::ModemIdentityChanged,
+                format!("modem:{}", change.imei),
+                json!({"kind": change.kind.as_str(), "from": change.from, "to": change.to}),
+            )
+            .await;
+        self.events
+            .emit(EventType::ModemIdentityChanged, events::to_object(&change))
+            .await;
     }
 
     /// Writes `agent_id`'s modems as the fleet has them now to a store that keeps them

@@ -45,6 +45,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
     ),
     components(schemas(
         ErrorBody, Envelope, AllocationEvent, ModemEvent, IdentityEvent, AgentEvent, HealthEvent,
+        crate::fleet::IdentityChange,
     )),
     modifiers(&Conventions),
     tags(

@@ -55,6 +55,7 @@ impl Fleet {
             network_type: modem.network_type.clone(),
             auto_rotation_s: modem.auto_rotation_s,
             duplicate_identity,
+            identity_changes: inner.identities.history(&modem.imei),
         }
     }
 }

@@ -117,6 +117,9 @@ pub struct ModemView {
     /// Another agent reports the same IMEI and no admin named this one its owner (or one
     /// named another): not sold until resolved (`POST /v1/modems/{imei}/resolve`).
     pub duplicate_identity: bool,
+    /// Its SIM swaps, re-plugs and moves between boxes seen by this node since it started,
+    /// oldest first (at most 10; ICCIDs by their last four digits).
+    pub identity_changes: Vec<super::IdentityChange>,
 }
 
 /// A slot reserved on a modem for a new allocation.
@@ -165,6 +168,8 @@ pub struct Update {
     /// Whether modems joined or left the agent, or their capacity changed (a store that
     /// keeps modems records them again: `Store::record_modems`).
     pub modems_changed: bool,
+    /// SIM swaps, re-plugs and moves to this agent.
+    pub identity_changes: Vec<super::IdentityChange>,
 }
 
 /// Who reports an IMEI (`Fleet::locate`).

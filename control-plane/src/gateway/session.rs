@@ -342,7 +342,10 @@ impl Session {
     }
 
     fn fleet_changed(&self, update: crate::fleet::Update) {
-        if update.modems_changed || !update.duplicates.is_empty() || !update.transitions.is_empty()
+        if update.modems_changed
+            || !update.duplicates.is_empty()
+            || !update.transitions.is_empty()
+            || !update.identity_changes.is_empty()
         {
             let agent_id = self.agent_id.clone();
             self.report(Report::FleetChanged { agent_id, update });

@@ -15,7 +15,8 @@
 //! fails, judging pauses (no probe runs, `farmhand_probe_judging_paused` is 1) until it
 //! works again.
 //!
-//! Starts are paced to at most `max_per_second` and at most `concurrency` run at once.
+//! A SIM swap under a sold modem (`Fleet::request_probe`) makes its allocations due at
+//! once. Starts are paced to at most `max_per_second` and at most `concurrency` run at once.
 //! Everything here is in memory: after a restart probing starts afresh.
 
 mod book;
@@ -144,6 +145,10 @@ impl Prober {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep_until(wake) => continue,
+                    () = self.fleet.probe_wanted().notified() => {
+                        self.probe_now(&mut due).await;
+                        continue;
+                    }
                 }
             }
             let Some((id, _)) = next else { continue };
@@ -196,6 +201,19 @@ impl Prober {
         }
         due.retain(|id, _| probed.contains(id));
         self.book.retain(&probed);
+    }
+
+    /// Makes the allocations on the modems the fleet asked about (a SIM swap) due now,
+    /// after reading the allocations again (one sold a moment ago is among them).
+    async fn probe_now(&self, due: &mut HashMap<String, Due>) {
+        let wanted = self.fleet.take_probe_requests();
+        self.refresh(due).await;
+        for entry in due.values_mut() {
+            let (agent, imei) = (&entry.record.agent_id, &entry.record.imei);
+            if wanted.iter().any(|(a, i)| a == agent && i == imei) {
+                entry.at = Instant::now();
+            }
+        }
     }
 
     /// Fetches the target directly; judging pauses while that fails. True when it works.

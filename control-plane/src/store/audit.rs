@@ -74,6 +74,9 @@ pub enum AuditAction {
     ModemDuplicateIdentity,
     /// An admin named the owner of a duplicate IMEI.
     ModemIdentityResolved,
+    /// A modem's SIM was swapped, it was re-plugged, or it moved to another box (`details`:
+    /// `kind`, `from`, `to`; ICCIDs by their last four digits).
+    ModemIdentityChanged,
     /// An admin registered a webhook endpoint.
     WebhookCreated,
     /// An admin deleted a webhook endpoint.
