@@ -22,6 +22,7 @@ pub mod keys;
 pub mod local_admin;
 pub mod metrics;
 pub mod probe;
+pub mod quality;
 pub mod ratelimit;
 pub mod rekey;
 pub mod retention;

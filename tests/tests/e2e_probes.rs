@@ -576,3 +576,132 @@ async fn a_sim_swap_under_a_sold_modem_is_told_once_and_probed_at_once() {
     assert_eq!(changes.as_array().unwrap().len(), 2, "{modems}");
     assert_eq!(changes[1]["to"], "1-1.9");
 }
+
+/// Two sellers' agents, one with a slow path: its quality score drops below the other's,
+/// the ranking says so (per agent and per seller label), and with `prefer = "quality"` a
+/// new order goes to the better seller although it is the more loaded. The plane's own
+/// rotations count as receipts (success, time to the new IP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_ranks_sellers_by_what_their_ports_deliver_and_orders_can_prefer_it() {
+    let imeis: Vec<String> = (1..=2).map(farmhand_testkit::sim::imei).collect();
+    let mut options = StackOptions {
+        modems: 2,
+        configure_plane: |c| {
+            probing(c);
+            c.replacement_grace_s = 0;
+            c.modem_capacity = 5;
+            c.prefer = farmhand_control::config::Prefer::Quality;
+            c.rotation_cooldown_s = 0;
+        },
+        ..StackOptions::default()
+    };
+    options.quirks.odd_imeis = false;
+    options.agent_policy.excluded_imeis = [imeis[1].clone()].into();
+    let stack = Stack::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (slow_agent, mut second) = farmhand_testkit::harness::enroll_agent(
+        &stack.admin,
+        &stack.plane_url,
+        &stack.sim.base_url(),
+        dir.path(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    second.policy.excluded_imeis = [imeis[0].clone()].into();
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    tokio::spawn(farmhand_agent::run(second, stop.child_token()));
+    for (i, imei) in imeis.iter().enumerate() {
+        stack
+            .sim
+            .set_ext_ip(imei, &format!("127.0.7.{}", i + 1))
+            .unwrap();
+    }
+    stack.wait_until_available(2).await.unwrap();
+    let good_agent = stack.agent_id.clone();
+
+    // The good seller carries two orders, the slow one one.
+    allocate(&stack, "quality-1", &imeis[0]).await;
+    allocate(&stack, "quality-2", &imeis[0]).await;
+    allocate(&stack, "quality-3", &imeis[1]).await;
+    stack
+        .sim
+        .set_first_byte_delay(&imeis[1], Duration::from_millis(1400))
+        .unwrap();
+    let ranking = within(PATIENCE, "the slow seller ranked last", || async {
+        let r = stack.market.get("/v1/quality?window=1h").await.ok()?.body;
+        let agents = r["agents"].as_array()?;
+        let scores: Vec<u64> = agents.iter().filter_map(|a| a["score"].as_u64()).collect();
+        (agents.len() == 2
+            && scores.len() == 2
+            && agents[0]["agent_id"] == good_agent.as_str()
+            && scores[0] == 100
+            && scores[1] < 100
+            && agents[1]["probes"].as_u64()? >= 2)
+            .then_some(r)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ranking["window"], "1h");
+    assert_eq!(ranking["sort"], "score");
+    assert_eq!(ranking["agents"][1]["agent_id"], slow_agent.as_str());
+    let labels = ranking["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 2, "{ranking}");
+    assert_eq!(labels[0]["label"], "harness-seller", "{ranking}");
+    let by_latency = stack
+        .market
+        .get("/v1/quality?sort=latency&window=7d")
+        .await
+        .unwrap();
+    assert_eq!(
+        by_latency.body["agents"][0]["agent_id"],
+        good_agent.as_str()
+    );
+    let bad = stack.market.get("/v1/quality?sort=price").await.unwrap();
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+
+    // The better seller gets the order, although least-loaded would pick the other.
+    let placed = stack
+        .market
+        .post(
+            "/v1/allocations",
+            json!({"order_id": "quality-4", "duration_s": 3600}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+    assert_eq!(placed.body["agent_id"], good_agent.as_str());
+
+    // A rotation the plane asked for is a timed receipt.
+    let rotated = stack
+        .market
+        .post(&format!("/v1/modems/{}/rotate", imeis[0]), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let good = within(PATIENCE, "the rotation counted", || async {
+        let q = stack
+            .market
+            .get(&format!("/v1/agents/{good_agent}/quality"))
+            .await
+            .ok()?
+            .body;
+        (q["1h"]["rotations"] == 1).then_some(q)
+    })
+    .await
+    .unwrap();
+    assert_eq!(good["label"], "harness-seller");
+    assert_eq!(good["1h"]["rotation_success_pct"], 100.0, "{good}");
+    assert!(
+        good["1h"]["time_to_new_ip_ms"].as_u64().unwrap() > 0,
+        "{good}"
+    );
+    assert!(good["24h"]["probes"].as_u64().unwrap() >= good["1h"]["probes"].as_u64().unwrap());
+    let unknown = stack
+        .market
+        .get("/v1/agents/ag_nope/quality")
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, 404);
+}

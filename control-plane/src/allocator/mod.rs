@@ -196,6 +196,9 @@ pub struct Allocator {
     release_retries: release_retry::Schedule,
     /// The plane's clock (the fleet's: one for every rule that decides by time).
     clock: Clock,
+    /// What each agent's boxes measurably deliver (rotations and moves are noted here;
+    /// probes by `probe`).
+    quality: Arc<crate::quality::Quality>,
 }
 
 impl Allocator {
@@ -254,6 +257,7 @@ impl Allocator {
             replacing: outages::Tracker::default(),
             release_retries: release_retry::Schedule::default(),
             clock,
+            quality: Arc::default(),
         };
         for mut record in left_pending {
             let why = "the control plane restarted while provisioning";
@@ -374,6 +378,11 @@ impl Allocator {
                 "allocation tasks still running at shutdown"
             );
         }
+    }
+
+    /// Each agent's measured quality (`quality`).
+    pub fn quality(&self) -> Arc<crate::quality::Quality> {
+        self.quality.clone()
     }
 
     /// The buyer password of `record`, unsealed; `None` once purged.

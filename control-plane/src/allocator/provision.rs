@@ -8,11 +8,13 @@
 //! a modem on a box that keeps quotas, not a 502.
 
 use super::{fail, request, AllocError, Allocator, Created};
+use crate::config::Prefer;
 use crate::credentials::{generate_login, generate_password};
 use crate::events::EventType;
 use crate::fleet::{ModemFilter, Reservation};
 use crate::gateway::DispatchError;
 use crate::ids::{random_id, unix_ms};
+use crate::quality::Window;
 use crate::store::{
     AllocationRecord, AllocationRequest, AllocationState, AuditAction, InsertOutcome,
 };
@@ -52,7 +54,7 @@ impl Allocator {
         };
         let password = generate_password();
         let (mut slot, mut record) = loop {
-            let slot = self.fleet.reserve(&filter).ok_or(AllocError::NoCapacity)?;
+            let slot = self.reserve(&filter).ok_or(AllocError::NoCapacity)?;
             let record = self.new_record(&request, &slot, &password, tenant);
             let mut inserted = self.store.insert_allocation(&record).await;
             if matches!(inserted, Ok(InsertOutcome::ModemUnknown)) {
@@ -83,7 +85,7 @@ impl Allocator {
         let mut outcome = self.send_provision(&record, &slot, &password).await;
         if let Some(field) = capability_refused(&outcome) {
             self.fleet.learn_refusal(&slot.agent_id, field);
-            if let Some(next) = self.fleet.reserve(&filter) {
+            if let Some(next) = self.reserve(&filter) {
                 warn!(allocation_id = %record.allocation_id, agent_id = %slot.agent_id, field, "the box does not keep this limit; placing the order on another box");
                 self.fleet.release_load(&slot.agent_id, &slot.imei);
                 record.imei = next.imei.clone();
@@ -98,6 +100,44 @@ impl Allocator {
         self.settle(record, &slot, outcome, actor)
             .await
             .map(|r| (Created::New, r))
+    }
+
+    /// Takes a slot on a modem matching `filter`: the least loaded, or with
+    /// `prefer = "quality"` the one whose agent scores best over the last day.
+    fn reserve(&self, filter: &ModemFilter) -> Option<Reservation> {
+        if self.config.prefer == Prefer::Quality && filter.imei.is_none() {
+            let now = self.clock.now();
+            let mut candidates = self.fleet.modems(&ModemFilter {
+                available: Some(true),
+                ..filter.clone()
+            });
+            let score = |agent_id: &str| self.quality.figures(agent_id, Window::Day, now).score;
+            let mut scores = std::collections::HashMap::new();
+            for m in &candidates {
+                scores
+                    .entry(m.agent_id.clone())
+                    .or_insert_with(|| score(&m.agent_id));
+            }
+            // Best score first (none last), then the least loaded.
+            candidates.sort_by_key(|m| {
+                let s = scores.get(&m.agent_id).copied().flatten();
+                (
+                    std::cmp::Reverse(s.map(|s| s + 1).unwrap_or(0)),
+                    m.active_allocations,
+                )
+            });
+            // `reserve` re-checks availability atomically: a modem taken meanwhile is skipped.
+            let best = candidates.into_iter().find_map(|m| {
+                self.fleet.reserve(&ModemFilter {
+                    imei: Some(m.imei),
+                    ..filter.clone()
+                })
+            });
+            if best.is_some() {
+                return best;
+            }
+        }
+        self.fleet.reserve(filter)
     }
 
     /// Sends `provision` for the pending `record` to the agent of `slot` and waits.

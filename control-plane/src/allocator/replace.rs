@@ -224,6 +224,7 @@ impl Allocator {
         }
         self.fleet
             .release_load(&from.from_agent_id, &from.from_imei);
+        self.quality.replaced_from(&from.from_agent_id, from.at);
         self.replacing.recovered(&record.allocation_id);
         info!(allocation_id = %record.allocation_id, reason = ?reason, to = %record.imei, "allocation replaced");
         self.store

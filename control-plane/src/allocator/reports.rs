@@ -198,6 +198,8 @@ impl Allocator {
             automatic: report.automatic,
         };
         info!(agent_id, imei = %report.imei, changed = record.changed, "the agent rotated a modem on its own");
+        self.quality
+            .rotated(agent_id, self.clock.now(), record.changed, None);
         if let Err(e) = self
             .store
             .record_rotation(agent_id, &report.imei, &record)

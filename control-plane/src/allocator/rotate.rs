@@ -118,6 +118,7 @@ impl Allocator {
             .claim(imei)
             .ok_or_else(|| self.busy(imei, "a rotation of this modem is under way"))?;
         self.check_cooldown(&agent_id, imei).await?;
+        let asked = std::time::Instant::now();
         let body = CommandBody::RotateIp(RotateIp {
             imei: imei.to_string(),
         });
@@ -128,7 +129,7 @@ impl Allocator {
         {
             Ok(Outcome::Ok {
                 output: CommandOutput::RotateIp(r),
-            }) if r.imei == imei => Ok(self.rotated(&agent_id, r).await),
+            }) if r.imei == imei => Ok(self.rotated(&agent_id, r, asked.elapsed()).await),
             Ok(Outcome::Ok { .. }) => Err(AllocError::AgentRefused {
                 code: "rotation_failed",
                 message: "the agent answered rotate_ip with an unexpected result".into(),
@@ -194,8 +195,9 @@ impl Allocator {
 
     /// Records a finished rotation (the cooldown clock) and builds the answer. A storage
     /// failure is logged, not returned: the modem was rotated all the same.
-    async fn rotated(&self, agent_id: &str, r: Rotated) -> Rotation {
+    async fn rotated(&self, agent_id: &str, r: Rotated, took: std::time::Duration) -> Rotation {
         let at = self.clock.now();
+        self.quality.rotated(agent_id, at, r.changed, Some(took));
         let record = RotationRecord {
             at_ms: unix_ms(at),
             old_ip: r.old_ip.clone(),

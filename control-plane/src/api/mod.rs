@@ -18,6 +18,7 @@ mod metrics;
 mod modems;
 pub mod openapi;
 mod probes;
+mod quality;
 mod seller_data;
 mod tokens;
 mod webhooks;
@@ -88,6 +89,8 @@ pub fn router(state: AppState) -> Router {
             get(agents::show).delete(agents::revoke),
         )
         .route("/v1/agents/{agent_id}/approve", post(agents::approve))
+        .route("/v1/agents/{agent_id}/quality", get(quality::agent))
+        .route("/v1/quality", get(quality::rank))
         .route("/v1/agents/{agent_id}/export", get(seller_data::export))
         .route("/v1/agents/{agent_id}/erase", post(seller_data::erase))
         .route("/v1/modems", get(modems::list))

@@ -10,7 +10,7 @@
 
 use super::webhooks;
 use super::{
-    agents, allocations, audit, enroll, health, keys, modems, probes, seller_data, tokens,
+    agents, allocations, audit, enroll, health, keys, modems, probes, quality, seller_data, tokens,
 };
 use crate::events::ModemEvent;
 use crate::events::{AgentEvent, AllocationEvent, EventType, HealthEvent, IdentityEvent};
@@ -37,7 +37,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
         agents::list, agents::show, agents::approve, agents::revoke,
         seller_data::export, seller_data::erase,
         audit::list,
-        modems::list, modems::rotate, modems::resolve,
+        modems::list, modems::rotate, modems::resolve, quality::agent, quality::rank,
         allocations::create, allocations::list, allocations::show, allocations::usage,
         allocations::renew, allocations::replace, allocations::release, probes::show,
         webhooks::create, webhooks::list, webhooks::show, webhooks::remove,

@@ -141,6 +141,10 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     /// Live allocations (pending, active, releasing) allowed per modem.
     pub modem_capacity: u32,
+    /// Which available modem a new allocation takes: the least loaded (`load`, default),
+    /// or the one whose agent scores best over the last day (`quality`, from probes:
+    /// `quality`), then the least loaded.
+    pub prefer: Prefer,
     /// Largest REST request body accepted (413 above it).
     pub max_body_bytes: usize,
     /// HTTPS/WSS settings (`[tls]`); absent = plain HTTP (loopback and tests only).
@@ -186,6 +190,18 @@ pub struct ServerConfig {
     pub enroll: EnrollConfig,
     /// Probing sold ports from outside (`[probe]`).
     pub probe: ProbeConfig,
+}
+
+/// How a new allocation picks among available modems (`prefer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefer {
+    /// The least loaded modem (then the lowest IMEI).
+    #[default]
+    Load,
+    /// The modem whose agent has the best quality score over the last 24 h; agents without
+    /// a score after those with one; ties by load.
+    Quality,
 }
 
 /// The `[enroll]` section.
@@ -301,6 +317,7 @@ impl Default for ServerConfig {
             command_timeout_s: DEFAULT_COMMAND_TIMEOUT_S,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             modem_capacity: DEFAULT_MODEM_CAPACITY,
+            prefer: Prefer::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tls: None,
             rest_auth_failure_limit: DEFAULT_REST_AUTH_FAILURE_LIMIT,

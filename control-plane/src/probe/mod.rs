@@ -241,16 +241,22 @@ impl Prober {
             }
         };
         let result = self.measure(record, &password, target).await;
-        self.metrics
-            .probe_finished(result.failure.map_or("ok", Failure::as_str));
+        let (at, outcome) = (result.at, result.failure.map_or("ok", Failure::as_str));
+        let first_byte = result.first_byte.filter(|_| result.failure.is_none());
         let verdict = self.book.record(id, result);
+        if let Verdict::Degraded(_) | Verdict::StillDegraded(_) = verdict {
+            if !self.check_own_path(target).await {
+                // The plane's path failed, not the port: the probe does not count.
+                self.book.void_last(id, verdict);
+                return;
+            }
+        }
+        self.metrics.probe_finished(outcome);
+        let quality = self.allocator.quality();
+        quality.probed(&record.agent_id, at, first_byte);
         match verdict {
             Verdict::Steady => {}
             Verdict::Degraded(failure) | Verdict::StillDegraded(failure) => {
-                if !self.check_own_path(target).await {
-                    self.book.void_last(id, verdict);
-                    return;
-                }
                 if let Verdict::Degraded(_) = verdict {
                     self.degraded(record, failure).await;
                 }
