@@ -255,6 +255,7 @@ impl Fleet {
         let capacity_changed = agent.max_ports_per_modem != inventory.max_ports_per_modem;
         agent.max_ports_per_modem = inventory.max_ports_per_modem;
         agent.capabilities = inventory.capabilities.unwrap_or_default();
+        agent.probes_refused = inventory.probes_refused;
         let modems: BTreeMap<String, Modem> = inventory
             .modems
             .into_iter()

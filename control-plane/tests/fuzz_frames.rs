@@ -97,6 +97,7 @@ fn valid_frames() -> Vec<String> {
             ports: vec![],
             max_ports_per_modem: Some(2),
             capabilities: None,
+            probes_refused: false,
         }),
         AgentMessage::ModemsChanged(ModemsChanged {
             proxysmart_reachable: true,

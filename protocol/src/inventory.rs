@@ -25,6 +25,10 @@ pub struct Inventory {
     /// unknown). Changes later in the session come as `capabilities` messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<BoxCapabilities>,
+    /// The seller's policy forbids the plane to probe this box's ports (`[policy] probes =
+    /// false`): they are not fetched through, and not judged. Absent (false) = allowed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probes_refused: bool,
 }
 
 /// What a box was seen to take when the agent wrote a port and read it back (its box

@@ -705,3 +705,48 @@ async fn quality_ranks_sellers_by_what_their_ports_deliver_and_orders_can_prefer
         .unwrap();
     assert_eq!(unknown.status, 404);
 }
+
+/// A seller whose policy says `probes = false`: its ports are neither probed nor judged,
+/// and `/probes` says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seller_who_refuses_probes_is_not_probed() {
+    let mut options = StackOptions {
+        modems: 1,
+        configure_plane: probing,
+        ..StackOptions::default()
+    };
+    options.agent_policy.refuse_probes = true;
+    let stack = Stack::start(options).await.unwrap();
+    stack.wait_until_available(1).await.unwrap();
+    let imei = stack.sim.imeis()[0].clone();
+    // A wrong egress IP that would fail every probe, were one run.
+    stack.sim.set_egress_ip(&imei, Some("127.0.9.9")).unwrap();
+    let id = allocate(&stack, "probe-refused", &imei).await["allocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let echoed = || async {
+        let text = reqwest::get(format!("{}/metrics", stack.plane_url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("farmhand_probe_echo_requests_total "))?
+            .parse::<u64>()
+            .ok()
+    };
+    let before = echoed().await.unwrap();
+    // The plane checks its own path at every refresh (each interval): three of them are
+    // more than the allocation's first probe would have waited.
+    within(PATIENCE, "three refreshes", || async {
+        (echoed().await? >= before + 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let view = probes(&stack, &id).await;
+    assert_eq!(view["judging"], "refused_by_seller", "{view}");
+    assert_eq!(view["summary"]["probes"], 0, "{view}");
+    assert_eq!(view["health"], "unknown");
+}

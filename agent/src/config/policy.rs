@@ -5,8 +5,9 @@
 //! refuses the `release` that cleans up after it), IMEIs excluded from the marketplace
 //! (never reported, never touched), a cap on marketplace ports per modem, and a minimum
 //! time between two rotations of one modem (manual or automatic; also the floor of every
-//! automatic rotation schedule, see `autorotate`). A command outside the policy is answered
-//! with `policy_denied` and audited like any other.
+//! automatic rotation schedule, see `autorotate`), and whether the plane may probe the
+//! box's ports (told in the inventory; the plane then skips them). A command outside the
+//! policy is answered with `policy_denied` and audited like any other.
 
 use farmhand_protocol::{CommandBody, CommandError, CommandErrorCode};
 use serde::Deserialize;
@@ -29,6 +30,8 @@ pub struct Policy {
     pub max_ports_per_modem: Option<u32>,
     /// Shortest time between two rotations of one modem; zero = no limit.
     pub min_rotation_interval: Duration,
+    /// The plane may not probe this box's ports (`probes = false`): told in the inventory.
+    pub refuse_probes: bool,
 }
 
 /// One switch per command; every switch defaults to allowed.
@@ -60,7 +63,7 @@ impl Default for AllowedCommands {
 }
 
 /// The `[policy]` section as written; every key is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePolicy {
     #[serde(default)]
@@ -71,6 +74,24 @@ pub struct FilePolicy {
     max_ports_per_modem: u32,
     #[serde(default)]
     min_rotation_interval_s: u64,
+    #[serde(default = "allowed")]
+    probes: bool,
+}
+
+fn allowed() -> bool {
+    true
+}
+
+impl Default for FilePolicy {
+    fn default() -> Self {
+        FilePolicy {
+            allow: AllowedCommands::default(),
+            excluded_imeis: Vec::new(),
+            max_ports_per_modem: 0,
+            min_rotation_interval_s: 0,
+            probes: allowed(),
+        }
+    }
 }
 
 impl FilePolicy {
@@ -85,6 +106,7 @@ impl FilePolicy {
                 .collect(),
             max_ports_per_modem: (self.max_ports_per_modem > 0).then_some(self.max_ports_per_modem),
             min_rotation_interval: Duration::from_secs(self.min_rotation_interval_s),
+            refuse_probes: !self.probes,
         }
     }
 }

@@ -70,6 +70,10 @@ fn defaults_allow_everything_and_limit_nothing() {
     assert!(bodies(IMEI).iter().all(|b| p.check(b).is_ok()));
     assert!(p.check_port_count(IMEI, 10_000).is_ok());
     assert_eq!(p.min_rotation_interval, Duration::ZERO);
+    assert!(
+        !p.refuse_probes,
+        "probes are allowed unless the seller says no"
+    );
 }
 
 #[test]
@@ -79,6 +83,7 @@ fn full_section_parses() {
 excluded_imeis = [" 356000000000009 "]
 max_ports_per_modem = 2
 min_rotation_interval_s = 120
+probes = false
 [policy.allow]
 provision = false
 rotate_ip = false
@@ -90,6 +95,7 @@ rotate_ip = false
     assert!(p.excludes(OWN), "IMEIs are trimmed");
     assert_eq!(p.max_ports_per_modem, Some(2));
     assert_eq!(p.min_rotation_interval, Duration::from_secs(120));
+    assert!(p.refuse_probes);
 }
 
 #[test]

@@ -352,6 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LoopState<S> {
             // same cap; a runtime reload would have to send a new inventory.
             max_ports_per_modem: ctx.policy.max_ports_per_modem,
             capabilities: Some(ctx.profile.capabilities()),
+            probes_refused: ctx.policy.refuse_probes,
         };
         self.conn.send(&AgentMessage::Inventory(inventory)).await?;
         self.last_sent = Instant::now();

@@ -30,7 +30,8 @@ pub struct ProbesView {
     /// Whether this plane probes at all (`[probe] enabled`).
     enabled: bool,
     /// `active`; `paused` while the plane cannot reach its own probe target (no port is
-    /// judged then); `off` when probes are disabled.
+    /// judged then); `refused_by_seller` when the box's seller policy forbids probes;
+    /// `off` when probes are disabled.
     judging: &'static str,
     /// `ok`, `degraded`, or `unknown` (not probed yet, or by another node).
     health: &'static str,
@@ -90,12 +91,17 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath,
 ) -> Result<Json<ProbesView>, ApiError> {
-    owned(&state, &caller, &id).await?;
+    let record = owned(&state, &caller, &id).await?;
     let track = state.probes.track(&id);
-    let judging = match (state.probing, state.metrics.probe_judging_paused()) {
-        (false, _) => "off",
-        (true, true) => "paused",
-        (true, false) => "active",
+    let refused = state
+        .fleet
+        .agent(&record.agent_id)
+        .is_some_and(|a| a.probes_refused);
+    let judging = match (state.probing, refused, state.metrics.probe_judging_paused()) {
+        (false, _, _) => "off",
+        (true, true, _) => "refused_by_seller",
+        (true, false, true) => "paused",
+        (true, false, false) => "active",
     };
     let health = match &track {
         Some(t) if t.degraded.is_some() => "degraded",

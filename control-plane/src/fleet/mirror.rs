@@ -28,6 +28,8 @@ pub struct AgentSnapshot {
     pub health: Option<HostHealth>,
     #[serde(default)]
     pub awaiting_approval: bool,
+    #[serde(default)]
+    pub probes_refused: bool,
 }
 
 impl AgentSnapshot {
@@ -41,6 +43,7 @@ impl AgentSnapshot {
             capabilities: agent.capabilities.clone(),
             health: agent.health.clone(),
             awaiting_approval: agent.awaiting_approval,
+            probes_refused: agent.probes_refused,
         })
     }
 }
@@ -80,6 +83,7 @@ impl Fleet {
             ports: Vec::new(),
             max_ports_per_modem: snapshot.max_ports_per_modem,
             capabilities: Some(snapshot.capabilities),
+            probes_refused: snapshot.probes_refused,
         };
         self.replace_inventory(agent_id, inventory);
         if let Some(health) = snapshot.health {

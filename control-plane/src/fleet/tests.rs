@@ -38,6 +38,7 @@ fn inventory(modems: Vec<Modem>, max_ports_per_modem: Option<u32>) -> Inventory 
         ports: vec![],
         max_ports_per_modem,
         capabilities: None,
+        probes_refused: false,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct LiveAgent {
     pub held_back: Vec<(HealthResource, String)>,
     /// Enrolled under `[enroll] require_approval` and not approved yet: no orders.
     pub awaiting_approval: bool,
+    /// The seller's policy forbids probing this box's ports (`probe` skips them).
+    pub probes_refused: bool,
     /// The cluster node holding its session when that is another node (`fleet::mirror`);
     /// `None` for a session here (and always on a single node).
     pub node: Option<String>,

@@ -15,7 +15,8 @@
 //! fails, judging pauses (no probe runs, `farmhand_probe_judging_paused` is 1) until it
 //! works again.
 //!
-//! A SIM swap under a sold modem (`Fleet::request_probe`) makes its allocations due at
+//! A box whose seller's policy refuses probes (`[policy] probes = false` on the agent) is
+//! skipped. A SIM swap under a sold modem (`Fleet::request_probe`) makes its allocations due at
 //! once. Starts are paced to at most `max_per_second` and at most `concurrency` run at once.
 //! Everything here is in memory: after a restart probing starts afresh.
 
@@ -186,7 +187,11 @@ impl Prober {
         let mut probed = HashSet::new();
         for record in live {
             let here = self.gateway.is_connected(&record.agent_id);
-            if !record.state.is_live() || record.host.is_none() || !here {
+            let refused = self
+                .fleet
+                .agent(&record.agent_id)
+                .is_some_and(|a| a.probes_refused);
+            if !record.state.is_live() || record.host.is_none() || !here || refused {
                 continue;
             }
             probed.insert(record.allocation_id.clone());

@@ -196,6 +196,7 @@ impl FakeAgent {
             ports: vec![],
             max_ports_per_modem: cap,
             capabilities: None,
+            probes_refused: false,
         };
         self.send(&AgentMessage::Inventory(inventory)).await;
     }

@@ -48,6 +48,7 @@ pub fn inventory(prefix: u8, agent: usize, modems: usize) -> AgentMessage {
         ports: Vec::new(),
         max_ports_per_modem: None,
         capabilities: None,
+        probes_refused: false,
     })
 }
 

@@ -117,6 +117,7 @@ fn reserve_picks_what_a_full_scan_would_through_random_changes() {
                     ports: vec![],
                     max_ports_per_modem: [None, Some(1), Some(2), Some(5)][rng.below(4) as usize],
                     capabilities: None,
+                    probes_refused: false,
                 };
                 fleet.replace_inventory(agent, inventory);
             }
