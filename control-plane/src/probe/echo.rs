@@ -82,3 +82,38 @@ async fn answer(mut stream: TcpStream, peer: IpAddr) -> std::io::Result<()> {
     stream.write_all(reply.as_bytes()).await?;
     stream.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // The server may close before reading everything of an oversized head.
+        let _ = stream.write_all(request).await;
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn it_answers_the_callers_ip_and_nothing_oversized() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(PlaneMetrics::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, metrics.clone(), stop.clone()));
+        let reply = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n127.0.0.1"), "{reply}");
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD * 2));
+        assert_eq!(
+            exchange(addr, huge.as_bytes()).await,
+            "",
+            "an oversized head gets nothing"
+        );
+        assert_eq!(metrics.echo_requests(), 1);
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
