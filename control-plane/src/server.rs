@@ -165,6 +165,7 @@ impl ControlPlane {
             webhooks,
             probes: prober.book(),
             probing: prober.enabled(),
+            console: Arc::default(),
         };
         Ok(ControlPlane {
             state,

@@ -8,6 +8,7 @@ mod agents;
 mod allocations;
 mod audit;
 pub(crate) mod auth;
+pub mod console;
 mod csv;
 mod enroll;
 mod error;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub probes: std::sync::Arc<crate::probe::Book>,
     /// Whether probes run (`[probe] enabled`).
     pub probing: bool,
+    /// Signed-in console sessions.
+    pub console: std::sync::Arc<console::session::Sessions>,
 }
 
 /// The whole HTTP application: REST routes plus the agent gateway.
@@ -126,6 +129,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{webhook_id}/deliveries",
             get(webhooks::deliveries),
         )
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // A key revoked while its request ran does not get the answer.

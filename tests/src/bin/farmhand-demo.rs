@@ -151,6 +151,10 @@ async fn main() -> anyhow::Result<()> {
         step("demo complete");
         return Ok(());
     }
+    step(&format!(
+        "the operator console: {}/console/ (sign in with the admin key below)",
+        stack.plane_url
+    ));
     println!("FARMHAND_URL={}", stack.plane_url);
     println!("FARMHAND_ADMIN_KEY={}", stack.admin_key);
     println!("FARMHAND_MARKETPLACE_KEY={}", stack.market_key);

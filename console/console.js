@@ -1,0 +1,176 @@
+// The Farmhand console's one script: it fills the page's tables from the plane's live
+// stream (/console/events, a snapshot at each change) and filters them. No framework, no
+// build step, nothing from another origin (the page's CSP allows none). Times show in the
+// browser's zone, with UTC on hover.
+'use strict';
+
+(() => {
+  const page = document.body.dataset.page;
+  if (page === 'login' || page === 'forbidden') {
+    return;
+  }
+  const status = document.getElementById('status');
+  const filter = document.getElementById('filter');
+  let last = null;
+
+  function when(iso) {
+    if (!iso) {
+      return { text: '—', title: '' };
+    }
+    const d = new Date(iso);
+    return { text: d.toLocaleString(), title: d.toISOString().replace('.000Z', 'Z') + ' (UTC)' };
+  }
+
+  function cell(tr, text, title) {
+    const td = document.createElement('td');
+    td.textContent = text === null || text === undefined || text === '' ? '—' : String(text);
+    if (title) {
+      td.title = title;
+    }
+    tr.appendChild(td);
+    return td;
+  }
+
+  function timeCell(tr, iso) {
+    const t = when(iso);
+    const td = cell(tr, t.text, t.title);
+    if (iso) {
+      const time = document.createElement('time');
+      time.dateTime = iso;
+      time.textContent = t.text;
+      td.replaceChildren(time);
+    }
+  }
+
+  function badge(tr, text, kind) {
+    const td = cell(tr, '');
+    const span = document.createElement('span');
+    span.className = 'badge ' + kind;
+    span.textContent = text;
+    td.replaceChildren(span);
+    return td;
+  }
+
+  function matches(values) {
+    const wanted = filter ? filter.value.trim().toLowerCase() : '';
+    return !wanted || values.some((v) => v !== null && v !== undefined && String(v).toLowerCase().includes(wanted));
+  }
+
+  function fill(id, rows, render) {
+    const table = document.getElementById(id);
+    if (!table) {
+      return;
+    }
+    const fragment = document.createDocumentFragment();
+    for (const row of rows) {
+      const tr = document.createElement('tr');
+      render(tr, row);
+      fragment.appendChild(tr);
+    }
+    table.tBodies[0].replaceChildren(fragment);
+    const empty = document.getElementById(id + '-empty');
+    if (empty) {
+      empty.hidden = rows.length > 0;
+    }
+  }
+
+  function fleet(s) {
+    const agents = (s.agents || []).filter((a) => matches([a.agent_id, a.label, a.hostname, a.node]));
+    fill('agents', agents, (tr, a) => {
+      tr.dataset.agent = a.agent_id;
+      cell(tr, a.agent_id);
+      cell(tr, a.label);
+      cell(tr, a.hostname);
+      cell(tr, a.version);
+      badge(tr, a.connected ? 'connected' : 'disconnected', a.connected ? 'ok' : 'bad');
+      timeCell(tr, a.last_seen);
+      cell(tr, a.node || 'this node');
+      cell(tr, a.modems_online + ' / ' + a.modems_total);
+    });
+    const modems = s.modems.filter((m) => matches([m.imei, m.agent_id, m.carrier, m.country, m.ext_ip]));
+    fill('modems', modems, (tr, m) => {
+      tr.dataset.imei = m.imei;
+      cell(tr, m.imei);
+      cell(tr, m.agent_id);
+      cell(tr, m.carrier);
+      cell(tr, m.country);
+      cell(tr, m.ext_ip);
+      badge(tr, m.online ? 'online' : 'offline', m.online ? 'ok' : 'bad').dataset.state = m.online ? 'online' : 'offline';
+      cell(tr, m.signal);
+      cell(tr, m.active_allocations + ' / ' + m.capacity);
+    });
+  }
+
+  const STATE_KIND = { active: 'ok', replaced: 'ok', pending: 'warn', releasing: 'warn', released: 'idle', failed: 'bad' };
+
+  function allocations(s) {
+    const counts = document.getElementById('counts');
+    const items = Object.entries(s.allocation_counts).map(([state, n]) => {
+      const li = document.createElement('li');
+      li.textContent = state + ': ' + n;
+      li.dataset.state = state;
+      return li;
+    });
+    counts.replaceChildren(...items);
+    fill('allocations', s.allocations, (tr, a) => {
+      tr.dataset.allocation = a.allocation_id;
+      cell(tr, a.allocation_id);
+      cell(tr, a.order_id);
+      badge(tr, a.state, STATE_KIND[a.state] || 'idle').dataset.state = a.state;
+      cell(tr, a.imei, a.agent_id ? 'agent ' + a.agent_id : '');
+      cell(tr, a.host ? a.host + ':' + a.http_port + ' / ' + a.socks_port : null);
+      timeCell(tr, a.created_at);
+      timeCell(tr, a.expires_at);
+      cell(tr, a.replacements);
+    });
+  }
+
+  function health(s) {
+    const dl = document.getElementById('health');
+    if (!dl || !s.health) {
+      return;
+    }
+    const rows = [
+      ['Store', s.health.store],
+      ['Agents connected', s.health.agents_connected],
+      ['Webhook deliveries waiting', s.health.webhook_deliveries_pending],
+      ['Probe judging', s.health.probes_judging_paused ? 'paused: the plane cannot reach its probe target' : 'active'],
+    ];
+    dl.replaceChildren(...rows.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      dd.textContent = String(v);
+      return [dt, dd];
+    }));
+  }
+
+  const RENDER = { fleet, allocations, health };
+
+  function render() {
+    if (last && RENDER[page]) {
+      RENDER[page](last);
+    }
+  }
+
+  function say(text, kind) {
+    status.textContent = text;
+    status.className = kind;
+  }
+
+  if (filter) {
+    filter.addEventListener('input', render);
+  }
+  const source = new EventSource('/console/events');
+  source.addEventListener('snapshot', (event) => {
+    last = JSON.parse(event.data);
+    render();
+    say('Live · updated ' + new Date().toLocaleTimeString(), 'ok');
+  });
+  source.addEventListener('stale', () => say('The plane cannot read its store: what you see may be out of date.', 'warn'));
+  source.addEventListener('signed_out', () => {
+    source.close();
+    window.location.assign('/console/login');
+  });
+  source.onerror = () => say('Live updates interrupted: reconnecting…', 'warn');
+})();

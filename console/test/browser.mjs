@@ -1,0 +1,160 @@
+// Drives a real browser (Debian's chromium, through playwright-core) against a running
+// stack: tests/tests/console_browser.rs starts the stack and runs this with
+//   PLANE_URL ADMIN_KEY MARKET_KEY SIM_URL IMEI CHROMIUM SCREENSHOTS
+// and fails when this exits non-zero. It proves what a console user relies on: sign-in
+// (and a clear refusal), live updates without reload, roles refused by the server, the
+// cookie's flags, the CSP, no request off the loopback host and no browser console error.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set`);
+  }
+  return value;
+};
+const plane = env('PLANE_URL');
+const [adminKey, marketKey] = [env('ADMIN_KEY'), env('MARKET_KEY')];
+const [simUrl, imei] = [env('SIM_URL'), env('IMEI')];
+const shots = env('SCREENSHOTS');
+mkdirSync(shots, { recursive: true });
+
+const problems = [];
+const check = (ok, what) => {
+  if (!ok) {
+    problems.push(what);
+    console.error(`FAILED: ${what}`);
+  } else {
+    console.log(`ok: ${what}`);
+  }
+};
+
+async function rest(method, path, key, body) {
+  const res = await fetch(plane + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: res.status, body: await res.json().catch(() => null) };
+}
+
+/** Requests the test expects to be refused (a wrong key, a page not for this key): the
+ * browser reports those as console errors too. */
+let refusalsExpected = 0;
+
+/** A context whose every request and console message is watched. */
+async function watched(browser) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') {
+      return;
+    }
+    if (refusalsExpected > 0 && msg.text().startsWith('Failed to load resource')) {
+      refusalsExpected -= 1;
+      return;
+    }
+    problems.push(`browser console error: ${msg.text()}`);
+  });
+  page.on('response', (res) => {
+    if (res.status() >= 400) {
+      console.log(`(${res.status()} for ${res.request().method()} ${res.url()})`);
+    }
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('request', (req) => {
+    const host = new URL(req.url()).hostname;
+    if (!['127.0.0.1', 'localhost', '[::1]'].includes(host)) {
+      problems.push(`request off the loopback host: ${req.url()}`);
+    }
+  });
+  return { context, page };
+}
+
+async function signIn(page, key) {
+  await page.goto(plane + '/console/');
+  await page.fill('#key', key);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+}
+
+const browser = await chromium.launch({ executablePath: env('CHROMIUM'), args: ['--no-sandbox'] });
+try {
+  const { context, page } = await watched(browser);
+
+  // A wrong key gets a clear message, and no session.
+  refusalsExpected = 1;
+  await signIn(page, 'fh_wrong_key');
+  const error = await page.textContent('.error');
+  check(/not valid/.test(error || ''), 'a wrong key is told it is not valid');
+  check((await context.cookies()).length === 0, 'a wrong key gets no cookie');
+
+  // The admin key: the fleet, live.
+  const response = await page.goto(plane + '/console/login');
+  const csp = response.headers()['content-security-policy'] || '';
+  check(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"), 'the CSP header is strict');
+  await signIn(page, adminKey);
+  check(page.url().endsWith('/console/fleet'), 'sign-in lands on the fleet');
+  const [cookie] = await context.cookies();
+  check(cookie && cookie.httpOnly && cookie.sameSite === 'Strict' && cookie.path === '/console', 'the session cookie is HttpOnly, SameSite=Strict, scoped to /console');
+  await page.waitForSelector('#agents tbody tr[data-agent]', { timeout: 10000 });
+  await page.waitForSelector(`#modems tbody tr[data-imei="${imei}"]`, { timeout: 10000 });
+  check(true, "the demo's agent and its modems appear");
+  await page.screenshot({ path: `${shots}/fleet.png`, fullPage: true });
+
+  // Sold through the REST API: on the page without reload within 2 s.
+  await page.goto(plane + '/console/allocations');
+  await page.waitForSelector('#status.ok', { timeout: 10000 });
+  const sold = await rest('POST', '/v1/allocations', marketKey, { order_id: 'console-1', duration_s: 3600, imei });
+  check(sold.status === 201, `allocated (${sold.status})`);
+  const id = sold.body.allocation_id;
+  const row = `#allocations tr[data-allocation="${id}"]`;
+  await page.waitForSelector(`${row} [data-state="active"]`, { timeout: 2000 });
+  check(true, 'the allocation appears without reload within 2 s');
+  await page.screenshot({ path: `${shots}/allocations.png`, fullPage: true });
+  const released = await rest('DELETE', `/v1/allocations/${id}`, marketKey);
+  check(released.status === 200 || released.status === 202, `released (${released.status})`);
+  await page.waitForSelector(`${row} [data-state="released"]`, { timeout: 10000 });
+  check(true, 'the release shows live');
+
+  // A modem going offline on the box shows offline live.
+  await page.goto(plane + '/console/fleet');
+  await page.waitForSelector(`#modems tr[data-imei="${imei}"] [data-state="online"]`, { timeout: 10000 });
+  await fetch(`${simUrl}/_sim/modems/${imei}`, { method: 'POST', body: JSON.stringify({ online: false }), headers: { 'content-type': 'application/json' } });
+  await page.waitForSelector(`#modems tr[data-imei="${imei}"] [data-state="offline"]`, { timeout: 15000 });
+  check(true, 'a modem going offline shows offline live');
+
+  await page.goto(plane + '/console/health');
+  await page.waitForSelector('#health dt', { timeout: 10000 });
+  await page.screenshot({ path: `${shots}/health.png`, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(plane + '/console/fleet');
+  await page.waitForSelector('#modems tbody tr', { timeout: 10000 });
+  await page.screenshot({ path: `${shots}/fleet-phone.png`, fullPage: true });
+
+  // Signing out ends the session: the pages send it back to sign-in.
+  await Promise.all([page.waitForNavigation(), page.click('header form button')]);
+  await page.goto(plane + '/console/fleet');
+  check(page.url().endsWith('/console/login'), 'signed out, the console asks to sign in');
+
+  // A marketplace key: no admin page, refused by the server.
+  const market = await watched(browser);
+  await signIn(market.page, marketKey);
+  const links = await market.page.$$eval('nav a', (as) => as.map((a) => a.textContent));
+  check(!links.includes('Health'), 'a marketplace key is not offered admin pages');
+  refusalsExpected = 1;
+  const refused = await market.page.goto(plane + '/console/health');
+  check(refused.status() === 403, `the server refuses admin pages to a marketplace key (${refused.status()})`);
+  check(await market.page.$('#agents') === null, 'a marketplace key sees no agent records');
+  await market.context.close();
+  await context.close();
+} catch (e) {
+  problems.push(`the run stopped: ${e.stack || e}`);
+} finally {
+  await browser.close();
+}
+if (problems.length > 0) {
+  console.error(`${problems.length} problem(s):\n- ${problems.join('\n- ')}`);
+  process.exit(1);
+}
+console.log('console: every check passed');

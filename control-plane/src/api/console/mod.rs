@@ -1,0 +1,288 @@
+//! The operator console under `/console/`: server-rendered pages (fleet, allocations,
+//! health) whose tables one small script (`console/console.js`, built into the binary:
+//! nothing is loaded from elsewhere, no Node is needed to build) fills from a live
+//! Server-Sent Events stream (`/console/events`, a snapshot at each change, at most one a
+//! second — the page never polls). Sign-in exchanges an API key for a session cookie
+//! (`session`); admin keys see everything, marketplace keys their tenant's allocations
+//! and the modems, never the admin pages (refused by the server, not only hidden).
+//! Every answer carries a strict Content-Security-Policy (no inline script or style, no
+//! other origin, no framing). The console only reads; actions go through the REST API.
+
+mod pages;
+pub mod session;
+mod snapshot;
+
+use super::auth::{check_budget, note_failure};
+use super::AppState;
+use crate::ratelimit::ClientAddr;
+use crate::store::Role;
+use axum::extract::State;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, LOCATION, ORIGIN, SET_COOKIE,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use futures_util::stream::Stream;
+use serde::Deserialize;
+use session::Session;
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// What every console answer may load: itself, nothing else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// How often a page's stream looks for changes.
+const TICK: Duration = Duration::from_secs(1);
+
+const SCRIPT: &str = include_str!("../../../../console/console.js");
+const STYLE: &str = include_str!("../../../../console/console.css");
+const ICON: &str = include_str!("../../../../console/favicon.svg");
+
+/// The console's routes (merged into the REST app).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(|| async { see_other("/console/") }))
+        .route("/console/", get(home))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/fleet", get(|s, h| page(s, h, pages::Page::Fleet)))
+        .route(
+            "/console/allocations",
+            get(|s, h| page(s, h, pages::Page::Allocations)),
+        )
+        .route(
+            "/console/health",
+            get(|s, h| page(s, h, pages::Page::Health)),
+        )
+        .route("/console/events", get(events))
+        .route(
+            "/console/assets/console.js",
+            get(|| async { asset(SCRIPT, "text/javascript") }),
+        )
+        .route(
+            "/console/assets/console.css",
+            get(|| async { asset(STYLE, "text/css") }),
+        )
+        .route(
+            "/console/assets/favicon.svg",
+            get(|| async { asset(ICON, "image/svg+xml") }),
+        )
+        .layer(axum::middleware::map_response(secure_headers))
+}
+
+/// The headers every console answer carries.
+async fn secure_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Not `no-referrer`: with it the browser sends `Origin: null` on the page's own forms.
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+fn see_other(to: &'static str) -> Response {
+    (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
+}
+
+fn asset(body: &'static str, kind: &'static str) -> Response {
+    (
+        [(CONTENT_TYPE, kind), (CACHE_CONTROL, "public, max-age=300")],
+        body,
+    )
+        .into_response()
+}
+
+/// The session the request carries, if its key still exists.
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(String, Session)> {
+    let (id, session) = state.console.of(headers)?;
+    let key_id = session.caller.key_id.as_deref()?;
+    match state.store.api_key_exists(key_id).await {
+        Ok(true) => Some((id, session)),
+        _ => {
+            state.console.close(&id);
+            None
+        }
+    }
+}
+
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match signed_in(&state, &headers).await {
+        Some(_) => see_other("/console/fleet"),
+        None => see_other("/console/login"),
+    }
+}
+
+async fn login_page() -> Response {
+    pages::login(None).into_response()
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials { key: <redacted> }")
+    }
+}
+
+/// `POST /console/login`: a valid admin or marketplace key opens a session.
+async fn login(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    Form(form): Form<Credentials>,
+) -> Response {
+    if check_budget(&state, client).is_err() {
+        let why = "Too many wrong keys from this address: wait a minute and try again.";
+        return (StatusCode::TOO_MANY_REQUESTS, pages::login(Some(why))).into_response();
+    }
+    let found = match state
+        .store
+        .find_api_key(form.key.trim(), crate::ids::now())
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in: cannot read the keys");
+            let why = "The control plane cannot read its keys right now: try again shortly.";
+            return (StatusCode::SERVICE_UNAVAILABLE, pages::login(Some(why))).into_response();
+        }
+    };
+    let Some(found) = found else {
+        note_failure(&state, client, "console").await;
+        let why = "That key is not valid: it may be mistyped, revoked or expired. \
+                   Ask your operator for an admin or marketplace key.";
+        return (StatusCode::UNAUTHORIZED, pages::login(Some(why))).into_response();
+    };
+    let caller = super::auth::Caller {
+        role: found.record.role,
+        tenant: found.record.tenant().map(str::to_owned),
+        name: found.record.name,
+        key_id: Some(found.key_id),
+    };
+    tracing::info!(role = caller.role.as_str(), key = %caller.name, "console sign-in");
+    let id = state.console.open(caller);
+    let cookie = session::set_cookie(&id, state.config.tls.is_some());
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (LOCATION, "/console/fleet".to_string()),
+            (SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
+}
+
+/// `POST /console/logout` (from this origin only).
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-origin request refused").into_response();
+    }
+    if let Some((id, _)) = state.console.of(&headers) {
+        state.console.close(&id);
+    }
+    let cookie = session::clear_cookie(state.config.tls.is_some());
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (LOCATION, "/console/login".to_string()),
+            (SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
+}
+
+/// A write must come from a page of this origin: `Origin`, when the browser sends it,
+/// names the host the request was sent to (SameSite=Strict already keeps the cookie off
+/// other sites' requests).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    host.is_some() && origin_host == host
+}
+
+async fn page(State(state): State<AppState>, headers: HeaderMap, page: pages::Page) -> Response {
+    let Some((_, session)) = signed_in(&state, &headers).await else {
+        return see_other("/console/login");
+    };
+    if page.admin_only() && session.caller.role != Role::Admin {
+        return (StatusCode::FORBIDDEN, pages::forbidden(&session)).into_response();
+    }
+    pages::page(page, &session).into_response()
+}
+
+/// `GET /console/events`: the page's snapshot now and after every change.
+async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some((id, session)) = signed_in(&state, &headers).await else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    Sse::new(stream(state, id, session))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Snapshots while the session lasts; a signed-out or revoked session ends the stream
+/// with a `signed_out` event.
+fn stream(
+    state: AppState,
+    id: String,
+    session: Session,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct Step {
+        state: AppState,
+        id: String,
+        session: Session,
+        memory: snapshot::Memory,
+        last: String,
+        first: bool,
+        done: bool,
+    }
+    let start = Step {
+        state,
+        id,
+        session,
+        memory: snapshot::Memory::default(),
+        last: String::new(),
+        first: true,
+        done: false,
+    };
+    futures_util::stream::unfold(start, |mut step| async move {
+        if step.done {
+            return None;
+        }
+        loop {
+            if !std::mem::take(&mut step.first) {
+                tokio::time::sleep(TICK).await;
+            }
+            let key_id = step.session.caller.key_id.clone().unwrap_or_default();
+            let open = step.state.console.is_open(&step.id)
+                && matches!(step.state.store.api_key_exists(&key_id).await, Ok(true));
+            if !open {
+                step.done = true;
+                return Some((Ok(Event::default().event("signed_out").data("{}")), step));
+            }
+            let taken = snapshot::take(&step.state, &step.session, &mut step.memory).await;
+            let Ok(snapshot) = taken else {
+                // The store is away: the page keeps what it shows and says it is stale.
+                return Some((Ok(Event::default().event("stale").data("{}")), step));
+            };
+            let json = serde_json::to_string(&snapshot).unwrap_or_default();
+            if json != step.last {
+                step.last = json.clone();
+                return Some((Ok(Event::default().event("snapshot").data(json)), step));
+            }
+        }
+    })
+}

@@ -1,0 +1,215 @@
+//! The console's HTML: one layout (header, navigation, sign-out) around each page's empty
+//! tables, which `console.js` fills from the live stream. No inline script or style (the
+//! CSP forbids both); the only text from outside is the key's name, escaped.
+
+use super::session::Session;
+use crate::store::Role;
+use axum::response::Html;
+
+/// A console page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// Agents and modems.
+    Fleet,
+    /// Allocations by state.
+    Allocations,
+    /// The plane's own health (admins).
+    Health,
+}
+
+impl Page {
+    fn name(self) -> &'static str {
+        match self {
+            Page::Fleet => "fleet",
+            Page::Allocations => "allocations",
+            Page::Health => "health",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Page::Fleet => "Fleet",
+            Page::Allocations => "Allocations",
+            Page::Health => "Health",
+        }
+    }
+
+    /// Whether only admin sessions may open it.
+    pub fn admin_only(self) -> bool {
+        self == Page::Health
+    }
+
+    fn body(self, admin: bool) -> String {
+        match self {
+            Page::Fleet => {
+                let agents = if admin {
+                    table(
+                        "agents",
+                        "Agents",
+                        &["Agent", "Label", "Host", "Version", "State", "Last seen", "Node", "Modems online"],
+                        "No agent has enrolled yet: issue an enrollment token and run farmhand-agent enroll on the seller's box.",
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "<label class=\"search\">Search <input id=\"filter\" type=\"search\" \
+                     placeholder=\"IMEI, carrier, country, agent\" autocomplete=\"off\"></label>{agents}{}",
+                    table(
+                        "modems",
+                        "Modems",
+                        &["IMEI", "Agent", "Carrier", "Country", "IP", "State", "Signal", "Sold"],
+                        "No modem is reported: check that the agents are connected and can read ProxySmart.",
+                    )
+                )
+            }
+            Page::Allocations => format!(
+                "<section aria-labelledby=\"counts-title\"><h2 id=\"counts-title\">By state</h2>\
+                 <ul id=\"counts\" class=\"counts\"></ul></section>{}",
+                table(
+                    "allocations",
+                    "Allocations",
+                    &[
+                        "Allocation",
+                        "Order",
+                        "State",
+                        "Modem",
+                        "Endpoint",
+                        "Created",
+                        "Expires",
+                        "Moves"
+                    ],
+                    "Nothing is sold yet: POST /v1/allocations with a marketplace key.",
+                )
+            ),
+            Page::Health => "<section aria-labelledby=\"health-title\"><h2 id=\"health-title\">\
+                 The plane</h2><dl id=\"health\"></dl></section>"
+                .to_string(),
+        }
+    }
+}
+
+fn table(id: &str, title: &str, columns: &[&str], empty: &str) -> String {
+    let heads: String = columns
+        .iter()
+        .map(|c| format!("<th scope=\"col\">{c}</th>"))
+        .collect();
+    format!(
+        "<section aria-labelledby=\"{id}-title\"><h2 id=\"{id}-title\">{title}</h2>\
+         <div class=\"scroll\"><table id=\"{id}\"><thead><tr>{heads}</tr></thead><tbody></tbody>\
+         </table></div><p class=\"empty\" id=\"{id}-empty\" hidden>{empty}</p></section>"
+    )
+}
+
+/// `text` safe inside HTML.
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn layout(title: &str, page: &str, role: &str, header: &str, main: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Farmhand console</title>\
+         <link rel=\"icon\" href=\"/console/assets/favicon.svg\" type=\"image/svg+xml\">\
+         <link rel=\"stylesheet\" href=\"/console/assets/console.css\">\
+         <script src=\"/console/assets/console.js\" defer></script></head>\
+         <body data-page=\"{page}\" data-role=\"{role}\">{header}<main id=\"main\">{main}</main></body></html>"
+    ))
+}
+
+/// A signed-in page.
+pub fn page(page: Page, session: &Session) -> Html<String> {
+    let admin = session.caller.role == Role::Admin;
+    let main = format!(
+        "<h1>{}</h1><p id=\"status\" role=\"status\" aria-live=\"polite\">Connecting…</p>{}",
+        page.title(),
+        page.body(admin)
+    );
+    let role = session.caller.role.as_str();
+    layout(
+        page.title(),
+        page.name(),
+        role,
+        &header(session, Some(page)),
+        &main,
+    )
+}
+
+/// The header of a signed-in page: navigation (the pages `session` may open), who is
+/// signed in, sign-out.
+fn header(session: &Session, current: Option<Page>) -> String {
+    let admin = session.caller.role == Role::Admin;
+    let links: String = [Page::Fleet, Page::Allocations, Page::Health]
+        .into_iter()
+        .filter(|p| admin || !p.admin_only())
+        .map(|p| {
+            let here = if Some(p) == current {
+                " aria-current=\"page\""
+            } else {
+                ""
+            };
+            format!("<a href=\"/console/{}\"{here}>{}</a>", p.name(), p.title())
+        })
+        .collect();
+    format!(
+        "<header><a class=\"skip\" href=\"#main\">Skip to content</a><span class=\"brand\">Farmhand</span>\
+         <nav aria-label=\"Console\">{links}</nav><span class=\"who\">{}: {}</span>\
+         <form method=\"post\" action=\"/console/logout\"><button type=\"submit\">Sign out</button></form></header>",
+        session.caller.role.as_str(),
+        escape(&session.caller.name)
+    )
+}
+
+/// The sign-in page, with why the last attempt failed.
+pub fn login(error: Option<&str>) -> Html<String> {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let main = format!(
+        "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/console/login\" class=\"login\">\
+         <label for=\"key\">API key</label><input id=\"key\" name=\"key\" type=\"password\" \
+         autocomplete=\"off\" required autofocus><button type=\"submit\">Sign in</button>\
+         <p class=\"hint\">An admin key sees the whole fleet; a marketplace key its own \
+         allocations and the modems. The key is exchanged for a session cookie and not kept \
+         in the browser.</p></form>"
+    );
+    let header = "<header><span class=\"brand\">Farmhand</span></header>";
+    layout("Sign in", "login", "none", header, &main)
+}
+
+/// What a session gets for a page its role may not open.
+pub fn forbidden(session: &Session) -> Html<String> {
+    let main = "<h1>Not for this key</h1><p class=\"error\" role=\"alert\">This page is for \
+                admin keys only: sign in with an admin key to see it.</p>";
+    let role = session.caller.role.as_str();
+    layout(
+        "Not for this key",
+        "forbidden",
+        role,
+        &header(session, None),
+        main,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped() {
+        assert_eq!(
+            escape("<b a=\"x\">&'"),
+            "&lt;b a=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Console sign-in: an API key, typed once, exchanged for a session cookie
+//! (`farmhand_console`: HttpOnly, SameSite=Strict, `Secure` under TLS, path `/console`,
+//! expiring after [`SESSION_TTL`]) so the key never sits in the browser. Sessions live in
+//! memory (a restart signs everyone out), at most [`MAX_SESSIONS`] (the oldest goes), and
+//! each request re-checks that the key still exists: a revoked key ends its sessions.
+
+use crate::api::auth::Caller;
+use crate::store::Role;
+use axum::http::header::COOKIE;
+use axum::http::HeaderMap;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The cookie's name.
+pub const COOKIE_NAME: &str = "farmhand_console";
+/// How long a session lasts from sign-in.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Sessions held at once (only a valid key makes one).
+const MAX_SESSIONS: usize = 1024;
+
+/// A signed-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who signed in.
+    pub caller: Caller,
+    /// When the session ends.
+    pub expires: Instant,
+}
+
+impl Session {
+    /// Whether admin pages are open to it.
+    pub fn is_admin(&self) -> bool {
+        self.caller.role == Role::Admin
+    }
+}
+
+/// Every open session, by cookie value.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens a session for `caller`; returns the cookie value.
+    pub fn open(&self, caller: Caller) -> String {
+        let id = crate::ids::random_id("cs");
+        let now = Instant::now();
+        let mut open = self.lock();
+        open.retain(|_, s| s.expires > now);
+        if open.len() >= MAX_SESSIONS {
+            let oldest = open
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                open.remove(&oldest);
+            }
+        }
+        open.insert(
+            id.clone(),
+            Session {
+                caller,
+                expires: now + SESSION_TTL,
+            },
+        );
+        id
+    }
+
+    /// The live session the request's cookie names.
+    pub fn of(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let id = cookie(headers)?;
+        let mut open = self.lock();
+        match open.get(&id) {
+            Some(s) if s.expires > Instant::now() => Some((id, s.clone())),
+            Some(_) => {
+                open.remove(&id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Whether session `id` is still open.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.lock()
+            .get(id)
+            .is_some_and(|s| s.expires > Instant::now())
+    }
+
+    /// Ends a session.
+    pub fn close(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+/// The session cookie's value, if the request has one.
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value.to_string())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+}
+
+/// The `Set-Cookie` value of a new session (`secure` under TLS).
+pub fn set_cookie(id: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{COOKIE_NAME}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        SESSION_TTL.as_secs()
+    )
+}
+
+/// The `Set-Cookie` value that ends the session in the browser.
+pub fn clear_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE_NAME}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Caller {
+        Caller {
+            role: Role::Marketplace,
+            name: "shop".into(),
+            key_id: Some("k1".into()),
+            tenant: Some("t".into()),
+        }
+    }
+
+    #[test]
+    fn a_cookie_finds_its_session_and_nothing_else() {
+        let sessions = Sessions::default();
+        let id = sessions.open(caller());
+        let mut headers = HeaderMap::new();
+        let value = format!("other=1; {COOKIE_NAME}={id}");
+        headers.insert(COOKIE, value.parse().unwrap());
+        let (found, session) = sessions.of(&headers).unwrap();
+        assert_eq!(found, id);
+        assert!(!session.is_admin());
+        sessions.close(&id);
+        assert!(sessions.of(&headers).is_none());
+        headers.insert(COOKIE, format!("{COOKIE_NAME}=x;y").parse().unwrap());
+        assert!(sessions.of(&headers).is_none());
+        let set = set_cookie(&id, true);
+        for flag in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/console",
+            "Max-Age=28800",
+        ] {
+            assert!(set.contains(flag), "{set}");
+        }
+        assert!(!set_cookie(&id, false).contains("Secure"));
+    }
+}

@@ -1,0 +1,150 @@
+//! What one console page shows, as the JSON its live stream sends: the fleet (agents for
+//! admins; modems for every role), allocations (counts by state, the live ones and those
+//! that ended while the page was open), and for admins the plane's health. Scoped like the
+//! REST API: a marketplace session sees its tenant's allocations only, no agent records,
+//! and no buyer credential or ProxySmart secret ever appears.
+
+use super::session::Session;
+use crate::api::AppState;
+use crate::fleet::ModemFilter;
+use crate::ids::rfc3339;
+use crate::store::{AllocationRecord, StoreError};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Ended allocations a page keeps showing.
+const ENDED_KEPT: usize = 50;
+
+/// One page's view, sent whole at each change.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Snapshot {
+    role: &'static str,
+    agents: Option<Vec<Value>>,
+    modems: Vec<Value>,
+    allocation_counts: BTreeMap<&'static str, u64>,
+    allocations: Vec<Value>,
+    health: Option<Value>,
+}
+
+/// What a page's stream remembers between snapshots: the allocations it saw live, and
+/// those that ended since (newest first), so a release shows as `released`.
+#[derive(Debug, Default)]
+pub struct Memory {
+    live: Vec<String>,
+    ended: VecDeque<Value>,
+}
+
+/// The snapshot for `session` now.
+pub async fn take(
+    state: &AppState,
+    session: &Session,
+    memory: &mut Memory,
+) -> Result<Snapshot, StoreError> {
+    let admin = session.is_admin();
+    let tenant = session.caller.tenant.clone();
+    let mine = |r: &AllocationRecord| tenant.as_ref().is_none_or(|t| *t == r.tenant);
+    let live: Vec<AllocationRecord> = state
+        .store
+        .live_allocations()
+        .await?
+        .into_iter()
+        .filter(|r| mine(r))
+        .collect();
+    let ids: Vec<String> = live.iter().map(|r| r.allocation_id.clone()).collect();
+    for gone in memory.live.iter().filter(|id| !ids.contains(id)) {
+        if let Some(record) = state.store.allocation(gone).await? {
+            if memory.ended.len() == ENDED_KEPT {
+                memory.ended.pop_back();
+            }
+            memory.ended.push_front(allocation(&record));
+        }
+    }
+    memory.live = ids;
+    let mut allocation_counts = BTreeMap::new();
+    if admin {
+        for (s, n) in state.store.allocation_counts().await? {
+            allocation_counts.insert(s.as_str(), n);
+        }
+    } else {
+        for r in &live {
+            *allocation_counts.entry(r.state.as_str()).or_default() += 1;
+        }
+    }
+    let mut allocations: Vec<Value> = live.iter().map(allocation).collect();
+    allocations.extend(memory.ended.iter().cloned());
+    let modems = state
+        .fleet
+        .modems(&ModemFilter::default())
+        .into_iter()
+        .map(|m| {
+            serde_json::json!({
+                "imei": m.imei, "agent_id": m.agent_id, "carrier": m.carrier,
+                "country": m.country, "ext_ip": m.ext_ip, "online": m.online,
+                "signal": m.signal, "active_allocations": m.active_allocations,
+                "capacity": m.capacity, "available": m.available,
+            })
+        })
+        .collect();
+    Ok(Snapshot {
+        role: session.caller.role.as_str(),
+        agents: if admin {
+            Some(agents(state).await?)
+        } else {
+            None
+        },
+        modems,
+        allocation_counts,
+        allocations,
+        health: if admin {
+            Some(health(state).await?)
+        } else {
+            None
+        },
+    })
+}
+
+/// An allocation as the console shows it: no login, no password.
+fn allocation(r: &AllocationRecord) -> Value {
+    serde_json::json!({
+        "allocation_id": r.allocation_id, "order_id": r.order_id, "state": r.state.as_str(),
+        "imei": r.imei, "agent_id": r.agent_id, "carrier": r.carrier, "country": r.country,
+        "host": r.host, "http_port": r.http_port, "socks_port": r.socks_port,
+        "created_at": rfc3339(r.created_at), "expires_at": rfc3339(r.expires_at),
+        "released_at": r.released_at.map(rfc3339), "release_reason": r.release_reason,
+        "replacements": r.replacements.len(),
+    })
+}
+
+async fn agents(state: &AppState) -> Result<Vec<Value>, StoreError> {
+    Ok(state
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| !a.revoked)
+        .map(|a| {
+            let live = state.fleet.agent(&a.agent_id);
+            let modems = live.as_ref().map(|l| l.modems.values().collect::<Vec<_>>());
+            let total = modems.as_ref().map_or(0, Vec::len);
+            let online = modems.iter().flatten().filter(|m| m.online).count();
+            serde_json::json!({
+                "agent_id": a.agent_id, "label": a.label, "hostname": a.hostname,
+                "version": live.as_ref().and_then(|l| l.agent_version.clone()),
+                "connected": live.as_ref().is_some_and(|l| l.connected),
+                "last_seen": live.as_ref().and_then(|l| l.last_seen).map(rfc3339),
+                "node": live.as_ref().and_then(|l| l.node.clone()),
+                "modems_online": online, "modems_total": total,
+            })
+        })
+        .collect())
+}
+
+async fn health(state: &AppState) -> Result<Value, StoreError> {
+    Ok(serde_json::json!({
+        "store": state.store.backend(),
+        "agents_connected": state.fleet.connected_count(),
+        "webhook_deliveries_pending": state.store.pending_webhook_deliveries().await?,
+        "probes_judging_paused": state.metrics.probe_judging_paused(),
+    }))
+}
