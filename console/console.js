@@ -114,7 +114,10 @@
     counts.replaceChildren(...items);
     fill('allocations', s.allocations, (tr, a) => {
       tr.dataset.allocation = a.allocation_id;
-      cell(tr, a.allocation_id);
+      const link = document.createElement('a');
+      link.href = '/console/allocations/' + encodeURIComponent(a.allocation_id);
+      link.textContent = a.allocation_id;
+      cell(tr, '').replaceChildren(link);
       cell(tr, a.order_id);
       badge(tr, a.state, STATE_KIND[a.state] || 'idle').dataset.state = a.state;
       cell(tr, a.imei, a.agent_id ? 'agent ' + a.agent_id : '');
@@ -145,7 +148,46 @@
     }));
   }
 
-  const RENDER = { fleet, allocations, health };
+  function detail(s) {
+    const d = s.detail;
+    if (!d) {
+      return;
+    }
+    const a = d.allocation;
+    const facts = [
+      ['State', a.state],
+      ['Order', a.order_id],
+      ['Modem', a.imei + (a.carrier ? ' (' + a.carrier + ', ' + a.country + ')' : '')],
+      ['Endpoint', a.host ? a.host + ':' + a.http_port + ' (HTTP) / ' + a.socks_port + ' (SOCKS5)' : '—'],
+      ['Probes', d.probes ? d.probes.health + (d.probes.reason ? ' (' + d.probes.reason + ')' : '') + ', ' + d.probes.ok + ' of ' + d.probes.probes + ' passed' : 'none on this node'],
+    ];
+    document.getElementById('detail').replaceChildren(...facts.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      dd.textContent = v;
+      if (k === 'State') {
+        dd.dataset.state = a.state;
+      }
+      return [dt, dd];
+    }));
+    const items = d.timeline.map((e) => {
+      const li = document.createElement('li');
+      li.dataset.what = e.what;
+      const t = when(e.at);
+      const time = document.createElement('time');
+      time.dateTime = e.at;
+      time.title = t.title;
+      time.textContent = t.text;
+      const what = document.createElement('strong');
+      what.textContent = e.what;
+      li.append(time, ' ', what, e.detail ? ' — ' + e.detail : '');
+      return li;
+    });
+    document.getElementById('timeline').replaceChildren(...items);
+  }
+
+  const RENDER = { fleet, allocations, health, allocation: detail };
 
   function render() {
     if (last && RENDER[page]) {
@@ -161,7 +203,8 @@
   if (filter) {
     filter.addEventListener('input', render);
   }
-  const source = new EventSource('/console/events');
+  const shown = document.body.dataset.allocation;
+  const source = new EventSource('/console/events' + (shown ? '?allocation=' + encodeURIComponent(shown) : ''));
   source.addEventListener('snapshot', (event) => {
     last = JSON.parse(event.data);
     render();

@@ -117,6 +117,13 @@ try {
   await page.waitForSelector(`${row} [data-state="released"]`, { timeout: 10000 });
   check(true, 'the release shows live');
 
+  // Its timeline: requested, then released, in order.
+  await Promise.all([page.waitForNavigation(), page.click(`${row} a`)]);
+  await page.waitForSelector('#timeline li[data-what="released"]', { timeout: 10000 });
+  const steps = await page.$$eval('#timeline li', (lis) => lis.map((li) => li.dataset.what));
+  check(steps.join(',') === 'requested,released', `the allocation's timeline is in order (${steps})`);
+  await page.screenshot({ path: `${shots}/timeline.png`, fullPage: true });
+
   // A modem going offline on the box shows offline live.
   await page.goto(plane + '/console/fleet');
   await page.waitForSelector(`#modems tr[data-imei="${imei}"] [data-state="online"]`, { timeout: 10000 });

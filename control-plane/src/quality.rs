@@ -8,8 +8,9 @@
 //! **The score** (0–100, `docs/operations.md` "What the quality score means"): probe
 //! availability × rotation success × a latency factor (1 up to a median first byte of
 //! 1 s, falling linearly to 0.5 at 5 s and beyond), × 100, rounded. No probes in the window:
-//! no score. Latency percentiles are read from a fixed set of buckets, so they are the
-//! bucket's upper bound (within a factor of two).
+//! no score. Latency percentiles are estimated from a fixed set of buckets (interpolated
+//! within the bucket). Windows are whole clock hours: `1h` is this hour and the one before
+//! (60 to 120 minutes), `24h` and `7d` likewise end with this hour.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -26,7 +27,7 @@ const HOURS: i64 = 7 * 24;
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
 )]
 pub enum Window {
-    /// The last hour.
+    /// The last hour (this clock hour and the one before).
     #[serde(rename = "1h")]
     Hour,
     /// The last 24 hours.
@@ -43,7 +44,8 @@ impl Window {
 
     fn hours(self) -> i64 {
         match self {
-            Window::Hour => 1,
+            // This clock hour alone would be nearly empty just after the hour.
+            Window::Hour => 2,
             Window::Day => 24,
             Window::Week => HOURS,
         }
@@ -227,8 +229,8 @@ fn latency_factor(p50_ms: u64) -> f64 {
     1.0 - over / 8000.0
 }
 
-/// The upper bound of the bucket holding the `q` quantile (the last bucket: its lower one
-/// doubled, as it has no upper bound).
+/// The `q` quantile, interpolated within the bucket that holds it (the last bucket, which
+/// has no upper bound, is taken to end at twice its lower one).
 fn percentile(counts: &[u64; LATENCY_MS.len()], q: f64) -> Option<u64> {
     let total: u64 = counts.iter().sum();
     if total == 0 {
@@ -237,13 +239,16 @@ fn percentile(counts: &[u64; LATENCY_MS.len()], q: f64) -> Option<u64> {
     let rank = ((q * total as f64).ceil() as u64).max(1);
     let mut seen = 0;
     for (i, n) in counts.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return Some(match LATENCY_MS[i] {
-                u64::MAX => LATENCY_MS[i - 1] * 2,
+        if seen + n >= rank {
+            let lower = if i == 0 { 0 } else { LATENCY_MS[i - 1] };
+            let upper = match LATENCY_MS[i] {
+                u64::MAX => lower * 2,
                 bound => bound,
-            });
+            };
+            let within = (rank - seen) as f64 / *n as f64;
+            return Some(lower + ((upper - lower) as f64 * within).round() as u64);
         }
+        seen += n;
     }
     None
 }
@@ -269,7 +274,8 @@ mod tests {
         q.probed("a", at(0), ms(3000));
         let hour = q.figures("a", Window::Hour, at(0));
         assert_eq!((hour.probes, hour.probes_ok), (10, 10));
-        assert_eq!((hour.p50_ms, hour.p95_ms), (Some(50), Some(3200)));
+        // Interpolated within their buckets: 5 of the 9 in (25, 50], the 10th in (1600, 3200].
+        assert_eq!((hour.p50_ms, hour.p95_ms), (Some(39), Some(3200)));
         assert_eq!(hour.availability_pct, Some(100.0));
         assert_eq!(hour.score, Some(100));
         let day = q.figures("a", Window::Day, at(0));
@@ -293,12 +299,15 @@ mod tests {
         q.rotated("a", at(0), false, None);
         q.replaced_from("a", at(0));
         let f = q.figures("a", Window::Hour, at(0));
-        // 75 % available, half the rotations worked, p50 3.2 s → 0.725.
+        // 75 % available, half the rotations worked, p50 (2 of 3 in (1600, 3200]) 2667 ms
+        // → latency factor 1 - 1667/8000.
         assert_eq!(f.availability_pct, Some(75.0));
         assert_eq!(f.rotation_success_pct, Some(50.0));
+        assert_eq!(f.p50_ms, Some(2667));
         assert_eq!(f.time_to_new_ip_ms, Some(4000));
         assert_eq!(f.replacements, 1);
-        assert_eq!(f.score, Some((75.0_f64 * 0.5 * 0.725).round() as u32));
+        let latency = 1.0 - 1667.0 / 8000.0;
+        assert_eq!(f.score, Some((75.0_f64 * 0.5 * latency).round() as u32));
         assert_eq!(latency_factor(0), 1.0);
         assert_eq!(latency_factor(9000), 0.5);
     }

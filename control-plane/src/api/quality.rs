@@ -184,6 +184,12 @@ fn better(sort: Sort, a: &Figures, b: &Figures) -> Ordering {
         // Lower is better: compare negated.
         Sort::Latency => desc(a.p50_ms.map(|v| -(v as f64)), b.p50_ms.map(|v| -(v as f64))),
         Sort::Rotations => desc(a.rotation_success_pct, b.rotation_success_pct),
-        Sort::Replacements => a.replacements.cmp(&b.replacements),
+        // Fewest first, among agents with figures; those without go last.
+        Sort::Replacements => {
+            let measured = |f: &Figures| f.probes + f.rotations + f.replacements > 0;
+            measured(b)
+                .cmp(&measured(a))
+                .then(a.replacements.cmp(&b.replacements))
+        }
     }
 }

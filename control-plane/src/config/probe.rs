@@ -38,7 +38,7 @@ pub struct ProbeConfig {
     pub target: Option<String>,
     /// Seconds between two probes of one allocation (jittered by up to a fifth).
     pub interval_s: u64,
-    /// Seconds one probe may take.
+    /// Seconds each of a probe's fetches (HTTP, then SOCKS5) may take.
     pub timeout_s: u64,
     /// A first byte later than this (ms) fails the probe as `slow`.
     pub slow_ms: u64,
@@ -99,7 +99,8 @@ impl ProbeTarget {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
         };
-        if authority.contains('@') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let unsafe_char = |c: char| c.is_whitespace() || c.is_control();
+        if authority.contains('@') || url.chars().any(unsafe_char) {
             return Err(bad("no credentials, spaces or control characters"));
         }
         let (host, port) = match authority.strip_prefix('[') {

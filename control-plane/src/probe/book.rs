@@ -103,20 +103,6 @@ impl Book {
         }
     }
 
-    /// Takes back the last result of `allocation_id`: it was the plane's own path that
-    /// failed, not the port (see `probe`'s self-check).
-    pub fn void_last(&self, allocation_id: &str, verdict: Verdict) {
-        let mut tracks = self.lock();
-        let Some(track) = tracks.get_mut(allocation_id) else {
-            return;
-        };
-        track.results.pop_back();
-        track.failures_in_a_row = track.failures_in_a_row.saturating_sub(1);
-        if matches!(verdict, Verdict::Degraded(_)) {
-            track.degraded = None;
-        }
-    }
-
     /// The record of `allocation_id`, if it was probed here.
     pub fn track(&self, allocation_id: &str) -> Option<Track> {
         self.lock().get(allocation_id).cloned()
@@ -227,19 +213,13 @@ mod tests {
     }
 
     #[test]
-    fn a_voided_failure_neither_counts_nor_degrades() {
+    fn tracks_of_ended_allocations_are_forgotten() {
         let book = Book::new(10, 2);
         book.record("a", result(Some(Failure::Timeout), 1));
-        let verdict = book.record("a", result(Some(Failure::Timeout), 1));
-        assert_eq!(verdict, Verdict::Degraded(Failure::Timeout));
-        book.void_last("a", verdict);
-        let track = book.track("a").unwrap();
-        assert_eq!(
-            (track.results.len(), track.failures_in_a_row, track.degraded),
-            (1, 1, None)
-        );
-        book.retain(&HashSet::new());
+        book.record("b", result(None, 1));
+        book.retain(&HashSet::from(["b".to_string()]));
         assert!(book.track("a").is_none());
+        assert_eq!(book.track("b").unwrap().results.len(), 1);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The echo endpoint (`[probe] listen`): its own listener, answering any request with the
 //! caller's IP as plain text. Probes fetch it through sold ports, so what it answers is
 //! the port's egress IP. Anyone can reach it, so it holds nothing a client can grow: a
-//! bounded number of connections, a bounded request head read within a deadline, one
-//! answer, close.
+//! bounded number of connections (and of them, a few per address), a bounded request head
+//! read within a short deadline, one answer, close.
 
 use crate::metrics::PlaneMetrics;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,10 +18,13 @@ use tracing::{debug, info};
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once from one address: probes come from many modems' addresses,
+/// so one client holding connections open cannot take every slot.
+const MAX_PER_ADDRESS: usize = 8;
 /// The most of a request head read.
 const MAX_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to send its request head (a probe sends it at once).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, metrics: Arc<PlaneMetrics>, shutdown: CancellationToken) {
@@ -27,6 +32,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<PlaneMetrics>, shutdown: 
         info!("probe echo endpoint listening on http://{addr}");
     }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -40,15 +46,41 @@ pub async fn serve(listener: TcpListener, metrics: Arc<PlaneMetrics>, shutdown: 
         let Ok((stream, peer)) = accepted else {
             continue;
         };
-        let metrics = metrics.clone();
+        let ip = peer.ip().to_canonical();
+        if !take(&per_address, ip) {
+            continue;
+        }
+        let (metrics, per_address) = (metrics.clone(), per_address.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, peer.ip().to_canonical()).await {
+            if let Err(e) = answer(stream, ip).await {
                 debug!(error = %e, "probe echo: connection ended");
             } else {
                 metrics.echo_answered();
             }
+            give_back(&per_address, ip);
             drop(permit);
         });
+    }
+}
+
+/// Takes one of `ip`'s connection slots; false (drop the connection) when it has none.
+fn take(per_address: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) -> bool {
+    let mut open = per_address.lock().unwrap_or_else(PoisonError::into_inner);
+    let n = open.entry(ip).or_default();
+    if *n >= MAX_PER_ADDRESS {
+        return false;
+    }
+    *n += 1;
+    true
+}
+
+fn give_back(per_address: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) {
+    let mut open = per_address.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(n) = open.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            open.remove(&ip);
+        }
     }
 }
 

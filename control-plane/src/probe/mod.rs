@@ -6,14 +6,18 @@
 //! answers the IP it saw. A probe fails when a fetch fails, its first byte is slow, or the
 //! IP seen is not the one the modem reports (`ip_mismatch`).
 //!
+//! A probe is not judged while its modem rotates (unknown IP before, or another one after),
+//! and a port whose traffic quota is used up is not probed. At most one probe of an
+//! allocation runs at a time.
+//!
 //! Judging (`book`): `failures_to_degrade` failures in a row mark the allocation degraded
 //! — audited, `allocation.degraded` with the reason, and when automatic replacement is on
 //! the allocation moves to another modem with the same credentials (`Allocator::
 //! replace_degraded`), tried again after each further run of failures; the next success
-//! sends `allocation.recovered`. A port cannot be blamed for the plane's own path: before
-//! any degradation, and at every refresh, the plane fetches the target directly; when that
-//! fails, judging pauses (no probe runs, `farmhand_probe_judging_paused` is 1) until it
-//! works again.
+//! sends `allocation.recovered`. A port cannot be blamed for the plane's own path: after
+//! any failed probe, and at every refresh, the plane fetches the target directly; when that
+//! fails the probe does not count and judging pauses (no probe runs,
+//! `farmhand_probe_judging_paused` is 1) until it works again.
 //!
 //! A box whose seller's policy refuses probes (`[policy] probes = false` on the agent) is
 //! skipped. A SIM swap under a sold modem (`Fleet::request_probe`) makes its allocations due at
@@ -65,6 +69,8 @@ pub struct Prober {
     metrics: Arc<PlaneMetrics>,
     book: Arc<Book>,
     clock: Clock,
+    /// Allocations with a probe running (never two at once).
+    running: std::sync::Mutex<HashSet<String>>,
 }
 
 /// One allocation due for a probe, as last read.
@@ -103,6 +109,7 @@ impl Prober {
             events,
             metrics,
             clock,
+            running: std::sync::Mutex::default(),
         }
     }
 
@@ -162,9 +169,14 @@ impl Prober {
                 continue;
             };
             entry.at = Instant::now() + jittered(self.config.interval());
+            if !self.start(&id) {
+                // The last probe still runs (a slow port): this one is skipped.
+                continue;
+            }
             let (this, record, target) = (self.clone(), entry.record.clone(), target.clone());
             tasks.spawn(async move {
                 this.probe(&record, &target).await;
+                this.finished(&record.allocation_id);
                 drop(permit);
             });
             tokio::select! {
@@ -176,22 +188,45 @@ impl Prober {
         tasks.wait().await;
     }
 
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims `id` for one probe; false while one runs.
+    fn start(&self, id: &str) -> bool {
+        self.running().insert(id.to_string())
+    }
+
+    fn finished(&self, id: &str) {
+        self.running().remove(id);
+    }
+
     /// Reads the live allocations this node probes: new ones are first probed within one
     /// interval (spread, so a restart does not probe everything at once), ended or moved
-    /// away ones are forgotten.
+    /// away ones are forgotten (their judgement too, once they are no longer live: an agent
+    /// away for a moment keeps its allocations' record). A port whose traffic quota is used
+    /// up is not probed: its proxy refuses by design, and probes would spend the buyer's
+    /// quota.
     async fn refresh(&self, due: &mut HashMap<String, Due>) {
         let live = match self.store.live_allocations().await {
             Ok(live) => live,
             Err(e) => return warn!("probes: cannot read the live allocations: {e}"),
         };
         let mut probed = HashSet::new();
+        let mut alive = HashSet::new();
         for record in live {
+            alive.insert(record.allocation_id.clone());
             let here = self.gateway.is_connected(&record.agent_id);
             let refused = self
                 .fleet
                 .agent(&record.agent_id)
                 .is_some_and(|a| a.probes_refused);
             if !record.state.is_live() || record.host.is_none() || !here || refused {
+                continue;
+            }
+            if self.quota_used_up(&record).await {
                 continue;
             }
             probed.insert(record.allocation_id.clone());
@@ -205,7 +240,21 @@ impl Prober {
                 });
         }
         due.retain(|id, _| probed.contains(id));
-        self.book.retain(&probed);
+        self.book.retain(&alive);
+    }
+
+    /// Whether `record` has a traffic quota its port has used up (as last reported).
+    async fn quota_used_up(&self, record: &AllocationRecord) -> bool {
+        let Some(quota_mb) = record.request.traffic_quota_mb else {
+            return false;
+        };
+        match self.store.usage(&record.allocation_id).await {
+            Ok(Some(used)) => {
+                let used = used.bytes_in.saturating_add(used.bytes_out);
+                used >= quota_mb.saturating_mul(1_000_000)
+            }
+            _ => false,
+        }
     }
 
     /// Makes the allocations on the modems the fleet asked about (a SIM swap) due now,
@@ -245,17 +294,19 @@ impl Prober {
                 return warn!(allocation_id = %id, "probes: cannot open the buyer password: {e}")
             }
         };
+        let before = self.modem_ip(record);
         let result = self.measure(record, &password, target).await;
+        if before.is_none() || self.modem_ip(record) != before {
+            // The modem rotated (or was rotating) while probed: nothing to judge.
+            return;
+        }
+        if result.failure.is_some() && !self.check_own_path(target).await {
+            // The plane's own path failed, not the port: the probe does not count.
+            return;
+        }
         let (at, outcome) = (result.at, result.failure.map_or("ok", Failure::as_str));
         let first_byte = result.first_byte.filter(|_| result.failure.is_none());
         let verdict = self.book.record(id, result);
-        if let Verdict::Degraded(_) | Verdict::StillDegraded(_) = verdict {
-            if !self.check_own_path(target).await {
-                // The plane's path failed, not the port: the probe does not count.
-                self.book.void_last(id, verdict);
-                return;
-            }
-        }
         self.metrics.probe_finished(outcome);
         let quality = self.allocator.quality();
         quality.probed(&record.agent_id, at, first_byte);
@@ -273,6 +324,15 @@ impl Prober {
         }
     }
 
+    /// The IP the modem reports now; `None` while unknown or rotating.
+    fn modem_ip(&self, record: &AllocationRecord) -> Option<String> {
+        self.fleet
+            .agent(&record.agent_id)
+            .and_then(|agent| agent.modems.get(&record.imei).cloned())
+            .filter(|modem| !modem.rotating)
+            .and_then(|modem| modem.ext_ip)
+    }
+
     /// Both fetches, judged: the first failure wins.
     async fn measure(
         &self,
@@ -280,12 +340,7 @@ impl Prober {
         password: &Secret,
         target: &ProbeTarget,
     ) -> ProbeResult {
-        let modem_ip = self
-            .fleet
-            .agent(&record.agent_id)
-            .and_then(|agent| agent.modems.get(&record.imei).cloned())
-            .filter(|modem| !modem.rotating)
-            .and_then(|modem| modem.ext_ip);
+        let modem_ip = self.modem_ip(record);
         let mut result = ProbeResult {
             at: self.clock.now(),
             failure: None,
@@ -382,7 +437,9 @@ impl Prober {
         let id = &record.allocation_id;
         match self.allocator.replace_degraded(id, &record.imei).await {
             Ok(Some(moved)) => {
-                info!(allocation_id = %id, from = %record.imei, to = %moved.imei, "degraded allocation moved")
+                info!(allocation_id = %id, from = %record.imei, to = %moved.imei, "degraded allocation moved");
+                // Its new port is probed at once (the list is read again first).
+                self.fleet.request_probe(&moved.agent_id, &moved.imei);
             }
             Ok(None) => {}
             Err(e) => {

@@ -13,6 +13,7 @@ pub mod session;
 mod snapshot;
 
 use super::auth::{check_budget, note_failure};
+use super::json::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::ratelimit::ClientAddr;
 use crate::store::Role;
@@ -58,6 +59,7 @@ pub fn routes() -> Router<AppState> {
             "/console/health",
             get(|s, h| page(s, h, pages::Page::Health)),
         )
+        .route("/console/allocations/{allocation_id}", get(allocation_page))
         .route("/console/events", get(events))
         .route(
             "/console/assets/console.js",
@@ -135,12 +137,17 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// `POST /console/login`: a valid admin or marketplace key opens a session.
+/// `POST /console/login`: a valid admin or marketplace key opens a session (from a page
+/// of this origin only: another site cannot sign a browser in with its own key).
 async fn login(
     State(state): State<AppState>,
     client: ClientAddr,
+    headers: HeaderMap,
     Form(form): Form<Credentials>,
 ) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-origin request refused").into_response();
+    }
     if check_budget(&state, client).is_err() {
         let why = "Too many wrong keys from this address: wait a minute and try again.";
         return (StatusCode::TOO_MANY_REQUESTS, pages::login(Some(why))).into_response();
@@ -166,11 +173,15 @@ async fn login(
     let caller = super::auth::Caller {
         role: found.record.role,
         tenant: found.record.tenant().map(str::to_owned),
-        name: found.record.name,
-        key_id: Some(found.key_id),
+        name: found.record.name.clone(),
+        key_id: Some(found.key_id.clone()),
     };
     tracing::info!(role = caller.role.as_str(), key = %caller.name, "console sign-in");
-    let id = state.console.open(caller);
+    let key_left = found.record.expires_at.map(|at| {
+        let left = at - crate::ids::now();
+        left.try_into().unwrap_or(Duration::ZERO)
+    });
+    let id = state.console.open(caller, key_left);
     let cookie = session::set_cookie(&id, state.config.tls.is_some());
     (
         StatusCode::SEE_OTHER,
@@ -223,12 +234,48 @@ async fn page(State(state): State<AppState>, headers: HeaderMap, page: pages::Pa
     pages::page(page, &session).into_response()
 }
 
+/// `GET /console/allocations/{id}`: one allocation and its timeline (404 when the
+/// session may not see it, as in the REST API).
+async fn allocation_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath,
+) -> Response {
+    let Some((_, session)) = signed_in(&state, &headers).await else {
+        return see_other("/console/login");
+    };
+    match snapshot::owned(&state, &session, &id).await {
+        Ok(Some(_)) => pages::allocation(&session, &id).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, pages::not_found(&session)).into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// `?allocation=` on a detail page's stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    allocation: Option<String>,
+}
+
 /// `GET /console/events`: the page's snapshot now and after every change.
-async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Response {
     let Some((id, session)) = signed_in(&state, &headers).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    Sse::new(stream(state, id, session))
+    let detail = q.allocation.filter(|a| a.len() <= 64);
+    let Some(slot) = state.console.stream(&id) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many live pages open for this session",
+        )
+            .into_response();
+    };
+    Sse::new(stream(state, id, session, detail, slot))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
@@ -239,20 +286,27 @@ fn stream(
     state: AppState,
     id: String,
     session: Session,
+    detail: Option<String>,
+    slot: session::StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct Step {
+        /// Held while the stream lives.
+        _slot: session::StreamSlot,
         state: AppState,
         id: String,
         session: Session,
+        detail: Option<String>,
         memory: snapshot::Memory,
         last: String,
         first: bool,
         done: bool,
     }
     let start = Step {
+        _slot: slot,
         state,
         id,
         session,
+        detail,
         memory: snapshot::Memory::default(),
         last: String::new(),
         first: true,
@@ -273,7 +327,8 @@ fn stream(
                 step.done = true;
                 return Some((Ok(Event::default().event("signed_out").data("{}")), step));
             }
-            let taken = snapshot::take(&step.state, &step.session, &mut step.memory).await;
+            let detail = step.detail.as_deref();
+            let taken = snapshot::take(&step.state, &step.session, &mut step.memory, detail).await;
             let Ok(snapshot) = taken else {
                 // The store is away: the page keeps what it shows and says it is stale.
                 return Some((Ok(Event::default().event("stale").data("{}")), step));

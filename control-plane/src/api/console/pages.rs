@@ -170,6 +170,46 @@ fn header(session: &Session, current: Option<Page>) -> String {
     )
 }
 
+/// One allocation's page: its details and timeline (`id` was checked to be the
+/// session's to see, and is an id of ours: escaped all the same).
+pub fn allocation(session: &Session, id: &str) -> Html<String> {
+    let id = escape(id);
+    let main = format!(
+        "<p><a href=\"/console/allocations\">← Allocations</a></p><h1>Allocation <code>{id}</code></h1>\
+         <p id=\"status\" role=\"status\" aria-live=\"polite\">Connecting…</p>\
+         <section aria-labelledby=\"detail-title\"><h2 id=\"detail-title\">Now</h2><dl id=\"detail\"></dl></section>\
+         <section aria-labelledby=\"timeline-title\"><h2 id=\"timeline-title\">Timeline</h2>\
+         <ol id=\"timeline\" class=\"timeline\"></ol></section>"
+    );
+    let role = session.caller.role.as_str();
+    let html = layout(
+        "Allocation",
+        "allocation",
+        role,
+        &header(session, None),
+        &main,
+    );
+    Html(
+        html.0
+            .replacen("<body ", &format!("<body data-allocation=\"{id}\" "), 1),
+    )
+}
+
+/// What a session gets for an allocation it may not see (or that does not exist).
+pub fn not_found(session: &Session) -> Html<String> {
+    let main = "<h1>No such allocation</h1><p class=\"error\" role=\"alert\">This key sees no \
+                allocation with that id: it may belong to another marketplace, or the id is \
+                mistyped.</p><p><a href=\"/console/allocations\">← Allocations</a></p>";
+    let role = session.caller.role.as_str();
+    layout(
+        "No such allocation",
+        "forbidden",
+        role,
+        &header(session, None),
+        main,
+    )
+}
+
 /// The sign-in page, with why the last attempt failed.
 pub fn login(error: Option<&str>) -> Html<String> {
     let error = error

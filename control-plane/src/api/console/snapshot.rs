@@ -11,7 +11,7 @@ use crate::ids::rfc3339;
 use crate::store::{AllocationRecord, StoreError};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// Ended allocations a page keeps showing.
 const ENDED_KEPT: usize = 50;
@@ -25,21 +25,24 @@ pub struct Snapshot {
     allocation_counts: BTreeMap<&'static str, u64>,
     allocations: Vec<Value>,
     health: Option<Value>,
+    /// The allocation a detail page shows: the allocation and its timeline.
+    detail: Option<Value>,
 }
 
 /// What a page's stream remembers between snapshots: the allocations it saw live, and
 /// those that ended since (newest first), so a release shows as `released`.
 #[derive(Debug, Default)]
 pub struct Memory {
-    live: Vec<String>,
+    live: HashSet<String>,
     ended: VecDeque<Value>,
 }
 
-/// The snapshot for `session` now.
+/// The snapshot for `session` now; `detail` names the allocation a detail page shows.
 pub async fn take(
     state: &AppState,
     session: &Session,
     memory: &mut Memory,
+    detail: Option<&str>,
 ) -> Result<Snapshot, StoreError> {
     let admin = session.is_admin();
     let tenant = session.caller.tenant.clone();
@@ -51,8 +54,8 @@ pub async fn take(
         .into_iter()
         .filter(|r| mine(r))
         .collect();
-    let ids: Vec<String> = live.iter().map(|r| r.allocation_id.clone()).collect();
-    for gone in memory.live.iter().filter(|id| !ids.contains(id)) {
+    let ids: HashSet<String> = live.iter().map(|r| r.allocation_id.clone()).collect();
+    for gone in memory.live.iter().filter(|id| !ids.contains(*id)) {
         if let Some(record) = state.store.allocation(gone).await? {
             if memory.ended.len() == ENDED_KEPT {
                 memory.ended.pop_back();
@@ -101,7 +104,77 @@ pub async fn take(
         } else {
             None
         },
+        detail: match detail {
+            Some(id) => owned(state, session, id)
+                .await?
+                .map(|r| timeline(state, &r)),
+            None => None,
+        },
     })
+}
+
+/// Allocation `id` if `session` may see it (its tenant's, or any for admins).
+pub async fn owned(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+) -> Result<Option<AllocationRecord>, StoreError> {
+    let tenant = session.caller.tenant.as_ref();
+    Ok(state
+        .store
+        .allocation(id)
+        .await?
+        .filter(|r| tenant.is_none_or(|t| *t == r.tenant)))
+}
+
+/// The wire name of a serde enum value (`modem_offline`).
+fn name_of(value: impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One allocation and what happened to it, in order: requested, each move (when, why,
+/// from where to where), the end (released, failed: when and why) or the expiry ahead,
+/// and what this node's probes say now.
+fn timeline(state: &AppState, r: &AllocationRecord) -> Value {
+    let first_modem = r.replacements.first().map_or(&r.imei, |m| &m.from_imei);
+    let mut events = vec![serde_json::json!({
+        "at": rfc3339(r.created_at), "what": "requested",
+        "detail": format!("order {} on modem {first_modem}", r.order_id),
+    })];
+    for m in &r.replacements {
+        events.push(serde_json::json!({
+            "at": rfc3339(m.at), "what": "moved",
+            "detail": format!("{} → {} ({})", m.from_imei, m.to_imei, name_of(m.reason)),
+        }));
+    }
+    match r.ended_at() {
+        Some(at) => {
+            let why = r.release_reason.map(name_of).unwrap_or_default();
+            let failure = r.failure.clone().unwrap_or_default();
+            let detail: Vec<&str> = [why.as_str(), failure.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect();
+            events.push(serde_json::json!({
+                "at": rfc3339(at), "what": r.state.as_str(), "detail": detail.join(": "),
+            }));
+        }
+        None => events.push(serde_json::json!({
+            "at": rfc3339(r.expires_at), "what": "expires", "detail": "unless renewed",
+        })),
+    }
+    let probes = state.probes.track(&r.allocation_id).map(|t| {
+        let s = t.summary();
+        serde_json::json!({
+            "health": if t.degraded.is_some() { "degraded" } else { "ok" },
+            "reason": t.degraded.map(crate::probe::Failure::as_str),
+            "probes": s.probes, "ok": s.ok,
+        })
+    });
+    serde_json::json!({"allocation": allocation(r), "timeline": events, "probes": probes})
 }
 
 /// An allocation as the console shows it: no login, no password.
