@@ -137,6 +137,7 @@
       ['Store', s.health.store],
       ['Agents connected', s.health.agents_connected],
       ['Webhook deliveries waiting', s.health.webhook_deliveries_pending],
+      ['Requests refused by rate limits', s.health.rate_limited],
       ['Probe judging', s.health.probes_judging_paused ? 'paused: the plane cannot reach its probe target' : 'active'],
     ];
     dl.replaceChildren(...rows.flatMap(([k, v]) => {
@@ -146,6 +147,21 @@
       dd.textContent = String(v);
       return [dt, dd];
     }));
+    fill('webhooks', s.health.webhooks, (tr, w) => {
+      cell(tr, w.webhook_id);
+      cell(tr, w.url);
+      cell(tr, w.pending);
+      const failed = cell(tr, w.failed);
+      if (w.failed > 0) {
+        failed.className = 'error';
+      }
+      cell(tr, w.last_error);
+    });
+    fill('commands', s.health.commands, (tr, c) => {
+      cell(tr, c.op);
+      cell(tr, c.answered);
+      cell(tr, c.mean_ms + ' ms');
+    });
   }
 
   function detail(s) {

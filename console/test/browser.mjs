@@ -133,6 +133,8 @@ try {
 
   await page.goto(plane + '/console/health');
   await page.waitForSelector('#health dt', { timeout: 10000 });
+  const ops = await page.$$eval('#commands tbody tr td:first-child', (tds) => tds.map((td) => td.textContent));
+  check(ops.includes('provision'), `the health page shows the commands sent (${ops})`);
   await page.screenshot({ path: `${shots}/health.png`, fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(plane + '/console/fleet');

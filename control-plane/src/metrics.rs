@@ -78,6 +78,30 @@ impl PlaneMetrics {
         self.webhook_attempts.inc([event, outcome]);
     }
 
+    /// Commands by op: how many were answered and their mean round trip (the console's
+    /// health page).
+    pub fn command_latencies(&self) -> Vec<(String, u64, Duration)> {
+        self.round_trip
+            .snapshot()
+            .into_iter()
+            .map(|(op, h)| {
+                let n = h.count();
+                let mean = Duration::from_secs_f64(h.sum_seconds() / n.max(1) as f64);
+                (op, n, mean)
+            })
+            .collect()
+    }
+
+    /// REST requests answered 429 (`rate_limited`) since start.
+    pub fn refusals(&self) -> u64 {
+        self.http_requests
+            .snapshot()
+            .into_iter()
+            .filter(|(labels, _)| labels[2] == "429")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Counts one finished probe: `ok` or its failure (`probe::Failure`).
     pub fn probe_finished(&self, outcome: &str) {
         self.probes.inc([outcome]);

@@ -82,9 +82,22 @@ impl Page {
                     "Nothing is sold yet: POST /v1/allocations with a marketplace key.",
                 )
             ),
-            Page::Health => "<section aria-labelledby=\"health-title\"><h2 id=\"health-title\">\
-                 The plane</h2><dl id=\"health\"></dl></section>"
-                .to_string(),
+            Page::Health => format!(
+                "<section aria-labelledby=\"health-title\"><h2 id=\"health-title\">\
+                 The plane</h2><dl id=\"health\"></dl></section>{}{}",
+                table(
+                    "webhooks",
+                    "Webhook endpoints",
+                    &["Endpoint", "URL", "Waiting", "Given up", "Last error"],
+                    "No webhook endpoint: POST /v1/webhooks registers one.",
+                ),
+                table(
+                    "commands",
+                    "Commands to agents",
+                    &["Command", "Answered", "Mean round trip"],
+                    "No command answered since the plane started.",
+                )
+            ),
         }
     }
 }

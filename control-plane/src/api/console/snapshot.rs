@@ -1,6 +1,8 @@
 //! What one console page shows, as the JSON its live stream sends: the fleet (agents for
 //! admins; modems for every role), allocations (counts by state, the live ones and those
-//! that ended while the page was open), and for admins the plane's health. Scoped like the
+//! that ended while the page was open), and for admins the plane's health (store, webhook
+//! endpoints with their backlog, failures and last error, commands answered and their mean
+//! round trip, requests refused by rate limits). Scoped like the
 //! REST API: a marketplace session sees its tenant's allocations only, no agent records,
 //! and no buyer credential or ProxySmart secret ever appears.
 
@@ -8,7 +10,7 @@ use super::session::Session;
 use crate::api::AppState;
 use crate::fleet::ModemFilter;
 use crate::ids::rfc3339;
-use crate::store::{AllocationRecord, StoreError};
+use crate::store::{AllocationRecord, DeliveryState, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -213,11 +215,37 @@ async fn agents(state: &AppState) -> Result<Vec<Value>, StoreError> {
         .collect())
 }
 
+/// Deliveries of each endpoint looked at for its backlog and last error.
+const RECENT_DELIVERIES: usize = 50;
+
 async fn health(state: &AppState) -> Result<Value, StoreError> {
+    let mut webhooks = Vec::new();
+    for endpoint in state.webhooks.endpoints().await? {
+        let recent = state
+            .webhooks
+            .deliveries(&endpoint.webhook_id, RECENT_DELIVERIES)
+            .await?;
+        let count = |s: DeliveryState| recent.iter().filter(|d| d.state == s).count();
+        let last_error = recent.iter().find_map(|d| d.last_error.clone());
+        webhooks.push(serde_json::json!({
+            "webhook_id": endpoint.webhook_id, "url": endpoint.url,
+            "pending": count(DeliveryState::Pending), "failed": count(DeliveryState::Failed),
+            "last_error": last_error,
+        }));
+    }
+    let commands: Vec<Value> = state
+        .metrics
+        .command_latencies()
+        .into_iter()
+        .map(|(op, n, mean)| serde_json::json!({"op": op, "answered": n, "mean_ms": mean.as_millis() as u64}))
+        .collect();
     Ok(serde_json::json!({
         "store": state.store.backend(),
         "agents_connected": state.fleet.connected_count(),
         "webhook_deliveries_pending": state.store.pending_webhook_deliveries().await?,
+        "webhooks": webhooks,
+        "commands": commands,
+        "rate_limited": state.metrics.refusals(),
         "probes_judging_paused": state.metrics.probe_judging_paused(),
     }))
 }
