@@ -74,7 +74,54 @@
     }
   }
 
+  const SVG = 'http://www.w3.org/2000/svg';
+  const CHARTS = [
+    ['allocations', 'Allocations live', ''],
+    ['modems_online', 'Modems online', ''],
+    ['command_ms', 'Command round trip', ' ms'],
+    ['probes_ok_pct', 'Probes passed', ' %'],
+  ];
+
+  /** One small line chart of `key` over the samples (SVG attributes only: the CSP allows
+   * no inline style). */
+  function chart(samples, key, title, unit) {
+    const figure = document.createElement('figure');
+    figure.className = 'chart';
+    figure.dataset.series = key;
+    const points = samples.map((s, i) => [i, s[key]]).filter(([, v]) => v !== null && v !== undefined);
+    const latest = points.length ? points[points.length - 1][1] : null;
+    const caption = document.createElement('figcaption');
+    caption.textContent = title + ': ' + (latest === null ? '—' : latest + unit);
+    const [w, h] = [240, 60];
+    const svg = document.createElementNS(SVG, 'svg');
+    svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+    svg.setAttribute('role', 'img');
+    svg.setAttribute('aria-label', caption.textContent + ', over the last ' + samples.length + ' minutes');
+    const max = Math.max(1, ...points.map(([, v]) => v));
+    const span = Math.max(1, samples.length - 1);
+    const xy = points.map(([i, v]) => `${((i / span) * (w - 4) + 2).toFixed(1)},${(h - 2 - (v / max) * (h - 4)).toFixed(1)}`);
+    if (xy.length === 1) {
+      xy.push(`${w - 2},${xy[0].split(',')[1]}`);
+    }
+    const line = document.createElementNS(SVG, 'polyline');
+    line.setAttribute('points', xy.join(' '));
+    line.setAttribute('fill', 'none');
+    line.setAttribute('stroke', '#1f5fbf');
+    line.setAttribute('stroke-width', '2');
+    svg.appendChild(line);
+    figure.append(caption, svg);
+    return figure;
+  }
+
+  function charts(s) {
+    const box = document.getElementById('charts');
+    if (box && s.trend) {
+      box.replaceChildren(...CHARTS.map(([key, title, unit]) => chart(s.trend, key, title, unit)));
+    }
+  }
+
   function fleet(s) {
+    charts(s);
     const agents = (s.agents || []).filter((a) => matches([a.agent_id, a.label, a.hostname, a.node]));
     fill('agents', agents, (tr, a) => {
       tr.dataset.agent = a.agent_id;

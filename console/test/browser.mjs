@@ -100,6 +100,8 @@ try {
   await page.waitForSelector('#agents tbody tr[data-agent]', { timeout: 10000 });
   await page.waitForSelector(`#modems tbody tr[data-imei="${imei}"]`, { timeout: 10000 });
   check(true, "the demo's agent and its modems appear");
+  const series = await page.$$eval('#charts figure svg polyline', (lines) => lines.length);
+  check(series === 4, `four charts are drawn (${series})`);
   await page.screenshot({ path: `${shots}/fleet.png`, fullPage: true });
 
   // Sold through the REST API: on the page without reload within 2 s.

@@ -166,6 +166,7 @@ impl ControlPlane {
             probes: prober.book(),
             probing: prober.enabled(),
             console: Arc::default(),
+            trends: Arc::default(),
         };
         Ok(ControlPlane {
             state,
@@ -266,6 +267,7 @@ impl ControlPlane {
         let cluster = tokio::spawn(state.gateway.clone().run_cluster(sessions.clone()));
         let mirror = tokio::spawn(state.gateway.clone().run_mirror(sessions.clone()));
         let probes = tokio::spawn(prober.run(sessions.clone()));
+        let trends = tokio::spawn(api::console::trend::run(state.clone(), sessions.clone()));
         let echo = echo.map(|listener| {
             let metrics = state.metrics.clone();
             tokio::spawn(crate::probe::echo::serve(
@@ -318,6 +320,7 @@ impl ControlPlane {
         let _ = warnings.await;
         let _ = release_retries.await;
         let _ = probes.await;
+        let _ = trends.await;
         if let Some(echo) = echo {
             let _ = echo.await;
         }

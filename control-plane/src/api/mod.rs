@@ -63,6 +63,8 @@ pub struct AppState {
     pub probing: bool,
     /// Signed-in console sessions.
     pub console: std::sync::Arc<console::session::Sessions>,
+    /// The console's per-minute samples of the fleet.
+    pub trends: std::sync::Arc<console::trend::Trends>,
 }
 
 /// The whole HTTP application: REST routes plus the agent gateway.

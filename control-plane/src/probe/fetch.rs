@@ -38,6 +38,16 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure.
+    pub const ALL: [Failure; 6] = [
+        Self::ConnectFailed,
+        Self::Timeout,
+        Self::ProxyError,
+        Self::BadReply,
+        Self::Slow,
+        Self::IpMismatch,
+    ];
+
     /// The snake_case name (metrics, audit).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -11,6 +11,7 @@
 mod pages;
 pub mod session;
 mod snapshot;
+pub mod trend;
 
 use super::auth::{check_budget, note_failure};
 use super::json::{ApiPath, ApiQuery};

@@ -52,8 +52,14 @@ impl Page {
                 } else {
                     String::new()
                 };
+                let charts = if admin {
+                    "<section aria-labelledby=\"trend-title\"><h2 id=\"trend-title\">The last \
+                     day, a point a minute</h2><div id=\"charts\" class=\"charts\"></div></section>"
+                } else {
+                    ""
+                };
                 format!(
-                    "<label class=\"search\">Search <input id=\"filter\" type=\"search\" \
+                    "{charts}<label class=\"search\">Search <input id=\"filter\" type=\"search\" \
                      placeholder=\"IMEI, carrier, country, agent\" autocomplete=\"off\"></label>{agents}{}",
                     table(
                         "modems",

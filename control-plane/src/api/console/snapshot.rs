@@ -29,6 +29,8 @@ pub struct Snapshot {
     health: Option<Value>,
     /// The allocation a detail page shows: the allocation and its timeline.
     detail: Option<Value>,
+    /// Per-minute samples of the fleet, oldest first (admins).
+    trend: Option<Vec<super::trend::Sample>>,
 }
 
 /// What a page's stream remembers between snapshots: the allocations it saw live, and
@@ -78,9 +80,14 @@ pub async fn take(
     }
     let mut allocations: Vec<Value> = live.iter().map(allocation).collect();
     allocations.extend(memory.ended.iter().cloned());
-    let modems = state
-        .fleet
-        .modems(&ModemFilter::default())
+    let holding: u64 = allocation_counts
+        .iter()
+        .filter(|(name, _)| ["pending", "active", "replaced", "releasing"].contains(name))
+        .map(|(_, n)| *n)
+        .sum();
+    let views = state.fleet.modems(&ModemFilter::default());
+    let (known, online) = (views.len(), views.iter().filter(|m| m.online).count());
+    let modems = views
         .into_iter()
         .map(|m| {
             serde_json::json!({
@@ -112,6 +119,16 @@ pub async fn take(
                 .map(|r| timeline(state, &r)),
             None => None,
         },
+        trend: admin.then(|| {
+            let mut samples = state.trends.samples();
+            samples.push(super::trend::Sample::now(
+                state.fleet.clock().now(),
+                holding,
+                online,
+                known,
+            ));
+            samples
+        }),
     })
 }
 
