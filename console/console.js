@@ -137,7 +137,10 @@
     const modems = s.modems.filter((m) => matches([m.imei, m.agent_id, m.carrier, m.country, m.ext_ip]));
     fill('modems', modems, (tr, m) => {
       tr.dataset.imei = m.imei;
-      cell(tr, m.imei);
+      const link = document.createElement('a');
+      link.href = '/console/modems/' + encodeURIComponent(m.imei);
+      link.textContent = m.imei;
+      cell(tr, '').replaceChildren(link);
       cell(tr, m.agent_id);
       cell(tr, m.carrier);
       cell(tr, m.country);
@@ -250,7 +253,81 @@
     document.getElementById('timeline').replaceChildren(...items);
   }
 
-  const RENDER = { fleet, allocations, health, allocation: detail };
+  function facts(pairs) {
+    const dl = document.createElement('dl');
+    dl.append(...pairs.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      dd.textContent = v === null || v === undefined || v === '' ? '—' : String(v);
+      return [dt, dd];
+    }));
+    return dl;
+  }
+
+  function note(text) {
+    const p = document.createElement('p');
+    p.className = 'empty';
+    p.textContent = text;
+    return p;
+  }
+
+  function modem(s) {
+    const box = document.getElementById('copies');
+    if (!box || !s.modem) {
+      return;
+    }
+    const sections = s.modem.copies.map((c) => {
+      const m = c.modem;
+      const section = document.createElement('section');
+      section.dataset.agent = m.agent_id;
+      const h2 = document.createElement('h2');
+      h2.textContent = 'On agent ' + m.agent_id + (m.duplicate_identity ? ' (duplicate IMEI: not sold)' : '');
+      const r = c.last_rotation;
+      const rotation = r ? (r.old_ip || '?') + ' → ' + (r.new_ip || 'no settled IP') + ' at ' + when(r.at).text + (r.automatic ? ' (automatic)' : '') : 'none recorded';
+      const state = facts([
+        ['State', m.online ? 'online' : 'offline'],
+        ['Carrier', m.carrier],
+        ['Country', m.country],
+        ['IP', m.ext_ip],
+        ['Signal', m.signal],
+        ['Network', m.network_type],
+        ['SIM', m.sim_status],
+        ['Sold', m.active_allocations + ' / ' + m.capacity + (m.available ? ' (can take more)' : '')],
+        ['Last rotation', rotation],
+      ]);
+      state.querySelector('dd').dataset.state = m.online ? 'online' : 'offline';
+      const changes = document.createElement('ul');
+      for (const ch of m.identity_changes) {
+        const li = document.createElement('li');
+        li.dataset.kind = ch.kind;
+        li.textContent = when(ch.at).text + ' ' + ch.kind.replace('_', ' ') + ': ' + (ch.from || '?') + ' → ' + (ch.to || '?');
+        changes.appendChild(li);
+      }
+      const sold = document.createElement('ul');
+      for (const a of c.allocations) {
+        const li = document.createElement('li');
+        const link = document.createElement('a');
+        link.href = '/console/allocations/' + encodeURIComponent(a.allocation_id);
+        link.textContent = a.allocation_id;
+        li.append(link, ' ' + a.state + ', order ' + a.order_id);
+        sold.appendChild(li);
+      }
+      const h3a = document.createElement('h3');
+      h3a.textContent = 'Identity changes';
+      const h3b = document.createElement('h3');
+      h3b.textContent = 'Sold on it';
+      section.append(
+        h2, state,
+        h3a, m.identity_changes.length ? changes : note('None seen since the plane started.'),
+        h3b, c.allocations.length ? sold : note('Nothing live.'),
+      );
+      return section;
+    });
+    box.replaceChildren(...sections);
+  }
+
+  const RENDER = { fleet, allocations, health, allocation: detail, modem };
 
   function render() {
     if (last && RENDER[page]) {
@@ -267,7 +344,9 @@
     filter.addEventListener('input', render);
   }
   const shown = document.body.dataset.allocation;
-  const source = new EventSource('/console/events' + (shown ? '?allocation=' + encodeURIComponent(shown) : ''));
+  const modemShown = document.body.dataset.modem;
+  const query = shown ? '?allocation=' + encodeURIComponent(shown) : modemShown ? '?modem=' + encodeURIComponent(modemShown) : '';
+  const source = new EventSource('/console/events' + query);
   source.addEventListener('snapshot', (event) => {
     last = JSON.parse(event.data);
     render();

@@ -132,6 +132,10 @@ try {
   await fetch(`${simUrl}/_sim/modems/${imei}`, { method: 'POST', body: JSON.stringify({ online: false }), headers: { 'content-type': 'application/json' } });
   await page.waitForSelector(`#modems tr[data-imei="${imei}"] [data-state="offline"]`, { timeout: 15000 });
   check(true, 'a modem going offline shows offline live');
+  await Promise.all([page.waitForNavigation(), page.click(`#modems tr[data-imei="${imei}"] a`)]);
+  await page.waitForSelector('#copies [data-state="offline"]', { timeout: 10000 });
+  check(true, "a modem's page shows it offline");
+  await page.screenshot({ path: `${shots}/modem.png`, fullPage: true });
 
   await page.goto(plane + '/console/health');
   await page.waitForSelector('#health dt', { timeout: 10000 });

@@ -61,6 +61,7 @@ pub fn routes() -> Router<AppState> {
             get(|s, h| page(s, h, pages::Page::Health)),
         )
         .route("/console/allocations/{allocation_id}", get(allocation_page))
+        .route("/console/modems/{imei}", get(modem_page))
         .route("/console/events", get(events))
         .route(
             "/console/assets/console.js",
@@ -247,16 +248,36 @@ async fn allocation_page(
     };
     match snapshot::owned(&state, &session, &id).await {
         Ok(Some(_)) => pages::allocation(&session, &id).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, pages::not_found(&session)).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            pages::not_found(&session, "allocation"),
+        )
+            .into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 
-/// `?allocation=` on a detail page's stream.
+/// `GET /console/modems/{imei}`: one modem (every agent's copy of the IMEI).
+async fn modem_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(imei): ApiPath,
+) -> Response {
+    let Some((_, session)) = signed_in(&state, &headers).await else {
+        return see_other("/console/login");
+    };
+    if !farmhand_protocol::is_imei(&imei) || state.fleet.holders(&imei).is_empty() {
+        return (StatusCode::NOT_FOUND, pages::not_found(&session, "modem")).into_response();
+    }
+    pages::modem(&session, &imei).into_response()
+}
+
+/// `?allocation=` or `?modem=` on a detail page's stream.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     allocation: Option<String>,
+    modem: Option<String>,
 }
 
 /// `GET /console/events`: the page's snapshot now and after every change.
@@ -268,7 +289,11 @@ async fn events(
     let Some((id, session)) = signed_in(&state, &headers).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let detail = q.allocation.filter(|a| a.len() <= 64);
+    let detail = match (q.allocation, q.modem) {
+        (Some(a), _) if a.len() <= 64 => Some(Detail::Allocation(a)),
+        (_, Some(m)) if farmhand_protocol::is_imei(&m) => Some(Detail::Modem(m)),
+        _ => None,
+    };
     let Some(slot) = state.console.stream(&id) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -281,13 +306,20 @@ async fn events(
         .into_response()
 }
 
+/// What a detail page's stream adds to the snapshot.
+#[derive(Debug)]
+enum Detail {
+    Allocation(String),
+    Modem(String),
+}
+
 /// Snapshots while the session lasts; a signed-out or revoked session ends the stream
 /// with a `signed_out` event.
 fn stream(
     state: AppState,
     id: String,
     session: Session,
-    detail: Option<String>,
+    detail: Option<Detail>,
     slot: session::StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct Step {
@@ -296,7 +328,7 @@ fn stream(
         state: AppState,
         id: String,
         session: Session,
-        detail: Option<String>,
+        detail: Option<Detail>,
         memory: snapshot::Memory,
         last: String,
         first: bool,
@@ -328,8 +360,12 @@ fn stream(
                 step.done = true;
                 return Some((Ok(Event::default().event("signed_out").data("{}")), step));
             }
-            let detail = step.detail.as_deref();
-            let taken = snapshot::take(&step.state, &step.session, &mut step.memory, detail).await;
+            let focus = match &step.detail {
+                Some(Detail::Allocation(id)) => snapshot::Focus::Allocation(id),
+                Some(Detail::Modem(imei)) => snapshot::Focus::Modem(imei),
+                None => snapshot::Focus::None,
+            };
+            let taken = snapshot::take(&step.state, &step.session, &mut step.memory, focus).await;
             let Ok(snapshot) = taken else {
                 // The store is away: the page keeps what it shows and says it is stale.
                 return Some((Ok(Event::default().event("stale").data("{}")), step));

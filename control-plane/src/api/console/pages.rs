@@ -214,18 +214,37 @@ pub fn allocation(session: &Session, id: &str) -> Html<String> {
     )
 }
 
-/// What a session gets for an allocation it may not see (or that does not exist).
-pub fn not_found(session: &Session) -> Html<String> {
-    let main = "<h1>No such allocation</h1><p class=\"error\" role=\"alert\">This key sees no \
-                allocation with that id: it may belong to another marketplace, or the id is \
-                mistyped.</p><p><a href=\"/console/allocations\">← Allocations</a></p>";
+/// One modem's page (`imei` was checked to be an IMEI the fleet knows).
+pub fn modem(session: &Session, imei: &str) -> Html<String> {
+    let imei = escape(imei);
+    let main = format!(
+        "<p><a href=\"/console/fleet\">← Fleet</a></p><h1>Modem <code>{imei}</code></h1>\
+         <p id=\"status\" role=\"status\" aria-live=\"polite\">Connecting…</p>\
+         <div id=\"copies\"></div>"
+    );
+    let role = session.caller.role.as_str();
+    let html = layout("Modem", "modem", role, &header(session, None), &main);
+    Html(
+        html.0
+            .replacen("<body ", &format!("<body data-modem=\"{imei}\" "), 1),
+    )
+}
+
+/// What a session gets for an allocation (`what`: "allocation") or a modem it may not see,
+/// or that does not exist.
+pub fn not_found(session: &Session, what: &str) -> Html<String> {
+    let main = format!(
+        "<h1>No such {what}</h1><p class=\"error\" role=\"alert\">This key sees no {what} \
+         with that id: it may belong to another marketplace, be gone, or be mistyped.</p>\
+         <p><a href=\"/console/fleet\">← Fleet</a></p>"
+    );
     let role = session.caller.role.as_str();
     layout(
-        "No such allocation",
+        "Not found",
         "forbidden",
         role,
         &header(session, None),
-        main,
+        &main,
     )
 }
 

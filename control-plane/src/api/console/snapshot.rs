@@ -31,6 +31,19 @@ pub struct Snapshot {
     detail: Option<Value>,
     /// Per-minute samples of the fleet, oldest first (admins).
     trend: Option<Vec<super::trend::Sample>>,
+    /// The modem a detail page shows (every agent's copy of the IMEI).
+    modem: Option<Value>,
+}
+
+/// What a detail page shows besides the page's own tables.
+#[derive(Debug, Clone, Copy)]
+pub enum Focus<'a> {
+    /// A list page.
+    None,
+    /// One allocation.
+    Allocation(&'a str),
+    /// One modem, by IMEI.
+    Modem(&'a str),
 }
 
 /// What a page's stream remembers between snapshots: the allocations it saw live, and
@@ -41,12 +54,12 @@ pub struct Memory {
     ended: VecDeque<Value>,
 }
 
-/// The snapshot for `session` now; `detail` names the allocation a detail page shows.
+/// The snapshot for `session` now, with what a detail page (`focus`) shows.
 pub async fn take(
     state: &AppState,
     session: &Session,
     memory: &mut Memory,
-    detail: Option<&str>,
+    focus: Focus<'_>,
 ) -> Result<Snapshot, StoreError> {
     let admin = session.is_admin();
     let tenant = session.caller.tenant.clone();
@@ -113,11 +126,15 @@ pub async fn take(
         } else {
             None
         },
-        detail: match detail {
-            Some(id) => owned(state, session, id)
+        detail: match focus {
+            Focus::Allocation(id) => owned(state, session, id)
                 .await?
                 .map(|r| timeline(state, &r)),
-            None => None,
+            _ => None,
+        },
+        modem: match focus {
+            Focus::Modem(imei) => Some(modem(state, imei, &live).await?),
+            _ => None,
         },
         trend: admin.then(|| {
             let mut samples = state.trends.samples();
@@ -130,6 +147,37 @@ pub async fn take(
             samples
         }),
     })
+}
+
+/// Every agent's copy of `imei`: what the box reports, its load, its last rotation (old →
+/// new IP), its identity changes, and the allocations on it the session may see.
+async fn modem(
+    state: &AppState,
+    imei: &str,
+    live: &[AllocationRecord],
+) -> Result<Value, StoreError> {
+    let filter = ModemFilter {
+        imei: Some(imei.to_string()),
+        ..ModemFilter::default()
+    };
+    let mut copies = Vec::new();
+    for m in state.fleet.modems(&filter) {
+        let last = state.store.last_rotation(&m.agent_id, &m.imei).await?;
+        let on_it: Vec<Value> = live
+            .iter()
+            .filter(|r| r.imei == m.imei && r.agent_id == m.agent_id)
+            .map(allocation)
+            .collect();
+        copies.push(serde_json::json!({
+            "modem": m,
+            "last_rotation": last.map(|r| serde_json::json!({
+                "at": time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.at_ms) * 1_000_000).ok().map(rfc3339),
+                "old_ip": r.old_ip, "new_ip": r.new_ip, "changed": r.changed, "automatic": r.automatic,
+            })),
+            "allocations": on_it,
+        }));
+    }
+    Ok(serde_json::json!({"imei": imei, "copies": copies}))
 }
 
 /// Allocation `id` if `session` may see it (its tenant's, or any for admins).
