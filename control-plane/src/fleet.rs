@@ -58,31 +58,38 @@ struct Inner {
 }
 
 impl Inner {
-    /// Notes the identity of `imeis` of `agent_id` as its view has them now.
+    /// Compares the identity of `imeis` of `agent_id`, as its view has them now, with
+    /// `old` (their previous reports by this agent, for those it listed before).
     fn identities_seen(
         &mut self,
         agent_id: &str,
         imeis: &[String],
+        old: &BTreeMap<String, Modem>,
         at: time::OffsetDateTime,
     ) -> Vec<IdentityChange> {
-        let Inner {
-            agents, identities, ..
-        } = self;
-        let Some(agent) = agents.get(agent_id) else {
-            return Vec::new();
-        };
-        let reports = |other: &str, imei: &str| {
-            agents
-                .get(other)
-                .is_some_and(|a| a.connected && a.modems.contains_key(imei))
-        };
-        imeis
-            .iter()
-            .filter_map(|imei| agent.modems.get(imei))
-            .flat_map(|modem| {
-                identities.observe(agent_id, modem, at, |other| reports(other, &modem.imei))
-            })
-            .collect()
+        let mut changes = Vec::new();
+        for imei in imeis {
+            let Some(modem) = self.agents.get(agent_id).and_then(|a| a.modems.get(imei)) else {
+                continue;
+            };
+            let before = old.get(imei);
+            // New to this agent: another agent that listed it and holds no session now.
+            let moved_from = match before {
+                Some(_) => None,
+                None => self.holders(imei).into_iter().find(|other| {
+                    other != agent_id && self.agents.get(other).is_some_and(|a| !a.connected)
+                }),
+            };
+            let modem = modem.clone();
+            changes.extend(self.identities.observe(
+                agent_id,
+                &modem,
+                before,
+                moved_from.as_deref(),
+                at,
+            ));
+        }
+        changes
     }
 }
 
@@ -280,7 +287,7 @@ impl Fleet {
         for (imei, online) in seen {
             changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
-        let identity_changes = inner.identities_seen(agent_id, &imeis, self.clock.now());
+        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, self.clock.now());
         drop(inner);
         if changed {
             self.health.notify_one();
@@ -331,7 +338,7 @@ impl Fleet {
         for (imei, online) in seen {
             changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
-        let identity_changes = inner.identities_seen(agent_id, &imeis, self.clock.now());
+        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, self.clock.now());
         drop(inner);
         if changed {
             self.health.notify_one();

@@ -3,8 +3,10 @@
 //! buyer's carrier identity under the same IMEI, a re-plug or a move to another box is
 //! hardware work the marketplace may want to know of — so each is kept in a bounded
 //! history per IMEI and handed up as an [`IdentityChange`] (`modem.identity_changed`; a
-//! SIM swap on a sold modem is probed at once). In memory: the first report after a
-//! restart is the new baseline. ICCIDs are shown by their last four digits only.
+//! SIM swap on a sold modem is probed at once). The last identity is the modem as its agent
+//! last reported it (the fleet keeps that anyway), so nothing is kept per modem but the
+//! history of those that changed. In memory: the first report after a restart is the new
+//! baseline. ICCIDs are shown by their last four digits only.
 
 use farmhand_protocol::Modem;
 use std::collections::{HashMap, VecDeque};
@@ -55,41 +57,26 @@ pub struct IdentityChange {
     pub at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone)]
-struct Identity {
-    agent_id: String,
-    iccid: Option<String>,
-    usb_id: Option<String>,
-}
-
-/// The last identity of every IMEI seen, and its changes.
+/// The changes seen of every IMEI that changed (no memory for one that never did: the last
+/// identity is the modem as its agent last reported it, kept by the fleet anyway).
 #[derive(Debug, Default)]
 pub(super) struct Identities {
-    last: HashMap<String, Identity>,
     history: HashMap<String, VecDeque<IdentityChange>>,
 }
 
 impl Identities {
-    /// Notes `modem` as `agent_id` reports it at `at`; `agent_still_reports(previous)` says
-    /// whether the agent that reported it before still does (then it is a duplicate, not a
-    /// move). Returns the changes, oldest first.
+    /// Compares `modem` as `agent_id` reports it at `at` with `before` (its previous report
+    /// by this agent) — or, for an IMEI new to this agent, with `moved_from` (another agent
+    /// that last listed it and no longer holds a session: the modem moved boxes). Returns
+    /// the changes, oldest first, and keeps them.
     pub(super) fn observe(
         &mut self,
         agent_id: &str,
         modem: &Modem,
+        before: Option<&Modem>,
+        moved_from: Option<&str>,
         at: OffsetDateTime,
-        agent_still_reports: impl Fn(&str) -> bool,
     ) -> Vec<IdentityChange> {
-        let seen = Identity {
-            agent_id: agent_id.to_string(),
-            iccid: modem.iccid.clone().filter(|s| !s.is_empty()),
-            usb_id: modem.usb_id.clone().filter(|s| !s.is_empty()),
-        };
-        let Some(before) = self.last.get(&modem.imei).cloned() else {
-            self.last.insert(modem.imei.clone(), seen);
-            return Vec::new();
-        };
-        let mut changes = Vec::new();
         let change = |kind, from: Option<String>, to: Option<String>| IdentityChange {
             imei: modem.imei.clone(),
             agent_id: agent_id.to_string(),
@@ -98,51 +85,41 @@ impl Identities {
             to,
             at,
         };
-        if before.agent_id != agent_id {
-            if agent_still_reports(&before.agent_id) {
-                // Two agents report it: `modem.duplicate_identity`, not a move. Neither
-                // becomes the baseline until one stops.
-                return Vec::new();
+        let known = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let mut changes = Vec::new();
+        match before {
+            Some(before) => {
+                if let (Some(old), Some(new)) = (known(&before.iccid), known(&modem.iccid)) {
+                    if old != new {
+                        let (from, to) = (last_four(&old), last_four(&new));
+                        changes.push(change(IdentityChangeKind::SimSwapped, Some(from), Some(to)));
+                    }
+                }
+                if let (Some(old), Some(new)) = (known(&before.usb_id), known(&modem.usb_id)) {
+                    if old != new {
+                        changes.push(change(IdentityChangeKind::Replugged, Some(old), Some(new)));
+                    }
+                }
             }
-            changes.push(change(
-                IdentityChangeKind::Moved,
-                Some(before.agent_id.clone()),
-                Some(agent_id.to_string()),
-            ));
-        }
-        if let (Some(old), Some(new)) = (&before.iccid, &seen.iccid) {
-            if old != new {
-                changes.push(change(
-                    IdentityChangeKind::SimSwapped,
-                    Some(last_four(old)),
-                    Some(last_four(new)),
-                ));
-            }
-        }
-        // A moved modem is in another box: its USB path there says nothing.
-        if before.agent_id == agent_id {
-            if let (Some(old), Some(new)) = (&before.usb_id, &seen.usb_id) {
-                if old != new {
-                    changes.push(change(
-                        IdentityChangeKind::Replugged,
-                        Some(old.clone()),
-                        Some(new.clone()),
-                    ));
+            None => {
+                if let Some(from) = moved_from {
+                    let moved = change(
+                        IdentityChangeKind::Moved,
+                        Some(from.to_string()),
+                        Some(agent_id.to_string()),
+                    );
+                    changes.push(moved);
                 }
             }
         }
-        let merged = Identity {
-            agent_id: seen.agent_id,
-            iccid: seen.iccid.or(before.iccid),
-            usb_id: seen.usb_id.or(before.usb_id),
-        };
-        self.last.insert(modem.imei.clone(), merged);
-        let history = self.history.entry(modem.imei.clone()).or_default();
-        for c in &changes {
-            if history.len() == HISTORY {
-                history.pop_front();
+        if !changes.is_empty() {
+            let history = self.history.entry(modem.imei.clone()).or_default();
+            for c in &changes {
+                if history.len() == HISTORY {
+                    history.pop_front();
+                }
+                history.push_back(c.clone());
             }
-            history.push_back(c.clone());
         }
         changes
     }
@@ -186,14 +163,14 @@ mod tests {
     fn swaps_replugs_and_moves_are_told_once_each() {
         let mut ids = Identities::default();
         let at = OffsetDateTime::UNIX_EPOCH;
-        let gone = |_: &str| false;
-        assert!(ids
-            .observe("a1", &modem("8949020000000001111", "1-1.1"), at, gone)
-            .is_empty());
-        assert!(ids
-            .observe("a1", &modem("8949020000000001111", "1-1.1"), at, gone)
-            .is_empty());
-        let swap = ids.observe("a1", &modem("8949020000000002222", "1-1.1"), at, gone);
+        let first = modem("8949020000000001111", "1-1.1");
+        assert!(
+            ids.observe("a1", &first, None, None, at).is_empty(),
+            "a first report"
+        );
+        assert!(ids.observe("a1", &first, Some(&first), None, at).is_empty());
+        let swapped = modem("8949020000000002222", "1-1.1");
+        let swap = ids.observe("a1", &swapped, Some(&first), None, at);
         assert_eq!(swap.len(), 1);
         assert_eq!(swap[0].kind, IdentityChangeKind::SimSwapped);
         assert_eq!(
@@ -201,20 +178,20 @@ mod tests {
             (Some("…1111"), Some("…2222")),
             "ICCIDs by their last four digits only"
         );
-        let replug = ids.observe("a1", &modem("8949020000000002222", "1-1.4"), at, gone);
+        let replugged = modem("8949020000000002222", "1-1.4");
+        let replug = ids.observe("a1", &replugged, Some(&swapped), None, at);
         assert_eq!(replug[0].kind, IdentityChangeKind::Replugged);
-        // Still reported by a1: a duplicate, not a move.
-        assert!(ids
-            .observe("a2", &modem("8949020000000002222", "2-1"), at, |_| true)
-            .is_empty());
-        let moved = ids.observe("a2", &modem("8949020000000002222", "2-1"), at, gone);
+        let moved = ids.observe("a2", &replugged, None, Some("a1"), at);
         assert_eq!(moved.len(), 1, "{moved:?}");
         assert_eq!(moved[0].kind, IdentityChangeKind::Moved);
         assert_eq!(moved[0].to.as_deref(), Some("a2"));
         assert_eq!(ids.history("350000000000018").len(), 3);
         // A box that stops showing the ICCID has not swapped its SIM.
-        let mut blank = modem("", "2-1");
+        let mut blank = replugged.clone();
         blank.iccid = None;
-        assert!(ids.observe("a2", &blank, at, gone).is_empty());
+        assert!(ids
+            .observe("a2", &blank, Some(&replugged), None, at)
+            .is_empty());
+        assert!(ids.history("350000000000019").is_empty());
     }
 }

@@ -297,3 +297,45 @@ fn an_update_says_when_modems_join_or_leave_or_their_capacity_changes() {
         "a modem already gone"
     );
 }
+
+#[test]
+fn a_sim_swap_a_replug_and_a_move_to_another_box_are_news_once() {
+    let mut sim = modem("350000000000018", "O2", true);
+    sim.iccid = Some("8949020000000001111".into());
+    sim.usb_id = Some("1-1.1".into());
+    let fleet = fleet_with(vec![sim.clone()]);
+    let kinds = |u: Update| -> Vec<IdentityChangeKind> {
+        u.identity_changes.into_iter().map(|c| c.kind).collect()
+    };
+    assert!(kinds(fleet.replace_inventory("a1", inventory(vec![sim.clone()], None))).is_empty());
+    sim.iccid = Some("8949020000000002222".into());
+    let changes = ModemsChanged {
+        proxysmart_reachable: true,
+        changed: vec![sim.clone()],
+        removed: vec![],
+    };
+    assert_eq!(
+        kinds(fleet.apply_changes("a1", changes)),
+        [IdentityChangeKind::SimSwapped]
+    );
+    sim.usb_id = Some("1-1.3".into());
+    let update = fleet.replace_inventory("a1", inventory(vec![sim.clone()], None));
+    assert_eq!(kinds(update), [IdentityChangeKind::Replugged]);
+    // Another connected box reporting it while a1 is connected: a duplicate, not a move.
+    fleet.connected("a2", "s2", "0.1.0");
+    let update = fleet.replace_inventory("a2", inventory(vec![sim.clone()], None));
+    assert!(kinds(update).is_empty());
+    // a1 gone, the modem shows up on a3: it moved.
+    fleet.disconnected("a1", "s1");
+    fleet.connected("a3", "s3", "0.1.0");
+    let update = fleet.replace_inventory("a3", inventory(vec![sim], None));
+    let moved: Vec<_> = update.identity_changes;
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0].kind, IdentityChangeKind::Moved);
+    assert_eq!(moved[0].from.as_deref(), Some("a1"));
+    let listed = fleet.modems(&ModemFilter::default());
+    assert!(
+        listed.iter().all(|m| m.identity_changes.len() == 3),
+        "{listed:?}"
+    );
+}
