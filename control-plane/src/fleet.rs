@@ -69,9 +69,6 @@ impl Inner {
     ) -> Vec<IdentityChange> {
         let mut changes = Vec::new();
         for imei in imeis {
-            let Some(modem) = self.agents.get(agent_id).and_then(|a| a.modems.get(imei)) else {
-                continue;
-            };
             let before = old.get(imei);
             // New to this agent: another agent that listed it and holds no session now.
             let moved_from = match before {
@@ -80,14 +77,13 @@ impl Inner {
                     other != agent_id && self.agents.get(other).is_some_and(|a| !a.connected)
                 }),
             };
-            let modem = modem.clone();
-            changes.extend(self.identities.observe(
-                agent_id,
-                &modem,
-                before,
-                moved_from.as_deref(),
-                at,
-            ));
+            let Inner {
+                agents, identities, ..
+            } = &mut *self;
+            let Some(modem) = agents.get(agent_id).and_then(|a| a.modems.get(imei)) else {
+                continue;
+            };
+            changes.extend(identities.observe(agent_id, modem, before, moved_from.as_deref(), at));
         }
         changes
     }
