@@ -196,12 +196,14 @@ impl Quality {
     }
 }
 
+/// `part / whole` in percent to one decimal; `None` when `whole` is 0.
+pub fn percent(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
+}
+
 fn figures(sum: &Bucket) -> Figures {
-    let pct = |part: u64, whole: u64| {
-        (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
-    };
-    let availability_pct = pct(sum.probes_ok, sum.probes);
-    let rotation_success_pct = pct(sum.rotations_changed, sum.rotations);
+    let availability_pct = percent(sum.probes_ok, sum.probes);
+    let rotation_success_pct = percent(sum.rotations_changed, sum.rotations);
     let p50_ms = percentile(&sum.latency, 0.5);
     let score = availability_pct.map(|availability| {
         let rotation = rotation_success_pct.unwrap_or(100.0) / 100.0;

@@ -103,12 +103,8 @@ pub async fn show(
         (true, false, true) => "paused",
         (true, false, false) => "active",
     };
-    let health = match &track {
-        Some(t) if t.degraded.is_some() => "degraded",
-        Some(t) if !t.results.is_empty() => "ok",
-        _ => "unknown",
-    };
     let track = track.unwrap_or_default();
+    let health = track.health();
     Ok(Json(ProbesView {
         allocation_id: id,
         enabled: state.probing,
@@ -126,10 +122,7 @@ fn summary(track: &Track) -> ProbeSummary {
     ProbeSummary {
         probes: s.probes,
         ok: s.ok,
-        availability_pct: (s.probes > 0).then(|| {
-            let pct = s.ok as f64 * 100.0 / s.probes as f64;
-            (pct * 10.0).round() / 10.0
-        }),
+        availability_pct: crate::quality::percent(s.ok as u64, s.probes as u64),
         p50_ms: s.p50.map(ms),
         p95_ms: s.p95.map(ms),
     }

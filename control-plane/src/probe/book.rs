@@ -1,7 +1,7 @@
 //! What the probes found, per allocation: its recent results (the newest `[probe] history`)
 //! and the judgement — failures in a row, and whether (and why) it is degraded. Held in
 //! memory by the node that probes the allocation (the node holding its agent's session);
-//! forgotten when the allocation stops being live, or moves to another node with its agent.
+//! forgotten when the allocation stops being live.
 
 use super::fetch::Failure;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -112,14 +112,6 @@ impl Book {
     pub fn retain(&self, probed: &HashSet<String>) {
         self.lock().retain(|id, _| probed.contains(id));
     }
-
-    /// Allocations degraded now.
-    pub fn degraded(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|t| t.degraded.is_some())
-            .count()
-    }
 }
 
 /// A track's figures: results, successes, and the median and 95th percentile of the
@@ -137,6 +129,15 @@ pub struct Summary {
 }
 
 impl Track {
+    /// `degraded`, `ok` (probed and not degraded) or `unknown` (not probed yet).
+    pub fn health(&self) -> &'static str {
+        match (self.degraded, self.results.is_empty()) {
+            (Some(_), _) => "degraded",
+            (None, false) => "ok",
+            (None, true) => "unknown",
+        }
+    }
+
     /// The figures over the kept results.
     pub fn summary(&self) -> Summary {
         let mut times: Vec<Duration> = self
@@ -205,11 +206,12 @@ mod tests {
             book.record("a", result(fail, 1)),
             Verdict::StillDegraded(Failure::Timeout)
         );
-        assert_eq!(book.degraded(), 1);
+        assert_eq!(book.track("a").unwrap().health(), "degraded");
         assert_eq!(book.record("a", result(None, 1)), Verdict::Recovered);
         let track = book.track("a").unwrap();
         assert_eq!(track.results.len(), 5, "bounded history");
-        assert_eq!(book.degraded(), 0);
+        assert_eq!(book.track("a").unwrap().health(), "ok");
+        assert_eq!(Track::default().health(), "unknown");
     }
 
     #[test]

@@ -100,24 +100,50 @@ pub async fn via_http(
     target: &ProbeTarget,
     timeout: Duration,
 ) -> Result<Fetched, Failed> {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        port.login,
-        port.password.expose()
-    ));
-    let authority = target.authority();
-    let request = format!(
-        "GET http://{authority}{} HTTP/1.1\r\nHost: {authority}\r\nProxy-Authorization: Basic {basic}\r\n\
-         User-Agent: farmhand-probe\r\nConnection: close\r\n\r\n",
-        target.path
-    );
+    let request = get(target, Some(&port));
+    exchange(port.host, port.port, &request, timeout).await
+}
+
+/// Fetches `target` directly: the plane's own path to its echo endpoint.
+pub async fn direct(target: &ProbeTarget, timeout: Duration) -> Result<Fetched, Failed> {
+    exchange(&target.host, target.port, &get(target, None), timeout).await
+}
+
+/// Sends `request` to `host:port` and reads the echo, within `timeout`.
+async fn exchange(
+    host: &str,
+    port: u16,
+    request: &str,
+    timeout: Duration,
+) -> Result<Fetched, Failed> {
     within(timeout, async {
         let started = Instant::now();
-        let (mut stream, connect) = connect(port.host, port.port, started).await?;
+        let (mut stream, connect) = connect(host, port, started).await?;
         send(&mut stream, request.as_bytes(), connect).await?;
         read_echo(&mut stream, started, connect).await
     })
     .await
+}
+
+/// A `GET` of `target`: in origin form, or through `proxy` in absolute form with the
+/// buyer's `Proxy-Authorization`.
+fn get(target: &ProbeTarget, proxy: Option<&Port<'_>>) -> String {
+    let authority = target.authority();
+    let (request_target, auth) = match proxy {
+        Some(port) => {
+            let credentials = format!("{}:{}", port.login, port.password.expose());
+            let basic = base64::engine::general_purpose::STANDARD.encode(credentials);
+            (
+                format!("http://{authority}{}", target.path),
+                format!("Proxy-Authorization: Basic {basic}\r\n"),
+            )
+        }
+        None => (target.path.clone(), String::new()),
+    };
+    format!(
+        "GET {request_target} HTTP/1.1\r\nHost: {authority}\r\n{auth}\
+         User-Agent: farmhand-probe\r\nConnection: close\r\n\r\n"
+    )
 }
 
 /// Fetches `target` through the SOCKS5 proxy at `port` within `timeout`.
@@ -157,7 +183,12 @@ pub async fn via_socks5(
         if status[1] != 0 {
             return Err(refused());
         }
-        send(&mut stream, &connect_request(target).ok_or_else(refused)?, connect).await?;
+        send(
+            &mut stream,
+            &connect_request(target).ok_or_else(refused)?,
+            connect,
+        )
+        .await?;
         let mut head = [0u8; 4];
         stream.read_exact(&mut head).await.map_err(broken)?;
         if head[1] != 0 {
@@ -171,28 +202,7 @@ pub async fn via_socks5(
         };
         let mut bound = vec![0u8; skip];
         stream.read_exact(&mut bound).await.map_err(broken)?;
-        let authority = target.authority();
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: farmhand-probe\r\nConnection: close\r\n\r\n",
-            target.path
-        );
-        send(&mut stream, request.as_bytes(), connect).await?;
-        read_echo(&mut stream, started, connect).await
-    })
-    .await
-}
-
-/// Fetches `target` directly: the plane's own path to its echo endpoint.
-pub async fn direct(target: &ProbeTarget, timeout: Duration) -> Result<Fetched, Failed> {
-    let authority = target.authority();
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: farmhand-probe\r\nConnection: close\r\n\r\n",
-        target.path
-    );
-    within(timeout, async {
-        let started = Instant::now();
-        let (mut stream, connect) = connect(&target.host, target.port, started).await?;
-        send(&mut stream, request.as_bytes(), connect).await?;
+        send(&mut stream, get(target, None).as_bytes(), connect).await?;
         read_echo(&mut stream, started, connect).await
     })
     .await
@@ -345,6 +355,30 @@ mod tests {
         for bad in [&b"<html>hi</html>"[..], b"", br#"{"ip": 7}"#, b"\xff\xfe"] {
             assert_eq!(echoed_ip(bad), None);
         }
+    }
+
+    #[test]
+    fn a_proxy_gets_the_absolute_form_and_the_buyers_credentials_the_origin_neither() {
+        let target = ProbeTarget::parse("http://127.0.0.1:8081/ip").unwrap();
+        let password = Secret::new("pw");
+        let port = Port {
+            host: "127.0.0.1",
+            port: 3128,
+            login: "buyer",
+            password: &password,
+        };
+        let proxied = get(&target, Some(&port));
+        assert!(
+            proxied.starts_with("GET http://127.0.0.1:8081/ip HTTP/1.1\r\n"),
+            "{proxied}"
+        );
+        assert!(proxied.contains("Proxy-Authorization: Basic YnV5ZXI6cHc=\r\n"));
+        let direct = get(&target, None);
+        assert!(
+            direct.starts_with("GET /ip HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n"),
+            "{direct}"
+        );
+        assert!(!direct.contains("Proxy-Authorization") && direct.ends_with("\r\n\r\n"));
     }
 
     #[test]

@@ -28,7 +28,9 @@ mod book;
 pub mod echo;
 pub mod fetch;
 
-pub use book::{Book, ProbeResult, Summary, Track, Verdict};
+pub use book::{Book, ProbeResult, Track};
+
+use book::Verdict;
 pub use fetch::Failure;
 
 use crate::allocator::Allocator;
@@ -206,9 +208,7 @@ impl Prober {
     /// Reads the live allocations this node probes: new ones are first probed within one
     /// interval (spread, so a restart does not probe everything at once), ended or moved
     /// away ones are forgotten (their judgement too, once they are no longer live: an agent
-    /// away for a moment keeps its allocations' record). A port whose traffic quota is used
-    /// up is not probed: its proxy refuses by design, and probes would spend the buyer's
-    /// quota.
+    /// away for a moment keeps its allocations' record).
     async fn refresh(&self, due: &mut HashMap<String, Due>) {
         let live = match self.store.live_allocations().await {
             Ok(live) => live,
@@ -226,9 +226,6 @@ impl Prober {
             if !record.state.is_live() || record.host.is_none() || !here || refused {
                 continue;
             }
-            if self.quota_used_up(&record).await {
-                continue;
-            }
             probed.insert(record.allocation_id.clone());
             let record = Arc::new(record);
             let first = || Instant::now() + anywhere_within(self.config.interval());
@@ -243,7 +240,9 @@ impl Prober {
         self.book.retain(&alive);
     }
 
-    /// Whether `record` has a traffic quota its port has used up (as last reported).
+    /// Whether `record` has a traffic quota its port has used up (as last reported): its
+    /// proxy then refuses by design, and probes would spend the buyer's quota. Asked when
+    /// a probe is due, not at each refresh (one read per probe, not per allocation).
     async fn quota_used_up(&self, record: &AllocationRecord) -> bool {
         let Some(quota_mb) = record.request.traffic_quota_mb else {
             return false;
@@ -294,10 +293,16 @@ impl Prober {
                 return warn!(allocation_id = %id, "probes: cannot open the buyer password: {e}")
             }
         };
-        let before = self.modem_ip(record);
-        let result = self.measure(record, &password, target).await;
-        if before.is_none() || self.modem_ip(record) != before {
-            // The modem rotated (or was rotating) while probed: nothing to judge.
+        if self.quota_used_up(record).await {
+            return;
+        }
+        let Some(modem_ip) = self.modem_ip(record) else {
+            // Rotating, or its IP unknown: nothing to judge.
+            return;
+        };
+        let result = self.measure(record, &password, target, &modem_ip).await;
+        if self.modem_ip(record).as_ref() != Some(&modem_ip) {
+            // The modem rotated while probed: nothing to judge.
             return;
         }
         if result.failure.is_some() && !self.check_own_path(target).await {
@@ -333,14 +338,15 @@ impl Prober {
             .and_then(|modem| modem.ext_ip)
     }
 
-    /// Both fetches, judged: the first failure wins.
+    /// Both fetches, judged against the IP the modem reports (`modem_ip`): the first
+    /// failure wins.
     async fn measure(
         &self,
         record: &AllocationRecord,
         password: &Secret,
         target: &ProbeTarget,
+        modem_ip: &str,
     ) -> ProbeResult {
-        let modem_ip = self.modem_ip(record);
         let mut result = ProbeResult {
             at: self.clock.now(),
             failure: None,
@@ -348,7 +354,7 @@ impl Prober {
             connect: None,
             first_byte: None,
             egress_ip: None,
-            modem_ip: modem_ip.clone(),
+            modem_ip: Some(modem_ip.to_string()),
         };
         let host = record.host.as_deref().unwrap_or_default();
         let legs = [("http", record.http_port), ("socks5", record.socks_port)];
@@ -372,7 +378,7 @@ impl Prober {
                         result.first_byte = Some(fetched.first_byte);
                         result.egress_ip = Some(fetched.egress_ip.to_string());
                     }
-                    judge(&fetched, modem_ip.as_deref(), self.config.slow())
+                    judge(&fetched, modem_ip, self.config.slow())
                 }
                 Err(failed) => {
                     result.connect = result.connect.or(failed.connect);
@@ -449,14 +455,17 @@ impl Prober {
     }
 }
 
-/// A fetch that answered: `slow` past the threshold, `ip_mismatch` when the modem's IP
-/// is known and is not the one seen.
-fn judge(fetched: &fetch::Fetched, modem_ip: Option<&str>, slow: Duration) -> Option<Failure> {
+/// A fetch that answered: `slow` past the threshold, `ip_mismatch` when the IP seen is
+/// not the one the modem reports (compared as addresses when it parses as one).
+fn judge(fetched: &fetch::Fetched, modem_ip: &str, slow: Duration) -> Option<Failure> {
     if fetched.first_byte > slow {
         return Some(Failure::Slow);
     }
-    let reported = modem_ip.and_then(|ip| ip.parse::<IpAddr>().ok())?;
-    (reported.to_canonical() != fetched.egress_ip.to_canonical()).then_some(Failure::IpMismatch)
+    let same = match modem_ip.parse::<IpAddr>() {
+        Ok(reported) => reported.to_canonical() == fetched.egress_ip.to_canonical(),
+        Err(_) => false,
+    };
+    (!same).then_some(Failure::IpMismatch)
 }
 
 /// `interval` ± a fifth, so probes never come in waves.
@@ -485,24 +494,18 @@ mod tests {
     #[test]
     fn a_fetch_is_judged_on_time_then_on_its_ip() {
         let slow = Duration::from_millis(100);
+        assert_eq!(judge(&fetched(5, "127.0.0.9"), "127.0.0.9", slow), None);
+        let slow_one = judge(&fetched(500, "127.0.0.9"), "127.0.0.9", slow);
+        assert_eq!(slow_one, Some(Failure::Slow));
+        let elsewhere = judge(&fetched(5, "127.0.0.8"), "127.0.0.9", slow);
+        assert_eq!(elsewhere, Some(Failure::IpMismatch));
         assert_eq!(
-            judge(&fetched(5, "127.0.0.9"), Some("127.0.0.9"), slow),
+            judge(&fetched(5, "::ffff:127.0.0.9"), "127.0.0.9", slow),
             None
         );
-        assert_eq!(
-            judge(&fetched(500, "127.0.0.9"), Some("127.0.0.9"), slow),
-            Some(Failure::Slow)
-        );
-        assert_eq!(
-            judge(&fetched(5, "127.0.0.8"), Some("127.0.0.9"), slow),
-            Some(Failure::IpMismatch)
-        );
-        assert_eq!(
-            judge(&fetched(5, "::ffff:127.0.0.9"), Some("127.0.0.9"), slow),
-            None
-        );
-        // The modem's IP unknown (rotating, not reported): nothing to compare.
-        assert_eq!(judge(&fetched(5, "127.0.0.8"), None, slow), None);
+        // A modem that reports something that is not an address does not match.
+        let garbled = judge(&fetched(5, "127.0.0.9"), "IP_RESET", slow);
+        assert_eq!(garbled, Some(Failure::IpMismatch));
     }
 
     #[test]
