@@ -31,15 +31,42 @@
     return td;
   }
 
-  function timeCell(tr, iso) {
+  /** A <time> showing `iso` in the browser's zone, UTC on hover. */
+  function timeEl(iso) {
     const t = when(iso);
-    const td = cell(tr, t.text, t.title);
+    const time = document.createElement('time');
+    time.dateTime = iso;
+    time.title = t.title;
+    time.textContent = t.text;
+    return time;
+  }
+
+  function timeCell(tr, iso) {
+    const td = cell(tr, null);
     if (iso) {
-      const time = document.createElement('time');
-      time.dateTime = iso;
-      time.textContent = t.text;
-      td.replaceChildren(time);
+      td.replaceChildren(timeEl(iso));
     }
+  }
+
+  function link(href, text) {
+    const a = document.createElement('a');
+    a.href = href;
+    a.textContent = text;
+    return a;
+  }
+
+  /** <dt>/<dd> pairs for a <dl>; `state` marks the dd of the pair named so. */
+  function definitions(pairs, state) {
+    return pairs.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      dd.textContent = v === null || v === undefined || v === '' ? '—' : String(v);
+      if (state && k === 'State') {
+        dd.dataset.state = state;
+      }
+      return [dt, dd];
+    });
   }
 
   function badge(tr, text, kind) {
@@ -137,10 +164,7 @@
     const modems = s.modems.filter((m) => matches([m.imei, m.agent_id, m.carrier, m.country, m.ext_ip]));
     fill('modems', modems, (tr, m) => {
       tr.dataset.imei = m.imei;
-      const link = document.createElement('a');
-      link.href = '/console/modems/' + encodeURIComponent(m.imei);
-      link.textContent = m.imei;
-      cell(tr, '').replaceChildren(link);
+      cell(tr, '').replaceChildren(link('/console/modems/' + encodeURIComponent(m.imei), m.imei));
       cell(tr, m.agent_id);
       cell(tr, m.carrier);
       cell(tr, m.country);
@@ -149,6 +173,10 @@
       cell(tr, m.signal);
       cell(tr, m.active_allocations + ' / ' + m.capacity);
     });
+  }
+
+  function allocationLink(a) {
+    return link('/console/allocations/' + encodeURIComponent(a.allocation_id), a.allocation_id);
   }
 
   const STATE_KIND = { active: 'ok', replaced: 'ok', pending: 'warn', releasing: 'warn', released: 'idle', failed: 'bad' };
@@ -164,10 +192,7 @@
     counts.replaceChildren(...items);
     fill('allocations', s.allocations, (tr, a) => {
       tr.dataset.allocation = a.allocation_id;
-      const link = document.createElement('a');
-      link.href = '/console/allocations/' + encodeURIComponent(a.allocation_id);
-      link.textContent = a.allocation_id;
-      cell(tr, '').replaceChildren(link);
+      cell(tr, '').replaceChildren(allocationLink(a));
       cell(tr, a.order_id);
       badge(tr, a.state, STATE_KIND[a.state] || 'idle').dataset.state = a.state;
       cell(tr, a.imei, a.agent_id ? 'agent ' + a.agent_id : '');
@@ -190,13 +215,7 @@
       ['Requests refused by rate limits', s.health.rate_limited],
       ['Probe judging', s.health.probes_judging_paused ? 'paused: the plane cannot reach its probe target' : 'active'],
     ];
-    dl.replaceChildren(...rows.flatMap(([k, v]) => {
-      const dt = document.createElement('dt');
-      dt.textContent = k;
-      const dd = document.createElement('dd');
-      dd.textContent = String(v);
-      return [dt, dd];
-    }));
+    dl.replaceChildren(...definitions(rows));
     fill('webhooks', s.health.webhooks, (tr, w) => {
       cell(tr, w.webhook_id);
       cell(tr, w.url);
@@ -227,43 +246,18 @@
       ['Endpoint', a.host ? a.host + ':' + a.http_port + ' (HTTP) / ' + a.socks_port + ' (SOCKS5)' : '—'],
       ['Probes', d.probes ? d.probes.health + (d.probes.reason ? ' (' + d.probes.reason + ')' : '') + ', ' + d.probes.ok + ' of ' + d.probes.probes + ' passed' : 'none on this node'],
     ];
-    document.getElementById('detail').replaceChildren(...facts.flatMap(([k, v]) => {
-      const dt = document.createElement('dt');
-      dt.textContent = k;
-      const dd = document.createElement('dd');
-      dd.textContent = v;
-      if (k === 'State') {
-        dd.dataset.state = a.state;
-      }
-      return [dt, dd];
-    }));
+    document.getElementById('detail').replaceChildren(...definitions(facts, a.state));
     const items = d.timeline.map((e) => {
       const li = document.createElement('li');
       li.dataset.what = e.what;
-      const t = when(e.at);
-      const time = document.createElement('time');
-      time.dateTime = e.at;
-      time.title = t.title;
-      time.textContent = t.text;
       const what = document.createElement('strong');
       what.textContent = e.what;
-      li.append(time, ' ', what, e.detail ? ' — ' + e.detail : '');
+      li.append(timeEl(e.at), ' ', what, e.detail ? ' — ' + e.detail : '');
       return li;
     });
     document.getElementById('timeline').replaceChildren(...items);
   }
 
-  function facts(pairs) {
-    const dl = document.createElement('dl');
-    dl.append(...pairs.flatMap(([k, v]) => {
-      const dt = document.createElement('dt');
-      dt.textContent = k;
-      const dd = document.createElement('dd');
-      dd.textContent = v === null || v === undefined || v === '' ? '—' : String(v);
-      return [dt, dd];
-    }));
-    return dl;
-  }
 
   function note(text) {
     const p = document.createElement('p');
@@ -284,8 +278,9 @@
       const h2 = document.createElement('h2');
       h2.textContent = 'On agent ' + m.agent_id + (m.duplicate_identity ? ' (duplicate IMEI: not sold)' : '');
       const r = c.last_rotation;
-      const rotation = r ? (r.old_ip || '?') + ' → ' + (r.new_ip || 'no settled IP') + ' at ' + when(r.at).text + (r.automatic ? ' (automatic)' : '') : 'none recorded';
-      const state = facts([
+      const rotation = r ? (r.old_ip || '?') + ' → ' + (r.new_ip || 'no settled IP') + ' at ' + when(r.rotated_at).text + (r.automatic ? ' (automatic)' : '') : 'none recorded';
+      const state = document.createElement('dl');
+      state.append(...definitions([
         ['State', m.online ? 'online' : 'offline'],
         ['Carrier', m.carrier],
         ['Country', m.country],
@@ -295,8 +290,7 @@
         ['SIM', m.sim_status],
         ['Sold', m.active_allocations + ' / ' + m.capacity + (m.available ? ' (can take more)' : '')],
         ['Last rotation', rotation],
-      ]);
-      state.querySelector('dd').dataset.state = m.online ? 'online' : 'offline';
+      ], m.online ? 'online' : 'offline'));
       const changes = document.createElement('ul');
       for (const ch of m.identity_changes) {
         const li = document.createElement('li');
@@ -307,10 +301,7 @@
       const sold = document.createElement('ul');
       for (const a of c.allocations) {
         const li = document.createElement('li');
-        const link = document.createElement('a');
-        link.href = '/console/allocations/' + encodeURIComponent(a.allocation_id);
-        link.textContent = a.allocation_id;
-        li.append(link, ' ' + a.state + ', order ' + a.order_id);
+        li.append(allocationLink(a), ' ' + a.state + ', order ' + a.order_id);
         sold.appendChild(li);
       }
       const h3a = document.createElement('h3');
@@ -343,9 +334,9 @@
   if (filter) {
     filter.addEventListener('input', render);
   }
-  const shown = document.body.dataset.allocation;
-  const modemShown = document.body.dataset.modem;
-  const query = shown ? '?allocation=' + encodeURIComponent(shown) : modemShown ? '?modem=' + encodeURIComponent(modemShown) : '';
+  // Each page's stream carries only what that page shows.
+  const id = document.body.dataset.allocation || document.body.dataset.modem;
+  const query = '?page=' + page + (id ? '&id=' + encodeURIComponent(id) : '');
   const source = new EventSource('/console/events' + query);
   source.addEventListener('snapshot', (event) => {
     last = JSON.parse(event.data);

@@ -40,9 +40,10 @@ async fn get(plane: &TestPlane, path: &str, cookie: Option<&str>) -> reqwest::Re
     request.send().await.unwrap()
 }
 
-/// The first `snapshot` event of the page's live stream.
-async fn first_snapshot(plane: &TestPlane, cookie: &str) -> serde_json::Value {
-    let mut reply = get(plane, "/console/events", Some(cookie)).await;
+/// The first `snapshot` event of the live stream of `page` (`fleet`, `health`, …).
+async fn first_snapshot(plane: &TestPlane, cookie: &str, page: &str) -> serde_json::Value {
+    let path = format!("/console/events?page={page}");
+    let mut reply = get(plane, &path, Some(cookie)).await;
     assert_eq!(reply.status(), 200);
     assert_eq!(reply.headers()["content-type"], "text/event-stream");
     let mut text = String::new();
@@ -68,7 +69,8 @@ async fn sign_in_roles_and_the_live_stream_are_the_servers_to_enforce() {
     assert_eq!(page.headers()["location"], "/console/login");
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
-    assert_eq!(get(&plane, "/console/events", None).await.status(), 401);
+    let stream = get(&plane, "/console/events?page=fleet", None).await;
+    assert_eq!(stream.status(), 401);
 
     // A wrong key: a clear message and no cookie.
     let wrong = client()
@@ -99,12 +101,24 @@ async fn sign_in_roles_and_the_live_stream_are_the_servers_to_enforce() {
         get(&plane, "/console/health", Some(&admin)).await.status(),
         200
     );
-    let snapshot = first_snapshot(&plane, &admin).await;
-    assert_eq!(snapshot["role"], "admin");
+    // Each page's stream carries what that page shows, and only that.
+    let fleet = first_snapshot(&plane, &admin, "fleet").await;
+    assert_eq!(fleet["role"], "admin");
     assert!(
-        snapshot["agents"].is_array() && snapshot["health"].is_object(),
-        "{snapshot}"
+        fleet["agents"].is_array() && fleet["trend"].is_array(),
+        "{fleet}"
     );
+    assert!(
+        fleet["health"].is_null() && fleet["allocations"].is_null(),
+        "{fleet}"
+    );
+    let health = first_snapshot(&plane, &admin, "health").await;
+    assert!(
+        health["health"].is_object() && health["modems"].is_null(),
+        "{health}"
+    );
+    let bogus = get(&plane, "/console/events?page=keys", Some(&admin)).await;
+    assert_eq!(bogus.status(), 422);
 
     // A marketplace key: no admin page, no agent records, no credential.
     let (market, _) = sign_in(&plane, &plane.market).await;
@@ -117,12 +131,19 @@ async fn sign_in_roles_and_the_live_stream_are_the_servers_to_enforce() {
         .await
         .unwrap();
     assert!(!html.contains("id=\"agents\"") && !html.contains("/console/health"));
-    let snapshot = first_snapshot(&plane, &market).await;
+    let snapshot = first_snapshot(&plane, &market, "fleet").await;
+    assert!(snapshot["modems"].is_array(), "{snapshot}");
     assert!(
-        snapshot["agents"].is_null() && snapshot["health"].is_null(),
+        snapshot["agents"].is_null() && snapshot["trend"].is_null(),
         "{snapshot}"
     );
-    assert!(!snapshot.to_string().contains("password"));
+    let health = first_snapshot(&plane, &market, "health").await;
+    assert!(
+        health["health"].is_null(),
+        "a marketplace stream carries no health: {health}"
+    );
+    let sold = first_snapshot(&plane, &market, "allocations").await;
+    assert!(sold["allocations"].is_array() && !sold.to_string().contains("password"));
 
     // Signing out from another site is refused; a revoked key's session ends.
     let foreign = client()

@@ -31,6 +31,7 @@ use axum::{Form, Router};
 use futures_util::stream::Stream;
 use serde::Deserialize;
 use session::Session;
+use snapshot::View;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -107,14 +108,22 @@ fn asset(body: &'static str, kind: &'static str) -> Response {
 /// The session the request carries, if its key still exists.
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(String, Session)> {
     let (id, session) = state.console.of(headers)?;
-    let key_id = session.caller.key_id.as_deref()?;
-    match state.store.api_key_exists(key_id).await {
-        Ok(true) => Some((id, session)),
-        _ => {
-            state.console.close(&id);
-            None
-        }
+    still_open(state, &id, &session)
+        .await
+        .then_some((id, session))
+}
+
+/// Whether session `id` is open and its key still exists: a revoked key's sessions end
+/// here. A store that cannot answer ends nothing (the stream says its data is stale).
+async fn still_open(state: &AppState, id: &str, session: &Session) -> bool {
+    let revoked = match session.caller.key_id.as_deref() {
+        Some(key_id) => matches!(state.store.api_key_exists(key_id).await, Ok(false)),
+        None => true,
+    };
+    if revoked {
+        state.console.close(id);
     }
+    !revoked && state.console.is_open(id)
 }
 
 async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -272,12 +281,26 @@ async fn modem_page(
     pages::modem(&session, &imei).into_response()
 }
 
-/// `?allocation=` or `?modem=` on a detail page's stream.
+/// `?page=fleet|allocations|health`, or `?page=allocation|modem&id=…`: what the stream
+/// feeds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
-    allocation: Option<String>,
-    modem: Option<String>,
+    page: String,
+    id: Option<String>,
+}
+
+impl EventsQuery {
+    fn view(self) -> Option<View> {
+        Some(match (self.page.as_str(), self.id) {
+            ("fleet", None) => View::Fleet,
+            ("allocations", None) => View::Allocations,
+            ("health", None) => View::Health,
+            ("allocation", Some(id)) if id.len() <= 64 => View::Allocation(id),
+            ("modem", Some(imei)) if farmhand_protocol::is_imei(&imei) => View::Modem(imei),
+            _ => return None,
+        })
+    }
 }
 
 /// `GET /console/events`: the page's snapshot now and after every change.
@@ -289,10 +312,8 @@ async fn events(
     let Some((id, session)) = signed_in(&state, &headers).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let detail = match (q.allocation, q.modem) {
-        (Some(a), _) if a.len() <= 64 => Some(Detail::Allocation(a)),
-        (_, Some(m)) if farmhand_protocol::is_imei(&m) => Some(Detail::Modem(m)),
-        _ => None,
+    let Some(view) = q.view() else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "no such console page").into_response();
     };
     let Some(slot) = state.console.stream(&id) else {
         return (
@@ -301,16 +322,9 @@ async fn events(
         )
             .into_response();
     };
-    Sse::new(stream(state, id, session, detail, slot))
+    Sse::new(stream(state, id, session, view, slot))
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-/// What a detail page's stream adds to the snapshot.
-#[derive(Debug)]
-enum Detail {
-    Allocation(String),
-    Modem(String),
 }
 
 /// Snapshots while the session lasts; a signed-out or revoked session ends the stream
@@ -319,7 +333,7 @@ fn stream(
     state: AppState,
     id: String,
     session: Session,
-    detail: Option<Detail>,
+    view: View,
     slot: session::StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct Step {
@@ -328,7 +342,7 @@ fn stream(
         state: AppState,
         id: String,
         session: Session,
-        detail: Option<Detail>,
+        view: View,
         memory: snapshot::Memory,
         last: String,
         first: bool,
@@ -339,7 +353,7 @@ fn stream(
         state,
         id,
         session,
-        detail,
+        view,
         memory: snapshot::Memory::default(),
         last: String::new(),
         first: true,
@@ -353,19 +367,12 @@ fn stream(
             if !std::mem::take(&mut step.first) {
                 tokio::time::sleep(TICK).await;
             }
-            let key_id = step.session.caller.key_id.clone().unwrap_or_default();
-            let open = step.state.console.is_open(&step.id)
-                && matches!(step.state.store.api_key_exists(&key_id).await, Ok(true));
-            if !open {
+            if !still_open(&step.state, &step.id, &step.session).await {
                 step.done = true;
                 return Some((Ok(Event::default().event("signed_out").data("{}")), step));
             }
-            let focus = match &step.detail {
-                Some(Detail::Allocation(id)) => snapshot::Focus::Allocation(id),
-                Some(Detail::Modem(imei)) => snapshot::Focus::Modem(imei),
-                None => snapshot::Focus::None,
-            };
-            let taken = snapshot::take(&step.state, &step.session, &mut step.memory, focus).await;
+            let (state, session, view) = (&step.state, &step.session, &step.view);
+            let taken = snapshot::take(state, session, &mut step.memory, view).await;
             let Ok(snapshot) = taken else {
                 // The store is away: the page keeps what it shows and says it is stale.
                 return Some((Ok(Event::default().event("stale").data("{}")), step));

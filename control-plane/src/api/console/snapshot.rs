@@ -1,14 +1,16 @@
-//! What one console page shows, as the JSON its live stream sends: the fleet (agents for
-//! admins; modems for every role), allocations (counts by state, the live ones and those
-//! that ended while the page was open), and for admins the plane's health (store, webhook
-//! endpoints with their backlog, failures and last error, commands answered and their mean
-//! round trip, requests refused by rate limits). Scoped like the
-//! REST API: a marketplace session sees its tenant's allocations only, no agent records,
-//! and no buyer credential or ProxySmart secret ever appears.
+//! What one console page shows, as the JSON its live stream sends — each page's stream
+//! reads only what that page shows ([`View`]): the fleet (agents and the charts for admins;
+//! modems for every role), allocations (counts by state, the live ones and those that
+//! ended while the page was open), for admins the plane's health (store, webhook endpoints
+//! with their backlog, failures and last error, commands answered and their mean round
+//! trip, requests refused by rate limits), one allocation's timeline, one modem. Scoped
+//! like the REST API: a marketplace session sees its tenant's allocations only, no agent
+//! records, and no buyer credential or ProxySmart secret ever appears.
 
 use super::session::Session;
+use crate::allocator::LastRotation;
 use crate::api::AppState;
-use crate::fleet::ModemFilter;
+use crate::fleet::{ModemFilter, ModemView};
 use crate::ids::rfc3339;
 use crate::store::{AllocationRecord, DeliveryState, StoreError};
 use serde::Serialize;
@@ -18,32 +20,44 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 /// Ended allocations a page keeps showing.
 const ENDED_KEPT: usize = 50;
 
-/// One page's view, sent whole at each change.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct Snapshot {
-    role: &'static str,
-    agents: Option<Vec<Value>>,
-    modems: Vec<Value>,
-    allocation_counts: BTreeMap<&'static str, u64>,
-    allocations: Vec<Value>,
-    health: Option<Value>,
-    /// The allocation a detail page shows: the allocation and its timeline.
-    detail: Option<Value>,
-    /// Per-minute samples of the fleet, oldest first (admins).
-    trend: Option<Vec<super::trend::Sample>>,
-    /// The modem a detail page shows (every agent's copy of the IMEI).
-    modem: Option<Value>,
+/// Which page a stream feeds: each reads only what it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// Agents (admins), modems, and the charts (admins).
+    Fleet,
+    /// Allocations by state, live and ended while the page is open.
+    Allocations,
+    /// The plane's own health (admins).
+    Health,
+    /// One allocation and its timeline.
+    Allocation(String),
+    /// One modem (every agent's copy of the IMEI).
+    Modem(String),
 }
 
-/// What a detail page shows besides the page's own tables.
-#[derive(Debug, Clone, Copy)]
-pub enum Focus<'a> {
-    /// A list page.
-    None,
-    /// One allocation.
-    Allocation(&'a str),
-    /// One modem, by IMEI.
-    Modem(&'a str),
+/// One page's view, sent whole at each change (only what its page shows is set).
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Snapshot {
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agents: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modems: Option<Vec<Value>>,
+    /// Per-minute samples of the fleet, oldest first, the last one live (admins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trend: Option<Vec<super::trend::Sample>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocation_counts: Option<BTreeMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocations: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<Value>,
+    /// The allocation a detail page shows: the allocation and its timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<Value>,
+    /// The modem a detail page shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modem: Option<Value>,
 }
 
 /// What a page's stream remembers between snapshots: the allocations it saw live, and
@@ -54,23 +68,83 @@ pub struct Memory {
     ended: VecDeque<Value>,
 }
 
-/// The snapshot for `session` now, with what a detail page (`focus`) shows.
+/// The snapshot of `view` for `session` now.
 pub async fn take(
     state: &AppState,
     session: &Session,
     memory: &mut Memory,
-    focus: Focus<'_>,
+    view: &View,
 ) -> Result<Snapshot, StoreError> {
     let admin = session.is_admin();
-    let tenant = session.caller.tenant.clone();
-    let mine = |r: &AllocationRecord| tenant.as_ref().is_none_or(|t| *t == r.tenant);
-    let live: Vec<AllocationRecord> = state
+    let mut snapshot = Snapshot {
+        role: session.caller.role.as_str(),
+        ..Snapshot::default()
+    };
+    match view {
+        View::Fleet => {
+            let views = state.fleet.modems(&ModemFilter::default());
+            if admin {
+                snapshot.agents = Some(agents(state).await?);
+                snapshot.trend = Some(trend(state, &views).await?);
+            }
+            snapshot.modems = Some(views.into_iter().map(modem_row).collect());
+        }
+        View::Allocations => {
+            let live = live(state, session).await?;
+            snapshot.allocation_counts = Some(counts(state, session, &live).await?);
+            snapshot.allocations = Some(allocations(state, memory, &live).await?);
+        }
+        View::Health if admin => snapshot.health = Some(health(state).await?),
+        View::Health => {}
+        View::Allocation(id) => {
+            let record = owned(state, session, id).await?;
+            snapshot.detail = record.map(|r| timeline(state, &r));
+        }
+        View::Modem(imei) => {
+            let live = live(state, session).await?;
+            snapshot.modem = Some(modem(state, imei, &live).await?);
+        }
+    }
+    Ok(snapshot)
+}
+
+/// The live allocations `session` may see.
+async fn live(state: &AppState, session: &Session) -> Result<Vec<AllocationRecord>, StoreError> {
+    let tenant = session.caller.tenant.as_ref();
+    Ok(state
         .store
         .live_allocations()
         .await?
         .into_iter()
-        .filter(|r| mine(r))
-        .collect();
+        .filter(|r| tenant.is_none_or(|t| *t == r.tenant))
+        .collect())
+}
+
+/// Allocations by state: every one for admins, the live ones of its tenant for others.
+async fn counts(
+    state: &AppState,
+    session: &Session,
+    live: &[AllocationRecord],
+) -> Result<BTreeMap<&'static str, u64>, StoreError> {
+    let mut counts = BTreeMap::new();
+    if session.is_admin() {
+        for (s, n) in state.store.allocation_counts().await? {
+            counts.insert(s.as_str(), n);
+        }
+    } else {
+        for r in live {
+            *counts.entry(r.state.as_str()).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// The live allocations, then those that ended while the page was open, newest first.
+async fn allocations(
+    state: &AppState,
+    memory: &mut Memory,
+    live: &[AllocationRecord],
+) -> Result<Vec<Value>, StoreError> {
     let ids: HashSet<String> = live.iter().map(|r| r.allocation_id.clone()).collect();
     for gone in memory.live.iter().filter(|id| !ids.contains(*id)) {
         if let Some(record) = state.store.allocation(gone).await? {
@@ -81,71 +155,42 @@ pub async fn take(
         }
     }
     memory.live = ids;
-    let mut allocation_counts = BTreeMap::new();
-    if admin {
-        for (s, n) in state.store.allocation_counts().await? {
-            allocation_counts.insert(s.as_str(), n);
-        }
-    } else {
-        for r in &live {
-            *allocation_counts.entry(r.state.as_str()).or_default() += 1;
-        }
-    }
-    let mut allocations: Vec<Value> = live.iter().map(allocation).collect();
-    allocations.extend(memory.ended.iter().cloned());
-    let holding: u64 = allocation_counts
-        .iter()
-        .filter(|(name, _)| ["pending", "active", "replaced", "releasing"].contains(name))
-        .map(|(_, n)| *n)
-        .sum();
-    let views = state.fleet.modems(&ModemFilter::default());
-    let (known, online) = (views.len(), views.iter().filter(|m| m.online).count());
-    let modems = views
+    let mut rows: Vec<Value> = live.iter().map(allocation).collect();
+    rows.extend(memory.ended.iter().cloned());
+    Ok(rows)
+}
+
+/// The minute samples and a live point for now.
+async fn trend(
+    state: &AppState,
+    modems: &[ModemView],
+) -> Result<Vec<super::trend::Sample>, StoreError> {
+    let holding = state
+        .store
+        .allocation_counts()
+        .await?
         .into_iter()
-        .map(|m| {
-            serde_json::json!({
-                "imei": m.imei, "agent_id": m.agent_id, "carrier": m.carrier,
-                "country": m.country, "ext_ip": m.ext_ip, "online": m.online,
-                "signal": m.signal, "active_allocations": m.active_allocations,
-                "capacity": m.capacity, "available": m.available,
-            })
-        })
-        .collect();
-    Ok(Snapshot {
-        role: session.caller.role.as_str(),
-        agents: if admin {
-            Some(agents(state).await?)
-        } else {
-            None
-        },
-        modems,
-        allocation_counts,
-        allocations,
-        health: if admin {
-            Some(health(state).await?)
-        } else {
-            None
-        },
-        detail: match focus {
-            Focus::Allocation(id) => owned(state, session, id)
-                .await?
-                .map(|r| timeline(state, &r)),
-            _ => None,
-        },
-        modem: match focus {
-            Focus::Modem(imei) => Some(modem(state, imei, &live).await?),
-            _ => None,
-        },
-        trend: admin.then(|| {
-            let mut samples = state.trends.samples();
-            samples.push(super::trend::Sample::now(
-                state.fleet.clock().now(),
-                holding,
-                online,
-                known,
-            ));
-            samples
-        }),
+        .filter(|(s, _)| s.holds_port())
+        .map(|(_, n)| n)
+        .sum();
+    let online = modems.iter().filter(|m| m.online).count();
+    let mut samples = state.trends.samples();
+    let now = state.fleet.clock().now();
+    samples.push(super::trend::Sample::now(
+        now,
+        holding,
+        online,
+        modems.len(),
+    ));
+    Ok(samples)
+}
+
+fn modem_row(m: ModemView) -> Value {
+    serde_json::json!({
+        "imei": m.imei, "agent_id": m.agent_id, "carrier": m.carrier,
+        "country": m.country, "ext_ip": m.ext_ip, "online": m.online,
+        "signal": m.signal, "active_allocations": m.active_allocations,
+        "capacity": m.capacity, "available": m.available,
     })
 }
 
@@ -170,10 +215,7 @@ async fn modem(
             .collect();
         copies.push(serde_json::json!({
             "modem": m,
-            "last_rotation": last.map(|r| serde_json::json!({
-                "at": time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.at_ms) * 1_000_000).ok().map(rfc3339),
-                "old_ip": r.old_ip, "new_ip": r.new_ip, "changed": r.changed, "automatic": r.automatic,
-            })),
+            "last_rotation": last.map(LastRotation::from),
             "allocations": on_it,
         }));
     }
@@ -236,24 +278,19 @@ fn timeline(state: &AppState, r: &AllocationRecord) -> Value {
     let probes = state.probes.track(&r.allocation_id).map(|t| {
         let s = t.summary();
         serde_json::json!({
-            "health": if t.degraded.is_some() { "degraded" } else { "ok" },
-            "reason": t.degraded.map(crate::probe::Failure::as_str),
+            "health": t.health(), "reason": t.degraded.map(crate::probe::Failure::as_str),
             "probes": s.probes, "ok": s.ok,
         })
     });
     serde_json::json!({"allocation": allocation(r), "timeline": events, "probes": probes})
 }
 
-/// An allocation as the console shows it: no login, no password.
+/// An allocation as the console shows it: the webhook events' object (no login, no
+/// password) and how many times it moved.
 fn allocation(r: &AllocationRecord) -> Value {
-    serde_json::json!({
-        "allocation_id": r.allocation_id, "order_id": r.order_id, "state": r.state.as_str(),
-        "imei": r.imei, "agent_id": r.agent_id, "carrier": r.carrier, "country": r.country,
-        "host": r.host, "http_port": r.http_port, "socks_port": r.socks_port,
-        "created_at": rfc3339(r.created_at), "expires_at": rfc3339(r.expires_at),
-        "released_at": r.released_at.map(rfc3339), "release_reason": r.release_reason,
-        "replacements": r.replacements.len(),
-    })
+    let mut object = crate::events::allocation_object(r);
+    object["replacements"] = r.replacements.len().into();
+    object
 }
 
 async fn agents(state: &AppState) -> Result<Vec<Value>, StoreError> {
