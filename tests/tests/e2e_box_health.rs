@@ -136,12 +136,7 @@ async fn the_box_reports_its_health_and_a_box_short_of_disk_gets_no_new_orders()
         1,
         "kept"
     );
-    let text = reqwest::get(format!("{}/metrics", stack.plane_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.admin.metrics().await.unwrap();
     assert!(
         text.contains("farmhand_agents_held_back{resource=\"disk\"} 1"),
         "{text}"

@@ -44,13 +44,8 @@ async fn allocate(stack: &Stack, order_id: &str, imei: Option<&str>) -> Value {
 }
 
 async fn allocation(stack: &Stack, id: &str) -> Value {
-    let reply = stack
-        .market
-        .get(&format!("/v1/allocations/{id}"))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "{:?}", reply.body);
-    reply.body
+    let path = format!("/v1/allocations/{id}");
+    stack.market.get_ok(&path).await.unwrap()
 }
 
 /// Waits until the allocation has `n` replacements and returns it.

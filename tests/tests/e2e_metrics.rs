@@ -4,7 +4,7 @@
 //! ProxySmart calls. Both pages are valid Prometheus text.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use farmhand_testkit::harness::{within, Stack, StackOptions};
+use farmhand_testkit::harness::{metric, within, Stack, StackOptions};
 use std::time::Duration;
 
 async fn scrape(url: &str) -> String {
@@ -13,12 +13,6 @@ async fn scrape(url: &str) -> String {
     let text = response.text().await.unwrap();
     farmhand_ops::metrics::validate(&text).unwrap_or_else(|e| panic!("{url}: {e}\n{text}"));
     text
-}
-
-/// The value of the sample line that starts with `series` (name and labels), if any.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,35 +26,35 @@ async fn a_provision_shows_up_in_both_metrics_pages() {
     let plane = format!("{}/metrics", stack.plane_url);
     let before = scrape(&plane).await;
     assert_eq!(
-        sample(&before, "farmhand_allocations{state=\"active\"}"),
+        metric(&before, "farmhand_allocations{state=\"active\"}"),
         Some(0.0)
     );
-    assert_eq!(sample(&before, "farmhand_agents_connected"), Some(1.0));
+    assert_eq!(metric(&before, "farmhand_agents_connected"), Some(1.0));
 
     let reply = stack.allocate("metrics-order-1").await.unwrap();
     assert_eq!(reply.status, 201, "{:?}", reply.body);
 
     let text = scrape(&plane).await;
     assert_eq!(
-        sample(&text, "farmhand_allocations{state=\"active\"}"),
+        metric(&text, "farmhand_allocations{state=\"active\"}"),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             "farmhand_commands_total{op=\"provision\",outcome=\"ok\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             "farmhand_command_round_trip_seconds_count{op=\"provision\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             "farmhand_command_round_trip_seconds_bucket{op=\"provision\",le=\"+Inf\"}"
         ),
@@ -68,9 +62,9 @@ async fn a_provision_shows_up_in_both_metrics_pages() {
     );
     let posted =
         "farmhand_http_requests_total{method=\"POST\",route=\"/v1/allocations\",status=\"201\"}";
-    assert_eq!(sample(&text, posted), Some(1.0), "{text}");
+    assert_eq!(metric(&text, posted), Some(1.0), "{text}");
     assert_eq!(
-        sample(&text, "farmhand_modems{state=\"busy\"}"),
+        metric(&text, "farmhand_modems{state=\"busy\"}"),
         Some(1.0),
         "{text}"
     );
@@ -97,16 +91,16 @@ async fn a_provision_shows_up_in_both_metrics_pages() {
     .unwrap();
     let agent = scrape(&format!("http://{addr}/metrics")).await;
     assert_eq!(
-        sample(
+        metric(
             &agent,
             "farmhand_agent_commands_total{op=\"provision\",outcome=\"ok\"}"
         ),
         Some(1.0),
         "{agent}"
     );
-    assert_eq!(sample(&agent, "farmhand_agent_connected"), Some(1.0));
-    assert_eq!(sample(&agent, "farmhand_agent_modems_online"), Some(2.0));
-    let calls = sample(
+    assert_eq!(metric(&agent, "farmhand_agent_connected"), Some(1.0));
+    assert_eq!(metric(&agent, "farmhand_agent_modems_online"), Some(2.0));
+    let calls = metric(
         &agent,
         "farmhand_agent_proxysmart_request_duration_seconds_count",
     )

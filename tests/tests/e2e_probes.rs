@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use farmhand_testkit::harness::{
-    curl_via, proxy_urls, start_receiver, within, Inbox, Origin, Stack, StackOptions,
+    curl_via, metric, proxy_urls, start_receiver, within, Inbox, Origin, Stack, StackOptions,
 };
 use farmhand_testkit::sim::PathFault;
 use serde_json::{json, Value};
@@ -98,13 +98,8 @@ async fn allocate(stack: &Stack, order_id: &str, imei: &str) -> Value {
 }
 
 async fn probes(stack: &Stack, id: &str) -> Value {
-    let reply = stack
-        .market
-        .get(&format!("/v1/allocations/{id}/probes"))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "{:?}", reply.body);
-    reply.body
+    let path = format!("/v1/allocations/{id}/probes");
+    stack.market.get_ok(&path).await.unwrap()
 }
 
 /// The allocation's probes once they show `health` (`ok`, `degraded`).
@@ -167,12 +162,7 @@ async fn a_healthy_port_passes_its_probes_from_the_modems_own_ip() {
         metered > 0 && per_probe <= 1024,
         "{metered} bytes for {after} probes"
     );
-    let metrics = reqwest::get(format!("{}/metrics", stack.plane_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.admin.metrics().await.unwrap();
     assert!(
         metrics.contains("farmhand_probes_total{outcome=\"ok\"}"),
         "{metrics}"
@@ -364,12 +354,7 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
     })
     .await
     .unwrap();
-    let metrics = reqwest::get(format!("{}/metrics", stack.plane_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.admin.metrics().await.unwrap();
     assert!(
         metrics.contains("farmhand_probe_judging_paused{reason=\"echo_unreachable\"} 1"),
         "{metrics}"
@@ -726,22 +711,14 @@ async fn a_seller_who_refuses_probes_is_not_probed() {
         .unwrap()
         .to_string();
     let echoed = || async {
-        let text = reqwest::get(format!("{}/metrics", stack.plane_url))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("farmhand_probe_echo_requests_total "))?
-            .parse::<u64>()
-            .ok()
+        let text = stack.admin.metrics().await.ok()?;
+        metric(&text, "farmhand_probe_echo_requests_total")
     };
     let before = echoed().await.unwrap();
     // The plane checks its own path at every refresh (each interval): three of them are
     // more than the allocation's first probe would have waited.
     within(PATIENCE, "three refreshes", || async {
-        (echoed().await? >= before + 3).then_some(())
+        (echoed().await? >= before + 3.0).then_some(())
     })
     .await
     .unwrap();

@@ -20,6 +20,13 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// The value of the sample line of `text` (a metrics page) that starts with `series`
+/// (name and labels, e.g. `farmhand_agents_connected` or `x{a="b"}`), if any.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 impl Reply {
     /// The `error.code` of an error body, if any.
     pub fn error_code(&self) -> Option<&str> {
@@ -78,6 +85,18 @@ impl Api {
         self.send(Method::GET, path, None).await
     }
 
+    /// GET `path`, expecting 200: its JSON body (an error names the status and body).
+    pub async fn get_ok(&self, path: &str) -> anyhow::Result<Value> {
+        let reply = self.get(path).await?;
+        anyhow::ensure!(
+            reply.status == 200,
+            "GET {path}: {} {:?}",
+            reply.status,
+            reply.body
+        );
+        Ok(reply.body)
+    }
+
     /// POST `body` as JSON to `path`.
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Reply> {
         self.send(Method::POST, path, Some(body.to_string())).await
@@ -86,6 +105,18 @@ impl Api {
     /// POST a raw body (for malformed-input tests) to `path`.
     pub async fn post_raw(&self, path: &str, body: String) -> anyhow::Result<Reply> {
         self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// `GET /metrics` as text, checked against the exposition format.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let mut req = self.http.get(format!("{}/metrics", self.base));
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        let text = req.send().await?.error_for_status()?.text().await?;
+        farmhand_ops::metrics::validate(&text)
+            .map_err(|e| anyhow::anyhow!("malformed metrics: {e}"))?;
+        Ok(text)
     }
 
     /// DELETE `path`.

@@ -17,7 +17,7 @@ mod relay;
 mod scan;
 mod stack;
 
-pub use api::{Api, Reply};
+pub use api::{metric, Api, Reply};
 pub use curl::{curl_via, CurlOutcome};
 pub use enrolled::enroll_agent;
 pub use farmhand_test_support::within;
