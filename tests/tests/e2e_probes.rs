@@ -15,16 +15,20 @@ use farmhand_testkit::harness::{
 };
 use farmhand_testkit::sim::PathFault;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The port of the pause test's own probe target (a `fn` cannot capture), and what it saw.
+/// The port of the pause test's own probe target (a `fn` cannot capture), what it saw,
+/// and whether it is broken (it closes without an answer).
 static PAUSE_TARGET_PORT: AtomicU16 = AtomicU16::new(0);
 static PAUSE_ARRIVALS: Arrivals = Arrivals::new(Vec::new());
+static PAUSE_BROKEN: AtomicBool = AtomicBool::new(false);
+/// An echo that always answers.
+static NEVER_BROKEN: AtomicBool = AtomicBool::new(false);
 
 /// Probes every 2 s, two failures in a row degrade, 800 ms is slow (far from both a
 /// loaded machine's loopback and the 2 s timeout).
@@ -333,10 +337,9 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
         let port = PAUSE_TARGET_PORT.load(Ordering::SeqCst);
         c.probe.target = Some(format!("http://127.0.0.1:{port}/ip"));
     }
-    let target_stop = CancellationToken::new();
-    tokio::spawn(own_echo(echo, target_stop.clone(), &PAUSE_ARRIVALS));
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
+    tokio::spawn(own_echo(echo, stop.clone(), &PAUSE_ARRIVALS, &PAUSE_BROKEN));
     let stack = stack(1, config).await;
     let inbox = subscribe(&stack, &stop).await;
     let imei = stack.sim.imeis()[0].clone();
@@ -347,7 +350,7 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
     let before = health(&stack, &id, "ok").await;
     assert_eq!(before["results"][0]["egress_ip"], "127.0.7.1", "{before}");
 
-    target_stop.cancel();
+    PAUSE_BROKEN.store(true, Ordering::SeqCst);
     let paused = within(PATIENCE, "judging to pause", || async {
         let p = probes(&stack, &id).await;
         (p["judging"] == "paused").then_some(p)
@@ -359,12 +362,21 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
         metrics.contains("farmhand_probe_judging_paused{reason=\"echo_unreachable\"} 1"),
         "{metrics}"
     );
-    // Paused for several intervals: nothing is judged, nobody is degraded (an absence,
-    // which only time can show).
+    // Paused while the plane tries its own path three more times (once an interval):
+    // nothing is judged, nobody is degraded.
     let results = paused["summary"]["probes"].as_u64().unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let tries = || PAUSE_ARRIVALS.lock().unwrap().len();
+    let seen = tries();
+    within(
+        PATIENCE,
+        "three more tries of the plane's own path",
+        || async { (tries() >= seen + 3).then_some(()) },
+    )
+    .await
+    .unwrap();
     let later = probes(&stack, &id).await;
     assert_ne!(later["health"], "degraded", "{later}");
+    assert_eq!(later["judging"], "paused", "{later}");
     assert!(
         later["summary"]["probes"].as_u64().unwrap() <= results + 1,
         "{later}"
@@ -372,10 +384,7 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
     assert!(inbox.of("allocation.degraded").is_empty());
 
     // Back: judging resumes on its own.
-    let echo = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(own_echo(echo, stop.clone(), &PAUSE_ARRIVALS));
+    PAUSE_BROKEN.store(false, Ordering::SeqCst);
     within(PATIENCE, "judging to resume", || async {
         let p = probes(&stack, &id).await;
         (p["judging"] == "active" && p["summary"]["probes"].as_u64()? > results + 1).then_some(())
@@ -386,11 +395,12 @@ async fn an_unreachable_probe_target_pauses_judging_instead_of_blaming_sellers()
 }
 
 /// A minimal echo on `listener` until `stop`: the caller's IP as JSON, noting when each
-/// request arrived in `arrivals`.
+/// request arrived in `arrivals`; while `broken`, it closes without an answer.
 async fn own_echo(
     listener: tokio::net::TcpListener,
     stop: CancellationToken,
     arrivals: &'static Arrivals,
+    broken: &'static AtomicBool,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
@@ -411,6 +421,9 @@ async fn own_echo(
                 }
             }
             arrivals.lock().unwrap().push(std::time::Instant::now());
+            if broken.load(Ordering::SeqCst) {
+                return;
+            }
             let body = format!("{{\"ip\": \"{}\"}}", peer.ip());
             let reply = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -445,7 +458,7 @@ async fn a_healthy_fleet_of_200_is_never_degraded_and_probes_stay_under_the_cap(
     }
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    tokio::spawn(own_echo(echo, stop.clone(), &FLEET_ARRIVALS));
+    tokio::spawn(own_echo(echo, stop.clone(), &FLEET_ARRIVALS, &NEVER_BROKEN));
     let stack = stack(20, config).await;
     let inbox = subscribe(&stack, &stop).await;
     let mut ids = Vec::new();
