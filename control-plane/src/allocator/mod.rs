@@ -480,6 +480,7 @@ impl Allocator {
     ) -> Result<bool, StoreError> {
         warn!(allocation_id = %record.allocation_id, "{why}: failing an allocation left pending");
         // Found pending: failed only if still so.
+        debug_assert_eq!(record.state, AllocationState::Pending);
         let pending = Some(Expected::of(record));
         fail(record, why);
         let failed = self

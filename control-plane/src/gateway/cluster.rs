@@ -4,7 +4,7 @@
 //! them, `Work::Queued`), results of commands this node sent to an agent held elsewhere
 //! (handed to the waiting dispatcher, or as late results when nobody waits), agents
 //! revoked on another node (their session here is closed), keys or webhook endpoints
-//! changed on another node (what the store kept of them is dropped). After a lost listening
+//! changed on any node, this one included (what the store kept of them is dropped). After a lost listening
 //! connection it reads the rows instead, since notifications may have been missed.
 
 use super::{Gateway, GatewayEvent, Work};

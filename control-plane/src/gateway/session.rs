@@ -262,7 +262,12 @@ impl Session {
         match message {
             AgentMessage::Inventory(inventory) => {
                 let mut update = self.ctx.fleet.replace_inventory(&self.agent_id, inventory);
-                update.modems_changed |= !std::mem::replace(&mut self.inventory_seen, true);
+                if !self.inventory_seen {
+                    // A session's first inventory records the agent's modems, changed or
+                    // not, on a store that keeps them (another node may not have them).
+                    self.inventory_seen = true;
+                    update.modems_changed |= self.ctx.store.keeps_modems();
+                }
                 self.fleet_changed(update);
             }
             AgentMessage::ModemsChanged(changes) => {

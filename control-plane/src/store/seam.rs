@@ -320,9 +320,10 @@ impl Store {
         }
     }
 
-    /// API keys or webhook endpoints were changed by another node, or this one may have
-    /// missed word of it: what the postgres backend keeps of them is read again. (Nothing
-    /// to do on sled, which reads its own tree each time.)
+    /// API keys or webhook endpoints were changed (a write on any node, this one included,
+    /// notifies every node), or this node may have missed word of it: what the postgres
+    /// backend keeps of them is read again. (Nothing to do on sled, which reads its own
+    /// tree each time.)
     pub fn changed_elsewhere(&self) {
         if let Store::Postgres(p) = self {
             p.changed_elsewhere();
