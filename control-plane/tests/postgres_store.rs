@@ -1388,3 +1388,31 @@ async fn the_newest_session_wins_and_the_old_node_learns_it_at_renewal() {
     store.leave("nd_b").await.unwrap();
     assert_eq!(store.session_holder("ag_1").await.unwrap(), None);
 }
+
+/// A node keeps the keys that authenticated (`store/pg/store/cache.rs`), so the check
+/// after each request must not trust that copy: with no notification reaching it at all
+/// (no listener here), a node whose copy still holds a key revoked on another node answers
+/// that the key no longer exists.
+#[tokio::test]
+async fn a_revoked_key_is_gone_for_the_recheck_even_where_a_copy_is_kept() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let here = postgres(&cluster).await;
+    let config = StoreConfig::postgres(&cluster.url, PgTls::Disable);
+    let elsewhere = PgStore::new(pg::pool(&config).unwrap());
+    let now = OffsetDateTime::now_utc();
+    let record = ApiKeyRecord {
+        role: Role::Marketplace,
+        name: "shop".into(),
+        created_at: now,
+        tenant: None,
+        expires_at: None,
+    };
+    let id = elsewhere.insert_api_key("fh_k1", &record).await.unwrap();
+    assert!(here.find_api_key("fh_k1", now).await.unwrap().is_some());
+    elsewhere.revoke_api_key(&id).await.unwrap().unwrap();
+    // This node's copy (fresh for a second, and no notification came) still holds the
+    // key: the recheck must read past it.
+    assert!(!here.api_key_exists(&id).await.unwrap());
+}
