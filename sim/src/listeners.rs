@@ -1,6 +1,8 @@
 //! Per-port proxy lifecycles: `apply_port` binds REAL HTTP and SOCKS5 listeners with the
-//! port's credentials as stored at that moment; re-applying restarts them; `purge_port`
-//! stops accepting, closes open tunnels and forgets the port.
+//! port's credentials as stored at that moment; re-applying restarts them (open tunnels
+//! close, the new credentials and limits apply) on the same listening sockets when the
+//! ports did not change; `purge_port` stops accepting, closes open tunnels and the sockets,
+//! and forgets the port.
 
 use super::error::SimError;
 use super::limits::PortLimits;
@@ -67,17 +69,22 @@ impl LivePort {
 #[derive(Debug)]
 pub(crate) struct PortRuntime {
     cancel: CancellationToken,
-    accept_tasks: Vec<JoinHandle<()>>,
+    accept_tasks: Vec<JoinHandle<Option<TcpListener>>>,
 }
 
 impl PortRuntime {
-    /// Stops accepting and closes open connections; returns once both listening sockets are
-    /// closed, so the TCP ports can be bound again straight away.
-    async fn stop(self) {
+    /// Stops accepting and closes open connections; returns the listening sockets, which a
+    /// re-apply on the same ports keeps (binding them again after a close would race every
+    /// other socket of the host for those ports) and a purge drops.
+    async fn stop(self) -> Vec<TcpListener> {
         self.cancel.cancel();
+        let mut listeners = Vec::new();
         for task in self.accept_tasks {
-            let _ = task.await;
+            if let Ok(Some(listener)) = task.await {
+                listeners.push(listener);
+            }
         }
+        listeners
     }
 }
 
@@ -105,11 +112,12 @@ pub(crate) async fn apply_port(sim: &Arc<Sim>, port_id: &str) -> Result<(), SimE
         };
         (live, p.http_port, p.socks_port)
     };
-    if let Some(old) = runtimes.remove(port_id) {
-        old.stop().await;
-    }
+    let kept = match runtimes.remove(port_id) {
+        Some(old) => old.stop().await,
+        None => Vec::new(),
+    };
     set_applied(sim, port_id, false);
-    let runtime = start(sim, Arc::new(live), http, socks).await?;
+    let runtime = start(sim, Arc::new(live), http, socks, kept).await?;
     runtimes.insert(port_id.to_string(), runtime);
     set_applied(sim, port_id, true);
     tracing::info!(port_id, http, socks, "simulator: port applied");
@@ -139,11 +147,21 @@ async fn start(
     live: Arc<LivePort>,
     http: u16,
     socks: u16,
+    mut kept: Vec<TcpListener>,
 ) -> Result<PortRuntime, SimError> {
-    let bind = |port| async move {
-        TcpListener::bind(SocketAddr::new(sim.config.proxy_ip, port))
-            .await
-            .map_err(|source| SimError::Bind { port, source })
+    let mut bind = |port| {
+        let at = kept
+            .iter()
+            .position(|l| l.local_addr().is_ok_and(|a| a.port() == port));
+        let reused = at.map(|i| kept.swap_remove(i));
+        async move {
+            match reused {
+                Some(listener) => Ok(listener),
+                None => TcpListener::bind(SocketAddr::new(sim.config.proxy_ip, port))
+                    .await
+                    .map_err(|source| SimError::Bind { port, source }),
+            }
+        }
     };
     let http_listener = bind(http).await?;
     let socks_listener = bind(socks).await?;
@@ -170,17 +188,17 @@ async fn start(
     })
 }
 
-/// Owns the listening socket: it closes when this loop returns.
+/// Owns the listening socket until cancelled, then hands it back (dropping it closes it).
 async fn accept_loop(
     sim: Arc<Sim>,
     listener: TcpListener,
     kind: Kind,
     live: Arc<LivePort>,
     cancel: CancellationToken,
-) {
+) -> Option<TcpListener> {
     loop {
         let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return Some(listener),
             a = listener.accept() => a,
         };
         let Ok((stream, _peer)) = accepted else {
