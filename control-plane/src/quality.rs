@@ -1,9 +1,10 @@
 //! What each seller's boxes measurably deliver, per agent, over the last hour, day and
 //! week: probe availability and first-byte latency (`probe`), rotation success and time to
 //! a new IP (rotation receipts: the plane's own rotations are timed, the agents' own only
-//! counted), and how often its allocations had to be moved away. Kept in hourly buckets
-//! (a week of them per agent, so memory stays flat), in memory on the node that sees the
-//! agent's probes and rotations: after a restart the windows fill again.
+//! counted), and how often its allocations had to be moved away. Counted in hourly
+//! buckets kept by the store (`store::probes`, a week per agent): each node adds what it
+//! saw every few seconds ([`Quality::run`]), so every node reads the same figures and a
+//! restart forgets at most those seconds. Reads add this node's counts not yet written.
 //!
 //! **The score** (0–100, `docs/operations.md` "What the quality score means"): probe
 //! availability × rotation success × a latency factor (1 up to a median first byte of
@@ -12,15 +13,24 @@
 //! within the bucket). Windows are whole clock hours: `1h` is this hour and the one before
 //! (60 to 120 minutes), `24h` and `7d` likewise end with this hour.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use crate::clock::Clock;
+use crate::store::{AgentHour, QualityHour, Store, StoreError, LATENCY_BUCKETS};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// Upper bounds of the latency buckets, ms (the last one holds everything above).
-const LATENCY_MS: [u64; 10] = [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, u64::MAX];
+const LATENCY_MS: [u64; LATENCY_BUCKETS] = [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, u64::MAX];
 /// Hours kept per agent: the longest window.
 const HOURS: i64 = 7 * 24;
+/// How often a node adds its counts to the store.
+const SYNC: Duration = Duration::from_secs(5);
+/// How long the day's sums read for `prefer = "quality"` are reused.
+const SCORES_FOR: Duration = Duration::from_secs(5);
 
 /// A window the figures are summed over.
 #[derive(
@@ -50,22 +60,15 @@ impl Window {
             Window::Week => HOURS,
         }
     }
+
+    /// The first hour of the window ending at `now`.
+    fn first_hour(self, now: OffsetDateTime) -> i64 {
+        hour_of(now) - self.hours() + 1
+    }
 }
 
-/// One hour of one agent.
-#[derive(Debug, Clone, Default)]
-struct Bucket {
-    hour: i64,
-    probes: u64,
-    probes_ok: u64,
-    /// Successful probes' first byte, by `LATENCY_MS` bucket.
-    latency: [u64; LATENCY_MS.len()],
-    rotations: u64,
-    rotations_changed: u64,
-    /// The plane's own rotations: how many were timed, and their total time to a new IP.
-    rotations_timed: u64,
-    rotation_ms_total: u64,
-    replacements: u64,
+fn hour_of(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp().div_euclid(3600)
 }
 
 /// An agent's figures over one window.
@@ -94,40 +97,48 @@ pub struct Figures {
     pub score: Option<u32>,
 }
 
-/// Every agent's hourly buckets.
-#[derive(Debug, Default)]
+impl Figures {
+    /// The figures of counts summed over a window.
+    pub fn of(sum: &QualityHour) -> Figures {
+        figures(sum)
+    }
+}
+
+/// The day's sums as last read for `prefer = "quality"`.
+type DaySums = (Instant, HashMap<String, QualityHour>);
+
+/// Every agent's quality (see the module docs).
+#[derive(Debug)]
 pub struct Quality {
-    agents: Mutex<HashMap<String, VecDeque<Bucket>>>,
+    store: Store,
+    /// Counts this node saw and has not yet added to the store: (agent, hour) → counts.
+    unsaved: Mutex<HashMap<(String, i64), QualityHour>>,
+    /// The last day's sums per agent as last read, for `prefer = "quality"`.
+    day: Mutex<Option<DaySums>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Quality {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, VecDeque<Bucket>>> {
-        self.agents.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Quality figures kept in `store`.
+    pub fn new(store: Store) -> Self {
+        Quality {
+            store,
+            unsaved: Mutex::default(),
+            day: Mutex::default(),
+        }
     }
 
-    /// The bucket of `agent_id` for the hour of `at` (older buckets beyond a week go).
-    fn with_bucket(&self, agent_id: &str, at: OffsetDateTime, change: impl FnOnce(&mut Bucket)) {
-        let hour = at.unix_timestamp().div_euclid(3600);
-        let mut agents = self.lock();
-        let buckets = agents.entry(agent_id.to_string()).or_default();
-        if buckets.back().is_none_or(|b| b.hour < hour) {
-            buckets.push_back(Bucket {
-                hour,
-                ..Bucket::default()
-            });
-        }
-        while buckets.front().is_some_and(|b| b.hour <= hour - HOURS) {
-            buckets.pop_front();
-        }
-        // A late report for an earlier hour lands in that hour if it is still kept.
-        if let Some(bucket) = buckets.iter_mut().rev().find(|b| b.hour <= hour) {
-            change(bucket);
-        }
+    fn count(&self, agent_id: &str, at: OffsetDateTime, change: impl FnOnce(&mut QualityHour)) {
+        let key = (agent_id.to_string(), hour_of(at));
+        change(lock(&self.unsaved).entry(key).or_default());
     }
 
     /// A probe of one of `agent_id`'s allocations: `first_byte` when it succeeded.
     pub fn probed(&self, agent_id: &str, at: OffsetDateTime, first_byte: Option<Duration>) {
-        self.with_bucket(agent_id, at, |b| {
+        self.count(agent_id, at, |b| {
             b.probes += 1;
             if let Some(first_byte) = first_byte {
                 b.probes_ok += 1;
@@ -149,7 +160,7 @@ impl Quality {
         changed: bool,
         took: Option<Duration>,
     ) {
-        self.with_bucket(agent_id, at, |b| {
+        self.count(agent_id, at, |b| {
             b.rotations += 1;
             b.rotations_changed += u64::from(changed);
             if let (Some(took), true) = (took, changed) {
@@ -161,38 +172,131 @@ impl Quality {
 
     /// An allocation was moved away from one of `agent_id`'s modems.
     pub fn replaced_from(&self, agent_id: &str, at: OffsetDateTime) {
-        self.with_bucket(agent_id, at, |b| b.replacements += 1);
+        self.count(agent_id, at, |b| b.replacements += 1);
     }
 
-    /// The agents with any figure kept.
-    pub fn agents(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+    /// Each agent's counts summed from `from_hour` on (`agents`, or all): what the store
+    /// keeps plus what this node has not written yet.
+    async fn sums(
+        &self,
+        agents: Option<&[String]>,
+        from_hour: i64,
+    ) -> Result<HashMap<String, QualityHour>, StoreError> {
+        let stored = self.store.quality_hours(agents, from_hour).await?;
+        let mut sums: HashMap<String, QualityHour> = HashMap::new();
+        for (agent, _, counts) in &stored {
+            sums.entry(agent.clone()).or_default().add(counts);
+        }
+        let wanted = |agent: &String| agents.is_none_or(|ids| ids.contains(agent));
+        for ((agent, hour), counts) in lock(&self.unsaved).iter() {
+            if *hour >= from_hour && wanted(agent) {
+                sums.entry(agent.clone()).or_default().add(counts);
+            }
+        }
+        Ok(sums)
     }
 
     /// `agent_id`'s figures over `window` ending at `now`.
-    pub fn figures(&self, agent_id: &str, window: Window, now: OffsetDateTime) -> Figures {
-        self.figures_of(&[agent_id], window, now)
+    pub async fn figures(
+        &self,
+        agent_id: &str,
+        window: Window,
+        now: OffsetDateTime,
+    ) -> Result<Figures, StoreError> {
+        let ids = [agent_id.to_string()];
+        let sums = self.sums(Some(&ids), window.first_hour(now)).await?;
+        Ok(figures(&sums.get(agent_id).cloned().unwrap_or_default()))
     }
 
-    /// The figures of `agent_ids` together (a seller label's boxes) over `window`.
-    pub fn figures_of(&self, agent_ids: &[&str], window: Window, now: OffsetDateTime) -> Figures {
-        let from = now.unix_timestamp().div_euclid(3600) - window.hours();
-        let agents = self.lock();
-        let mut sum = Bucket::default();
-        let buckets = agent_ids.iter().filter_map(|id| agents.get(*id)).flatten();
-        for b in buckets.filter(|b| b.hour > from) {
-            sum.probes += b.probes;
-            sum.probes_ok += b.probes_ok;
-            for (total, n) in sum.latency.iter_mut().zip(b.latency) {
-                *total += n;
+    /// Every agent's counts over `window` ending at `now` (agents without any are absent).
+    pub async fn every_agent(
+        &self,
+        window: Window,
+        now: OffsetDateTime,
+    ) -> Result<HashMap<String, QualityHour>, StoreError> {
+        self.sums(None, window.first_hour(now)).await
+    }
+
+    /// Each agent's score over the last day, for `prefer = "quality"`: the store's sums are
+    /// read again when older than a few seconds, or when this node has written since.
+    pub async fn day_scores(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<HashMap<String, u32>, StoreError> {
+        let kept = lock(&self.day)
+            .as_ref()
+            .filter(|(read, _)| read.elapsed() < SCORES_FOR)
+            .map(|(_, sums)| sums.clone());
+        let mut sums = match kept {
+            Some(sums) => sums,
+            None => {
+                let from = Window::Day.first_hour(now);
+                let stored = self.store.quality_hours(None, from).await?;
+                let mut sums: HashMap<String, QualityHour> = HashMap::new();
+                for (agent, _, counts) in &stored {
+                    sums.entry(agent.clone()).or_default().add(counts);
+                }
+                *lock(&self.day) = Some((Instant::now(), sums.clone()));
+                sums
             }
-            sum.rotations += b.rotations;
-            sum.rotations_changed += b.rotations_changed;
-            sum.rotations_timed += b.rotations_timed;
-            sum.rotation_ms_total += b.rotation_ms_total;
-            sum.replacements += b.replacements;
+        };
+        let from = Window::Day.first_hour(now);
+        for ((agent, hour), counts) in lock(&self.unsaved).iter() {
+            if *hour >= from {
+                sums.entry(agent.clone()).or_default().add(counts);
+            }
         }
-        figures(&sum)
+        Ok(sums
+            .into_iter()
+            .filter_map(|(agent, sum)| figures(&sum).score.map(|s| (agent, s)))
+            .collect())
+    }
+
+    /// Adds this node's unwritten counts to the store (kept for the next try if that fails).
+    pub async fn save(&self) -> Result<(), StoreError> {
+        let unsaved: Vec<AgentHour> = lock(&self.unsaved)
+            .drain()
+            .map(|((agent, hour), counts)| (agent, hour, counts))
+            .collect();
+        if unsaved.is_empty() {
+            return Ok(());
+        }
+        // Read after this write, or the day's sums would miss what left `unsaved`.
+        *lock(&self.day) = None;
+        if let Err(e) = self.store.add_quality(&unsaved).await {
+            let mut kept = lock(&self.unsaved);
+            for (agent, hour, counts) in unsaved {
+                kept.entry((agent, hour)).or_default().add(&counts);
+            }
+            return Err(e);
+        }
+        *lock(&self.day) = None;
+        Ok(())
+    }
+
+    /// Writes the counts every few seconds and prunes hours older than a week every hour,
+    /// until `shutdown` (then writes once more).
+    pub async fn run(self: Arc<Self>, clock: Clock, shutdown: CancellationToken) {
+        let mut pruned_hour = None;
+        loop {
+            let stopping = tokio::select! {
+                () = shutdown.cancelled() => true,
+                () = tokio::time::sleep(SYNC) => false,
+            };
+            if let Err(e) = self.save().await {
+                warn!("quality: cannot write the counts (kept for the next try): {e}");
+            }
+            if stopping {
+                return;
+            }
+            let hour = hour_of(clock.now());
+            if pruned_hour != Some(hour) {
+                match self.store.prune_quality(hour - HOURS + 1).await {
+                    Ok(_) => pruned_hour = Some(hour),
+                    Err(e) => warn!("quality: cannot prune old hours: {e}"),
+                }
+            }
+        }
     }
 }
 
@@ -201,7 +305,7 @@ pub fn percent(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
 }
 
-fn figures(sum: &Bucket) -> Figures {
+fn figures(sum: &QualityHour) -> Figures {
     let availability_pct = percent(sum.probes_ok, sum.probes);
     let rotation_success_pct = percent(sum.rotations_changed, sum.rotations);
     let p50_ms = percentile(&sum.latency, 0.5);
@@ -233,7 +337,7 @@ fn latency_factor(p50_ms: u64) -> f64 {
 
 /// The `q` quantile, interpolated within the bucket that holds it (the last bucket, which
 /// has no upper bound, is taken to end at twice its lower one).
-fn percentile(counts: &[u64; LATENCY_MS.len()], q: f64) -> Option<u64> {
+fn percentile(counts: &[u64; LATENCY_BUCKETS], q: f64) -> Option<u64> {
     let total: u64 = counts.iter().sum();
     if total == 0 {
         return None;
@@ -258,14 +362,35 @@ fn percentile(counts: &[u64; LATENCY_MS.len()], q: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{AgentRecord, SledStore};
 
     fn at(hours: i64) -> OffsetDateTime {
         OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1000 + hours)
     }
 
-    #[test]
-    fn windows_sum_their_hours_and_forget_the_rest() {
-        let q = Quality::default();
+    /// A sled store with agents `a` and `b` enrolled.
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = SledStore::open(dir.path()).unwrap();
+        for id in ["a", "b"] {
+            sled.put_agent(&AgentRecord {
+                agent_id: id.into(),
+                public_key: vec![1; 32],
+                label: String::new(),
+                hostname: "box".into(),
+                enrolled_at: at(0),
+                revoked: false,
+                approved: true,
+            })
+            .unwrap();
+        }
+        (dir, Store::Sled(sled))
+    }
+
+    #[tokio::test]
+    async fn windows_sum_their_hours_whether_written_or_not() {
+        let (_dir, store) = store();
+        let q = Quality::new(store.clone());
         let ms = |n| Some(Duration::from_millis(n));
         // A week ago (beyond every window), yesterday, and now.
         q.probed("a", at(-200), None);
@@ -273,26 +398,46 @@ mod tests {
         for _ in 0..9 {
             q.probed("a", at(0), ms(30));
         }
+        q.save().await.unwrap();
         q.probed("a", at(0), ms(3000));
-        let hour = q.figures("a", Window::Hour, at(0));
+        let hour = q.figures("a", Window::Hour, at(0)).await.unwrap();
         assert_eq!((hour.probes, hour.probes_ok), (10, 10));
         // Interpolated within their buckets: 5 of the 9 in (25, 50], the 10th in (1600, 3200].
         assert_eq!((hour.p50_ms, hour.p95_ms), (Some(39), Some(3200)));
         assert_eq!(hour.availability_pct, Some(100.0));
         assert_eq!(hour.score, Some(100));
-        let day = q.figures("a", Window::Day, at(0));
+        let day = q.figures("a", Window::Day, at(0)).await.unwrap();
         assert_eq!((day.probes, day.availability_pct), (11, Some(90.9)));
-        let week = q.figures("a", Window::Week, at(0));
-        assert_eq!(week.probes, 11, "the probe 200 h ago is gone");
-        assert_eq!(q.figures("b", Window::Week, at(0)), Figures::default());
-        q.probed("b", at(0), None);
-        let both = q.figures_of(&["a", "b"], Window::Hour, at(0));
-        assert_eq!((both.probes, both.probes_ok), (11, 10));
+        let week = q.figures("a", Window::Week, at(0)).await.unwrap();
+        assert_eq!(week.probes, 11, "the probe 200 h ago is outside");
+        let none = q.figures("b", Window::Week, at(0)).await.unwrap();
+        assert_eq!(none, Figures::default());
+
+        // Another node (or this one restarted) reads what was written.
+        q.save().await.unwrap();
+        let other = Quality::new(store.clone());
+        assert_eq!(other.figures("a", Window::Day, at(0)).await.unwrap(), day);
+        other.probed("b", at(0), None);
+        let all = other.every_agent(Window::Hour, at(0)).await.unwrap();
+        assert_eq!((all["a"].probes, all["b"].probes), (10, 1));
+        let scores = other.day_scores(at(0)).await.unwrap();
+        assert_eq!((scores.get("a"), scores.get("b")), (Some(&91), Some(&0)));
+
+        // A week on, the old hours are pruned; an unknown agent's counts are not kept.
+        assert_eq!(store.prune_quality(hour_of(at(-100))).await.unwrap(), 1);
+        other.probed("ag_gone", at(0), None);
+        other.save().await.unwrap();
+        let kept = store.quality_hours(None, i64::MIN).await.unwrap();
+        assert!(
+            kept.iter().all(|(agent, _, _)| agent != "ag_gone"),
+            "{kept:?}"
+        );
     }
 
-    #[test]
-    fn the_score_weighs_availability_rotations_and_latency() {
-        let q = Quality::default();
+    #[tokio::test]
+    async fn the_score_weighs_availability_rotations_and_latency() {
+        let (_dir, store) = store();
+        let q = Quality::new(store);
         for i in 0..4 {
             let first_byte = (i > 0).then(|| Duration::from_millis(3000));
             q.probed("a", at(0), first_byte);
@@ -300,7 +445,7 @@ mod tests {
         q.rotated("a", at(0), true, Some(Duration::from_secs(4)));
         q.rotated("a", at(0), false, None);
         q.replaced_from("a", at(0));
-        let f = q.figures("a", Window::Hour, at(0));
+        let f = q.figures("a", Window::Hour, at(0)).await.unwrap();
         // 75 % available, half the rotations worked, p50 (2 of 3 in (1600, 3200]) 2667 ms
         // → latency factor 1 - 1667/8000.
         assert_eq!(f.availability_pct, Some(75.0));

@@ -163,7 +163,6 @@ impl ControlPlane {
             metrics,
             events,
             webhooks,
-            probes: prober.book(),
             probing: prober.enabled(),
             console: Arc::default(),
             trends: Arc::default(),
@@ -267,6 +266,12 @@ impl ControlPlane {
         let cluster = tokio::spawn(state.gateway.clone().run_cluster(sessions.clone()));
         let mirror = tokio::spawn(state.gateway.clone().run_mirror(sessions.clone()));
         let probes = tokio::spawn(prober.run(sessions.clone()));
+        let quality = tokio::spawn(
+            state
+                .allocator
+                .quality()
+                .run(state.fleet.clock().clone(), sessions.clone()),
+        );
         let trends = tokio::spawn(api::console::trend::run(state.clone(), sessions.clone()));
         let echo = echo.map(|listener| {
             let metrics = state.metrics.clone();
@@ -320,6 +325,7 @@ impl ControlPlane {
         let _ = warnings.await;
         let _ = release_retries.await;
         let _ = probes.await;
+        let _ = quality.await;
         let _ = trends.await;
         if let Some(echo) = echo {
             let _ = echo.await;

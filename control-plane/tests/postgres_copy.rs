@@ -8,7 +8,9 @@
 mod support;
 
 use farmhand_control::store::pg::{self, copy::CopyError};
-use farmhand_control::store::{PendingCommand, RotationRecord, UsageTotals};
+use farmhand_control::store::{
+    PendingCommand, ProbeRecord, ProbeTrack, QualityHour, RotationRecord, UsageTotals,
+};
 use farmhand_protocol::{Command, CommandBody, RotateIp};
 use farmhand_test_support::postgres::PgCluster;
 use serde_json::{json, Value};
@@ -73,6 +75,33 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         .put_pending_command(&PendingCommand::new(&agent_id, &command))
         .await
         .unwrap();
+    let track = ProbeTrack {
+        agent_id: agent_id.clone(),
+        imei: IMEI.into(),
+        failures_in_a_row: 0,
+        degraded: None,
+        results: [ProbeRecord {
+            at: farmhand_control::ids::now(),
+            failure: None,
+            protocol: None,
+            connect_ms: Some(1),
+            first_byte_ms: Some(12),
+            egress_ip: Some("198.51.100.2".into()),
+            modem_ip: Some("198.51.100.2".into()),
+            node: "nd_1".into(),
+        }]
+        .into(),
+    };
+    let live_id = live["allocation_id"].as_str().unwrap();
+    assert!(store.save_probe_track(live_id, &track).await.unwrap());
+    let hour = QualityHour {
+        probes: 3,
+        probes_ok: 2,
+        latency: [0, 2, 0, 0, 0, 0, 0, 0, 0, 0],
+        ..QualityHour::default()
+    };
+    let hours = [(agent_id.clone(), 490_000, hour)];
+    assert_eq!(store.add_quality(&hours).await.unwrap(), 1);
     eventually("webhooks are delivered", || async {
         receiver.got().len() >= 3
     })
@@ -99,6 +128,8 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         ("audit", 5),
         ("webhook_endpoints", 1),
         ("webhook_deliveries", 3),
+        ("probe_tracks", 1),
+        ("agent_quality", 1),
     ] {
         assert!(rows[table] >= at_least, "{table}: {} rows", rows[table]);
     }
@@ -168,7 +199,7 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("copied and verified: 12 tables"),
+        stdout.contains("copied and verified: 14 tables"),
         "{stdout}"
     );
     let audit_line = stdout.lines().find(|l| l.starts_with("audit ")).unwrap();

@@ -13,8 +13,8 @@ use farmhand_control::store::pg::{self, migrations, PgStore};
 use farmhand_control::store::{
     AgentRecord, AllocationRecord, AllocationRequest, AllocationState, ApiKeyRecord, AuditAction,
     AuditEvent, Delivery, DeliveryState, EnrollError, EraseError, InsertOutcome, Lease,
-    LeasedDelivery, PendingCommand, Role, RotationRecord, TokenRecord, UsageTotals,
-    WebhookEndpoint,
+    LeasedDelivery, PendingCommand, ProbeRecord, ProbeTrack, QualityHour, Role, RotationRecord,
+    TokenRecord, UsageTotals, WebhookEndpoint, LATENCY_BUCKETS,
 };
 use farmhand_control::Store;
 use farmhand_protocol::{AllocationUsage, Command, CommandBody, Release, UsageReport};
@@ -1284,7 +1284,14 @@ macro_rules! seller {
         sent.state = DeliveryState::Delivered;
         $store.settle_delivery(&leased, &sent).await.unwrap();
 
+        let probed = track("ag_gone", IMEI_A);
+        assert!($store.save_probe_track("al_1", &probed).await.unwrap());
+        let hour = quality_hour(3);
+        $store.add_quality(&[("ag_gone".into(), 7, hour.clone())]).await.unwrap();
+
         let found = $store.seller_records("ag_gone").await.unwrap().unwrap();
+        assert_eq!(found.probes, [("al_1".to_string(), probed)]);
+        assert_eq!(found.quality, [("ag_gone".to_string(), 7, hour)]);
         assert_eq!(ids(&found.allocations), ["al_1"]);
         assert_eq!(found.usage, [("al_1".to_string(), totals)]);
         assert_eq!(found.rotations, [(IMEI_A.to_string(), rotation)]);
@@ -1310,10 +1317,13 @@ macro_rules! seller {
                 erased.commands_deleted,
                 erased.tokens_deleted,
                 erased.audit_rewritten,
-                erased.deliveries_scrubbed
+                erased.deliveries_scrubbed,
+                erased.probes_deleted,
+                erased.quality_hours_deleted
             ),
-            (1, 1, 1, 1, 1, 1, 4, 1)
+            (1, 1, 1, 1, 1, 1, 4, 1, 1, 1)
         );
+        assert_eq!($store.probe_track("al_1").await.unwrap(), None);
         assert_eq!($store.agent("ag_gone").await.unwrap(), None);
         let kept = $store.allocation("al_1").await.unwrap().unwrap();
         assert_eq!((kept.agent_id.as_str(), kept.imei.as_str()), ("ag_erased_1", ""));
@@ -1334,6 +1344,151 @@ macro_rules! seller {
         let tables = $store.table_names().await.unwrap();
         assert!(tables.iter().any(|t| t == "allocations"), "{tables:?}");
     }};
+}
+
+fn track(agent_id: &str, imei: &str) -> ProbeTrack {
+    ProbeTrack {
+        agent_id: agent_id.into(),
+        imei: imei.into(),
+        failures_in_a_row: 2,
+        degraded: Some("ip_mismatch".into()),
+        results: [ProbeRecord {
+            at: now(),
+            failure: Some("ip_mismatch".into()),
+            protocol: Some("http".into()),
+            connect_ms: Some(3),
+            first_byte_ms: Some(40),
+            egress_ip: Some("198.51.100.7".into()),
+            modem_ip: Some("198.51.100.4".into()),
+            node: "nd_a".into(),
+        }]
+        .into(),
+    }
+}
+
+fn quality_hour(n: u64) -> QualityHour {
+    let mut latency = [0; LATENCY_BUCKETS];
+    latency[2] = n;
+    latency[LATENCY_BUCKETS - 1] = 1;
+    QualityHour {
+        probes: n + 1,
+        probes_ok: n,
+        latency,
+        rotations: 2,
+        rotations_changed: 1,
+        rotations_timed: 1,
+        rotation_ms_total: 4_000,
+        replacements: 1,
+    }
+}
+
+macro_rules! probes {
+    ($store:ident) => {{
+        let t = now();
+        let token = TokenRecord {
+            label: "rack".into(),
+            created_at: t,
+            expires_at: t + Duration::days(1),
+            used: false,
+            agent_id: None,
+        };
+        for (secret, id) in [("et_1", "ag_1"), ("et_2", "ag_2")] {
+            $store
+                .insert_enrollment_token(secret, &token)
+                .await
+                .unwrap();
+            $store.enroll(secret, agent(id), t).await.unwrap();
+        }
+        $store.has_modem("ag_1", IMEI_A, 10).await;
+        let mut live = allocation("al_1", "default", "o-1", "ag_1", IMEI_A);
+        live.state = AllocationState::Active;
+        $store.insert_allocation(&live).await.unwrap();
+
+        // A probe record is kept per allocation, replaced by the next, and only for an
+        // allocation the store keeps.
+        assert_eq!($store.probe_track("al_1").await.unwrap(), None);
+        let mut first = track("ag_1", IMEI_A);
+        assert!($store.save_probe_track("al_1", &first).await.unwrap());
+        first.failures_in_a_row = 3;
+        assert!($store.save_probe_track("al_1", &first).await.unwrap());
+        assert_eq!(
+            $store.probe_track("al_1").await.unwrap(),
+            Some(first.clone())
+        );
+        assert!(!$store.save_probe_track("al_nope", &first).await.unwrap());
+        assert_eq!($store.probe_track("al_nope").await.unwrap(), None);
+
+        // Quality hours add up, whoever adds them; an agent not enrolled gets none.
+        let written = $store
+            .add_quality(&[
+                ("ag_1".into(), 10, quality_hour(2)),
+                ("ag_1".into(), 11, quality_hour(1)),
+                ("ag_2".into(), 11, quality_hour(5)),
+                ("ag_nope".into(), 11, quality_hour(5)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(written, 3);
+        $store
+            .add_quality(&[("ag_1".into(), 11, quality_hour(4))])
+            .await
+            .unwrap();
+        let mut both = quality_hour(1);
+        both.add(&quality_hour(4));
+        assert_eq!(both.latency[2], 5);
+        let mut ag_1 = $store
+            .quality_hours(Some(&["ag_1".to_string()]), 11)
+            .await
+            .unwrap();
+        ag_1.sort_by_key(|(_, hour, _)| *hour);
+        assert_eq!(ag_1, [("ag_1".to_string(), 11, both.clone())]);
+        let mut every = $store.quality_hours(None, 0).await.unwrap();
+        every.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let agents: Vec<(&str, i64)> = every.iter().map(|(a, h, _)| (a.as_str(), *h)).collect();
+        assert_eq!(agents, [("ag_1", 10), ("ag_1", 11), ("ag_2", 11)]);
+        assert_eq!($store.prune_quality(11).await.unwrap(), 1);
+        assert_eq!($store.quality_hours(None, 0).await.unwrap().len(), 2);
+
+        // The record goes with the allocation's detail.
+        let mut ended = $store.allocation("al_1").await.unwrap().unwrap();
+        ended.state = AllocationState::Released;
+        ended.released_at = Some(t);
+        $store.save_allocation(&ended).await.unwrap();
+        assert!(
+            $store.probe_track("al_1").await.unwrap().is_some(),
+            "kept after the end"
+        );
+        {
+            use farmhand_control::store::RetentionKind as Kind;
+            for kind in [Kind::Credentials, Kind::AllocationDetail] {
+                let queued = $store.retention_due(kind, t, 10).await.unwrap();
+                assert!(
+                    $store.forget(kind, &queued[0], t).await.unwrap(),
+                    "{kind:?}"
+                );
+                $store.retention_next(kind, &queued[0]).await.unwrap();
+                $store.retention_done(&queued[0]).await.unwrap();
+                let kept = $store.probe_track("al_1").await.unwrap();
+                assert_eq!(kept.is_some(), kind == Kind::Credentials, "{kind:?}");
+            }
+        }
+        assert_eq!($store.probe_track("al_1").await.unwrap(), None);
+        assert!(
+            !$store.save_probe_track("al_1", &first).await.unwrap(),
+            "detail purged"
+        );
+        assert_eq!($store.probe_track("al_1").await.unwrap(), None);
+        assert!($store
+            .tables_containing(b"198.51.100.7")
+            .await
+            .unwrap()
+            .is_empty());
+    }};
+}
+
+#[tokio::test]
+async fn probe_records_and_quality_hours_behave_alike() {
+    on_both_backends!(probes);
 }
 
 #[tokio::test]

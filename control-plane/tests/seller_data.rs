@@ -6,7 +6,9 @@
 
 mod support;
 
-use farmhand_control::store::{PendingCommand, RotationRecord, UsageTotals};
+use farmhand_control::store::{
+    PendingCommand, ProbeRecord, ProbeTrack, QualityHour, RotationRecord, UsageTotals,
+};
 use farmhand_protocol::{Command, CommandBody, RotateIp};
 use farmhand_test_support::data_map_exports;
 use serde_json::{json, Value};
@@ -71,6 +73,36 @@ async fn market() -> Market {
         store.record_rotation(agent, imei, &rotation).await.unwrap();
         store.set_modem_owner(imei, agent).await.unwrap();
     }
+    // What the probes found about A's live port, and both sellers' quality hours.
+    let live_id = live["allocation_id"].as_str().unwrap();
+    let probe = ProbeRecord {
+        at: farmhand_control::ids::now(),
+        failure: Some("ip_mismatch".into()),
+        protocol: Some("http".into()),
+        connect_ms: Some(2),
+        first_byte_ms: Some(30),
+        egress_ip: Some("198.51.100.77".into()),
+        modem_ip: Some("198.51.100.15".into()),
+        node: "nd_1".into(),
+    };
+    let track = ProbeTrack {
+        agent_id: a.clone(),
+        imei: IMEI_A.into(),
+        failures_in_a_row: 1,
+        degraded: None,
+        results: [probe].into(),
+    };
+    assert!(store.save_probe_track(live_id, &track).await.unwrap());
+    let hour = QualityHour {
+        probes: 4,
+        probes_ok: 3,
+        ..QualityHour::default()
+    };
+    let hours = [
+        (a.clone(), 500_000, hour.clone()),
+        (b.clone(), 500_000, hour),
+    ];
+    assert_eq!(store.add_quality(&hours).await.unwrap(), 2);
     let command = Command {
         id: "cmd-waiting".into(),
         deadline_ms: u64::MAX / 2,
@@ -146,6 +178,14 @@ async fn the_export_holds_every_mapped_kind_and_no_buyer_or_other_seller() {
     assert_eq!(doc["modems"][0]["imei"], IMEI_A);
     assert_eq!(doc["usage"][0]["bytes_in"], 1000);
     assert_eq!(doc["pending_commands"][0]["op"], "rotate_ip");
+    assert_eq!(doc["probes"][0]["reason"], "ip_mismatch");
+    assert_eq!(doc["probes"][0]["egress_ip"], "198.51.100.77");
+    assert_eq!(
+        doc["quality"].as_array().unwrap().len(),
+        1,
+        "its own hours only"
+    );
+    assert_eq!(doc["quality"][0]["hour"], "2027-01-15T08:00:00Z");
     let audit = doc["audit"].as_array().unwrap();
     assert!(
         audit.iter().any(|e| e["action"] == "agent_enrolled"),

@@ -300,19 +300,20 @@ async fn every_allocation_is_probed_by_exactly_one_node() {
     for node in &cluster.nodes {
         ids.push(node_id(node).await);
     }
-    let probed_on = |id: String| {
+    // Every node answers the same for an allocation (the store keeps the results).
+    let probes_on_every_node = |id: String| {
         let nodes = &cluster.nodes;
         async move {
-            let mut counts = Vec::new();
+            let mut views = Vec::new();
             for node in nodes {
                 let p = node
                     .market
                     .get(&format!("/v1/allocations/{id}/probes"))
                     .await
                     .ok()?;
-                counts.push(p.body["summary"]["probes"].as_u64()?);
+                views.push(p.body);
             }
-            Some(counts)
+            Some(views)
         }
     };
     within(
@@ -320,8 +321,8 @@ async fn every_allocation_is_probed_by_exactly_one_node() {
         "every allocation probed twice",
         || async {
             for (id, _) in &sold {
-                let counts = probed_on(id.clone()).await?;
-                (counts.iter().max()? >= &2).then_some(())?;
+                let views = probes_on_every_node(id.clone()).await?;
+                (views[0]["summary"]["probes"].as_u64()? >= 2).then_some(())?;
             }
             Some(())
         },
@@ -338,24 +339,28 @@ async fn every_allocation_is_probed_by_exactly_one_node() {
         "the probed agents are spread over nodes: {held:?}"
     );
     for (id, agent) in &sold {
-        let counts = probed_on(id.clone()).await.unwrap();
-        let probing: Vec<usize> = (0..3).filter(|n| counts[*n] > 0).collect();
+        let views = probes_on_every_node(id.clone()).await.unwrap();
+        // Read one after another while probes go on, each node shows the same record: the
+        // same first result (newest first, and far below `history`), no fewer results.
+        let first = |n: usize| views[n]["results"].as_array().unwrap().last().cloned();
+        let count = |n: usize| views[n]["summary"]["probes"].as_u64().unwrap();
+        for n in 1..3 {
+            assert_eq!(first(n), first(0), "{id}: nodes disagree: {views:?}");
+            assert!(count(n) >= count(n - 1), "{id}: {views:?}");
+        }
+        let probing: HashSet<&str> = views[2]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["node"].as_str())
+            .collect();
         assert_eq!(
-            probing.len(),
-            1,
-            "{id} probed by nodes {probing:?}: {counts:?}"
+            probing,
+            HashSet::from([held[agent].as_str()]),
+            "{id} probed by its agent's node only"
         );
-        assert_eq!(
-            Some(&ids[probing[0]]),
-            held.get(agent),
-            "{id} probed by its agent's node"
-        );
-        let view = cluster.nodes[probing[0]]
-            .market
-            .get(&format!("/v1/allocations/{id}/probes"))
-            .await
-            .unwrap();
-        assert_eq!(view.body["health"], "ok", "{:?}", view.body);
+        assert_eq!(views[2]["health"], "ok", "{:?}", views[2]);
+        assert!(ids.contains(&held[agent]), "{ids:?}");
     }
 }
 

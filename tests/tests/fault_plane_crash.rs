@@ -2,7 +2,9 @@
 //! 50 allocations (every allocation it confirmed survives, works and has exactly one port
 //! on the box after reconciliation, and every state change that reached the store reaches
 //! the marketplace's webhook receiver), and under 200 connected agents (all reconnect after
-//! the restart, none refused for load). Agents and the simulator run in-process.
+//! the restart, none refused for load); and stopped and killed while probing sold ports
+//! (the probe record and the quality counts are found again). Agents and the simulator run
+//! in-process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fault_support;
@@ -245,4 +247,105 @@ async fn two_hundred_agents_reconnect_after_a_restart_without_refusals() {
         "an agent was refused for load:\n{log}"
     );
     assert!(agents.iter().all(|(_, status)| status.connected()));
+}
+
+/// What the probes found is kept by the store: after a `kill -9` the allocation's probe
+/// record is there (its first result unchanged) and judging carries on from it; after a
+/// clean stop not one quality count is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_records_and_quality_counts_outlive_the_plane_process() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(1, &stop).await;
+    let imei = sim.imeis()[0].clone();
+    // A loopback modem IP: the echo sees the modem's address, as from a real box.
+    sim.set_ext_ip(&imei, "127.0.9.1").unwrap();
+    let probes = "heartbeat_interval_s = 1\n[probe]\nenabled = true\n\
+                  listen = \"127.0.0.1:0\"\ninterval_s = 2\ntimeout_s = 2";
+    let mut plane = PlaneProcess::start(dir.path(), probes).await.unwrap();
+    let (_agent_dir, _status) = start_agent(&plane, &sim, Duration::from_secs(1), &stop).await;
+    let offered = within(Duration::from_secs(30), "the modem offered", || async {
+        let reply = plane.market.get("/v1/modems?available=true").await.ok()?;
+        (reply.body["modems"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    let modems = plane.admin.get("/v1/modems").await.unwrap();
+    assert!(offered.is_ok(), "{:?}\n{}", modems.body, plane.output());
+    let body = json!({"order_id": "probed", "duration_s": 3600});
+    let sold = within(Duration::from_secs(30), "the order is sold", || async {
+        let reply = plane
+            .market
+            .post("/v1/allocations", body.clone())
+            .await
+            .ok()?;
+        (reply.status == 201).then_some(reply.body)
+    })
+    .await
+    .unwrap();
+    let (id, agent) = (
+        sold["allocation_id"].as_str().unwrap().to_owned(),
+        sold["agent_id"].as_str().unwrap().to_owned(),
+    );
+    let probes_of = |plane: &PlaneProcess| {
+        let (market, id) = (plane.market.clone(), id.clone());
+        async move {
+            let r = market
+                .get(&format!("/v1/allocations/{id}/probes"))
+                .await
+                .ok()?;
+            (r.status == 200).then_some(r.body)
+        }
+    };
+    let quality_probes = |plane: &PlaneProcess| {
+        let (market, agent) = (plane.market.clone(), agent.clone());
+        async move {
+            let r = market
+                .get(&format!("/v1/agents/{agent}/quality"))
+                .await
+                .ok()?;
+            r.body["1h"]["probes"].as_u64()
+        }
+    };
+    let first_result = |view: &serde_json::Value| view["results"].as_array()?.last().cloned();
+
+    let before = within(Duration::from_secs(60), "three probes", || async {
+        let view = probes_of(&plane).await?;
+        (view["summary"]["probes"].as_u64()? >= 3).then_some(view)
+    })
+    .await
+    .unwrap();
+    assert_eq!(before["health"], "ok", "{before}");
+    plane.kill9();
+    plane.restart().await.unwrap();
+    let after = probes_of(&plane).await.expect("the probes after a restart");
+    assert_eq!(first_result(&after), first_result(&before), "{after}");
+    assert!(after["summary"]["probes"].as_u64().unwrap() >= 2, "{after}");
+    // Judging carries on from the kept record.
+    within(
+        Duration::from_secs(60),
+        "probes after the restart",
+        || async {
+            let view = probes_of(&plane).await?;
+            let n = view["summary"]["probes"].as_u64()?;
+            (n > before["summary"]["probes"].as_u64()? && view["health"] == "ok").then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // Enough counts that the moment after a restart could not make them up again.
+    let counted = within(Duration::from_secs(60), "six probes counted", || async {
+        quality_probes(&plane).await.filter(|n| *n >= 6)
+    })
+    .await
+    .unwrap();
+    let status = plane.stop().await.unwrap();
+    assert!(status.success(), "{status:?}\n{}", plane.output());
+    plane.restart().await.unwrap();
+    let kept = quality_probes(&plane).await.unwrap();
+    assert!(
+        kept >= counted,
+        "{kept} quality counts after the stop, {counted} before"
+    );
 }

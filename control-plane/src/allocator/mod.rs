@@ -240,6 +240,7 @@ impl Allocator {
             );
         }
         let allocator = Allocator {
+            quality: Arc::new(crate::quality::Quality::new(store.clone())),
             store,
             fleet,
             gateway,
@@ -257,7 +258,6 @@ impl Allocator {
             replacing: outages::Tracker::default(),
             release_retries: release_retry::Schedule::default(),
             clock,
-            quality: Arc::default(),
         };
         for mut record in left_pending {
             let why = "the control plane restarted while provisioning";

@@ -14,11 +14,11 @@ use crate::events::EventType;
 use crate::fleet::{ModemFilter, Reservation};
 use crate::gateway::DispatchError;
 use crate::ids::{random_id, unix_ms};
-use crate::quality::Window;
 use crate::store::{
     AllocationRecord, AllocationRequest, AllocationState, AuditAction, InsertOutcome,
 };
 use farmhand_protocol::{CommandBody, CommandErrorCode, CommandOutput, Outcome, Provision, Secret};
+use std::collections::HashMap;
 use time::Duration;
 use tracing::{info, warn};
 
@@ -53,8 +53,11 @@ impl Allocator {
             ..ModemFilter::default()
         };
         let password = generate_password();
+        let scores = self.scores(&filter).await;
         let (mut slot, mut record) = loop {
-            let slot = self.reserve(&filter).ok_or(AllocError::NoCapacity)?;
+            let slot = self
+                .reserve(&filter, &scores)
+                .ok_or(AllocError::NoCapacity)?;
             let record = self.new_record(&request, &slot, &password, tenant);
             let mut inserted = self.store.insert_allocation(&record).await;
             if matches!(inserted, Ok(InsertOutcome::ModemUnknown)) {
@@ -85,7 +88,7 @@ impl Allocator {
         let mut outcome = self.send_provision(&record, &slot, &password).await;
         if let Some(field) = capability_refused(&outcome) {
             self.fleet.learn_refusal(&slot.agent_id, field);
-            if let Some(next) = self.reserve(&filter) {
+            if let Some(next) = self.reserve(&filter, &scores) {
                 warn!(allocation_id = %record.allocation_id, agent_id = %slot.agent_id, field, "the box does not keep this limit; placing the order on another box");
                 self.fleet.release_load(&slot.agent_id, &slot.imei);
                 record.imei = next.imei.clone();
@@ -102,25 +105,32 @@ impl Allocator {
             .map(|r| (Created::New, r))
     }
 
-    /// Takes a slot on a modem matching `filter`: the least loaded, or with
-    /// `prefer = "quality"` the one whose agent scores best over the last day.
-    fn reserve(&self, filter: &ModemFilter) -> Option<Reservation> {
-        if self.config.prefer == Prefer::Quality && filter.imei.is_none() {
-            let now = self.clock.now();
+    /// With `prefer = "quality"`, each agent's score over the last day (empty otherwise,
+    /// for an order naming its modem, or when the scores cannot be read: least loaded).
+    async fn scores(&self, filter: &ModemFilter) -> HashMap<String, u32> {
+        if self.config.prefer != Prefer::Quality || filter.imei.is_some() {
+            return HashMap::new();
+        }
+        match self.quality.day_scores(self.clock.now()).await {
+            Ok(scores) => scores,
+            Err(e) => {
+                warn!("prefer = \"quality\": cannot read the scores, choosing the least loaded modem: {e}");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Takes a slot on a modem matching `filter`: the least loaded, or with `scores`
+    /// (`prefer = "quality"`) the one whose agent scores best, then the least loaded.
+    fn reserve(&self, filter: &ModemFilter, scores: &HashMap<String, u32>) -> Option<Reservation> {
+        if !scores.is_empty() {
             let mut candidates = self.fleet.modems(&ModemFilter {
                 available: Some(true),
                 ..filter.clone()
             });
-            let score = |agent_id: &str| self.quality.figures(agent_id, Window::Day, now).score;
-            let mut scores = std::collections::HashMap::new();
-            for m in &candidates {
-                scores
-                    .entry(m.agent_id.clone())
-                    .or_insert_with(|| score(&m.agent_id));
-            }
             // Best score first (none last), then the least loaded.
             candidates.sort_by_key(|m| {
-                let s = scores.get(&m.agent_id).copied().flatten();
+                let s = scores.get(&m.agent_id).copied();
                 (
                     std::cmp::Reverse(s.map(|s| s + 1).unwrap_or(0)),
                     m.active_allocations,

@@ -57,8 +57,6 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// Webhook endpoints and their delivery logs.
     pub webhooks: crate::webhooks::Webhooks,
-    /// What this node's probes found (`[probe]`).
-    pub probes: std::sync::Arc<crate::probe::Book>,
     /// Whether probes run (`[probe] enabled`).
     pub probing: bool,
     /// Signed-in console sessions.

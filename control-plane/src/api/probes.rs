@@ -1,7 +1,7 @@
 //! `GET /v1/allocations/{id}/probes`: what the probes found about one allocation's port —
 //! its recent results (newest first), whether it is degraded and why, and a summary
-//! (availability, first-byte p50/p95). Probes are held by the node that runs them (the
-//! one holding the allocation's agent): another node of a cluster answers with no results.
+//! (availability, first-byte p50/p95). Kept in the store: every node of a cluster answers
+//! alike, and an ended allocation's probes stay as long as its detail (`allocation_detail_days`).
 
 use super::allocations::owned;
 use super::auth::AnyRole;
@@ -23,7 +23,7 @@ use std::time::Duration;
     "summary": {"probes": 40, "ok": 37, "availability_pct": 92.5, "p50_ms": 180, "p95_ms": 420},
     "results": [{"at": "2026-12-07T10:00:00Z", "ok": false, "reason": "ip_mismatch",
         "protocol": "http", "connect_ms": 41, "first_byte_ms": 190,
-        "egress_ip": "198.51.100.77", "modem_ip": "198.51.100.4"}]
+        "egress_ip": "198.51.100.77", "modem_ip": "198.51.100.4", "node": "nd_4f1c9a"}]
 }))]
 pub struct ProbesView {
     allocation_id: String,
@@ -33,7 +33,7 @@ pub struct ProbesView {
     /// judged then); `refused_by_seller` when the box's seller policy forbids probes;
     /// `off` when probes are disabled.
     judging: &'static str,
-    /// `ok`, `degraded`, or `unknown` (not probed yet, or by another node).
+    /// `ok`, `degraded`, or `unknown` (not probed yet).
     health: &'static str,
     /// Why it is degraded.
     reason: Option<Failure>,
@@ -78,6 +78,8 @@ pub struct ProbeView {
     egress_ip: Option<String>,
     /// The IP the modem reported then (`null`: unknown, e.g. rotating).
     modem_ip: Option<String>,
+    /// The plane node that ran it (`/healthz` `node`): its network path is the one measured.
+    node: String,
 }
 
 /// `GET /v1/allocations/{id}/probes`.
@@ -92,7 +94,7 @@ pub async fn show(
     ApiPath(id): ApiPath,
 ) -> Result<Json<ProbesView>, ApiError> {
     let record = owned(&state, &caller, &id).await?;
-    let track = state.probes.track(&id);
+    let track = state.store.probe_track(&id).await?.map(Track::from_record);
     let refused = state
         .fleet
         .agent(&record.agent_id)
@@ -138,6 +140,7 @@ fn result(r: &ProbeResult) -> ProbeView {
         first_byte_ms: r.first_byte.map(ms),
         egress_ip: r.egress_ip.clone(),
         modem_ip: r.modem_ip.clone(),
+        node: r.node.clone(),
     }
 }
 

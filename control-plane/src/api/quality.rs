@@ -1,12 +1,14 @@
 //! `GET /v1/agents/{id}/quality` and `GET /v1/quality`: what each seller's boxes measurably
 //! deliver (`quality`), so a marketplace can list, price and de-list by it — one agent over
-//! every window, or every agent (and every seller label) over one window, ranked.
+//! every window, or every agent (and every seller label) over one window, ranked. Every
+//! node of a cluster answers alike (the figures are kept in the store).
 
 use super::auth::AnyRole;
 use super::json::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::http_error::ApiError;
 use crate::quality::{Figures, Window};
+use crate::store::QualityHour;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -50,9 +52,9 @@ pub async fn agent(
     let quality = state.allocator.quality();
     let now = state.fleet.clock().now();
     Ok(Json(AgentQuality {
-        hour: quality.figures(&id, Window::Hour, now),
-        day: quality.figures(&id, Window::Day, now),
-        week: quality.figures(&id, Window::Week, now),
+        hour: quality.figures(&id, Window::Hour, now).await?,
+        day: quality.figures(&id, Window::Day, now).await?,
+        week: quality.figures(&id, Window::Week, now).await?,
         agent_id: id,
         label: record.label,
     }))
@@ -135,25 +137,26 @@ pub async fn rank(
         .into_iter()
         .filter(|a| !a.revoked)
         .collect();
-    let mut by_label: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let sums = quality.every_agent(window, now).await?;
+    let sum_of = |id: &str| sums.get(id).cloned().unwrap_or_default();
+    let mut by_label: BTreeMap<String, (usize, QualityHour)> = BTreeMap::new();
     for a in &agents {
-        by_label
-            .entry(a.label.clone())
-            .or_default()
-            .push(&a.agent_id);
+        let (count, sum) = by_label.entry(a.label.clone()).or_default();
+        *count += 1;
+        sum.add(&sum_of(&a.agent_id));
     }
     let mut labels: Vec<RankedLabel> = by_label
         .into_iter()
-        .map(|(label, ids)| RankedLabel {
-            figures: quality.figures_of(&ids, window, now),
-            agents: ids.len(),
+        .map(|(label, (agents, sum))| RankedLabel {
+            figures: Figures::of(&sum),
+            agents,
             label,
         })
         .collect();
     let mut ranked: Vec<RankedAgent> = agents
         .into_iter()
         .map(|a| RankedAgent {
-            figures: quality.figures(&a.agent_id, window, now),
+            figures: Figures::of(&sum_of(&a.agent_id)),
             agent_id: a.agent_id,
             label: a.label,
         })

@@ -51,6 +51,10 @@ pub enum Part {
     PendingCommands,
     /// Audit entries about it.
     Audit,
+    /// Probes of its ports, one row per result.
+    Probes,
+    /// Its quality counts, one row per hour.
+    Quality,
 }
 
 impl Part {
@@ -64,6 +68,8 @@ impl Part {
             Part::ModemOwners => "modem_owners",
             Part::PendingCommands => "pending_commands",
             Part::Audit => "audit",
+            Part::Probes => "probes",
+            Part::Quality => "quality",
         }
     }
 }
@@ -105,6 +111,13 @@ struct SellerExport {
     pending_commands: Vec<Value>,
     #[schema(value_type = Vec<Object>)]
     audit: Vec<Value>,
+    /// Probes of its ports (`allocation_id`, `imei`, `at`, `ok`, `reason`, timings, the
+    /// egress IP seen and the IP the modem reported).
+    #[schema(value_type = Vec<Object>)]
+    probes: Vec<Value>,
+    /// Its quality counts per hour (`hour` is the hour's start).
+    #[schema(value_type = Vec<Object>)]
+    quality: Vec<Value>,
 }
 
 /// What an erasure did: counts only.
@@ -265,6 +278,45 @@ fn document(state: &AppState, records: SellerRecords) -> SellerExport {
                     "op": c.body.op(),
                     "allocation_id": c.allocation_id(),
                     "deadline_ms": c.deadline_ms,
+                })
+            })
+            .collect(),
+        probes: records
+            .probes
+            .iter()
+            .flat_map(|(allocation_id, track)| {
+                track.results.iter().map(move |r| {
+                    json!({
+                        "allocation_id": allocation_id,
+                        "imei": track.imei,
+                        "at": rfc3339(r.at),
+                        "ok": r.failure.is_none(),
+                        "reason": r.failure,
+                        "protocol": r.protocol,
+                        "connect_ms": r.connect_ms,
+                        "first_byte_ms": r.first_byte_ms,
+                        "egress_ip": r.egress_ip,
+                        "modem_ip": r.modem_ip,
+                        "node": r.node,
+                    })
+                })
+            })
+            .collect(),
+        quality: records
+            .quality
+            .iter()
+            .map(|(_, hour, q)| {
+                let start = time::OffsetDateTime::from_unix_timestamp(hour.saturating_mul(3600))
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                json!({
+                    "hour": rfc3339(start),
+                    "probes": q.probes,
+                    "probes_ok": q.probes_ok,
+                    "rotations": q.rotations,
+                    "rotations_changed": q.rotations_changed,
+                    "rotations_timed": q.rotations_timed,
+                    "rotation_ms_total": q.rotation_ms_total,
+                    "replacements": q.replacements,
                 })
             })
             .collect(),

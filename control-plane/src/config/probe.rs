@@ -48,7 +48,7 @@ pub struct ProbeConfig {
     pub max_per_second: u32,
     /// Consecutive failed probes that mark an allocation degraded.
     pub failures_to_degrade: u32,
-    /// Probe results kept per allocation (`GET /v1/allocations/{id}/probes`).
+    /// Probe results kept per allocation (`GET /v1/allocations/{id}/probes`), in the store.
     pub history: usize,
 }
 

@@ -1,13 +1,16 @@
 //! What the probes found, per allocation: its recent results (the newest `[probe] history`)
-//! and the judgement — failures in a row, and whether (and why) it is degraded. Held in
-//! memory by the node that probes the allocation (the node holding its agent's session);
-//! forgotten when the allocation stops being live.
+//! and the judgement — failures in a row, and whether (and why) it is degraded. The store
+//! keeps it (`store::probes`: every node answers alike, a restart or a move of the agent to
+//! another node continues the judgement); the node probing an allocation keeps a copy of
+//! its record while it probes it, and writes each result through.
 
 use super::fetch::Failure;
+use crate::store::{AllocationRecord, ProbeRecord, ProbeTrack, Store};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use time::OffsetDateTime;
+use tracing::warn;
 
 /// One probe of one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +29,8 @@ pub struct ProbeResult {
     pub egress_ip: Option<String>,
     /// The IP the modem reported when the probe ran (`None`: unknown, e.g. rotating).
     pub modem_ip: Option<String>,
+    /// The node that ran it.
+    pub node: String,
 }
 
 /// What a recorded result changed.
@@ -42,8 +47,12 @@ pub enum Verdict {
 }
 
 /// One allocation's record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Track {
+    /// The agent whose port the results describe.
+    pub agent_id: String,
+    /// Its modem.
+    pub imei: String,
     /// Newest last.
     pub results: VecDeque<ProbeResult>,
     /// Failures in a row.
@@ -55,15 +64,19 @@ pub struct Track {
 /// Every probed allocation's record (see the module docs).
 #[derive(Debug)]
 pub struct Book {
+    store: Store,
+    /// The records of the allocations this node probes.
     tracks: Mutex<HashMap<String, Track>>,
     history: usize,
     threshold: u32,
 }
 
 impl Book {
-    /// Keeps `history` results per allocation; `threshold` failures in a row degrade.
-    pub fn new(history: usize, threshold: u32) -> Self {
+    /// Keeps `history` results per allocation in `store`; `threshold` failures in a row
+    /// degrade.
+    pub fn new(store: Store, history: usize, threshold: u32) -> Self {
         Book {
+            store,
             tracks: Mutex::default(),
             history: history.max(1),
             threshold: threshold.max(1),
@@ -74,12 +87,42 @@ impl Book {
         self.tracks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records `result` for `allocation_id` and judges it.
-    pub fn record(&self, allocation_id: &str, result: ProbeResult) -> Verdict {
-        let mut tracks = self.lock();
-        let track = tracks.entry(allocation_id.to_string()).or_default();
+    /// Records `result` of `allocation`'s port, judges it, and stores the record (a
+    /// storage failure is logged: the verdict stands). The caller runs one probe of an
+    /// allocation at a time.
+    pub async fn record(&self, allocation: &AllocationRecord, result: ProbeResult) -> Verdict {
+        let id = &allocation.allocation_id;
+        let kept = self.lock().get(id).cloned();
+        let mut track = match kept {
+            Some(track) => track,
+            None => match self.store.probe_track(id).await {
+                Ok(stored) => stored.map(Track::from_record).unwrap_or_default(),
+                Err(e) => {
+                    warn!(allocation_id = %id, "probes: cannot read the probe record, judging afresh: {e}");
+                    Track::default()
+                }
+            },
+        };
+        if track.agent_id != allocation.agent_id || track.imei != allocation.imei {
+            // Another port now (a move): its results start afresh; a degraded allocation
+            // stays so until its new port passes.
+            track.agent_id.clone_from(&allocation.agent_id);
+            track.imei.clone_from(&allocation.imei);
+            track.results.clear();
+            track.failures_in_a_row = 0;
+        }
+        let verdict = self.judge(&mut track, result);
+        let stored = track.to_record();
+        self.lock().insert(id.clone(), track);
+        if let Err(e) = self.store.save_probe_track(id, &stored).await {
+            warn!(allocation_id = %id, "probes: cannot store the probe record: {e}");
+        }
+        verdict
+    }
+
+    fn judge(&self, track: &mut Track, result: ProbeResult) -> Verdict {
         let failure = result.failure;
-        if track.results.len() == self.history {
+        while track.results.len() >= self.history {
             track.results.pop_front();
         }
         track.results.push_back(result);
@@ -103,14 +146,69 @@ impl Book {
         }
     }
 
-    /// The record of `allocation_id`, if it was probed here.
-    pub fn track(&self, allocation_id: &str) -> Option<Track> {
-        self.lock().get(allocation_id).cloned()
-    }
-
-    /// Forgets every allocation not in `probed`.
+    /// Keeps the copies of the allocations in `probed` only (another node may probe the
+    /// rest now, and the store has their records).
     pub fn retain(&self, probed: &HashSet<String>) {
         self.lock().retain(|id, _| probed.contains(id));
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Track {
+    /// The record as the store keeps it.
+    pub fn to_record(&self) -> ProbeTrack {
+        ProbeTrack {
+            agent_id: self.agent_id.clone(),
+            imei: self.imei.clone(),
+            failures_in_a_row: self.failures_in_a_row,
+            degraded: self.degraded.map(|f| f.as_str().to_string()),
+            results: self
+                .results
+                .iter()
+                .map(|r| ProbeRecord {
+                    at: r.at,
+                    failure: r.failure.map(|f| f.as_str().to_string()),
+                    protocol: r.protocol.map(str::to_string),
+                    connect_ms: r.connect.map(ms),
+                    first_byte_ms: r.first_byte.map(ms),
+                    egress_ip: r.egress_ip.clone(),
+                    modem_ip: r.modem_ip.clone(),
+                    node: r.node.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A stored record (a reason this build does not know reads as `bad_reply`).
+    pub fn from_record(stored: ProbeTrack) -> Self {
+        let failure = |name: &str| Failure::named(name).unwrap_or(Failure::BadReply);
+        Track {
+            degraded: stored.degraded.as_deref().map(failure),
+            results: stored
+                .results
+                .into_iter()
+                .map(|r| ProbeResult {
+                    at: r.at,
+                    failure: r.failure.as_deref().map(failure),
+                    protocol: match r.protocol.as_deref() {
+                        Some("http") => Some("http"),
+                        Some("socks5") => Some("socks5"),
+                        _ => None,
+                    },
+                    connect: r.connect_ms.map(Duration::from_millis),
+                    first_byte: r.first_byte_ms.map(Duration::from_millis),
+                    egress_ip: r.egress_ip,
+                    modem_ip: r.modem_ip,
+                    node: r.node,
+                })
+                .collect(),
+            agent_id: stored.agent_id,
+            imei: stored.imei,
+            failures_in_a_row: stored.failures_in_a_row,
+        }
     }
 }
 
@@ -166,6 +264,7 @@ impl Track {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SledStore;
 
     fn result(failure: Option<Failure>, ms: u64) -> ProbeResult {
         ProbeResult {
@@ -174,64 +273,125 @@ mod tests {
             protocol: failure.map(|_| "http"),
             connect: Some(Duration::from_millis(1)),
             first_byte: Some(Duration::from_millis(ms)),
-            egress_ip: None,
-            modem_ip: None,
+            egress_ip: Some("203.0.113.9".into()),
+            modem_ip: Some("203.0.113.9".into()),
+            node: "nd_1".into(),
         }
     }
 
-    #[test]
-    fn failures_in_a_row_degrade_once_and_a_success_recovers() {
-        let book = Book::new(5, 3);
+    fn live(id: &str, imei: &str) -> AllocationRecord {
+        AllocationRecord {
+            imei: imei.into(),
+            ..AllocationRecord::example(id, OffsetDateTime::UNIX_EPOCH)
+        }
+    }
+
+    /// A book over a fresh sled store holding allocation `a` (on modem `m1`).
+    fn book(history: usize, threshold: u32) -> (tempfile::TempDir, Store, Book, AllocationRecord) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Sled(SledStore::open(dir.path()).unwrap());
+        let a = live("a", "m1");
+        store.as_sled().unwrap().insert_allocation(&a).unwrap();
+        let book = Book::new(store.clone(), history, threshold);
+        (dir, store, book, a)
+    }
+
+    #[tokio::test]
+    async fn failures_in_a_row_degrade_once_and_a_success_recovers() {
+        let (_dir, store, book, a) = book(5, 3);
         let fail = Some(Failure::Timeout);
-        assert_eq!(book.record("a", result(fail, 1)), Verdict::Steady);
+        assert_eq!(book.record(&a, result(fail, 1)).await, Verdict::Steady);
         assert_eq!(
-            book.record("a", result(None, 1)),
+            book.record(&a, result(None, 1)).await,
             Verdict::Steady,
             "the run restarts"
         );
-        assert_eq!(book.record("a", result(fail, 1)), Verdict::Steady);
-        assert_eq!(book.record("a", result(fail, 1)), Verdict::Steady);
+        assert_eq!(book.record(&a, result(fail, 1)).await, Verdict::Steady);
+        assert_eq!(book.record(&a, result(fail, 1)).await, Verdict::Steady);
         let mismatch = Some(Failure::IpMismatch);
         assert_eq!(
-            book.record("a", result(mismatch, 1)),
+            book.record(&a, result(mismatch, 1)).await,
             Verdict::Degraded(Failure::IpMismatch)
         );
         assert_eq!(
-            book.record("a", result(fail, 1)),
+            book.record(&a, result(fail, 1)).await,
             Verdict::Steady,
             "told once"
         );
-        assert_eq!(book.record("a", result(fail, 1)), Verdict::Steady);
+        assert_eq!(book.record(&a, result(fail, 1)).await, Verdict::Steady);
         assert_eq!(
-            book.record("a", result(fail, 1)),
+            book.record(&a, result(fail, 1)).await,
             Verdict::StillDegraded(Failure::Timeout)
         );
-        assert_eq!(book.track("a").unwrap().health(), "degraded");
-        assert_eq!(book.record("a", result(None, 1)), Verdict::Recovered);
-        let track = book.track("a").unwrap();
-        assert_eq!(track.results.len(), 5, "bounded history");
-        assert_eq!(book.track("a").unwrap().health(), "ok");
+        let stored = Track::from_record(store.probe_track("a").await.unwrap().unwrap());
+        assert_eq!(stored.health(), "degraded");
+        assert_eq!(stored.degraded, Some(Failure::IpMismatch));
+        assert_eq!(book.record(&a, result(None, 1)).await, Verdict::Recovered);
+        let stored = Track::from_record(store.probe_track("a").await.unwrap().unwrap());
+        assert_eq!(stored.results.len(), 5, "bounded history");
+        assert_eq!(stored.health(), "ok");
         assert_eq!(Track::default().health(), "unknown");
     }
 
-    #[test]
-    fn tracks_of_ended_allocations_are_forgotten() {
-        let book = Book::new(10, 2);
-        book.record("a", result(Some(Failure::Timeout), 1));
-        book.record("b", result(None, 1));
-        book.retain(&HashSet::from(["b".to_string()]));
-        assert!(book.track("a").is_none());
-        assert_eq!(book.track("b").unwrap().results.len(), 1);
+    #[tokio::test]
+    async fn the_judgement_outlives_the_node_and_restarts_on_a_new_port() {
+        let (_dir, store, book, a) = book(10, 2);
+        let fail = Some(Failure::ProxyError);
+        book.record(&a, result(fail, 1)).await;
+        assert_eq!(
+            book.record(&a, result(fail, 1)).await,
+            Verdict::Degraded(Failure::ProxyError)
+        );
+        // Another node (or this one after a restart) takes over from the store.
+        let other = Book::new(store.clone(), 10, 2);
+        let stored = store.probe_track("a").await.unwrap().unwrap();
+        assert_eq!(
+            Track::from_record(stored.clone()).to_record(),
+            stored,
+            "round trip"
+        );
+        assert_eq!(other.record(&a, result(None, 1)).await, Verdict::Recovered);
+        // A move to another modem: that port's results start afresh, still degraded
+        // until it passes.
+        assert_eq!(other.record(&a, result(fail, 1)).await, Verdict::Steady);
+        assert_eq!(
+            other.record(&a, result(fail, 1)).await,
+            Verdict::Degraded(Failure::ProxyError)
+        );
+        let moved = live("a", "m2");
+        assert_eq!(other.record(&moved, result(fail, 1)).await, Verdict::Steady);
+        let stored = store.probe_track("a").await.unwrap().unwrap();
+        assert_eq!((stored.imei.as_str(), stored.results.len()), ("m2", 1));
+        assert_eq!(stored.degraded.as_deref(), Some("proxy_error"));
+        assert_eq!(
+            other.record(&moved, result(None, 1)).await,
+            Verdict::Recovered
+        );
+    }
+
+    #[tokio::test]
+    async fn copies_of_allocations_probed_elsewhere_are_dropped_and_gone_ones_not_stored() {
+        let (_dir, store, book, a) = book(10, 2);
+        book.record(&a, result(None, 1)).await;
+        book.retain(&HashSet::new());
+        assert!(book.lock().is_empty());
+        assert!(
+            store.probe_track("a").await.unwrap().is_some(),
+            "the store keeps it"
+        );
+        let gone = live("gone", "m1");
+        book.record(&gone, result(None, 1)).await;
+        assert_eq!(store.probe_track("gone").await.unwrap(), None);
     }
 
     #[test]
     fn the_summary_counts_successes_and_ranks_their_latency() {
-        let book = Book::new(100, 3);
+        let mut track = Track::default();
         for ms in 1..=20 {
-            book.record("a", result(None, ms));
+            track.results.push_back(result(None, ms));
         }
-        book.record("a", result(Some(Failure::Slow), 9000));
-        let s = book.track("a").unwrap().summary();
+        track.results.push_back(result(Some(Failure::Slow), 9000));
+        let s = track.summary();
         assert_eq!((s.probes, s.ok), (21, 20));
         assert_eq!(s.p50, Some(Duration::from_millis(10)));
         assert_eq!(s.p95, Some(Duration::from_millis(19)));

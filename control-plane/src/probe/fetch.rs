@@ -48,6 +48,11 @@ impl Failure {
         Self::IpMismatch,
     ];
 
+    /// The failure whose [`as_str`](Self::as_str) is `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
     /// The snake_case name (metrics, audit).
     pub fn as_str(self) -> &'static str {
         match self {

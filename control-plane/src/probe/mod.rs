@@ -22,7 +22,8 @@
 //! A box whose seller's policy refuses probes (`[policy] probes = false` on the agent) is
 //! skipped. A SIM swap under a sold modem (`Fleet::request_probe`) makes its allocations due at
 //! once. Starts are paced to at most `max_per_second` and at most `concurrency` run at once.
-//! Everything here is in memory: after a restart probing starts afresh.
+//! Results and judgements are kept in the store (`book`), so any node answers for them and
+//! a restart or a move of the agent to another node carries on where it was.
 
 mod book;
 pub mod echo;
@@ -69,7 +70,7 @@ pub struct Prober {
     allocator: Arc<Allocator>,
     events: Events,
     metrics: Arc<PlaneMetrics>,
-    book: Arc<Book>,
+    book: Book,
     clock: Clock,
     /// Allocations with a probe running (never two at once).
     running: std::sync::Mutex<HashSet<String>>,
@@ -97,10 +98,11 @@ impl Prober {
     ) -> Self {
         let clock = fleet.clock().clone();
         Prober {
-            book: Arc::new(Book::new(
+            book: Book::new(
+                store.clone(),
                 config.probe.history,
                 config.probe.failures_to_degrade,
-            )),
+            ),
             config: config.probe.clone(),
             target: target.map(Arc::new),
             replacement: config.replacement_grace().is_some(),
@@ -113,11 +115,6 @@ impl Prober {
             clock,
             running: std::sync::Mutex::default(),
         }
-    }
-
-    /// What the probes found (read by `GET /v1/allocations/{id}/probes`).
-    pub fn book(&self) -> Arc<Book> {
-        self.book.clone()
     }
 
     /// Whether probes run.
@@ -207,17 +204,14 @@ impl Prober {
 
     /// Reads the live allocations this node probes: new ones are first probed within one
     /// interval (spread, so a restart does not probe everything at once), ended or moved
-    /// away ones are forgotten (their judgement too, once they are no longer live: an agent
-    /// away for a moment keeps its allocations' record).
+    /// away ones are no longer probed here (the store keeps their record).
     async fn refresh(&self, due: &mut HashMap<String, Due>) {
         let live = match self.store.live_allocations().await {
             Ok(live) => live,
             Err(e) => return warn!("probes: cannot read the live allocations: {e}"),
         };
         let mut probed = HashSet::new();
-        let mut alive = HashSet::new();
         for record in live {
-            alive.insert(record.allocation_id.clone());
             let here = self.gateway.is_connected(&record.agent_id);
             let refused = self
                 .fleet
@@ -237,7 +231,7 @@ impl Prober {
                 });
         }
         due.retain(|id, _| probed.contains(id));
-        self.book.retain(&alive);
+        self.book.retain(&probed);
     }
 
     /// Whether `record` has a traffic quota its port has used up (as last reported): its
@@ -311,7 +305,7 @@ impl Prober {
         }
         let (at, outcome) = (result.at, result.failure.map_or("ok", Failure::as_str));
         let first_byte = result.first_byte.filter(|_| result.failure.is_none());
-        let verdict = self.book.record(id, result);
+        let verdict = self.book.record(record, result).await;
         self.metrics.probe_finished(outcome);
         let quality = self.allocator.quality();
         quality.probed(&record.agent_id, at, first_byte);
@@ -355,6 +349,7 @@ impl Prober {
             first_byte: None,
             egress_ip: None,
             modem_ip: Some(modem_ip.to_string()),
+            node: self.gateway.node_id().to_string(),
         };
         let host = record.host.as_deref().unwrap_or_default();
         let legs = [("http", record.http_port), ("socks5", record.socks_port)];

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::store::{
-    AllocationRecord, AllocationRequest, AllocationState, AuditEvent, Delivery, DeliveryState,
-    RotationRecord, SledStore, TokenRecord, UsageTotals,
+    AllocationRecord, AllocationState, AuditEvent, Delivery, DeliveryState, RotationRecord,
+    SledStore, TokenRecord, UsageTotals,
 };
 use time::Duration as Span;
 
@@ -18,37 +18,9 @@ fn now() -> OffsetDateTime {
 
 fn ended(id: &str, at: OffsetDateTime) -> AllocationRecord {
     AllocationRecord {
-        allocation_id: id.into(),
-        order_id: format!("o-{id}"),
         state: AllocationState::Released,
-        imei: "350000000000018".into(),
-        agent_id: "ag".into(),
-        carrier: Some("Vodafone".into()),
-        country: Some("DE".into()),
-        host: Some("203.0.113.7".into()),
-        http_port: Some(8001),
-        socks_port: Some(5001),
-        port_id: Some("p1".into()),
-        login: "fhlogin".into(),
-        password_sealed: Some("sealed".into()),
-        created_at: at - DAY,
-        expires_at: at,
         released_at: Some(at),
-        release_reason: None,
-        failure: None,
-        request: AllocationRequest {
-            order_id: format!("o-{id}"),
-            duration_s: 86_400,
-            country: Some("DE".into()),
-            carrier: None,
-            imei: Some("350000000000018".into()),
-            rotate_every_s: None,
-            bandwidth_kbit: Some(1000),
-            traffic_quota_mb: None,
-        },
-        tenant: crate::store::DEFAULT_TENANT.into(),
-        replacements: Vec::new(),
-        detail_purged: false,
+        ..AllocationRecord::example(id, at - DAY)
     }
 }
 

@@ -51,6 +51,14 @@ impl SledStore {
             .transpose()
     }
 
+    /// Writes `record` as is (tests that need an enrolled agent without a token).
+    #[cfg(test)]
+    pub(crate) fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError> {
+        self.agents
+            .insert(record.agent_id.as_bytes(), encode(record)?)?;
+        Ok(())
+    }
+
     /// Every enrolled agent, revoked ones included, ordered by id.
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.agents.iter().values().map(|v| decode(&v?)).collect()

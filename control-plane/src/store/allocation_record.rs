@@ -258,6 +258,45 @@ impl Expected {
 }
 
 impl AllocationRecord {
+    /// A live allocation `id` on agent `ag`'s modem, created at `at` for a day, with every
+    /// detail set (unit tests).
+    #[cfg(test)]
+    pub(crate) fn example(id: &str, at: OffsetDateTime) -> Self {
+        AllocationRecord {
+            allocation_id: id.into(),
+            order_id: format!("o-{id}"),
+            state: AllocationState::Active,
+            imei: "350000000000018".into(),
+            agent_id: "ag".into(),
+            carrier: Some("Vodafone".into()),
+            country: Some("DE".into()),
+            host: Some("203.0.113.7".into()),
+            http_port: Some(8001),
+            socks_port: Some(5001),
+            port_id: Some("p1".into()),
+            login: "fhlogin".into(),
+            password_sealed: Some("sealed".into()),
+            created_at: at,
+            expires_at: at + time::Duration::days(1),
+            released_at: None,
+            release_reason: None,
+            failure: None,
+            request: AllocationRequest {
+                order_id: format!("o-{id}"),
+                duration_s: 86_400,
+                country: Some("DE".into()),
+                carrier: None,
+                imei: Some("350000000000018".into()),
+                rotate_every_s: None,
+                bandwidth_kbit: Some(1000),
+                traffic_quota_mb: None,
+            },
+            tenant: super::DEFAULT_TENANT.into(),
+            replacements: Vec::new(),
+            detail_purged: false,
+        }
+    }
+
     /// When the allocation ended — released, or failed (a provisioning failure ends where
     /// it began; a failed repair when it failed) — which is when its credential retention
     /// period starts; `None` while live.

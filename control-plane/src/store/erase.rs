@@ -40,6 +40,10 @@ pub struct Erased {
     pub audit_rewritten: usize,
     /// Sent webhook deliveries whose body was dropped.
     pub deliveries_scrubbed: usize,
+    /// Probe records of its ports deleted.
+    pub probes_deleted: usize,
+    /// Hours of quality figures deleted.
+    pub quality_hours_deleted: usize,
 }
 
 /// Why an erasure did not run.
@@ -128,7 +132,13 @@ impl SledStore {
         erased.tokens_deleted = self.delete_tokens_of(agent_id)?;
         erased.audit_rewritten = self.tombstone_audit(agent_id, tombstone, &imeis)?;
         erased.deliveries_scrubbed = self.scrub_deliveries(agent_id)?;
+        for (allocation_id, _) in &records.probes {
+            self.forget_probe_track(allocation_id)?;
+            erased.probes_deleted += 1;
+        }
         self.agents.remove(agent_id.as_bytes())?;
+        // After the agent is gone, so no late addition lands (`add_quality` needs it).
+        erased.quality_hours_deleted = self.forget_quality_of(agent_id)?;
         self.flush()?;
         Ok(erased)
     }

@@ -37,17 +37,23 @@ impl SledStore {
     }
 
     /// Clears an ended allocation's operational detail, keeping its financial core.
+    /// Its probe record goes with it.
     pub fn purge_allocation_detail(&self, allocation_id: &str) -> Result<bool, StoreError> {
-        self.rewrite_allocation(allocation_id, |record| {
+        let purged = self.rewrite_allocation(allocation_id, |record| {
             if record.ended_at().is_none() || record.detail_purged {
                 return false;
             }
             clear_detail(record);
             true
-        })
+        })?;
+        if purged {
+            self.forget_probe_track(allocation_id)?;
+        }
+        Ok(purged)
     }
 
-    /// Deletes an ended allocation with its index entries, usage totals and expiry mark.
+    /// Deletes an ended allocation with its index entries, usage totals, expiry mark and
+    /// probe record.
     pub fn delete_ended_allocation(&self, allocation_id: &str) -> Result<bool, StoreError> {
         let key = allocation_id.as_bytes();
         let Some(raw) = self.allocations.get(key)? else {
@@ -78,6 +84,7 @@ impl SledStore {
             self.usage.remove(usage?)?;
         }
         self.forget_expiring(allocation_id)?;
+        self.forget_probe_track(allocation_id)?;
         Ok(true)
     }
 

@@ -1,7 +1,7 @@
 //! Durable state. [`Store`] (`seam`) is the asynchronous API every other layer calls;
 //! [`SledStore`] is its embedded backend: sled in `<data_dir>/db`, one tree per table
 //! (`keys`, `tokens`, `agents`, `allocations`, `commands`, `audit`, `webhooks`,
-//! `rotations`, `usage`), values in JSON. Writes the API confirms to a caller are flushed
+//! `rotations`, `usage`, `probes`), values in JSON. Writes the API confirms to a caller are flushed
 //! before the answer goes out, and so is every state change the plane must find again
 //! after `kill -9` (allocations, agents, keys, pending commands). Only hashes of API keys
 //! and enrollment tokens are stored.
@@ -18,6 +18,7 @@ mod forget;
 mod keys;
 mod live;
 pub mod pg;
+mod probes;
 mod retention_queue;
 mod rotations;
 mod seam;
@@ -39,6 +40,7 @@ pub use erase::{EraseError, Erased};
 pub(crate) use forget::clear_detail;
 pub(crate) use keys::key_id;
 pub use keys::{valid_tenant, ApiKeyRecord, KeyInfo, Role, DEFAULT_TENANT};
+pub use probes::{AgentHour, ProbeRecord, ProbeTrack, QualityHour, LATENCY_BUCKETS};
 pub(crate) use retention_queue::from_ms;
 pub use retention_queue::{Queued, RetentionKind};
 pub use rotations::RotationRecord;
@@ -116,6 +118,8 @@ pub struct SledStore {
     webhooks: webhooks::Trees,
     /// Records by retention window start (see `retention_queue`).
     retention_queue: sled::Tree,
+    /// Probe records and quality hours (see `probes`).
+    probes: probes::Trees,
 }
 
 impl SledStore {
@@ -211,6 +215,7 @@ impl SledStore {
             usage: db.open_tree("allocation_usage")?,
             webhooks: webhooks::Trees::open(&db)?,
             retention_queue: db.open_tree("retention_queue")?,
+            probes: probes::Trees::open(&db)?,
             db,
         };
         store.index_tenants()?;

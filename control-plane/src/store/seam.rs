@@ -7,10 +7,11 @@
 //! whose method documents it (`tests/postgres_store.rs` runs both on the same scenarios).
 
 use super::{
-    AgentRecord, AllocationPage, AllocationRecord, AllocationState, ApiKeyRecord, AuditAction,
-    AuditCursor, AuditEvent, AuditPage, Delivery, EnrollError, EraseError, Erased, InsertOutcome,
-    KeyInfo, Lease, LeasedDelivery, PendingCommand, Queued, RetentionKind, RotationRecord,
-    SellerRecords, SledStore, StoreError, TokenRecord, UsageRecorded, UsageTotals, WebhookEndpoint,
+    AgentHour, AgentRecord, AllocationPage, AllocationRecord, AllocationState, ApiKeyRecord,
+    AuditAction, AuditCursor, AuditEvent, AuditPage, Delivery, EnrollError, EraseError, Erased,
+    InsertOutcome, KeyInfo, Lease, LeasedDelivery, PendingCommand, ProbeTrack, Queued,
+    RetentionKind, RotationRecord, SellerRecords, SledStore, StoreError, TokenRecord,
+    UsageRecorded, UsageTotals, WebhookEndpoint,
 };
 use crate::store::pg::PgStore;
 use farmhand_protocol::{DesiredPort, UsageReport};
@@ -551,6 +552,13 @@ delegate! {
     fn expiring_sent(&self, allocation_id: &str) -> Result<Option<u64>, StoreError>;
     fn mark_expiring_sent(&self, allocation_id: &str, expires_at_ms: u64) -> Result<(), StoreError>;
     fn forget_expiring(&self, allocation_id: &str) -> Result<(), StoreError>;
+
+    // Probe records and quality hours.
+    fn save_probe_track(&self, allocation_id: &str, track: &ProbeTrack) -> Result<bool, StoreError>;
+    fn probe_track(&self, allocation_id: &str) -> Result<Option<ProbeTrack>, StoreError>;
+    fn add_quality(&self, hours: &[AgentHour]) -> Result<usize, StoreError>;
+    fn quality_hours(&self, agents: Option<&[String]>, from_hour: i64) -> Result<Vec<AgentHour>, StoreError>;
+    fn prune_quality(&self, before_hour: i64) -> Result<usize, StoreError>;
 
     // Whole-store reads (privacy tests).
     fn tables_containing(&self, needle: &[u8]) -> Result<Vec<String>, StoreError>;

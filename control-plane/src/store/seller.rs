@@ -2,11 +2,11 @@
 //! shows and what seller erasure removes or tombstones. One place decides what "about
 //! this agent" means for each table, so export and erasure cannot disagree.
 //!
-//! Scans whole tables (allocations, usage, rotations, the audit log): export and erasure
+//! Scans whole tables (allocations, usage, rotations, the audit log, probe records): export and erasure
 //! are rare admin operations, and an index per agent would cost every write.
 
 use super::{decode, AgentRecord, AllocationRecord, AuditEntry, AuditEvent, PendingCommand};
-use super::{RotationRecord, SledStore, StoreError, UsageTotals};
+use super::{AgentHour, ProbeTrack, RotationRecord, SledStore, StoreError, UsageTotals};
 
 /// What the store holds about one agent.
 #[derive(Debug, Clone)]
@@ -25,6 +25,10 @@ pub struct SellerRecords {
     pub pending_commands: Vec<PendingCommand>,
     /// Audit entries about it (see `audit_names`).
     pub audit: Vec<AuditEntry>,
+    /// Probe records of its ports: (allocation id, record).
+    pub probes: Vec<(String, ProbeTrack)>,
+    /// Its hourly quality figures.
+    pub quality: Vec<AgentHour>,
 }
 
 /// Whether `record` ran (or runs) on `agent_id`'s box.
@@ -74,6 +78,8 @@ impl SledStore {
             .collect();
         let pending_commands = self.pending_commands(agent_id)?;
         let audit = self.audit_about(agent_id)?;
+        let probes = self.probe_tracks_of(agent_id)?;
+        let quality = self.quality_of(agent_id)?;
         Ok(Some(SellerRecords {
             agent,
             allocations,
@@ -82,6 +88,8 @@ impl SledStore {
             modem_owners,
             pending_commands,
             audit,
+            probes,
+            quality,
         }))
     }
 

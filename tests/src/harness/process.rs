@@ -255,6 +255,15 @@ impl PlaneProcess {
         Ok(())
     }
 
+    /// Stops the server as a service manager would (SIGTERM) and waits for it to exit.
+    pub async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        let Some(mut proc) = self.proc.take() else {
+            anyhow::bail!("the plane is not running");
+        };
+        proc.sigterm()?;
+        proc.wait_exit(Duration::from_secs(30)).await
+    }
+
     /// `kill -9` the server.
     pub fn kill9(&mut self) {
         if let Some(mut proc) = self.proc.take() {

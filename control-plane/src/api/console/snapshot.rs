@@ -97,8 +97,10 @@ pub async fn take(
         View::Health if admin => snapshot.health = Some(health(state).await?),
         View::Health => {}
         View::Allocation(id) => {
-            let record = owned(state, session, id).await?;
-            snapshot.detail = record.map(|r| timeline(state, &r));
+            if let Some(r) = owned(state, session, id).await? {
+                let track = state.store.probe_track(&r.allocation_id).await?;
+                snapshot.detail = Some(timeline(&r, track.map(crate::probe::Track::from_record)));
+            }
         }
         View::Modem(imei) => {
             let live = live(state, session).await?;
@@ -246,8 +248,8 @@ fn name_of(value: impl Serialize) -> String {
 
 /// One allocation and what happened to it, in order: requested, each move (when, why,
 /// from where to where), the end (released, failed: when and why) or the expiry ahead,
-/// and what this node's probes say now.
-fn timeline(state: &AppState, r: &AllocationRecord) -> Value {
+/// and what the probes say now.
+fn timeline(r: &AllocationRecord, track: Option<crate::probe::Track>) -> Value {
     let first_modem = r.replacements.first().map_or(&r.imei, |m| &m.from_imei);
     let mut events = vec![serde_json::json!({
         "at": rfc3339(r.created_at), "what": "requested",
@@ -275,7 +277,7 @@ fn timeline(state: &AppState, r: &AllocationRecord) -> Value {
             "at": rfc3339(r.expires_at), "what": "expires", "detail": "unless renewed",
         })),
     }
-    let probes = state.probes.track(&r.allocation_id).map(|t| {
+    let probes = track.map(|t| {
         let s = t.summary();
         serde_json::json!({
             "health": t.health(), "reason": t.degraded.map(crate::probe::Failure::as_str),

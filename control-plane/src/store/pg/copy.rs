@@ -13,11 +13,13 @@
 //! kept too, so an audit cursor a client holds stays valid. Times keep microseconds (what
 //! PostgreSQL stores). sled's index tables (order and tenant indexes, the retention queue,
 //! the delivery schedule) are not copied: on PostgreSQL they are indexes over the rows.
+//! Probe records and quality hours are copied (minus any whose allocation or agent is no
+//! longer kept, which the foreign keys would refuse).
 
 use super::{migrations, PgError};
 use crate::store::{
     key_id, token_id, AgentRecord, AllocationRecord, AuditEvent, Delivery, PendingCommand,
-    RotationRecord, SledStore, StoreError, TokenRecord, UsageTotals, WebhookEndpoint,
+    ProbeTrack, RotationRecord, SledStore, StoreError, TokenRecord, UsageTotals, WebhookEndpoint,
 };
 use deadpool_postgres::Pool;
 use ring::digest::{Context, SHA256};
@@ -90,6 +92,7 @@ enum Col {
     Ts(OffsetDateTime),
     OptTs(Option<OffsetDateTime>),
     Json(Value),
+    I64s(Vec<i64>),
 }
 
 /// A column's type, to read it back.
@@ -106,6 +109,7 @@ enum Kind {
     Ts,
     OptTs,
     Json,
+    I64s,
 }
 
 impl Col {
@@ -122,6 +126,7 @@ impl Col {
             Col::Ts(v) => v,
             Col::OptTs(v) => v,
             Col::Json(v) => v,
+            Col::I64s(v) => v,
         }
     }
 
@@ -141,6 +146,7 @@ impl Col {
             Col::Ts(v) => ts(v),
             Col::OptTs(v) => v.as_ref().map_or(Value::Null, ts),
             Col::Json(v) => v.clone(),
+            Col::I64s(v) => json!(v),
         }
     }
 
@@ -157,6 +163,7 @@ impl Col {
             Kind::Ts => Col::Ts(row.try_get(i)?),
             Kind::OptTs => Col::OptTs(row.try_get(i)?),
             Kind::Json => Col::Json(row.try_get(i)?),
+            Kind::I64s => Col::I64s(row.try_get(i)?),
         })
     }
 }
@@ -171,7 +178,7 @@ struct Table {
 }
 
 /// Every table, in an order that satisfies the foreign keys (endpoints before deliveries).
-const ORDER: [&str; 12] = [
+const ORDER: [&str; 14] = [
     "agents",
     "api_keys",
     "enrollment_tokens",
@@ -184,6 +191,8 @@ const ORDER: [&str; 12] = [
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_expiring",
+    "probe_tracks",
+    "agent_quality",
 ];
 
 /// Copies `store` into the database of `pool` (see the module docs).
@@ -648,6 +657,77 @@ fn read_sled(store: &SledStore) -> Result<Vec<Table>, CopyError> {
     tables.push(Table {
         name: "webhook_expiring",
         columns: &[("allocation_id", Kind::Text), ("expires_at_ms", Kind::I64)],
+        identity: None,
+        rows,
+    });
+
+    // Probe records of allocations, and quality hours of agents, that are no longer kept
+    // (none, unless a write raced a deletion) would break the foreign keys: not copied.
+    let allocations: std::collections::HashSet<Vec<u8>> = store
+        .raw_rows("allocations")?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut rows = Vec::new();
+    for (k, v) in store.raw_rows("probe_tracks")? {
+        if !allocations.contains(&k) {
+            continue;
+        }
+        let track: ProbeTrack = decode("probe_tracks", &v)?;
+        rows.push(vec![
+            Text(text(&k)),
+            Text(track.agent_id.clone()),
+            Json(to_value("probe_tracks", &track)?),
+        ]);
+    }
+    tables.push(Table {
+        name: "probe_tracks",
+        columns: &[
+            ("allocation_id", Kind::Text),
+            ("agent_id", Kind::Text),
+            ("track", Kind::Json),
+        ],
+        identity: None,
+        rows,
+    });
+
+    let agents: std::collections::HashSet<Vec<u8>> = store
+        .raw_rows("agents")?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut rows = Vec::new();
+    for (agent, hour, c) in store.quality_hours(None, i64::MIN)? {
+        if !agents.contains(agent.as_bytes()) {
+            continue;
+        }
+        rows.push(vec![
+            Text(agent),
+            I64(hour),
+            I64(i64_of(c.probes)),
+            I64(i64_of(c.probes_ok)),
+            I64s(c.latency.iter().map(|n| i64_of(*n)).collect()),
+            I64(i64_of(c.rotations)),
+            I64(i64_of(c.rotations_changed)),
+            I64(i64_of(c.rotations_timed)),
+            I64(i64_of(c.rotation_ms_total)),
+            I64(i64_of(c.replacements)),
+        ]);
+    }
+    tables.push(Table {
+        name: "agent_quality",
+        columns: &[
+            ("agent_id", Kind::Text),
+            ("hour", Kind::I64),
+            ("probes", Kind::I64),
+            ("probes_ok", Kind::I64),
+            ("latency", Kind::I64s),
+            ("rotations", Kind::I64),
+            ("rotations_changed", Kind::I64),
+            ("rotations_timed", Kind::I64),
+            ("rotation_ms_total", Kind::I64),
+            ("replacements", Kind::I64),
+        ],
         identity: None,
         rows,
     });

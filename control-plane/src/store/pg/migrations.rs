@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "allocations_by_order",
         include_str!("../../../migrations/0005_allocations_by_order.sql"),
     ),
+    (
+        6,
+        "probes",
+        include_str!("../../../migrations/0006_probes.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (any constant: "farmhand" in ASCII).

@@ -5,8 +5,9 @@
 //! may share the database. `tests/postgres_store.rs` runs the same scenarios on both
 //! backends. What is here today: API keys, enrollment tokens and enrollment, agents and
 //! modem owners, modems and their capacity, allocations, rotations, usage, webhook
-//! endpoints and deliveries, the command outbox, the audit log, retention, one seller's
-//! records (export and erasure), and whole-database reads for the privacy tests.
+//! endpoints and deliveries, the command outbox, the audit log, retention, probe records
+//! and quality hours, one seller's records (export and erasure), and whole-database reads
+//! for the privacy tests.
 //!
 //! [`SledStore`]: crate::store::SledStore
 
@@ -17,6 +18,7 @@ mod cache;
 mod commands;
 mod keys;
 mod modems;
+mod probes;
 mod results;
 mod retention;
 mod rotations;

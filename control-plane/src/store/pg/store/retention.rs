@@ -132,18 +132,32 @@ impl PgStore {
     }
 
     /// Clears an ended allocation's operational detail, keeping its financial core.
+    /// Its probe record goes with it.
     pub async fn purge_allocation_detail(&self, allocation_id: &str) -> Result<bool, StoreError> {
-        self.rewrite_allocation(allocation_id, |record| {
-            if record.ended_at().is_none() || record.detail_purged {
-                return false;
-            }
-            clear_detail(record);
-            true
-        })
-        .await
+        let purged = self
+            .rewrite_allocation(allocation_id, |record| {
+                if record.ended_at().is_none() || record.detail_purged {
+                    return false;
+                }
+                clear_detail(record);
+                true
+            })
+            .await?;
+        if purged {
+            self.client()
+                .await?
+                .cached_execute(
+                    "DELETE FROM probe_tracks WHERE allocation_id = $1",
+                    &[&allocation_id],
+                )
+                .await
+                .map_err(db)?;
+        }
+        Ok(purged)
     }
 
-    /// Deletes an ended allocation with its usage totals and expiry mark.
+    /// Deletes an ended allocation with its usage totals and expiry mark (its probe record
+    /// goes by foreign key).
     pub async fn delete_ended_allocation(&self, allocation_id: &str) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;

@@ -87,6 +87,8 @@ impl PgStore {
             modem_owners,
             pending_commands,
             audit,
+            probes: self.probe_tracks_of(agent_id).await?,
+            quality: self.quality_of(agent_id).await?,
         }))
     }
 
@@ -218,6 +220,10 @@ impl PgStore {
         erased.modem_owners_deleted = delete("modem_owners").await?;
         erased.commands_deleted = delete("pending_commands").await?;
         erased.tokens_deleted = delete("enrollment_tokens").await?;
+        erased.probes_deleted = delete("probe_tracks").await?;
+        // The agent's row goes at the end of this transaction, its quality hours with it
+        // (foreign key); counted here.
+        erased.quality_hours_deleted = delete("agent_quality").await?;
         let actor = format!("agent:{agent_id}");
         for entry in &audit {
             let seq = i64::try_from(entry.cursor.position()).unwrap_or(i64::MAX);
