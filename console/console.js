@@ -244,7 +244,7 @@
       ['Order', a.order_id],
       ['Modem', a.imei + (a.carrier ? ' (' + a.carrier + ', ' + a.country + ')' : '')],
       ['Endpoint', a.host ? a.host + ':' + a.http_port + ' (HTTP) / ' + a.socks_port + ' (SOCKS5)' : '—'],
-      ['Probes', d.probes ? d.probes.health + (d.probes.reason ? ' (' + d.probes.reason + ')' : '') + ', ' + d.probes.ok + ' of ' + d.probes.probes + ' passed' : 'none on this node'],
+      ['Probes', d.probes ? d.probes.health + (d.probes.reason ? ' (' + d.probes.reason + ')' : '') + ', ' + d.probes.ok + ' of ' + d.probes.probes + ' passed' : 'not probed yet'],
     ];
     document.getElementById('detail').replaceChildren(...definitions(facts, a.state));
     const items = d.timeline.map((e) => {
@@ -318,7 +318,69 @@
     box.replaceChildren(...sections);
   }
 
-  const RENDER = { fleet, allocations, health, allocation: detail, modem };
+  /** A box's health in a few words: load per CPU, memory free, the fullest disk. */
+  function boxHealth(h) {
+    if (!h) {
+      return null;
+    }
+    const load = (h.load_centi[0] / 100).toFixed(2) + ' load on ' + h.cpus + ' CPU';
+    const memory = Math.round((100 * h.memory_available_bytes) / Math.max(1, h.memory_total_bytes)) + ' % memory free';
+    const fullest = h.disks.reduce((worst, d) => {
+      const used = d.total_bytes ? 1 - d.available_bytes / d.total_bytes : 0;
+      return used > worst ? used : worst;
+    }, 0);
+    return [load, memory, Math.round(fullest * 100) + ' % disk used'].join(', ');
+  }
+
+  /** What the box was seen to keep (its self-test's verdicts). */
+  function keeps(c) {
+    const names = { quota: 'quota', speed_limit: 'speed limit', expiry: 'expiry' };
+    const seen = Object.entries(names).filter(([k]) => c[k] !== null && c[k] !== undefined);
+    if (!seen.length) {
+      return 'not tested yet';
+    }
+    return seen.map(([k, name]) => (c[k] ? '' : 'no ') + name).join(', ');
+  }
+
+  function boxes(s) {
+    const list = s.boxes || [];
+    fill('boxes', list, (tr, b) => {
+      tr.dataset.agent = b.agent_id;
+      cell(tr, b.agent_id);
+      cell(tr, b.hostname);
+      cell(tr, b.agent_version);
+      badge(tr, b.connected ? 'connected' : 'disconnected', b.connected ? 'ok' : 'bad');
+      timeCell(tr, b.last_seen);
+      cell(tr, boxHealth(b.health));
+      cell(tr, keeps(b.capabilities));
+      const q = b.quality_24h;
+      cell(tr, q.score === null ? null : q.score, q.probes + ' probes, ' + q.rotations + ' rotations');
+    });
+    const modems = list.flatMap((b) => b.modems).filter((m) => matches([m.imei, m.agent_id, m.carrier, m.country, m.ext_ip]));
+    fill('modems', modems, (tr, m) => {
+      tr.dataset.imei = m.imei;
+      cell(tr, m.imei);
+      cell(tr, m.agent_id);
+      cell(tr, m.carrier);
+      cell(tr, m.country);
+      cell(tr, m.ext_ip);
+      badge(tr, m.online ? 'online' : 'offline', m.online ? 'ok' : 'bad').dataset.state = m.online ? 'online' : 'offline';
+      cell(tr, m.signal);
+      cell(tr, m.active_allocations + ' / ' + m.capacity);
+    });
+    const ports = list.flatMap((b) => b.sold.map((p) => ({ ...p, agent_id: b.agent_id })));
+    fill('ports', ports, (tr, p) => {
+      tr.dataset.allocation = p.allocation_id;
+      cell(tr, p.allocation_id);
+      cell(tr, p.imei);
+      cell(tr, p.agent_id);
+      badge(tr, p.state, STATE_KIND[p.state] || 'idle').dataset.state = p.state;
+      timeCell(tr, p.created_at);
+      timeCell(tr, p.expires_at);
+    });
+  }
+
+  const RENDER = { fleet, allocations, health, allocation: detail, modem, boxes };
 
   function render() {
     if (last && RENDER[page]) {

@@ -2,8 +2,9 @@
 // stack: tests/tests/console_browser.rs starts the stack and runs this with
 //   PLANE_URL ADMIN_KEY MARKET_KEY SIM_URL IMEI CHROMIUM SCREENSHOTS
 // and fails when this exits non-zero. It proves what a console user relies on: sign-in
-// (and a clear refusal), live updates without reload, roles refused by the server, the
-// cookie's flags, the CSP, no request off the loopback host and no browser console error.
+// (and a clear refusal), live updates without reload, roles refused by the server (a
+// seller key sees its own boxes only), the cookie's flags, the CSP, no request off the
+// loopback host and no browser console error.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 
@@ -162,6 +163,31 @@ try {
   check(refused.status() === 403, `the server refuses admin pages to a marketplace key (${refused.status()})`);
   check(await market.page.$('#agents') === null, 'a marketplace key sees no agent records');
   await market.context.close();
+
+  // A seller key: its own boxes only, live; another seller's key sees none of them.
+  const agents = await rest('GET', '/v1/agents', adminKey);
+  const agent = agents.body.agents[0];
+  const made = await rest('POST', '/v1/keys', adminKey, { role: 'seller', name: 'console-seller', seller: agent.label });
+  check(made.status === 201, `a seller key is made for ${agent.label} (${made.status})`);
+  const seller = await watched(browser);
+  await signIn(seller.page, made.body.key);
+  check(seller.page.url().endsWith('/console/boxes'), 'a seller key lands on its boxes');
+  await seller.page.waitForSelector(`#boxes tr[data-agent="${agent.agent_id}"]`, { timeout: 10000 });
+  await seller.page.waitForSelector(`#modems tr[data-imei="${imei}"]`, { timeout: 10000 });
+  check(true, "the seller sees its box and its modems");
+  const sellerLinks = await seller.page.$$eval('nav a', (as) => as.map((a) => a.textContent));
+  check(sellerLinks.join(',') === 'My boxes', `a seller is offered its boxes only (${sellerLinks})`);
+  await seller.page.screenshot({ path: `${shots}/seller.png`, fullPage: true });
+  refusalsExpected = 1;
+  const fleetRefused = await seller.page.goto(plane + '/console/fleet');
+  check(fleetRefused.status() === 403, `the server refuses the fleet to a seller key (${fleetRefused.status()})`);
+  await seller.context.close();
+  const stranger = await rest('POST', '/v1/keys', adminKey, { role: 'seller', name: 'other-seller', seller: 'nobody-here' });
+  const other = await watched(browser);
+  await signIn(other.page, stranger.body.key);
+  await other.page.waitForSelector('#boxes-empty:not([hidden])', { timeout: 10000 });
+  check(await other.page.$('#boxes tbody tr') === null, "another seller's key sees no box of this seller");
+  await other.context.close();
   await context.close();
 } catch (e) {
   problems.push(`the run stopped: ${e.stack || e}`);

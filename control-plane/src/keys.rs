@@ -6,7 +6,8 @@
 
 use crate::ids::{now, random_bytes};
 use crate::store::{
-    fingerprint, valid_tenant, ApiKeyRecord, AuditAction, KeyInfo, Role, Store, StoreError,
+    fingerprint, valid_label, valid_tenant, ApiKeyRecord, AuditAction, KeyInfo, Role, Store,
+    StoreError,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -64,6 +65,8 @@ pub struct KeyView {
     pub name: String,
     /// Marketplace keys: their tenant.
     pub tenant: Option<String>,
+    /// Seller keys: the label whose boxes they see.
+    pub seller: Option<String>,
     /// RFC 3339.
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -85,6 +88,7 @@ impl From<&KeyInfo> for KeyView {
             role: info.record.role,
             name: info.record.name.clone(),
             tenant: info.record.tenant().map(str::to_string),
+            seller: info.record.seller().map(str::to_string),
             created_at: crate::ids::rfc3339(info.record.created_at),
             last_used_at: info.last_used_at.map(crate::ids::rfc3339),
             expires_at: info.record.expires_at.map(crate::ids::rfc3339),
@@ -106,9 +110,12 @@ pub struct KeySpec {
     pub role: Role,
     /// Who it is for: 1–64 printable characters.
     pub name: String,
-    /// Marketplace keys: the tenant it acts for (`None`: the default tenant). Admin keys
+    /// Marketplace keys: the tenant it acts for (`None`: the default tenant). Other keys
     /// have none.
     pub tenant: Option<String>,
+    /// Seller keys: the label of the enrollment tokens its boxes were enrolled with
+    /// (required). Other keys have none.
+    pub seller: Option<String>,
     /// When it stops working (`None`: never).
     pub expires_at: Option<OffsetDateTime>,
 }
@@ -124,8 +131,25 @@ impl KeySpec {
             (Some(_), Role::Admin) => {
                 return Some("admin keys have no tenant: they see every tenant".into())
             }
+            (Some(_), Role::Seller) => {
+                return Some("seller keys have no tenant: they see their own boxes".into())
+            }
             (Some(t), Role::Marketplace) if !valid_tenant(t) => {
                 return Some("tenant must be 1–64 characters of [a-z0-9._-]".into())
+            }
+            _ => {}
+        }
+        match (&self.seller, self.role) {
+            (None, Role::Seller) => {
+                return Some(
+                    "a seller key needs `seller`: the label of its enrollment tokens".into(),
+                )
+            }
+            (Some(label), Role::Seller) if !valid_label(label) => {
+                return Some("seller must be 1–128 printable characters".into())
+            }
+            (Some(_), Role::Admin | Role::Marketplace) => {
+                return Some("only seller keys have a seller label".into())
             }
             _ => {}
         }
@@ -143,6 +167,7 @@ impl Store {
             role,
             name: name.to_string(),
             tenant: None,
+            seller: None,
             expires_at: None,
         };
         Ok(self.issue_key(&spec, "operator").await?.0)
@@ -161,6 +186,7 @@ impl Store {
             name: spec.name.trim().to_string(),
             created_at: now(),
             tenant: spec.tenant.clone(),
+            seller: spec.seller.as_deref().map(|s| s.trim().to_string()),
             expires_at: spec.expires_at,
         };
         let key_id = self.insert_api_key(&key, &record).await?;
@@ -169,7 +195,8 @@ impl Store {
             AuditAction::KeyCreated,
             format!("key:{}", record.name),
             serde_json::json!({"role": spec.role.as_str(), "fingerprint": fingerprint(&key),
-                               "key_id": key_id, "tenant": record.tenant()}),
+                               "key_id": key_id, "tenant": record.tenant(),
+                               "seller": record.seller()}),
         )
         .await;
         self.durable().await?;
@@ -224,6 +251,7 @@ mod tests {
             role: Role::Marketplace,
             name: "shop".into(),
             tenant: Some("acme".into()),
+            seller: None,
             expires_at: Some(t0 + time::Duration::hours(1)),
         };
         let (key, info) = store.issue_key(&spec, "test").await.unwrap();
@@ -257,9 +285,37 @@ mod tests {
             role: Role::Marketplace,
             name: "shop".into(),
             tenant: Some("acme-2".into()),
+            seller: None,
             expires_at: None,
         };
         assert_eq!(ok.problem(t0), None);
+        let seller = KeySpec {
+            role: Role::Seller,
+            tenant: None,
+            seller: Some("seller-berlin".into()),
+            ..ok.clone()
+        };
+        assert_eq!(seller.problem(t0), None);
+        for wrong in [
+            KeySpec {
+                seller: None,
+                ..seller.clone()
+            },
+            KeySpec {
+                seller: Some(" ".into()),
+                ..seller.clone()
+            },
+            KeySpec {
+                tenant: Some("acme".into()),
+                ..seller.clone()
+            },
+            KeySpec {
+                seller: Some("x".into()),
+                ..ok.clone()
+            },
+        ] {
+            assert!(wrong.problem(t0).is_some(), "{wrong:?}");
+        }
         let admin_tenant = KeySpec {
             role: Role::Admin,
             ..ok.clone()

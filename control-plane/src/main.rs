@@ -155,7 +155,7 @@ enum KeysCommand {
         /// the database directly (FARMHAND_STORE_* apply over it).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// admin or marketplace.
+        /// admin, marketplace or seller.
         #[arg(long)]
         role: Role,
         /// Who the key is for.
@@ -164,11 +164,16 @@ enum KeysCommand {
         /// Marketplace keys: the tenant the key acts for (default: `default`).
         #[arg(long)]
         tenant: Option<String>,
+        /// Seller keys (required): the label of the seller's enrollment tokens, whose boxes
+        /// the key sees.
+        #[arg(long)]
+        seller: Option<String>,
         /// The key stops working after this many days (default: never).
         #[arg(long)]
         expires_in_days: Option<u32>,
     },
-    /// List keys (id, role, name, tenant, created, last used, expiry; never the key).
+    /// List keys (id, role, name, tenant or `seller:LABEL`, created, last used, expiry;
+    /// never the key).
     List {
         /// Data directory of the control plane (default: the config's `data_dir`).
         #[arg(long)]
@@ -283,6 +288,7 @@ fn keys(command: KeysCommand) -> Result<()> {
             role,
             name,
             tenant,
+            seller,
             expires_in_days,
         } => {
             let now = time::OffsetDateTime::now_utc();
@@ -290,6 +296,7 @@ fn keys(command: KeysCommand) -> Result<()> {
                 role,
                 name,
                 tenant,
+                seller,
                 expires_at: expires_in_days.map(|d| now + time::Duration::days(i64::from(d))),
             };
             if let Some(problem) = spec.problem(now) {
@@ -311,6 +318,9 @@ fn keys(command: KeysCommand) -> Result<()> {
                     });
                     if let Some(tenant) = &spec.tenant {
                         body["tenant"] = serde_json::json!(tenant);
+                    }
+                    if let Some(seller) = &spec.seller {
+                        body["seller"] = serde_json::json!(seller);
                     }
                     let created = runtime
                         .block_on(call(&data_dir, Method::POST, "/v1/keys", Some(body)))
@@ -351,7 +361,10 @@ fn keys(command: KeysCommand) -> Result<()> {
                     cell(&k["key_id"]),
                     cell(&k["role"]),
                     cell(&k["name"]),
-                    cell(&k["tenant"]),
+                    match k["seller"].as_str() {
+                        Some(seller) => format!("seller:{seller}"),
+                        None => cell(&k["tenant"]),
+                    },
                     cell(&k["created_at"]),
                     cell(&k["last_used_at"]),
                     cell(&k["expires_at"])

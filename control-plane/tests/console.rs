@@ -2,11 +2,14 @@
 //! sign-in exchanges a key for a cookie with the right flags, a wrong key gets a clear
 //! refusal and spends the address's failure budget, every answer carries the CSP, admin
 //! pages are refused to marketplace keys by the server, the live stream is scoped to the
-//! role and holds no credential, and a revoked key's session ends.
+//! role and holds no credential, and a revoked key's session ends. A seller key sees its
+//! own boxes — in the console and through `GET /v1/seller/boxes` — and nothing else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use serde_json::json;
+use support::flows::allocate;
 use support::TestPlane;
 
 fn client() -> reqwest::Client {
@@ -19,6 +22,11 @@ fn client() -> reqwest::Client {
 
 /// Signs in with `key`; the session cookie (`name=value`) and the `Set-Cookie` line.
 async fn sign_in(plane: &TestPlane, key: &str) -> (String, String) {
+    sign_in_to(plane, key, "/console/fleet").await
+}
+
+/// Signs in with `key`, landing on `home`.
+async fn sign_in_to(plane: &TestPlane, key: &str, home: &str) -> (String, String) {
     let reply = client()
         .post(format!("http://{}/console/login", plane.addr))
         .form(&[("key", key)])
@@ -26,7 +34,7 @@ async fn sign_in(plane: &TestPlane, key: &str) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(reply.status(), 303);
-    assert_eq!(reply.headers()["location"], "/console/fleet");
+    assert_eq!(reply.headers()["location"], home);
     let set = reply.headers()["set-cookie"].to_str().unwrap().to_string();
     let pair = set.split(';').next().unwrap().to_string();
     (pair, set)
@@ -124,7 +132,11 @@ async fn sign_in_roles_and_the_live_stream_are_the_servers_to_enforce() {
     let (market, _) = sign_in(&plane, &plane.market).await;
     let refused = get(&plane, "/console/health", Some(&market)).await;
     assert_eq!(refused.status(), 403);
-    assert!(refused.text().await.unwrap().contains("admin keys only"));
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("not open to marketplace keys"));
     let html = get(&plane, "/console/fleet", Some(&market))
         .await
         .text()
@@ -137,10 +149,17 @@ async fn sign_in_roles_and_the_live_stream_are_the_servers_to_enforce() {
         snapshot["agents"].is_null() && snapshot["trend"].is_null(),
         "{snapshot}"
     );
-    let health = first_snapshot(&plane, &market, "health").await;
-    assert!(
-        health["health"].is_null(),
-        "a marketplace stream carries no health: {health}"
+    let health = get(&plane, "/console/events?page=health", Some(&market)).await;
+    assert_eq!(
+        health.status(),
+        403,
+        "a marketplace key follows no health stream"
+    );
+    let boxes = get(&plane, "/console/events?page=boxes", Some(&market)).await;
+    assert_eq!(boxes.status(), 403, "nor a seller's");
+    assert_eq!(
+        get(&plane, "/console/boxes", Some(&market)).await.status(),
+        403
     );
     let sold = first_snapshot(&plane, &market, "allocations").await;
     assert!(sold["allocations"].is_array() && !sold.to_string().contains("password"));
@@ -170,4 +189,140 @@ async fn sign_in_roles_and_the_live_stream_are_the_servers_to_enforce() {
     assert!(revoked.status < 300, "{}", revoked.body);
     let after = get(&plane, "/console/fleet", Some(&market)).await;
     assert_eq!(after.status(), 303, "a revoked key's session is over");
+}
+
+/// A seller key: its own boxes and what is sold on them (no buyer data), over REST and in
+/// the console; every other route, page and stream refused by the server.
+#[tokio::test]
+async fn a_seller_key_sees_its_own_boxes_and_nothing_else() {
+    let plane = std::sync::Arc::new(TestPlane::start().await);
+    let mut ours = plane.agent_of("seller-berlin", "350000000000018").await;
+    // Sold before the other seller's box is there: the order can only land here.
+    let sold = allocate(&plane, &mut ours, "o-seller-view").await;
+    let _theirs = plane.agent_of("seller-paris", "350000000000026").await;
+    let (sold_id, our_agent) = (
+        sold["allocation_id"].as_str().unwrap().to_string(),
+        sold["agent_id"].as_str().unwrap().to_string(),
+    );
+
+    // Keys: a seller key names its seller; no other key may.
+    let create = |body: serde_json::Value| {
+        let plane = plane.clone();
+        async move { plane.post("/v1/keys", &plane.admin, body).await }
+    };
+    let no_label = create(json!({"role": "seller", "name": "s"})).await;
+    assert_eq!(no_label.status, 422, "{}", no_label.body);
+    let admin_label = create(json!({"role": "admin", "name": "a", "seller": "x"})).await;
+    assert_eq!(admin_label.status, 422, "{}", admin_label.body);
+    let made =
+        create(json!({"role": "seller", "name": "berlin-ops", "seller": "seller-berlin"})).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let made = made.json();
+    assert_eq!(
+        (made["role"].as_str(), made["seller"].as_str()),
+        (Some("seller"), Some("seller-berlin"))
+    );
+    let seller = made["key"].as_str().unwrap().to_string();
+
+    // REST: its boxes, what is sold on them, no buyer data, no other seller.
+    let r = plane.get("/v1/seller/boxes", &seller).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let boxes = r.json();
+    assert_eq!(boxes["seller"], "seller-berlin");
+    let list = boxes["boxes"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{boxes}");
+    assert_eq!(list[0]["agent_id"], our_agent.as_str());
+    assert_eq!(list[0]["modems"][0]["imei"], "350000000000018");
+    assert_eq!(list[0]["sold"][0]["allocation_id"], sold_id.as_str());
+    assert!(list[0]["quality_24h"].is_object(), "{boxes}");
+    for secret in [
+        "o-seller-view",
+        sold["login"].as_str().unwrap(),
+        sold["password"].as_str().unwrap(),
+        "350000000000026",
+    ] {
+        assert!(!r.body.contains(secret), "the seller view shows {secret:?}");
+    }
+    let other = plane
+        .get("/v1/seller/boxes?seller=seller-paris", &seller)
+        .await;
+    assert_eq!(other.status, 403, "another seller's boxes");
+    let paris = plane
+        .get("/v1/seller/boxes?seller=seller-paris", &plane.admin)
+        .await;
+    assert_eq!(
+        paris.json()["boxes"][0]["modems"][0]["imei"],
+        "350000000000026"
+    );
+    assert_eq!(
+        plane.get("/v1/seller/boxes", &plane.admin).await.status,
+        422
+    );
+    assert_eq!(
+        plane.get("/v1/seller/boxes", &plane.market).await.status,
+        403
+    );
+    // Nothing else is open to it: the marketplace's routes and the admin's.
+    for path in [
+        "/v1/modems",
+        "/v1/allocations",
+        "/v1/agents",
+        "/v1/quality",
+        "/v1/keys",
+    ] {
+        assert_eq!(plane.get(path, &seller).await.status, 403, "{path}");
+    }
+    let order = json!({"order_id": "o-by-seller", "duration_s": 60});
+    assert_eq!(
+        plane.post("/v1/allocations", &seller, order).await.status,
+        403
+    );
+    let release = plane
+        .delete(&format!("/v1/allocations/{sold_id}"), &seller)
+        .await;
+    assert_eq!(release.status, 403);
+
+    // The console: its boxes page, live, and no other page or stream.
+    let (cookie, _) = sign_in_to(&plane, &seller, "/console/boxes").await;
+    let html = get(&plane, "/console/boxes", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"boxes\"") && html.contains("id=\"ports\""));
+    assert!(
+        !html.contains("/console/fleet"),
+        "no link to pages it cannot open"
+    );
+    let snapshot = first_snapshot(&plane, &cookie, "boxes").await;
+    assert_eq!(snapshot["role"], "seller");
+    assert_eq!(snapshot["boxes"].as_array().unwrap().len(), 1, "{snapshot}");
+    assert_eq!(
+        snapshot["boxes"][0]["sold"][0]["allocation_id"],
+        sold_id.as_str()
+    );
+    assert!(
+        !snapshot.to_string().contains("o-seller-view"),
+        "{snapshot}"
+    );
+    for page in [
+        "/console/fleet".to_string(),
+        "/console/allocations".to_string(),
+        "/console/health".to_string(),
+        format!("/console/allocations/{sold_id}"),
+        "/console/modems/350000000000018".to_string(),
+    ] {
+        let refused = get(&plane, &page, Some(&cookie)).await;
+        assert_eq!(refused.status(), 403, "{page}");
+    }
+    for page in ["fleet", "allocations", "health"] {
+        let path = format!("/console/events?page={page}");
+        assert_eq!(
+            get(&plane, &path, Some(&cookie)).await.status(),
+            403,
+            "{page}"
+        );
+    }
+    let path = format!("/console/events?page=allocation&id={sold_id}");
+    assert_eq!(get(&plane, &path, Some(&cookie)).await.status(), 403);
 }

@@ -69,6 +69,7 @@ macro_rules! keys {
             name: "shop".into(),
             created_at: t0,
             tenant: Some("acme".into()),
+            seller: None,
             expires_at: Some(t0 + Duration::hours(1)),
         };
         let ops = ApiKeyRecord {
@@ -76,11 +77,28 @@ macro_rules! keys {
             name: "ops".into(),
             created_at: t0,
             tenant: None,
+            seller: None,
             expires_at: None,
         };
         let shop_id = $store.insert_api_key("fh_shop", &shop).await.unwrap();
         let ops_id = $store.insert_api_key("fh_ops", &ops).await.unwrap();
         assert!(shop_id.starts_with("key_") && shop_id != ops_id);
+        let berlin = ApiKeyRecord {
+            role: Role::Seller,
+            name: "berlin-ops".into(),
+            created_at: t0,
+            tenant: None,
+            seller: Some("seller-berlin".into()),
+            expires_at: None,
+        };
+        let berlin_id = $store.insert_api_key("fh_berlin", &berlin).await.unwrap();
+        let found = $store.find_api_key("fh_berlin", t0).await.unwrap().unwrap();
+        assert_eq!(found.record, berlin);
+        assert_eq!(
+            (found.record.seller(), found.record.tenant()),
+            (Some("seller-berlin"), None)
+        );
+        assert!($store.revoke_api_key(&berlin_id).await.unwrap().is_some());
 
         let found = $store.find_api_key("fh_shop", t0).await.unwrap().unwrap();
         assert_eq!(
@@ -1562,6 +1580,7 @@ async fn a_revoked_key_is_gone_for_the_recheck_even_where_a_copy_is_kept() {
         name: "shop".into(),
         created_at: now,
         tenant: None,
+        seller: None,
         expires_at: None,
     };
     let id = elsewhere.insert_api_key("fh_k1", &record).await.unwrap();

@@ -2,7 +2,7 @@
 //! `playwright-core` (`console/test/browser.mjs`), against a whole stack (simulator, plane,
 //! agent). Sign-in and a wrong key, the fleet and modems, an allocation appearing without
 //! reload and its release, a modem going offline live, a marketplace key refused the admin
-//! pages by the server, the cookie's flags, the CSP, no request off the loopback host, no
+//! pages by the server, a seller key seeing its own boxes only, the cookie's flags, the CSP, no request off the loopback host, no
 //! browser console error; screenshots land in `target/console-screenshots/`.
 //!
 //! Needs `chromium` and `console/node_modules` (`npm ci` in `console/`): without them the
@@ -72,6 +72,7 @@ async fn the_console_works_in_a_real_browser() {
         "allocations.png",
         "health.png",
         "fleet-phone.png",
+        "seller.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot} was not written");
     }

@@ -63,7 +63,7 @@ pub struct HeldBack {
     reason: String,
 }
 
-fn view(state: &AppState, record: AgentRecord) -> AgentView {
+pub(super) fn view(state: &AppState, record: AgentRecord) -> AgentView {
     let live = state.fleet.agent(&record.agent_id).unwrap_or_default();
     // This agent's modems only: listing every modem of the fleet per agent made
     // `GET /v1/agents` quadratic (10,000 agents × 80,000 modems).

@@ -1,6 +1,8 @@
 //! Bearer-key authentication and role checks as extractors: [`Admin`] for operator routes,
-//! [`AnyRole`] for routes open to admin and marketplace keys. A missing, unknown, revoked
-//! or expired key is 401 `unauthorized`; a known key of the wrong role is 403 `forbidden`.
+//! [`AnyRole`] for routes open to admin and marketplace keys, [`SellerScope`] for the seller
+//! routes (seller keys, and admins naming a seller). A seller key opens nothing else. A
+//! missing, unknown, revoked or expired key is 401 `unauthorized`; a known key of the wrong
+//! role is 403 `forbidden`.
 //! Requests on the local admin socket (`local_admin`) are the operator: admin, no key.
 //!
 //! Every 401 spends one event of the client address's failure budget (`ratelimit`); an
@@ -30,8 +32,10 @@ pub struct Caller {
     pub name: String,
     /// The key's id (`None`: the operator on the local admin socket).
     pub key_id: Option<String>,
-    /// The tenant a marketplace key acts for; `None` for admins.
+    /// The tenant a marketplace key acts for; `None` for other keys.
     pub tenant: Option<String>,
+    /// The seller label a seller key sees; `None` for other keys.
+    pub seller: Option<String>,
 }
 
 /// Set on requests that came in on the local admin socket (never on a TCP request).
@@ -81,9 +85,13 @@ pub async fn note_failure(state: &AppState, client: ClientAddr, scope: &str) {
 #[derive(Debug)]
 pub struct Admin(pub Caller);
 
-/// A caller with any role.
+/// An admin or a marketplace caller (the REST API's shared routes; not seller keys).
 #[derive(Debug)]
 pub struct AnyRole(pub Caller);
+
+/// An admin or a seller caller (the seller routes).
+#[derive(Debug)]
+pub struct SellerScope(pub Caller);
 
 async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     if parts.extensions.get::<LocalOperator>().is_some() {
@@ -92,6 +100,7 @@ async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
             name: "local".into(),
             key_id: None,
             tenant: None,
+            seller: None,
         });
     }
     let client = ClientAddr::of(parts);
@@ -134,6 +143,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
     Ok(Caller {
         role: found.record.role,
         tenant: found.record.tenant().map(str::to_owned),
+        seller: found.record.seller().map(str::to_owned),
         name: found.record.name,
         key_id: Some(found.key_id),
     })
@@ -177,6 +187,22 @@ impl FromRequestParts<AppState> for AnyRole {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        caller(parts, state).await.map(AnyRole)
+        let caller = caller(parts, state).await?;
+        if caller.role == Role::Seller {
+            return Err(ApiError::forbidden());
+        }
+        Ok(AnyRole(caller))
+    }
+}
+
+impl FromRequestParts<AppState> for SellerScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = caller(parts, state).await?;
+        if caller.role == Role::Marketplace {
+            return Err(ApiError::forbidden());
+        }
+        Ok(SellerScope(caller))
     }
 }

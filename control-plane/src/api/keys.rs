@@ -16,7 +16,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// `POST /v1/keys` body, by `role`: only a marketplace key has a tenant.
+/// `POST /v1/keys` body, by `role`: only a marketplace key has a tenant, only a seller key
+/// a seller label.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeyRequest {
@@ -58,6 +59,30 @@ pub enum KeyRequest {
         #[schema(value_type = Option<String>, format = DateTime)]
         expires_at: Option<OffsetDateTime>,
     },
+    /// A seller's key: the boxes enrolled with enrollment tokens of one label.
+    Seller {
+        /// Who it is for: 1–64 printable characters (not personal data: docs/privacy.md).
+        #[schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+            example = "seller-berlin-dashboard"
+        )]
+        name: String,
+        /// The label of the seller's enrollment tokens (its agents carry it): 1–128
+        /// printable characters.
+        #[schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+            example = "seller-berlin"
+        )]
+        seller: String,
+        /// When the key stops working (RFC 3339; default: never).
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        expires_at: Option<OffsetDateTime>,
+    },
 }
 
 /// What an admin key's `tenant` may be: nothing. `null` reads as absent (as it always did);
@@ -88,6 +113,7 @@ impl From<KeyRequest> for KeySpec {
                 role: Role::Admin,
                 name,
                 tenant: None,
+                seller: None,
                 expires_at,
             },
             KeyRequest::Marketplace {
@@ -98,6 +124,18 @@ impl From<KeyRequest> for KeySpec {
                 role: Role::Marketplace,
                 name,
                 tenant,
+                seller: None,
+                expires_at,
+            },
+            KeyRequest::Seller {
+                name,
+                seller,
+                expires_at,
+            } => KeySpec {
+                role: Role::Seller,
+                name,
+                tenant: None,
+                seller: Some(seller),
                 expires_at,
             },
         }

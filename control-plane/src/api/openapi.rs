@@ -10,7 +10,8 @@
 
 use super::webhooks;
 use super::{
-    agents, allocations, audit, enroll, health, keys, modems, probes, quality, seller_data, tokens,
+    agents, allocations, audit, enroll, health, keys, modems, probes, quality, seller, seller_data,
+    tokens,
 };
 use crate::events::ModemEvent;
 use crate::events::{AgentEvent, AllocationEvent, EventType, HealthEvent, IdentityEvent};
@@ -35,7 +36,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
         tokens::create, tokens::list, tokens::revoke,
         keys::create, keys::list, keys::revoke,
         agents::list, agents::show, agents::approve, agents::revoke,
-        seller_data::export, seller_data::erase,
+        seller_data::export, seller_data::erase, seller::boxes,
         audit::list,
         modems::list, modems::rotate, modems::resolve, quality::agent, quality::rank,
         allocations::create, allocations::list, allocations::show, allocations::usage,
@@ -53,6 +54,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
         (name = "enrollment", description = "Agents joining with a one-time token."),
         (name = "admin", description = "Operators: tokens, keys, agents, sellers' data, audit."),
         (name = "modems", description = "The fleet's modems."),
+        (name = "sellers", description = "A seller's own boxes (seller keys)."),
         (name = "allocations", description = "Selling ports: create (idempotent by order_id), \
                   read, renew, replace, release, usage."),
         (name = "webhooks", description = "Event endpoints and their delivery logs."),
@@ -176,6 +178,11 @@ impl Modify for Conventions {
                 "marketplace",
                 "A marketplace API key: one tenant's modems, allocations (with buyer \
                  credentials) and webhooks.",
+            ),
+            (
+                "seller",
+                "A seller API key: its own boxes (the agents enrolled with tokens of its \
+                 label) and what is sold on them, without buyer data; nothing else.",
             ),
         ] {
             let mut scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();

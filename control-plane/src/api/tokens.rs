@@ -88,7 +88,7 @@ pub async fn create(
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
     let label = body.label.trim();
-    if label.is_empty() || label.chars().count() > 128 || label.chars().any(char::is_control) {
+    if !crate::store::valid_label(label) {
         return Err(ApiError::invalid(
             "label must be 1–128 printable characters",
         ));

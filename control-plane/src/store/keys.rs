@@ -1,4 +1,5 @@
-//! The API-key table: SHA-256 of the key → role, name, tenant, creation and expiry times;
+//! The API-key table: SHA-256 of the key → role, name, tenant or seller label, creation and
+//! expiry times;
 //! and beside it when each key was last used (written at most once a minute per key, so
 //! a busy key does not turn reads into writes). A key's public id is derived from its hash
 //! (`key_` + its first 48 bits in hex), so keys made before ids existed have one too.
@@ -23,6 +24,9 @@ pub enum Role {
     Admin,
     /// A shop backend (one tenant): modems, its own allocations with their credentials.
     Marketplace,
+    /// A seller (one label): its own boxes — the agents enrolled with tokens of its label —
+    /// their modems, health and quality, and what is sold on them without buyer data.
+    Seller,
 }
 
 impl Role {
@@ -31,6 +35,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Marketplace => "marketplace",
+            Role::Seller => "seller",
         }
     }
 }
@@ -42,8 +47,9 @@ impl std::str::FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "marketplace" => Ok(Role::Marketplace),
+            "seller" => Ok(Role::Seller),
             other => Err(format!(
-                "unknown role {other:?} (expected admin or marketplace)"
+                "unknown role {other:?} (expected admin, marketplace or seller)"
             )),
         }
     }
@@ -63,6 +69,9 @@ pub struct ApiKeyRecord {
     /// the default tenant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The seller label a seller key sees the boxes of (`None` for other roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller: Option<String>,
     /// After this the key is refused (`None`: never expires).
     #[serde(
         default,
@@ -73,11 +82,19 @@ pub struct ApiKeyRecord {
 }
 
 impl ApiKeyRecord {
-    /// The tenant a marketplace key acts for; `None` for admin keys.
+    /// The tenant a marketplace key acts for; `None` for other keys.
     pub fn tenant(&self) -> Option<&str> {
         match self.role {
-            Role::Admin => None,
+            Role::Admin | Role::Seller => None,
             Role::Marketplace => Some(self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)),
+        }
+    }
+
+    /// The seller label a seller key sees; `None` for other keys.
+    pub fn seller(&self) -> Option<&str> {
+        match self.role {
+            Role::Seller => self.seller.as_deref(),
+            Role::Admin | Role::Marketplace => None,
         }
     }
 }

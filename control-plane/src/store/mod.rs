@@ -48,7 +48,7 @@ pub use seam::Store;
 pub use seller::SellerRecords;
 pub(crate) use seller::{audit_names, served_by};
 pub(crate) use tokens::token_id;
-pub use tokens::{EnrollError, TokenRecord};
+pub use tokens::{valid_label, EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};
 pub use webhooks::{Delivery, DeliveryState, Lease, LeasedDelivery, WebhookEndpoint};
 

@@ -8,6 +8,13 @@ use sled::transaction::{abort, ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use time::OffsetDateTime;
 
+/// Whether `label` (trimmed) is a valid enrollment-token label — the seller's name its
+/// agents carry, and a seller key's scope: 1–128 printable characters.
+pub fn valid_label(label: &str) -> bool {
+    let label = label.trim();
+    !label.is_empty() && label.chars().count() <= 128 && !label.chars().any(char::is_control)
+}
+
 /// One stored enrollment token (the token itself is not stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {

@@ -207,23 +207,33 @@ impl TestPlane {
         self.call("DELETE", path, Some(key), None).await
     }
 
-    /// Issues an enrollment token through the admin API.
+    /// Issues an enrollment token through the admin API (label `seller-42`).
     pub async fn token(&self) -> String {
+        self.token_for("seller-42").await
+    }
+
+    /// Issues an enrollment token of seller `label` through the admin API.
+    pub async fn token_for(&self, label: &str) -> String {
         let r = self
             .post(
                 "/v1/enrollment-tokens",
                 &self.admin,
-                json!({"label": "seller-42", "ttl_s": 3600}),
+                json!({"label": label, "ttl_s": 3600}),
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.json()["token"].as_str().unwrap().to_string()
     }
 
-    /// Enrolls a new agent identity through the public API.
+    /// Enrolls a new agent identity through the public API (seller `seller-42`).
     pub async fn enroll(&self) -> Identity {
+        self.enroll_as("seller-42").await
+    }
+
+    /// Enrolls a new agent identity of seller `label` through the public API.
+    pub async fn enroll_as(&self, label: &str) -> Identity {
         let identity = Identity::generate();
-        let token = self.token().await;
+        let token = self.token_for(label).await;
         let body =
             json!({"token": token, "public_key": identity.public_key_b64(), "hostname": "box-1"});
         let r = self
@@ -236,7 +246,12 @@ impl TestPlane {
     /// Enrolls an agent, connects it and reports one DE/Vodafone modem; waits until the
     /// plane offers that modem.
     pub async fn agent_with_modem(&self, imei: &str) -> FakeAgent {
-        let identity = self.enroll().await;
+        self.agent_of("seller-42", imei).await
+    }
+
+    /// As [`TestPlane::agent_with_modem`], for seller `label`.
+    pub async fn agent_of(&self, label: &str, imei: &str) -> FakeAgent {
+        let identity = self.enroll_as(label).await;
         let mut agent = FakeAgent::connect(self, &identity).await.unwrap();
         agent.send_inventory(vec![modem(imei, "Vodafone")]).await;
         self.wait_available(imei).await;

@@ -4,7 +4,8 @@
 //! Server-Sent Events stream (`/console/events`, a snapshot at each change, at most one a
 //! second — the page never polls). Sign-in exchanges an API key for a session cookie
 //! (`session`); admin keys see everything, marketplace keys their tenant's allocations
-//! and the modems, never the admin pages (refused by the server, not only hidden).
+//! and the modems, never the admin pages, seller keys their own boxes only (every other
+//! page and stream refused by the server, not only hidden).
 //! Every answer carries a strict Content-Security-Policy (no inline script or style, no
 //! other origin, no framing). The console only reads; actions go through the REST API.
 
@@ -61,6 +62,7 @@ pub fn routes() -> Router<AppState> {
             "/console/health",
             get(|s, h| page(s, h, pages::Page::Health)),
         )
+        .route("/console/boxes", get(|s, h| page(s, h, pages::Page::Boxes)))
         .route("/console/allocations/{allocation_id}", get(allocation_page))
         .route("/console/modems/{imei}", get(modem_page))
         .route("/console/events", get(events))
@@ -128,7 +130,10 @@ async fn still_open(state: &AppState, id: &str, session: &Session) -> bool {
 
 async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match signed_in(&state, &headers).await {
-        Some(_) => see_other("/console/fleet"),
+        Some((_, session)) => {
+            let to = pages::Page::home(session.caller.role).path();
+            (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
+        }
         None => see_other("/console/login"),
     }
 }
@@ -148,7 +153,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// `POST /console/login`: a valid admin or marketplace key opens a session (from a page
+/// `POST /console/login`: a valid key opens a session (from a page
 /// of this origin only: another site cannot sign a browser in with its own key).
 async fn login(
     State(state): State<AppState>,
@@ -178,12 +183,13 @@ async fn login(
     let Some(found) = found else {
         note_failure(&state, client, "console").await;
         let why = "That key is not valid: it may be mistyped, revoked or expired. \
-                   Ask your operator for an admin or marketplace key.";
+                   Ask your operator for an admin, marketplace or seller key.";
         return (StatusCode::UNAUTHORIZED, pages::login(Some(why))).into_response();
     };
     let caller = super::auth::Caller {
         role: found.record.role,
         tenant: found.record.tenant().map(str::to_owned),
+        seller: found.record.seller().map(str::to_owned),
         name: found.record.name.clone(),
         key_id: Some(found.key_id.clone()),
     };
@@ -192,14 +198,12 @@ async fn login(
         let left = at - crate::ids::now();
         left.try_into().unwrap_or(Duration::ZERO)
     });
+    let home = pages::Page::home(caller.role).path();
     let id = state.console.open(caller, key_left);
     let cookie = session::set_cookie(&id, state.config.tls.is_some());
     (
         StatusCode::SEE_OTHER,
-        [
-            (LOCATION, "/console/fleet".to_string()),
-            (SET_COOKIE, cookie),
-        ],
+        [(LOCATION, home), (SET_COOKIE, cookie)],
     )
         .into_response()
 }
@@ -239,7 +243,7 @@ async fn page(State(state): State<AppState>, headers: HeaderMap, page: pages::Pa
     let Some((_, session)) = signed_in(&state, &headers).await else {
         return see_other("/console/login");
     };
-    if page.admin_only() && session.caller.role != Role::Admin {
+    if !page.allowed(session.caller.role) {
         return (StatusCode::FORBIDDEN, pages::forbidden(&session)).into_response();
     }
     pages::page(page, &session).into_response()
@@ -255,6 +259,9 @@ async fn allocation_page(
     let Some((_, session)) = signed_in(&state, &headers).await else {
         return see_other("/console/login");
     };
+    if session.caller.role == Role::Seller {
+        return (StatusCode::FORBIDDEN, pages::forbidden(&session)).into_response();
+    }
     match snapshot::owned(&state, &session, &id).await {
         Ok(Some(_)) => pages::allocation(&session, &id).into_response(),
         Ok(None) => (
@@ -275,14 +282,17 @@ async fn modem_page(
     let Some((_, session)) = signed_in(&state, &headers).await else {
         return see_other("/console/login");
     };
+    if session.caller.role == Role::Seller {
+        return (StatusCode::FORBIDDEN, pages::forbidden(&session)).into_response();
+    }
     if !farmhand_protocol::is_imei(&imei) || state.fleet.holders(&imei).is_empty() {
         return (StatusCode::NOT_FOUND, pages::not_found(&session, "modem")).into_response();
     }
     pages::modem(&session, &imei).into_response()
 }
 
-/// `?page=fleet|allocations|health`, or `?page=allocation|modem&id=…`: what the stream
-/// feeds.
+/// `?page=fleet|allocations|health|boxes`, or `?page=allocation|modem&id=…`: what the
+/// stream feeds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
@@ -296,6 +306,7 @@ impl EventsQuery {
             ("fleet", None) => View::Fleet,
             ("allocations", None) => View::Allocations,
             ("health", None) => View::Health,
+            ("boxes", None) => View::Boxes,
             ("allocation", Some(id)) if id.len() <= 64 => View::Allocation(id),
             ("modem", Some(imei)) if farmhand_protocol::is_imei(&imei) => View::Modem(imei),
             _ => return None,
@@ -315,6 +326,9 @@ async fn events(
     let Some(view) = q.view() else {
         return (StatusCode::UNPROCESSABLE_ENTITY, "no such console page").into_response();
     };
+    if !view.allowed(session.caller.role) {
+        return (StatusCode::FORBIDDEN, "this page is not open to this key").into_response();
+    }
     let Some(slot) = state.console.stream(&id) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,

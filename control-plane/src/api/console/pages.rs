@@ -15,6 +15,8 @@ pub enum Page {
     Allocations,
     /// The plane's own health (admins).
     Health,
+    /// A seller's own boxes (seller keys).
+    Boxes,
 }
 
 impl Page {
@@ -23,6 +25,7 @@ impl Page {
             Page::Fleet => "fleet",
             Page::Allocations => "allocations",
             Page::Health => "health",
+            Page::Boxes => "boxes",
         }
     }
 
@@ -31,12 +34,30 @@ impl Page {
             Page::Fleet => "Fleet",
             Page::Allocations => "Allocations",
             Page::Health => "Health",
+            Page::Boxes => "My boxes",
         }
     }
 
-    /// Whether only admin sessions may open it.
-    pub fn admin_only(self) -> bool {
-        self == Page::Health
+    /// Whether a session of `role` may open it (the server refuses the others).
+    pub fn allowed(self, role: Role) -> bool {
+        match self {
+            Page::Fleet | Page::Allocations => role != Role::Seller,
+            Page::Health => role == Role::Admin,
+            Page::Boxes => role == Role::Seller,
+        }
+    }
+
+    /// The page a session of `role` starts on.
+    pub fn home(role: Role) -> Page {
+        match role {
+            Role::Seller => Page::Boxes,
+            Role::Admin | Role::Marketplace => Page::Fleet,
+        }
+    }
+
+    /// Its path.
+    pub fn path(self) -> String {
+        format!("/console/{}", self.name())
     }
 
     fn body(self, admin: bool) -> String {
@@ -86,6 +107,37 @@ impl Page {
                         "Moves"
                     ],
                     "Nothing is sold yet: POST /v1/allocations with a marketplace key.",
+                )
+            ),
+            Page::Boxes => format!(
+                "{}{}{}",
+                table(
+                    "boxes",
+                    "Boxes",
+                    &[
+                        "Box",
+                        "Host",
+                        "Version",
+                        "State",
+                        "Last seen",
+                        "Health",
+                        "Keeps",
+                        "Score (24 h)"
+                    ],
+                    "No box is enrolled under this seller's label yet: ask the operator for an \
+                     enrollment token and run farmhand-agent enroll on the box.",
+                ),
+                table(
+                    "modems",
+                    "Modems",
+                    &["IMEI", "Box", "Carrier", "Country", "IP", "State", "Signal", "Sold"],
+                    "No modem is reported: check that the agent runs and can read ProxySmart.",
+                ),
+                table(
+                    "ports",
+                    "Sold now",
+                    &["Allocation", "Modem", "Box", "State", "Since", "Expires"],
+                    "Nothing is sold on these boxes now.",
                 )
             ),
             Page::Health => format!(
@@ -167,10 +219,10 @@ pub fn page(page: Page, session: &Session) -> Html<String> {
 /// The header of a signed-in page: navigation (the pages `session` may open), who is
 /// signed in, sign-out.
 fn header(session: &Session, current: Option<Page>) -> String {
-    let admin = session.caller.role == Role::Admin;
-    let links: String = [Page::Fleet, Page::Allocations, Page::Health]
+    let role = session.caller.role;
+    let links: String = [Page::Fleet, Page::Allocations, Page::Health, Page::Boxes]
         .into_iter()
-        .filter(|p| admin || !p.admin_only())
+        .filter(|p| p.allowed(role))
         .map(|p| {
             let here = if Some(p) == current {
                 " aria-current=\"page\""
@@ -258,8 +310,8 @@ pub fn login(error: Option<&str>) -> Html<String> {
          <label for=\"key\">API key</label><input id=\"key\" name=\"key\" type=\"password\" \
          autocomplete=\"off\" required autofocus><button type=\"submit\">Sign in</button>\
          <p class=\"hint\">An admin key sees the whole fleet; a marketplace key its own \
-         allocations and the modems. The key is exchanged for a session cookie and not kept \
-         in the browser.</p></form>"
+         allocations and the modems; a seller key its own boxes. The key is exchanged for a \
+         session cookie and not kept in the browser.</p></form>"
     );
     let header = "<header><span class=\"brand\">Farmhand</span></header>";
     layout("Sign in", "login", "none", header, &main)
@@ -267,15 +319,22 @@ pub fn login(error: Option<&str>) -> Html<String> {
 
 /// What a session gets for a page its role may not open.
 pub fn forbidden(session: &Session) -> Html<String> {
-    let main = "<h1>Not for this key</h1><p class=\"error\" role=\"alert\">This page is for \
-                admin keys only: sign in with an admin key to see it.</p>";
+    let home = Page::home(session.caller.role);
+    let main = format!(
+        "<h1>Not for this key</h1><p class=\"error\" role=\"alert\">This page is not open to \
+         {} keys: sign in with a key that may see it, or go back to \
+         <a href=\"{}\">{}</a>.</p>",
+        session.caller.role.as_str(),
+        home.path(),
+        home.title()
+    );
     let role = session.caller.role.as_str();
     layout(
         "Not for this key",
         "forbidden",
         role,
         &header(session, None),
-        main,
+        &main,
     )
 }
 

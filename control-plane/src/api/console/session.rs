@@ -194,6 +194,7 @@ mod tests {
             name: "shop".into(),
             key_id: Some("k1".into()),
             tenant: Some("t".into()),
+            seller: None,
         }
     }
 

@@ -3,9 +3,10 @@
 //! modems for every role), allocations (counts by state, the live ones and those that
 //! ended while the page was open), for admins the plane's health (store, webhook endpoints
 //! with their backlog, failures and last error, commands answered and their mean round
-//! trip, requests refused by rate limits), one allocation's timeline, one modem. Scoped
-//! like the REST API: a marketplace session sees its tenant's allocations only, no agent
-//! records, and no buyer credential or ProxySmart secret ever appears.
+//! trip, requests refused by rate limits), one allocation's timeline, one modem, a seller's
+//! own boxes. Scoped like the REST API: a marketplace session sees its tenant's
+//! allocations only, no agent records; a seller session its own boxes only; no buyer
+//! credential or ProxySmart secret ever appears.
 
 use super::session::Session;
 use crate::allocator::LastRotation;
@@ -33,6 +34,22 @@ pub enum View {
     Allocation(String),
     /// One modem (every agent's copy of the IMEI).
     Modem(String),
+    /// A seller's own boxes (`api::seller`).
+    Boxes,
+}
+
+impl View {
+    /// Whether a session of `role` may follow it.
+    pub fn allowed(&self, role: crate::store::Role) -> bool {
+        use crate::store::Role;
+        match self {
+            View::Boxes => role == Role::Seller,
+            View::Health => role == Role::Admin,
+            View::Fleet | View::Allocations | View::Allocation(_) | View::Modem(_) => {
+                role != Role::Seller
+            }
+        }
+    }
 }
 
 /// One page's view, sent whole at each change (only what its page shows is set).
@@ -58,6 +75,9 @@ pub struct Snapshot {
     /// The modem a detail page shows.
     #[serde(skip_serializing_if = "Option::is_none")]
     modem: Option<Value>,
+    /// A seller's boxes (`GET /v1/seller/boxes`'s `boxes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boxes: Option<Value>,
 }
 
 /// What a page's stream remembers between snapshots: the allocations it saw live, and
@@ -100,6 +120,12 @@ pub async fn take(
             if let Some(r) = owned(state, session, id).await? {
                 let track = state.store.probe_track(&r.allocation_id).await?;
                 snapshot.detail = Some(timeline(&r, track.map(crate::probe::Track::from_record)));
+            }
+        }
+        View::Boxes => {
+            if let Some(seller) = &session.caller.seller {
+                let boxes = crate::api::seller::boxes_of(state, seller).await?;
+                snapshot.boxes = Some(serde_json::to_value(boxes)?);
             }
         }
         View::Modem(imei) => {

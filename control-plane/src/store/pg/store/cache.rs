@@ -132,6 +132,7 @@ mod tests {
                 name: "ops".into(),
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
                 tenant: None,
+                seller: None,
                 expires_at: None,
             },
             last_used_at: None,
