@@ -378,6 +378,17 @@
       timeCell(tr, p.created_at);
       timeCell(tr, p.expires_at);
     });
+    fill('usage', s.usage || [], (tr, d) => {
+      cell(tr, d.day);
+      cell(tr, d.imei);
+      cell(tr, d.agent_id);
+      cell(tr, megabytes(d.bytes_in));
+      cell(tr, megabytes(d.bytes_out));
+    });
+  }
+
+  function megabytes(bytes) {
+    return (bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 0) + ' MB';
   }
 
   const RENDER = { fleet, allocations, health, allocation: detail, modem, boxes };

@@ -16,6 +16,7 @@
 use crate::clock::Clock;
 use crate::store::{AgentHour, QualityHour, Store, StoreError, LATENCY_BUCKETS};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -107,12 +108,19 @@ impl Figures {
 /// The day's sums as last read for `prefer = "quality"`.
 type DaySums = (Instant, HashMap<String, QualityHour>);
 
+/// Counts by (agent, hour).
+type Counts = HashMap<(String, i64), QualityHour>;
+
 /// Every agent's quality (see the module docs).
 #[derive(Debug)]
 pub struct Quality {
     store: Store,
-    /// Counts this node saw and has not yet added to the store: (agent, hour) → counts.
-    unsaved: Mutex<HashMap<(String, i64), QualityHour>>,
+    /// Counts this node saw and has not yet added to the store, and those being added now
+    /// (read with the rest until the write commits).
+    unsaved: Mutex<(Counts, Counts)>,
+    /// Writes committed so far: the day's sums are kept only if none came while they were
+    /// read.
+    saves: AtomicU64,
     /// The last day's sums per agent as last read, for `prefer = "quality"`.
     day: Mutex<Option<DaySums>>,
 }
@@ -121,19 +129,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Each agent's counts summed over `rows`.
+fn fold<'a>(
+    rows: impl IntoIterator<Item = (&'a String, &'a QualityHour)>,
+) -> HashMap<String, QualityHour> {
+    let mut sums: HashMap<String, QualityHour> = HashMap::new();
+    for (agent, counts) in rows {
+        sums.entry(agent.clone()).or_default().add(counts);
+    }
+    sums
+}
+
 impl Quality {
     /// Quality figures kept in `store`.
     pub fn new(store: Store) -> Self {
         Quality {
             store,
             unsaved: Mutex::default(),
+            saves: AtomicU64::new(0),
             day: Mutex::default(),
         }
     }
 
     fn count(&self, agent_id: &str, at: OffsetDateTime, change: impl FnOnce(&mut QualityHour)) {
         let key = (agent_id.to_string(), hour_of(at));
-        change(lock(&self.unsaved).entry(key).or_default());
+        change(lock(&self.unsaved).0.entry(key).or_default());
     }
 
     /// A probe of one of `agent_id`'s allocations: `first_byte` when it succeeded.
@@ -175,25 +195,62 @@ impl Quality {
         self.count(agent_id, at, |b| b.replacements += 1);
     }
 
+    /// Adds this node's counts not yet committed from `from_hour` on (of `agents`, or all)
+    /// to `sums`.
+    fn add_unsaved(
+        &self,
+        sums: &mut HashMap<String, QualityHour>,
+        agents: Option<&[String]>,
+        from_hour: i64,
+    ) {
+        let wanted = |agent: &String| agents.is_none_or(|ids| ids.contains(agent));
+        let unsaved = lock(&self.unsaved);
+        for ((agent, hour), counts) in unsaved.0.iter().chain(unsaved.1.iter()) {
+            if *hour >= from_hour && wanted(agent) {
+                sums.entry(agent.clone()).or_default().add(counts);
+            }
+        }
+    }
+
     /// Each agent's counts summed from `from_hour` on (`agents`, or all): what the store
-    /// keeps plus what this node has not written yet.
+    /// keeps plus what this node has not committed yet.
     async fn sums(
         &self,
         agents: Option<&[String]>,
         from_hour: i64,
     ) -> Result<HashMap<String, QualityHour>, StoreError> {
         let stored = self.store.quality_hours(agents, from_hour).await?;
-        let mut sums: HashMap<String, QualityHour> = HashMap::new();
-        for (agent, _, counts) in &stored {
-            sums.entry(agent.clone()).or_default().add(counts);
-        }
-        let wanted = |agent: &String| agents.is_none_or(|ids| ids.contains(agent));
-        for ((agent, hour), counts) in lock(&self.unsaved).iter() {
-            if *hour >= from_hour && wanted(agent) {
-                sums.entry(agent.clone()).or_default().add(counts);
+        let mut sums = fold(stored.iter().map(|(agent, _, counts)| (agent, counts)));
+        self.add_unsaved(&mut sums, agents, from_hour);
+        Ok(sums)
+    }
+
+    /// `agent_id`'s figures over every window ending at `now` (one read of its week).
+    pub async fn windows(
+        &self,
+        agent_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<[Figures; 3], StoreError> {
+        let ids = [agent_id.to_string()];
+        let week = Window::Week.first_hour(now);
+        let mut hours = self.store.quality_hours(Some(&ids), week).await?;
+        {
+            let unsaved = lock(&self.unsaved);
+            for ((agent, hour), counts) in unsaved.0.iter().chain(unsaved.1.iter()) {
+                if agent == agent_id && *hour >= week {
+                    hours.push((agent.clone(), *hour, counts.clone()));
+                }
             }
         }
-        Ok(sums)
+        Ok(Window::ALL.map(|window| {
+            let from = window.first_hour(now);
+            let within = hours.iter().filter(|(_, hour, _)| *hour >= from);
+            figures(
+                &fold(within.map(|(agent, _, counts)| (agent, counts)))
+                    .remove(agent_id)
+                    .unwrap_or_default(),
+            )
+        }))
     }
 
     /// `agent_id`'s figures over `window` ending at `now`.
@@ -223,6 +280,7 @@ impl Quality {
         &self,
         now: OffsetDateTime,
     ) -> Result<HashMap<String, u32>, StoreError> {
+        let from = Window::Day.first_hour(now);
         let kept = lock(&self.day)
             .as_ref()
             .filter(|(read, _)| read.elapsed() < SCORES_FOR)
@@ -230,64 +288,62 @@ impl Quality {
         let mut sums = match kept {
             Some(sums) => sums,
             None => {
-                let from = Window::Day.first_hour(now);
+                let saves = self.saves.load(Ordering::Acquire);
                 let stored = self.store.quality_hours(None, from).await?;
-                let mut sums: HashMap<String, QualityHour> = HashMap::new();
-                for (agent, _, counts) in &stored {
-                    sums.entry(agent.clone()).or_default().add(counts);
+                let sums = fold(stored.iter().map(|(agent, _, counts)| (agent, counts)));
+                // Kept only if no write committed meanwhile (the read may predate it).
+                if self.saves.load(Ordering::Acquire) == saves {
+                    *lock(&self.day) = Some((Instant::now(), sums.clone()));
                 }
-                *lock(&self.day) = Some((Instant::now(), sums.clone()));
                 sums
             }
         };
-        let from = Window::Day.first_hour(now);
-        for ((agent, hour), counts) in lock(&self.unsaved).iter() {
-            if *hour >= from {
-                sums.entry(agent.clone()).or_default().add(counts);
-            }
-        }
+        self.add_unsaved(&mut sums, None, from);
         Ok(sums
             .into_iter()
             .filter_map(|(agent, sum)| figures(&sum).score.map(|s| (agent, s)))
             .collect())
     }
 
-    /// Adds this node's unwritten counts to the store (kept for the next try if that fails).
+    /// Adds this node's uncommitted counts to the store; what a failed write held is kept
+    /// for the next try. Readers count them meanwhile.
     pub async fn save(&self) -> Result<(), StoreError> {
-        let unsaved: Vec<AgentHour> = lock(&self.unsaved)
-            .drain()
-            .map(|((agent, hour), counts)| (agent, hour, counts))
-            .collect();
-        if unsaved.is_empty() {
+        let saving: Vec<AgentHour> = {
+            let mut unsaved = lock(&self.unsaved);
+            let (fresh, saving) = &mut *unsaved;
+            for (key, counts) in fresh.drain() {
+                saving.entry(key).or_default().add(&counts);
+            }
+            saving
+                .iter()
+                .map(|((agent, hour), counts)| (agent.clone(), *hour, counts.clone()))
+                .collect()
+        };
+        if saving.is_empty() {
             return Ok(());
         }
-        // Read after this write, or the day's sums would miss what left `unsaved`.
-        *lock(&self.day) = None;
-        if let Err(e) = self.store.add_quality(&unsaved).await {
-            let mut kept = lock(&self.unsaved);
-            for (agent, hour, counts) in unsaved {
-                kept.entry((agent, hour)).or_default().add(&counts);
-            }
-            return Err(e);
+        let written = self.store.add_quality(&saving).await;
+        if written.is_ok() {
+            let mut unsaved = lock(&self.unsaved);
+            unsaved.1.clear();
+            self.saves.fetch_add(1, Ordering::AcqRel);
+            *lock(&self.day) = None;
         }
-        *lock(&self.day) = None;
-        Ok(())
+        written.map(|_| ())
     }
 
     /// Writes the counts every few seconds and prunes hours older than a week every hour,
-    /// until `shutdown` (then writes once more).
+    /// until `shutdown` (the server writes the last ones after every task that counts has
+    /// stopped: [`Quality::save`]).
     pub async fn run(self: Arc<Self>, clock: Clock, shutdown: CancellationToken) {
         let mut pruned_hour = None;
         loop {
-            let stopping = tokio::select! {
-                () = shutdown.cancelled() => true,
-                () = tokio::time::sleep(SYNC) => false,
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(SYNC) => {}
             };
             if let Err(e) = self.save().await {
                 warn!("quality: cannot write the counts (kept for the next try): {e}");
-            }
-            if stopping {
-                return;
             }
             let hour = hour_of(clock.now());
             if pruned_hour != Some(hour) {
@@ -410,6 +466,8 @@ mod tests {
         assert_eq!((day.probes, day.availability_pct), (11, Some(90.9)));
         let week = q.figures("a", Window::Week, at(0)).await.unwrap();
         assert_eq!(week.probes, 11, "the probe 200 h ago is outside");
+        let windows = q.windows("a", at(0)).await.unwrap();
+        assert_eq!(windows, [hour.clone(), day.clone(), week.clone()]);
         let none = q.figures("b", Window::Week, at(0)).await.unwrap();
         assert_eq!(none, Figures::default());
 

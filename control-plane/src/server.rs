@@ -335,6 +335,10 @@ impl ControlPlane {
         }
         let _ = std::fs::remove_file(crate::local_admin::socket_path(&state.config.data_dir));
         state.allocator.finish(grace).await;
+        // After every task that counts (probes, rotations, moves) has stopped.
+        if let Err(e) = state.allocator.quality().save().await {
+            warn!("quality: the last counts could not be written: {e}");
+        }
         state.store.durable().await?;
         info!("control plane stopped");
         Ok(served?)

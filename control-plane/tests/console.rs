@@ -282,6 +282,51 @@ async fn a_seller_key_sees_its_own_boxes_and_nothing_else() {
         .await;
     assert_eq!(release.status, 403);
 
+    // Its modems' traffic per day: JSON, CSV, and the console's download.
+    let report = farmhand_protocol::UsageReport {
+        measured_at_ms: farmhand_control::ids::unix_ms(farmhand_control::ids::now()),
+        allocations: vec![farmhand_protocol::AllocationUsage {
+            allocation_id: sold_id.clone(),
+            bytes_in: 4_000_000,
+            bytes_out: 1_000,
+        }],
+    };
+    let now_ms = report.measured_at_ms;
+    let stored = plane
+        .store()
+        .record_usage_report(&our_agent, &report, now_ms)
+        .await
+        .unwrap();
+    assert_eq!(stored.stored, 1);
+    let usage = plane.get("/v1/seller/usage", &seller).await;
+    assert_eq!(usage.status, 200, "{}", usage.body);
+    let usage = usage.json();
+    assert_eq!(usage["days"].as_array().unwrap().len(), 1, "{usage}");
+    assert_eq!(usage["days"][0]["imei"], "350000000000018");
+    assert_eq!(usage["days"][0]["bytes_in"], 4_000_000);
+    let csv = plane.get("/v1/seller/usage?format=csv", &seller).await;
+    assert_eq!(csv.status, 200);
+    let mut lines = csv.body.lines();
+    assert_eq!(lines.next(), Some("day,agent_id,imei,bytes_in,bytes_out"));
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .ends_with(",350000000000018,4000000,1000"),
+        "{}",
+        csv.body
+    );
+    let bad = plane.get("/v1/seller/usage?from=2026-13-01", &seller).await;
+    assert_eq!(bad.status, 422);
+    let long = plane
+        .get("/v1/seller/usage?from=2020-01-01&to=2026-01-01", &seller)
+        .await;
+    assert_eq!(long.status, 422, "at most a year at once");
+    assert_eq!(
+        plane.get("/v1/seller/usage", &plane.market).await.status,
+        403
+    );
+
     // The console: its boxes page, live, and no other page or stream.
     let (cookie, _) = sign_in_to(&plane, &seller, "/console/boxes").await;
     let html = get(&plane, "/console/boxes", Some(&cookie))
@@ -305,6 +350,14 @@ async fn a_seller_key_sees_its_own_boxes_and_nothing_else() {
         !snapshot.to_string().contains("o-seller-view"),
         "{snapshot}"
     );
+    assert_eq!(snapshot["usage"][0]["bytes_in"], 4_000_000, "{snapshot}");
+    let download = get(&plane, "/console/usage.csv", Some(&cookie)).await;
+    assert_eq!(download.status(), 200);
+    assert!(download.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    assert!(download.text().await.unwrap().contains(",4000000,1000"));
     for page in [
         "/console/fleet".to_string(),
         "/console/allocations".to_string(),

@@ -11,7 +11,7 @@ use farmhand_control::store::pg::{self, copy::CopyError};
 use farmhand_control::store::{
     PendingCommand, ProbeRecord, ProbeTrack, QualityHour, RotationRecord, UsageTotals,
 };
-use farmhand_protocol::{Command, CommandBody, RotateIp};
+use farmhand_protocol::{AllocationUsage, Command, CommandBody, RotateIp, UsageReport};
 use farmhand_test_support::postgres::PgCluster;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -54,6 +54,19 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         .record_usage(&ended_id, &agent_id, totals)
         .await
         .unwrap();
+    let report = UsageReport {
+        measured_at_ms: 1_700_000_000_000,
+        allocations: vec![AllocationUsage {
+            allocation_id: live["allocation_id"].as_str().unwrap().to_string(),
+            bytes_in: 11,
+            bytes_out: 3,
+        }],
+    };
+    let stored = store
+        .record_usage_report(&agent_id, &report, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(stored.stored, 1);
     let rotation = RotationRecord {
         at_ms: 1_700_000_000_000,
         old_ip: Some("198.51.100.1".into()),
@@ -130,6 +143,7 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         ("webhook_deliveries", 3),
         ("probe_tracks", 1),
         ("agent_quality", 1),
+        ("modem_usage_days", 1),
     ] {
         assert!(rows[table] >= at_least, "{table}: {} rows", rows[table]);
     }
@@ -199,7 +213,7 @@ async fn a_stopped_planes_store_arrives_whole_and_verified() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("copied and verified: 14 tables"),
+        stdout.contains("copied and verified: 15 tables"),
         "{stdout}"
     );
     let audit_line = stdout.lines().find(|l| l.starts_with("audit ")).unwrap();

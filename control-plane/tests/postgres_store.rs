@@ -845,6 +845,88 @@ async fn usage_behaves_alike() {
     on_both_backends!(usage);
 }
 
+const DAY_MS: u64 = 86_400_000;
+
+macro_rules! usage_days {
+    ($store:ident) => {{
+        let t = now();
+        let token = TokenRecord {
+            label: "rack".into(),
+            created_at: t,
+            expires_at: t + Duration::days(1),
+            used: false,
+            agent_id: None,
+        };
+        $store
+            .insert_enrollment_token("et_1", &token)
+            .await
+            .unwrap();
+        $store.enroll("et_1", agent("ag_1"), t).await.unwrap();
+        $store.has_modem("ag_1", IMEI_A, 10).await;
+        $store
+            .insert_allocation(&allocation("al_1", "default", "o-1", "ag_1", IMEI_A))
+            .await
+            .unwrap();
+        let report = |at: u64, i: u64, o: u64| UsageReport {
+            measured_at_ms: at,
+            allocations: vec![AllocationUsage {
+                allocation_id: "al_1".into(),
+                bytes_in: i,
+                bytes_out: o,
+            }],
+        };
+        let now_ms = 100 * DAY_MS;
+        // Day 10: 100 in, 10 out, in two reports; a lower report adds nothing; day 11: +50.
+        for (at, i, o) in [(10, 60, 10), (10, 100, 10), (10, 90, 5), (11, 150, 10)] {
+            let r = report(at * DAY_MS + 5, i, o);
+            $store
+                .record_usage_report("ag_1", &r, now_ms)
+                .await
+                .unwrap();
+        }
+        let days = $store
+            .modem_days(&["ag_1".to_string()], 0, 100)
+            .await
+            .unwrap();
+        let got: Vec<(i64, u64, u64)> = days
+            .iter()
+            .map(|d| (d.day, d.bytes_in, d.bytes_out))
+            .collect();
+        assert_eq!(got, [(10, 100, 10), (11, 50, 0)]);
+        assert!(days
+            .iter()
+            .all(|d| d.agent_id == "ag_1" && d.imei == IMEI_A));
+        // The days add up to the allocation's totals.
+        let total = $store.usage("al_1").await.unwrap().unwrap();
+        assert_eq!((total.bytes_in, total.bytes_out), (150, 10));
+        assert_eq!(
+            $store
+                .modem_days(&["ag_1".to_string()], 11, 11)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!($store
+            .modem_days(&["ag_2".to_string()], 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        // Pruned by day.
+        assert_eq!($store.prune_modem_days(11).await.unwrap(), 1);
+        let left = $store
+            .modem_days(&["ag_1".to_string()], 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(left.iter().map(|d| d.day).collect::<Vec<_>>(), [11]);
+    }};
+}
+
+#[tokio::test]
+async fn modem_usage_days_behave_alike() {
+    on_both_backends!(usage_days);
+}
+
 fn endpoint(id: &str, tenant: Option<&str>) -> WebhookEndpoint {
     WebhookEndpoint {
         webhook_id: id.into(),
@@ -1264,7 +1346,11 @@ macro_rules! seller {
         sold.state = AllocationState::Active;
         $store.insert_allocation(&sold).await.unwrap();
         let totals = UsageTotals { bytes_in: 10, bytes_out: 20, measured_at_ms: 30 };
-        $store.record_usage("al_1", "ag_gone", totals).await.unwrap();
+        let report = UsageReport {
+            measured_at_ms: 30,
+            allocations: vec![AllocationUsage { allocation_id: "al_1".into(), bytes_in: 10, bytes_out: 20 }],
+        };
+        $store.record_usage_report("ag_gone", &report, 1_000).await.unwrap();
         let rotation = RotationRecord {
             at_ms: 1,
             old_ip: None,
@@ -1310,6 +1396,8 @@ macro_rules! seller {
         let found = $store.seller_records("ag_gone").await.unwrap().unwrap();
         assert_eq!(found.probes, [("al_1".to_string(), probed)]);
         assert_eq!(found.quality, [("ag_gone".to_string(), 7, hour)]);
+        let days: Vec<(i64, u64, u64)> = found.usage_days.iter().map(|d| (d.day, d.bytes_in, d.bytes_out)).collect();
+        assert_eq!(days, [(0, 10, 20)]);
         assert_eq!(ids(&found.allocations), ["al_1"]);
         assert_eq!(found.usage, [("al_1".to_string(), totals)]);
         assert_eq!(found.rotations, [(IMEI_A.to_string(), rotation)]);
@@ -1337,9 +1425,10 @@ macro_rules! seller {
                 erased.audit_rewritten,
                 erased.deliveries_scrubbed,
                 erased.probes_deleted,
-                erased.quality_hours_deleted
+                erased.quality_hours_deleted,
+                erased.usage_days_deleted
             ),
-            (1, 1, 1, 1, 1, 1, 4, 1, 1, 1)
+            (1, 1, 1, 1, 1, 1, 4, 1, 1, 1, 1)
         );
         assert_eq!($store.probe_track("al_1").await.unwrap(), None);
         assert_eq!($store.agent("ag_gone").await.unwrap(), None);

@@ -9,7 +9,7 @@ mod support;
 use farmhand_control::store::{
     PendingCommand, ProbeRecord, ProbeTrack, QualityHour, RotationRecord, UsageTotals,
 };
-use farmhand_protocol::{Command, CommandBody, RotateIp};
+use farmhand_protocol::{AllocationUsage, Command, CommandBody, RotateIp, UsageReport};
 use farmhand_test_support::data_map_exports;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -54,7 +54,20 @@ async fn market() -> Market {
         bytes_out: 10,
         measured_at_ms: 1,
     };
-    store.record_usage(&ended_id, &a, totals).await.unwrap();
+    let report = UsageReport {
+        measured_at_ms: totals.measured_at_ms,
+        allocations: vec![AllocationUsage {
+            allocation_id: ended_id.clone(),
+            bytes_in: totals.bytes_in,
+            bytes_out: totals.bytes_out,
+        }],
+    };
+    let now_ms = farmhand_control::ids::unix_ms(farmhand_control::ids::now());
+    let recorded = store
+        .record_usage_report(&a, &report, now_ms)
+        .await
+        .unwrap();
+    assert_eq!(recorded.stored, 1);
     for (agent, imei) in [(&a, IMEI_A), (&b, IMEI_B)] {
         let rotation = RotationRecord {
             at_ms: farmhand_control::ids::unix_ms(farmhand_control::ids::now()),
@@ -186,6 +199,9 @@ async fn the_export_holds_every_mapped_kind_and_no_buyer_or_other_seller() {
         "its own hours only"
     );
     assert_eq!(doc["quality"][0]["hour"], "2027-01-15T08:00:00Z");
+    assert_eq!(doc["usage_days"][0]["day"], "1970-01-01");
+    assert_eq!(doc["usage_days"][0]["bytes_in"], 1000);
+    assert_eq!(doc["usage_days"][0]["imei"], IMEI_A);
     let audit = doc["audit"].as_array().unwrap();
     assert!(
         audit.iter().any(|e| e["action"] == "agent_enrolled"),

@@ -16,6 +16,11 @@ pub fn to_csv(rows: &[Value]) -> String {
             }
         }
     }
+    to_csv_in(&columns, rows)
+}
+
+/// As [`to_csv`], with these columns in this order (a key not among them is left out).
+pub fn to_csv_in(columns: &[&str], rows: &[Value]) -> String {
     let mut out = String::new();
     line(&mut out, columns.iter().map(|c| c.to_string()));
     for row in rows.iter().filter_map(Value::as_object) {

@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{agent_id}/quality", get(quality::agent))
         .route("/v1/quality", get(quality::rank))
         .route("/v1/seller/boxes", get(seller::boxes))
+        .route("/v1/seller/usage", get(seller::usage))
         .route("/v1/agents/{agent_id}/export", get(seller_data::export))
         .route("/v1/agents/{agent_id}/erase", post(seller_data::erase))
         .route("/v1/modems", get(modems::list))

@@ -36,7 +36,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
         tokens::create, tokens::list, tokens::revoke,
         keys::create, keys::list, keys::revoke,
         agents::list, agents::show, agents::approve, agents::revoke,
-        seller_data::export, seller_data::erase, seller::boxes,
+        seller_data::export, seller_data::erase, seller::boxes, seller::usage,
         audit::list,
         modems::list, modems::rotate, modems::resolve, quality::agent, quality::rank,
         allocations::create, allocations::list, allocations::show, allocations::usage,

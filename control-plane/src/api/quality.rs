@@ -49,12 +49,12 @@ pub async fn agent(
         .agent(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
-    let quality = state.allocator.quality();
     let now = state.fleet.clock().now();
+    let [hour, day, week] = state.allocator.quality().windows(&id, now).await?;
     Ok(Json(AgentQuality {
-        hour: quality.figures(&id, Window::Hour, now).await?,
-        day: quality.figures(&id, Window::Day, now).await?,
-        week: quality.figures(&id, Window::Week, now).await?,
+        hour,
+        day,
+        week,
         agent_id: id,
         label: record.label,
     }))

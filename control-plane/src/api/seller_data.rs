@@ -55,6 +55,8 @@ pub enum Part {
     Probes,
     /// Its quality counts, one row per hour.
     Quality,
+    /// Its modems' traffic, one row per modem and day.
+    UsageDays,
 }
 
 impl Part {
@@ -70,6 +72,7 @@ impl Part {
             Part::Audit => "audit",
             Part::Probes => "probes",
             Part::Quality => "quality",
+            Part::UsageDays => "usage_days",
         }
     }
 }
@@ -115,9 +118,13 @@ struct SellerExport {
     /// egress IP seen and the IP the modem reported).
     #[schema(value_type = Vec<Object>)]
     probes: Vec<Value>,
-    /// Its quality counts per hour (`hour` is the hour's start).
+    /// Its quality counts per hour (`hour` is the hour's start; `latency`: the successful
+    /// probes' first byte by bucket, 25 to 6400 ms and above).
     #[schema(value_type = Vec<Object>)]
     quality: Vec<Value>,
+    /// Its modems' traffic per day (UTC): `day`, `imei`, `bytes_in`, `bytes_out`.
+    #[schema(value_type = Vec<Object>)]
+    usage_days: Vec<Value>,
 }
 
 /// What an erasure did: counts only.
@@ -317,6 +324,22 @@ fn document(state: &AppState, records: SellerRecords) -> SellerExport {
                     "rotations_timed": q.rotations_timed,
                     "rotation_ms_total": q.rotation_ms_total,
                     "replacements": q.replacements,
+                    "latency": q.latency,
+                })
+            })
+            .collect(),
+        usage_days: records
+            .usage_days
+            .iter()
+            .map(|d| {
+                let day = time::OffsetDateTime::from_unix_timestamp(d.day.saturating_mul(86_400))
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+                    .date();
+                json!({
+                    "day": day.to_string(),
+                    "imei": d.imei,
+                    "bytes_in": d.bytes_in,
+                    "bytes_out": d.bytes_out,
                 })
             })
             .collect(),

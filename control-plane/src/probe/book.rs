@@ -1,13 +1,13 @@
 //! What the probes found, per allocation: its recent results (the newest `[probe] history`)
 //! and the judgement — failures in a row, and whether (and why) it is degraded. The store
 //! keeps it (`store::probes`: every node answers alike, a restart or a move of the agent to
-//! another node continues the judgement); the node probing an allocation keeps a copy of
-//! its record while it probes it, and writes each result through.
+//! another node continues the judgement). Each probe reads the record, judges and writes
+//! it back: no copy is kept here, so a node that probed an allocation before its agent went
+//! elsewhere and came back cannot write an older judgement over a newer one.
 
 use super::fetch::Failure;
 use crate::store::{AllocationRecord, ProbeRecord, ProbeTrack, Store};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tracing::warn;
@@ -65,8 +65,6 @@ pub struct Track {
 #[derive(Debug)]
 pub struct Book {
     store: Store,
-    /// The records of the allocations this node probes.
-    tracks: Mutex<HashMap<String, Track>>,
     history: usize,
     threshold: u32,
 }
@@ -77,31 +75,23 @@ impl Book {
     pub fn new(store: Store, history: usize, threshold: u32) -> Self {
         Book {
             store,
-            tracks: Mutex::default(),
             history: history.max(1),
             threshold: threshold.max(1),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Track>> {
-        self.tracks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records `result` of `allocation`'s port, judges it, and stores the record (a
-    /// storage failure is logged: the verdict stands). The caller runs one probe of an
-    /// allocation at a time.
+    /// Records `result` of `allocation`'s port, judges it, and stores the record. When the
+    /// record cannot be read, nothing is judged or written (`Steady`: a judgement made
+    /// afresh would write over the kept one); a failed write is logged, the verdict stands.
+    /// The caller runs one probe of an allocation at a time.
     pub async fn record(&self, allocation: &AllocationRecord, result: ProbeResult) -> Verdict {
         let id = &allocation.allocation_id;
-        let kept = self.lock().get(id).cloned();
-        let mut track = match kept {
-            Some(track) => track,
-            None => match self.store.probe_track(id).await {
-                Ok(stored) => stored.map(Track::from_record).unwrap_or_default(),
-                Err(e) => {
-                    warn!(allocation_id = %id, "probes: cannot read the probe record, judging afresh: {e}");
-                    Track::default()
-                }
-            },
+        let mut track = match self.store.probe_track(id).await {
+            Ok(stored) => stored.map(Track::from_record).unwrap_or_default(),
+            Err(e) => {
+                warn!(allocation_id = %id, "probes: cannot read the probe record, this probe is not judged: {e}");
+                return Verdict::Steady;
+            }
         };
         if track.agent_id != allocation.agent_id || track.imei != allocation.imei {
             // Another port now (a move): its results start afresh; a degraded allocation
@@ -112,9 +102,7 @@ impl Book {
             track.failures_in_a_row = 0;
         }
         let verdict = self.judge(&mut track, result);
-        let stored = track.to_record();
-        self.lock().insert(id.clone(), track);
-        if let Err(e) = self.store.save_probe_track(id, &stored).await {
+        if let Err(e) = self.store.save_probe_track(id, &track.to_record()).await {
             warn!(allocation_id = %id, "probes: cannot store the probe record: {e}");
         }
         verdict
@@ -144,12 +132,6 @@ impl Book {
             }
             Some(_) => Verdict::StillDegraded(failure),
         }
-    }
-
-    /// Keeps the copies of the allocations in `probed` only (another node may probe the
-    /// rest now, and the store has their records).
-    pub fn retain(&self, probed: &HashSet<String>) {
-        self.lock().retain(|id, _| probed.contains(id));
     }
 }
 
@@ -370,17 +352,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn copies_of_allocations_probed_elsewhere_are_dropped_and_gone_ones_not_stored() {
-        let (_dir, store, book, a) = book(10, 2);
-        book.record(&a, result(None, 1)).await;
-        book.retain(&HashSet::new());
-        assert!(book.lock().is_empty());
-        assert!(
-            store.probe_track("a").await.unwrap().is_some(),
-            "the store keeps it"
+    async fn a_node_judges_from_the_kept_record_and_an_ended_allocation_gets_none() {
+        let (_dir, store, here, a) = book(10, 2);
+        let elsewhere = Book::new(store.clone(), 10, 2);
+        let fail = Some(Failure::Timeout);
+        // The agent's session moves between nodes: each judges what the other wrote.
+        assert_eq!(here.record(&a, result(fail, 1)).await, Verdict::Steady);
+        assert_eq!(
+            elsewhere.record(&a, result(fail, 1)).await,
+            Verdict::Degraded(Failure::Timeout)
+        );
+        assert_eq!(here.record(&a, result(None, 1)).await, Verdict::Recovered);
+        assert_eq!(
+            elsewhere.record(&a, result(None, 1)).await,
+            Verdict::Steady,
+            "recovered once"
         );
         let gone = live("gone", "m1");
-        book.record(&gone, result(None, 1)).await;
+        here.record(&gone, result(None, 1)).await;
         assert_eq!(store.probe_track("gone").await.unwrap(), None);
     }
 

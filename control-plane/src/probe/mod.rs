@@ -231,7 +231,6 @@ impl Prober {
                 });
         }
         due.retain(|id, _| probed.contains(id));
-        self.book.retain(&probed);
     }
 
     /// Whether `record` has a traffic quota its port has used up (as last reported): its

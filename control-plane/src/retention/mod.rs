@@ -5,7 +5,8 @@
 //! (`Store::forget`), removes the entry, and stops at the first young one, so it never
 //! rescans what it keeps. Deletions go in batches of [`BATCH`] with a yield between them,
 //! so a first pass over years of records does not hold the store or a worker for long.
-//! The audit log is trimmed the same way from its own front (`Store::prune_audit_before`).
+//! The audit log is trimmed the same way from its own front (`Store::prune_audit_before`),
+//! and the modems' usage days by their day (`Store::prune_modem_days`, `financial_days`).
 //!
 //! After a pass the task sleeps until the earliest window still ahead ends, at most an
 //! hour (wall-clock deadlines, and the wall clock can jump). An allocation that ends
@@ -180,6 +181,10 @@ impl Retention {
         if audit > 0 {
             pass.forgotten.insert("audit", audit);
         }
+        let days = self.trim_usage_days(at).await?;
+        if days > 0 {
+            pass.forgotten.insert("modem_usage_days", days);
+        }
         if !pass.forgotten.is_empty() {
             self.store.durable().await?;
             info!(forgotten = ?pass.forgotten, "records past their retention window forgotten");
@@ -208,6 +213,18 @@ impl Retention {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Deletes the modems' usage days older than `financial_days` (the books).
+    async fn trim_usage_days(&self, at: OffsetDateTime) -> Result<usize, StoreError> {
+        let Some(window) = RetentionConfig::days(self.config.financial_days) else {
+            return Ok(0);
+        };
+        let Some(cutoff) = at.checked_sub(span(window)) else {
+            return Ok(0);
+        };
+        let before_day = cutoff.unix_timestamp().div_euclid(86_400);
+        self.store.prune_modem_days(before_day).await
     }
 
     async fn audit_purge(&self, allocation_id: &[u8]) {

@@ -44,6 +44,8 @@ pub struct Erased {
     pub probes_deleted: usize,
     /// Hours of quality figures deleted.
     pub quality_hours_deleted: usize,
+    /// Days of its modems' traffic deleted (the allocations' totals stay).
+    pub usage_days_deleted: usize,
 }
 
 /// Why an erasure did not run.
@@ -139,6 +141,7 @@ impl SledStore {
         self.agents.remove(agent_id.as_bytes())?;
         // After the agent is gone, so no late addition lands (`add_quality` needs it).
         erased.quality_hours_deleted = self.forget_quality_of(agent_id)?;
+        erased.usage_days_deleted = self.forget_modem_days_of(agent_id)?;
         self.flush()?;
         Ok(erased)
     }

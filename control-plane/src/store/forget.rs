@@ -37,7 +37,8 @@ impl SledStore {
     }
 
     /// Clears an ended allocation's operational detail, keeping its financial core.
-    /// Its probe record goes with it.
+    /// Its probe record goes with it (also when the detail is already gone: a pass that
+    /// failed between the two is finished by the next).
     pub fn purge_allocation_detail(&self, allocation_id: &str) -> Result<bool, StoreError> {
         let purged = self.rewrite_allocation(allocation_id, |record| {
             if record.ended_at().is_none() || record.detail_purged {
@@ -46,7 +47,11 @@ impl SledStore {
             clear_detail(record);
             true
         })?;
-        if purged {
+        let gone = purged
+            || self
+                .allocation(allocation_id)?
+                .is_none_or(|r| r.detail_purged);
+        if gone {
             self.forget_probe_track(allocation_id)?;
         }
         Ok(purged)

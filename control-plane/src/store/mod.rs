@@ -25,6 +25,7 @@ mod seam;
 mod seller;
 mod tokens;
 mod usage;
+mod usage_days;
 mod webhooks;
 
 pub use agents::AgentRecord;
@@ -50,6 +51,7 @@ pub(crate) use seller::{audit_names, served_by};
 pub(crate) use tokens::token_id;
 pub use tokens::{valid_label, EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};
+pub use usage_days::ModemDay;
 pub use webhooks::{Delivery, DeliveryState, Lease, LeasedDelivery, WebhookEndpoint};
 
 use ring::digest::{digest, SHA256};
@@ -107,6 +109,8 @@ pub struct SledStore {
     rotations: Arc<rotations::Rotations>,
     /// `<allocation_id>/<agent_id>` → traffic totals (see `usage`).
     usage: sled::Tree,
+    /// `<agent_id>/<IMEI>/<day>` → traffic that day (see `usage_days`).
+    usage_days: sled::Tree,
     /// The last audit key handed out (see `audit`).
     audit_last: Arc<AtomicU64>,
     /// Live allocations by agent and by expiry (see `live`).
@@ -115,11 +119,11 @@ pub struct SledStore {
     commit: Arc<durable::GroupCommit>,
     /// Webhook endpoints, deliveries (log and outbox), their schedule, and expiry warnings
     /// sent (see `webhooks`).
-    webhooks: webhooks::Trees,
+    webhooks: Arc<webhooks::Trees>,
     /// Records by retention window start (see `retention_queue`).
     retention_queue: sled::Tree,
     /// Probe records and quality hours (see `probes`).
-    probes: probes::Trees,
+    probes: Arc<probes::Trees>,
 }
 
 impl SledStore {
@@ -213,9 +217,10 @@ impl SledStore {
             commands: db.open_tree("pending_commands")?,
             rotations: Arc::new(rotations::Rotations::open(&db)?),
             usage: db.open_tree("allocation_usage")?,
-            webhooks: webhooks::Trees::open(&db)?,
+            usage_days: db.open_tree("modem_usage_days")?,
+            webhooks: Arc::new(webhooks::Trees::open(&db)?),
             retention_queue: db.open_tree("retention_queue")?,
-            probes: probes::Trees::open(&db)?,
+            probes: Arc::new(probes::Trees::open(&db)?),
             db,
         };
         store.index_tenants()?;

@@ -9,8 +9,10 @@
 //! erasure deletes both (`erase`). Not flushed: a `kill -9` may lose the last probe's
 //! record, never an allocation.
 
-use super::{decode, encode, SledStore, StoreError};
+use super::{decode, encode, AllocationRecord, SledStore, StoreError};
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 use std::collections::VecDeque;
 use time::OffsetDateTime;
 
@@ -110,22 +112,33 @@ fn split_quality_key(key: &[u8]) -> Option<(String, i64)> {
 
 impl SledStore {
     /// Writes `allocation_id`'s probe record; false (nothing written) when the allocation
-    /// is gone or its detail was purged.
+    /// is gone or its detail was purged (read in the same transaction as the write, so a
+    /// purge or an erasure meanwhile leaves no record behind).
     pub fn save_probe_track(
         &self,
         allocation_id: &str,
         track: &ProbeTrack,
     ) -> Result<bool, StoreError> {
-        let Some(record) = self.allocation(allocation_id)? else {
-            return Ok(false);
-        };
-        if record.detail_purged {
-            return Ok(false);
+        let raw = encode(track)?;
+        let key = allocation_id.as_bytes();
+        let result =
+            (&self.allocations, &self.probes.tracks).transaction(|(allocations, tracks)| {
+                let Some(stored) = allocations.get(key)? else {
+                    return Ok(false);
+                };
+                let record: AllocationRecord =
+                    decode(&stored).map_err(ConflictableTransactionError::Abort)?;
+                if record.detail_purged {
+                    return Ok(false);
+                }
+                tracks.insert(key, raw.as_slice())?;
+                Ok(true)
+            });
+        match result {
+            Ok(written) => Ok(written),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
         }
-        self.probes
-            .tracks
-            .insert(allocation_id.as_bytes(), encode(track)?)?;
-        Ok(true)
     }
 
     /// `allocation_id`'s probe record, if it was probed.
@@ -159,39 +172,34 @@ impl SledStore {
         Ok(found)
     }
 
-    /// Adds each `(agent, hour, counts)` to what is kept for that hour; an agent no longer
-    /// enrolled gets nothing. Returns how many hours were written.
+    /// Adds each `(agent, hour, counts)` to what is kept for that hour, all or none (one
+    /// transaction, which also reads whether each agent is still enrolled: one no longer
+    /// enrolled gets nothing, so nothing lands after an erasure). A kept hour that cannot be
+    /// read is replaced. Returns how many hours were written.
     pub fn add_quality(&self, hours: &[AgentHour]) -> Result<usize, StoreError> {
-        let mut written = 0;
-        for (agent_id, hour, counts) in hours {
-            if !self.agents.contains_key(agent_id.as_bytes())? {
-                continue;
-            }
-            let key = quality_key(agent_id, *hour);
-            let mut failed = None;
-            self.probes.quality.fetch_and_update(&key, |old| {
-                let mut sum: QualityHour = match old.map(decode).transpose() {
-                    Ok(sum) => sum.unwrap_or_default(),
-                    Err(e) => {
-                        failed = Some(e);
-                        return old.map(<[u8]>::to_vec);
-                    }
+        let result = (&self.agents, &self.probes.quality).transaction(|(agents, quality)| {
+            let mut written = 0;
+            for (agent_id, hour, counts) in hours {
+                if agents.get(agent_id.as_bytes())?.is_none() {
+                    continue;
+                }
+                let key = quality_key(agent_id, *hour);
+                let mut sum: QualityHour = match quality.get(&key)? {
+                    Some(raw) => decode(&raw).unwrap_or_default(),
+                    None => QualityHour::default(),
                 };
                 sum.add(counts);
-                match encode(&sum) {
-                    Ok(raw) => Some(raw),
-                    Err(e) => {
-                        failed = Some(e);
-                        old.map(<[u8]>::to_vec)
-                    }
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
+                let raw = encode(&sum).map_err(ConflictableTransactionError::Abort)?;
+                quality.insert(key, raw)?;
+                written += 1;
             }
-            written += 1;
+            Ok(written)
+        });
+        match result {
+            Ok(written) => Ok(written),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
         }
-        Ok(written)
     }
 
     /// The hours from `from_hour` on of `agents` (every agent when `None`).

@@ -9,7 +9,7 @@
 use super::{
     AgentHour, AgentRecord, AllocationPage, AllocationRecord, AllocationState, ApiKeyRecord,
     AuditAction, AuditCursor, AuditEvent, AuditPage, Delivery, EnrollError, EraseError, Erased,
-    InsertOutcome, KeyInfo, Lease, LeasedDelivery, PendingCommand, ProbeTrack, Queued,
+    InsertOutcome, KeyInfo, Lease, LeasedDelivery, ModemDay, PendingCommand, ProbeTrack, Queued,
     RetentionKind, RotationRecord, SellerRecords, SledStore, StoreError, TokenRecord,
     UsageRecorded, UsageTotals, WebhookEndpoint,
 };
@@ -529,6 +529,8 @@ delegate! {
         report: UsageTotals
     ) -> Result<(), StoreError>;
     fn usage(&self, allocation_id: &str) -> Result<Option<UsageTotals>, StoreError>;
+    fn modem_days(&self, agents: &[String], from_day: i64, to_day: i64) -> Result<Vec<ModemDay>, StoreError>;
+    fn prune_modem_days(&self, before_day: i64) -> Result<usize, StoreError>;
 
     // Webhooks: endpoints, the delivery outbox, expiry warnings sent.
     fn webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError>;

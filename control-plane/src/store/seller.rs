@@ -6,7 +6,7 @@
 //! are rare admin operations, and an index per agent would cost every write.
 
 use super::{decode, AgentRecord, AllocationRecord, AuditEntry, AuditEvent, PendingCommand};
-use super::{AgentHour, ProbeTrack, RotationRecord, SledStore, StoreError, UsageTotals};
+use super::{AgentHour, ModemDay, ProbeTrack, RotationRecord, SledStore, StoreError, UsageTotals};
 
 /// What the store holds about one agent.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct SellerRecords {
     pub probes: Vec<(String, ProbeTrack)>,
     /// Its hourly quality figures.
     pub quality: Vec<AgentHour>,
+    /// Its modems' traffic per day.
+    pub usage_days: Vec<ModemDay>,
 }
 
 /// Whether `record` ran (or runs) on `agent_id`'s box.
@@ -80,6 +82,7 @@ impl SledStore {
         let audit = self.audit_about(agent_id)?;
         let probes = self.probe_tracks_of(agent_id)?;
         let quality = self.quality_of(agent_id)?;
+        let usage_days = self.modem_days(&[agent_id.to_string()], i64::MIN, i64::MAX)?;
         Ok(Some(SellerRecords {
             agent,
             allocations,
@@ -90,6 +93,7 @@ impl SledStore {
             audit,
             probes,
             quality,
+            usage_days,
         }))
     }
 

@@ -10,12 +10,18 @@
 //! Only the agent that holds an allocation (or held it before a replacement) can report
 //! for it; other entries are ignored, so an agent cannot inflate someone else's usage.
 //!
+//! What a total grows by is also added to the modem's day (`usage_days`: a seller's payout
+//! basis), in the same transaction, so the days add up to the totals.
+//!
 //! Not flushed on every write: agents repeat their totals every interval, so a report lost
 //! to a crash is restored by the next one (sled flushes on its own within half a second).
 
+use super::usage_days::{day_key, day_of, DayUsage};
 use super::{decode, encode, AllocationRecord, SledStore, StoreError};
 use farmhand_protocol::{UsageReport, MAX_USAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 
 /// What one agent last reported for one allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,18 +59,28 @@ pub struct UsageRecorded {
     pub ignored: usize,
 }
 
-/// Whether `agent_id` holds, or held, `record`'s port.
-fn reported_by(record: &AllocationRecord, agent_id: &str) -> bool {
-    record.agent_id == agent_id
-        || record
-            .replacements
-            .iter()
-            .any(|r| r.from_agent_id == agent_id)
+/// The modem of `agent_id` that carries, or carried, `record`'s port; `None` when the
+/// agent never held it.
+fn modem_of(record: &AllocationRecord, agent_id: &str) -> Option<String> {
+    if record.agent_id == agent_id {
+        return Some(record.imei.clone());
+    }
+    record
+        .replacements
+        .iter()
+        .rev()
+        .find(|r| r.from_agent_id == agent_id)
+        .map(|r| r.from_imei.clone())
+}
+
+fn abort<T>(e: impl Into<StoreError>) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e.into()))
 }
 
 impl SledStore {
     /// Stores every entry of `report` from `agent_id` that is about one of its allocations;
-    /// the measurement time is clamped to `now_ms` (an agent's clock may run ahead).
+    /// the measurement time is clamped to `now_ms` (an agent's clock may run ahead). What
+    /// each total grew by is added to its modem's day (`usage_days`), in the same step.
     pub fn record_usage_report(
         &self,
         agent_id: &str,
@@ -73,19 +89,19 @@ impl SledStore {
     ) -> Result<UsageRecorded, StoreError> {
         let mut recorded = UsageRecorded::default();
         for entry in report.allocations.iter().take(MAX_USAGE_ENTRIES) {
-            let ours = self
+            let Some(imei) = self
                 .allocation(&entry.allocation_id)?
-                .is_some_and(|record| reported_by(&record, agent_id));
-            if !ours {
+                .and_then(|record| modem_of(&record, agent_id))
+            else {
                 recorded.ignored += 1;
                 continue;
-            }
+            };
             let totals = UsageTotals {
                 bytes_in: entry.bytes_in,
                 bytes_out: entry.bytes_out,
                 measured_at_ms: report.measured_at_ms.min(now_ms),
             };
-            self.record_usage(&entry.allocation_id, agent_id, totals)?;
+            self.record_usage_on(&entry.allocation_id, agent_id, Some(&imei), totals)?;
             recorded.stored += 1;
         }
         recorded.ignored += report.allocations.len().saturating_sub(MAX_USAGE_ENTRIES);
@@ -99,19 +115,49 @@ impl SledStore {
         agent_id: &str,
         report: UsageTotals,
     ) -> Result<(), StoreError> {
+        self.record_usage_on(allocation_id, agent_id, None, report)
+    }
+
+    /// [`SledStore::record_usage`], adding what the totals grew by to `imei`'s day of the
+    /// report, in one transaction.
+    fn record_usage_on(
+        &self,
+        allocation_id: &str,
+        agent_id: &str,
+        imei: Option<&str>,
+        report: UsageTotals,
+    ) -> Result<(), StoreError> {
         let key = key(allocation_id, agent_id);
-        loop {
-            let current = self.usage.get(&key)?;
-            let merged = match &current {
-                Some(raw) => decode::<UsageTotals>(raw)?.merge(report),
-                None => report,
+        let day = day_of(report.measured_at_ms);
+        let trees = (&self.usage, &self.usage_days, &self.agents);
+        let result = trees.transaction(|(usage, days, agents)| {
+            let current = match usage.get(&key)? {
+                Some(raw) => Some(decode::<UsageTotals>(&raw).or_else(abort)?),
+                None => None,
             };
-            let swapped = self
-                .usage
-                .compare_and_swap(&key, current, Some(encode(&merged)?))?;
-            if swapped.is_ok() {
-                return Ok(());
+            let merged = current.map_or(report, |c| c.merge(report));
+            usage.insert(key.as_slice(), encode(&merged).or_else(abort)?)?;
+            let before = current.map_or((0, 0), |c| (c.bytes_in, c.bytes_out));
+            let grown = (merged.bytes_in - before.0, merged.bytes_out - before.1);
+            let imei = imei.filter(|i| !i.is_empty());
+            // A day is kept only for an enrolled agent (nothing lands after an erasure).
+            let enrolled = || agents.get(agent_id.as_bytes()).map(|a| a.is_some());
+            if let (Some(imei), true) = (imei, grown != (0, 0) && enrolled()?) {
+                let day_key = day_key(agent_id, imei, day);
+                let mut sum: DayUsage = match days.get(&day_key)? {
+                    Some(raw) => decode(&raw).or_else(abort)?,
+                    None => DayUsage::default(),
+                };
+                sum.bytes_in = sum.bytes_in.saturating_add(grown.0);
+                sum.bytes_out = sum.bytes_out.saturating_add(grown.1);
+                days.insert(day_key, encode(&sum).or_else(abort)?)?;
             }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
         }
     }
 
@@ -172,6 +218,42 @@ mod tests {
         }
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.usage("al_1").unwrap(), Some(totals(500, 90, 1000)));
+    }
+
+    #[test]
+    fn each_report_adds_what_it_grew_by_to_the_modems_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let agent = super::super::AgentRecord {
+            agent_id: "ag".into(),
+            public_key: vec![1; 32],
+            label: String::new(),
+            hostname: "box".into(),
+            enrolled_at: time::OffsetDateTime::UNIX_EPOCH,
+            revoked: false,
+            approved: true,
+        };
+        store.put_agent(&agent).unwrap();
+        let record = AllocationRecord::example("al_1", time::OffsetDateTime::UNIX_EPOCH);
+        store.insert_allocation(&record).unwrap();
+        for (i, o) in [(60, 10), (100, 10), (90, 5)] {
+            let report = UsageReport {
+                measured_at_ms: 5,
+                allocations: vec![farmhand_protocol::AllocationUsage {
+                    allocation_id: "al_1".into(),
+                    bytes_in: i,
+                    bytes_out: o,
+                }],
+            };
+            store.record_usage_report("ag", &report, 10).unwrap();
+        }
+        let days = store.modem_days(&["ag".into()], 0, 0).unwrap();
+        assert_eq!(
+            days.iter()
+                .map(|d| (d.bytes_in, d.bytes_out))
+                .collect::<Vec<_>>(),
+            [(100, 10)]
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::ratelimit::ClientAddr;
 use crate::store::Role;
 use axum::extract::State;
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, LOCATION, ORIGIN, SET_COOKIE,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, LOCATION,
+    ORIGIN, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -63,6 +63,7 @@ pub fn routes() -> Router<AppState> {
             get(|s, h| page(s, h, pages::Page::Health)),
         )
         .route("/console/boxes", get(|s, h| page(s, h, pages::Page::Boxes)))
+        .route("/console/usage.csv", get(usage_csv))
         .route("/console/allocations/{allocation_id}", get(allocation_page))
         .route("/console/modems/{imei}", get(modem_page))
         .route("/console/events", get(events))
@@ -247,6 +248,42 @@ async fn page(State(state): State<AppState>, headers: HeaderMap, page: pages::Pa
         return (StatusCode::FORBIDDEN, pages::forbidden(&session)).into_response();
     }
     pages::page(page, &session).into_response()
+}
+
+/// `GET /console/usage.csv`: a seller session's modems' traffic per day, the last 31 days
+/// (`GET /v1/seller/usage?format=csv` with a key gives any span).
+async fn usage_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = signed_in(&state, &headers).await else {
+        return see_other("/console/login");
+    };
+    let Some(seller) = session.caller.seller.as_deref() else {
+        return (StatusCode::FORBIDDEN, pages::forbidden(&session)).into_response();
+    };
+    let today = state
+        .fleet
+        .clock()
+        .now()
+        .unix_timestamp()
+        .div_euclid(86_400);
+    let days = match super::seller::usage_of(&state, seller, today - 30, today).await {
+        Ok(days) => days,
+        Err(e) => {
+            tracing::warn!(error = %e, "console: cannot read the usage days");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let rows: Vec<serde_json::Value> = days
+        .iter()
+        .filter_map(|d| serde_json::to_value(d).ok())
+        .collect();
+    (
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (CONTENT_DISPOSITION, "attachment; filename=\"usage.csv\""),
+        ],
+        super::csv::to_csv_in(&super::seller::USAGE_COLUMNS, &rows),
+    )
+        .into_response()
 }
 
 /// `GET /console/allocations/{id}`: one allocation and its timeline (404 when the

@@ -110,7 +110,7 @@ impl Page {
                 )
             ),
             Page::Boxes => format!(
-                "{}{}{}",
+                "{}{}{}{}",
                 table(
                     "boxes",
                     "Boxes",
@@ -138,8 +138,16 @@ impl Page {
                     "Sold now",
                     &["Allocation", "Modem", "Box", "State", "Since", "Expires"],
                     "Nothing is sold on these boxes now.",
+                ),
+                table(
+                    "usage",
+                    "Traffic per modem and day (UTC), the last 7 days",
+                    &["Day", "Modem", "Box", "To buyers", "From buyers"],
+                    "No traffic in the last 7 days.",
                 )
-            ),
+            ) + "<p><a href=\"/console/usage.csv\" download>Download the last 31 days as CSV</a> \
+                 (what payouts are computed from; <code>GET /v1/seller/usage</code> with a seller \
+                 key gives any span).</p>",
             Page::Health => format!(
                 "<section aria-labelledby=\"health-title\"><h2 id=\"health-title\">\
                  The plane</h2><dl id=\"health\"></dl></section>{}{}",

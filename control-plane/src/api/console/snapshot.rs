@@ -78,6 +78,9 @@ pub struct Snapshot {
     /// A seller's boxes (`GET /v1/seller/boxes`'s `boxes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     boxes: Option<Value>,
+    /// A seller's modems' traffic per day, the last 7 days (`GET /v1/seller/usage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
 }
 
 /// What a page's stream remembers between snapshots: the allocations it saw live, and
@@ -126,6 +129,14 @@ pub async fn take(
             if let Some(seller) = &session.caller.seller {
                 let boxes = crate::api::seller::boxes_of(state, seller).await?;
                 snapshot.boxes = Some(serde_json::to_value(boxes)?);
+                let today = state
+                    .fleet
+                    .clock()
+                    .now()
+                    .unix_timestamp()
+                    .div_euclid(86_400);
+                let usage = crate::api::seller::usage_of(state, seller, today - 6, today).await?;
+                snapshot.usage = Some(serde_json::to_value(usage)?);
             }
         }
         View::Modem(imei) => {

@@ -13,8 +13,8 @@
 //! kept too, so an audit cursor a client holds stays valid. Times keep microseconds (what
 //! PostgreSQL stores). sled's index tables (order and tenant indexes, the retention queue,
 //! the delivery schedule) are not copied: on PostgreSQL they are indexes over the rows.
-//! Probe records and quality hours are copied (minus any whose allocation or agent is no
-//! longer kept, which the foreign keys would refuse).
+//! Probe records, quality hours and modems' usage days are copied (minus any whose
+//! allocation or agent is no longer kept, which the foreign keys would refuse).
 
 use super::{migrations, PgError};
 use crate::store::{
@@ -178,7 +178,7 @@ struct Table {
 }
 
 /// Every table, in an order that satisfies the foreign keys (endpoints before deliveries).
-const ORDER: [&str; 14] = [
+const ORDER: [&str; 15] = [
     "agents",
     "api_keys",
     "enrollment_tokens",
@@ -193,6 +193,7 @@ const ORDER: [&str; 14] = [
     "webhook_expiring",
     "probe_tracks",
     "agent_quality",
+    "modem_usage_days",
 ];
 
 /// Copies `store` into the database of `pool` (see the module docs).
@@ -727,6 +728,32 @@ fn read_sled(store: &SledStore) -> Result<Vec<Table>, CopyError> {
             ("rotations_timed", Kind::I64),
             ("rotation_ms_total", Kind::I64),
             ("replacements", Kind::I64),
+        ],
+        identity: None,
+        rows,
+    });
+
+    let mut rows = Vec::new();
+    for d in store.all_modem_days()? {
+        if !agents.contains(d.agent_id.as_bytes()) {
+            continue;
+        }
+        rows.push(vec![
+            Text(d.agent_id),
+            Text(d.imei),
+            I64(d.day),
+            I64(i64_of(d.bytes_in)),
+            I64(i64_of(d.bytes_out)),
+        ]);
+    }
+    tables.push(Table {
+        name: "modem_usage_days",
+        columns: &[
+            ("agent_id", Kind::Text),
+            ("imei", Kind::Text),
+            ("day", Kind::I64),
+            ("bytes_in", Kind::I64),
+            ("bytes_out", Kind::I64),
         ],
         identity: None,
         rows,

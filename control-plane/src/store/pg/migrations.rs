@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "probes",
         include_str!("../../../migrations/0006_probes.sql"),
     ),
+    (
+        7,
+        "modem_usage_days",
+        include_str!("../../../migrations/0007_modem_usage_days.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (any constant: "farmhand" in ASCII).

@@ -58,6 +58,7 @@ impl PgStore {
                  SELECT $1, $2, $3 FROM allocations
                  WHERE allocation_id = $1
                    AND NOT coalesce((record->>'detail_purged')::boolean, false)
+                 FOR SHARE
                  ON CONFLICT (allocation_id) DO UPDATE SET
                    agent_id = EXCLUDED.agent_id, track = EXCLUDED.track",
                 &[&allocation_id, &track.agent_id, &to_json(track)?],
@@ -105,13 +106,16 @@ impl PgStore {
     }
 
     /// Adds each `(agent, hour, counts)` to what is kept for that hour, in one
-    /// transaction; an agent no longer enrolled gets nothing. Returns how many hours were
-    /// written.
+    /// transaction, in (agent, hour) order (two nodes adding to the same hours wait for each
+    /// other, never deadlock); an agent no longer enrolled gets nothing. Returns how many
+    /// hours were written.
     pub async fn add_quality(&self, hours: &[AgentHour]) -> Result<usize, StoreError> {
+        let mut sorted: Vec<&AgentHour> = hours.iter().collect();
+        sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let mut written = 0;
-        for (agent_id, hour, c) in hours {
+        for (agent_id, hour, c) in sorted {
             let latency: Vec<i64> = c.latency.iter().map(|n| big(*n)).collect();
             written += tx
                 .cached_execute(
@@ -123,7 +127,8 @@ impl PgStore {
                            probes = agent_quality.probes + EXCLUDED.probes,
                            probes_ok = agent_quality.probes_ok + EXCLUDED.probes_ok,
                            latency = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0)
-                             FROM unnest(agent_quality.latency, EXCLUDED.latency) AS t(a, b)),
+                             FROM unnest(agent_quality.latency, EXCLUDED.latency)
+                               WITH ORDINALITY AS t(a, b, i) ORDER BY i),
                            rotations = agent_quality.rotations + EXCLUDED.rotations,
                            rotations_changed =
                              agent_quality.rotations_changed + EXCLUDED.rotations_changed,

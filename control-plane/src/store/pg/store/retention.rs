@@ -132,7 +132,7 @@ impl PgStore {
     }
 
     /// Clears an ended allocation's operational detail, keeping its financial core.
-    /// Its probe record goes with it.
+    /// Its probe record goes with it (also when the detail is already gone).
     pub async fn purge_allocation_detail(&self, allocation_id: &str) -> Result<bool, StoreError> {
         let purged = self
             .rewrite_allocation(allocation_id, |record| {
@@ -143,16 +143,18 @@ impl PgStore {
                 true
             })
             .await?;
-        if purged {
-            self.client()
-                .await?
-                .cached_execute(
-                    "DELETE FROM probe_tracks WHERE allocation_id = $1",
-                    &[&allocation_id],
-                )
-                .await
-                .map_err(db)?;
-        }
+        // Also when the detail was already gone: a pass that failed between the two is
+        // finished by the next.
+        self.client()
+            .await?
+            .cached_execute(
+                "DELETE FROM probe_tracks p USING allocations a
+                 WHERE p.allocation_id = $1 AND a.allocation_id = p.allocation_id
+                   AND coalesce((a.record->>'detail_purged')::boolean, false)",
+                &[&allocation_id],
+            )
+            .await
+            .map_err(db)?;
         Ok(purged)
     }
 

@@ -89,6 +89,9 @@ impl PgStore {
             audit,
             probes: self.probe_tracks_of(agent_id).await?,
             quality: self.quality_of(agent_id).await?,
+            usage_days: self
+                .modem_days(&[agent_id.to_string()], i64::MIN, i64::MAX)
+                .await?,
         }))
     }
 
@@ -224,6 +227,7 @@ impl PgStore {
         // The agent's row goes at the end of this transaction, its quality hours with it
         // (foreign key); counted here.
         erased.quality_hours_deleted = delete("agent_quality").await?;
+        erased.usage_days_deleted = delete("modem_usage_days").await?;
         let actor = format!("agent:{agent_id}");
         for entry in &audit {
             let seq = i64::try_from(entry.cursor.position()).unwrap_or(i64::MAX);
