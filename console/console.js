@@ -160,6 +160,7 @@
       timeCell(tr, a.last_seen);
       cell(tr, a.node || 'this node');
       cell(tr, a.modems_online + ' / ' + a.modems_total);
+      cell(tr, '').replaceChildren(actionButton('revoke', a.agent_id, 'Revoke', 'Revoke agent ' + a.agent_id + '? Its box is cut off for good and its allocations end.'));
     });
     const modems = s.modems.filter((m) => matches([m.imei, m.agent_id, m.carrier, m.country, m.ext_ip]));
     fill('modems', modems, (tr, m) => {
@@ -247,6 +248,11 @@
       ['Probes', d.probes ? d.probes.health + (d.probes.reason ? ' (' + d.probes.reason + ')' : '') + ', ' + d.probes.ok + ' of ' + d.probes.probes + ' passed' : 'not probed yet'],
     ];
     document.getElementById('detail').replaceChildren(...definitions(facts, a.state));
+    const live = ['pending', 'active', 'releasing'].includes(a.state);
+    const actions = document.getElementById('actions');
+    if (actions) {
+      actions.replaceChildren(...(live && role !== 'seller' ? [actionButton('release', a.allocation_id, 'Release', 'Release ' + a.allocation_id + '? The buyer\'s port goes now.')] : []));
+    }
     const items = d.timeline.map((e) => {
       const li = document.createElement('li');
       li.dataset.what = e.what;
@@ -308,8 +314,14 @@
       h3a.textContent = 'Identity changes';
       const h3b = document.createElement('h3');
       h3b.textContent = 'Sold on it';
+      const buttons = document.createElement('p');
+      buttons.className = 'actions';
+      buttons.append(actionButton('rotate', m.imei, 'Rotate IP', 'Rotate the IP of modem ' + m.imei + ' now? Its buyers\' connections drop for a moment.'));
+      if (m.duplicate_identity && role === 'admin') {
+        buttons.append(' ', actionButton('resolve', m.imei, 'This copy is the real modem', 'Make agent ' + m.agent_id + '\'s copy of ' + m.imei + ' the one sold?', m.agent_id));
+      }
       section.append(
-        h2, state,
+        h2, state, buttons,
         h3a, m.identity_changes.length ? changes : note('None seen since the plane started.'),
         h3b, c.allocations.length ? sold : note('Nothing live.'),
       );
@@ -390,6 +402,57 @@
   function megabytes(bytes) {
     return (bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 0) + ' MB';
   }
+
+  const role = document.body.dataset.role;
+
+  /** A button doing `action` on `id` through the plane (after `question` is confirmed). */
+  function actionButton(action, id, label, question, agentId) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.dataset.action = action;
+    button.dataset.id = id;
+    button.dataset.question = question;
+    if (agentId) {
+      button.dataset.agent = agentId;
+    }
+    button.textContent = label;
+    return button;
+  }
+
+  async function act(button) {
+    if (!window.confirm(button.dataset.question)) {
+      return;
+    }
+    button.disabled = true;
+    const body = { id: button.dataset.id };
+    if (button.dataset.agent) {
+      body.agent_id = button.dataset.agent;
+    }
+    try {
+      const res = await fetch('/console/actions/' + button.dataset.action, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-console-csrf': document.body.dataset.csrf },
+        body: JSON.stringify(body),
+      });
+      const answer = await res.json().catch(() => null);
+      if (res.ok) {
+        say(button.textContent + ': done.', 'ok');
+      } else {
+        say(button.textContent + ' refused: ' + ((answer && answer.error && answer.error.message) || res.status), 'warn');
+      }
+    } catch (e) {
+      say(button.textContent + ' failed: ' + e, 'warn');
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  document.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    if (button) {
+      act(button);
+    }
+  });
 
   const RENDER = { fleet, allocations, health, allocation: detail, modem, boxes };
 

@@ -127,6 +127,18 @@ try {
   check(steps.join(',') === 'requested,released', `the allocation's timeline is in order (${steps})`);
   await page.screenshot({ path: `${shots}/timeline.png`, fullPage: true });
 
+  // An action from the page: release another allocation with its button (confirmed).
+  const second = await rest('POST', '/v1/allocations', marketKey, { order_id: 'console-2', duration_s: 3600, imei });
+  check(second.status === 201, `allocated again (${second.status})`);
+  await page.goto(plane + '/console/allocations/' + second.body.allocation_id);
+  await page.waitForSelector('#actions button[data-action="release"]', { timeout: 10000 });
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#actions button[data-action="release"]');
+  await page.waitForSelector('#detail dd[data-state="released"]', { timeout: 10000 });
+  check(true, 'the Release button releases the allocation, live');
+  const after = await rest('GET', '/v1/allocations/' + second.body.allocation_id, marketKey);
+  check(after.body && after.body.state === 'released', `the REST API agrees (${after.body && after.body.state})`);
+
   // A modem going offline on the box shows offline live.
   await page.goto(plane + '/console/fleet');
   await page.waitForSelector(`#modems tr[data-imei="${imei}"] [data-state="online"]`, { timeout: 10000 });

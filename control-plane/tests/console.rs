@@ -9,7 +9,7 @@
 mod support;
 
 use serde_json::json;
-use support::flows::allocate;
+use support::flows::{allocate, release_ok};
 use support::TestPlane;
 
 fn client() -> reqwest::Client {
@@ -378,4 +378,149 @@ async fn a_seller_key_sees_its_own_boxes_and_nothing_else() {
     }
     let path = format!("/console/events?page=allocation&id={sold_id}");
     assert_eq!(get(&plane, &path, Some(&cookie)).await.status(), 403);
+}
+
+/// The session's CSRF token, as its pages carry it.
+async fn csrf(plane: &TestPlane, cookie: &str, page: &str) -> String {
+    let html = get(plane, page, Some(cookie)).await.text().await.unwrap();
+    let start = html.find("data-csrf=\"").unwrap() + "data-csrf=\"".len();
+    let len = html[start..].find('"').unwrap();
+    html[start..start + len].to_string()
+}
+
+/// POSTs a console action with `token` (and, when given, an `Origin`).
+async fn act(
+    plane: &TestPlane,
+    cookie: &str,
+    action: &str,
+    body: serde_json::Value,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client()
+        .post(format!("http://{}/console/actions/{action}", plane.addr))
+        .header("cookie", cookie)
+        .json(&body);
+    if let Some(token) = token {
+        request = request.header("x-console-csrf", token);
+    }
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send().await.unwrap()
+}
+
+/// Actions from a page are the REST API's own (same roles, scoping and audit), and only
+/// with the session's CSRF token from this origin.
+#[tokio::test]
+async fn console_actions_need_the_sessions_token_and_keep_the_rest_apis_rules() {
+    let plane = std::sync::Arc::new(TestPlane::start().await);
+    let mut agent = plane.agent_with_modem("350000000000018").await;
+    let sold = allocate(&plane, &mut agent, "o-console-release").await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+    let (market, _) = sign_in(&plane, &plane.market).await;
+    let token = csrf(&plane, &market, &format!("/console/allocations/{id}")).await;
+    let target = json!({"id": id});
+
+    // No token, a wrong one, another site: refused, nothing released.
+    for (token, origin) in [
+        (None, None),
+        (Some("ct_forged"), None),
+        (Some(token.as_str()), Some("https://evil.example")),
+    ] {
+        let refused = act(&plane, &market, "release", target.clone(), token, origin).await;
+        assert_eq!(refused.status(), 403, "{token:?} {origin:?}");
+    }
+    assert_eq!(plane.allocation(&id).await["state"], "active");
+    // A marketplace may not revoke an agent, from the console either.
+    let agent_id = sold["agent_id"].as_str().unwrap();
+    let revoke = act(
+        &plane,
+        &market,
+        "revoke",
+        json!({"id": agent_id}),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(revoke.status(), 403);
+
+    // With its token: released through the REST API's own handler, audited as the key.
+    let (p, cookie, t, body) = (plane.clone(), market.clone(), token.clone(), target.clone());
+    let releasing =
+        tokio::spawn(async move { act(&p, &cookie, "release", body, Some(&t), None).await });
+    assert_eq!(release_ok(&mut agent).await, id);
+    let released = releasing.await.unwrap();
+    assert_eq!(released.status(), 200);
+    let answer: serde_json::Value = released.json().await.unwrap();
+    assert_eq!(answer["state"], "released");
+    let log = plane.get("/v1/audit?limit=1000", &plane.admin).await.json();
+    let entry = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "allocation_released" && e["target"] == format!("allocation:{id}"))
+        .cloned()
+        .unwrap();
+    assert!(
+        entry["actor"].as_str().unwrap().starts_with("marketplace:"),
+        "{entry}"
+    );
+
+    // Another tenant's allocation is not found, as in the REST API; an unknown action too.
+    let missing = act(
+        &plane,
+        &market,
+        "release",
+        json!({"id": "al_nope"}),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+    let unknown = act(
+        &plane,
+        &market,
+        "explode",
+        target.clone(),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status(), 404);
+
+    // A seller has no action.
+    let made = plane
+        .post(
+            "/v1/keys",
+            &plane.admin,
+            json!({"role": "seller", "name": "s", "seller": "seller-42"}),
+        )
+        .await
+        .json();
+    let (seller, _) = sign_in_to(&plane, made["key"].as_str().unwrap(), "/console/boxes").await;
+    let seller_token = csrf(&plane, &seller, "/console/boxes").await;
+    let rotate = json!({"id": "350000000000018"});
+    let refused = act(&plane, &seller, "rotate", rotate, Some(&seller_token), None).await;
+    assert_eq!(refused.status(), 403);
+
+    // An admin revokes the agent from the fleet page.
+    let (admin, _) = sign_in(&plane, &plane.admin).await;
+    let admin_token = csrf(&plane, &admin, "/console/fleet").await;
+    assert_ne!(admin_token, token, "a token per session");
+    let revoked = act(
+        &plane,
+        &admin,
+        "revoke",
+        json!({"id": agent_id}),
+        Some(&admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status(), 204);
+    let agent_view = plane
+        .get(&format!("/v1/agents/{agent_id}"), &plane.admin)
+        .await
+        .json();
+    assert_eq!(agent_view["revoked"], true);
 }

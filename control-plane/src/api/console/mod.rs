@@ -7,8 +7,10 @@
 //! and the modems, never the admin pages, seller keys their own boxes only (every other
 //! page and stream refused by the server, not only hidden).
 //! Every answer carries a strict Content-Security-Policy (no inline script or style, no
-//! other origin, no framing). The console only reads; actions go through the REST API.
+//! other origin, no framing). Actions (`actions`) are the REST API's handlers, called with
+//! the session's caller after a same-origin and CSRF-token check.
 
+mod actions;
 mod pages;
 pub mod session;
 mod snapshot;
@@ -64,6 +66,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/boxes", get(|s, h| page(s, h, pages::Page::Boxes)))
         .route("/console/usage.csv", get(usage_csv))
+        .route("/console/actions/{action}", post(actions::act))
         .route("/console/allocations/{allocation_id}", get(allocation_page))
         .route("/console/modems/{imei}", get(modem_page))
         .route("/console/events", get(events))

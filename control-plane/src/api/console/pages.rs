@@ -67,7 +67,7 @@ impl Page {
                     table(
                         "agents",
                         "Agents",
-                        &["Agent", "Label", "Host", "Version", "State", "Last seen", "Node", "Modems online"],
+                        &["Agent", "Label", "Host", "Version", "State", "Last seen", "Node", "Modems online", "Action"],
                         "No agent has enrolled yet: issue an enrollment token and run farmhand-agent enroll on the seller's box.",
                     )
                 } else {
@@ -206,6 +206,15 @@ fn layout(title: &str, page: &str, role: &str, header: &str, main: &str) -> Html
     ))
 }
 
+/// `html` with the session's CSRF token on its body, for the page's actions.
+fn signed(html: Html<String>, session: &Session) -> Html<String> {
+    let token = escape(&session.csrf);
+    Html(
+        html.0
+            .replacen("<body ", &format!("<body data-csrf=\"{token}\" "), 1),
+    )
+}
+
 /// A signed-in page.
 pub fn page(page: Page, session: &Session) -> Html<String> {
     let admin = session.caller.role == Role::Admin;
@@ -215,13 +224,14 @@ pub fn page(page: Page, session: &Session) -> Html<String> {
         page.body(admin)
     );
     let role = session.caller.role.as_str();
-    layout(
+    let html = layout(
         page.title(),
         page.name(),
         role,
         &header(session, Some(page)),
         &main,
-    )
+    );
+    signed(html, session)
 }
 
 /// The header of a signed-in page: navigation (the pages `session` may open), who is
@@ -256,7 +266,8 @@ pub fn allocation(session: &Session, id: &str) -> Html<String> {
     let main = format!(
         "<p><a href=\"/console/allocations\">← Allocations</a></p><h1>Allocation <code>{id}</code></h1>\
          <p id=\"status\" role=\"status\" aria-live=\"polite\">Connecting…</p>\
-         <section aria-labelledby=\"detail-title\"><h2 id=\"detail-title\">Now</h2><dl id=\"detail\"></dl></section>\
+         <section aria-labelledby=\"detail-title\"><h2 id=\"detail-title\">Now</h2><dl id=\"detail\"></dl>\
+         <p id=\"actions\" class=\"actions\"></p></section>\
          <section aria-labelledby=\"timeline-title\"><h2 id=\"timeline-title\">Timeline</h2>\
          <ol id=\"timeline\" class=\"timeline\"></ol></section>"
     );
@@ -268,10 +279,11 @@ pub fn allocation(session: &Session, id: &str) -> Html<String> {
         &header(session, None),
         &main,
     );
-    Html(
+    let html = Html(
         html.0
             .replacen("<body ", &format!("<body data-allocation=\"{id}\" "), 1),
-    )
+    );
+    signed(html, session)
 }
 
 /// One modem's page (`imei` was checked to be an IMEI the fleet knows).
@@ -284,10 +296,11 @@ pub fn modem(session: &Session, imei: &str) -> Html<String> {
     );
     let role = session.caller.role.as_str();
     let html = layout("Modem", "modem", role, &header(session, None), &main);
-    Html(
+    let html = Html(
         html.0
             .replacen("<body ", &format!("<body data-modem=\"{imei}\" "), 1),
-    )
+    );
+    signed(html, session)
 }
 
 /// What a session gets for an allocation (`what`: "allocation") or a modem it may not see,

@@ -33,6 +33,9 @@ pub struct Session {
     pub caller: Caller,
     /// When the session ends.
     pub expires: Instant,
+    /// What the session's pages send with an action (`actions`): a page of another site
+    /// cannot know it.
+    pub csrf: String,
 }
 
 impl Session {
@@ -110,6 +113,7 @@ impl Sessions {
             Session {
                 caller,
                 expires: now + ttl,
+                csrf: crate::ids::random_id("ct"),
             },
         );
         id
