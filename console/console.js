@@ -304,6 +304,25 @@
         li.textContent = when(ch.at).text + ' ' + ch.kind.replace('_', ' ') + ': ' + (ch.from || '?') + ' → ' + (ch.to || '?');
         changes.appendChild(li);
       }
+      const online = document.createElement('ul');
+      for (const ch of c.history.online.slice().reverse()) {
+        const li = document.createElement('li');
+        li.dataset.online = ch.online ? 'online' : 'offline';
+        li.append(timeEl(ch.at), ch.online ? ' back online' : ' went offline');
+        online.appendChild(li);
+      }
+      const receipts = document.createElement('ul');
+      for (const r of c.history.rotations.slice().reverse()) {
+        const li = document.createElement('li');
+        li.dataset.changed = String(r.changed);
+        const took = r.took_ms === null ? '' : ' in ' + (r.took_ms / 1000).toFixed(1) + ' s';
+        li.append(timeEl(r.at), ' ' + (r.old_ip || '?') + ' → ' + (r.new_ip || 'no settled IP') + took + (r.automatic ? ' (the box\'s own schedule)' : ''));
+        receipts.appendChild(li);
+      }
+      const h3c = document.createElement('h3');
+      h3c.textContent = 'Online history';
+      const h3d = document.createElement('h3');
+      h3d.textContent = 'Rotations';
       const sold = document.createElement('ul');
       for (const a of c.allocations) {
         const li = document.createElement('li');
@@ -322,6 +341,8 @@
       }
       section.append(
         h2, state, buttons,
+        h3c, online.children.length ? online : note('No change seen since the plane started.'),
+        h3d, receipts.children.length ? receipts : note('None seen since the plane started.'),
         h3a, m.identity_changes.length ? changes : note('None seen since the plane started.'),
         h3b, c.allocations.length ? sold : note('Nothing live.'),
       );

@@ -148,6 +148,8 @@ try {
   await Promise.all([page.waitForNavigation(), page.click(`#modems tr[data-imei="${imei}"] a`)]);
   await page.waitForSelector('#copies [data-state="offline"]', { timeout: 10000 });
   check(true, "a modem's page shows it offline");
+  await page.waitForSelector('#copies li[data-online="offline"]', { timeout: 10000 });
+  check(true, "its online history shows when it went offline");
   await page.screenshot({ path: `${shots}/modem.png`, fullPage: true });
 
   await page.goto(plane + '/console/health');

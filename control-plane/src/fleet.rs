@@ -14,6 +14,7 @@
 //! a slot the agent would refuse with `policy_denied` is never listed or reserved.
 
 mod health;
+mod history;
 mod identity;
 mod index;
 mod listing;
@@ -24,6 +25,7 @@ mod views;
 pub use mirror::AgentSnapshot;
 pub use views::*;
 
+pub use history::{ModemHistory, OnlineChange, RotationReceipt};
 pub use identity::{IdentityChange, IdentityChangeKind};
 pub use transitions::ModemTransition;
 
@@ -55,6 +57,8 @@ struct Inner {
     owners: HashMap<String, String>,
     /// Each IMEI's SIM, USB path and agent, and their changes.
     identities: identity::Identities,
+    /// Recent online changes and rotations per modem (`history`).
+    histories: history::Histories,
 }
 
 impl Inner {
@@ -233,9 +237,20 @@ impl Fleet {
         let mut inner = self.write_agent(agent_id);
         inner.agents.remove(agent_id);
         inner.offline_since.remove(agent_id);
+        inner.histories.forget(agent_id);
         // It will not come back: its allocations are away from now (if not already).
         let now = self.clock.instant();
         inner.away_since.entry(agent_id.to_string()).or_insert(now);
+    }
+
+    /// Notes a finished rotation of `agent_id`'s modem `imei` (the console's modem page).
+    pub fn note_rotation(&self, agent_id: &str, imei: &str, receipt: RotationReceipt) {
+        self.write().histories.rotated(agent_id, imei, receipt);
+    }
+
+    /// `agent_id`'s modem `imei`'s recent online changes and rotations seen by this node.
+    pub fn modem_history(&self, agent_id: &str, imei: &str) -> ModemHistory {
+        self.read().histories.of(agent_id, imei)
     }
 
     /// A frame arrived from `agent_id`.
@@ -283,7 +298,13 @@ impl Fleet {
         for (imei, online) in seen {
             changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
-        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, self.clock.now());
+        let at = self.clock.now();
+        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, at);
+        for t in &transitions {
+            inner
+                .histories
+                .went(agent_id, &t.modem.imei, t.modem.online, at);
+        }
         drop(inner);
         if changed {
             self.health.notify_one();
@@ -334,7 +355,13 @@ impl Fleet {
         for (imei, online) in seen {
             changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
-        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, self.clock.now());
+        let at = self.clock.now();
+        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, at);
+        for t in &transitions {
+            inner
+                .histories
+                .went(agent_id, &t.modem.imei, t.modem.online, at);
+        }
         drop(inner);
         if changed {
             self.health.notify_one();

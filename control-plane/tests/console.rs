@@ -504,8 +504,47 @@ async fn console_actions_need_the_sessions_token_and_keep_the_rest_apis_rules() 
     let refused = act(&plane, &seller, "rotate", rotate, Some(&seller_token), None).await;
     assert_eq!(refused.status(), 403);
 
-    // An admin revokes the agent from the fleet page.
+    // Rotating from a modem's page: a receipt (old → new IP, how long) on that page, and a
+    // modem going offline shows in its online history.
+    let imei = "350000000000018";
+    let (p, cookie, t) = (plane.clone(), market.clone(), token.clone());
+    let rotating = tokio::spawn(async move {
+        act(&p, &cookie, "rotate", json!({"id": imei}), Some(&t), None).await
+    });
+    let command = agent.next_command().await;
+    let output = farmhand_protocol::CommandOutput::RotateIp(farmhand_protocol::Rotated {
+        imei: imei.into(),
+        old_ip: Some("198.51.100.11".into()),
+        new_ip: Some("198.51.100.99".into()),
+        changed: true,
+    });
+    agent
+        .answer(&command.id, farmhand_protocol::Outcome::Ok { output })
+        .await;
+    assert_eq!(rotating.await.unwrap().status(), 200);
+    let mut offline = support::modem(imei, "Vodafone");
+    offline.online = false;
+    agent.send_inventory(vec![offline]).await;
     let (admin, _) = sign_in(&plane, &plane.admin).await;
+    let page = format!("modem&id={imei}");
+    let history = support::eventually("the modem's history", || async {
+        let snapshot = first_snapshot(&plane, &admin, &page).await;
+        let history = snapshot["modem"]["copies"][0]["history"].clone();
+        (!history["online"].as_array()?.is_empty()).then_some(history)
+    })
+    .await;
+    assert_eq!(history["online"][0]["online"], false, "{history}");
+    let receipt = &history["rotations"][0];
+    assert_eq!(
+        (receipt["old_ip"].as_str(), receipt["new_ip"].as_str()),
+        (Some("198.51.100.11"), Some("198.51.100.99"))
+    );
+    assert!(
+        receipt["took_ms"].is_u64() && receipt["automatic"] == false,
+        "{receipt}"
+    );
+
+    // An admin revokes the agent from the fleet page.
     let admin_token = csrf(&plane, &admin, "/console/fleet").await;
     assert_ne!(admin_token, token, "a token per session");
     let revoked = act(

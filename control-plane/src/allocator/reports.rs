@@ -200,6 +200,15 @@ impl Allocator {
         info!(agent_id, imei = %report.imei, changed = record.changed, "the agent rotated a modem on its own");
         self.quality
             .rotated(agent_id, self.clock.now(), record.changed, None);
+        let receipt = crate::fleet::RotationReceipt {
+            at: crate::store::from_ms(record.at_ms),
+            old_ip: record.old_ip.clone(),
+            new_ip: record.new_ip.clone(),
+            changed: record.changed,
+            automatic: record.automatic,
+            took_ms: None,
+        };
+        self.fleet.note_rotation(agent_id, &report.imei, receipt);
         if let Err(e) = self
             .store
             .record_rotation(agent_id, &report.imei, &record)

@@ -17,7 +17,6 @@ use farmhand_protocol::{CommandBody, CommandErrorCode, CommandOutput, Outcome, R
 use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
-use time::OffsetDateTime;
 use tracing::error;
 
 /// The answer of `POST /v1/modems/{imei}/rotate`.
@@ -60,7 +59,7 @@ impl From<RotationRecord> for LastRotation {
             old_ip: r.old_ip,
             new_ip: r.new_ip,
             changed: r.changed,
-            rotated_at: rfc3339(from_unix_ms(r.at_ms)),
+            rotated_at: rfc3339(crate::store::from_ms(r.at_ms)),
             automatic: r.automatic,
         }
     }
@@ -198,6 +197,15 @@ impl Allocator {
     async fn rotated(&self, agent_id: &str, r: Rotated, took: std::time::Duration) -> Rotation {
         let at = self.clock.now();
         self.quality.rotated(agent_id, at, r.changed, Some(took));
+        let receipt = crate::fleet::RotationReceipt {
+            at,
+            old_ip: r.old_ip.clone(),
+            new_ip: r.new_ip.clone(),
+            changed: r.changed,
+            automatic: false,
+            took_ms: Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+        };
+        self.fleet.note_rotation(agent_id, &r.imei, receipt);
         let record = RotationRecord {
             at_ms: unix_ms(at),
             old_ip: r.old_ip.clone(),
@@ -216,12 +224,6 @@ impl Allocator {
             rotated_at: rfc3339(at),
         }
     }
-}
-
-/// Unix ms as a UTC time (the epoch for a value out of range).
-fn from_unix_ms(ms: u64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]

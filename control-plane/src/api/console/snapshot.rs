@@ -252,9 +252,11 @@ async fn modem(
             .filter(|r| r.imei == m.imei && r.agent_id == m.agent_id)
             .map(allocation)
             .collect();
+        let history = state.fleet.modem_history(&m.agent_id, &m.imei);
         copies.push(serde_json::json!({
-            "modem": m,
             "last_rotation": last.map(LastRotation::from),
+            "history": history,
+            "modem": m,
             "allocations": on_it,
         }));
     }
