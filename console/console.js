@@ -163,6 +163,23 @@
       cell(tr, '').replaceChildren(actionButton('revoke', a.agent_id, 'Revoke', 'Revoke agent ' + a.agent_id + '? Its box is cut off for good and its allocations end.'));
     });
     const modems = s.modems.filter((m) => matches([m.imei, m.agent_id, m.carrier, m.country, m.ext_ip]));
+    const pools = new Map();
+    for (const m of modems) {
+      const key = (m.country || '—') + '\u0000' + (m.carrier || '—');
+      const p = pools.get(key) || { country: m.country, carrier: m.carrier, online: 0, total: 0, sold: 0 };
+      p.online += m.online ? 1 : 0;
+      p.total += 1;
+      p.sold += m.active_allocations;
+      pools.set(key, p);
+    }
+    const byPool = [...pools.values()].sort((a, b) => b.total - a.total);
+    fill('pools', byPool, (tr, p) => {
+      cell(tr, p.country);
+      cell(tr, p.carrier);
+      cell(tr, p.online);
+      cell(tr, p.total);
+      cell(tr, p.sold);
+    });
     fill('modems', modems, (tr, m) => {
       tr.dataset.imei = m.imei;
       cell(tr, '').replaceChildren(link('/console/modems/' + encodeURIComponent(m.imei), m.imei));
@@ -201,6 +218,14 @@
       timeCell(tr, a.created_at);
       timeCell(tr, a.expires_at);
       cell(tr, a.replacements);
+      const used = a.used_bytes === undefined || a.used_bytes === null ? null : megabytes(a.used_bytes);
+      cell(tr, used === null ? null : used + (a.quota_mb ? ' of ' + a.quota_mb + ' MB' : ''));
+      const probes = a.probe_health;
+      if (probes) {
+        badge(tr, probes, probes === 'ok' ? 'ok' : probes === 'degraded' ? 'bad' : 'idle').dataset.probes = probes;
+      } else {
+        cell(tr, null);
+      }
     });
   }
 

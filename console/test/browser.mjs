@@ -101,6 +101,8 @@ try {
   await page.waitForSelector('#agents tbody tr[data-agent]', { timeout: 10000 });
   await page.waitForSelector(`#modems tbody tr[data-imei="${imei}"]`, { timeout: 10000 });
   check(true, "the demo's agent and its modems appear");
+  const pools = await page.$$eval('#pools tbody tr', (rows) => rows.length);
+  check(pools >= 1, `modems are counted by country and carrier (${pools} rows)`);
   const series = await page.$$eval('#charts figure svg polyline', (lines) => lines.length);
   check(series === 4, `four charts are drawn (${series})`);
   await page.screenshot({ path: `${shots}/fleet.png`, fullPage: true });
@@ -114,6 +116,10 @@ try {
   const row = `#allocations tr[data-allocation="${id}"]`;
   await page.waitForSelector(`${row} [data-state="active"]`, { timeout: 2000 });
   check(true, 'the allocation appears without reload within 2 s');
+  const used = await page.$eval(`${row} td:nth-child(9)`, (td) => td.textContent);
+  check(/MB|—/.test(used), `its usage is shown (${used})`);
+  const soon = await page.$$eval('#counts li', (lis) => lis.map((li) => li.textContent).join('; '));
+  check(soon.includes('expiring within 1 h'), `expiring soon is counted (${soon})`);
   await page.screenshot({ path: `${shots}/allocations.png`, fullPage: true });
   const released = await rest('DELETE', `/v1/allocations/${id}`, marketKey);
   check(released.status === 200 || released.status === 202, `released (${released.status})`);

@@ -432,6 +432,19 @@ async fn console_actions_need_the_sessions_token_and_keep_the_rest_apis_rules() 
         assert_eq!(refused.status(), 403, "{token:?} {origin:?}");
     }
     assert_eq!(plane.allocation(&id).await["state"], "active");
+    // The allocations page: soonest expiry first, with usage and probe health, and how
+    // many expire within the hour (this one: an hour long).
+    let page = first_snapshot(&plane, &market, "allocations").await;
+    let row = &page["allocations"][0];
+    assert_eq!(row["allocation_id"], id.as_str());
+    assert!(
+        row.get("used_bytes").is_some() && row.get("probe_health").is_some(),
+        "{row}"
+    );
+    assert!(
+        page["allocation_counts"]["expiring within 1 h"].is_u64(),
+        "{page}"
+    );
     // A marketplace may not revoke an agent, from the console either.
     let agent_id = sold["agent_id"].as_str().unwrap();
     let revoke = act(

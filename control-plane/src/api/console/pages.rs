@@ -81,7 +81,13 @@ impl Page {
                 };
                 format!(
                     "{charts}<label class=\"search\">Search <input id=\"filter\" type=\"search\" \
-                     placeholder=\"IMEI, carrier, country, agent\" autocomplete=\"off\"></label>{agents}{}",
+                     placeholder=\"IMEI, carrier, country, agent\" autocomplete=\"off\"></label>{agents}{}{}",
+                    table(
+                        "pools",
+                        "By country and carrier",
+                        &["Country", "Carrier", "Online", "Modems", "Sold"],
+                        "No modem is reported yet.",
+                    ),
                     table(
                         "modems",
                         "Modems",
@@ -104,7 +110,9 @@ impl Page {
                         "Endpoint",
                         "Created",
                         "Expires",
-                        "Moves"
+                        "Moves",
+                        "Used",
+                        "Probes"
                     ],
                     "Nothing is sold yet: POST /v1/allocations with a marketplace key.",
                 )

@@ -20,6 +20,11 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// Ended allocations a page keeps showing.
 const ENDED_KEPT: usize = 50;
+/// Live allocations shown with their usage and probe health (two reads each, every
+/// second): the soonest to expire.
+const DETAILED: usize = 200;
+/// How soon an expiry counts as "expiring soon".
+const SOON: time::Duration = time::Duration::hours(1);
 
 /// Which page a stream feeds: each reads only what it shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +180,9 @@ async fn counts(
             *counts.entry(r.state.as_str()).or_default() += 1;
         }
     }
+    let soon = state.fleet.clock().now() + SOON;
+    let expiring = live.iter().filter(|r| r.expires_at <= soon).count();
+    counts.insert("expiring within 1 h", expiring as u64);
     Ok(counts)
 }
 
@@ -194,7 +202,22 @@ async fn allocations(
         }
     }
     memory.live = ids;
-    let mut rows: Vec<Value> = live.iter().map(allocation).collect();
+    // Soonest to expire first; the first [`DETAILED`] with their usage and probe health.
+    let mut live: Vec<&AllocationRecord> = live.iter().collect();
+    live.sort_by_key(|r| r.expires_at);
+    let mut rows = Vec::with_capacity(live.len() + memory.ended.len());
+    for (i, r) in live.into_iter().enumerate() {
+        let mut row = allocation(r);
+        if i < DETAILED {
+            let used = state.store.usage(&r.allocation_id).await?;
+            row["used_bytes"] = used.map(|u| u.bytes_in.saturating_add(u.bytes_out)).into();
+            row["quota_mb"] = r.request.traffic_quota_mb.into();
+            let track = state.store.probe_track(&r.allocation_id).await?;
+            let track = track.map(crate::probe::Track::from_record);
+            row["probe_health"] = track.as_ref().map(|t| t.health()).into();
+        }
+        rows.push(row);
+    }
     rows.extend(memory.ended.iter().cloned());
     Ok(rows)
 }
