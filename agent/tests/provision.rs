@@ -177,6 +177,35 @@ async fn reconcile_removes_orphans_reports_missing_and_spares_foreign_ports() {
     assert!(a.sim.port_named("farmhand-orphan").is_none());
 }
 
+/// The plane sends `reconcile` (its desired set read then) as a session opens, and an order
+/// placed right after comes as a `provision` behind it. When the provision runs first and
+/// the reconcile waits for it, the new port is not among the desired ones but is not an
+/// orphan: kept. A port provisioned before the reconcile arrived and not desired goes.
+#[tokio::test]
+async fn a_reconcile_keeps_what_was_provisioned_after_it_arrived() {
+    let a = Agent::start().await;
+    let imei = a.sim.online.clone();
+    let before = cmd("c1", provision("before", &imei));
+    a.ctx.arrived(&before);
+    ok(a.exec.execute(before).await);
+    let reconcile = cmd("c2", reconcile(&[]));
+    let after = cmd("c3", provision("after", &imei));
+    a.ctx.arrived(&reconcile);
+    a.ctx.arrived(&after);
+    // The provision runs first (it arrived second).
+    ok(a.exec.execute(after).await);
+    let CommandOutput::Reconcile(r) = ok(a.exec.execute(reconcile).await) else {
+        panic!()
+    };
+    assert_eq!(r.removed, ["before"]);
+    assert!(a.sim.port_named("farmhand-after").is_some(), "kept");
+    assert!(a.sim.port_named("farmhand-before").is_none());
+    assert!(
+        a.ctx.journal().port("after").unwrap().is_some(),
+        "still managed"
+    );
+}
+
 #[tokio::test]
 async fn provision_on_another_modem_moves_the_port_with_the_same_credentials() {
     let a = Agent::start().await;

@@ -52,6 +52,8 @@ impl Executor {
 
     /// Runs `command` in the background and sends its result to `reply` (if still open).
     pub fn submit(&self, command: Command, reply: mpsc::Sender<CommandResult>) {
+        // In the order the plane sent them, before any runs (see `reconcile`).
+        self.ctx.arrived(&command);
         let this = self.clone();
         self.tracker.spawn(async move {
             let result = this.execute(command).await;
@@ -152,7 +154,7 @@ impl Executor {
             return Outcome::Error { error };
         }
         tracing::info!(command = %command.id, op, "executing command");
-        match dispatch(&self.ctx, command.body.clone()).await {
+        match dispatch(&self.ctx, command).await {
             Ok(output) => Outcome::Ok { output },
             Err(error) => {
                 tracing::warn!(command = %command.id, op, code = error.code.as_str(), message = %error.message, "command failed");
@@ -162,15 +164,17 @@ impl Executor {
     }
 }
 
-async fn dispatch(ctx: &CommandContext, body: CommandBody) -> Result<CommandOutput, CommandError> {
-    match body {
+async fn dispatch(ctx: &CommandContext, command: &Command) -> Result<CommandOutput, CommandError> {
+    match command.body.clone() {
         CommandBody::Provision(p) => provision::run(ctx, p).await.map(CommandOutput::Provision),
         CommandBody::Release(r) => release::run(ctx, r).await.map(CommandOutput::Release),
         CommandBody::RotateIp(r) => rotate_ip::run(ctx, r).await.map(CommandOutput::RotateIp),
         CommandBody::UpdatePort(u) => update_port::run(ctx, u)
             .await
             .map(CommandOutput::UpdatePort),
-        CommandBody::Reconcile(r) => reconcile::run(ctx, r).await.map(CommandOutput::Reconcile),
+        CommandBody::Reconcile(r) => reconcile::run(ctx, r, &command.id)
+            .await
+            .map(CommandOutput::Reconcile),
     }
 }
 

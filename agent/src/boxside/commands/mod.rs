@@ -71,6 +71,21 @@ pub struct CommandContext {
     /// Plane clock minus local clock (ms), learned from `welcome`; deadlines and expiries
     /// are judged on the plane's clock so a box whose clock is off still works.
     clock_offset_ms: AtomicI64,
+    /// The order commands arrived in (see [`Arrivals`]).
+    arrivals: Arrivals,
+}
+
+/// Commands numbered as they arrive, for `reconcile`: its desired set was read by the plane
+/// before it was sent, so a port provisioned by a command that arrived after it (an order
+/// placed right after a reconnect) is not among them and is not an orphan — even when the
+/// provision ran first and the reconcile waited for it.
+#[derive(Debug, Default)]
+struct Arrivals {
+    next: std::sync::atomic::AtomicU64,
+    /// Allocation → the arrival number of the provision that created its port.
+    provisions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Reconcile command → its arrival number, until it runs.
+    reconciles: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Builds a [`CommandContext`]; what is not given has a default (everything allowed, no
@@ -146,6 +161,7 @@ impl CommandContextBuilder {
             schedules: Notify::new(),
             ports_lock: tokio::sync::Mutex::new(()),
             clock_offset_ms: AtomicI64::new(0),
+            arrivals: Arrivals::default(),
         }
     }
 }
@@ -243,6 +259,52 @@ impl CommandContext {
     /// Serialises changes to the set of ports (see `ports_lock`).
     async fn lock_ports(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.ports_lock.lock().await
+    }
+
+    /// Notes that `command` arrived now (in the order the plane sent it: see [`Arrivals`]).
+    pub fn arrived(&self, command: &Command) {
+        let n = self.arrivals.next.fetch_add(1, Ordering::Relaxed);
+        match &command.body {
+            farmhand_protocol::CommandBody::Provision(p) => {
+                let mut provisions = self
+                    .arrivals
+                    .provisions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                provisions.insert(p.allocation_id.clone(), n);
+            }
+            farmhand_protocol::CommandBody::Reconcile(_) => {
+                let mut reconciles = self
+                    .arrivals
+                    .reconciles
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                reconciles.insert(command.id.clone(), n);
+            }
+            _ => {}
+        }
+    }
+
+    /// The allocations provisioned by commands that arrived after reconcile `command_id`
+    /// (none when it did not arrive through [`CommandContext::arrived`]); what came before
+    /// it is forgotten (a later reconcile's desired set has it).
+    fn provisioned_after(&self, command_id: &str) -> std::collections::BTreeSet<String> {
+        let mark = self
+            .arrivals
+            .reconciles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(command_id);
+        let Some(mark) = mark else {
+            return Default::default();
+        };
+        let mut provisions = self
+            .arrivals
+            .provisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        provisions.retain(|_, n| *n > mark);
+        provisions.keys().cloned().collect()
     }
 }
 

@@ -4,14 +4,20 @@
 //! (the allocation was moved) is removed like an orphan. Ports not named `farmhand-*` are
 //! never touched, and neither are ports on a modem the seller excluded from the
 //! marketplace: they are neither removed nor counted as present (the marketplace cannot
-//! use them, so a desired one is "missing").
+//! use them, so a desired one is "missing"). Nor is a port provisioned by a command that
+//! arrived after this reconcile (the plane read the desired set before the order; the
+//! provision may run first, while the reconcile waits for it).
 
 use super::{journal_error, CommandContext};
 use crate::boxside::ports::PORT_NAME_PREFIX;
 use farmhand_protocol::{CommandError, ManagedPort, Reconcile, Reconciled};
 use std::collections::{BTreeMap, BTreeSet};
 
-pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled, CommandError> {
+pub(super) async fn run(
+    ctx: &CommandContext,
+    r: Reconcile,
+    command_id: &str,
+) -> Result<Reconciled, CommandError> {
     let desired: BTreeMap<&str, &str> = r
         .ports
         .iter()
@@ -19,6 +25,8 @@ pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled
         .collect();
     // A port a provision is creating right now is not an orphan: wait for it to finish.
     let _no_provision_in_flight = ctx.lock_ports().await;
+    // Ordered after this reconcile, so its desired set could not have them.
+    let newer = ctx.provisioned_after(command_id);
     let ports = ctx.client.list_ports().await?;
     let mut removed = BTreeSet::new();
     let mut present = BTreeSet::new();
@@ -41,6 +49,10 @@ pub(super) async fn run(ctx: &CommandContext, r: Reconcile) -> Result<Reconciled
                 ctx.ports.remove(&port.port_id).await?;
                 tracing::info!(allocation, port = %port.port_id, "removed a leftover port");
             }
+            continue;
+        }
+        if newer.contains(allocation) {
+            untouchable.insert(allocation.to_string());
             continue;
         }
         ctx.ports.remove(&port.port_id).await?;
