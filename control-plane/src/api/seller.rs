@@ -259,6 +259,16 @@ pub async fn usage(
         .into_response())
 }
 
+/// Today's day number (UTC, since the epoch) on the plane's clock.
+pub(super) fn today(state: &AppState) -> i64 {
+    state
+        .fleet
+        .clock()
+        .now()
+        .unix_timestamp()
+        .div_euclid(86_400)
+}
+
 /// `seller`'s modems' days `from ..= to` (day numbers), by box, modem and day.
 pub(super) async fn usage_of(
     state: &AppState,

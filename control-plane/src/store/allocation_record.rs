@@ -258,6 +258,19 @@ impl Expected {
 }
 
 impl AllocationRecord {
+    /// The modem of `agent_id` that carries, or carried, this allocation's port; `None`
+    /// when that agent never held it.
+    pub fn modem_of(&self, agent_id: &str) -> Option<String> {
+        if self.agent_id == agent_id {
+            return Some(self.imei.clone());
+        }
+        self.replacements
+            .iter()
+            .rev()
+            .find(|r| r.from_agent_id == agent_id)
+            .map(|r| r.from_imei.clone())
+    }
+
     /// A live allocation `id` on agent `ag`'s modem, created at `at` for a day, with every
     /// detail set (unit tests).
     #[cfg(test)]

@@ -51,6 +51,7 @@ pub(crate) use seller::{audit_names, served_by};
 pub(crate) use tokens::token_id;
 pub use tokens::{valid_label, EnrollError, TokenRecord};
 pub use usage::{UsageRecorded, UsageTotals};
+pub(crate) use usage_days::day_of;
 pub use usage_days::ModemDay;
 pub use webhooks::{Delivery, DeliveryState, Lease, LeasedDelivery, WebhookEndpoint};
 

@@ -17,7 +17,7 @@
 //! to a crash is restored by the next one (sled flushes on its own within half a second).
 
 use super::usage_days::{day_key, day_of, DayUsage};
-use super::{decode, encode, AllocationRecord, SledStore, StoreError};
+use super::{decode, encode, SledStore, StoreError};
 use farmhand_protocol::{UsageReport, MAX_USAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -59,20 +59,6 @@ pub struct UsageRecorded {
     pub ignored: usize,
 }
 
-/// The modem of `agent_id` that carries, or carried, `record`'s port; `None` when the
-/// agent never held it.
-fn modem_of(record: &AllocationRecord, agent_id: &str) -> Option<String> {
-    if record.agent_id == agent_id {
-        return Some(record.imei.clone());
-    }
-    record
-        .replacements
-        .iter()
-        .rev()
-        .find(|r| r.from_agent_id == agent_id)
-        .map(|r| r.from_imei.clone())
-}
-
 fn abort<T>(e: impl Into<StoreError>) -> Result<T, ConflictableTransactionError<StoreError>> {
     Err(ConflictableTransactionError::Abort(e.into()))
 }
@@ -91,7 +77,7 @@ impl SledStore {
         for entry in report.allocations.iter().take(MAX_USAGE_ENTRIES) {
             let Some(imei) = self
                 .allocation(&entry.allocation_id)?
-                .and_then(|record| modem_of(&record, agent_id))
+                .and_then(|record| record.modem_of(agent_id))
             else {
                 recorded.ignored += 1;
                 continue;
@@ -234,7 +220,8 @@ mod tests {
             approved: true,
         };
         store.put_agent(&agent).unwrap();
-        let record = AllocationRecord::example("al_1", time::OffsetDateTime::UNIX_EPOCH);
+        let record =
+            super::super::AllocationRecord::example("al_1", time::OffsetDateTime::UNIX_EPOCH);
         store.insert_allocation(&record).unwrap();
         for (i, o) in [(60, 10), (100, 10), (90, 5)] {
             let report = UsageReport {

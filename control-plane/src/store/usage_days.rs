@@ -34,7 +34,7 @@ pub struct ModemDay {
 }
 
 /// The day (since the epoch, UTC) of a Unix-ms time.
-pub(super) fn day_of(ms: u64) -> i64 {
+pub(crate) fn day_of(ms: u64) -> i64 {
     i64::try_from(ms / DAY_MS).unwrap_or(i64::MAX)
 }
 

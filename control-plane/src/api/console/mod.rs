@@ -262,12 +262,7 @@ async fn usage_csv(State(state): State<AppState>, headers: HeaderMap) -> Respons
     let Some(seller) = session.caller.seller.as_deref() else {
         return (StatusCode::FORBIDDEN, pages::forbidden(&session)).into_response();
     };
-    let today = state
-        .fleet
-        .clock()
-        .now()
-        .unix_timestamp()
-        .div_euclid(86_400);
+    let today = crate::api::seller::today(&state);
     let days = match super::seller::usage_of(&state, seller, today - 30, today).await {
         Ok(days) => days,
         Err(e) => {

@@ -134,12 +134,7 @@ pub async fn take(
             if let Some(seller) = &session.caller.seller {
                 let boxes = crate::api::seller::boxes_of(state, seller).await?;
                 snapshot.boxes = Some(serde_json::to_value(boxes)?);
-                let today = state
-                    .fleet
-                    .clock()
-                    .now()
-                    .unix_timestamp()
-                    .div_euclid(86_400);
+                let today = crate::api::seller::today(state);
                 let usage = crate::api::seller::usage_of(state, seller, today - 6, today).await?;
                 snapshot.usage = Some(serde_json::to_value(usage)?);
             }

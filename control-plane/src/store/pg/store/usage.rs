@@ -4,7 +4,7 @@
 
 use super::statements::Cached;
 use super::{db, PgStore};
-use crate::store::{AllocationRecord, ModemDay, StoreError, UsageRecorded, UsageTotals};
+use crate::store::{ModemDay, StoreError, UsageRecorded, UsageTotals};
 use farmhand_protocol::{UsageReport, MAX_USAGE_ENTRIES};
 
 fn big(n: u64) -> i64 {
@@ -14,21 +14,6 @@ fn big(n: u64) -> i64 {
 fn small(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
-
-/// The modem of `agent_id` that carries, or carried, `record`'s port (as sled's `usage`).
-fn modem_of(record: &AllocationRecord, agent_id: &str) -> Option<String> {
-    if record.agent_id == agent_id {
-        return Some(record.imei.clone());
-    }
-    record
-        .replacements
-        .iter()
-        .rev()
-        .find(|r| r.from_agent_id == agent_id)
-        .map(|r| r.from_imei.clone())
-}
-
-const DAY_MS: u64 = 86_400_000;
 
 impl PgStore {
     /// Stores every entry of `report` from `agent_id` that is about one of its allocations;
@@ -45,7 +30,7 @@ impl PgStore {
             let Some(imei) = self
                 .allocation(&entry.allocation_id)
                 .await?
-                .and_then(|record| modem_of(&record, agent_id))
+                .and_then(|record| record.modem_of(agent_id))
             else {
                 recorded.ignored += 1;
                 continue;
@@ -84,7 +69,7 @@ impl PgStore {
         imei: &str,
         report: UsageTotals,
     ) -> Result<(), StoreError> {
-        let day = i64::try_from(report.measured_at_ms / DAY_MS).unwrap_or(i64::MAX);
+        let day = crate::store::day_of(report.measured_at_ms);
         self.client()
             .await?
             .cached_execute(
