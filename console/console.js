@@ -18,7 +18,14 @@
       return { text: '—', title: '' };
     }
     const d = new Date(iso);
-    return { text: d.toLocaleString(), title: d.toISOString().replace('.000Z', 'Z') + ' (UTC)' };
+    // Today's times without the date: the tables stay narrow enough for 1280 px.
+    const today = d.toDateString() === new Date().toDateString();
+    return { text: today ? d.toLocaleTimeString() : d.toLocaleString(), title: d.toISOString().replace('.000Z', 'Z') + ' (UTC)' };
+  }
+
+  /** An agent id, shortened (the whole id on hover). */
+  function agentCell(tr, id) {
+    return cell(tr, id && id.length > 15 ? id.slice(0, 14) + '…' : id, id);
   }
 
   function cell(tr, text, title) {
@@ -152,11 +159,13 @@
     const agents = (s.agents || []).filter((a) => matches([a.agent_id, a.label, a.hostname, a.node]));
     fill('agents', agents, (tr, a) => {
       tr.dataset.agent = a.agent_id;
-      cell(tr, a.agent_id);
+      agentCell(tr, a.agent_id);
       cell(tr, a.label);
       cell(tr, a.hostname);
       cell(tr, a.version);
+      cell(tr, a.protocol ? 'v' + a.protocol : null);
       badge(tr, a.connected ? 'connected' : 'disconnected', a.connected ? 'ok' : 'bad');
+      timeCell(tr, a.connected_since);
       timeCell(tr, a.last_seen);
       cell(tr, a.node || 'this node');
       cell(tr, a.modems_online + ' / ' + a.modems_total);
@@ -183,7 +192,7 @@
     fill('modems', modems, (tr, m) => {
       tr.dataset.imei = m.imei;
       cell(tr, '').replaceChildren(link('/console/modems/' + encodeURIComponent(m.imei), m.imei));
-      cell(tr, m.agent_id);
+      agentCell(tr, m.agent_id);
       cell(tr, m.carrier);
       cell(tr, m.country);
       cell(tr, m.ext_ip);
@@ -235,8 +244,10 @@
       return;
     }
     const rows = [
-      ['Store', s.health.store],
+      ['Store', s.health.store + (s.health.schema_version ? ', schema version ' + s.health.schema_version : '')],
+      ['This node', s.health.node || 'the only one (sled)'],
       ['Agents connected', s.health.agents_connected],
+      ['Commands in flight', s.health.commands_in_flight + (s.health.oldest_in_flight_ms === null ? '' : ' (the oldest sent ' + (s.health.oldest_in_flight_ms / 1000).toFixed(1) + ' s ago)')],
       ['Webhook deliveries waiting', s.health.webhook_deliveries_pending],
       ['Requests refused by rate limits', s.health.rate_limited],
       ['Probe judging', s.health.probes_judging_paused ? 'paused: the plane cannot reach its probe target' : 'active'],
@@ -254,8 +265,9 @@
     });
     fill('commands', s.health.commands, (tr, c) => {
       cell(tr, c.op);
+      cell(tr, c.in_flight);
       cell(tr, c.answered);
-      cell(tr, c.mean_ms + ' ms');
+      cell(tr, c.mean_ms === null ? null : c.mean_ms + ' ms');
     });
   }
 
@@ -404,10 +416,11 @@
     const list = s.boxes || [];
     fill('boxes', list, (tr, b) => {
       tr.dataset.agent = b.agent_id;
-      cell(tr, b.agent_id);
+      agentCell(tr, b.agent_id);
       cell(tr, b.hostname);
       cell(tr, b.agent_version);
       badge(tr, b.connected ? 'connected' : 'disconnected', b.connected ? 'ok' : 'bad');
+      timeCell(tr, b.connected_since);
       timeCell(tr, b.last_seen);
       cell(tr, boxHealth(b.health));
       cell(tr, keeps(b.capabilities));
@@ -418,7 +431,7 @@
     fill('modems', modems, (tr, m) => {
       tr.dataset.imei = m.imei;
       cell(tr, m.imei);
-      cell(tr, m.agent_id);
+      agentCell(tr, m.agent_id);
       cell(tr, m.carrier);
       cell(tr, m.country);
       cell(tr, m.ext_ip);

@@ -101,6 +101,8 @@ try {
   await page.waitForSelector('#agents tbody tr[data-agent]', { timeout: 10000 });
   await page.waitForSelector(`#modems tbody tr[data-imei="${imei}"]`, { timeout: 10000 });
   check(true, "the demo's agent and its modems appear");
+  const session = await page.$eval('#agents tbody tr[data-agent]', (tr) => [tr.children[4].textContent, tr.children[6].querySelector('time')?.getAttribute('title') || '']);
+  check(session[0] === 'v1' && /UTC/.test(session[1]), `an agent shows its protocol and since when it is connected (${session})`);
   const pools = await page.$$eval('#pools tbody tr', (rows) => rows.length);
   check(pools >= 1, `modems are counted by country and carrier (${pools} rows)`);
   const series = await page.$$eval('#charts figure svg polyline', (lines) => lines.length);
@@ -145,6 +147,45 @@ try {
   const after = await rest('GET', '/v1/allocations/' + second.body.allocation_id, marketKey);
   check(after.body && after.body.state === 'released', `the REST API agrees (${after.body && after.body.state})`);
 
+  // A page kept open: many live updates later it is still right and its memory flat
+  // (after a collection, the DOM, its listeners and the JS heap stay where they were).
+  await page.goto(plane + '/console/fleet');
+  const soldCell = `#modems tr[data-imei="${imei}"] td:nth-child(8)`;
+  await page.waitForSelector(soldCell, { timeout: 10000 });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Performance.enable');
+  const footprint = async () => {
+    await cdp.send('HeapProfiler.collectGarbage');
+    const { metrics } = await cdp.send('Performance.getMetrics');
+    const m = Object.fromEntries(metrics.map((x) => [x.name, x.value]));
+    return { heap: m.JSHeapUsedSize, nodes: m.Nodes, listeners: m.JSEventListeners };
+  };
+  const showsSold = (n) => page.waitForFunction(
+    ([sel, want]) => (document.querySelector(sel)?.textContent || '').startsWith(want + ' /'),
+    [soldCell, n], { timeout: 10000 });
+  let updates = 0;
+  const churn = async (cycles) => {
+    for (let i = 0; i < cycles; i += 1) {
+      const sale = await rest('POST', '/v1/allocations', marketKey, { order_id: `long-open-${updates}`, duration_s: 3600, imei });
+      if (sale.status !== 201) {
+        throw new Error(`allocation ${updates} answered ${sale.status}`);
+      }
+      await showsSold(1);
+      await rest('DELETE', `/v1/allocations/${sale.body.allocation_id}`, marketKey);
+      await showsSold(0);
+      updates += 2;
+    }
+  };
+  await churn(4);
+  const early = await footprint();
+  await churn(16);
+  const late = await footprint();
+  console.log(`long-open page: ${JSON.stringify(early)} -> ${JSON.stringify(late)} after ${updates} live updates`);
+  check(late.nodes <= early.nodes + 20, `its DOM stays the same size (${early.nodes} -> ${late.nodes} nodes)`);
+  check(late.listeners <= early.listeners, `no listener piles up (${early.listeners} -> ${late.listeners})`);
+  check(late.heap <= early.heap + 128 * 1024, `its JS heap stays flat (${early.heap} -> ${late.heap} bytes)`);
+  await cdp.detach();
+
   // A modem going offline on the box shows offline live.
   await page.goto(plane + '/console/fleet');
   await page.waitForSelector(`#modems tr[data-imei="${imei}"] [data-state="online"]`, { timeout: 10000 });
@@ -162,6 +203,8 @@ try {
   await page.waitForSelector('#health dt', { timeout: 10000 });
   const ops = await page.$$eval('#commands tbody tr td:first-child', (tds) => tds.map((td) => td.textContent));
   check(ops.includes('provision'), `the health page shows the commands sent (${ops})`);
+  const inFlight = await page.$$eval('#health dt', (dts) => dts.map((dt) => dt.textContent));
+  check(inFlight.includes('Commands in flight'), 'the health page counts the commands in flight');
   await page.screenshot({ path: `${shots}/health.png`, fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(plane + '/console/fleet');

@@ -194,15 +194,18 @@ impl Fleet {
         AgentWrite::new(self.write(), agent_id, self.capacity)
     }
 
-    /// A session of `agent_id` authenticated.
-    pub fn connected(&self, agent_id: &str, session_id: &str, agent_version: &str) {
+    /// A session of `agent_id` authenticated, speaking `protocol`.
+    pub fn connected(&self, agent_id: &str, session_id: &str, agent_version: &str, protocol: u32) {
         let mut inner = self.write_agent(agent_id);
         let agent = inner.agents.entry(agent_id.to_string()).or_default();
+        let now = self.clock.now();
         agent.connected = true;
         agent.node = None;
         agent.session_id = Some(session_id.to_string());
         agent.agent_version = Some(agent_version.to_string());
-        agent.last_seen = Some(self.clock.now());
+        agent.protocol = Some(protocol);
+        agent.connected_since = Some(now);
+        agent.last_seen = Some(now);
         inner.away_since.remove(agent_id);
         drop(inner);
         self.health.notify_one();

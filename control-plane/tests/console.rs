@@ -576,3 +576,81 @@ async fn console_actions_need_the_sessions_token_and_keep_the_rest_apis_rules() 
         .json();
     assert_eq!(agent_view["revoked"], true);
 }
+
+/// The fleet shows each agent's session (protocol, connected since) and the health page
+/// the commands awaiting an answer — counted while the agent sits on one, gone once it
+/// answers — as `/metrics` does.
+#[tokio::test]
+async fn agents_show_their_session_and_health_counts_commands_in_flight() {
+    let plane = std::sync::Arc::new(TestPlane::start().await);
+    let mut agent = plane.agent_with_modem("350000000000034").await;
+    let agents = plane.get("/v1/agents", &plane.admin).await.json();
+    let view = &agents["agents"][0];
+    assert_eq!(view["protocol_version"], 1, "{view}");
+    let since = view["connected_since"].as_str().unwrap();
+    let seen = view["last_seen"].as_str().unwrap();
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert!(parse(since) <= parse(seen), "{view}");
+    let (admin, _) = sign_in(&plane, &plane.admin).await;
+    let fleet = first_snapshot(&plane, &admin, "fleet").await;
+    assert_eq!(fleet["agents"][0]["protocol"], 1, "{fleet}");
+    assert_eq!(fleet["agents"][0]["connected_since"].as_str(), Some(since));
+
+    // The agent holds a provision without answering: one in flight.
+    let order = support::flows::order("o-in-flight");
+    let sale = support::flows::post_allocation(&plane, order);
+    let command = agent.next_command().await;
+    let health = support::eventually("the provision counted in flight", || async {
+        let snapshot = first_snapshot(&plane, &admin, "health").await;
+        (snapshot["health"]["commands_in_flight"] == 1).then_some(snapshot)
+    })
+    .await;
+    let rows = health["health"]["commands"].as_array().unwrap();
+    let provision = rows.iter().find(|r| r["op"] == "provision").unwrap();
+    assert_eq!(provision["in_flight"], 1, "{health}");
+    assert!(health["health"]["oldest_in_flight_ms"].is_u64(), "{health}");
+    assert_eq!(
+        (&health["health"]["store"], &health["health"]["node"]),
+        (&json!("sled"), &json!(null)),
+        "one node on sled: no node id"
+    );
+    let metrics = plane.get("/metrics", &plane.admin).await;
+    assert!(
+        metrics
+            .body
+            .contains("farmhand_commands_in_flight{op=\"provision\"} 1"),
+        "{}",
+        metrics.body
+    );
+
+    // Answered: nothing in flight, one answered.
+    let output = farmhand_protocol::CommandOutput::Provision(farmhand_protocol::Provisioned {
+        allocation_id: match &command.body {
+            farmhand_protocol::CommandBody::Provision(p) => p.allocation_id.clone(),
+            other => panic!("expected provision, got {other:?}"),
+        },
+        imei: "350000000000034".into(),
+        port_id: "port1".into(),
+        http_port: 8001,
+        socks_port: 5001,
+    });
+    agent
+        .answer(&command.id, farmhand_protocol::Outcome::Ok { output })
+        .await;
+    assert_eq!(sale.await.unwrap().status, 201);
+    let health = first_snapshot(&plane, &admin, "health").await;
+    assert_eq!(health["health"]["commands_in_flight"], 0, "{health}");
+    assert!(
+        health["health"]["oldest_in_flight_ms"].is_null(),
+        "{health}"
+    );
+    let rows = health["health"]["commands"].as_array().unwrap();
+    let provision = rows.iter().find(|r| r["op"] == "provision").unwrap();
+    assert_eq!(
+        (&provision["in_flight"], &provision["answered"]),
+        (&json!(0), &json!(1)),
+        "{health}"
+    );
+}

@@ -93,6 +93,14 @@ async fn a_node_lists_and_sells_the_agents_another_node_holds() {
         .json();
     assert_eq!(seen["connected"], true, "{seen}");
     assert_eq!(seen["node"], b.gateway().node_id(), "{seen}");
+    // Its session as its holder knows it: the protocol, and when it opened there.
+    let held = b
+        .get(&format!("/v1/agents/{}", agent.agent_id), &b.admin)
+        .await
+        .json();
+    assert_eq!(seen["protocol_version"], 1, "{seen}");
+    assert!(held["connected_since"].is_string(), "{held}");
+    assert_eq!(seen["connected_since"], held["connected_since"], "{seen}");
 
     let sold = allocate(&a, &mut agent, "order-through-a").await;
     assert_eq!(sold["state"], "active", "{sold}");

@@ -29,7 +29,12 @@ pub struct AgentView {
     /// a single node, and while it is disconnected).
     node: Option<String>,
     last_seen: Option<String>,
+    /// When its current session opened (while disconnected: when its last one did;
+    /// `null` if none opened since this node started).
+    connected_since: Option<String>,
     agent_version: Option<String>,
+    /// The agent ↔ control-plane protocol version its session speaks.
+    protocol_version: Option<u32>,
     /// The agent's modems (last known state while it is disconnected).
     modems: Vec<ModemView>,
     public_host: Option<String>,
@@ -79,7 +84,9 @@ pub(super) fn view(state: &AppState, record: AgentRecord) -> AgentView {
         connected: live.connected && (here || live.node.is_some()),
         node,
         last_seen: live.last_seen.map(rfc3339),
+        connected_since: live.connected_since.map(rfc3339),
         agent_version: live.agent_version.clone(),
+        protocol_version: live.protocol,
         modems,
         public_host: site.map(|s| s.public_host.clone()),
         country: site.map(|s| s.country.clone()),

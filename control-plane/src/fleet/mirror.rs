@@ -11,12 +11,18 @@ use super::{Fleet, LiveAgent};
 use farmhand_protocol::{BoxCapabilities, HostHealth, Inventory, Modem, Site};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use time::OffsetDateTime;
 
 /// What the node holding an agent's session publishes of it: everything the fleet view
 /// shows except its clocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentSnapshot {
     pub agent_version: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<u32>,
+    /// When its session on the holder opened.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub connected_since: Option<OffsetDateTime>,
     pub site: Site,
     pub proxysmart_reachable: bool,
     pub modems: Vec<Modem>,
@@ -36,6 +42,8 @@ impl AgentSnapshot {
     fn of(agent: &LiveAgent) -> Option<Self> {
         Some(AgentSnapshot {
             agent_version: agent.agent_version.clone(),
+            protocol: agent.protocol,
+            connected_since: agent.connected_since,
             site: agent.site.clone()?,
             proxysmart_reachable: agent.proxysmart_reachable,
             modems: agent.modems.values().cloned().collect(),
@@ -70,12 +78,17 @@ impl Fleet {
     pub fn mirror(&self, agent_id: &str, node: &str, snapshot: AgentSnapshot) {
         let session = mirror_session(node);
         let fresh = self.read().agents.get(agent_id).is_none_or(|a| {
-            a.node.as_deref() != Some(node) || a.agent_version != snapshot.agent_version
+            a.node.as_deref() != Some(node)
+                || a.agent_version != snapshot.agent_version
+                || snapshot
+                    .connected_since
+                    .is_some_and(|s| a.connected_since != Some(s))
         });
         if fresh {
             let version = snapshot.agent_version.clone().unwrap_or_default();
-            self.connected(agent_id, &session, &version);
+            self.connected(agent_id, &session, &version, snapshot.protocol.unwrap_or(0));
         }
+        let (protocol, since) = (snapshot.protocol, snapshot.connected_since);
         let inventory = Inventory {
             site: snapshot.site,
             proxysmart_reachable: snapshot.proxysmart_reachable,
@@ -94,6 +107,9 @@ impl Fleet {
         if let Some(agent) = inner.agents.get_mut(agent_id) {
             agent.node = Some(node.to_string());
             agent.last_seen = Some(self.clock.now());
+            agent.protocol = protocol;
+            // The holder's clock: when the session opened there, not when this node heard.
+            agent.connected_since = since.or(agent.connected_since);
         }
     }
 

@@ -20,7 +20,7 @@ fn modem(imei: &str, carrier: &str, online: bool) -> Modem {
 
 fn fleet_with(modems: Vec<Modem>) -> Fleet {
     let fleet = Fleet::new(1);
-    fleet.connected("a1", "s1", "0.1.0");
+    fleet.connected("a1", "s1", "0.1.0", 1);
     fleet.replace_inventory("a1", inventory(modems, None));
     fleet
 }
@@ -45,7 +45,7 @@ fn inventory(modems: Vec<Modem>, max_ports_per_modem: Option<u32>) -> Inventory 
 #[test]
 fn the_sellers_cap_lowers_capacity_until_an_inventory_lifts_it() {
     let fleet = Fleet::new(3);
-    fleet.connected("a1", "s1", "0.1.0");
+    fleet.connected("a1", "s1", "0.1.0", 1);
     let modems = vec![modem("1", "O2", true), modem("2", "O2", true)];
     fleet.replace_inventory("a1", inventory(modems.clone(), Some(1)));
     let any = ModemFilter::default();
@@ -136,7 +136,7 @@ fn disconnected_agents_and_unreachable_proxysmart_offer_nothing() {
 fn orders_needing_a_limit_skip_boxes_that_drop_it_and_unsellable_modems_are_skipped() {
     let fleet = Fleet::new(5);
     for (agent, imei) in [("a1", "1"), ("a2", "2")] {
-        fleet.connected(agent, "s", "0.1.0");
+        fleet.connected(agent, "s", "0.1.0", 1);
         fleet.replace_inventory(agent, inventory(vec![modem(imei, "O2", true)], None));
     }
     let quota = ModemFilter {
@@ -243,7 +243,7 @@ fn outage_clocks_start_when_down_and_reset_when_back() {
     fleet.disconnected("a1", "s1");
     let away = fleet.outage("a1", "1");
     assert!(away.agent_away_since.is_some() && away.modem_offline_since.is_some());
-    fleet.connected("a1", "s2", "0.1.0");
+    fleet.connected("a1", "s2", "0.1.0", 1);
     assert_eq!(fleet.outage("a1", "1").agent_away_since, None);
     // An agent not seen since the plane started is away since then.
     assert!(fleet.outage("never", "9").agent_away_since.is_some());
@@ -252,7 +252,7 @@ fn outage_clocks_start_when_down_and_reset_when_back() {
 #[test]
 fn an_update_says_when_modems_join_or_leave_or_their_capacity_changes() {
     let fleet = Fleet::new(2);
-    fleet.connected("a1", "s1", "0.1.0");
+    fleet.connected("a1", "s1", "0.1.0", 1);
     let modems = vec![modem("1", "O2", true), modem("2", "O2", true)];
     // The first inventory brings modems, none of which went on or offline.
     let first = fleet.replace_inventory("a1", inventory(modems.clone(), None));
@@ -322,12 +322,12 @@ fn a_sim_swap_a_replug_and_a_move_to_another_box_are_news_once() {
     let update = fleet.replace_inventory("a1", inventory(vec![sim.clone()], None));
     assert_eq!(kinds(update), [IdentityChangeKind::Replugged]);
     // Another connected box reporting it while a1 is connected: a duplicate, not a move.
-    fleet.connected("a2", "s2", "0.1.0");
+    fleet.connected("a2", "s2", "0.1.0", 1);
     let update = fleet.replace_inventory("a2", inventory(vec![sim.clone()], None));
     assert!(kinds(update).is_empty());
     // a1 gone, the modem shows up on a3: it moved.
     fleet.disconnected("a1", "s1");
-    fleet.connected("a3", "s3", "0.1.0");
+    fleet.connected("a3", "s3", "0.1.0", 1);
     let update = fleet.replace_inventory("a3", inventory(vec![sim], None));
     let moved: Vec<_> = update.identity_changes;
     assert_eq!(moved.len(), 1, "{moved:?}");

@@ -18,6 +18,10 @@ pub struct LiveAgent {
     pub last_seen: Option<OffsetDateTime>,
     /// The agent's software version from `hello`.
     pub agent_version: Option<String>,
+    /// The protocol version negotiated for its session.
+    pub protocol: Option<u32>,
+    /// When its current session opened (kept while disconnected: when the last one did).
+    pub connected_since: Option<OffsetDateTime>,
     /// The site from the last inventory.
     pub site: Option<Site>,
     /// Whether the agent can read ProxySmart.

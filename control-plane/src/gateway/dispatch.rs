@@ -88,6 +88,7 @@ impl Gateway {
             DispatchError::Storage
         })?;
         debug!(agent_id, command_id = %id, op = command.body.op(), "dispatching command");
+        let _in_flight = ctx.metrics.command_sent(op);
         let rx = ctx.registry.track(agent_id, &id, deadline.into_std());
         let closed = match &session {
             Some(session) => {

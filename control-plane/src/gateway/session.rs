@@ -80,7 +80,8 @@ pub async fn run(auth: Authenticated, ctx: Arc<GatewayCtx>) {
     } = auth;
     let agent_id = agent.agent_id;
     info!(agent_id = %agent_id, session_id = %session_id, version, "agent session opened");
-    ctx.fleet.connected(&agent_id, &session_id, &agent_version);
+    ctx.fleet
+        .connected(&agent_id, &session_id, &agent_version, version);
     ctx.fleet.set_awaiting_approval(&agent_id, !agent.approved);
     let info = SessionInfo {
         agent_id: agent_id.clone(),

@@ -67,7 +67,19 @@ impl Page {
                     table(
                         "agents",
                         "Agents",
-                        &["Agent", "Label", "Host", "Version", "State", "Last seen", "Node", "Modems online", "Action"],
+                        &[
+                            "Agent",
+                            "Label",
+                            "Host",
+                            "Version",
+                            "Protocol",
+                            "State",
+                            "Connected since",
+                            "Last seen",
+                            "Node",
+                            "Modems online",
+                            "Action"
+                        ],
                         "No agent has enrolled yet: issue an enrollment token and run farmhand-agent enroll on the seller's box.",
                     )
                 } else {
@@ -127,6 +139,7 @@ impl Page {
                         "Host",
                         "Version",
                         "State",
+                        "Connected since",
                         "Last seen",
                         "Health",
                         "Keeps",
@@ -168,8 +181,8 @@ impl Page {
                 table(
                     "commands",
                     "Commands to agents",
-                    &["Command", "Answered", "Mean round trip"],
-                    "No command answered since the plane started.",
+                    &["Command", "In flight", "Answered", "Mean round trip"],
+                    "No command sent since the plane started.",
                 )
             ),
         }

@@ -367,6 +367,8 @@ async fn agents(state: &AppState) -> Result<Vec<Value>, StoreError> {
             serde_json::json!({
                 "agent_id": a.agent_id, "label": a.label, "hostname": a.hostname,
                 "version": live.as_ref().and_then(|l| l.agent_version.clone()),
+                "protocol": live.as_ref().and_then(|l| l.protocol),
+                "connected_since": live.as_ref().and_then(|l| l.connected_since).map(rfc3339),
                 "connected": live.as_ref().is_some_and(|l| l.connected),
                 "last_seen": live.as_ref().and_then(|l| l.last_seen).map(rfc3339),
                 "node": live.as_ref().and_then(|l| l.node.clone()),
@@ -394,14 +396,29 @@ async fn health(state: &AppState) -> Result<Value, StoreError> {
             "last_error": last_error,
         }));
     }
-    let commands: Vec<Value> = state
+    let in_flight = state.metrics.commands_in_flight();
+    let mut commands: BTreeMap<String, Value> = state
         .metrics
         .command_latencies()
         .into_iter()
-        .map(|(op, n, mean)| serde_json::json!({"op": op, "answered": n, "mean_ms": mean.as_millis() as u64}))
+        .map(|(op, n, mean)| {
+            let row = serde_json::json!({"op": op, "in_flight": 0, "answered": n, "mean_ms": mean.as_millis() as u64});
+            (op, row)
+        })
         .collect();
+    for (op, n) in &in_flight.by_op {
+        let row = commands
+            .entry(op.to_string())
+            .or_insert_with(|| serde_json::json!({"op": op, "answered": 0, "mean_ms": null}));
+        row["in_flight"] = (*n).into();
+    }
+    let commands: Vec<Value> = commands.into_values().collect();
     Ok(serde_json::json!({
         "store": state.store.backend(),
+        "schema_version": state.store.schema_version().await?,
+        "node": state.store.is_shared().then(|| state.gateway.node_id().to_string()),
+        "commands_in_flight": in_flight.by_op.values().sum::<u64>(),
+        "oldest_in_flight_ms": in_flight.oldest.map(|d| d.as_millis() as u64),
         "agents_connected": state.fleet.connected_count(),
         "webhook_deliveries_pending": state.store.pending_webhook_deliveries().await?,
         "webhooks": webhooks,

@@ -96,7 +96,7 @@ fn reserve_picks_what_a_full_scan_would_through_random_changes() {
     for step in 0..3000 {
         let agent = agents[rng.below(4) as usize];
         match rng.below(8) {
-            0 => fleet.connected(agent, &format!("s{step}"), "v"),
+            0 => fleet.connected(agent, &format!("s{step}"), "v", 1),
             1 => fleet.disconnected(agent, &format!("s{}", step - 1)),
             2 => {
                 let modems = (0..rng.below(6))
