@@ -189,17 +189,24 @@
       cell(tr, p.total);
       cell(tr, p.sold);
     });
-    fill('modems', modems, (tr, m) => {
-      tr.dataset.imei = m.imei;
+    fill('modems', modems, (tr, m) => modemRow(tr, m, true));
+  }
+
+  /** One modem's row; `linked`: its IMEI opens its page (not for sellers). */
+  function modemRow(tr, m, linked) {
+    tr.dataset.imei = m.imei;
+    if (linked) {
       cell(tr, '').replaceChildren(link('/console/modems/' + encodeURIComponent(m.imei), m.imei));
-      agentCell(tr, m.agent_id);
-      cell(tr, m.carrier);
-      cell(tr, m.country);
-      cell(tr, m.ext_ip);
-      badge(tr, m.online ? 'online' : 'offline', m.online ? 'ok' : 'bad').dataset.state = m.online ? 'online' : 'offline';
-      cell(tr, m.signal);
-      cell(tr, m.active_allocations + ' / ' + m.capacity);
-    });
+    } else {
+      cell(tr, m.imei);
+    }
+    agentCell(tr, m.agent_id);
+    cell(tr, m.carrier);
+    cell(tr, m.country);
+    cell(tr, m.ext_ip);
+    badge(tr, m.online ? 'online' : 'offline', m.online ? 'ok' : 'bad').dataset.state = m.online ? 'online' : 'offline';
+    cell(tr, m.signal);
+    cell(tr, m.active_allocations + ' / ' + m.capacity);
   }
 
   function allocationLink(a) {
@@ -428,17 +435,7 @@
       cell(tr, q.score === null ? null : q.score, q.probes + ' probes, ' + q.rotations + ' rotations');
     });
     const modems = list.flatMap((b) => b.modems).filter((m) => matches([m.imei, m.agent_id, m.carrier, m.country, m.ext_ip]));
-    fill('modems', modems, (tr, m) => {
-      tr.dataset.imei = m.imei;
-      cell(tr, m.imei);
-      agentCell(tr, m.agent_id);
-      cell(tr, m.carrier);
-      cell(tr, m.country);
-      cell(tr, m.ext_ip);
-      badge(tr, m.online ? 'online' : 'offline', m.online ? 'ok' : 'bad').dataset.state = m.online ? 'online' : 'offline';
-      cell(tr, m.signal);
-      cell(tr, m.active_allocations + ' / ' + m.capacity);
-    });
+    fill('modems', modems, (tr, m) => modemRow(tr, m, false));
     const ports = list.flatMap((b) => b.sold.map((p) => ({ ...p, agent_id: b.agent_id })));
     fill('ports', ports, (tr, p) => {
       tr.dataset.allocation = p.allocation_id;

@@ -137,6 +137,18 @@ impl Inner {
     }
 }
 
+/// What an inventory or change report did to an agent's modems, for `Fleet::settle`.
+struct Changes {
+    /// IMEIs no longer reported.
+    gone: Vec<String>,
+    /// IMEIs reported now, with their online state.
+    seen: Vec<(String, bool)>,
+    /// The modems replaced, as they were.
+    old: BTreeMap<String, Modem>,
+    transitions: Vec<ModemTransition>,
+    modems_changed: bool,
+}
+
 /// The live fleet view.
 #[derive(Debug)]
 pub struct Fleet {
@@ -290,34 +302,19 @@ impl Fleet {
             .values()
             .map(|m| (m.imei.clone(), m.online))
             .collect();
-        let mut changed = false;
-        for imei in old
+        let gone: Vec<String> = old
             .keys()
             .filter(|imei| !seen.iter().any(|(i, _)| i == *imei))
-        {
-            changed |= inner.modem_gone(agent_id, imei, now);
-        }
-        let imeis: Vec<String> = seen.iter().map(|(imei, _)| imei.clone()).collect();
-        for (imei, online) in seen {
-            changed |= inner.modem_seen(agent_id, &imei, online, now);
-        }
-        let at = self.clock.now();
-        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, at);
-        for t in &transitions {
-            inner
-                .histories
-                .went(agent_id, &t.modem.imei, t.modem.online, at);
-        }
-        drop(inner);
-        if changed {
-            self.health.notify_one();
-        }
-        Update {
-            duplicates: self.new_duplicates(agent_id, &before),
+            .cloned()
+            .collect();
+        let changes = Changes {
+            gone,
+            seen,
+            old,
             transitions,
             modems_changed,
-            identity_changes,
-        }
+        };
+        self.settle(inner, agent_id, changes, before, now)
     }
 
     /// Applies a change report: the modem transitions it makes and the IMEIs newly reported
@@ -350,17 +347,37 @@ impl Fleet {
             }
         }
         let transitions = transitions::between(&old, &agent.modems, agent.site.as_ref());
+        let changes = Changes {
+            gone: changes.removed,
+            seen,
+            old,
+            transitions,
+            modems_changed,
+        };
+        self.settle(inner, agent_id, changes, before, now)
+    }
+
+    /// The rest of an update of `agent_id` whose modems `inner` holds now: the outage
+    /// clocks of the modems gone and seen, identity changes, online history, and the news.
+    fn settle(
+        &self,
+        mut inner: AgentWrite<'_>,
+        agent_id: &str,
+        changes: Changes,
+        before: Vec<Duplicate>,
+        now: Instant,
+    ) -> Update {
         let mut changed = false;
-        for imei in &changes.removed {
+        for imei in &changes.gone {
             changed |= inner.modem_gone(agent_id, imei, now);
         }
-        let imeis: Vec<String> = seen.iter().map(|(imei, _)| imei.clone()).collect();
-        for (imei, online) in seen {
+        let imeis: Vec<String> = changes.seen.iter().map(|(imei, _)| imei.clone()).collect();
+        for (imei, online) in changes.seen {
             changed |= inner.modem_seen(agent_id, &imei, online, now);
         }
         let at = self.clock.now();
-        let identity_changes = inner.identities_seen(agent_id, &imeis, &old, at);
-        for t in &transitions {
+        let identity_changes = inner.identities_seen(agent_id, &imeis, &changes.old, at);
+        for t in &changes.transitions {
             inner
                 .histories
                 .went(agent_id, &t.modem.imei, t.modem.online, at);
@@ -371,8 +388,8 @@ impl Fleet {
         }
         Update {
             duplicates: self.new_duplicates(agent_id, &before),
-            transitions,
-            modems_changed,
+            transitions: changes.transitions,
+            modems_changed: changes.modems_changed,
             identity_changes,
         }
     }

@@ -52,6 +52,28 @@ fn split_day_key(key: &[u8]) -> Option<(String, String, i64)> {
     Some((agent.to_string(), imei.to_string(), day))
 }
 
+/// The row under `key` when its day is within `days` (`None` for a key of another shape).
+fn day_row(
+    key: &[u8],
+    raw: &[u8],
+    days: std::ops::RangeInclusive<i64>,
+) -> Result<Option<ModemDay>, StoreError> {
+    let Some((agent_id, imei, day)) = split_day_key(key) else {
+        return Ok(None);
+    };
+    if !days.contains(&day) {
+        return Ok(None);
+    }
+    let usage: DayUsage = decode(raw)?;
+    Ok(Some(ModemDay {
+        agent_id,
+        imei,
+        day,
+        bytes_in: usage.bytes_in,
+        bytes_out: usage.bytes_out,
+    }))
+}
+
 impl SledStore {
     /// The days `from_day ..= to_day` of `agents`' modems, by agent, modem and day.
     pub fn modem_days(
@@ -64,18 +86,8 @@ impl SledStore {
         for agent in agents {
             for row in self.usage_days.scan_prefix(format!("{agent}/")) {
                 let (key, raw) = row?;
-                let Some((agent_id, imei, day)) = split_day_key(&key) else {
-                    continue;
-                };
-                if (from_day..=to_day).contains(&day) {
-                    let usage: DayUsage = decode(&raw)?;
-                    found.push(ModemDay {
-                        agent_id,
-                        imei,
-                        day,
-                        bytes_in: usage.bytes_in,
-                        bytes_out: usage.bytes_out,
-                    });
+                if let Some(day) = day_row(&key, &raw, from_day..=to_day)? {
+                    found.push(day);
                 }
             }
         }
@@ -87,15 +99,8 @@ impl SledStore {
         let mut found = Vec::new();
         for row in self.usage_days.iter() {
             let (key, raw) = row?;
-            if let Some((agent_id, imei, day)) = split_day_key(&key) {
-                let usage: DayUsage = decode(&raw)?;
-                found.push(ModemDay {
-                    agent_id,
-                    imei,
-                    day,
-                    bytes_in: usage.bytes_in,
-                    bytes_out: usage.bytes_out,
-                });
+            if let Some(day) = day_row(&key, &raw, i64::MIN..=i64::MAX)? {
+                found.push(day);
             }
         }
         Ok(found)
