@@ -7,10 +7,7 @@
 //! Labels come from fixed sets only: the route *pattern* axum matched (never the raw URL,
 //! which holds ids), op names, error codes and event types (never an endpoint URL).
 
-mod in_flight;
-
 use farmhand_ops::metrics::{Counter, CounterVec, HistogramVec, Text, LATENCY_BUCKETS_S};
-pub use in_flight::{InFlightNow, Sent};
 use std::time::Duration;
 
 /// The counters and histograms; gauges are computed at scrape time (`api::metrics`).
@@ -19,7 +16,6 @@ pub struct PlaneMetrics {
     http_requests: CounterVec<3>,
     commands: CounterVec<2>,
     round_trip: HistogramVec,
-    in_flight: in_flight::InFlight,
     webhook_attempts: CounterVec<2>,
     probes: CounterVec<1>,
     probe_latency: HistogramVec,
@@ -37,7 +33,6 @@ impl Default for PlaneMetrics {
             http_requests: CounterVec::new(["method", "route", "status"]),
             commands: CounterVec::new(["op", "outcome"]),
             round_trip: HistogramVec::new("op", LATENCY_BUCKETS_S),
-            in_flight: in_flight::InFlight::default(),
             webhook_attempts: CounterVec::new(["event", "outcome"]),
             probes: CounterVec::new(["outcome"]),
             probe_latency: HistogramVec::new("protocol", LATENCY_BUCKETS_S),
@@ -55,16 +50,6 @@ impl PlaneMetrics {
             tls,
             ..PlaneMetrics::default()
         }
-    }
-
-    /// A command of `op` was sent: it counts as in flight until the guard is dropped.
-    pub fn command_sent(&self, op: &'static str) -> Sent<'_> {
-        self.in_flight.sent(op)
-    }
-
-    /// The commands this node sent that await their result now.
-    pub fn commands_in_flight(&self) -> InFlightNow {
-        self.in_flight.now()
     }
 
     /// Records a dispatched command's fate (`outcome`: `ok`, an error code, or why nothing
@@ -169,18 +154,6 @@ impl PlaneMetrics {
             "farmhand_command_round_trip_seconds",
             "Time from sending a command to its result, answered commands only.",
             &self.round_trip,
-        );
-        let in_flight = self.in_flight.now();
-        let series: Vec<([&str; 1], f64)> = in_flight
-            .by_op
-            .iter()
-            .map(|(op, n)| ([*op], *n as f64))
-            .collect();
-        text.gauge_vec(
-            "farmhand_commands_in_flight",
-            "Commands this node sent that await their result, by op.",
-            ["op"],
-            &series,
         );
         text.counter_vec(
             "farmhand_webhook_deliveries_total",

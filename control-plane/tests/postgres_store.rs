@@ -383,6 +383,47 @@ macro_rules! commands {
         );
         assert_eq!($store.purge_agent_commands("ag_2").await.unwrap(), 1);
         assert!($store.pending_commands("ag_2").await.unwrap().is_empty());
+
+        // Many at once (PostgreSQL writes concurrent ones together): each is queued, a
+        // command queued twice is there once, as its last copy, and each removal answers
+        // for its own command.
+        let puts = (0..200_u64).map(|i| {
+            let store = $store.clone();
+            async move {
+                let command = release("ag_3", &format!("m{i:03}"), 10_000 + i);
+                store.put_pending_command(&command).await
+            }
+        });
+        for put in futures_util::future::join_all(puts).await {
+            put.unwrap();
+        }
+        let twice = [release("ag_3", "m000", 1), release("ag_3", "m000", 99_999)];
+        let (first, second) = tokio::join!(
+            $store.put_pending_command(&twice[0]),
+            $store.put_pending_command(&twice[1])
+        );
+        first.unwrap();
+        second.unwrap();
+        let queued = $store.pending_commands("ag_3").await.unwrap();
+        assert_eq!(queued.len(), 200);
+        assert!(
+            [1, 99_999].contains(&queued[0].deadline_ms),
+            "{:?}",
+            queued[0]
+        );
+        let removals = (0..220_u64).map(|i| {
+            let store = $store.clone();
+            async move {
+                let removed = store
+                    .remove_pending_command("ag_3", &format!("m{i:03}"))
+                    .await;
+                (i, removed.unwrap())
+            }
+        });
+        for (i, removed) in futures_util::future::join_all(removals).await {
+            assert_eq!(removed, i < 200, "command m{i:03}");
+        }
+        assert!($store.pending_commands("ag_3").await.unwrap().is_empty());
     }};
 }
 
@@ -434,6 +475,36 @@ macro_rules! audit {
         assert_eq!($store.audit_since(t0, 100).await.unwrap()[0].target, "modem:24");
         $store.audit("cli", AuditAction::KeyCreated, "key:ops", json!({})).await;
         assert_eq!($store.audit_since(t0, 100).await.unwrap().len(), 2);
+
+        // Many at once (PostgreSQL writes concurrent ones together): every entry lands
+        // whole, once, and each caller's entries keep their order.
+        let callers = (0..20_i64).map(|caller| {
+            let store = $store.clone();
+            async move {
+                for n in 0..10_i64 {
+                    let event = AuditEvent {
+                        at: far,
+                        actor: format!("caller-{caller}"),
+                        action: AuditAction::AllocationCreated,
+                        target: format!("allocation:{caller}-{n}"),
+                        details: json!({"n": n}),
+                    };
+                    store.append_audit(&event).await.unwrap();
+                }
+            }
+        });
+        futures_util::future::join_all(callers).await;
+        let burst = $store.audit_since(far, 1000).await.unwrap();
+        assert_eq!(burst.len(), 200);
+        for caller in 0..20 {
+            let actor = format!("caller-{caller}");
+            let order: Vec<i64> = burst
+                .iter()
+                .filter(|e| e.actor == actor)
+                .map(|e| e.details["n"].as_i64().unwrap())
+                .collect();
+            assert_eq!(order, (0..10).collect::<Vec<_>>(), "{actor}");
+        }
     }};
 }
 

@@ -104,6 +104,7 @@ async fn start_some_agents(
         .await
         .unwrap();
         config.control_plane.other_urls = urls[1..].to_vec();
+        config.validate().unwrap();
         let token = stop.child_token();
         tokio::spawn(async move {
             let _ = farmhand_agent::run(config, token).await;

@@ -49,6 +49,19 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
     modem_gauges(&mut text, state);
     allocation_gauges(&mut text, state).await?;
     state.metrics.write(&mut text);
+    let in_flight: Vec<([&str; 1], f64)> = state
+        .gateway
+        .commands_in_flight()
+        .by_op
+        .into_iter()
+        .map(|(op, n)| ([op], n as f64))
+        .collect();
+    text.gauge_vec(
+        "farmhand_commands_in_flight",
+        "Commands this node sent that await their result, by op.",
+        ["op"],
+        &in_flight,
+    );
     text.gauge(
         "farmhand_webhook_deliveries_pending",
         "Webhook deliveries not yet delivered nor given up.",

@@ -88,8 +88,7 @@ impl Gateway {
             DispatchError::Storage
         })?;
         debug!(agent_id, command_id = %id, op = command.body.op(), "dispatching command");
-        let _in_flight = ctx.metrics.command_sent(op);
-        let rx = ctx.registry.track(agent_id, &id, deadline.into_std());
+        let rx = ctx.registry.track(agent_id, &id, op, deadline.into_std());
         let closed = match &session {
             Some(session) => {
                 // A session that ended before taking the command leaves it queued for
@@ -208,7 +207,7 @@ impl Gateway {
             let origin = pending.origin_node.filter(|o| *o != self.ctx.node_id);
             self.ctx
                 .registry
-                .adopt(agent_id, &id, deadline.into_std(), origin);
+                .adopt(agent_id, &id, op, deadline.into_std(), origin);
             info!(agent_id, command_id = %id, op, "redelivering a command");
             let command = Command {
                 id,

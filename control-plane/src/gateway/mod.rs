@@ -41,6 +41,7 @@ use connection::Connection;
 use farmhand_protocol::CommandResult;
 use handshake::Unauthenticated;
 pub use pause::Paused;
+pub use registry::InFlight;
 use registry::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -291,6 +292,12 @@ impl Gateway {
     /// Whether `agent_id` has a live, authenticated session.
     pub fn is_connected(&self, agent_id: &str) -> bool {
         self.ctx.registry.is_connected(agent_id)
+    }
+
+    /// The commands this node's dispatchers wait for now (the console's health page,
+    /// `farmhand_commands_in_flight`).
+    pub fn commands_in_flight(&self) -> InFlight {
+        self.ctx.registry.in_flight()
     }
 
     /// Whether new agent connections are accepted (readiness).

@@ -52,6 +52,9 @@ pub struct SessionHandle {
 #[derive(Debug)]
 struct Pending {
     agent_id: String,
+    /// Its op, and when it was tracked here (`in_flight`).
+    op: &'static str,
+    sent: Instant,
     deadline: Instant,
     /// `None` when nobody waits here (the result is late by definition, or goes to
     /// `origin`).
@@ -125,6 +128,15 @@ pub enum Completion {
     Unknown,
 }
 
+/// What is in flight now (`Registry::in_flight`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// Commands awaited, per op.
+    pub by_op: std::collections::BTreeMap<&'static str, u64>,
+    /// How long the oldest has waited (`None`: nothing in flight).
+    pub oldest: Option<Duration>,
+}
+
 /// A second live session for the same agent was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Duplicate;
@@ -175,11 +187,13 @@ impl Registry {
         self.lock().sessions.contains_key(agent_id)
     }
 
-    /// Records that `command_id`, sent to `agent_id`, awaits a result until `deadline`.
+    /// Records that `command_id` (an `op`), sent to `agent_id`, awaits a result until
+    /// `deadline`.
     pub fn track(
         &self,
         agent_id: &str,
         command_id: &str,
+        op: &'static str,
         deadline: Instant,
     ) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
@@ -189,6 +203,8 @@ impl Registry {
         }
         let pending = Pending {
             agent_id: agent_id.to_string(),
+            op,
+            sent: Instant::now(),
             deadline,
             tx: Some(tx),
             origin: None,
@@ -204,6 +220,7 @@ impl Registry {
         &self,
         agent_id: &str,
         command_id: &str,
+        op: &'static str,
         deadline: Instant,
         origin: Option<String>,
     ) {
@@ -217,10 +234,27 @@ impl Registry {
             .entry(command_id.to_string())
             .or_insert_with(|| Pending {
                 agent_id: agent_id.to_string(),
+                op,
+                sent: Instant::now(),
                 deadline,
                 tx: None,
                 origin,
             });
+    }
+
+    /// The commands a dispatcher of this node still waits for: how many per op, and how
+    /// long the oldest has waited (a dispatcher that gave up no longer counts).
+    pub fn in_flight(&self) -> InFlight {
+        let inner = self.lock();
+        let mut now = InFlight::default();
+        for p in inner.pending.values() {
+            if p.tx.as_ref().is_some_and(|tx| !tx.is_closed()) {
+                *now.by_op.entry(p.op).or_insert(0) += 1;
+                let waited = p.sent.elapsed();
+                now.oldest = Some(now.oldest.map_or(waited, |o: Duration| o.max(waited)));
+            }
+        }
+        now
     }
 
     /// Whether `command_id` was adopted or is awaited here.
@@ -408,10 +442,31 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_counts_the_commands_a_dispatcher_still_waits_for() {
+        let reg = Registry::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(reg.in_flight(), InFlight::default());
+        let _first = reg.track("a", "c1", "provision", later);
+        let _second = reg.track("b", "c2", "provision", later);
+        let gave_up = reg.track("a", "c3", "release", later);
+        reg.adopt("a", "c4", "release", later, None);
+        drop(gave_up);
+        let now = reg.in_flight();
+        assert_eq!(now.by_op.get("provision"), Some(&2));
+        assert_eq!(now.by_op.get("release"), None, "gave up, or nobody waits");
+        assert!(now.oldest.is_some());
+        assert!(matches!(
+            reg.complete("a", result("c1")),
+            Completion::Delivered
+        ));
+        assert_eq!(reg.in_flight().by_op.get("provision"), Some(&1));
+    }
+
+    #[test]
     fn results_are_delivered_late_or_ignored() {
         let reg = Registry::default();
         let later = Instant::now() + Duration::from_secs(60);
-        let mut rx = reg.track("a", "c1", later);
+        let mut rx = reg.track("a", "c1", "rotate_ip", later);
         assert!(
             matches!(reg.complete("b", result("c1")), Completion::Unknown),
             "other agent"
@@ -422,7 +477,7 @@ mod tests {
         ));
         assert!(rx.try_recv().is_ok());
 
-        let _rx2 = reg.track("a", "c2", later);
+        let _rx2 = reg.track("a", "c2", "rotate_ip", later);
         assert!(reg.expire("c2"));
         assert!(!reg.expire("c2"));
         assert!(matches!(
@@ -443,10 +498,10 @@ mod tests {
     fn revoking_wakes_the_waiters_of_that_agent_only() {
         let reg = Registry::default();
         let later = Instant::now() + Duration::from_secs(60);
-        let mut waiting = reg.track("a", "c1", later);
-        let mut other = reg.track("b", "c2", later);
-        reg.adopt("a", "c3", later, None);
-        let _expired = reg.track("a", "c4", later);
+        let mut waiting = reg.track("a", "c1", "rotate_ip", later);
+        let mut other = reg.track("b", "c2", "rotate_ip", later);
+        reg.adopt("a", "c3", "rotate_ip", later, None);
+        let _expired = reg.track("a", "c4", "rotate_ip", later);
         assert!(reg.expire("c4"));
         assert_eq!(reg.revoke("a"), 1);
         assert!(reg.is_revoked("a") && !reg.is_revoked("b"));
@@ -465,12 +520,12 @@ mod tests {
             assert!(matches!(reg.complete("a", result(id)), Completion::Unknown));
         }
         // A dispatch that raced the revocation is closed as it is tracked.
-        let mut raced = reg.track("a", "c5", later);
+        let mut raced = reg.track("a", "c5", "rotate_ip", later);
         assert!(matches!(
             raced.try_recv(),
             Err(oneshot::error::TryRecvError::Closed)
         ));
-        reg.adopt("a", "c6", later, None);
+        reg.adopt("a", "c6", "rotate_ip", later, None);
         assert!(matches!(
             reg.complete("a", result("c6")),
             Completion::Unknown
@@ -486,10 +541,10 @@ mod tests {
         let reg = Registry::default();
         let later = Instant::now() + Duration::from_secs(60);
         reg.register("a", handle("s1")).unwrap();
-        let mut rx = reg.track("a", "c1", later);
+        let mut rx = reg.track("a", "c1", "rotate_ip", later);
         reg.unregister("a", "s1");
         reg.register("a", handle("s2")).unwrap();
-        reg.adopt("a", "c1", later, None);
+        reg.adopt("a", "c1", "rotate_ip", later, None);
         assert!(matches!(
             reg.complete("a", result("c1")),
             Completion::Delivered
@@ -498,19 +553,19 @@ mod tests {
             rx.try_recv().is_ok(),
             "the dispatcher still gets its answer"
         );
-        reg.adopt("a", "c9", later, None);
+        reg.adopt("a", "c9", "rotate_ip", later, None);
         assert!(matches!(
             reg.complete("a", result("c9")),
             Completion::Late(_)
         ));
         // A waiterless command past its deadline is pruned into `expired` (at most once
         // per PRUNE_EVERY: the next prune is due `PRUNE_EVERY` after the last one).
-        reg.adopt("a", "c10", Instant::now(), None);
+        reg.adopt("a", "c10", "rotate_ip", Instant::now(), None);
         let next_prune = reg.lock().pruned_at.unwrap() + PRUNE_EVERY;
         reg.lock().maybe_prune(next_prune);
         assert!(reg.lock().expired.contains_key("c10"));
         assert!(!reg.lock().pending.contains_key("c10"));
-        drop(reg.track("a", "c11", later));
+        drop(reg.track("a", "c11", "rotate_ip", later));
         assert!(matches!(
             reg.complete("a", result("c10")),
             Completion::Late(_)

@@ -195,7 +195,7 @@ impl Session {
         let rx = self
             .ctx
             .registry
-            .track(&agent_id, &command.id, deadline.into_std());
+            .track(&agent_id, &command.id, "reconcile", deadline.into_std());
         let (gateway, id) = (
             Gateway {
                 ctx: self.ctx.clone(),

@@ -49,5 +49,10 @@ pub async fn enroll_agent(
         usage: Default::default(),
         health: Default::default(),
     };
+    // An agent refuses a config it cannot run with (a poll faster than it allows, …), and
+    // a test that spawns it and drops `run`'s result would only see it never connect.
+    config
+        .validate()
+        .context("the agent would refuse this config")?;
     Ok((agent_id, config))
 }

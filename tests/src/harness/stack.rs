@@ -229,6 +229,11 @@ impl Stack {
                 ..Default::default()
             },
         };
+        // The agent refuses a config it cannot run with; say so here, not as an agent that
+        // never connects.
+        agent_config
+            .validate()
+            .context("the agent would refuse this config")?;
         let mut stack = Stack {
             sim,
             plane_url,

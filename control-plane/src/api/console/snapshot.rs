@@ -396,7 +396,7 @@ async fn health(state: &AppState) -> Result<Value, StoreError> {
             "last_error": last_error,
         }));
     }
-    let in_flight = state.metrics.commands_in_flight();
+    let in_flight = state.gateway.commands_in_flight();
     let mut commands: BTreeMap<String, Value> = state
         .metrics
         .command_latencies()
