@@ -908,6 +908,13 @@ macro_rules! usage {
         };
         assert_eq!($store.usage("al_1").await.unwrap(), Some(sum));
         assert_eq!($store.usage("al_zz").await.unwrap(), None);
+        // A page's worth at once: the same totals, nothing for one without usage.
+        let page = $store
+            .usages(&["al_1".to_string(), "al_zz".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1, "{page:?}");
+        assert_eq!(page.get("al_1"), Some(&sum));
     }};
 }
 
@@ -1595,6 +1602,12 @@ macro_rules! probes {
         );
         assert!(!$store.save_probe_track("al_nope", &first).await.unwrap());
         assert_eq!($store.probe_track("al_nope").await.unwrap(), None);
+        let page = $store
+            .probe_tracks(&["al_1".to_string(), "al_nope".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page.get("al_1"), Some(&first));
 
         // Quality hours add up, whoever adds them; an agent not enrolled gets none.
         let written = $store

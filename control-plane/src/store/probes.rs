@@ -150,6 +150,20 @@ impl SledStore {
             .transpose()
     }
 
+    /// The probe records of those of `allocation_ids` that have one (one page's worth).
+    pub fn probe_tracks(
+        &self,
+        allocation_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, ProbeTrack>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for id in allocation_ids {
+            if let Some(track) = self.probe_track(id)? {
+                found.insert(id.clone(), track);
+            }
+        }
+        Ok(found)
+    }
+
     /// Deletes `allocation_id`'s probe record (its detail is purged, or it is gone).
     pub(super) fn forget_probe_track(&self, allocation_id: &str) -> Result<(), StoreError> {
         self.probes.tracks.remove(allocation_id.as_bytes())?;

@@ -16,6 +16,7 @@ use super::{
 use crate::store::pg::PgStore;
 use farmhand_protocol::{DesiredPort, UsageReport};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::Path;
 use time::OffsetDateTime;
 
@@ -529,6 +530,7 @@ delegate! {
         report: UsageTotals
     ) -> Result<(), StoreError>;
     fn usage(&self, allocation_id: &str) -> Result<Option<UsageTotals>, StoreError>;
+    fn usages(&self, allocation_ids: &[String]) -> Result<HashMap<String, UsageTotals>, StoreError>;
     fn modem_days(&self, agents: &[String], from_day: i64, to_day: i64) -> Result<Vec<ModemDay>, StoreError>;
     fn prune_modem_days(&self, before_day: i64) -> Result<usize, StoreError>;
 
@@ -558,6 +560,7 @@ delegate! {
     // Probe records and quality hours.
     fn save_probe_track(&self, allocation_id: &str, track: &ProbeTrack) -> Result<bool, StoreError>;
     fn probe_track(&self, allocation_id: &str) -> Result<Option<ProbeTrack>, StoreError>;
+    fn probe_tracks(&self, allocation_ids: &[String]) -> Result<HashMap<String, ProbeTrack>, StoreError>;
     fn add_quality(&self, hours: &[AgentHour]) -> Result<usize, StoreError>;
     fn quality_hours(&self, agents: Option<&[String]>, from_hour: i64) -> Result<Vec<AgentHour>, StoreError>;
     fn prune_quality(&self, before_hour: i64) -> Result<usize, StoreError>;

@@ -168,6 +168,20 @@ impl SledStore {
         }
         Ok(total)
     }
+
+    /// [`SledStore::usage`] of each of `allocation_ids` that has any (one page's worth).
+    pub fn usages(
+        &self,
+        allocation_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, UsageTotals>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for id in allocation_ids {
+            if let Some(totals) = self.usage(id)? {
+                found.insert(id.clone(), totals);
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// Ended allocations a page keeps showing.
 const ENDED_KEPT: usize = 50;
-/// Live allocations shown with their usage and probe health (two reads each, every
+/// Live allocations shown with their usage and probe health (read together: two reads a
 /// second): the soonest to expire.
 const DETAILED: usize = 200;
 /// How soon an expiry counts as "expiring soon".
@@ -200,14 +200,23 @@ async fn allocations(
     // Soonest to expire first; the first [`DETAILED`] with their usage and probe health.
     let mut live: Vec<&AllocationRecord> = live.iter().collect();
     live.sort_by_key(|r| r.expires_at);
+    let detailed: Vec<String> = live
+        .iter()
+        .take(DETAILED)
+        .map(|r| r.allocation_id.clone())
+        .collect();
+    let (mut usages, mut tracks) = (
+        state.store.usages(&detailed).await?,
+        state.store.probe_tracks(&detailed).await?,
+    );
     let mut rows = Vec::with_capacity(live.len() + memory.ended.len());
     for (i, r) in live.into_iter().enumerate() {
         let mut row = allocation(r);
         if i < DETAILED {
-            let used = state.store.usage(&r.allocation_id).await?;
+            let used = usages.remove(&r.allocation_id);
             row["used_bytes"] = used.map(|u| u.bytes_in.saturating_add(u.bytes_out)).into();
             row["quota_mb"] = r.request.traffic_quota_mb.into();
-            let track = state.store.probe_track(&r.allocation_id).await?;
+            let track = tracks.remove(&r.allocation_id);
             let track = track.map(crate::probe::Track::from_record);
             row["probe_health"] = track.as_ref().map(|t| t.health()).into();
         }

@@ -82,6 +82,28 @@ impl PgStore {
             .transpose()
     }
 
+    /// The probe records of those of `allocation_ids` that have one, in one statement.
+    pub async fn probe_tracks(
+        &self,
+        allocation_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, ProbeTrack>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .cached_query(
+                "SELECT allocation_id, track FROM probe_tracks WHERE allocation_id = ANY($1)",
+                &[&allocation_ids],
+            )
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|row| {
+                let track = from_json(row.try_get("track").map_err(db)?)?;
+                Ok((row.try_get("allocation_id").map_err(db)?, track))
+            })
+            .collect()
+    }
+
     /// The probe records describing `agent_id`'s ports.
     pub(super) async fn probe_tracks_of(
         &self,

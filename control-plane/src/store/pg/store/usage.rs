@@ -6,6 +6,7 @@ use super::statements::Cached;
 use super::{db, PgStore};
 use crate::store::{ModemDay, StoreError, UsageRecorded, UsageTotals};
 use farmhand_protocol::{UsageReport, MAX_USAGE_ENTRIES};
+use std::collections::HashMap;
 
 fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -183,5 +184,38 @@ impl PgStore {
             bytes_out: small(bytes_out),
             measured_at_ms: small(at),
         }))
+    }
+
+    /// The usage of each of `allocation_ids` that has any, in one statement.
+    pub async fn usages(
+        &self,
+        allocation_ids: &[String],
+    ) -> Result<HashMap<String, UsageTotals>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .cached_query(
+                "SELECT allocation_id, sum(bytes_in)::bigint, sum(bytes_out)::bigint,
+                   max(measured_at_ms)
+                 FROM allocation_usage WHERE allocation_id = ANY($1) GROUP BY allocation_id",
+                &[&allocation_ids],
+            )
+            .await
+            .map_err(db)?;
+        let mut found = HashMap::new();
+        for row in rows {
+            let (bytes_in, bytes_out, at): (i64, i64, i64) = (
+                row.try_get(1).map_err(db)?,
+                row.try_get(2).map_err(db)?,
+                row.try_get(3).map_err(db)?,
+            );
+            let totals = UsageTotals {
+                bytes_in: small(bytes_in),
+                bytes_out: small(bytes_out),
+                measured_at_ms: small(at),
+            };
+            found.insert(row.try_get(0).map_err(db)?, totals);
+        }
+        Ok(found)
     }
 }
