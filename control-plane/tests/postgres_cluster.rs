@@ -329,3 +329,112 @@ async fn a_key_revoked_on_one_node_is_refused_by_every_node() {
     let fresh = r.json()["key"].as_str().unwrap().to_string();
     assert_eq!(a.get("/v1/modems", &fresh).await.status, 200);
 }
+
+/// A move on one node racing a release on another: the release stands. Node A moves an
+/// allocation (its new box holds the provision); meanwhile node B releases it; when the
+/// new port is confirmed, A does not write the move over the release — it answers 409,
+/// the allocation stays released on every node, and the new box is told to remove the
+/// port it just made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_does_not_overwrite_a_release_made_on_another_node() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let (a, b) = two_nodes(&cluster).await;
+    let mut first = a.agent_with_modem(IMEI).await;
+    let sold = allocate(&a, &mut first, "order-move-race").await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+    let mut second = a.agent_with_modem("359000000000002").await;
+
+    let moving = {
+        let (a, path) = (a.clone(), format!("/v1/allocations/{id}/replace"));
+        tokio::spawn(async move { a.post(&path, &a.market, serde_json::json!({})).await })
+    };
+    let provision = second.next_command().await;
+    assert!(
+        matches!(provision.body, farmhand_protocol::CommandBody::Provision(_)),
+        "{provision:?}"
+    );
+    let released = release(&b, &mut first, &id).await;
+    assert_eq!(released["state"], "released", "{released}");
+
+    let output = farmhand_protocol::CommandOutput::Provision(farmhand_protocol::Provisioned {
+        allocation_id: id.clone(),
+        imei: "359000000000002".into(),
+        port_id: "port9".into(),
+        http_port: 8009,
+        socks_port: 5009,
+    });
+    second
+        .answer(&provision.id, farmhand_protocol::Outcome::Ok { output })
+        .await;
+    let moved = moving.await.unwrap();
+    assert_eq!(moved.status, 409, "{}", moved.body);
+    assert!(moved.body.contains("invalid_state"), "{}", moved.body);
+    assert_eq!(a.allocation(&id).await["state"], "released");
+    assert_eq!(b.allocation(&id).await["state"], "released");
+    assert_eq!(release_ok(&mut second).await, id, "the new port is removed");
+}
+
+/// A move on one node racing a renewal on another: both count. The renewal lands while the
+/// new port is being made; the move is then written on top of the renewed record (the
+/// longer expiry kept), not refused and not written over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_keeps_a_renewal_made_on_another_node() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let (a, b) = two_nodes(&cluster).await;
+    let mut first = a.agent_with_modem(IMEI).await;
+    let sold = allocate(&a, &mut first, "order-move-renew").await;
+    let id = sold["allocation_id"].as_str().unwrap().to_string();
+    let mut second = a.agent_with_modem("359000000000002").await;
+
+    let moving = {
+        let (a, path) = (a.clone(), format!("/v1/allocations/{id}/replace"));
+        tokio::spawn(async move { a.post(&path, &a.market, serde_json::json!({})).await })
+    };
+    let provision = second.next_command().await;
+    let renewing = {
+        let (b, path) = (b.clone(), format!("/v1/allocations/{id}/renew"));
+        tokio::spawn(async move {
+            b.post(&path, &b.market, serde_json::json!({"duration_s": 3600}))
+                .await
+        })
+    };
+    let update = first.next_command().await;
+    update_ok(&mut first, update).await;
+    let renewed = renewing.await.unwrap();
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    let renewed_until = renewed.json()["expires_at"].clone();
+    assert_ne!(renewed_until, sold["expires_at"]);
+
+    let output = farmhand_protocol::CommandOutput::Provision(farmhand_protocol::Provisioned {
+        allocation_id: id.clone(),
+        imei: "359000000000002".into(),
+        port_id: "port9".into(),
+        http_port: 8009,
+        socks_port: 5009,
+    });
+    second
+        .answer(&provision.id, farmhand_protocol::Outcome::Ok { output })
+        .await;
+    // The new port was made with the old expiry: it is told the renewed one.
+    let update = second.next_command().await;
+    let update = update_ok(&mut second, update).await;
+    let until = time::OffsetDateTime::parse(
+        renewed_until.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(
+        i128::from(update.expires_at_ms),
+        until.unix_timestamp_nanos() / 1_000_000
+    );
+    let moved = moving.await.unwrap();
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let stored = b.allocation(&id).await;
+    assert_eq!(stored["state"], "replaced", "{stored}");
+    assert_eq!(stored["imei"], "359000000000002", "{stored}");
+    assert_eq!(stored["expires_at"], renewed_until, "the renewal is kept");
+}

@@ -51,7 +51,7 @@ impl Allocator {
     }
 
     /// Tells the box the port of `record` now expires at `expires_at`.
-    async fn extend_on_box(
+    pub(super) async fn extend_on_box(
         &self,
         record: &AllocationRecord,
         expires_at: time::OffsetDateTime,

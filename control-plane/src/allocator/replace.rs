@@ -20,7 +20,7 @@ use crate::fleet::{ModemFilter, Reservation};
 use crate::gateway::DispatchError;
 use crate::ids::unix_ms;
 use crate::store::{
-    AllocationRecord, AllocationState, AuditAction, Replacement, ReplacementReason,
+    AllocationRecord, AllocationState, AuditAction, Expected, Replacement, ReplacementReason,
 };
 use farmhand_protocol::{
     CommandBody, CommandOutput, Outcome, Provision, Provisioned, Release, Secret,
@@ -189,6 +189,10 @@ impl Allocator {
 
     /// Applies a confirmed move: the record follows the port, the old slot is freed, the
     /// move is audited and announced, and the old agent (if another) releases its port.
+    /// Written only over the record as it was read (`Expected`): another node may have
+    /// released, renewed or moved it while the new port was made (its order lock is this
+    /// node's only). A renewal is kept and the move written on top of it; a release,
+    /// expiry or other move stands, and the new port is given back.
     async fn moved(
         &self,
         mut record: AllocationRecord,
@@ -205,22 +209,74 @@ impl Allocator {
             to_imei: slot.imei.clone(),
             to_agent_id: slot.agent_id.clone(),
         };
-        record.state = AllocationState::Replaced;
-        record.imei = slot.imei.clone();
-        record.agent_id = slot.agent_id.clone();
-        record.carrier = slot.carrier.clone();
-        record.country = slot.country.clone();
-        record.host = Some(slot.public_host.clone());
-        record.http_port = Some(port.http_port);
-        record.socks_port = Some(port.socks_port);
-        record.port_id = Some(port.port_id.clone());
-        record.replacements.push(from.clone());
-        let saved = self
-            .save_reporting(&record, None, crate::events::EventType::AllocationReplaced)
-            .await;
-        if let Err(e) = saved {
-            self.fleet.release_load(&slot.agent_id, &slot.imei);
-            return Err(e.into());
+        // The new port was made with the expiry read then.
+        let provisioned_until = record.expires_at;
+        let mut saved = Ok(false);
+        // What another node made of it, when the move lost.
+        let mut stands = None;
+        for _ in 0..MAX_TRIES {
+            let read = Expected::of(&record);
+            follow(&mut record, slot, port, &from);
+            saved = self
+                .save_reporting(
+                    &record,
+                    Some(read),
+                    crate::events::EventType::AllocationReplaced,
+                )
+                .await;
+            if !matches!(saved, Ok(false)) {
+                break;
+            }
+            match self.store.allocation(&record.allocation_id).await {
+                // Renewed meanwhile, still where the move started: move that one.
+                Ok(Some(now))
+                    if now.state.is_live()
+                        && now.agent_id == from.from_agent_id
+                        && now.imei == from.from_imei
+                        && now.replacements.len() == read.moves =>
+                {
+                    record = now;
+                }
+                Ok(now) => {
+                    stands = now;
+                    break;
+                }
+                Err(e) => {
+                    saved = Err(e);
+                    break;
+                }
+            }
+        }
+        match saved {
+            Ok(true) if record.expires_at != provisioned_until => {
+                // Renewed meanwhile: the new port gets the renewed expiry too.
+                if let Err(e) = self.extend_on_box(&record, record.expires_at).await {
+                    warn!(allocation_id = %record.allocation_id, "the moved port keeps the expiry from before a renewal: {e}");
+                }
+            }
+            Ok(true) => {}
+            Ok(false) => {
+                // Released, expired or moved by another node first: that stands.
+                self.fleet.release_load(&slot.agent_id, &slot.imei);
+                // The agent keeps one port per allocation: not when the allocation lives
+                // on that agent now (moved there by the other node).
+                let lives_there = stands
+                    .as_ref()
+                    .is_some_and(|r| r.state.is_live() && r.agent_id == slot.agent_id);
+                if !lives_there {
+                    self.release_port(&slot.agent_id, &record.allocation_id);
+                }
+                warn!(allocation_id = %record.allocation_id, "the allocation changed elsewhere while it was being moved; the move is undone");
+                return Err(AllocError::InvalidState(
+                    "the allocation was released, expired or moved while it was being moved; \
+                     nothing was moved"
+                        .into(),
+                ));
+            }
+            Err(e) => {
+                self.fleet.release_load(&slot.agent_id, &slot.imei);
+                return Err(e.into());
+            }
         }
         self.fleet
             .release_load(&from.from_agent_id, &from.from_imei);
@@ -352,4 +408,26 @@ impl Allocator {
             rotate_every_s: record.request.rotate_every_s,
         }
     }
+}
+
+/// Tries to write a move again this many times when a renewal got in between.
+const MAX_TRIES: usize = 3;
+
+/// `record` as it is once moved to `slot`'s new `port` (`from` says from where).
+fn follow(
+    record: &mut AllocationRecord,
+    slot: &Reservation,
+    port: &Provisioned,
+    from: &Replacement,
+) {
+    record.state = AllocationState::Replaced;
+    record.imei = slot.imei.clone();
+    record.agent_id = slot.agent_id.clone();
+    record.carrier = slot.carrier.clone();
+    record.country = slot.country.clone();
+    record.host = Some(slot.public_host.clone());
+    record.http_port = Some(port.http_port);
+    record.socks_port = Some(port.socks_port);
+    record.port_id = Some(port.port_id.clone());
+    record.replacements.push(from.clone());
 }

@@ -236,15 +236,18 @@ pub struct AllocationPage {
 }
 
 /// What a conditional change expects of the stored record (`Store::save_change`): still
-/// in `state` and still expiring at `expires_at` — as the writer read it. Another node's
-/// release, expiry sweep or renewal made meanwhile is then not overwritten: the writer
-/// hears `false` and looks again.
+/// in `state`, still expiring at `expires_at` and moved `moves` times — as the writer read
+/// it. Another node's release, expiry sweep, renewal or move made meanwhile is then not
+/// overwritten: the writer hears `false` and looks again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
     /// The state read.
     pub state: AllocationState,
     /// The expiry read.
     pub expires_at: OffsetDateTime,
+    /// How many moves the record read had (`replacements`): a second move keeps the
+    /// state (`replaced`) and the expiry, so only this tells it happened.
+    pub moves: usize,
 }
 
 impl Expected {
@@ -253,6 +256,7 @@ impl Expected {
         Expected {
             state: record.state,
             expires_at: record.expires_at,
+            moves: record.replacements.len(),
         }
     }
 }

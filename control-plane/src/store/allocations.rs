@@ -74,7 +74,7 @@ impl SledStore {
     /// [`SledStore::save_allocation`] with the webhook deliveries of the event reporting
     /// the change, in one transaction (flushed together: a change that reached the disk
     /// has its deliveries there too) — and, given `from`, only if the stored record is
-    /// still as it expects (state and expiry; false, writing nothing, when it is not).
+    /// still as it expects (state, expiry and moves; false, writing nothing, when it is not).
     pub async fn save_change(
         &self,
         record: &AllocationRecord,
@@ -397,18 +397,21 @@ pub(crate) fn tenant_key(record: &AllocationRecord) -> Vec<u8> {
     .concat()
 }
 
-/// The state and expiry of a stored record, decoding nothing else.
+/// The state, expiry and number of moves of a stored record, decoding nothing else.
 fn stored_expected(raw: &[u8]) -> Option<Expected> {
     #[derive(Deserialize)]
     struct StateOnly {
         state: AllocationState,
         #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
+        #[serde(default)]
+        replacements: Vec<serde::de::IgnoredAny>,
     }
     serde_json::from_slice::<StateOnly>(raw)
         .ok()
         .map(|s| Expected {
             state: s.state,
             expires_at: s.expires_at,
+            moves: s.replacements.len(),
         })
 }

@@ -296,7 +296,7 @@ impl Store {
 
     /// Writes `record` with the webhook deliveries of the event reporting the change, in
     /// one durable step (sled: one transaction, flushed; PostgreSQL: one transaction).
-    /// Given `from`, only if the stored record is still as it expects (state and expiry):
+    /// Given `from`, only if the stored record is still as it expects (state, expiry, moves):
     /// a transition two nodes may race for is made once (false: it was not made here,
     /// nothing was written; read the record again).
     pub async fn save_change(

@@ -95,7 +95,8 @@ async fn write(
         "UPDATE allocations SET tenant = $2, order_id = $3, state = $4, agent_id = $5,
            imei = $6, host = $7, http_port = $8, socks_port = $9, created_at = $10,
            expires_at = $11, ended_at = $12, record = $13
-         WHERE allocation_id = $1 AND state = $16 AND expires_at = $17"
+         WHERE allocation_id = $1 AND state = $16 AND expires_at = $17
+           AND coalesce(jsonb_array_length(record->'replacements'), 0) = $18"
     );
     let port = |p: Option<u16>| p.map(i32::from);
     let window = RetentionKind::of_ended(record);
@@ -127,12 +128,16 @@ async fn write(
         &kind,
         &started,
     ];
-    let from = from.map(|f| (f.state.as_str(), micros(f.expires_at)));
+    let from = from.map(|f| {
+        let moves = i32::try_from(f.moves).unwrap_or(i32::MAX);
+        (f.state.as_str(), micros(f.expires_at), moves)
+    });
     let sql = match &from {
         None => UPSERT,
-        Some((state, expires_at)) => {
+        Some((state, expires_at, moves)) => {
             params.push(state);
             params.push(expires_at);
+            params.push(moves);
             UPDATE_IF
         }
     };
@@ -180,7 +185,7 @@ impl PgStore {
 
     /// [`PgStore::save_allocation`] with the webhook deliveries of the event reporting the
     /// change, in one transaction — and, given `from`, only if the stored record is still
-    /// as it expects (state and expiry: of two nodes making the same transition one wins;
+    /// as it expects (state, expiry and moves: of two nodes making the same transition one wins;
     /// false, writing nothing, for the other).
     pub async fn save_change(
         &self,
