@@ -626,19 +626,7 @@ async fn agents_show_their_session_and_health_counts_commands_in_flight() {
     );
 
     // Answered: nothing in flight, one answered.
-    let output = farmhand_protocol::CommandOutput::Provision(farmhand_protocol::Provisioned {
-        allocation_id: match &command.body {
-            farmhand_protocol::CommandBody::Provision(p) => p.allocation_id.clone(),
-            other => panic!("expected provision, got {other:?}"),
-        },
-        imei: "350000000000034".into(),
-        port_id: "port1".into(),
-        http_port: 8001,
-        socks_port: 5001,
-    });
-    agent
-        .answer(&command.id, farmhand_protocol::Outcome::Ok { output })
-        .await;
+    support::flows::answer_provision(&mut agent, command).await;
     assert_eq!(sale.await.unwrap().status, 201);
     let health = first_snapshot(&plane, &admin, "health").await;
     assert_eq!(health["health"]["commands_in_flight"], 0, "{health}");

@@ -200,19 +200,7 @@ async fn revocation_reaches_a_keep_alive_connection_and_a_running_request() {
         .await;
     assert_eq!(r.status, 204);
     // Answer the held provision now.
-    let farmhand_protocol::CommandBody::Provision(p) = command.body.clone() else {
-        panic!("{command:?}")
-    };
-    let output = farmhand_protocol::CommandOutput::Provision(farmhand_protocol::Provisioned {
-        allocation_id: p.allocation_id.clone(),
-        imei: p.imei.clone(),
-        port_id: "port1".into(),
-        http_port: 8001,
-        socks_port: 5001,
-    });
-    agent
-        .answer(&command.id, farmhand_protocol::Outcome::Ok { output })
-        .await;
+    let p = support::flows::answer_provision(&mut agent, command).await;
     let r = tokio::time::timeout(PATIENCE, running)
         .await
         .unwrap()

@@ -13,7 +13,9 @@ use farmhand_protocol::ProtocolErrorCode;
 use farmhand_test_support::postgres::PgCluster;
 use std::sync::Arc;
 use support::agent::expect_refusal;
-use support::flows::{allocate, order, provision_ok, release, release_ok, update_ok};
+use support::flows::{
+    allocate, answer_provision, order, provision_ok, release, release_ok, update_ok,
+};
 use support::receiver::Receiver;
 use support::{eventually, postgres_store, two_nodes, TestPlane};
 
@@ -330,6 +332,39 @@ async fn a_key_revoked_on_one_node_is_refused_by_every_node() {
     assert_eq!(a.get("/v1/modems", &fresh).await.status, 200);
 }
 
+/// An allocation sold on node `a` to `first`, being moved by `a` to `second`'s modem:
+/// `second` holds the `provision` of the new port, unanswered.
+struct Move {
+    id: String,
+    sold: serde_json::Value,
+    first: support::FakeAgent,
+    second: support::FakeAgent,
+    moving: tokio::task::JoinHandle<support::Response>,
+    provision: farmhand_protocol::Command,
+}
+
+impl Move {
+    async fn start(a: &Arc<TestPlane>, order_id: &str) -> Move {
+        let mut first = a.agent_with_modem(IMEI).await;
+        let sold = allocate(a, &mut first, order_id).await;
+        let id = sold["allocation_id"].as_str().unwrap().to_string();
+        let mut second = a.agent_with_modem("359000000000002").await;
+        let moving = {
+            let (a, path) = (a.clone(), format!("/v1/allocations/{id}/replace"));
+            tokio::spawn(async move { a.post(&path, &a.market, serde_json::json!({})).await })
+        };
+        let provision = second.next_command().await;
+        Move {
+            id,
+            sold,
+            first,
+            second,
+            moving,
+            provision,
+        }
+    }
+}
+
 /// A move on one node racing a release on another: the release stands. Node A moves an
 /// allocation (its new box holds the provision); meanwhile node B releases it; when the
 /// new port is confirmed, A does not write the move over the release — it answers 409,
@@ -341,33 +376,18 @@ async fn a_move_does_not_overwrite_a_release_made_on_another_node() {
         return;
     };
     let (a, b) = two_nodes(&cluster).await;
-    let mut first = a.agent_with_modem(IMEI).await;
-    let sold = allocate(&a, &mut first, "order-move-race").await;
-    let id = sold["allocation_id"].as_str().unwrap().to_string();
-    let mut second = a.agent_with_modem("359000000000002").await;
-
-    let moving = {
-        let (a, path) = (a.clone(), format!("/v1/allocations/{id}/replace"));
-        tokio::spawn(async move { a.post(&path, &a.market, serde_json::json!({})).await })
-    };
-    let provision = second.next_command().await;
-    assert!(
-        matches!(provision.body, farmhand_protocol::CommandBody::Provision(_)),
-        "{provision:?}"
-    );
+    let Move {
+        id,
+        sold: _,
+        mut first,
+        mut second,
+        moving,
+        provision,
+    } = Move::start(&a, "order-move-race").await;
     let released = release(&b, &mut first, &id).await;
     assert_eq!(released["state"], "released", "{released}");
 
-    let output = farmhand_protocol::CommandOutput::Provision(farmhand_protocol::Provisioned {
-        allocation_id: id.clone(),
-        imei: "359000000000002".into(),
-        port_id: "port9".into(),
-        http_port: 8009,
-        socks_port: 5009,
-    });
-    second
-        .answer(&provision.id, farmhand_protocol::Outcome::Ok { output })
-        .await;
+    answer_provision(&mut second, provision).await;
     let moved = moving.await.unwrap();
     assert_eq!(moved.status, 409, "{}", moved.body);
     assert!(moved.body.contains("invalid_state"), "{}", moved.body);
@@ -385,16 +405,14 @@ async fn a_move_keeps_a_renewal_made_on_another_node() {
         return;
     };
     let (a, b) = two_nodes(&cluster).await;
-    let mut first = a.agent_with_modem(IMEI).await;
-    let sold = allocate(&a, &mut first, "order-move-renew").await;
-    let id = sold["allocation_id"].as_str().unwrap().to_string();
-    let mut second = a.agent_with_modem("359000000000002").await;
-
-    let moving = {
-        let (a, path) = (a.clone(), format!("/v1/allocations/{id}/replace"));
-        tokio::spawn(async move { a.post(&path, &a.market, serde_json::json!({})).await })
-    };
-    let provision = second.next_command().await;
+    let Move {
+        id,
+        sold,
+        mut first,
+        mut second,
+        moving,
+        provision,
+    } = Move::start(&a, "order-move-renew").await;
     let renewing = {
         let (b, path) = (b.clone(), format!("/v1/allocations/{id}/renew"));
         tokio::spawn(async move {
@@ -408,17 +426,7 @@ async fn a_move_keeps_a_renewal_made_on_another_node() {
     assert_eq!(renewed.status, 200, "{}", renewed.body);
     let renewed_until = renewed.json()["expires_at"].clone();
     assert_ne!(renewed_until, sold["expires_at"]);
-
-    let output = farmhand_protocol::CommandOutput::Provision(farmhand_protocol::Provisioned {
-        allocation_id: id.clone(),
-        imei: "359000000000002".into(),
-        port_id: "port9".into(),
-        http_port: 8009,
-        socks_port: 5009,
-    });
-    second
-        .answer(&provision.id, farmhand_protocol::Outcome::Ok { output })
-        .await;
+    answer_provision(&mut second, provision).await;
     // The new port was made with the old expiry: it is told the renewed one.
     let update = second.next_command().await;
     let update = update_ok(&mut second, update).await;

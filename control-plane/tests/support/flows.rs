@@ -30,6 +30,11 @@ pub async fn provision_ok(agent: &mut FakeAgent) -> String {
 /// tests that check what the plane asked for.
 pub async fn provisioned(agent: &mut FakeAgent) -> Provision {
     let command = agent.next_command().await;
+    answer_provision(agent, command).await
+}
+
+/// Answers `command`, a `provision` the test held, successfully (port 8001/5001).
+pub async fn answer_provision(agent: &mut FakeAgent, command: Command) -> Provision {
     let CommandBody::Provision(p) = command.body else {
         panic!("expected provision, got {command:?}")
     };
