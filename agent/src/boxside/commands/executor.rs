@@ -56,7 +56,9 @@ impl Executor {
         self.ctx.arrived(&command);
         let this = self.clone();
         self.tracker.spawn(async move {
+            let id = command.id.clone();
             let result = this.execute(command).await;
+            this.ctx.finished(&id);
             let _ = reply.send(result).await;
         });
     }

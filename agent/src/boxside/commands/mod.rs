@@ -4,12 +4,13 @@
 //! each owning its validation, ProxySmart calls and answer: `provision`, `release`,
 //! `rotate_ip`, `update_port`, `reconcile`. `validate` checks every field before any of it
 //! reaches the box; `rotation_gate` keeps one rotation per modem at a time and the seller's
-//! spacing.
+//! spacing; `arrivals` keeps the order commands came in, for `reconcile`.
 //!
 //! The box side below (`ports`, `rotation`, `proxysmart`) does the writing and reading;
 //! this layer decides what to write. Upward it only signals: a provision with a rotation
 //! schedule wakes whoever waits on [`CommandContext::schedules_changed`] (`autorotate`).
 
+mod arrivals;
 mod executor;
 mod provision;
 mod reconcile;
@@ -31,6 +32,7 @@ use crate::config::proxysmart::PortSettings;
 use crate::local::audit::{AuditEntry, AuditLog};
 use crate::local::journal::{Journal, JournalError};
 use crate::local::metrics::AgentMetrics;
+use arrivals::Arrivals;
 use farmhand_protocol::{Command, CommandError, CommandErrorCode, Outcome};
 use rotation_gate::{RotationGate, RotationGuard};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -71,21 +73,8 @@ pub struct CommandContext {
     /// Plane clock minus local clock (ms), learned from `welcome`; deadlines and expiries
     /// are judged on the plane's clock so a box whose clock is off still works.
     clock_offset_ms: AtomicI64,
-    /// The order commands arrived in (see [`Arrivals`]).
-    arrivals: Arrivals,
-}
-
-/// Commands numbered as they arrive, for `reconcile`: its desired set was read by the plane
-/// before it was sent, so a port provisioned by a command that arrived after it (an order
-/// placed right after a reconnect) is not among them and is not an orphan — even when the
-/// provision ran first and the reconcile waited for it.
-#[derive(Debug, Default)]
-struct Arrivals {
-    next: std::sync::atomic::AtomicU64,
-    /// Allocation → the arrival number of the provision that created its port.
-    provisions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-    /// Reconcile command → its arrival number, until it runs.
-    reconciles: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The order commands arrived in (`arrivals`).
+    arrivals: std::sync::Mutex<Arrivals>,
 }
 
 /// Builds a [`CommandContext`]; what is not given has a default (everything allowed, no
@@ -161,7 +150,7 @@ impl CommandContextBuilder {
             schedules: Notify::new(),
             ports_lock: tokio::sync::Mutex::new(()),
             clock_offset_ms: AtomicI64::new(0),
-            arrivals: Arrivals::default(),
+            arrivals: Default::default(),
         }
     }
 }
@@ -261,50 +250,25 @@ impl CommandContext {
         self.ports_lock.lock().await
     }
 
-    /// Notes that `command` arrived now (in the order the plane sent it: see [`Arrivals`]).
+    /// Notes that `command` arrived now (in the order the plane sent it: `arrivals`).
     pub fn arrived(&self, command: &Command) {
-        let n = self.arrivals.next.fetch_add(1, Ordering::Relaxed);
-        match &command.body {
-            farmhand_protocol::CommandBody::Provision(p) => {
-                let mut provisions = self
-                    .arrivals
-                    .provisions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                provisions.insert(p.allocation_id.clone(), n);
-            }
-            farmhand_protocol::CommandBody::Reconcile(_) => {
-                let mut reconciles = self
-                    .arrivals
-                    .reconciles
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                reconciles.insert(command.id.clone(), n);
-            }
-            _ => {}
-        }
+        self.arrivals().arrived(command);
     }
 
-    /// The allocations provisioned by commands that arrived after reconcile `command_id`
-    /// (none when it did not arrive through [`CommandContext::arrived`]); what came before
-    /// it is forgotten (a later reconcile's desired set has it).
+    /// Command `command_id` finished, whether it ran or not (`arrivals`).
+    fn finished(&self, command_id: &str) {
+        self.arrivals().finished(command_id);
+    }
+
+    /// The allocations provisioned by commands that arrived after reconcile `command_id`.
     fn provisioned_after(&self, command_id: &str) -> std::collections::BTreeSet<String> {
-        let mark = self
-            .arrivals
-            .reconciles
+        self.arrivals().provisioned_after(command_id)
+    }
+
+    fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals> {
+        self.arrivals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(command_id);
-        let Some(mark) = mark else {
-            return Default::default();
-        };
-        let mut provisions = self
-            .arrivals
-            .provisions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        provisions.retain(|_, n| *n > mark);
-        provisions.keys().cloned().collect()
     }
 }
 
