@@ -434,19 +434,33 @@ async fn console_actions_need_the_sessions_token_and_keep_the_rest_apis_rules() 
     assert_eq!(plane.allocation(&id).await["state"], "active");
     // The allocations page: soonest expiry first, with usage and probe health, and how
     // many expire within the hour (this one: an hour long).
+    let report = farmhand_protocol::UsageReport {
+        measured_at_ms: farmhand_control::ids::unix_ms(farmhand_control::ids::now()),
+        allocations: vec![farmhand_protocol::AllocationUsage {
+            allocation_id: id.clone(),
+            bytes_in: 3_000,
+            bytes_out: 500,
+        }],
+    };
+    let agent_id = sold["agent_id"].as_str().unwrap();
+    plane
+        .store()
+        .record_usage_report(agent_id, &report, report.measured_at_ms)
+        .await
+        .unwrap();
     let page = first_snapshot(&plane, &market, "allocations").await;
     let row = &page["allocations"][0];
     assert_eq!(row["allocation_id"], id.as_str());
+    assert_eq!(row["used_bytes"], 3_500, "{row}");
     assert!(
-        row.get("used_bytes").is_some() && row.get("probe_health").is_some(),
-        "{row}"
+        row.get("probe_health").is_some_and(|h| h.is_null()),
+        "not probed: {row}"
     );
     assert!(
         page["allocation_counts"]["expiring within 1 h"].is_u64(),
         "{page}"
     );
     // A marketplace may not revoke an agent, from the console either.
-    let agent_id = sold["agent_id"].as_str().unwrap();
     let revoke = act(
         &plane,
         &market,
