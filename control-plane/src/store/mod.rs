@@ -282,6 +282,20 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
+/// What `read` finds for each of `ids`, by id (one page's worth of single reads on sled).
+fn each_found<T>(
+    ids: &[String],
+    mut read: impl FnMut(&str) -> Result<Option<T>, StoreError>,
+) -> Result<std::collections::HashMap<String, T>, StoreError> {
+    let mut found = std::collections::HashMap::new();
+    for id in ids {
+        if let Some(value) = read(id)? {
+            found.insert(id.clone(), value);
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

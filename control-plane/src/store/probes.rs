@@ -155,13 +155,7 @@ impl SledStore {
         &self,
         allocation_ids: &[String],
     ) -> Result<std::collections::HashMap<String, ProbeTrack>, StoreError> {
-        let mut found = std::collections::HashMap::new();
-        for id in allocation_ids {
-            if let Some(track) = self.probe_track(id)? {
-                found.insert(id.clone(), track);
-            }
-        }
-        Ok(found)
+        super::each_found(allocation_ids, |id| self.probe_track(id))
     }
 
     /// Deletes `allocation_id`'s probe record (its detail is purged, or it is gone).

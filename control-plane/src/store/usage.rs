@@ -174,13 +174,7 @@ impl SledStore {
         &self,
         allocation_ids: &[String],
     ) -> Result<std::collections::HashMap<String, UsageTotals>, StoreError> {
-        let mut found = std::collections::HashMap::new();
-        for id in allocation_ids {
-            if let Some(totals) = self.usage(id)? {
-                found.insert(id.clone(), totals);
-            }
-        }
-        Ok(found)
+        super::each_found(allocation_ids, |id| self.usage(id))
     }
 }
 

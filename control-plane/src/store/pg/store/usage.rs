@@ -163,27 +163,8 @@ impl PgStore {
     /// The allocation's usage: the sum over every agent that reported it (the latest
     /// measurement time); `None` before the first report.
     pub async fn usage(&self, allocation_id: &str) -> Result<Option<UsageTotals>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .cached_query_one(
-                "SELECT sum(bytes_in)::bigint, sum(bytes_out)::bigint, max(measured_at_ms)
-                 FROM allocation_usage WHERE allocation_id = $1",
-                &[&allocation_id],
-            )
-            .await
-            .map_err(db)?;
-        let at: Option<i64> = row.try_get(2).map_err(db)?;
-        let Some(at) = at else {
-            return Ok(None);
-        };
-        let bytes_in: i64 = row.try_get(0).map_err(db)?;
-        let bytes_out: i64 = row.try_get(1).map_err(db)?;
-        Ok(Some(UsageTotals {
-            bytes_in: small(bytes_in),
-            bytes_out: small(bytes_out),
-            measured_at_ms: small(at),
-        }))
+        let mut one = self.usages(&[allocation_id.to_string()]).await?;
+        Ok(one.remove(allocation_id))
     }
 
     /// The usage of each of `allocation_ids` that has any, in one statement.
